@@ -1,0 +1,177 @@
+"""Encoders for 32x32 (and 96x96) images: ResNet-18 with the CIFAR stem, a small CNN for CPU runs,
+the projection MLP, and split batch-norm for MoCo on one device.
+
+Every backbone starts with its own `Normalize` layer, so every model takes pixels in [0, 1]. Attacks in
+later notebooks perturb those pixels directly, with epsilons in [0, 1] pixel units.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .validation import require_int_at_least
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, as the first layer of a model that takes [0, 1] pixels."""
+
+    def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (He et al. 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 with the CIFAR stem: a 3x3 convolution with stride 1 and no max-pool, so 32x32 inputs
+    keep their resolution in the first stage. Returns the 512-d pooled features."""
+
+    feature_dim = 512
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn_relu(3, 64)
+        widths = (64, 128, 256, 512)
+        stages, in_channels = [], 64
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(in_channels, width, stride), BasicBlock(width, width)))
+            in_channels = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.pool(x)
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU stages (widths w, 2w, 4w) with max-pooling: a few-minute CPU stand-in for
+    ResNet-18 (about 1,300 training images/s on 2 CPU cores at w = 32)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        require_int_at_least("width", width, 1)
+        self.feature_dim = 4 * width
+        self.layer1 = nn.Sequential(conv_bn_relu(3, width), nn.MaxPool2d(2))
+        self.layer2 = nn.Sequential(conv_bn_relu(width, 2 * width), nn.MaxPool2d(2))
+        self.layer3 = conv_bn_relu(2 * width, 4 * width)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layer3(self.layer2(self.layer1(x))))
+
+
+class Backbone(nn.Module):
+    """`Normalize` followed by a feature extractor; takes [0, 1] pixels and returns `feature_dim` features."""
+
+    def __init__(self, net: nn.Module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+        self.feature_dim = net.feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+BACKBONES = {"resnet18": ResNet18, "small_cnn": SmallCNN}
+
+
+def build_backbone(name: str, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Backbone:
+    """A backbone by name ("resnet18" or "small_cnn") that takes [0, 1] pixels."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone name must be one of {sorted(BACKBONES)}, got {name!r}")
+    return Backbone(BACKBONES[name](), mean, std)
+
+
+def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> nn.Sequential:
+    """SimCLR's projection head g: Linear -> BN -> ReLU -> Linear. The loss sees g(h); evaluation uses h."""
+    for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+        require_int_at_least(name, value, 1)
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim))
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """Batch-norm whose training statistics are computed separately on `num_splits` interleaved groups
+    of the batch, as if each group ran on its own GPU.
+
+    MoCo's shuffled BN stops the query and its key from sharing batch statistics, which would let the
+    model find the positive through BN instead of through the image ("cheating"). On one device the
+    MoCo CIFAR demo emulates it this way: reshape [N, C, H, W] to [N / S, S * C, H, W], so each of the
+    S channel copies sees the samples with index = s (mod S).
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        require_int_at_least("num_splits", num_splits, 1)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        splits = self.num_splits
+        if n % splits:
+            raise ValueError(f"batch size must be divisible by num_splits={splits} in SplitBatchNorm2d, got {n}")
+        running_mean = self.running_mean.repeat(splits)
+        running_var = self.running_var.repeat(splits)
+        out = F.batch_norm(
+            x.reshape(n // splits, c * splits, h, w), running_mean, running_var,
+            self.weight.repeat(splits), self.bias.repeat(splits),
+            training=True, momentum=self.momentum, eps=self.eps)
+        with torch.no_grad():  # the running statistics are the average over the splits
+            self.running_mean.copy_(running_mean.view(splits, c).mean(0))
+            self.running_var.copy_(running_var.view(splits, c).mean(0))
+        return out.reshape(n, c, h, w)
+
+
+def use_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm2d in `module` (in place) by a SplitBatchNorm2d with the same parameters."""
+    require_int_at_least("num_splits", num_splits, 1)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
+            split = SplitBatchNorm2d(child.num_features, num_splits, eps=child.eps, momentum=child.momentum)
+            split.load_state_dict(child.state_dict())
+            split.to(device=child.weight.device, dtype=child.weight.dtype)
+            setattr(module, name, split)
+        else:
+            use_split_batchnorm(child, num_splits)
+    return module

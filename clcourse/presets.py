@@ -1,0 +1,70 @@
+"""Run-size presets, so one notebook runs in CI on a CPU, on a Colab T4 and at paper scale.
+
+- ``smoke``: CPU and CI. A small CNN on a few thousand images; each notebook takes minutes on 2 cores.
+- ``colab``: one T4 (or any single GPU). ResNet-18 on all of CIFAR-10; each notebook <= 15 minutes.
+- ``full``: paper-scale budgets (200 epochs) on a fast GPU.
+
+The default is ``smoke`` without a GPU and ``colab`` with one; the environment variable
+``CLCOURSE_PRESET`` overrides it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    backbone: str               # "small_cnn" or "resnet18", see clcourse.models.build_backbone
+    train_subset: int | None    # training images used for self-supervised learning (None: all)
+    test_subset: int | None     # held-out images used for evaluation (None: all)
+    batch_size: int             # images per step (each contributes two views)
+    epochs: int                 # main SimCLR run of notebook 01
+    sweep_epochs: int           # each run of a sweep (temperature, methods)
+    temperatures: tuple[float, ...]  # temperature sweep
+    lr: float                   # SGD learning rate for batch 256, scaled linearly with the batch size
+    warmup_epochs: int
+    knn_every: int              # evaluate kNN accuracy every this many epochs
+    knn_k: int
+    compile: bool               # torch.compile the model step
+
+    def with_overrides(self, **changes) -> "Preset":
+        """A copy with some fields changed, e.g. ``preset.with_overrides(epochs=3)``."""
+        return replace(self, **changes)
+
+
+PRESETS = {
+    "smoke": Preset(name="smoke", backbone="small_cnn", train_subset=2560, test_subset=1000,
+                    batch_size=256, epochs=12, sweep_epochs=6, temperatures=(0.1, 0.5),
+                    lr=0.06, warmup_epochs=1, knn_every=2, knn_k=50, compile=False),
+    "colab": Preset(name="colab", backbone="resnet18", train_subset=None, test_subset=None,
+                    batch_size=512, epochs=25, sweep_epochs=6, temperatures=(0.1, 0.2, 0.5),
+                    lr=0.06, warmup_epochs=2, knn_every=5, knn_k=200, compile=False),
+    "full": Preset(name="full", backbone="resnet18", train_subset=None, test_subset=None,
+                   batch_size=512, epochs=200, sweep_epochs=100, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
+                   lr=0.06, warmup_epochs=10, knn_every=10, knn_k=200, compile=True),
+}
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when available, else Apple's MPS, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called `name`, else ``$CLCOURSE_PRESET``, else ``colab`` with a GPU and ``smoke`` without."""
+    chosen = name or os.environ.get("CLCOURSE_PRESET") or ("colab" if torch.cuda.is_available() else "smoke")
+    key = chosen.strip().lower()
+    if key not in PRESETS:
+        source = "name" if name else "CLCOURSE_PRESET"
+        raise ValueError(f"{source} must be one of {sorted(PRESETS)}, got {chosen!r}")
+    return PRESETS[key]

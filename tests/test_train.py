@@ -1,0 +1,156 @@
+import math
+
+import pytest
+import torch
+
+from clcourse.methods import SimCLR
+from clcourse.models import Backbone, SmallCNN
+from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
+                            load_weights, save_atomically, train)
+
+
+def noisy_views(images, generator=None):
+    """A cheap augmentation that still draws from the generator, so resuming must restore it."""
+    x = images.float() / 255
+    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+def make_method(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def images():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=generator)
+
+
+def run(images, method=None, **kwargs):
+    options = dict(epochs=3, batch_size=16, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
+    options.update(kwargs)
+    return train(method or make_method(), images, **options)
+
+
+def losses(history):
+    return [r["loss"] for r in history.steps]
+
+
+def test_same_seed_gives_same_numbers(images):
+    assert losses(run(images)) == losses(run(images))
+    assert losses(run(images, seed=1)) != losses(run(images))
+
+
+def test_loss_decreases_on_a_learnable_problem(images):
+    history = run(images, epochs=6, lr=0.3)
+    first, last = history.epochs[0]["loss"], history.epochs[-1]["loss"]
+    assert last < first - 0.1
+
+
+def test_resume_continues_the_same_run(images, tmp_path):
+    reference_method = make_method()
+    reference = run(images, reference_method, checkpoint_dir=tmp_path / "reference")
+
+    interrupted = make_method()
+    steps_done = {"n": 0}
+
+    def crash_in_third_epoch():
+        steps_done["n"] += 1
+        if steps_done["n"] == 7:  # 3 steps per epoch: epoch 3 has started
+            raise KeyboardInterrupt
+    interrupted.on_step_end = crash_in_third_epoch
+    with pytest.raises(KeyboardInterrupt):
+        run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
+
+    resumed_method = make_method(seed=123)  # different initial weights: the checkpoint must replace them
+    resumed = run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
+    assert losses(resumed) == losses(reference)
+    for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
+    first = run(images, checkpoint_dir=tmp_path)
+    method = make_method(seed=5)
+    again = run(images, method, checkpoint_dir=tmp_path, resume=True)
+    assert again.epochs == first.epochs
+    reloaded = make_method(seed=9)
+    load_weights(reloaded, tmp_path / "last.pt")
+    for a, b in zip(method.state_dict().values(), reloaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_rejects_a_different_schedule(images, tmp_path):
+    run(images, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="epochs=3"):
+        run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path):
+    method = make_method()
+    calls = {"n": 0}
+    original_loss = method.contrastive_loss
+
+    def loss_that_explodes(z1, z2):
+        calls["n"] += 1
+        loss = original_loss(z1, z2)
+        return loss * float("nan") if calls["n"] == 5 else loss
+    method.contrastive_loss = loss_that_explodes
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        run(images, method, checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert saved["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in saved["method"].values() if v.is_floating_point())
+
+
+def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images):
+    labels = torch.arange(48) % 4
+    knn = KnnData(images, labels, images[:16], labels[:16])
+    history = run(images, epochs=3, knn_data=knn, knn_every=2, knn_k=5)
+    evaluated = [r["epoch"] for r in history.epochs if "knn_accuracy" in r]
+    assert evaluated == [2, 3]
+    assert 0.0 <= history.final_knn_accuracy <= 1.0
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomically({"value": 1}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_atomically({"value": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["value"] == 1
+
+
+def test_learning_rate_schedule():
+    peak, total, warmup = 0.4, 100, 10
+    assert learning_rate(0, total, warmup, peak) == pytest.approx(0.04)
+    assert learning_rate(9, total, warmup, peak) == pytest.approx(peak)
+    assert learning_rate(10, total, warmup, peak) == pytest.approx(peak)
+    assert learning_rate(55, total, warmup, peak) == pytest.approx(peak * 0.5)
+    assert learning_rate(99, total, warmup, peak) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert learning_rate(0, total, 0, peak) == pytest.approx(peak)
+
+
+def test_cpu_runs_in_float32():
+    assert autocast_dtype(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(batch_size=100), "batch_size"),
+    (dict(lr=-1.0), "lr"), (dict(resume=True), "checkpoint_dir"), (dict(knn_every=0), "knn_every"),
+])
+def test_bad_arguments(images, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        run(images, **kwargs)
+
+
+def test_mismatched_labels(images):
+    with pytest.raises(ValueError, match="labels"):
+        run(images, labels=torch.zeros(3, dtype=torch.long))
