@@ -1,0 +1,266 @@
+"""Whole-dataset tensors for CIFAR-10, CIFAR-100 and STL-10.
+
+The course keeps a dataset on the training device as one uint8 tensor [N, 3, H, W] and augments
+batches there (see `augment.py`), so no DataLoader or worker processes are needed: a CIFAR-10
+train split is 150 MB as uint8.
+
+The files are read straight from the official on-disk formats with pickle/numpy, not through
+torchvision's dataset classes, because those check md5 sums and reject the course's offline
+copy of CIFAR-10 (its pixels were re-encoded, so the sums differ). torchvision is only used to
+download and extract the official archive when the files are missing.
+
+Expected layout under the data root (see `data_root` and data/README.md):
+
+    cifar-10-batches-py/   data_batch_1 ... data_batch_5, test_batch, batches.meta
+    cifar-100-python/      train, test, meta
+    stl10_binary/          train_X.bin, train_y.bin, test_X.bin, test_y.bin
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_ENV_VAR = "CLCOURSE_DATA"
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+CIFAR100_CLASSES = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+]
+
+# The seed of the fixed permutation behind `subset`: changing it changes every course subset.
+SUBSET_SEED = 0
+
+
+@dataclass(frozen=True)
+class _DatasetFiles:
+    """Where one dataset lives on disk and where its official archive comes from."""
+    title: str
+    folder: str                  # created inside the data root by extracting the archive
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    url: str
+    archive: str
+    archive_md5: str
+
+
+_DATASETS = {
+    "cifar10": _DatasetFiles(
+        "CIFAR-10", "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": _DatasetFiles(
+        "CIFAR-100", "cifar-100-python", ("train",), ("test",),
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85"),
+    "stl10": _DatasetFiles(
+        "STL-10", "stl10_binary", ("train_X.bin", "train_y.bin"), ("test_X.bin", "test_y.bin"),
+        "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "stl10_binary.tar.gz",
+        "91f7769df0f17e558f3565bffb0c7dfb"),
+}
+
+# (resolved folder, name, train) -> (images uint8 [N, 3, H, W], labels int64 [N]) as numpy arrays.
+# Callers always get fresh tensors built from these, so in-place edits cannot reach the cache.
+_CACHE: dict[tuple[str, str, bool], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the datasets: `root` if given, else $CLCOURSE_DATA, else <repo>/data."""
+    if root is None:
+        root = os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent.parent / "data"
+    return Path(root).expanduser().resolve()
+
+
+def _dataset_key(name: str) -> str:
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _DATASETS:
+        raise ValueError(f"name must be one of {sorted(_DATASETS)} (case-insensitive), got {name!r}")
+    return key
+
+
+def _split_files(key: str, train: bool) -> tuple[str, ...]:
+    spec = _DATASETS[key]
+    return spec.train_files if train else spec.test_files
+
+
+def _missing_files(folder: Path, files: tuple[str, ...]) -> list[str]:
+    return [f for f in files if not (folder / f).is_file()]
+
+
+def _missing_data_message(key: str, root: Path, train: bool, missing: list[str], reason: str) -> str:
+    spec = _DATASETS[key]
+    folder = root / spec.folder
+    split = "train" if train else "test"
+    return (
+        f"{spec.title} {split} split not found: {folder}/ lacks {', '.join(missing)} ({reason}). "
+        f"To fix: download {spec.url} and extract it into {root}/ (the archive creates {spec.folder}/), "
+        f"or call load_dataset({key!r}, download=True) on a machine with internet access, "
+        f"or set {DATA_ENV_VAR} to a folder that contains {spec.folder}/."
+    )
+
+
+def _download(key: str, root: Path) -> None:
+    """Fetch and extract the official archive into `root` with torchvision's downloader.
+
+    This is what torchvision.datasets.CIFAR10(root, download=True) does internally, without then
+    loading (and md5-checking) the extracted files.
+    """
+    from torchvision.datasets import utils as tv_utils  # imported here: only needed to download
+
+    spec = _DATASETS[key]
+    root.mkdir(parents=True, exist_ok=True)
+    tv_utils.download_and_extract_archive(spec.url, str(root), filename=spec.archive,
+                                          md5=spec.archive_md5, remove_finished=True)
+
+
+def _unpickle(path: Path) -> dict:
+    # The official archives were pickled by Python 2: latin1 turns their byte-string keys into str.
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _read_cifar(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each CIFAR file holds `data` (N x 3072 uint8: 1024 red, then 1024 green, then 1024 blue
+    values, each a 32 x 32 row-major image) and a list of integer labels."""
+    batches = [_unpickle(folder / f) for f in files]
+    images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    return np.ascontiguousarray(images.reshape(-1, 3, 32, 32)), labels
+
+
+def _read_stl10(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """STL-10 binaries: images are raw uint8 [N, 3, 96, 96] stored column-major (each channel is
+    written column by column, so a plain reshape gives [N, 3, W, H]); labels are uint8 in 1..10."""
+    split = "train" if train else "test"
+    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8).reshape(-1, 3, 96, 96)
+    images = np.ascontiguousarray(raw.transpose(0, 1, 3, 2))
+    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
+    return images, labels
+
+
+def _read_split(key: str, folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    if key == "stl10":
+        images, labels = _read_stl10(folder, train)
+    else:
+        label_key = "fine_labels" if key == "cifar100" else "labels"
+        images, labels = _read_cifar(folder, _split_files(key, train), label_key)
+    if len(images) != len(labels):
+        raise ValueError(f"{folder} holds {len(images)} images but {len(labels)} labels; the files are damaged")
+    return images, labels
+
+
+def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Indices of a deterministic, class-balanced subset of `subset` examples, sorted ascending.
+
+    Every class gets floor(subset / C) examples and the remainder goes to classes 0, 1, 2, ... .
+    Within a class, examples are taken in the order of one fixed permutation of the whole split
+    (seeded by `seed`), so the same `subset` always picks the same images, and a smaller subset
+    is contained in a larger one. If a class runs out, the next classes make up the difference.
+
+    How: rank each example within its class by its position in the permutation, then take the
+    `subset` examples with the smallest (rank, class) pairs: first every class's rank-0 example,
+    then every class's rank-1 example, and so on.
+    """
+    permutation = np.random.default_rng(seed).permutation(len(labels))
+    permuted_labels = labels[permutation]
+    by_class = np.argsort(permuted_labels, kind="stable")       # permutation positions, grouped by class
+    class_sizes = np.bincount(permuted_labels)
+    class_starts = np.cumsum(class_sizes) - class_sizes
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[by_class] = np.arange(len(labels)) - np.repeat(class_starts, class_sizes)
+    chosen = np.lexsort((permuted_labels, rank))[:subset]      # sort by rank, ties by class
+    return np.sort(permutation[chosen])
+
+
+def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    folder = root / _DATASETS[key].folder
+    cache_key = (str(folder), key, train)
+    if cache_key in _CACHE:
+        return _CACHE[cache_key]
+    missing = _missing_files(folder, _split_files(key, train))
+    if missing and not download:
+        raise FileNotFoundError(_missing_data_message(key, root, train, missing, "download=False"))
+    if missing:
+        try:
+            _download(key, root)
+        # Any failure (no network, HTTP error, bad checksum, broken archive) ends the same way:
+        # the user has to put the files there by hand, so say how.
+        except Exception as err:
+            reason = f"the download failed: {type(err).__name__}: {err}"
+            raise FileNotFoundError(_missing_data_message(key, root, train, missing, reason)) from err
+        missing = _missing_files(folder, _split_files(key, train))
+        if missing:
+            reason = "the downloaded archive did not contain them"
+            raise FileNotFoundError(_missing_data_message(key, root, train, missing, reason))
+    _CACHE[cache_key] = _read_split(key, folder, train)
+    return _CACHE[cache_key]
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True,
+                 subset: int | None = None, device: torch.device | str | None = None,
+                 download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of CIFAR-10, CIFAR-100 (fine labels) or STL-10 as two tensors on `device`.
+
+    Args:
+        name: "cifar10", "cifar100" or "stl10" (case-insensitive).
+        root: data folder; see `data_root` (argument, else $CLCOURSE_DATA, else <repo>/data).
+        train: the train split (CIFAR 50,000 images, STL-10 5,000 labelled) or the test split
+            (CIFAR 10,000, STL-10 8,000). STL-10's unlabelled split is not used.
+        subset: if given, a deterministic class-balanced subset of this many examples, kept in the
+            split's original order (see `balanced_subset_indices`); 1 <= subset <= split size.
+        device: where the tensors go (one copy); None means CPU.
+        download: fetch the official archive with torchvision if the files are missing.
+
+    Returns:
+        images: uint8 [N, 3, H, W], contiguous (H = W = 32 for CIFAR, 96 for STL-10).
+        labels: int64 [N], class indices from 0.
+
+    Splits are cached in this process, so loading the same split again does not re-read the files;
+    every call returns new tensors, which the caller may modify freely.
+    Raises FileNotFoundError, naming the missing files and how to get them, when the files are
+    absent and cannot be downloaded.
+    """
+    key = _dataset_key(name)
+    images, labels = _load_arrays(key, data_root(root), train, download)
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= len(labels):
+            split = "train" if train else "test"
+            raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "
+                             f"{split} split) or None, got {subset!r}")
+        index = balanced_subset_indices(labels, subset)
+        images, labels = images[index], labels[index]
+    device = torch.device("cpu") if device is None else torch.device(device)
+    # copy=True: the tensors never share memory with the cached arrays, even on the CPU.
+    return (torch.from_numpy(images).to(device, copy=True),
+            torch.from_numpy(labels).to(device, copy=True))
+
+
+def class_names(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Class names in label order. CIFAR-100 (fine labels) reads them from cifar-100-python/meta
+    when the file is there, and falls back to the official list otherwise."""
+    key = _dataset_key(name)
+    if key == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if key == "stl10":
+        return list(STL10_CLASSES)
+    meta = data_root(root) / _DATASETS[key].folder / "meta"
+    if meta.is_file():
+        return [str(c) for c in _unpickle(meta)["fine_label_names"]]
+    return list(CIFAR100_CLASSES)
