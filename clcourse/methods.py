@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import info_nce
-from .models import projection_mlp
-from .validation import require_positive
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce
+from .models import projection_mlp, use_split_batchnorm
+from .validation import require_in_range, require_int_at_least, require_positive
 
 
 class Batch(NamedTuple):
@@ -45,6 +47,12 @@ class Method(nn.Module):
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def on_train_start(self, num_images: int) -> None:
+        """Called once by the training loop with the size of the training set."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called at the start of every epoch (counted from 0), also when a run resumes."""
+
     def on_step_end(self) -> None:
         """Called after every optimiser step."""
 
@@ -70,3 +78,172 @@ class SimCLR(Method):
         loss = self.contrastive_loss(z1, z2)
         positive_similarity = F.cosine_similarity(z1.detach().float(), z2.detach().float()).mean()
         return loss, {"positive_similarity": positive_similarity}
+
+
+class DCL(SimCLR):
+    """SimCLR trained with Debiased Contrastive Learning (Chuang et al. 2020), see `clcourse.losses.dcl`."""
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, **options):
+        super().__init__(backbone, temperature, **options)
+        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        self.tau_plus = tau_plus
+
+    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return dcl(z1, z2, self.temperature, self.tau_plus)
+
+
+class HCL(SimCLR):
+    """SimCLR trained with hard negative sampling (Robinson et al. 2021), see `clcourse.losses.hcl`."""
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
+                 **options):
+        super().__init__(backbone, temperature, **options)
+        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        require_in_range("beta", beta, 0.0, float("inf"))
+        self.tau_plus, self.beta = tau_plus, beta
+
+    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return hcl(z1, z2, self.temperature, self.tau_plus, self.beta)
+
+
+class MoCo(Method):
+    """MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder trained by gradient, a key encoder that
+    follows it as an exponential moving average, and a FIFO queue of past keys as negatives.
+
+    Per step: q = g(f(v1)), k = g_k(f_k(v2)) without gradient, the InfoNCE of q against k and the queue
+    (`moco_info_nce`), then the keys are enqueued, replacing the oldest. After the optimiser step,
+    theta_k <- m theta_k + (1 - m) theta_q. The queue remembers which image each key came from, and a
+    query never uses a key of its own image as a negative (a stale copy of its positive).
+
+    On one device, shuffled BN is emulated as in the MoCo CIFAR-10 demo: every BatchNorm2d becomes a
+    SplitBatchNorm2d with `bn_splits` groups and keys are computed on a shuffled batch, so a query and its
+    key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key) pair and
+    enqueues both keys ("behaves like 2x epochs", per the demo).
+
+    Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits) with
+    MoCo v2's MLP head (no batch-norm in the head).
+    """
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.1, queue_size: int = 4096, momentum: float = 0.99,
+                 bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None):
+        super().__init__(backbone, augment)
+        require_positive("temperature", temperature)
+        require_int_at_least("queue_size", queue_size, 1)
+        require_in_range("momentum", momentum, 0.0, 1.0)
+        require_int_at_least("bn_splits", bn_splits, 1)
+        self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
+        self.mask_same_image, self.bn_splits = mask_same_image, bn_splits
+        if bn_splits > 1:
+            use_split_batchnorm(self.backbone, bn_splits)
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out, batch_norm=False)
+        self.key_backbone = copy.deepcopy(self.backbone)
+        self.key_projector = copy.deepcopy(self.projector)
+        for parameter in self.key_parameters():
+            parameter.requires_grad_(False)
+        # Initial negatives: random unit vectors, as in MoCo; -1 marks "no image".
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
+        self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def key_parameters(self) -> list[nn.Parameter]:
+        return list(self.key_backbone.parameters()) + list(self.key_projector.parameters())
+
+    def query_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters()) + list(self.projector.parameters())
+
+    def on_train_start(self, num_images: int) -> None:
+        if not self.mask_same_image and self.queue.shape[0] >= num_images:
+            raise ValueError(
+                f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
+                f"got {self.queue.shape[0]}: the queue would hold a stale key of every query's own image")
+
+    def queries(self, views: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(self.backbone(views)).float(), dim=1)
+
+    @torch.no_grad()
+    def keys(self, views: torch.Tensor) -> torch.Tensor:
+        """Keys from the momentum encoder, computed on a shuffled batch so BN splits differ from the queries'."""
+        shuffle = torch.randperm(views.shape[0], device=views.device)
+        keys = self.key_projector(self.key_backbone(views[shuffle]))
+        return F.normalize(keys.float(), dim=1)[torch.argsort(shuffle)]
+
+    def same_image_mask(self, index: torch.Tensor) -> torch.Tensor | None:
+        """[B, K], True where a queue entry is a key of the query's own image."""
+        return index[:, None] == self.queue_index[None, :] if self.mask_same_image else None
+
+    def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index))
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
+        """Write `keys` over the oldest entries (a ring buffer: no data moves, the pointer advances)."""
+        slots = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[0]
+        self.queue[slots] = keys.to(self.queue.dtype)
+        self.queue_index[slots] = index
+        self.queue_pointer.copy_((self.queue_pointer + keys.shape[0]) % self.queue.shape[0])
+
+    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        view1, view2 = batch.views
+        if view1.shape[0] % self.bn_splits:
+            raise ValueError(f"batch size must be divisible by bn_splits={self.bn_splits}, got {view1.shape[0]}")
+        q1, k2 = self.queries(view1), self.keys(view2)
+        loss = self.query_loss(q1, k2, batch.index)
+        if self.symmetric:
+            q2, k1 = self.queries(view2), self.keys(view1)
+            loss = 0.5 * (loss + self.query_loss(q2, k1, batch.index))
+        logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
+                "queue_similarity": (q1.detach() @ self.queue.T).mean()}
+        self.enqueue(k2, batch.index)
+        if self.symmetric:
+            self.enqueue(k1, batch.index)
+        return loss, logs
+
+    @torch.no_grad()
+    def on_step_end(self) -> None:
+        # theta_k <- m theta_k + (1 - m) theta_q, as one fused update over all parameters
+        torch._foreach_lerp_(self.key_parameters(), self.query_parameters(), 1.0 - self.momentum)
+
+
+class MoCHi(MoCo):
+    """MoCo v2 with hard negative mixing (Kalantidis et al. 2020), MoCHi(N, s, s'): each query also meets
+    `n_mix_negatives` (s) mixes of two of its N hardest queue negatives and `n_mix_query` (s') mixes of
+    itself with one of them (`clcourse.losses.mochi_negatives`). The synthetic negatives are detached and
+    never enqueued. Mixing starts after `mixing_warmup_epochs` epochs of plain MoCo.
+
+    The paper has no CIFAR experiments; the defaults keep N/K small as on ImageNet (N = 64 of K = 4096).
+    """
+
+    def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128, n_mix_query: int = 32,
+                 mixing_warmup_epochs: int = 0, **options):
+        super().__init__(backbone, **options)
+        require_int_at_least("n_hardest", n_hardest, 1)
+        if n_hardest > self.queue.shape[0]:
+            raise ValueError(f"n_hardest must be at most queue_size ({self.queue.shape[0]}), got {n_hardest}")
+        require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
+        require_int_at_least("n_mix_query", n_mix_query, 0)
+        require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
+        self.n_hardest, self.n_mix_negatives, self.n_mix_query = n_hardest, n_mix_negatives, n_mix_query
+        self.mixing_warmup_epochs = mixing_warmup_epochs
+        self.mixing = mixing_warmup_epochs == 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.mixing = epoch >= self.mixing_warmup_epochs
+
+    def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        queue_mask = self.same_image_mask(index)
+        synthetic = None
+        if self.mixing:
+            synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
+                                        queue_mask=queue_mask)
+        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic)
+
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi}
+
+
+def build_method(name: str, backbone: nn.Module, **options) -> Method:
+    """A method by name (see METHODS) around `backbone`, with its own defaults unless `options` say otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"method name must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name](backbone, **options)

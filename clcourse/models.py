@@ -120,10 +120,15 @@ def build_backbone(name: str, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Backbone:
     return Backbone(BACKBONES[name](), mean, std)
 
 
-def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> nn.Sequential:
-    """SimCLR's projection head g: Linear -> BN -> ReLU -> Linear. The loss sees g(h); evaluation uses h."""
+def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128, batch_norm: bool = True) -> nn.Sequential:
+    """The projection head g: Linear -> BN -> ReLU -> Linear (SimCLR). The loss sees g(h); evaluation uses h.
+
+    MoCo v2's head has no batch-norm (`batch_norm=False`): BN statistics shared across a batch of keys
+    would leak which key belongs to which query."""
     for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
         require_int_at_least(name, value, 1)
+    if not batch_norm:
+        return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
     return nn.Sequential(
         nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, out_dim))

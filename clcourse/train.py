@@ -88,6 +88,14 @@ def save_atomically(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def run_dir(name: str, preset: str | None = None) -> Path:
+    """Where the run called `name` keeps its checkpoints: ``$CLCOURSE_RUNS`` (else ``<repo>/runs``), then
+    the preset, then the name. Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
+    from .presets import get_preset
+    root = Path(os.environ.get("CLCOURSE_RUNS") or Path(__file__).resolve().parent.parent / "runs")
+    return root / (preset or get_preset().name) / name
+
+
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
     """Per-epoch weight snapshots (`epoch_0005.pt`, ...) written by `train`, oldest first."""
     return sorted(Path(checkpoint_dir).glob("epoch_*.pt"))
@@ -213,7 +221,9 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     # checking it costs no host synchronisation per step.
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     method.train()
+    method.on_train_start(images.shape[0])
     for epoch in range(start_epoch, epochs):
+        method.on_epoch_start(epoch)
         epoch_start = time.perf_counter()
         order = torch.randperm(images.shape[0], generator=data_generator).to(device)
         loss_sum = torch.zeros((), device=device)

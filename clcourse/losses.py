@@ -1,0 +1,386 @@
+"""Contrastive losses, each a pure function of embeddings.
+
+Conventions shared by every loss here:
+- inputs are embeddings of shape [B, D]; they are L2-normalised inside the loss, so callers may
+  pass raw projector outputs;
+- the loss is computed in float32 whatever the autocast dtype (a B x B logit matrix is tiny, and
+  exp(s / temperature) overflows in half precision);
+- the return value is the mean over anchors, a scalar tensor.
+
+MoCo's queue loss (moco_info_nce) and MoCHi's synthetic negatives (mochi_mix / mochi_negatives)
+take a query batch and a queue instead of two views; they follow the same conventions.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .validation import (require_embeddings, require_in_range, require_int_at_least, require_positive,
+                         require_same_shape)
+
+
+def _full_precision(t: torch.Tensor):
+    """Switch autocast off on `t`'s device: the similarities below must stay float32, while autocast
+    would run every matmul in half precision (cosines to ~3 digits, then divided by a small tau)."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Check a pair of view embeddings and return the 2B unit vectors [z1; z2] in float32."""
+    require_embeddings("z1", z1)
+    require_embeddings("z2", z2)
+    require_same_shape("z1", z1, "z2", z2)
+    return F.normalize(torch.cat([z1, z2]).float(), dim=1)
+
+
+def positive_index(batch_size: int, device=None) -> torch.Tensor:
+    """p(i) for the 2B views [z1; z2]: view i of image k is paired with the other view of image k."""
+    half = torch.arange(batch_size, device=device)
+    return torch.cat([half + batch_size, half])
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    r"""NT-Xent / InfoNCE over the 2B anchors of two views (SimCLR).
+
+    With u = normalize([z1; z2]) and p(i) the other view of anchor i's image,
+
+        \ell_i = -\log \frac{\exp(u_i \cdot u_{p(i)} / \tau)}{\sum_{k \ne i} \exp(u_i \cdot u_k / \tau)},
+        L = \frac{1}{2B} \sum_{i=1}^{2B} \ell_i
+
+    The denominator holds the positive and the 2B - 2 negatives (every view of every other image).
+    Nothing is detached: gradients flow into both views.
+
+    Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
+
+    Args:
+        z1, z2: [B, D] embeddings of the first and second view of the same B images.
+        temperature: tau > 0; smaller values concentrate the loss on the hardest negatives.
+    """
+    require_positive("temperature", temperature)
+    with _full_precision(z1):
+        u = _normalised_pair(z1, z2)
+        logits = u @ u.T / temperature
+        self_pairs = torch.eye(len(u), dtype=torch.bool, device=u.device)
+        logits = logits.masked_fill(self_pairs, float("-inf"))
+        return F.cross_entropy(logits, positive_index(z1.shape[0], u.device))
+
+
+def _require_feature_dim(name: str, t: torch.Tensor, dim: int, ref_name: str) -> None:
+    if t.shape[-1] != dim:
+        raise ValueError(f"{name} must have the embedding size of {ref_name} ({dim}) in its last dimension, "
+                         f"got shape {tuple(t.shape)}")
+
+
+def _require_queue_mask(queue_mask: torch.Tensor, batch_size: int, queue_size: int) -> None:
+    """A boolean [B, K] mask, True where a queue entry is excluded from a query's negatives."""
+    if (not isinstance(queue_mask, torch.Tensor) or queue_mask.dtype != torch.bool
+            or tuple(queue_mask.shape) != (batch_size, queue_size)):
+        got = (f"shape {tuple(queue_mask.shape)}, dtype {queue_mask.dtype}" if isinstance(queue_mask, torch.Tensor)
+               else type(queue_mask).__name__)
+        raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, {queue_size}], got {got}")
+
+
+def _pair_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits s / tau of the 2B anchors [z1; z2]: the positive [2B] and the 2B - 2 negatives [2B, 2B - 2]
+    (every view except the anchor itself and its positive), in float32."""
+    u = _normalised_pair(z1, z2)
+    logits = u @ u.T / temperature
+    anchors = torch.arange(len(u), device=u.device)
+    partner = positive_index(z1.shape[0], u.device)
+    is_negative = ~torch.eye(len(u), dtype=torch.bool, device=u.device)
+    is_negative[anchors, partner] = False
+    return logits[anchors, partner], logits[is_negative].view(len(u), len(u) - 2)
+
+
+def _debiased_hard_loss(positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                        tau_plus: float, beta: float) -> torch.Tensor:
+    r"""Mean over anchors of -log pos / (pos + Ng), the estimator shared by DCL (beta = 0) and HCL.
+
+    positive [A] and negatives [A, N] are logits s / t. With imp_j = exp(beta s_j / t),
+    imp_j / mean_j(imp) = N softmax(beta * logits)_j, so the reweighted negative mass is
+    R = N sum_j softmax(beta * logits)_j exp(logits_j), computed through its logarithm.
+
+    Every term is divided by exp(m), m = the anchor's largest logit (a constant: the loss does not
+    change, so m is detached), which keeps the exponentials in [0, 1] however small t is.
+    """
+    n_negatives = negatives.shape[1]
+    log_n = math.log(n_negatives)
+    log_mass = log_n + torch.logsumexp(negatives + torch.log_softmax(beta * negatives, dim=1), dim=1)
+    shift = torch.maximum(positive, negatives.amax(dim=1)).detach()
+    pos = torch.exp(positive - shift)
+    mass = torch.exp(log_mass - shift)
+    # N e^{-1/t}: the smallest negative mass there can be (every negative at cosine -1).
+    floor = torch.exp(log_n - 1.0 / temperature - shift)
+    negative_estimate = torch.maximum((mass - tau_plus * n_negatives * pos) / (1.0 - tau_plus), floor)
+    return (torch.log(pos + negative_estimate) - (positive - shift)).mean()
+
+
+def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
+    if z.shape[0] < 2:
+        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
+                         f"{name} has {z.shape[0]} row")
+
+
+def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1) -> torch.Tensor:
+    r"""Debiased Contrastive Learning loss over the 2B anchors of two views (SimCLR form).
+
+    Some "negatives" in a batch share the anchor's class (false negatives). If a fraction tau^+ of
+    all images share it, the negative mass can be corrected by subtracting tau^+ times the positive.
+    With u = normalize([z1; z2]), N = 2B - 2 negatives per anchor, pos = exp(u_i . u_{p(i)} / t)
+    and neg_j = exp(u_i . u_j / t) over the N views of the other images,
+
+        N_g = \max\left( \frac{\sum_j neg_j - \tau^+ N \, pos}{1 - \tau^+},\; N e^{-1/t} \right),
+        \ell_i = -\log \frac{pos}{pos + N_g},        L = \frac{1}{2B} \sum_i \ell_i
+
+    The lower bound N e^{-1/t} is the smallest possible negative mass (all N negatives at cosine -1):
+    it stops the corrected estimate from going to zero or below. Nothing is detached.
+
+    With tau_plus = 0 this is info_nce exactly: the bound is then only reached when every negative
+    sits at cosine -1, where it equals the sum anyway (up to rounding). With tau_plus > 0 the bound
+    can bind (a very close positive among far negatives) and the loss then differs from the formula
+    without it.
+
+    Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020; defaults t = 0.5, tau^+ = 0.1 as in
+    the authors' code (chingyaoc/DCL main.py). Two traps around that name:
+    - lightly's `DCLLoss` is a different method with the same acronym (Decoupled Contrastive Learning,
+      Yeh et al. 2021, which drops the positive from the denominator);
+    - chingyaoc/DCL's `--debiased` flag is parsed with argparse `type=bool`, so any string given on the
+      command line, "False" included, turns debiasing on.
+
+    Computed through logs, each anchor's terms divided by exp(its largest logit), so it stays finite
+    for small temperatures.
+
+    Args:
+        z1, z2: [B, D] embeddings of two views of the same B >= 2 images.
+        temperature: t > 0.
+        tau_plus: class prior tau^+ in [0, 1): the assumed probability that a negative shares the anchor's class.
+    """
+    require_positive("temperature", temperature)
+    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "dcl")
+    with _full_precision(z1):
+        positive, negatives = _pair_logits(z1, z2, temperature)
+        return _debiased_hard_loss(positive, negatives, temperature, tau_plus, beta=0.0)
+
+
+def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1,
+        beta: float = 1.0) -> torch.Tensor:
+    r"""Hard negative sampling with debiasing (HCL) over the 2B anchors of two views.
+
+    Negatives are drawn from a distribution tilted toward those similar to the anchor,
+    q_beta(x^-) \propto e^{\beta f(x) \cdot f(x^-)} p(x^-), estimated by importance weights over the
+    batch, then debiased as in DCL. With the notation of `dcl` (N = 2B - 2, pos, neg_j = exp(s_j / t)):
+
+        imp_j = \exp(\beta s_j / t) = neg_j^\beta,
+        R = \frac{\sum_j imp_j \, neg_j}{\frac{1}{N} \sum_j imp_j},
+        N_g = \max\left( \frac{R - \tau^+ N \, pos}{1 - \tau^+},\; N e^{-1/t} \right),
+        \ell_i = -\log \frac{pos}{pos + N_g},        L = \frac{1}{2B} \sum_i \ell_i
+
+    beta multiplies s / t, so the tilt on the raw cosine is beta / t (= 2 beta at t = 0.5).
+    beta = 0 gives `dcl`; tau_plus = 0 and beta = 0 give `info_nce`.
+
+    The importance weights imp_j are NOT detached, as in the authors' code: the gradient also flows
+    through the weighting (it is part of the loss, not a sampling constant).
+
+    Robinson et al., "Contrastive Learning with Hard Negative Samples", ICLR 2021. This follows the
+    authors' code (joshr17/HCL image/main.py), defaults t = 0.5, tau^+ = 0.1, beta = 1.0. The paper's
+    pseudo-code has two typos, divide by neg.mean() and no beta in the exponent; the authors confirm
+    the code is right (HCL issues #1 and #5).
+
+    Computed through logs (imp_j / mean(imp) = N softmax(beta s / t)_j), each anchor's terms divided by
+    exp(its largest logit).
+
+    Args:
+        z1, z2: [B, D] embeddings of two views of the same B >= 2 images.
+        temperature: t > 0.
+        tau_plus: class prior tau^+ in [0, 1).
+        beta: concentration beta >= 0; larger values focus on harder negatives.
+    """
+    require_positive("temperature", temperature)
+    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "hcl")
+    with _full_precision(z1):
+        positive, negatives = _pair_logits(z1, z2, temperature)
+        return _debiased_hard_loss(positive, negatives, temperature, tau_plus, beta)
+
+
+def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
+                  queue_mask: torch.Tensor | None = None,
+                  extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+    r"""MoCo's InfoNCE: each query against its positive key and a queue of negatives.
+
+    With q, k, queue and the extra negatives L2-normalised,
+
+        \ell_b = -\log \frac{\exp(q_b \cdot k_b / \tau)}{\exp(q_b \cdot k_b / \tau)
+                 + \sum_{n \in queue, \text{not masked}} \exp(q_b \cdot n / \tau)
+                 + \sum_m \exp(q_b \cdot h_{b,m} / \tau)},        L = \frac{1}{B} \sum_b \ell_b
+
+    i.e. cross-entropy on the logits [q.k, q.queue^T, q.h] / tau with target 0.
+
+    Gradient flows into q only. k is detached (keys come from the momentum encoder), and so are the
+    queue and the extra negatives. Enqueuing k afterwards is the caller's job.
+
+    He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020;
+    tau = 0.2 as in MoCo v2 (the CIFAR-10 demo uses 0.1).
+
+    Args:
+        q: [B, D] queries.
+        k: [B, D] positive keys, one per query.
+        queue: [K, D] negative keys.
+        temperature: tau > 0.
+        queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b
+            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf.
+        extra_negatives: optional [B, M, D] negatives of each query alone, appended after the queue
+            (MoCHi's synthetic negatives, see `mochi_negatives`).
+    """
+    require_positive("temperature", temperature)
+    require_embeddings("q", q)
+    require_embeddings("k", k)
+    require_same_shape("q", q, "k", k)
+    require_embeddings("queue", queue)
+    batch_size, dim = q.shape
+    _require_feature_dim("queue", queue, dim, "q")
+    if queue_mask is not None:
+        _require_queue_mask(queue_mask, batch_size, queue.shape[0])
+    if extra_negatives is not None:
+        if (not isinstance(extra_negatives, torch.Tensor) or extra_negatives.dim() != 3
+                or not extra_negatives.is_floating_point() or extra_negatives.shape[0] != batch_size):
+            got = (f"shape {tuple(extra_negatives.shape)}, dtype {extra_negatives.dtype}"
+                   if isinstance(extra_negatives, torch.Tensor) else type(extra_negatives).__name__)
+            raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
+                             f"with B = {batch_size}, got {got}")
+        _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
+    with _full_precision(q):
+        q = F.normalize(q.float(), dim=1)
+        k = F.normalize(k.detach().float(), dim=1)
+        queue = F.normalize(queue.detach().float(), dim=1)
+        logits = [(q * k).sum(dim=1, keepdim=True), q @ queue.T]
+        if queue_mask is not None:
+            logits[1] = logits[1].masked_fill(queue_mask, float("-inf"))
+        if extra_negatives is not None:
+            extra = F.normalize(extra_negatives.detach().float(), dim=2)
+            logits.append(torch.einsum("bd,bmd->bm", q, extra))
+        logits = torch.cat(logits, dim=1) / temperature
+        target = torch.zeros(batch_size, dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, target)
+
+
+class MochiMix(NamedTuple):
+    """MoCHi's synthetic negatives and how each was made (B queries, N hardest, s + s' mixes).
+
+    Indices are rows of the queue. Everything is detached."""
+    negatives: torch.Tensor         # [B, s + s', D] unit vectors: the s type-1 mixes, then the s' type-2 mixes
+    hardest_index: torch.Tensor     # [B, N] each query's N hardest (unmasked) queue entries, hardest first
+    pair_index: torch.Tensor        # [B, s, 2] the two queue entries of each type-1 mix
+    alpha: torch.Tensor             # [B, s] weight of pair_index[..., 0] (1 - alpha on pair_index[..., 1])
+    query_pair_index: torch.Tensor  # [B, s'] the queue entry mixed with the query in each type-2 mix
+    beta: torch.Tensor              # [B, s'] weight of the query (1 - beta on the queue entry)
+
+
+@torch.no_grad()
+def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
+              generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None) -> MochiMix:
+    r"""MoCHi hard negative mixing: synthetic negatives for each query, with the recipe used for each.
+
+    For query q (unit vector) let \tilde{Q}^N be its N hardest negatives: the N queue entries with the
+    largest q . n, excluding entries masked by queue_mask. Then, for that query alone,
+
+        type 1 (s = n_mix_negatives):   h  = normalize(\alpha n_i + (1 - \alpha) n_j),
+                                        n_i != n_j drawn uniformly from \tilde{Q}^N, \alpha ~ U(0, 1);
+        type 2 (s' = n_mix_query):      h' = normalize(\beta q + (1 - \beta) n_k),
+                                        n_k drawn uniformly from \tilde{Q}^N,     \beta ~ U(0, 0.5)
+
+    (beta < 0.5 keeps the negative dominant in h'). If N = 1 the type-1 pair is that entry twice.
+    The hardest set, the pairs and the coefficients are drawn per query: index tensors [B, s] select
+    from each query's own row (a flattened [B*N, D] indexed by [0, N) would give every query the
+    hardest negatives of query 0).
+
+    Everything returned is detached (no gradient, also through q in type 2): the synthetic points are
+    constants, as in every reimplementation. They are never enqueued: append them to the logits with
+    `moco_info_nce(..., extra_negatives=...)` and enqueue only the keys.
+
+    Kalantidis et al., "Hard Negative Mixing for Contrastive Learning", NeurIPS 2020, written
+    MoCHi(N, s, s'); the paper has no CIFAR setting and no official code.
+
+    `mochi_negatives` returns only the negatives; this function also returns the indices and
+    coefficients, to inspect or test the mixing.
+
+    Args:
+        q: [B, D] queries.
+        queue: [K, D] negative keys.
+        n_hardest: N in [1, K], and at most the number of entries queue_mask leaves to each query.
+        n_mix_negatives: s >= 0 type-1 mixes per query.
+        n_mix_query: s' >= 0 type-2 mixes per query.
+        generator: random source on q's device (default: torch's global one).
+        queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b.
+            Checking that enough entries are left reads the mask on the host (one sync).
+
+    Returns:
+        MochiMix(negatives, hardest_index, pair_index, alpha, query_pair_index, beta), see MochiMix.
+    """
+    require_embeddings("q", q)
+    require_embeddings("queue", queue)
+    batch_size, dim = q.shape
+    queue_size = queue.shape[0]
+    _require_feature_dim("queue", queue, dim, "q")
+    require_int_at_least("n_hardest", n_hardest, 1)
+    if n_hardest > queue_size:
+        raise ValueError(f"n_hardest must be at most the queue size K = {queue_size}, got {n_hardest}")
+    require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
+    require_int_at_least("n_mix_query", n_mix_query, 0)
+    if queue_mask is not None:
+        _require_queue_mask(queue_mask, batch_size, queue_size)
+        fewest_left = int((~queue_mask).sum(dim=1).min())
+        if n_hardest > fewest_left:
+            raise ValueError(f"n_hardest = {n_hardest} but queue_mask leaves only {fewest_left} queue entries "
+                             f"to some query; n_hardest must be at most that")
+
+    def draw_index(high: int, count: int) -> torch.Tensor:
+        return torch.randint(high, (batch_size, count), generator=generator, device=q.device)
+
+    def draw_uniform(count: int) -> torch.Tensor:
+        return torch.rand(batch_size, count, generator=generator, device=q.device)
+
+    with _full_precision(q):
+        q = F.normalize(q.float(), dim=1)
+        queue = F.normalize(queue.float(), dim=1)
+        similarity = q @ queue.T
+        if queue_mask is not None:
+            similarity = similarity.masked_fill(queue_mask, float("-inf"))
+        hardest_index = similarity.topk(n_hardest, dim=1).indices                       # [B, N]
+
+        # Type 1: positions a != b in [0, N) of each query's hardest list (b = a + 1 + offset, mod N).
+        first = draw_index(n_hardest, n_mix_negatives)
+        second = (first + 1 + draw_index(max(n_hardest - 1, 1), n_mix_negatives)) % n_hardest
+        pair_index = torch.stack([hardest_index.gather(1, first), hardest_index.gather(1, second)], dim=2)
+        alpha = draw_uniform(n_mix_negatives)
+        a = alpha.unsqueeze(2)
+        mixed_negatives = F.normalize(a * queue[pair_index[..., 0]] + (1 - a) * queue[pair_index[..., 1]], dim=2)
+
+        # Type 2: the query mixed into one of its hardest negatives.
+        query_pair_index = hardest_index.gather(1, draw_index(n_hardest, n_mix_query))
+        beta = 0.5 * draw_uniform(n_mix_query)
+        b = beta.unsqueeze(2)
+        mixed_query = F.normalize(b * q.unsqueeze(1) + (1 - b) * queue[query_pair_index], dim=2)
+
+        negatives = torch.cat([mixed_negatives, mixed_query], dim=1)
+    return MochiMix(negatives, hardest_index, pair_index, alpha, query_pair_index, beta)
+
+
+def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
+                    generator: torch.Generator | None = None,
+                    queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MoCHi's synthetic negatives [B, s + s', D] (detached unit vectors, never to be enqueued).
+
+    The same as `mochi_mix(...).negatives`; see `mochi_mix` for the equations and arguments. Typical use:
+
+        extra = mochi_negatives(q, queue, n_hardest=64, n_mix_negatives=128, n_mix_query=32)
+        loss = moco_info_nce(q, k, queue, extra_negatives=extra)
+    """
+    return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask).negatives
