@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .presets import course_root
+
 DATA_ENV_VAR = "CLCOURSE_DATA"
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -84,7 +86,7 @@ _CACHE: dict[tuple[str, str, bool], tuple[np.ndarray, np.ndarray]] = {}
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The folder that holds the datasets: `root` if given, else $CLCOURSE_DATA, else <repo>/data."""
     if root is None:
-        root = os.environ.get(DATA_ENV_VAR) or Path(__file__).resolve().parent.parent / "data"
+        root = os.environ.get(DATA_ENV_VAR) or course_root() / "data"
     return Path(root).expanduser().resolve()
 
 

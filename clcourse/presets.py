@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -39,14 +40,21 @@ class Preset:
 PRESETS = {
     "smoke": Preset(name="smoke", backbone="small_cnn", train_subset=2560, test_subset=1000,
                     batch_size=256, epochs=12, sweep_epochs=6, temperatures=(0.1, 0.5),
-                    lr=0.06, warmup_epochs=1, knn_every=2, knn_k=50, compile=False),
+                    lr=0.12, warmup_epochs=1, knn_every=2, knn_k=50, compile=False),
     "colab": Preset(name="colab", backbone="resnet18", train_subset=None, test_subset=None,
                     batch_size=512, epochs=25, sweep_epochs=6, temperatures=(0.1, 0.2, 0.5),
-                    lr=0.06, warmup_epochs=2, knn_every=5, knn_k=200, compile=False),
+                    lr=0.12, warmup_epochs=2, knn_every=5, knn_k=200, compile=False),
     "full": Preset(name="full", backbone="resnet18", train_subset=None, test_subset=None,
                    batch_size=512, epochs=200, sweep_epochs=100, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
-                   lr=0.06, warmup_epochs=10, knn_every=10, knn_k=200, compile=True),
+                   lr=0.12, warmup_epochs=10, knn_every=10, knn_k=200, compile=True),
 }
+
+
+def course_root() -> Path:
+    """Where downloads (`data/`) and training runs (`runs/`) go by default: the repository when the package
+    is installed from a checkout (`pip install -e .`), else the current folder (e.g. /content on Colab)."""
+    package_parent = Path(__file__).resolve().parent.parent
+    return package_parent if (package_parent / "pyproject.toml").is_file() else Path.cwd()
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:

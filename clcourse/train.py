@@ -90,9 +90,9 @@ def save_atomically(state: dict, path: Path) -> None:
 
 def run_dir(name: str, preset: str | None = None) -> Path:
     """Where the run called `name` keeps its checkpoints: ``$CLCOURSE_RUNS`` (else ``<repo>/runs``), then
-    the preset, then the name. Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
-    from .presets import get_preset
-    root = Path(os.environ.get("CLCOURSE_RUNS") or Path(__file__).resolve().parent.parent / "runs")
+    the preset, then the name (`<repo>` is the current folder when the package is not installed from a checkout). Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
+    from .presets import course_root, get_preset
+    root = Path(os.environ.get("CLCOURSE_RUNS") or course_root() / "runs")
     return root / (preset or get_preset().name) / name
 
 

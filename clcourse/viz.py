@@ -80,3 +80,19 @@ def plot_histories(histories: dict[str, History] | History, title: str | None = 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_similarity_matrix(similarities: torch.Tensor, batch_size: int, ax=None, title: str | None = None):
+    """Heatmap of the 2B x 2B similarity matrix of views [z1; z2], with each view's positive outlined."""
+    similarities = similarities.detach().float().cpu()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6))
+    image = ax.imshow(similarities, cmap="RdBu_r", vmin=-1, vmax=1)
+    for row in range(2 * batch_size):
+        col = (row + batch_size) % (2 * batch_size)
+        ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+    ax.axhline(batch_size - 0.5, color="gray", linewidth=0.8)
+    ax.axvline(batch_size - 0.5, color="gray", linewidth=0.8)
+    ax.set(xlabel="view", ylabel="view", title=title or "cosine similarity (boxes: positives)")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    return ax.figure

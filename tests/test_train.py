@@ -6,7 +6,7 @@ import torch
 from clcourse.methods import SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
-                            load_weights, save_atomically, train)
+                            load_weights, run_dir, save_atomically, train)
 
 
 def noisy_views(images, generator=None):
@@ -154,3 +154,10 @@ def test_bad_arguments(images, kwargs, name):
 def test_mismatched_labels(images):
     with pytest.raises(ValueError, match="labels"):
         run(images, labels=torch.zeros(3, dtype=torch.long))
+
+
+def test_run_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
+    monkeypatch.setenv("CLCOURSE_PRESET", "smoke")
+    assert run_dir("simclr") == tmp_path / "smoke" / "simclr"
+    assert run_dir("simclr", preset="full") == tmp_path / "full" / "simclr"

@@ -1,0 +1,87 @@
+# The course in two commands, on a Linux or macOS machine with Python 3.10+:
+#   make lab    set up .venv if needed, then open the notebooks in JupyterLab
+#   make test   set up .venv if needed, then run the unit tests and every notebook (smoke preset)
+# Setting up installs torch and torchvision first (PIP_TORCH_ARGS), then this package in editable mode.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# For example, the CPU-only wheels on Linux (about 200 MB instead of several GB):
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+PIP_TORCH_ARGS ?= torch torchvision $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+# Extra JupyterLab arguments, e.g. make lab LAB_ARGS="--no-browser --port 8899". Root (as in many
+# containers) needs --allow-root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-x -k info_nce"
+PYTEST_ARGS ?=
+# A notebook cell running longer than this fails with a traceback instead of hanging the run.
+NBVAL_CELL_TIMEOUT ?= 900
+# When set (CI does), each pytest run writes a JUnit XML report into this folder.
+JUNIT_DIR ?=
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+
+# umap-learn compiles its numba functions on first use (~20-60 s on 2 cores); cache them once, in the repo.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+# The stamp records that .venv matches the current pyproject.toml.
+STAMP := $(VENV)/.clcourse-installed
+
+junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
+
+.PHONY: venv lab test test-unit test-notebooks data clean-notebooks check-notebooks clean-venv help
+
+help:
+	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
+	@echo "make test             set up .venv if needed, run unit tests and notebooks (CLCOURSE_PRESET=smoke)"
+	@echo "make test-unit        only pytest tests/"
+	@echo "make test-notebooks   only the notebooks, under nbval"
+	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
+	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
+	@echo "make venv             only set up .venv"
+	@echo "make clean-venv       delete .venv"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install "pip>=21.3"
+	$(BIN)/python -m pip install $(PIP_TORCH_ARGS)
+	$(BIN)/python -m pip install -e '.[lab,test]'
+	touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
+
+# Runs both parts even when the first fails, so one run reports everything; fails if either failed.
+test: $(STAMP)
+	@status=0; \
+	$(MAKE) --no-print-directory test-unit || status=1; \
+	$(MAKE) --no-print-directory test-notebooks || status=1; \
+	exit $$status
+
+test-unit: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests/ --durations=10 $(call junit,unit) $(PYTEST_ARGS)
+
+# Notebooks run with the kernel's inline plotting backend, as students see them (and it closes figures
+# after each cell), so MPLBACKEND is unset. No notebooks is reported loudly; notebooks that yield no
+# test make pytest exit 5, which fails the run. tests/test_notebook_hygiene.py checks that the stored
+# outputs nbval compares against are there.
+test-notebooks: $(STAMP)
+ifeq ($(NOTEBOOKS),)
+	@echo "WARNING: no notebooks in notebooks/: notebook tests skipped"
+else
+	env -u MPLBACKEND CLCOURSE_PRESET=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) $(call junit,notebooks) $(PYTEST_ARGS) $(NOTEBOOKS)
+endif
+
+data: $(STAMP)
+	$(BIN)/python -c "from clcourse.data import load_dataset; load_dataset('cifar10'); load_dataset('cifar10', train=False)"
+
+clean-notebooks: $(STAMP)
+	$(BIN)/python tools/notebooks.py strip
+
+check-notebooks: $(STAMP)
+	$(BIN)/python tools/notebooks.py check
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,26 @@
+"""Shared test setup: a headless plotting backend, a numba cache in the repo, a modest thread count, and
+every test starting from the same random state whatever ran before it."""
+import os
+import random
+from pathlib import Path
+
+# Both must be set before matplotlib or umap (numba) is imported anywhere.
+os.environ["MPLBACKEND"] = "Agg"
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "numba"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The tests use small tensors, for which extra threads cost more in start-up than they save; on the 2-core
+# CI machine this also leaves torch at most the cores it has. OMP_NUM_THREADS, when set, decides.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(min(torch.get_num_threads(), 4))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Seed Python, NumPy and torch before each test, so a test's numbers do not depend on test order."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)

@@ -1,0 +1,260 @@
+"""Notebook hygiene: the committed notebooks are stripped the way nbval needs (tools/notebooks.py), open in
+Colab from a badge, install the course there, and mark their exercises' solutions in pairs.
+
+The first half tests tools/notebooks.py itself on small notebooks built here, including a real nbval run
+showing that the cells it keeps are still compared; the second half checks every notebooks/*.ipynb."""
+import copy
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("notebooks_tool", REPO / "tools" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
+
+
+def stream(text):
+    return new_output("stream", name="stdout", text=text)
+
+
+def executed_notebook():
+    """A notebook as Jupyter saves it after a run: every cell has outputs and counts, plus noise."""
+    nb = new_notebook()
+    nb.cells = [
+        new_markdown_cell("# Title"),
+        new_code_cell("x = 6 * 7\nprint('working...')", execution_count=1, outputs=[stream("working...\n")]),
+        new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x)", execution_count=2, outputs=[stream("42\n")]),
+        new_code_cell("print(x + 1)", execution_count=3, outputs=[stream("43\n")],
+                      metadata={"tags": ["nbval-check-output"], "execution": {"iopub.status.idle": "2025"}}),
+    ]
+    nb.metadata["kernelspec"] = {"name": "conda-env-ssl-py", "display_name": "ssl", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+# ---- tools/notebooks.py -------------------------------------------------------------------------------
+
+def test_strip_keeps_outputs_and_counts_of_checked_cells_only():
+    stripped = tool.strip_notebook(executed_notebook())
+    plain, by_comment, by_tag = stripped.cells[1:]
+    assert plain.outputs == [] and plain.execution_count is None
+    assert by_comment.outputs[0]["text"] == "42\n" and by_comment.execution_count == 2
+    assert by_tag.outputs[0]["text"] == "43\n" and by_tag.execution_count == 3
+
+
+def test_strip_drops_run_metadata_and_sets_python3_kernel():
+    stripped = tool.strip_notebook(executed_notebook())
+    assert "widgets" not in stripped.metadata
+    assert stripped.metadata["kernelspec"]["name"] == "python3"
+    assert stripped.metadata["language_info"] == {"name": "python"}
+    assert "execution" not in stripped.cells[3].metadata
+    assert stripped.cells[3].metadata["tags"] == ["nbval-check-output"]
+
+
+def test_strip_removes_widget_views_from_checked_outputs_but_keeps_their_text():
+    nb = new_notebook()
+    widget = new_output("display_data", data={"text/plain": "IntSlider(value=3)",
+                                              tool.WIDGET_VIEW_MIME: {"model_id": "abc"}})
+    only_widget = new_output("display_data", data={tool.WIDGET_VIEW_MIME: {"model_id": "def"}})
+    nb.cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nslider", execution_count=1, outputs=[widget, only_widget])]
+    (output,) = tool.strip_notebook(nb).cells[0].outputs
+    assert output["data"] == {"text/plain": "IntSlider(value=3)"}
+
+
+def test_strip_is_idempotent_and_leaves_a_clean_notebook():
+    once = tool.strip_notebook(executed_notebook())
+    assert tool.strip_notebook(once) == once
+    assert tool.notebook_problems(once) == []
+
+
+def test_strip_does_not_modify_its_argument():
+    nb = executed_notebook()
+    before = copy.deepcopy(nb)
+    tool.strip_notebook(nb)
+    assert nb == before
+
+
+@pytest.mark.parametrize("source", [
+    "# NBVAL_CHECK_OUTPUT\nprint(1)",
+    "print(1)\n  ## NBVAL_CHECK_OUTPUT  ",
+    "#NBVAL_CHECK_OUTPUT",
+    "print(1)  # NBVAL_CHECK_OUTPUT",
+    "# NBVAL_CHECK_OUTPUT please",
+    "# NBVAL_IGNORE_OUTPUT\nprint(1)",
+    "s = '# NBVAL_CHECK_OUTPUT'",
+])
+def test_is_checked_agrees_with_nbval(source):
+    from nbval.plugin import find_comment_markers
+
+    nbval_checks = dict(find_comment_markers(source)).get("check", False)
+    assert tool.is_checked(new_code_cell(source)) == nbval_checks
+
+
+def test_markdown_cells_are_never_checked():
+    assert not tool.is_checked(new_markdown_cell("# NBVAL_CHECK_OUTPUT"))
+
+
+def _problems_after(change):
+    nb = tool.strip_notebook(executed_notebook())
+    change(nb)
+    return "\n".join(tool.notebook_problems(nb))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda nb: nb.cells[1].outputs.append(stream("hi\n")), "cell 1 .* has outputs"),
+    (lambda nb: setattr(nb.cells[1], "execution_count", 5), "cell 1 .* has an execution count"),
+    (lambda nb: nb.cells[2].outputs.clear(), "cell 2 .* no stored output"),
+    (lambda nb: setattr(nb.cells[2], "execution_count", None), "cell 2 .* compare nothing"),
+    (lambda nb: nb.cells[2].outputs.append(new_output("error", ename="E", evalue="", traceback=[])),
+     "cell 2 .* is an error"),
+    (lambda nb: nb.metadata["kernelspec"].update(name="python"), "kernelspec is 'python'"),
+    (lambda nb: nb.metadata.update(widgets={}), "widget state"),
+    (lambda nb: nb.metadata["language_info"].update(version="3.12"), "not stripped"),
+])
+def test_check_reports_each_kind_of_problem(change, expected):
+    assert re.search(expected, _problems_after(change))
+
+
+def test_check_command_exit_status(tmp_path, capsys):
+    clean, dirty = tmp_path / "clean.ipynb", tmp_path / "dirty.ipynb"
+    nbformat.write(tool.strip_notebook(executed_notebook()), clean)
+    nbformat.write(executed_notebook(), dirty)
+    assert tool.main(["check", str(clean)]) == 0
+    assert tool.main(["check", str(clean), str(dirty)]) == 1
+    assert "dirty.ipynb: cell 1" in capsys.readouterr().out
+    assert tool.main(["strip", str(dirty)]) == 0
+    assert tool.main(["check", str(dirty)]) == 0
+
+
+def _nbval(notebook: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-lax",
+                           "--nbval-current-env", notebook.name], cwd=notebook.parent,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_nbval_still_compares_checked_cells_after_strip(tmp_path):
+    """nbval skips the comparison for cells with no execution count; the stripped checked cell keeps its
+    count, so a wrong stored value must fail the run and the right one pass."""
+    notebook = tmp_path / "tiny.ipynb"
+    stripped = tool.strip_notebook(executed_notebook())
+    nbformat.write(stripped, notebook)
+    run = _nbval(notebook)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    stripped.cells[2].outputs[0]["text"] = "41\n"
+    nbformat.write(stripped, notebook)
+    run = _nbval(notebook)
+    assert run.returncode == 1 and "Cell outputs differ" in run.stdout, run.stdout + run.stderr
+
+
+# ---- the course notebooks ------------------------------------------------------------------------------
+
+course_notebooks = pytest.mark.parametrize(
+    "path", NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))],
+    ids=lambda path: path.name if path else "none")
+
+COLAB_GUARD = re.compile(r"""["']google\.colab["']\s+in\s+sys\.modules""")
+COLAB_IMPORT = re.compile(r"^(\s+)(import google\.colab\b|from google\.colab import|from google import colab\b)",
+                          re.MULTILINE)
+PIP_INSTALL = re.compile(r"\bpip\b.*\binstall\b")
+IMPORTS_COURSE = re.compile(r"^\s*(import|from)\s+clcourse\b", re.MULTILINE)
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+def guarded_by_colab_check(source: str) -> bool:
+    """`"google.colab" in sys.modules`, or `import google.colab` indented under an earlier `try:`."""
+    if COLAB_GUARD.search(source):
+        return True
+    colab_import = COLAB_IMPORT.search(source)
+    return bool(colab_import) and re.search(r"^\s*try\s*:", source[:colab_import.start()], re.MULTILINE) is not None
+
+
+def solution_marker_errors(source: str) -> list[str]:
+    errors, open_line = [], None
+    for number, line in enumerate(source.splitlines(), 1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if open_line is not None:
+                errors.append(f"line {number}: {BEGIN} inside the block opened on line {open_line}")
+            open_line = number
+        elif marker == END:
+            if open_line is None:
+                errors.append(f"line {number}: {END} without {BEGIN}")
+            open_line = None
+        elif "BEGIN SOLUTION" in marker or "END SOLUTION" in marker:
+            errors.append(f"line {number}: malformed marker {marker!r}, write {BEGIN!r} or {END!r} alone")
+    if open_line is not None:
+        errors.append(f"line {open_line}: {BEGIN} never closed in this cell")
+    return errors
+
+
+@pytest.mark.parametrize("source, ok", [
+    ("import sys\nif 'google.colab' in sys.modules:\n    %pip install -q clcourse", True),
+    ("try:\n    import google.colab\n    IN_COLAB = True\nexcept ImportError:\n    IN_COLAB = False", True),
+    ("import google.colab\n%pip install clcourse", False),
+    ("%pip install clcourse", False),
+])
+def test_colab_guard_detection(source, ok):
+    assert guarded_by_colab_check(source) == ok
+
+
+@pytest.mark.parametrize("source, errors", [
+    (f"a = 1\n    {BEGIN}\n    b = 2\n    {END}\n{BEGIN}\n{END}", 0),
+    (f"{BEGIN}\nb = 2", 1),
+    (f"{END}", 1),
+    (f"{BEGIN}\n{BEGIN}\n{END}", 1),
+    ("# BEGIN SOLUTION\nb = 2\n# END SOLUTION", 2),
+])
+def test_solution_marker_detection(source, errors):
+    assert len(solution_marker_errors(source)) == errors
+
+
+@course_notebooks
+def test_notebook_is_stripped_for_nbval(path):
+    problems = tool.notebook_problems(tool.read(path))
+    assert not problems, "\n".join(problems) + "\nFix with: python tools/notebooks.py strip (or execute)"
+
+
+@course_notebooks
+def test_first_markdown_cell_has_colab_badge_for_this_notebook(path):
+    nb = tool.read(path)
+    first = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
+    assert first is not None, "no markdown cell"
+    assert "colab.research.google.com/assets/colab-badge.svg" in first.source, "no Colab badge image"
+    link = re.search(r"https://colab\.research\.google\.com/github/\S+?/notebooks/" + re.escape(path.name),
+                     first.source)
+    assert link, f"the badge must link to colab.research.google.com/github/.../notebooks/{path.name}"
+
+
+@course_notebooks
+def test_install_cell_runs_only_on_colab_and_before_the_course_is_imported(path):
+    code = [cell.source for cell in tool.read(path).cells if cell.cell_type == "code"]
+    install = next((i for i, source in enumerate(code)
+                    if PIP_INSTALL.search(source) and guarded_by_colab_check(source)), None)
+    assert install is not None, "no `pip install` cell guarded by a Colab check"
+    first_import = next((i for i, source in enumerate(code) if IMPORTS_COURSE.search(source)), len(code))
+    assert install <= first_import, "the Colab install cell must come before `import clcourse`"
+
+
+@course_notebooks
+def test_solution_markers_come_in_pairs(path):
+    errors = [f"cell {number}, {error}" for number, cell in enumerate(tool.read(path).cells)
+              for error in solution_marker_errors(cell.source)]
+    assert not errors, "\n".join(errors)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Keep the course notebooks clean: strip their outputs, check that they are stripped, re-execute them.
+
+The notebooks are committed without outputs, with one exception: a code cell whose source has the comment
+line ``# NBVAL_CHECK_OUTPUT`` (or the cell tag ``nbval-check-output``) keeps its stored output, because
+that output is the reference ``pytest --nbval-lax`` compares a fresh run against. It also keeps its
+execution count: nbval treats a cell whose execution count is empty as never run and compares nothing,
+so plain ``nbstripout`` would silently switch every such check off.
+
+    python tools/notebooks.py strip   [NOTEBOOK ...]   # default: every notebooks/*.ipynb
+    python tools/notebooks.py check   [NOTEBOOK ...]   # exit 1 if a notebook is not clean
+    python tools/notebooks.py execute NOTEBOOK [...]   # run with CLCOURSE_PRESET=smoke, save, strip
+
+``strip`` clears the outputs and execution counts of every other code cell, drops the widget state
+(it is large and names widget models that no longer exist), drops per-cell run timings, and sets the
+kernelspec to ``python3`` and language_info to just ``{"name": "python"}`` so that saving from another
+environment or Python version does not change the file.
+
+``execute`` refreshes the checked outputs: it runs the notebook top to bottom in a kernel of this
+Python (as ``pytest --nbval-current-env`` does), in the notebook's folder, with the smoke preset that CI
+uses, then saves it stripped.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+CHECK_MARKER = "NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python"}
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+# Notebook and cell metadata that only records how and when someone last ran the notebook.
+NOISY_NOTEBOOK_METADATA = ("widgets", "signature")
+NOISY_CELL_METADATA = ("collapsed", "scrolled", "ExecuteTime", "execution", "heading_collapsed", "hidden")
+
+
+def default_notebooks() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def is_checked(cell) -> bool:
+    """Whether nbval compares this cell's output under --nbval-lax.
+
+    Mirrors nbval's own parsing: a comment line that reads exactly ``# NBVAL_CHECK_OUTPUT`` (any number of
+    leading ``#``), or the ``nbval-check-output`` tag."""
+    if cell.get("cell_type") != "code":
+        return False
+    for line in cell.get("source", "").splitlines():
+        line = line.strip()
+        if line.startswith("#") and line.lstrip("#").strip() == CHECK_MARKER:
+            return True
+    return CHECK_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def _clean_checked_outputs(outputs: list) -> list:
+    """Checked outputs minus widget views: the widget state they point at is not stored, and nbval does
+    not compare them anyway. Their text/plain fallback stays."""
+    cleaned = []
+    for output in outputs:
+        output = copy.deepcopy(output)
+        data = output.get("data")
+        if data and WIDGET_VIEW_MIME in data:
+            del data[WIDGET_VIEW_MIME]
+            if not data:
+                continue
+        cleaned.append(output)
+    return cleaned
+
+
+def strip_notebook(nb):
+    """A copy of `nb` with outputs kept only in checked cells and run-specific metadata removed."""
+    nb = copy.deepcopy(nb)
+    for key in NOISY_NOTEBOOK_METADATA:
+        nb.metadata.pop(key, None)
+    nb.metadata["kernelspec"] = nbformat.from_dict(KERNELSPEC)
+    nb.metadata["language_info"] = nbformat.from_dict(LANGUAGE_INFO)
+    colab = nb.metadata.get("colab")
+    if isinstance(colab, dict):
+        colab.pop("provenance", None)  # Colab's record of who opened the notebook from where
+    for cell in nb.cells:
+        for key in NOISY_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        if is_checked(cell):
+            cell.outputs = _clean_checked_outputs(cell.outputs)
+        else:
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def notebook_problems(nb) -> list[str]:
+    """Why `nb` is not clean, one line per problem; empty when it is clean."""
+    problems = []
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    if kernel != "python3":
+        problems.append(f"kernelspec is {kernel!r}, must be 'python3' (the kernel CI and Colab have)")
+    if "widgets" in nb.metadata:
+        problems.append("notebook metadata holds widget state")
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"cell {number} ({_first_line(cell)})"
+        if is_checked(cell):
+            if not cell.outputs:
+                problems.append(f"{where} is marked {CHECK_MARKER} but has no stored output to compare with")
+            if cell.execution_count is None:
+                problems.append(f"{where} is marked {CHECK_MARKER} but has no execution count, "
+                                "so nbval would treat it as never run and compare nothing")
+            if any(output.get("output_type") == "error" for output in cell.outputs):
+                problems.append(f"{where} is marked {CHECK_MARKER} and its stored output is an error")
+        else:
+            if cell.outputs:
+                problems.append(f"{where} has outputs")
+            if cell.execution_count is not None:
+                problems.append(f"{where} has an execution count")
+    if not problems and strip_notebook(nb) != nb:
+        problems.append("run-specific metadata (language_info, cell timings, Colab provenance...) is not stripped")
+    return problems
+
+
+def _first_line(cell) -> str:
+    lines = cell.source.strip().splitlines()
+    first = lines[0] if lines else "<empty>"
+    return first if len(first) <= 50 else first[:47] + "..."
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def write(nb, path: Path) -> None:
+    nbformat.write(nb, path)
+
+
+def strip(paths: list[Path]) -> int:
+    for path in paths:
+        nb = read(path)
+        stripped = strip_notebook(nb)
+        if stripped != nb:
+            write(stripped, path)
+            print(f"stripped {path}")
+    return 0
+
+
+def check(paths: list[Path]) -> int:
+    status = 0
+    for path in paths:
+        problems = notebook_problems(read(path))
+        for problem in problems:
+            print(f"{path}: {problem}")
+        status = status or bool(problems)
+    if status:
+        print("Fix with: python tools/notebooks.py strip (and execute, for checked cells without output)")
+    return int(status)
+
+
+def _current_python_kernel_manager():
+    """A kernel manager whose 'python3' kernel runs this very Python, whatever kernelspecs are installed
+    (the same thing `pytest --nbval-current-env` does)."""
+    import ipykernel.kernelspec
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class CurrentPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
+                                          **ipykernel.kernelspec.get_kernel_dict())
+
+    return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=CurrentPython())
+
+
+def execute(paths: list[Path], cell_timeout: int) -> int:
+    from nbclient import NotebookClient
+
+    # The same environment as `make test`: the smoke preset, and the kernel's own inline plotting backend.
+    os.environ["CLCOURSE_PRESET"] = "smoke"
+    os.environ.pop("MPLBACKEND", None)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+    for path in paths:
+        nb = read(path)
+        print(f"executing {path} ...", flush=True)
+        client = NotebookClient(nb, km=_current_python_kernel_manager(), timeout=cell_timeout,
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+        write(strip_notebook(nb), path)
+        checked = sum(is_checked(cell) for cell in nb.cells)
+        print(f"saved {path} ({checked} checked cells keep their outputs)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("strip", "clear outputs except in checked cells"),
+                       ("check", "exit 1 if a notebook is not stripped")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    command = commands.add_parser("execute", help="run notebooks with the smoke preset, save them stripped")
+    command.add_argument("notebooks", nargs="+", type=Path)
+    command.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell (default 1800)")
+    args = parser.parse_args(argv)
+
+    paths = args.notebooks or default_notebooks()
+    if not paths:
+        print(f"no notebooks in {NOTEBOOK_DIR}")
+        return 0
+    if args.command == "strip":
+        return strip(paths)
+    if args.command == "check":
+        return check(paths)
+    return execute(paths, args.cell_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
