@@ -28,7 +28,7 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: venv lab test test-unit test-notebooks data clean-notebooks check-notebooks clean-venv help
+.PHONY: venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student clean-venv help
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
@@ -37,6 +37,7 @@ help:
 	@echo "make test-notebooks   only the notebooks, under nbval"
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
+	@echo "make student          write the notebooks without their solutions into student/"
 	@echo "make venv             only set up .venv"
 	@echo "make clean-venv       delete .venv"
 
@@ -82,6 +83,10 @@ clean-notebooks: $(STAMP)
 
 check-notebooks: $(STAMP)
 	$(BIN)/python tools/notebooks.py check
+
+# The version handed out to students: each solution becomes `raise NotImplementedError()` (git-ignored).
+student: $(STAMP)
+	$(BIN)/python tools/notebooks.py student
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Keep the course notebooks clean: strip their outputs, check that they are stripped, re-execute them.
+"""Keep the course notebooks clean: strip their outputs, check that they are stripped, re-execute them,
+and write the student versions without the solutions.
 
 The notebooks are committed without outputs, with one exception: a code cell whose source has the comment
 line ``# NBVAL_CHECK_OUTPUT`` (or the cell tag ``nbval-check-output``) keeps its stored output, because
@@ -10,6 +11,7 @@ so plain ``nbstripout`` would silently switch every such check off.
     python tools/notebooks.py strip   [NOTEBOOK ...]   # default: every notebooks/*.ipynb
     python tools/notebooks.py check   [NOTEBOOK ...]   # exit 1 if a notebook is not clean
     python tools/notebooks.py execute NOTEBOOK [...]   # run with CLCOURSE_PRESET=smoke, save, strip
+    python tools/notebooks.py student [NOTEBOOK ...] [--out DIR]   # solutions removed, into student/
 
 ``strip`` clears the outputs and execution counts of every other code cell, drops the widget state
 (it is large and names widget models that no longer exist), drops per-cell run timings, and sets the
@@ -19,6 +21,13 @@ environment or Python version does not change the file.
 ``execute`` refreshes the checked outputs: it runs the notebook top to bottom in a kernel of this
 Python (as ``pytest --nbval-current-env`` does), in the notebook's folder, with the smoke preset that CI
 uses, then saves it stripped.
+
+``student`` writes the version handed out to students (default: into ``student/``, which git ignores),
+following nbgrader's ``ClearSolutions`` convention: every region from a ``### BEGIN SOLUTION`` line to its
+``### END SOLUTION`` line, both included, becomes ``# YOUR CODE HERE`` and ``raise NotImplementedError()``
+in a code cell, ``YOUR ANSWER HERE`` in a markdown cell, indented like the BEGIN line. Every output is
+cleared, the checked cells' too: those are the solution's results, and nbval does not run the student
+versions. The Colab badge is pointed at the copy in ``student/``.
 """
 from __future__ import annotations
 
@@ -40,6 +49,12 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 # Notebook and cell metadata that only records how and when someone last ran the notebook.
 NOISY_NOTEBOOK_METADATA = ("widgets", "signature")
 NOISY_CELL_METADATA = ("collapsed", "scrolled", "ExecuteTime", "execution", "heading_collapsed", "hidden")
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+# What replaces a solution region in the student version (nbgrader's ClearSolutions stubs).
+CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+ANSWER_STUB = ("YOUR ANSWER HERE",)
+STUDENT_DIR = REPO / "student"
 
 
 def default_notebooks() -> list[Path]:
@@ -164,6 +179,101 @@ def check(paths: list[Path]) -> int:
     return int(status)
 
 
+class SolutionMarkerError(ValueError):
+    """Solution markers that do not pair up, so the student version cannot be written safely."""
+
+
+def _solution_marker(line: str) -> str | None:
+    """SOLUTION_BEGIN or SOLUTION_END when `line` is that marker alone, else None.
+
+    A line that is almost a marker (``# BEGIN SOLUTION``, ``### BEGIN SOLUTION here``) raises: taken for
+    ordinary code it would hand the solution to students. Prose that mentions the markers is left alone."""
+    stripped = line.strip()
+    if stripped in (SOLUTION_BEGIN, SOLUTION_END):
+        return stripped
+    words = stripped.lstrip("#").strip()
+    if words.startswith(("BEGIN SOLUTION", "END SOLUTION")):
+        raise SolutionMarkerError(f"malformed marker {stripped!r}: write {SOLUTION_BEGIN!r} or "
+                                  f"{SOLUTION_END!r} alone on its line")
+    return None
+
+
+def clear_solutions(source: str, stub: tuple[str, ...]) -> tuple[str, int]:
+    """`source` with every solution region, markers included, replaced by the `stub` lines indented like
+    the region's BEGIN line, and the number of regions replaced. Raises SolutionMarkerError, naming the
+    line, on a BEGIN inside an open region, an END without a BEGIN, or a BEGIN never closed."""
+    kept, begin_line, regions = [], None, 0
+    for number, line in enumerate(source.split("\n"), 1):
+        try:
+            marker = _solution_marker(line)
+        except SolutionMarkerError as error:
+            raise SolutionMarkerError(f"line {number}: {error}") from None
+        if marker == SOLUTION_BEGIN:
+            if begin_line is not None:
+                raise SolutionMarkerError(f"line {number}: {SOLUTION_BEGIN} inside the region opened on "
+                                          f"line {begin_line} (regions cannot nest)")
+            begin_line = number
+            indent = line[:len(line) - len(line.lstrip())]
+            kept.extend(indent + stub_line for stub_line in stub)
+        elif marker == SOLUTION_END:
+            if begin_line is None:
+                raise SolutionMarkerError(f"line {number}: {SOLUTION_END} without a {SOLUTION_BEGIN} before it")
+            begin_line = None
+            regions += 1
+        elif begin_line is None:
+            kept.append(line)
+    if begin_line is not None:
+        raise SolutionMarkerError(f"line {begin_line}: {SOLUTION_BEGIN} is never closed by {SOLUTION_END}")
+    return "\n".join(kept), regions
+
+
+def student_notebook(nb, name: str):
+    """The student version of notebook `nb`, saved as `name`: solutions replaced by stubs, every output
+    cleared, the Colab badge pointing at student/`name`. Returns (notebook, number of solution regions).
+    Raises SolutionMarkerError naming the cell whose markers do not pair up."""
+    student = strip_notebook(nb)
+    regions = 0
+    for number, cell in enumerate(student.cells):
+        stub = {"code": CODE_STUB, "markdown": ANSWER_STUB}.get(cell.cell_type)
+        if stub is None:
+            continue
+        try:
+            cell.source, cleared = clear_solutions(cell.source, stub)
+        except SolutionMarkerError as error:
+            raise SolutionMarkerError(f"cell {number} ({_first_line(cell)}), {error}") from None
+        regions += cleared
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    badge_cell = next((cell for cell in student.cells if cell.cell_type == "markdown"), None)
+    if badge_cell is not None:
+        badge_cell.source = badge_cell.source.replace(f"/{NOTEBOOK_DIR.name}/{name}",
+                                                      f"/{STUDENT_DIR.name}/{name}")
+    return student, regions
+
+
+def write_students(paths: list[Path], out_dir: Path) -> int:
+    """Write the student version of each notebook into `out_dir`. A notebook whose markers do not pair up
+    is reported and skipped, and the exit status is 1."""
+    status = 0
+    for path in paths:
+        target = out_dir / path.name
+        if target.resolve() == path.resolve():
+            print(f"{path}: refusing to overwrite the notebook with its student version; choose another --out")
+            status = 1
+            continue
+        try:
+            student, regions = student_notebook(read(path), path.name)
+        except SolutionMarkerError as error:
+            print(f"{path}: {error}")
+            status = 1
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write(student, target)
+        print(f"wrote {target} (solution regions cleared: {regions})")
+    return status
+
+
 def _current_python_kernel_manager():
     """A kernel manager whose 'python3' kernel runs this very Python, whatever kernelspecs are installed
     (the same thing `pytest --nbval-current-env` does)."""
@@ -208,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("execute", help="run notebooks with the smoke preset, save them stripped")
     command.add_argument("notebooks", nargs="+", type=Path)
     command.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell (default 1800)")
+    command = commands.add_parser("student", help="write the notebooks without their solutions")
+    command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    command.add_argument("--out", type=Path, default=STUDENT_DIR,
+                         help=f"output folder (default: {STUDENT_DIR.relative_to(REPO)}/)")
     args = parser.parse_args(argv)
 
     paths = args.notebooks or default_notebooks()
@@ -218,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         return strip(paths)
     if args.command == "check":
         return check(paths)
+    if args.command == "student":
+        return write_students(paths, args.out)
     return execute(paths, args.cell_timeout)
 
 
