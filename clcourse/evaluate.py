@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .presets import autocast_dtype
 from .validation import (require_embeddings, require_in_range, require_int_at_least, require_labels,
                          require_positive, require_same_shape)
 
@@ -35,13 +36,13 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
 
     Args:
         backbone: a module mapping float pixels in [0, 1], [B, 3, H, W], to features [B, D]
-            (the backbone, not the projector). It should live on the images' device.
+            (the backbone, not the projector).
         images: uint8 [N, 3, H, W] (converted to float / 255 one batch at a time, so the whole
             dataset is never held as float) or float in [0, 1].
         batch_size: images per forward pass; the result does not depend on it (eval mode).
 
-    Runs under torch.no_grad, so the features are detached, and in bf16 autocast on a CUDA device
-    that supports it. Every submodule's train/eval mode is restored afterwards. The features are
+    Runs on the backbone's device (batches of images are moved there), under torch.no_grad, so the
+    features are detached, and under autocast on a GPU (bf16, or fp16 on GPUs without native bf16). Every submodule's train/eval mode is restored afterwards. The features are
     not normalised.
     """
     if not isinstance(backbone, nn.Module):
@@ -53,14 +54,16 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
         raise ValueError(f"images must be uint8 or floating point, got dtype {images.dtype}")
     require_int_at_least("batch_size", batch_size, 1)
 
-    use_bf16 = images.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    parameter = next(backbone.parameters(), None)
+    device = parameter.device if parameter is not None else images.device
+    amp_dtype = autocast_dtype(device)
     previous_modes = [(module, module.training) for module in backbone.modules()]
     backbone.eval()
     try:
-        with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             features = []
             for start in range(0, images.shape[0], batch_size):
-                batch = images[start:start + batch_size]
+                batch = images[start:start + batch_size].to(device, non_blocking=True)
                 if batch.dtype == torch.uint8:
                     batch = batch.float().div_(255)
                 features.append(backbone(batch).float())

@@ -88,11 +88,16 @@ def _pair_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tupl
     (every view except the anchor itself and its positive), in float32."""
     u = _normalised_pair(z1, z2)
     logits = u @ u.T / temperature
-    anchors = torch.arange(len(u), device=u.device)
+    n = len(u)
+    anchors = torch.arange(n, device=u.device)
     partner = positive_index(z1.shape[0], u.device)
-    is_negative = ~torch.eye(len(u), dtype=torch.bool, device=u.device)
-    is_negative[anchors, partner] = False
-    return logits[anchors, partner], logits[is_negative].view(len(u), len(u) - 2)
+    # Column of each of the 2B - 2 negatives: 0..2B-3, shifted past the two excluded columns (the anchor
+    # and its partner). A gather of fixed shape, where a boolean mask would need a host sync.
+    first, second = torch.minimum(anchors, partner)[:, None], torch.maximum(anchors, partner)[:, None]
+    columns = torch.arange(n - 2, device=u.device).expand(n, n - 2)
+    columns = columns + (columns >= first)
+    columns = columns + (columns >= second)
+    return logits.gather(1, partner[:, None]).squeeze(1), logits.gather(1, columns)
 
 
 def _debiased_hard_loss(positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
@@ -285,7 +290,8 @@ class MochiMix(NamedTuple):
 
 @torch.no_grad()
 def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
-              generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None) -> MochiMix:
+              generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None,
+              check_mask: bool = True) -> MochiMix:
     r"""MoCHi hard negative mixing: synthetic negatives for each query, with the recipe used for each.
 
     For query q (unit vector) let \tilde{Q}^N be its N hardest negatives: the N queue entries with the
@@ -319,7 +325,9 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
         n_mix_query: s' >= 0 type-2 mixes per query.
         generator: random source on q's device (default: torch's global one).
         queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b.
-            Checking that enough entries are left reads the mask on the host (one sync).
+            Checking that enough entries are left reads the mask on the host (one sync);
+        check_mask: False skips that check, for callers that guarantee it once (the MoCHi method does,
+            at the start of training) and must not synchronise every step.
 
     Returns:
         MochiMix(negatives, hardest_index, pair_index, alpha, query_pair_index, beta), see MochiMix.
@@ -336,6 +344,7 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
     require_int_at_least("n_mix_query", n_mix_query, 0)
     if queue_mask is not None:
         _require_queue_mask(queue_mask, batch_size, queue_size)
+    if queue_mask is not None and check_mask:
         fewest_left = int((~queue_mask).sum(dim=1).min())
         if n_hardest > fewest_left:
             raise ValueError(f"n_hardest = {n_hardest} but queue_mask leaves only {fewest_left} queue entries "
@@ -374,8 +383,8 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
 
 
 def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
-                    generator: torch.Generator | None = None,
-                    queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None,
+                    check_mask: bool = True) -> torch.Tensor:
     """MoCHi's synthetic negatives [B, s + s', D] (detached unit vectors, never to be enqueued).
 
     The same as `mochi_mix(...).negatives`; see `mochi_mix` for the equations and arguments. Typical use:
@@ -383,4 +392,4 @@ def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_
         extra = mochi_negatives(q, queue, n_hardest=64, n_mix_negatives=128, n_mix_query=32)
         loss = moco_info_nce(q, k, queue, extra_negatives=extra)
     """
-    return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask).negatives
+    return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask, check_mask).negatives

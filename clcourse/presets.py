@@ -68,6 +68,16 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs with native bf16 (compute capability >= 8: A100, H100, L4), fp16 on older GPUs such as
+    Colab's T4 (where `torch.cuda.is_bf16_supported()` says yes through slow emulation), None (float32)
+    elsewhere."""
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def get_preset(name: str | None = None) -> Preset:
     """The preset called `name`, else ``$CLCOURSE_PRESET``, else ``colab`` with a GPU and ``smoke`` without."""
     chosen = name or os.environ.get("CLCOURSE_PRESET") or ("colab" if torch.cuda.is_available() else "smoke")

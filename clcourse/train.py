@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .methods import Batch, Method
-from .presets import get_device
+from .presets import autocast_dtype, get_device
 from .validation import require_int_at_least, require_positive
 
 CHECKPOINT_NAME = "last.pt"
@@ -62,15 +62,6 @@ class History:
     def final_knn_accuracy(self) -> float | None:
         _, accuracies = self.series("knn_accuracy")
         return accuracies[-1] if accuracies else None
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on GPUs with native bf16 (compute capability >= 8: A100, H100, L4), fp16 on older GPUs such as
-    Colab's T4 (where bf16 is emulated and slow), None (fp32) elsewhere."""
-    if device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -173,6 +164,7 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     channels_last = device.type == "cuda"
     if channels_last:
         method.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -193,19 +185,29 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     if checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         if resume and checkpoint_path.is_file():
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+            # Load on the CPU: random-number states must stay CPU byte tensors; load_state_dict copies
+            # weights and optimiser state onto the parameters' device.
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
+                raise ValueError(f"the checkpoint in {checkpoint_dir} was written on another kind of device than "
+                                 f"{device}; resume it there, or start a new run in another checkpoint_dir")
             if state["epochs"] != epochs or state["batch_size"] != batch_size:
                 raise ValueError(
                     f"the checkpoint in {checkpoint_dir} is from a run with epochs={state['epochs']}, "
                     f"batch_size={state['batch_size']}; got epochs={epochs}, batch_size={batch_size}")
             method.load_state_dict(state["method"])
             optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
+            if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
+                scaler.load_state_dict(state["scaler"])
             history = History(**state["history"])
             start_epoch = state["epoch"]
             _set_rng_state(state["rng"], data_generator, augment_generator)
 
-    step_fn = torch.compile(method.training_step) if compile else method.training_step
+    step_fn = method.training_step
+    if compile:
+        step_fn = torch.compile(method.training_step)
+        if hasattr(method.augment, "compile"):
+            method.augment.compile()
 
     def checkpoint(epoch: int) -> None:
         state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
