@@ -27,8 +27,7 @@ from common import cifar10_or_synthetic, describe_device, timed  # noqa: E402
 from clcourse.augment import simclr_cifar  # noqa: E402
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
-from clcourse.presets import get_device  # noqa: E402
-from clcourse.presets import autocast_dtype  # noqa: E402
+from clcourse.presets import autocast_dtype, get_device  # noqa: E402
 from clcourse.train import train  # noqa: E402
 
 EPOCH_IMAGES = 50_000
