@@ -1,7 +1,8 @@
 """Train a method on CIFAR-10 and report its kNN accuracy and wall time.
 
     python bench/accuracy.py --method simclr --epochs 200 --compile
-    python bench/accuracy.py --method simclr --smoke          # quick CPU check of the script
+    python bench/accuracy.py --method all --epochs 200 --compile    # SimCLR, DCL, HCL, MoCo v2, MoCHi in turn
+    python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
 memory, test set as queries, evaluated every --knn-every epochs; the figure reported is the LAST epoch's
@@ -38,12 +39,59 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
+# Peak SGD learning rate per 256 images: SimCLR's for the SimCLR family, the MoCo CIFAR-10 demo's for MoCo
+# (0.06 for a batch of 512), which MoCHi inherits.
+DEFAULT_LR = {"simclr": 0.12, "dcl": 0.12, "hcl": 0.12, "moco": 0.03, "mochi": 0.03}
+
+
+def train_and_evaluate(name: str, args, data: KnnData) -> dict:
+    """Train one method with the budget in `args`; its kNN accuracy, epoch times and wall time."""
+    lr = args.lr if args.lr is not None else DEFAULT_LR[name]
+    torch.manual_seed(args.seed)
+    method = build_method(name, build_backbone(args.backbone), **parse_options(args.option))
+    print(f"\n{name} {parse_options(args.option)} on {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
+          f"lr {lr}/256, compile={args.compile}")
+    start = time.perf_counter()
+    history = train(method, data.train_images, labels=data.train_labels, epochs=args.epochs,
+                    batch_size=args.batch_size, lr=lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
+                    compile=args.compile, knn_data=data, knn_every=args.knn_every, device=data.train_images.device)
+    wall = time.perf_counter() - start
+    for record in history.epochs:
+        if "knn_accuracy" in record:
+            print(f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  kNN {100 * record['knn_accuracy']:.2f}%")
+    epoch_seconds = sorted(r["seconds"] for r in history.epochs)
+    result = {"method": name, "history": history, "knn": history.final_knn_accuracy, "wall_minutes": wall / 60,
+              "median_epoch_seconds": epoch_seconds[len(epoch_seconds) // 2], "linear": None}
+    print(f"final kNN top-1: {100 * result['knn']:.2f}%  (last epoch, k=200, t=0.1)")
+    print(f"wall time: {result['wall_minutes']:.2f} min; median epoch {result['median_epoch_seconds']:.2f} s "
+          f"(kNN evaluations included in the wall time)")
+    if args.linear_probe:
+        probe = linear_probe(extract_features(method.backbone, data.train_images), data.train_labels,
+                             extract_features(method.backbone, data.test_images), data.test_labels)
+        result["linear"] = probe.test_accuracy
+        print(f"linear probe top-1: {100 * probe.test_accuracy:.2f}%")
+    return result
+
+
+def print_summary(results: list[dict]) -> None:
+    print(f"\n{'method':<8} {'kNN top-1':>10} {'linear':>8} {'s/epoch':>8} {'wall min':>9}")
+    for r in results:
+        linear = f"{100 * r['linear']:.2f}%" if r["linear"] is not None else "-"
+        print(f"{r['method']:<8} {100 * r['knn']:>9.2f}% {linear:>8} {r['median_epoch_seconds']:>8.2f} "
+              f"{r['wall_minutes']:>9.2f}")
+    seconds = {r["method"]: r["median_epoch_seconds"] for r in results}
+    if "moco" in seconds and "mochi" in seconds:
+        print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", default="simclr", choices=sorted(METHODS))
+    parser.add_argument("--method", default="simclr", choices=[*sorted(METHODS), "all"],
+                        help="a method, or all of them one after another with the same seed and budget")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=0.12, help="peak SGD learning rate per 256 images")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak SGD learning rate per 256 images (default: per method, see DEFAULT_LR)")
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--knn-every", type=int, default=10)
@@ -57,34 +105,19 @@ def main(argv=None):
     if args.smoke:
         args.backbone, args.epochs, args.batch_size, args.warmup_epochs, args.knn_every = "small_cnn", 2, 128, 0, 1
         train_subset, test_subset = 1024, 500
+    if args.method == "all" and args.option:
+        parser.error(f"--option applies to one method, not to --method all (got --option {' '.join(args.option)})")
 
     device = get_device()
     torch.backends.cudnn.benchmark = True
     train_images, train_labels = cifar10_or_synthetic(device, train_subset, train=True)
     test_images, test_labels = cifar10_or_synthetic(device, test_subset, train=False)
-    torch.manual_seed(args.seed)
-    method = build_method(args.method, build_backbone(args.backbone), **parse_options(args.option))
-    print(f"device: {describe_device(device)}; {args.method} {parse_options(args.option)} on {args.backbone}, "
-          f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}/256, compile={args.compile}")
-
-    start = time.perf_counter()
-    history = train(method, train_images, labels=train_labels, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, warmup_epochs=args.warmup_epochs, seed=args.seed, compile=args.compile,
-                    knn_data=KnnData(train_images, train_labels, test_images, test_labels), knn_every=args.knn_every,
-                    device=device)
-    wall = time.perf_counter() - start
-    for record in history.epochs:
-        if "knn_accuracy" in record:
-            print(f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  kNN {100 * record['knn_accuracy']:.2f}%")
-    train_seconds = sorted(r["seconds"] for r in history.epochs)
-    print(f"\nfinal kNN top-1: {100 * history.final_knn_accuracy:.2f}%  (last epoch, k=200, t=0.1)")
-    print(f"wall time: {wall / 60:.2f} min; median epoch {train_seconds[len(train_seconds) // 2]:.2f} s "
-          f"(kNN evaluations included in the wall time)")
-    if args.linear_probe:
-        probe = linear_probe(extract_features(method.backbone, train_images), train_labels,
-                             extract_features(method.backbone, test_images), test_labels)
-        print(f"linear probe top-1: {100 * probe.test_accuracy:.2f}%")
-    return history
+    data = KnnData(train_images, train_labels, test_images, test_labels)
+    print(f"device: {describe_device(device)}")
+    names = sorted(METHODS, key=list(DEFAULT_LR).index) if args.method == "all" else [args.method]
+    results = [train_and_evaluate(name, args, data) for name in names]
+    print_summary(results)
+    return results
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ A method owns
 - `backbone`: the encoder whose features are evaluated (kNN, linear probe);
 - `augment`: how views are made (clcourse.augment), used by `make_views`;
 - `training_step(batch) -> (loss, logs)`: the loss of one batch, and scalar tensors worth logging;
-- `on_step_end()`: anything that happens after the optimiser step (e.g. a momentum update).
+- `on_step_end()`: anything that happens after the optimiser step (e.g. a momentum update, enqueuing keys).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import copy
+import math
 
 import torch
 import torch.nn as nn
@@ -47,8 +48,8 @@ class Method(nn.Module):
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def on_train_start(self, num_images: int) -> None:
-        """Called once by the training loop with the size of the training set."""
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        """Called once by the training loop with the size of the training set and of a batch."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called at the start of every epoch (counted from 0), also when a run resumes."""
@@ -99,7 +100,7 @@ class HCL(SimCLR):
                  **options):
         super().__init__(backbone, temperature, **options)
         require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-        require_in_range("beta", beta, 0.0, float("inf"))
+        require_in_range("beta", beta, 0.0, float("inf"), high_inclusive=False)
         self.tau_plus, self.beta = tau_plus, beta
 
     def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -111,8 +112,8 @@ class MoCo(Method):
     follows it as an exponential moving average, and a FIFO queue of past keys as negatives.
 
     Per step: q = g(f(v1)), k = g_k(f_k(v2)) without gradient, the InfoNCE of q against k and the queue
-    (`moco_info_nce`), then the keys are enqueued, replacing the oldest. After the optimiser step,
-    theta_k <- m theta_k + (1 - m) theta_q. The queue remembers which image each key came from, and a
+    (`moco_info_nce`). After the optimiser step (`on_step_end`), theta_k <- m theta_k + (1 - m) theta_q and
+    the keys are enqueued, replacing the oldest. The queue remembers which image each key came from, and a
     query never uses a key of its own image as a negative (a stale copy of its positive).
 
     On one device, shuffled BN is emulated as in the MoCo CIFAR-10 demo: every BatchNorm2d becomes a
@@ -145,6 +146,7 @@ class MoCo(Method):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self.pending_keys: list[torch.Tensor] = []   # keys of the current step, enqueued in on_step_end
 
     def key_parameters(self) -> list[nn.Parameter]:
         return list(self.key_backbone.parameters()) + list(self.key_projector.parameters())
@@ -152,7 +154,7 @@ class MoCo(Method):
     def query_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters()) + list(self.projector.parameters())
 
-    def on_train_start(self, num_images: int) -> None:
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
         if not self.mask_same_image and self.queue.shape[0] >= num_images:
             raise ValueError(
                 f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
@@ -178,6 +180,10 @@ class MoCo(Method):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
         """Write `keys` over the oldest entries (a ring buffer: no data moves, the pointer advances)."""
+        if keys.shape[0] > self.queue.shape[0]:
+            # more keys than slots would write some slots twice, and which key wins is undefined
+            raise ValueError(f"queue_size ({self.queue.shape[0]}) must be at least the number of keys enqueued "
+                             f"at once (the batch size), got {keys.shape[0]} keys")
         slots = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[0]
         self.queue[slots] = keys.to(self.queue.dtype)
         self.queue_index[slots] = index
@@ -189,20 +195,26 @@ class MoCo(Method):
             raise ValueError(f"batch size must be divisible by bn_splits={self.bn_splits}, got {view1.shape[0]}")
         q1, k2 = self.queries(view1), self.keys(view2)
         loss = self.query_loss(q1, k2, batch.index)
+        self.pending_keys = [k2]
         if self.symmetric:
             q2, k1 = self.queries(view2), self.keys(view1)
             loss = 0.5 * (loss + self.query_loss(q2, k1, batch.index))
+            self.pending_keys.append(k1)
+        self.pending_index = batch.index
         logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
                 "queue_similarity": (q1.detach() @ self.queue.T).mean()}
-        self.enqueue(k2, batch.index)
-        if self.symmetric:
-            self.enqueue(k1, batch.index)
         return loss, logs
 
     @torch.no_grad()
     def on_step_end(self) -> None:
-        # theta_k <- m theta_k + (1 - m) theta_q, as one fused update over all parameters
+        # After the optimiser step, as in MoCo's pseudo-code: theta_k <- m theta_k + (1 - m) theta_q (one fused
+        # update over all parameters), then enqueue this step's keys. Enqueuing here rather than in
+        # training_step keeps the queue fixed while the loss still needs it, and the compiled step free of
+        # buffer writes.
         torch._foreach_lerp_(self.key_parameters(), self.query_parameters(), 1.0 - self.momentum)
+        for keys in self.pending_keys:
+            self.enqueue(keys, self.pending_index)
+        self.pending_keys = []
 
 
 class MoCHi(MoCo):
@@ -226,6 +238,21 @@ class MoCHi(MoCo):
         self.n_hardest, self.n_mix_negatives, self.n_mix_query = n_hardest, n_mix_negatives, n_mix_query
         self.mixing_warmup_epochs = mixing_warmup_epochs
         self.mixing = mixing_warmup_epochs == 0
+        self.enough_unmasked_entries = False   # proven once in on_train_start, so steps need no host sync
+
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        super().on_train_start(num_images, batch_size)
+        if self.mask_same_image:
+            # An epoch enqueues each image once per direction, and a query's own image not yet in this epoch:
+            # the K keys in the queue reach back over at most ceil(K / keys per epoch) earlier epochs.
+            queue_size = self.queue.shape[0]
+            keys_per_epoch = batch_size * (num_images // batch_size)
+            most_masked = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
+            if self.n_hardest > queue_size - most_masked:
+                raise ValueError(
+                    f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
+                    f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
+        self.enough_unmasked_entries = True
 
     def on_epoch_start(self, epoch: int) -> None:
         self.mixing = epoch >= self.mixing_warmup_epochs
@@ -235,7 +262,7 @@ class MoCHi(MoCo):
         synthetic = None
         if self.mixing:
             synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
-                                        queue_mask=queue_mask)
+                                        queue_mask=queue_mask, check_mask=not self.enough_unmasked_entries)
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic)
 
 

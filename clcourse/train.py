@@ -223,7 +223,7 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     # checking it costs no host synchronisation per step.
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     method.train()
-    method.on_train_start(images.shape[0])
+    method.on_train_start(images.shape[0], batch_size)
     for epoch in range(start_epoch, epochs):
         method.on_epoch_start(epoch)
         epoch_start = time.perf_counter()

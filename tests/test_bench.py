@@ -23,7 +23,18 @@ def test_throughput_smoke(capsys):
 
 @pytest.mark.parametrize("method, options", [("simclr", []), ("moco", ["--option", "queue_size=256"])])
 def test_accuracy_smoke(method, options, capsys):
-    history = load("accuracy").main(["--smoke", "--method", method, *options])
-    assert [r["epoch"] for r in history.epochs] == [1, 2]
-    assert 0 <= history.final_knn_accuracy <= 1
+    result, = load("accuracy").main(["--smoke", "--method", method, *options])
+    assert result["method"] == method and [r["epoch"] for r in result["history"].epochs] == [1, 2]
+    assert 0 <= result["knn"] <= 1 and result["median_epoch_seconds"] > 0
     assert "final kNN top-1" in capsys.readouterr().out
+
+
+def test_accuracy_runs_every_method_with_the_same_budget(capsys):
+    results = load("accuracy").main(["--smoke", "--method", "all"])
+    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi"]
+    assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
+    out = capsys.readouterr().out
+    assert "lr 0.12/256" in out and "lr 0.03/256" in out           # each method's own default rate
+    assert "MoCHi's extra time per epoch over MoCo v2" in out
+    with pytest.raises(SystemExit):
+        load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])

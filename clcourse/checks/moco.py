@@ -1,0 +1,192 @@
+"""Checkers for notebook 03 (MoCo: queue and momentum): the ring-buffer enqueue, the momentum (EMA) update of
+the key encoder, and the logits of a query against its key and the queue."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+
+
+# ---------------------------------------------------------------- enqueue
+
+def _reference_enqueue(queue: torch.Tensor, pointer: int, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
+    queue = queue.clone()
+    slots = (pointer + torch.arange(len(keys))) % len(queue)
+    queue[slots] = keys
+    return queue, (pointer + len(keys)) % len(queue)
+
+
+def _as_pointer(value) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ExerciseError(f"enqueue must return the new pointer as an int (or a one-element integer tensor), "
+                        f"got {value!r}.")
+
+
+def _call_enqueue(fn, queue: torch.Tensor, pointer: int, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
+    try:
+        result = call_student(fn, queue.clone(), pointer, keys.clone(), name="enqueue")
+    except (RuntimeError, IndexError) as error:
+        raise ExerciseError(
+            f"enqueue failed with K={len(queue)}, B={len(keys)}, pointer={pointer} ({type(error).__name__}: {error}). "
+            "When the keys run past the end of the queue they continue at row 0: write them to the slots "
+            "(pointer + arange(B)) % K.") from None
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise ExerciseError("enqueue must return two things: (queue, pointer).")
+    return as_tensor(result[0], "enqueue's queue"), _as_pointer(result[1])
+
+
+def check_enqueue(fn) -> None:
+    """fn(queue [K, D], pointer, keys [B, D]) -> (new queue, new pointer): a ring buffer that overwrites the B
+    oldest entries, starting at `pointer`, and moves the pointer past them."""
+    g = seeded(0)
+    for size, batch, pointer in [(8, 3, 0), (8, 3, 2), (8, 3, 6), (6, 3, 3), (5, 5, 1)]:
+        queue = torch.randn(size, 4, generator=g, dtype=torch.float64)
+        keys = torch.randn(batch, 4, generator=g, dtype=torch.float64)
+        context = f"K={size}, B={batch}, pointer={pointer}"
+        student_queue, student_pointer = _call_enqueue(fn, queue, pointer, keys)
+        reference_queue, reference_pointer = _reference_enqueue(queue, pointer, keys)
+        if student_queue.shape != queue.shape:
+            raise ExerciseError(f"enqueue ({context}) returned a queue of shape {tuple(student_queue.shape)}; the "
+                                f"queue keeps its size K={size}: overwrite old entries, don't append.")
+        mistakes = {
+            "This is a FIFO, but a shifting one that moves all K rows every step. Write the keys in place at the "
+            "pointer (a ring buffer) and move only the pointer.": torch.cat([queue[batch:], keys]),
+            "Append the new keys at the end, not the front (or better: write them in place at the pointer, a "
+            "ring buffer that moves no data).": torch.cat([keys, queue[:-batch]]),
+            "Write the keys starting at the pointer, which marks the oldest entry, not at row 0.":
+                _reference_enqueue(queue, 0, keys)[0],
+            "The pointer marks the oldest entry, the first one to overwrite: write the keys from the pointer on, "
+            "not just before it.": _reference_enqueue(queue, (pointer - batch) % size, keys)[0],
+        }
+        if pointer + batch > size:
+            mistakes["When the keys run past the end of the queue they continue at row 0: write them to the slots "
+                     "(pointer + arange(B)) % K."] = torch.cat([queue[:pointer], keys[:size - pointer]])
+        diagnose("enqueue", student_queue, reference_queue, mistakes, context)
+        if student_pointer != reference_pointer:
+            if student_pointer == pointer + batch:
+                hint = "The pointer must wrap around: (pointer + B) % K, or it runs past the end of the queue."
+            elif student_pointer == (pointer + 1) % size:
+                hint = "Advance the pointer by the number of keys written (B), not by 1."
+            elif student_pointer == pointer:
+                hint = "Move the pointer past the keys you wrote, or the next batch overwrites them."
+            else:
+                hint = f"Expected {reference_pointer}: the slot after the last key written, modulo K."
+            raise ExerciseError(f"enqueue ({context}) returned pointer {student_pointer}. {hint}")
+
+    # Several batches in a row: the queue always holds the K newest keys, oldest at the pointer.
+    queue, pointer, history = torch.zeros(8, 2, dtype=torch.float64), 0, []
+    for step in range(5):
+        keys = torch.full((3, 2), float(step + 1), dtype=torch.float64) + torch.arange(3.0, dtype=torch.float64)[:, None]
+        queue, pointer = _call_enqueue(fn, queue, pointer, keys)
+        history.append(keys)
+    if not same(queue.roll(-pointer, dims=0), torch.cat(history)[-8:]):
+        raise ExerciseError("After 5 batches of 3 keys a queue of 8 must hold the 8 newest keys, the oldest at the "
+                            "pointer: check how you chain the pointer from one call to the next.")
+    passed("enqueue", "a ring buffer: the B oldest keys are overwritten and the pointer wraps around")
+
+
+# ---------------------------------------------------------------- momentum update
+
+def _encoders(seed: int) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    query = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    key = copy.deepcopy(query)
+    with torch.no_grad():
+        for p in key.parameters():
+            p.add_(torch.randn_like(p))       # a key encoder that lags behind the query encoder
+            p.requires_grad_(False)
+    return key, query
+
+
+def _state(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def check_momentum_update(fn) -> None:
+    """fn(key_encoder, query_encoder, momentum) updates the key encoder's parameters in place:
+    theta_k <- m theta_k + (1 - m) theta_q, and leaves the query encoder alone."""
+    for seed, momentum in enumerate([0.9, 0.99, 0.7]):
+        key, query = _encoders(seed)
+        old_key, old_query = _state(key), _state(query)
+        context = f"momentum={momentum}"
+        try:
+            call_student(fn, key, query, momentum, name="momentum_update")
+        except RuntimeError as error:
+            if "leaf Variable" in str(error) or "requires grad" in str(error):
+                raise ExerciseError("momentum_update changed a parameter in place while autograd was watching: do "
+                                    "the update inside `with torch.no_grad():`.") from None
+            raise
+        if any(p.requires_grad or p.grad_fn is not None for p in key.parameters()):
+            raise ExerciseError("The key encoder's parameters now require grad: the update was recorded by autograd. "
+                                "Do it inside `with torch.no_grad():` (the key encoder is never trained by gradient).")
+        new_key, new_query = _state(key), _state(query)
+        if not all(torch.equal(a, b) for a, b in zip(new_query, old_query)):
+            raise ExerciseError("momentum_update changed the query encoder: only the key encoder moves, towards the "
+                                "query encoder (the query encoder is trained by gradient descent).")
+        reference = [momentum * k + (1 - momentum) * q for k, q in zip(old_key, old_query)]
+        flat = lambda tensors: torch.cat([t.flatten() for t in tensors])  # noqa: E731
+        diagnose("momentum_update", flat(new_key), flat(reference), {
+            "The key encoder did not change: update its parameters in place (p_k.mul_(m).add_(p_q, alpha=1 - m), or "
+            "p_k.copy_(...)); assigning a new tensor to the loop variable does not change the module.": flat(old_key),
+            "You swapped m and 1 - m: the key keeps the fraction m of itself, θ_k ← m θ_k + (1 − m) θ_q, so that it "
+            "changes slowly.": flat([(1 - momentum) * k + momentum * q for k, q in zip(old_key, old_query)]),
+            "You copied the query encoder (that is m = 0): keep the fraction m of the key, θ_k ← m θ_k + (1 − m) θ_q.":
+                flat(old_query),
+        }, context)
+    passed("momentum_update", "θ_k ← m θ_k + (1 − m) θ_q in place, outside autograd, query encoder untouched")
+
+
+# ---------------------------------------------------------------- logits against the queue
+
+def reference_moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    positive = (q * k).sum(dim=1, keepdim=True)
+    return torch.cat([positive, q @ queue.T], dim=1) / temperature
+
+
+def check_moco_logits(fn) -> None:
+    """fn(q [B, D], k [B, D], queue [K, D], temperature) -> logits [B, 1 + K]: the positive q.k in column 0,
+    then q.n for every queue entry, all divided by the temperature; k and the queue get no gradient."""
+    for seed, (batch, size, dim, temperature) in enumerate([(4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.0)]):
+        g = seeded(seed)
+        unit = lambda n: F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)  # noqa: E731
+        q, k, queue = unit(batch), unit(batch), unit(size)
+        context = f"B={batch}, K={size}, D={dim}, temperature={temperature}"
+        student_q, student_k, student_queue = (t.clone().requires_grad_() for t in (q, k, queue))
+        try:
+            logits = call_student(fn, student_q, student_k, student_queue, temperature, name="moco_logits")
+        except RuntimeError as error:
+            raise ExerciseError(f"moco_logits failed ({context}): {error}. Shapes to aim for: the positive "
+                                "(q * k).sum(dim=1, keepdim=True) is [B, 1], the negatives q @ queue.T are [B, K].") from None
+        logits = as_tensor(logits, "moco_logits")
+        if logits.shape == (batch, batch + size):
+            raise ExerciseError(f"moco_logits ({context}) returned shape {tuple(logits.shape)}: the positive is one "
+                                "logit per query, q_b · k_b = (q * k).sum(dim=1, keepdim=True), not the matrix q @ k.T.")
+        if logits.shape == (batch, size):
+            raise ExerciseError(f"moco_logits ({context}) returned only the {size} queue logits: put the positive "
+                                "q · k in front, torch.cat([positive, negatives], dim=1).")
+        reference = reference_moco_logits(q, k, queue, temperature)
+        negatives = q @ queue.T
+        positive = (q * k).sum(dim=1, keepdim=True)
+        diagnose("moco_logits", logits, reference, {
+            "Put the positive logit in column 0: the cross-entropy target is 0 for every query.":
+                torch.cat([negatives, positive], dim=1) / temperature,
+            "Divide the logits by the temperature.": reference * temperature,
+            "Divide by the temperature; don't multiply.": reference * temperature ** 2,
+            "Divide by the temperature once, not twice.": reference / temperature,
+        }, context)
+        logits.sum().backward()
+        if student_k.grad is not None and student_k.grad.abs().sum() > 0:
+            raise ExerciseError("Gradient flows into the keys k: they come from the momentum encoder, which is not "
+                                "trained by gradient. Use k.detach().")
+        if student_queue.grad is not None and student_queue.grad.abs().sum() > 0:
+            raise ExerciseError("Gradient flows into the queue: its keys are constants. Use queue.detach().")
+        if student_q.grad is None:
+            raise ExerciseError("No gradient reaches the queries q: don't detach q, it is what the loss trains.")
+    passed("moco_logits", "[B, 1 + K] logits, positive in column 0, divided by τ, gradient into q only")

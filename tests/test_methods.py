@@ -1,0 +1,423 @@
+"""Methods: MoCo's queue, momentum encoder and split BN; MoCHi's mixing schedule; DCL and HCL as SimCLR
+variants; every method through the shared training loop, with exact resume; bad arguments."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clcourse.losses import dcl, hcl, info_nce, moco_info_nce, mochi_negatives
+from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
+from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
+from clcourse.train import list_checkpoints, train
+
+DIM = 8
+
+
+def noisy_views(images, generator=None):
+    """A cheap augmentation that still draws from the generator, so resuming must restore it."""
+    x = images.float() / 255
+    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+def make(name, seed=0, **options):
+    torch.manual_seed(seed)
+    options = {"projector_hidden": 16, "projector_out": DIM, "augment": noisy_views, **options}
+    if name in ("moco", "mochi"):
+        options = {"queue_size": 32, "bn_splits": 2, **options}
+    if name == "mochi":
+        options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
+    return build_method(name, Backbone(SmallCNN(width=4)), **options)
+
+
+@pytest.fixture(scope="module")
+def images():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=generator)
+
+
+def views_of(images, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return noisy_views(images, generator), noisy_views(images, generator)
+
+
+def batch_of(method, images, index):
+    from clcourse.methods import Batch
+    return Batch(views_of(images[index]), images[index], None, index)
+
+
+def run(method, images, **kwargs):
+    options = dict(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
+    options.update(kwargs)
+    return train(method, images, **options)
+
+
+def unit(n, seed):
+    return F.normalize(torch.randn(n, DIM, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def reference_moco_loss(q, k, queue, temperature, excluded=None, extra=None):
+    """Loop over queries: -log softmax of the positive among [k_b, allowed queue entries, extra_b]."""
+    q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)
+    losses = []
+    for b in range(len(q)):
+        negatives = [queue[j] for j in range(len(queue)) if excluded is None or not excluded[b][j]]
+        if extra is not None:
+            negatives += list(F.normalize(extra[b], dim=1))
+        logits = torch.stack([q[b] @ k[b]] + [q[b] @ n for n in negatives]) / temperature
+        losses.append(-torch.log_softmax(logits, dim=0)[0])
+    return torch.stack(losses).mean()
+
+
+# ---------------------------------------------------------------- MoCo: the queue
+
+def test_enqueue_is_a_ring_buffer_in_fifo_order():
+    method = make("moco", queue_size=8)
+    initial = method.queue.clone()
+    enqueued_keys, enqueued_index = [], []
+    for step, expected_slots, expected_pointer in [(0, [0, 1, 2], 3), (1, [3, 4, 5], 6), (2, [6, 7, 0], 1)]:
+        keys = unit(3, seed=10 + step)
+        index = torch.arange(3) + 100 * step
+        before = method.queue.clone()
+        method.enqueue(keys, index)
+        assert torch.equal(method.queue[expected_slots], keys)
+        assert method.queue_index[expected_slots].tolist() == index.tolist()
+        untouched = [s for s in range(8) if s not in expected_slots]
+        assert torch.equal(method.queue[untouched], before[untouched])
+        assert int(method.queue_pointer) == expected_pointer
+        enqueued_keys.append(keys)
+        enqueued_index.append(index)
+    # Oldest to newest starts at the pointer: exactly the last 8 keys enqueued, in order.
+    newest_eight = torch.cat(enqueued_keys)[-8:]
+    assert torch.equal(method.queue.roll(-int(method.queue_pointer), dims=0), newest_eight)
+    assert method.queue_index.roll(-int(method.queue_pointer)).tolist() == torch.cat(enqueued_index)[-8:].tolist()
+    assert not torch.equal(initial[1:3], method.queue[1:3])
+
+
+def test_pointer_wraps_to_zero_when_the_queue_fills_exactly():
+    method = make("moco", queue_size=6)
+    method.enqueue(unit(3, 0), torch.arange(3))
+    method.enqueue(unit(3, 1), torch.arange(3))
+    assert int(method.queue_pointer) == 0
+    method.enqueue(unit(3, 2), torch.arange(3) + 7)
+    assert method.queue_index.tolist() == [7, 8, 9, 0, 1, 2]
+
+
+def test_queue_starts_with_random_unit_vectors_of_no_image():
+    method = make("moco", queue_size=16)
+    assert torch.allclose(method.queue.norm(dim=1), torch.ones(16))
+    assert method.queue_index.tolist() == [-1] * 16 and int(method.queue_pointer) == 0
+
+
+def test_more_keys_than_queue_slots_is_refused():
+    method = make("moco", queue_size=4)
+    with pytest.raises(ValueError, match="queue_size"):
+        method.enqueue(unit(5, 0), torch.arange(5))
+
+
+def test_a_query_never_sees_a_key_of_its_own_image(images):
+    method = make("moco", queue_size=12).eval()
+    index = torch.tensor([3, 5, 7, 9])
+    # Half the queue holds (stale) keys of the batch's own images, the rest keys of other images.
+    method.enqueue(unit(12, 0), torch.tensor([3, 5, 7, 9, 3, 20, 21, 22, 23, 24, 25, 9]))
+    q, k = unit(4, 1).requires_grad_(), unit(4, 2)
+    loss = method.query_loss(q, k, index)
+    excluded = index[:, None] == method.queue_index[None, :]
+    assert excluded.sum() == 6
+    expected = reference_moco_loss(q, k, method.queue, method.temperature, excluded)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    gradient, = torch.autograd.grad(loss, q)
+    expected_gradient, = torch.autograd.grad(expected, q)
+    assert torch.allclose(gradient, expected_gradient, atol=1e-6)
+
+    unmasked = make("moco", queue_size=12, mask_same_image=False)
+    unmasked.load_state_dict(method.state_dict())
+    assert unmasked.same_image_mask(index) is None
+    assert torch.allclose(unmasked.query_loss(q, k, index),
+                          reference_moco_loss(q, k, method.queue, method.temperature), atol=1e-6)
+
+
+def test_training_step_is_the_queue_loss_and_keys_are_enqueued_after_the_optimiser_step(images):
+    method = make("moco", queue_size=32).eval()     # eval: BN uses running statistics, keys are deterministic
+    method.enqueue(unit(32, 0), torch.arange(32) % 5)
+    index = torch.arange(8)
+    batch = batch_of(method, images, index)
+    queue_before = method.queue.clone()
+    loss, logs = method.training_step(batch)
+    with torch.no_grad():
+        q = F.normalize(method.projector(method.backbone(batch.views[0])), dim=1)
+        k = F.normalize(method.key_projector(method.key_backbone(batch.views[1])), dim=1)
+    excluded = index[:, None] == (torch.arange(32) % 5)[None, :]
+    assert torch.allclose(loss, reference_moco_loss(q, k, queue_before, method.temperature, excluded), atol=1e-5)
+    assert torch.allclose(logs["positive_similarity"], (q * k).sum(1).mean(), atol=1e-6)
+    assert torch.equal(method.queue, queue_before) and int(method.queue_pointer) == 0  # not yet: backward needs it
+    method.on_step_end()
+    assert torch.allclose(method.queue[:8], k, atol=1e-6)
+    assert method.queue_index[:8].tolist() == index.tolist()
+    assert torch.equal(method.queue[8:], queue_before[8:]) and int(method.queue_pointer) == 8
+
+
+def test_keys_are_computed_on_a_shuffled_batch_and_returned_in_order(images):
+    method = make("moco", bn_splits=4)
+    views = views_of(images[:8])[1]
+    torch.manual_seed(5)
+    keys = method.keys(views)
+    torch.manual_seed(5)
+    shuffle = torch.randperm(8)
+    with torch.no_grad():
+        expected = F.normalize(method.key_projector(method.key_backbone(views[shuffle])), dim=1)[torch.argsort(shuffle)]
+        unshuffled = F.normalize(method.key_projector(method.key_backbone(views)), dim=1)
+    assert torch.allclose(keys, expected, atol=1e-6)
+    # With split BN the batch statistics a key sees depend on its group, so the shuffle changes the keys.
+    assert not torch.allclose(keys, unshuffled, atol=1e-4)
+    assert not keys.requires_grad
+
+
+def test_split_batchnorm_in_both_encoders_which_are_separate_copies():
+    method = make("moco", bn_splits=4)
+    for encoder in (method.backbone, method.key_backbone):
+        norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and all(isinstance(m, SplitBatchNorm2d) and m.num_splits == 4 for m in norms)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in method.projector.modules())  # MoCo v2 head: no BN
+    for query_p, key_p in zip(method.query_parameters(), method.key_parameters()):
+        assert torch.equal(query_p, key_p) and query_p.data_ptr() != key_p.data_ptr()
+    plain = make("moco", bn_splits=1)
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
+
+
+def test_symmetric_loss_uses_both_directions_and_enqueues_both_keys(images):
+    method = make("moco", queue_size=32, symmetric=True).eval()
+    method.enqueue(unit(32, 0), torch.arange(32) + 100)
+    queue_before = method.queue.clone()
+    batch = batch_of(method, images, torch.arange(8))
+    loss, _ = method.training_step(batch)
+    with torch.no_grad():
+        q1, q2 = (F.normalize(method.projector(method.backbone(v)), dim=1) for v in batch.views)
+        k1, k2 = (F.normalize(method.key_projector(method.key_backbone(v)), dim=1) for v in batch.views)
+    method.on_step_end()
+    expected = 0.5 * (reference_moco_loss(q1, k2, queue_before, method.temperature)
+                      + reference_moco_loss(q2, k1, queue_before, method.temperature))
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(method.queue[:16], torch.cat([k2, k1]), atol=1e-6)
+    assert method.queue_index[:16].tolist() == list(range(8)) * 2 and int(method.queue_pointer) == 16
+
+
+# ---------------------------------------------------------------- MoCo: the momentum encoder
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9, 0.99, 1.0])
+def test_momentum_update_is_an_exact_moving_average(momentum):
+    method = make("moco", momentum=momentum)
+    with torch.no_grad():
+        for p in method.query_parameters():
+            p.add_(torch.randn_like(p))
+    old_keys = [p.clone() for p in method.key_parameters()]
+    queries_before = [p.clone() for p in method.query_parameters()]
+    method.on_step_end()
+    for key, old, query, query_before in zip(method.key_parameters(), old_keys, method.query_parameters(),
+                                             queries_before):
+        assert torch.allclose(key, momentum * old + (1 - momentum) * query, rtol=1e-6, atol=1e-7)
+        assert torch.equal(query, query_before)
+    if momentum == 0.0:
+        assert all(torch.equal(k, q) for k, q in zip(method.key_parameters(), method.query_parameters()))
+    if momentum == 1.0:
+        assert all(torch.equal(k, old) for k, old in zip(method.key_parameters(), old_keys))
+
+
+def test_key_encoder_gets_no_gradient_and_is_not_optimised(images):
+    method = make("moco")
+    loss, _ = method.training_step(batch_of(method, images, torch.arange(8)))
+    loss.backward()
+    assert all(not p.requires_grad and p.grad is None for p in method.key_parameters())
+    assert all(p.grad is not None for p in method.query_parameters())
+    # momentum = 1: the key encoder never moves, so nothing but the EMA may touch it (no SGD, no weight decay).
+    frozen = make("moco", momentum=1.0)
+    keys_before = [p.clone() for p in frozen.key_parameters()]
+    queries_before = [p.clone() for p in frozen.query_parameters()]
+    run(frozen, images, epochs=1)
+    assert all(torch.equal(p, before) for p, before in zip(frozen.key_parameters(), keys_before))
+    assert not all(torch.equal(p, before) for p, before in zip(frozen.query_parameters(), queries_before))
+
+
+# ---------------------------------------------------------------- MoCHi
+
+def test_mochi_loss_adds_the_synthetic_negatives_once_mixing_starts():
+    method = make("mochi", queue_size=16, mixing_warmup_epochs=1)
+    method.enqueue(unit(16, 0), torch.arange(16) % 6)
+    index = torch.tensor([0, 1, 2, 3])
+    q, k = unit(4, 1), unit(4, 2)
+    mask = index[:, None] == method.queue_index[None, :]
+    assert not method.mixing
+    assert torch.allclose(method.query_loss(q, k, index),
+                          reference_moco_loss(q, k, method.queue, method.temperature, mask), atol=1e-6)
+    method.on_epoch_start(1)
+    assert method.mixing
+    torch.manual_seed(7)
+    loss = method.query_loss(q, k, index)
+    torch.manual_seed(7)
+    extra = mochi_negatives(q, method.queue, 4, 3, 2, queue_mask=mask)
+    assert torch.allclose(loss, reference_moco_loss(q, k, method.queue, method.temperature, mask, extra), atol=1e-6)
+    assert loss > reference_moco_loss(q, k, method.queue, method.temperature, mask)  # more negatives, higher loss
+
+
+def test_mixing_starts_after_the_warmup_epochs_in_training(images):
+    method = make("mochi", mixing_warmup_epochs=2)
+    seen = []
+    step = method.training_step
+
+    def spy(batch):
+        seen.append(method.mixing)
+        return step(batch)
+    method.training_step = spy
+    run(method, images, epochs=3, batch_size=16)
+    assert seen == [False] * 6 + [True] * 3
+    assert make("mochi").mixing  # no warm-up: mixing from the first step
+
+
+@pytest.mark.parametrize("queue_size, symmetric, largest", [(32, False, 31), (32, True, 30), (64, False, 62)])
+def test_mochi_checks_once_that_masking_leaves_n_hardest_entries(images, queue_size, symmetric, largest):
+    # 48 images in batches of 8. When a query comes, the queue holds keys of its own image from at most
+    # ceil(K / 48) earlier epochs, per direction: n_hardest may be K minus that, and not one more.
+    options = dict(queue_size=queue_size, symmetric=symmetric)
+    with pytest.raises(ValueError, match=f"n_hardest must be at most {largest}.*got {largest + 1}"):
+        run(make("mochi", n_hardest=largest + 1, **options), images, epochs=1)
+
+    method = make("mochi", n_hardest=largest, **options)
+    most_masked, checked = [], []
+    query_loss = method.query_loss
+
+    def spy(q, k, index):
+        most_masked.append(int(method.same_image_mask(index).sum(1).max()))
+        checked.append(not method.enough_unmasked_entries)
+        return query_loss(q, k, index)
+    method.query_loss = spy
+    run(method, images, epochs=4)
+    assert max(most_masked) == queue_size - largest    # the bound is reached, and never exceeded
+    assert not any(checked)                            # no per-step host synchronisation in training
+
+
+def test_mochi_never_enqueues_synthetic_negatives(images):
+    method = make("mochi", queue_size=32).eval()
+    method.enqueue(unit(32, 0), torch.arange(32) + 100)
+    queue_before = method.queue.clone()
+    batch = batch_of(method, images, torch.arange(8))
+    method.training_step(batch)
+    with torch.no_grad():
+        k = F.normalize(method.key_projector(method.key_backbone(batch.views[1])), dim=1)
+    method.on_step_end()
+    assert int(method.queue_pointer) == 8
+    assert torch.allclose(method.queue[:8], k, atol=1e-6)
+    assert torch.equal(method.queue[8:], queue_before[8:])
+    assert method.queue_index.tolist() == list(range(8)) + list(range(108, 132))
+
+
+# ---------------------------------------------------------------- DCL and HCL
+
+@pytest.mark.parametrize("name, loss", [
+    ("simclr", lambda m, z1, z2: info_nce(z1, z2, m.temperature)),
+    ("dcl", lambda m, z1, z2: dcl(z1, z2, m.temperature, m.tau_plus)),
+    ("hcl", lambda m, z1, z2: hcl(z1, z2, m.temperature, m.tau_plus, m.beta)),
+])
+def test_simclr_family_uses_its_loss(images, name, loss):
+    options = {"dcl": dict(tau_plus=0.2), "hcl": dict(tau_plus=0.2, beta=2.0)}.get(name, {})
+    method = make(name, **options)
+    batch = batch_of(method, images, torch.arange(8))
+    value, _ = method.training_step(batch)
+    with torch.no_grad():  # both views in one batch of 2B, as SimCLR's BN sees them
+        z1, z2 = method.projector(method.backbone(torch.cat(batch.views))).chunk(2)
+    assert torch.allclose(value, loss(method, z1, z2), atol=1e-6)
+    if name != "simclr":
+        assert not torch.allclose(value, info_nce(z1, z2, method.temperature), atol=1e-3)
+
+
+def test_build_method_passes_options_and_rejects_unknown_names():
+    assert isinstance(make("hcl", beta=0.5), HCL) and make("hcl", beta=0.5).beta == 0.5
+    assert isinstance(make("dcl"), DCL) and isinstance(make("simclr"), SimCLR)
+    assert isinstance(make("mochi"), MoCHi) and isinstance(make("moco"), MoCo)
+    with pytest.raises(ValueError, match="method name"):
+        build_method("byol", Backbone(SmallCNN(width=4)))
+
+
+# ---------------------------------------------------------------- the training loop
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_in_the_shared_loop(images, name):
+    history = run(make(name), images, epochs=1, batch_size=16)
+    assert len(history.epochs) == 1 and math.isfinite(history.epochs[0]["loss"])
+    assert all(math.isfinite(r["loss"]) and "positive_similarity" in r for r in history.steps)
+
+
+@pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1))])
+def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, name, options):
+    reference_method = make(name, **options)
+    reference = run(reference_method, images, epochs=3, checkpoint_dir=tmp_path / "reference")
+
+    interrupted = make(name, **options)
+    steps_done = {"n": 0}
+    ema = interrupted.on_step_end
+
+    def crash_in_third_epoch():
+        ema()
+        steps_done["n"] += 1
+        if steps_done["n"] == 13:  # 6 steps per epoch: epoch 3 has started
+            raise KeyboardInterrupt
+    interrupted.on_step_end = crash_in_third_epoch
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, images, epochs=3, checkpoint_dir=tmp_path / "resumed")
+    assert len(list_checkpoints(tmp_path / "resumed")) == 2
+
+    resumed_method = make(name, seed=123, **options)  # other weights and queue: the checkpoint must replace them
+    resumed = run(resumed_method, images, epochs=3, checkpoint_dir=tmp_path / "resumed", resume=True)
+    assert [r["loss"] for r in resumed.steps] == [r["loss"] for r in reference.steps]
+    state = resumed_method.state_dict()
+    assert {"queue", "queue_index", "queue_pointer"} <= set(state)
+    assert any(key.startswith("key_backbone.") for key in state)
+    for key, value in reference_method.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+# ---------------------------------------------------------------- bad arguments
+
+@pytest.mark.parametrize("name, options, argument", [
+    ("moco", dict(momentum=-0.1), "momentum"),
+    ("moco", dict(momentum=1.01), "momentum"),
+    ("moco", dict(temperature=0.0), "temperature"),
+    ("moco", dict(queue_size=0), "queue_size"),
+    ("moco", dict(bn_splits=0), "bn_splits"),
+    ("mochi", dict(queue_size=32, n_hardest=33), "n_hardest"),
+    ("mochi", dict(n_hardest=0), "n_hardest"),
+    ("mochi", dict(n_mix_negatives=-1), "n_mix_negatives"),
+    ("mochi", dict(n_mix_query=-1), "n_mix_query"),
+    ("mochi", dict(mixing_warmup_epochs=-1), "mixing_warmup_epochs"),
+    ("dcl", dict(tau_plus=1.0), "tau_plus"),
+    ("dcl", dict(tau_plus=-0.1), "tau_plus"),
+    ("hcl", dict(tau_plus=1.0), "tau_plus"),
+    ("hcl", dict(tau_plus=-0.01), "tau_plus"),
+    ("hcl", dict(beta=-1.0), "beta"),
+    ("hcl", dict(beta=float("inf")), "beta"),
+])
+def test_bad_arguments_name_the_argument_and_the_range(name, options, argument):
+    with pytest.raises(ValueError, match=argument):
+        make(name, **options)
+
+
+def test_momentum_error_gives_the_allowed_range():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0.0, 1.0\], got 1.5"):
+        make("moco", momentum=1.5)
+
+
+def test_queue_as_large_as_the_dataset_needs_same_image_masking(images):
+    with pytest.raises(ValueError, match="queue_size must be smaller than the training set"):
+        run(make("moco", queue_size=48, mask_same_image=False), images, epochs=1)
+    run(make("moco", queue_size=40, mask_same_image=False), images, epochs=1)
+    run(make("moco", queue_size=64, mask_same_image=True), images, epochs=1)
+
+
+def test_batch_must_divide_into_bn_splits(images):
+    with pytest.raises(ValueError, match="bn_splits"):
+        run(make("moco", bn_splits=4), images, epochs=1, batch_size=6)
+
+
+def test_queue_smaller_than_a_batch_is_refused(images):
+    with pytest.raises(ValueError, match="queue_size"):
+        run(make("moco", queue_size=4), images, epochs=1, batch_size=8)
