@@ -1,4 +1,7 @@
-"""Plots used across the notebooks: image grids, augmented views, training curves."""
+"""Plots used across the notebooks: image grids and augmented views, training curves, similarity matrices;
+the geometry of an embedding (alignment and uniformity over training, similarity histograms, a 2-D map);
+its hardest negatives (false-negative rate against k, galleries, the gradient weight InfoNCE puts on each
+negative, the effective number of negatives against the temperature). Every function returns its figure."""
 from __future__ import annotations
 
 from typing import Sequence
