@@ -81,15 +81,21 @@ def save_atomically(state: dict, path: Path) -> None:
 
 def run_dir(name: str, preset: str | None = None) -> Path:
     """Where the run called `name` keeps its checkpoints: ``$CLCOURSE_RUNS`` (else ``<repo>/runs``), then
-    the preset, then the name (`<repo>` is the current folder when the package is not installed from a checkout). Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
+    the preset, then the name (`<repo>` is the current folder when the package is not installed from a
+    checkout). Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
     from .presets import course_root, get_preset
     root = Path(os.environ.get("CLCOURSE_RUNS") or course_root() / "runs")
     return root / (preset or get_preset().name) / name
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
-    """Per-epoch weight snapshots (`epoch_0005.pt`, ...) written by `train`, oldest first."""
+    """The weight snapshots (`epoch_0005.pt`, ...) written by `train`, oldest first."""
     return sorted(Path(checkpoint_dir).glob("epoch_*.pt"))
+
+
+def snapshots_by_epoch(checkpoint_dir: str | Path) -> dict[int, Path]:
+    """{epoch: snapshot path} for the weight snapshots `train` wrote (every `checkpoint_every` epochs)."""
+    return {int(path.stem.removeprefix("epoch_")): path for path in list_checkpoints(checkpoint_dir)}
 
 
 def load_weights(method: Method, path: str | Path) -> dict:

@@ -6,7 +6,7 @@ import torch
 from clcourse.methods import SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
-                            load_weights, run_dir, save_atomically, train)
+                            load_weights, run_dir, save_atomically, snapshots_by_epoch, train)
 
 
 def noisy_views(images, generator=None):
@@ -45,6 +45,18 @@ def test_loss_decreases_on_a_learnable_problem(images):
     history = run(images, epochs=6, lr=0.3)
     first, last = history.epochs[0]["loss"], history.epochs[-1]["loss"]
     assert last < first - 0.1
+
+
+def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
+    method = make_method()
+    run(images, method, epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2)
+    snapshots = snapshots_by_epoch(tmp_path)
+    assert sorted(snapshots) == [2, 4, 5] and (tmp_path / "last.pt").is_file()
+    final = make_method(seed=123)
+    assert load_weights(final, snapshots[5])["epoch"] == 5
+    for (name, a), b in zip(method.state_dict().items(), final.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert snapshots_by_epoch(tmp_path / "missing") == {}
 
 
 def test_resume_continues_the_same_run(images, tmp_path):
