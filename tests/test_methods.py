@@ -1,5 +1,6 @@
 """Methods: MoCo's queue, momentum encoder and split BN; MoCHi's mixing schedule; DCL and HCL as SimCLR
 variants; every method through the shared training loop, with exact resume; bad arguments."""
+import functools
 import math
 
 import pytest
@@ -421,3 +422,21 @@ def test_batch_must_divide_into_bn_splits(images):
 def test_queue_smaller_than_a_batch_is_refused(images):
     with pytest.raises(ValueError, match="queue_size"):
         run(make("moco", queue_size=4), images, epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco", "mochi"])
+def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
+    # aot_eager runs TorchDynamo's graph capture and AOTAutograd (where a side effect such as a queue write
+    # or a pending key would be lost or replayed wrongly) without generating code, so it is fast on a CPU
+    # and must reproduce eager exactly.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    runs = []
+    for compile in (False, True):
+        method = make(name)
+        history = run(method, images, epochs=2, batch_size=16, compile=compile, log_every=1)
+        runs.append((method, [r["loss"] for r in history.steps]))
+    (eager, eager_losses), (compiled, compiled_losses) = runs
+    assert compiled_losses == eager_losses
+    for (key, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.equal(a, b), key
