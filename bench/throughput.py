@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cifar10_or_synthetic, describe_device, timed  # noqa: E402
 
-from clcourse.augment import simclr_cifar  # noqa: E402
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import autocast_dtype, get_device  # noqa: E402

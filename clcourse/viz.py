@@ -106,6 +106,17 @@ def plot_similarity_matrix(similarities: torch.Tensor, batch_size: int, ax=None,
 # other classes grey, false negatives (negatives of the anchor's class) red.
 POSITIVE_COLOUR, NEGATIVE_COLOUR, FALSE_NEGATIVE_COLOUR = "tab:green", "0.45", "tab:red"
 
+
+def image_tile(ax, image, title: str, colour: str = "black", frame: float = 1.0, fontsize: int = 8) -> None:
+    """One image [H, W, 3] without ticks, its title and frame in `colour` (red marks a false negative)."""
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=fontsize, color=colour)
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(frame)
+
 from .validation import require_int_at_least  # noqa: E402  (kept with the section that uses it)
 
 
@@ -275,13 +286,7 @@ def plot_negative_gallery(images: torch.Tensor, labels: torch.Tensor, anchors: S
             tiles.append((index, f"s={similarities[row, rank]:.2f}\n{class_names[int(labels[index])]}",
                           FALSE_NEGATIVE_COLOUR if false_negative else "black", 3.0 if false_negative else 0.5))
         for ax, (index, text, colour, width) in zip(axes[row], tiles):
-            ax.imshow(to_display(images[index:index + 1])[0].numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(text, fontsize=7, color=colour)
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(width)
+            image_tile(ax, to_display(images[index:index + 1])[0].numpy(), text, colour, width, fontsize=7)
     fig.suptitle(title or "each anchor (left) and its hardest negatives, hardest first (red: same class)",
                  fontsize=10)
     fig.tight_layout()

@@ -35,8 +35,7 @@ from matplotlib.lines import Line2D
 from .negatives import (DEFAULT_MAP_CACHE, MAP_METHODS, EmbeddingMap, MapCache, effective_negatives,
                         fit_embedding_map, hardest_negatives, negative_weights_from_similarities)
 from .validation import require_embeddings, require_int_at_least, require_labels, require_positive
-
-FALSE_NEGATIVE_COLOUR = "tab:red"
+from .viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile
 
 
 def _require_index(name: str, value: int, size: int) -> None:
@@ -328,16 +327,6 @@ def _class_colours(num_classes: int) -> np.ndarray:
     return matplotlib.colormaps["turbo"](np.linspace(0, 1, num_classes))
 
 
-def _image_tile(ax, image: np.ndarray, title: str, colour: str = "black", frame: float = 1.0) -> None:
-    ax.imshow(image, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8, color=colour)
-    for spine in ax.spines.values():
-        spine.set_edgecolor(colour)
-        spine.set_linewidth(frame)
-
-
 def _png(fig: Figure, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -376,12 +365,12 @@ def figure(neighbourhood: Neighbourhood, images_per_row: int = 8) -> ExplorerFig
     grid = fig.add_gridspec(2, 1, height_ratios=[1.9 * tile_rows, 4.0])
     tile_grid = grid[0].subgridspec(tile_rows, columns)
     for position, (image, title, colour, frame) in enumerate(tiles):
-        _image_tile(fig.add_subplot(tile_grid[position // columns, position % columns]), image, title, colour, frame)
+        image_tile(fig.add_subplot(tile_grid[position // columns, position % columns]), image, title, colour, frame)
     bottom = grid[1].subgridspec(1, 2)
 
     ax = fig.add_subplot(bottom[0])
     ranks = np.arange(1, nb.k + 1)
-    ax.bar(ranks, nb.weights, color=[FALSE_NEGATIVE_COLOUR if fn else "0.45" for fn in nb.false_negative])
+    ax.bar(ranks, nb.weights, color=[FALSE_NEGATIVE_COLOUR if fn else NEGATIVE_COLOUR for fn in nb.false_negative])
     ax.set_xticks(ranks)
     ax.set_xlabel("hardest negatives, by rank (red: same class)")
     ax.set_ylabel("gradient weight  $p_k$")

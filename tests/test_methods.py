@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.losses import dcl, hcl, info_nce, moco_info_nce, mochi_negatives
+from clcourse.losses import dcl, hcl, info_nce, mochi_negatives
 from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
 from clcourse.train import list_checkpoints, train
