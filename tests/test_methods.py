@@ -440,3 +440,19 @@ def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
     assert compiled_losses == eager_losses
     for (key, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_under_bf16_autocast(images, name, monkeypatch):
+    # The GPU path (autocast_dtype gives bf16 on an A100/H100), run on the CPU, which autocasts to bf16 too.
+    import clcourse.train
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device, dtype=dtype: dtype)
+        method = make(name)
+        losses[dtype] = [r["loss"] for r in run(method, images, epochs=1, batch_size=16, log_every=1).steps]
+        if isinstance(method, MoCo):
+            assert method.queue.dtype == torch.float32      # keys from bf16 activations are stored in float32
+    assert all(math.isfinite(loss) for loss in losses[torch.bfloat16])
+    assert losses[torch.bfloat16] != losses[None]          # the bf16 path really ran...
+    assert abs(losses[torch.bfloat16][0] - losses[None][0]) < 0.02   # ...and agrees with float32 at the first step
