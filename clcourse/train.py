@@ -172,7 +172,7 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
         method.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
     amp_dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     parameters = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay,

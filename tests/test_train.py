@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import clcourse.train
 from clcourse.methods import SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
@@ -59,7 +60,10 @@ def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
     assert snapshots_by_epoch(tmp_path / "missing") == {}
 
 
-def test_resume_continues_the_same_run(images, tmp_path):
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
+def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch):
+    # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the CPU.
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
     reference_method = make_method()
     reference = run(images, reference_method, checkpoint_dir=tmp_path / "reference")
 
@@ -80,6 +84,8 @@ def test_resume_continues_the_same_run(images, tmp_path):
     assert losses(resumed) == losses(reference)
     for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
         assert torch.equal(a, b), name
+    scaler_state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["scaler"]
+    assert bool(scaler_state) == (amp_dtype == torch.float16)   # the scaler's scale is saved, and only for fp16
 
 
 def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
