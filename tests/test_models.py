@@ -111,3 +111,15 @@ def test_presets(monkeypatch):
         get_preset()
     with pytest.raises(ValueError, match="name"):
         get_preset("tiny")
+
+
+def test_split_batchnorm_in_training_gives_the_same_result_in_channels_last():
+    # On a GPU the training loop runs in channels_last; the split statistics must not depend on the layout.
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5)
+    contiguous, channels_last = SplitBatchNorm2d(3, 4), SplitBatchNorm2d(3, 4)
+    expected = contiguous(x)
+    result = channels_last(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(result, expected, atol=1e-6)
+    assert torch.allclose(channels_last.running_mean, contiguous.running_mean, atol=1e-7)
+    assert torch.allclose(channels_last.running_var, contiguous.running_var, atol=1e-7)
