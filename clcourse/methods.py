@@ -243,8 +243,9 @@ class MoCHi(MoCo):
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         super().on_train_start(num_images, batch_size)
         if self.mask_same_image:
-            # An epoch enqueues each image once per direction, and a query's own image not yet in this epoch:
-            # the K keys in the queue reach back over at most ceil(K / keys per epoch) earlier epochs.
+            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
+            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
+            # earlier epochs, each holding at most one key of the query's image per direction.
             queue_size = self.queue.shape[0]
             keys_per_epoch = batch_size * (num_images // batch_size)
             most_masked = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
