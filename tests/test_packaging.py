@@ -1,0 +1,46 @@
+"""Dependencies have lower bounds only (Colab and other hosted notebooks bring their own torch, and a pin
+would make pip replace it), and the lower bounds admit what Colab ships."""
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(.*)$")
+
+
+def pyproject_requirements() -> list[str]:
+    """Every quoted requirement of [project] dependencies and [project.optional-dependencies]."""
+    text = (REPO / "pyproject.toml").read_text()
+    requirements = text[text.index("\ndependencies = ["):text.index("\n[tool.")]
+    return re.findall(r'^\s*"([^"]+)",', requirements, flags=re.MULTILINE)
+
+
+def environment_requirements() -> list[str]:
+    text = (REPO / "environment.yml").read_text()
+    lines = text[text.index("\ndependencies:"):].splitlines()
+    return [line.split("- ", 1)[1].strip() for line in lines
+            if line.strip().startswith("- ") and not line.strip().startswith(("- -", "- pip:"))]
+
+
+def bounds(requirement: str) -> tuple[str, list[tuple[str, str]]]:
+    name, _, specifiers = REQUIREMENT.match(requirement).groups()
+    return name.lower(), re.findall(r"(<=|>=|==|!=|~=|<|>|=)\s*([^,\s]+)", specifiers)
+
+
+@pytest.mark.parametrize("requirement", pyproject_requirements() + environment_requirements())
+def test_lower_bounds_only(requirement):
+    name, specifiers = bounds(requirement)
+    assert all(operator == ">=" for operator, _ in specifiers), f"{requirement}: use lower bounds (>=) only"
+
+
+def test_requirements_are_found():
+    names = {bounds(r)[0] for r in pyproject_requirements()}
+    assert {"torch", "torchvision", "ipywidgets", "umap-learn", "tqdm", "matplotlib", "nbval",
+            "jupyterlab"} <= names
+
+
+def test_ipywidgets_admits_colabs_7_7():
+    (name, specifiers), = [bounds(r) for r in pyproject_requirements() if bounds(r)[0] == "ipywidgets"]
+    version = tuple(int(part) for part in specifiers[0][1].split("."))
+    assert version <= (7, 7), "Colab ships ipywidgets 7.7; the widgets are written for 7.7 and 8.x"
