@@ -47,9 +47,12 @@ DEFAULT_LR = {"simclr": 0.12, "dcl": 0.12, "hcl": 0.12, "moco": 0.03, "mochi": 0
 def train_and_evaluate(name: str, args, data: KnnData) -> dict:
     """Train one method with the budget in `args`; its kNN accuracy, epoch times and wall time."""
     lr = args.lr if args.lr is not None else DEFAULT_LR[name]
+    options = parse_options(args.option)
+    if name == "mochi":  # plain MoCo first while the queue fills with meaningful keys (SynCo: 10 of 200 epochs)
+        options.setdefault("mixing_warmup_epochs", args.epochs // 20)
     torch.manual_seed(args.seed)
-    method = build_method(name, build_backbone(args.backbone), **parse_options(args.option))
-    print(f"\n{name} {parse_options(args.option)} on {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
+    method = build_method(name, build_backbone(args.backbone), **options)
+    print(f"\n{name} {options} on {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {lr}/256, compile={args.compile}")
     start = time.perf_counter()
     history = train(method, data.train_images, labels=data.train_labels, epochs=args.epochs,

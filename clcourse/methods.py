@@ -118,8 +118,9 @@ class MoCo(Method):
 
     On one device, shuffled BN is emulated as in the MoCo CIFAR-10 demo: every BatchNorm2d becomes a
     SplitBatchNorm2d with `bn_splits` groups and keys are computed on a shuffled batch, so a query and its
-    key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key) pair and
-    enqueues both keys ("behaves like 2x epochs", per the demo).
+    key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key) pair,
+    adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
+    per the demo).
 
     Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits) with
     MoCo v2's MLP head (no batch-norm in the head).
@@ -198,7 +199,7 @@ class MoCo(Method):
         self.pending_keys = [k2]
         if self.symmetric:
             q2, k1 = self.queries(view2), self.keys(view1)
-            loss = 0.5 * (loss + self.query_loss(q2, k1, batch.index))
+            loss = loss + self.query_loss(q2, k1, batch.index)   # summed, as in the MoCo CIFAR-10 demo
             self.pending_keys.append(k1)
         self.pending_index = batch.index
         logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),

@@ -197,8 +197,8 @@ def test_symmetric_loss_uses_both_directions_and_enqueues_both_keys(images):
         q1, q2 = (F.normalize(method.projector(method.backbone(v)), dim=1) for v in batch.views)
         k1, k2 = (F.normalize(method.key_projector(method.key_backbone(v)), dim=1) for v in batch.views)
     method.on_step_end()
-    expected = 0.5 * (reference_moco_loss(q1, k2, queue_before, method.temperature)
-                      + reference_moco_loss(q2, k1, queue_before, method.temperature))
+    expected = (reference_moco_loss(q1, k2, queue_before, method.temperature)      # summed, as in the demo
+                + reference_moco_loss(q2, k1, queue_before, method.temperature))
     assert torch.allclose(loss, expected, atol=1e-5)
     assert torch.allclose(method.queue[:16], torch.cat([k2, k1]), atol=1e-6)
     assert method.queue_index[:16].tolist() == list(range(8)) * 2 and int(method.queue_pointer) == 16
