@@ -27,7 +27,7 @@ from common import cifar10_or_synthetic, describe_device, timed  # noqa: E402
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import autocast_dtype, get_device  # noqa: E402
-from clcourse.train import train  # noqa: E402
+from clcourse.train import optimisation_step, train  # noqa: E402
 
 EPOCH_IMAGES = 50_000
 
@@ -45,7 +45,7 @@ def model_step_alone(args, device) -> float:
     method = make_method(args.backbone, device)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9, fused=device.type == "cuda")
     amp_dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     views = tuple(torch.rand(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=layout)
                   for _ in range(2))
@@ -55,12 +55,7 @@ def model_step_alone(args, device) -> float:
 
     def steps(n):
         for _ in range(n):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, _ = step_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimisation_step(method, step_fn, batch, optimizer, scaler, amp_dtype)
 
     timed(lambda: steps(args.warmup_steps), device)
     seconds = timed(lambda: steps(args.steps), device)

@@ -133,6 +133,22 @@ def evaluate_knn(method: Method, knn_data: KnnData, k: int, temperature: float) 
                         test_features, knn_data.test_labels.to(test_features.device), k=k, temperature=temperature)
 
 
+def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, dict]:
+    """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under autocast
+    to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser step, then the
+    method's after-step work (`on_step_end`: a momentum update, enqueuing keys). Returns (loss, logs)."""
+    device_type = batch.views[0].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss, logs = step_fn(batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    method.on_step_end()
+    return loss, logs
+
+
 def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None = None, epochs: int,
           batch_size: int = 256, lr: float = 0.06, momentum: float = 0.9, weight_decay: float = 5e-4,
           warmup_epochs: int = 0, knn_data: KnnData | None = None, knn_every: int = 1, knn_k: int = 200,
@@ -248,13 +264,7 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
             if channels_last:
                 views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
             batch = Batch(views, batch_images, labels[index] if labels is not None else None, index)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, logs = step_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            method.on_step_end()
+            loss, logs = optimisation_step(method, step_fn, batch, optimizer, scaler, amp_dtype)
 
             loss = loss.detach().float()
             bad = ~torch.isfinite(loss) & (first_bad_step < 0)
