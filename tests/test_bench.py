@@ -1,18 +1,11 @@
 """The benchmark scripts keep working: each runs its --smoke configuration on the CPU.
 (Speeds are reported by running the scripts on a GPU, never by these tests.)"""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from repository import REPO, load_script
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / f"{name}.py")
 
 
 def test_throughput_smoke(capsys):

@@ -4,7 +4,6 @@ Colab from a badge, install the course there, and mark their exercises' solution
 The first half tests tools/notebooks.py itself on small notebooks built here, including a real nbval run
 showing that the cells it keeps are still compared; the second half checks every notebooks/*.ipynb."""
 import copy
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,19 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from repository import NOTEBOOKS, REPO, load_script
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("notebooks_tool", REPO / "tools" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_script(REPO / "tools" / "notebooks.py")
 
 
 def stream(text):

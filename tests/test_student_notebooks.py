@@ -4,7 +4,6 @@ The first half tests the tool on a small notebook built here; the second half wr
 of every notebooks/*.ipynb in memory and checks that no solution is left, that the code still compiles,
 and that each exercise's checker, run on the bare stub, says the exercise is not implemented yet."""
 import ast
-import importlib.util
 import re
 import warnings
 from pathlib import Path
@@ -14,19 +13,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from clcourse.checks import ExerciseError
+from repository import NOTEBOOKS, REPO, load_script
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("notebooks_tool", REPO / "tools" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_script(REPO / "tools" / "notebooks.py")
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
 
 EXERCISE = f'''import math
