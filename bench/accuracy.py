@@ -1,7 +1,8 @@
 """Train a method on CIFAR-10 and report its kNN accuracy and wall time.
 
     python bench/accuracy.py --method simclr --epochs 200 --compile
-    python bench/accuracy.py --method all --epochs 200 --compile    # SimCLR, DCL, HCL, MoCo v2, MoCHi in turn
+    python bench/accuracy.py --method all --epochs 200 --compile    # every method in turn, same seed and budget
+    python bench/accuracy.py --method moco,mochi --epochs 200       # a few of them
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
@@ -21,8 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cifar10_or_synthetic, describe_device  # noqa: E402
+from common import describe_device  # noqa: E402
 
+from clcourse.data import load_dataset  # noqa: E402
 from clcourse.evaluate import extract_features, linear_probe  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
@@ -39,19 +41,14 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-# Peak SGD learning rate per 256 images: SimCLR's for the SimCLR family, the MoCo CIFAR-10 demo's for MoCo
-# (0.06 for a batch of 512), which MoCHi inherits.
-DEFAULT_LR = {"simclr": 0.12, "dcl": 0.12, "hcl": 0.12, "moco": 0.03, "mochi": 0.03}
-
-
 def train_and_evaluate(name: str, args, data: KnnData) -> dict:
     """Train one method with the budget in `args`; its kNN accuracy, epoch times and wall time."""
-    lr = args.lr if args.lr is not None else DEFAULT_LR[name]
     options = parse_options(args.option)
     if name == "mochi":  # plain MoCo first while the queue fills with meaningful keys (SynCo: 10 of 200 epochs)
         options.setdefault("mixing_warmup_epochs", args.epochs // 20)
     torch.manual_seed(args.seed)
     method = build_method(name, build_backbone(args.backbone), **options)
+    lr = args.lr if args.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
     print(f"\n{name} {options} on {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {lr}/256, compile={args.compile}")
     start = time.perf_counter()
@@ -89,12 +86,13 @@ def print_summary(results: list[dict]) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", default="simclr", choices=[*sorted(METHODS), "all"],
-                        help="a method, or all of them one after another with the same seed and budget")
+    parser.add_argument("--method", default="simclr",
+                        help=f"a method ({', '.join(METHODS)}), several separated by commas, or all: one after "
+                             "another with the same seed and budget")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=None,
-                        help="peak SGD learning rate per 256 images (default: per method, see DEFAULT_LR)")
+                        help="peak SGD learning rate per 256 images (default: the method's own, Method.lr)")
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--knn-every", type=int, default=10)
@@ -108,16 +106,20 @@ def main(argv=None):
     if args.smoke:
         args.backbone, args.epochs, args.batch_size, args.warmup_epochs, args.knn_every = "small_cnn", 2, 128, 0, 1
         train_subset, test_subset = 1024, 500
-    if args.method == "all" and args.option:
-        parser.error(f"--option applies to one method, not to --method all (got --option {' '.join(args.option)})")
+    names = list(METHODS) if args.method == "all" else args.method.split(",")
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        parser.error(f"--method must be 'all' or names from {', '.join(METHODS)} separated by commas, got {unknown}")
+    if len(names) > 1 and args.option:
+        parser.error(f"--option applies to one method, not to {len(names)} (got --option {' '.join(args.option)})")
 
     device = get_device()
     torch.backends.cudnn.benchmark = True
-    train_images, train_labels = cifar10_or_synthetic(device, train_subset, train=True)
-    test_images, test_labels = cifar10_or_synthetic(device, test_subset, train=False)
+    # Accuracy needs the real images: a missing CIFAR-10 stops here with load_dataset's message.
+    train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, device=device, download=False)
+    test_images, test_labels = load_dataset("cifar10", train=False, subset=test_subset, device=device, download=False)
     data = KnnData(train_images, train_labels, test_images, test_labels)
     print(f"device: {describe_device(device)}")
-    names = sorted(METHODS, key=list(DEFAULT_LR).index) if args.method == "all" else [args.method]
     results = [train_and_evaluate(name, args, data) for name in names]
     print_summary(results)
     return results

@@ -110,7 +110,7 @@ def pil_dataloader(args, device) -> float:
         for view1, view2 in loader:
             views = tuple(v.to(device, non_blocking=True).contiguous(memory_format=layout) for v in (view1, view2))
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, _ = method.training_step(Batch(views, dummy, None, index))
+                loss = method.training_step(Batch(views, dummy, None, index)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -34,7 +34,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .validation import require_in_range, require_int_at_least, require_probability
+from .presets import no_autocast
+from .validation import describe_tensor, require_in_range, require_int_at_least, require_probability
 
 # Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that our
 # grayscale, contrast and saturation agree with torchvision's to float precision.
@@ -49,12 +50,11 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 # ----------------------------------------------------------------------------------------------------
 
 def require_images(name: str, images: torch.Tensor) -> None:
-    """A batch of RGB images: a uint8 or floating-point tensor of shape [N, 3, H, W]."""
-    if (not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3
+    """A batch of RGB images: a uint8 or floating-point tensor of shape [N, 3, H, W] with N >= 1."""
+    if (not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1
             or not (images.dtype == torch.uint8 or images.is_floating_point())):
-        got = (f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor)
-               else type(images).__name__)
-        raise ValueError(f"{name} must be a uint8 or floating-point tensor of shape [N, 3, H, W], got {got}")
+        raise ValueError(f"{name} must be a uint8 or floating-point tensor of shape [N, 3, H, W] with N >= 1, "
+                         f"got {describe_tensor(images)}")
 
 
 def to_float_images(images: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,11 @@ def to_float_images(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.to(torch.float32) / 255
     return images.to(torch.float32)
+
+
+def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """float pixels in [0, 1] -> uint8 0..255 (rounded, clamped); uint8 images are returned as they are."""
+    return images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _require_interval(name: str, value, low: float, high: float | None = None) -> tuple[float, float]:
@@ -577,7 +582,7 @@ class Augment:
         tensor code without randomness, so `torch.compile(augment.apply)` traces it as one graph."""
         images = to_float_images(images)
         # Views stay float32 under autocast (conv2d and the blends would otherwise run in half precision).
-        with torch.autocast(device_type=images.device.type, enabled=False):
+        with no_autocast(images.device):
             views = resized_crop(images, params.boxes, self.size, params.flip)
             if params.jitter is not None:
                 views = color_jitter(views, params.jitter)

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .evaluate import extract_features
 from .losses import mochi_mix
 from .methods import MoCHi, MoCo
 from .negatives import false_negative_rate, hardest_negatives
@@ -39,8 +38,7 @@ def _require_moco(method) -> None:
 def queries(method: MoCo, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Unit query embeddings q = normalize(g(f(x))) [N, D] of uint8 (or [0, 1] float) images, computed by the
     query encoder in eval mode (batch-norm running statistics, so the result does not depend on batching)."""
-    query_encoder = nn.Sequential(method.backbone, method.projector)
-    return nn.functional.normalize(extract_features(query_encoder, images, batch_size), dim=1)
+    return method.embed(images, batch_size=batch_size)
 
 
 def _filled_queue(method: MoCo) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,15 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .presets import autocast_dtype
+from .augment import require_images, to_float_images
+from .presets import autocast_dtype, no_autocast
 from .validation import (require_embeddings, require_in_range, require_int_at_least, require_labels,
                          require_positive, require_same_shape)
-
-
-def _float32(device: torch.device):
-    """Switch autocast off: similarities and losses here are computed in float32 even when the
-    caller runs under bf16/fp16 autocast (half precision would reorder near-tied neighbours)."""
-    return torch.autocast(device.type, enabled=False)
 
 
 # ---------------------------------------------------------------- features
@@ -47,11 +42,7 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     """
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] < 1:
-        got = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of shape [N, C, H, W] with N >= 1, got {got}")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or floating point, got dtype {images.dtype}")
+    require_images("images", images)
     require_int_at_least("batch_size", batch_size, 1)
 
     parameter = next(backbone.parameters(), None)
@@ -63,9 +54,7 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             features = []
             for start in range(0, images.shape[0], batch_size):
-                batch = images[start:start + batch_size].to(device, non_blocking=True)
-                if batch.dtype == torch.uint8:
-                    batch = batch.float().div_(255)
+                batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
                 features.append(backbone(batch).float())
     finally:
         for module, was_training in previous_modes:
@@ -117,7 +106,7 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     bank = F.normalize(train_features.detach().float(), dim=1)                       # [N_train, D]
     bank_labels = train_labels.to(bank.device)
     predictions = []
-    with _float32(bank.device):
+    with no_autocast(bank.device):
         for start in range(0, test_features.shape[0], chunk_size):
             queries = F.normalize(test_features[start:start + chunk_size].detach().float(), dim=1)
             similarity, neighbour = (queries @ bank.T).topk(k, dim=1)                  # [c, k] each
@@ -211,7 +200,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     generator = torch.Generator(device=device).manual_seed(seed)
 
     # enable_grad: the probe trains even if the caller is inside torch.no_grad; float32 throughout.
-    with torch.enable_grad(), _float32(device):
+    with torch.enable_grad(), no_autocast(device):
         for _ in range(epochs):
             order = torch.randperm(len(features), generator=generator, device=device)
             for batch in order.split(batch_size):
@@ -246,7 +235,7 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2) -> torch.Ten
     require_embeddings("z2", z2)
     require_same_shape("z1", z1, "z2", z2)
     require_positive("alpha", alpha)
-    with _float32(z1.device):
+    with no_autocast(z1.device):
         u1, u2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
         return (u1 - u2).norm(dim=1).pow(alpha).mean()
 
@@ -273,7 +262,7 @@ def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.T
     n = z.shape[0]
     columns = torch.arange(n, device=z.device)
     chunk_logsumexps = []
-    with _float32(z.device):
+    with no_autocast(z.device):
         u = F.normalize(z.float(), dim=1)
         for start in range(0, n, chunk_size):
             rows = u[start:start + chunk_size]

@@ -13,19 +13,14 @@ take a query batch and a queue instead of two views; they follow the same conven
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .validation import (require_embeddings, require_in_range, require_int_at_least, require_positive,
+from .presets import no_autocast
+from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_positive,
                          require_same_shape)
-
-
-def _full_precision(t: torch.Tensor):
-    """Switch autocast off on `t`'s device: the similarities below must stay float32, while autocast
-    would run every matmul in half precision (cosines to ~3 digits, then divided by a small tau)."""
-    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -60,7 +55,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
         temperature: tau > 0; smaller values concentrate the loss on the hardest negatives.
     """
     require_positive("temperature", temperature)
-    with _full_precision(z1):
+    with no_autocast(z1.device):
         u = _normalised_pair(z1, z2)
         logits = u @ u.T / temperature
         self_pairs = torch.eye(len(u), dtype=torch.bool, device=u.device)
@@ -78,9 +73,8 @@ def _require_queue_mask(queue_mask: torch.Tensor, batch_size: int, queue_size: i
     """A boolean [B, K] mask, True where a queue entry is excluded from a query's negatives."""
     if (not isinstance(queue_mask, torch.Tensor) or queue_mask.dtype != torch.bool
             or tuple(queue_mask.shape) != (batch_size, queue_size)):
-        got = (f"shape {tuple(queue_mask.shape)}, dtype {queue_mask.dtype}" if isinstance(queue_mask, torch.Tensor)
-               else type(queue_mask).__name__)
-        raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, {queue_size}], got {got}")
+        raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, {queue_size}], "
+                         f"got {describe_tensor(queue_mask)}")
 
 
 def _pair_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +161,7 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
     require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "dcl")
-    with _full_precision(z1):
+    with no_autocast(z1.device):
         positive, negatives = _pair_logits(z1, z2, temperature)
         return _debiased_hard_loss(positive, negatives, temperature, tau_plus, beta=0.0)
 
@@ -210,14 +204,26 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
     require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "hcl")
-    with _full_precision(z1):
+    with no_autocast(z1.device):
         positive, negatives = _pair_logits(z1, z2, temperature)
         return _debiased_hard_loss(positive, negatives, temperature, tau_plus, beta)
 
 
+def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    r"""MoCo's logits of unit queries against their keys and the queue, [B, 1 + K]:
+
+        [q_b \cdot k_b, \; q_b \cdot n_1, \dots, q_b \cdot n_K] / \tau
+
+    the positive in column 0. k and the queue are detached (the keys come from the momentum encoder, the
+    queue holds constants). Inputs are assumed unit vectors; `moco_info_nce` normalises them first.
+    """
+    positive = (q * k.detach()).sum(dim=1, keepdim=True)
+    return torch.cat([positive, q @ queue.detach().T], dim=1) / temperature
+
+
 def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
-                  queue_mask: torch.Tensor | None = None,
-                  extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+                  queue_mask: torch.Tensor | None = None, extra_negatives: torch.Tensor | None = None,
+                  logits: Callable = moco_logits) -> torch.Tensor:
     r"""MoCo's InfoNCE: each query against its positive key and a queue of negatives.
 
     With q, k, queue and the extra negatives L2-normalised,
@@ -243,6 +249,8 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
             (e.g. a stale key of the same image: a false negative). Its logit becomes -inf.
         extra_negatives: optional [B, M, D] negatives of each query alone, appended after the queue
             (MoCHi's synthetic negatives, see `mochi_negatives`).
+        logits: the function that makes the [B, 1 + K] logits of unit q, k and queue (`moco_logits`,
+            or a student's own in notebook 03).
     """
     require_positive("temperature", temperature)
     require_embeddings("q", q)
@@ -256,24 +264,20 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
     if extra_negatives is not None:
         if (not isinstance(extra_negatives, torch.Tensor) or extra_negatives.dim() != 3
                 or not extra_negatives.is_floating_point() or extra_negatives.shape[0] != batch_size):
-            got = (f"shape {tuple(extra_negatives.shape)}, dtype {extra_negatives.dtype}"
-                   if isinstance(extra_negatives, torch.Tensor) else type(extra_negatives).__name__)
             raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
-                             f"with B = {batch_size}, got {got}")
+                             f"with B = {batch_size}, got {describe_tensor(extra_negatives)}")
         _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
-    with _full_precision(q):
+    with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
-        k = F.normalize(k.detach().float(), dim=1)
-        queue = F.normalize(queue.detach().float(), dim=1)
-        logits = [(q * k).sum(dim=1, keepdim=True), q @ queue.T]
+        scores = logits(q, F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),
+                        temperature)
         if queue_mask is not None:
-            logits[1] = logits[1].masked_fill(queue_mask, float("-inf"))
+            scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
         if extra_negatives is not None:
             extra = F.normalize(extra_negatives.detach().float(), dim=2)
-            logits.append(torch.einsum("bd,bmd->bm", q, extra))
-        logits = torch.cat(logits, dim=1) / temperature
+            scores = torch.cat([scores, torch.einsum("bd,bmd->bm", q, extra) / temperature], dim=1)
         target = torch.zeros(batch_size, dtype=torch.long, device=q.device)
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(scores, target)
 
 
 class MochiMix(NamedTuple):
@@ -356,7 +360,7 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
     def draw_uniform(count: int) -> torch.Tensor:
         return torch.rand(batch_size, count, generator=generator, device=q.device)
 
-    with _full_precision(q):
+    with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         queue = F.normalize(queue.float(), dim=1)
         similarity = q @ queue.T

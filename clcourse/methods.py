@@ -2,50 +2,99 @@
 one training loop (clcourse.train.train) serves every method.
 
 A method owns
-- `backbone`: the encoder whose features are evaluated (kNN, linear probe);
-- `augment`: how views are made (clcourse.augment), used by `make_views`;
-- `training_step(batch) -> (loss, logs)`: the loss of one batch, and scalar tensors worth logging;
-- `on_step_end()`: anything that happens after the optimiser step (e.g. a momentum update, enqueuing keys).
+- `backbone`: the encoder whose features are evaluated (kNN, linear probe), and `projector`, the head
+  whose output the loss compares (`embed` gives either, in eval mode);
+- `view_recipes`: one augmentation per view it wants of every image (`make_views` makes them all);
+- `training_step(batch) -> StepOutput(loss, logs, outputs)`: the loss of one batch, scalar tensors worth
+  logging, and whatever `on_step_end` needs;
+- `on_step_end(batch, output)`: what happens after the optimiser step (a momentum update, enqueuing keys);
+- class-level defaults the training loop reads: `lr` (peak SGD learning rate per 256 images, the course's
+  recipe for this method), `requires_labels` (the loop refuses to start without labels) and
+  `compilable` (False: the step always runs eagerly, e.g. when it takes input gradients that
+  torch.compile would break the graph on);
+- `config()`: its class, hyperparameters, views and architecture, stored with every run so that a run is
+  never resumed with other settings.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import copy
 import math
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce
+from .evaluate import extract_features
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
 from .models import projection_mlp, use_split_batchnorm
+from .presets import no_autocast
 from .validation import require_in_range, require_int_at_least, require_positive
 
 
 class Batch(NamedTuple):
-    views: tuple[torch.Tensor, ...]   # augmented views, float [B, 3, H, W] in [0, 1]
+    views: tuple[torch.Tensor, ...]   # augmented views, float [B, 3, H, W] in [0, 1], one per view recipe
     images: torch.Tensor              # the original images, uint8 [B, 3, H, W]
-    labels: torch.Tensor | None       # class labels [B] (unused by self-supervised methods)
+    labels: torch.Tensor | None       # class labels [B] (None unless the training loop was given labels)
     index: torch.Tensor               # position of each image in the training set [B]
 
 
-class Method(nn.Module):
-    """Base class: a backbone, an augmentation recipe, and a loss per batch."""
+class StepOutput(NamedTuple):
+    """What `Method.training_step` returns."""
+    loss: torch.Tensor                           # the scalar to minimise
+    logs: dict[str, torch.Tensor]                # scalar tensors the loop averages and records
+    outputs: dict[str, torch.Tensor] | None = None   # what `on_step_end` needs (e.g. MoCo's keys)
 
-    def __init__(self, backbone: nn.Module, augment=None):
+
+def describe(component) -> str:
+    """A stable description of a function or an object for a run's configuration: a function by its
+    qualified name (its repr would hold a memory address), anything else by its repr."""
+    if hasattr(component, "__qualname__"):
+        return f"{component.__module__}.{component.__qualname__}"
+    return repr(component)
+
+
+class Method(nn.Module):
+    """Base class: a backbone, a projection head, the views to make of each image, and a loss per batch."""
+
+    lr: float = 0.12                 # peak SGD learning rate per 256 images (scaled with the batch size)
+    requires_labels: bool = False    # supervised methods set True; `train` then refuses to start without labels
+    compilable: bool = True          # False: `train(compile=True)` runs this method's step eagerly
+
+    def __init__(self, backbone: nn.Module, view_recipes: Sequence[Callable]):
         super().__init__()
-        if augment is None:
-            from .augment import simclr_cifar
-            augment = simclr_cifar()
+        if not view_recipes or not all(callable(recipe) for recipe in view_recipes):
+            raise ValueError(f"view_recipes must be a non-empty sequence of augmentations (callables), "
+                             f"got {view_recipes!r}")
         self.backbone = backbone
-        self.augment = augment
+        self.projector: nn.Module = nn.Identity()
+        self.view_recipes = tuple(view_recipes)
+        self.hyperparameters: dict = {}      # subclasses record what defines them, for `config`
+
+    # ------------------------------------------------------------ views and embeddings
 
     def make_views(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-        """Two independently augmented views of every image."""
-        return self.augment(images, generator), self.augment(images, generator)
+        """One view of every image per recipe in `view_recipes`. Views that share a recipe are made in one
+        batched call (on a batch of the images repeated), so M views cost one augmentation call, not M."""
+        views: list[torch.Tensor | None] = [None] * len(self.view_recipes)
+        for recipe in dict.fromkeys(self.view_recipes, None):            # distinct recipes, in order
+            positions = [i for i, r in enumerate(self.view_recipes) if r is recipe]
+            made = recipe(images.repeat(len(positions), 1, 1, 1), generator)
+            for position, view in zip(positions, made.chunk(len(positions))):
+                views[position] = view
+        return tuple(views)
 
-    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def embed(self, images: torch.Tensor, projected: bool = True, batch_size: int = 1024) -> torch.Tensor:
+        """Embeddings of images (uint8, or float in [0, 1]) in eval mode, without gradient, float32:
+        unit vectors z = normalize(g(f(x))), what the loss compares (`projected=True`), or the backbone's
+        features h = f(x), what kNN and the linear probe read (`projected=False`)."""
+        if not projected:
+            return extract_features(self.backbone, images, batch_size)
+        return F.normalize(extract_features(nn.Sequential(self.backbone, self.projector), images, batch_size), dim=1)
+
+    # ------------------------------------------------------------ the step and its hooks
+
+    def training_step(self, batch: Batch) -> StepOutput:
         raise NotImplementedError
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
@@ -54,57 +103,130 @@ class Method(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called at the start of every epoch (counted from 0), also when a run resumes."""
 
-    def on_step_end(self) -> None:
-        """Called after every optimiser step."""
+    def on_step_end(self, batch: Batch, output: StepOutput) -> None:
+        """Called after every optimiser step with the step's batch and output."""
 
+    # ------------------------------------------------------------ configuration
+
+    def config(self) -> dict:
+        """What defines this method in a run's configuration: class, hyperparameters, views, architecture.
+
+        Under "functions", the pluggable pieces a method was given (a student's loss, say) are recorded
+        by name; `train` does not compare them when a run resumes, since a checked exercise computes the
+        same function as the library's (notebook 02 reuses the run notebook 01 trained with the student's
+        InfoNCE)."""
+        values = sum(p.numel() for p in self.state_dict().values())
+        return {"name": type(self).__name__, **self.hyperparameters,
+                "views": [describe(recipe) for recipe in self.view_recipes],
+                "architecture": f"{describe_module(self.backbone)}, {values:,} values in the state dict"}
+
+
+def describe_module(module: nn.Module) -> str:
+    """`Backbone(SmallCNN)`-style name of a module and, for a `Backbone`, of the network it wraps."""
+    inner = getattr(module, "net", None)
+    return f"{type(module).__name__}({type(inner).__name__})" if inner is not None else type(module).__name__
+
+
+# ---------------------------------------------------------------- SimCLR and its loss variants
 
 class SimCLR(Method):
     """SimCLR (Chen et al., ICML 2020): both views go through backbone f and projector g in one batch of
-    2B (so batch-norm statistics are shared, as with SimCLR's global BN), then `contrastive_loss`
-    compares z1 = g(f(v1)) with z2 = g(f(v2)). Subclasses change only `contrastive_loss`."""
+    2B (so batch-norm statistics are shared, as with SimCLR's global BN), then the loss compares
+    z1 = g(f(v1)) with z2 = g(f(v2)).
+
+    `loss(z1, z2, temperature)` is `clcourse.losses.info_nce` unless given, e.g. the function a student
+    wrote in notebook 01. Subclasses (DCL, HCL) pass their own hyperparameters to their loss through
+    `loss_arguments`.
+    """
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, projector_hidden: int = 512,
-                 projector_out: int = 128, augment=None):
-        super().__init__(backbone, augment)
+                 projector_out: int = 128, augment=None, loss: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        super().__init__(backbone, (augment, augment))
         require_positive("temperature", temperature)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(z1, z2, temperature, ...), got {loss!r}")
         self.temperature = temperature
+        self.loss = loss or self.default_loss
         self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
+                                    projector_out=projector_out)
+
+    default_loss = staticmethod(info_nce)
+
+    def loss_arguments(self) -> tuple:
+        """The loss's arguments after (z1, z2)."""
+        return (self.temperature,)
 
     def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return info_nce(z1, z2, self.temperature)
+        """The loss on float32 embeddings with autocast off, so that no loss, a student's included, runs its
+        exponentials in half precision."""
+        with no_autocast(z1.device):
+            return self.loss(z1.float(), z2.float(), *self.loss_arguments())
 
-    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+    def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
         z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)
         loss = self.contrastive_loss(z1, z2)
         positive_similarity = F.cosine_similarity(z1.detach().float(), z2.detach().float()).mean()
-        return loss, {"positive_similarity": positive_similarity}
+        return StepOutput(loss, {"positive_similarity": positive_similarity})
 
 
 class DCL(SimCLR):
-    """SimCLR trained with Debiased Contrastive Learning (Chuang et al. 2020), see `clcourse.losses.dcl`."""
+    """SimCLR trained with Debiased Contrastive Learning (Chuang et al. 2020), see `clcourse.losses.dcl`;
+    `loss(z1, z2, temperature, tau_plus)`."""
+
+    default_loss = staticmethod(dcl)
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, **options):
         super().__init__(backbone, temperature, **options)
         require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
         self.tau_plus = tau_plus
+        self.hyperparameters["tau_plus"] = tau_plus
 
-    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return dcl(z1, z2, self.temperature, self.tau_plus)
+    def loss_arguments(self) -> tuple:
+        return (self.temperature, self.tau_plus)
 
 
 class HCL(SimCLR):
-    """SimCLR trained with hard negative sampling (Robinson et al. 2021), see `clcourse.losses.hcl`."""
+    """SimCLR trained with hard negative sampling (Robinson et al. 2021), see `clcourse.losses.hcl`;
+    `loss(z1, z2, temperature, tau_plus, beta)`."""
+
+    default_loss = staticmethod(hcl)
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
                  **options):
         super().__init__(backbone, temperature, **options)
         require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-        require_in_range("beta", beta, 0.0, float("inf"), high_inclusive=False)
+        require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
         self.tau_plus, self.beta = tau_plus, beta
+        self.hyperparameters.update(tau_plus=tau_plus, beta=beta)
 
-    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return hcl(z1, z2, self.temperature, self.tau_plus, self.beta)
+    def loss_arguments(self) -> tuple:
+        return (self.temperature, self.tau_plus, self.beta)
+
+
+# ---------------------------------------------------------------- MoCo v2 and MoCHi
+
+@torch.no_grad()
+def update_key_encoder(key_encoder: nn.Module, query_encoder: nn.Module, momentum: float) -> None:
+    """theta_k <- m theta_k + (1 - m) theta_q for every parameter of the key encoder, in place (one fused
+    update over all parameters; the query encoder is left alone)."""
+    torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()), 1.0 - momentum)
+
+
+def ring_buffer_enqueue(queue: torch.Tensor, pointer: torch.Tensor | int,
+                        rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """Write `rows` [B, ...] over the B oldest rows of `queue` [K, ...], starting at `pointer`, wrapping
+    around (a ring buffer: no data moves, the pointer advances). Returns (queue, new pointer)."""
+    slots = (pointer + torch.arange(len(rows), device=queue.device)) % len(queue)
+    queue[slots] = rows.to(queue.dtype)
+    return queue, (pointer + len(rows)) % len(queue)
 
 
 class MoCo(Method):
@@ -122,44 +244,81 @@ class MoCo(Method):
     adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
     per the demo).
 
-    Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits) with
-    MoCo v2's MLP head (no batch-norm in the head).
+    The three moving parts can be replaced by a student's own (notebook 03), each with the signature of
+    the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
+    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`) and
+    `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
+    their image indices).
+
+    Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits, learning
+    rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
     """
+
+    lr = 0.03   # the MoCo CIFAR-10 demo's 0.06 for a batch of 512
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, queue_size: int = 4096, momentum: float = 0.99,
                  bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
-                 projector_hidden: int = 512, projector_out: int = 128, augment=None):
-        super().__init__(backbone, augment)
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None,
+                 logits: Callable | None = None, momentum_update: Callable | None = None,
+                 enqueue: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        super().__init__(backbone, (augment, augment))
         require_positive("temperature", temperature)
         require_int_at_least("queue_size", queue_size, 1)
         require_in_range("momentum", momentum, 0.0, 1.0)
         require_int_at_least("bn_splits", bn_splits, 1)
+        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be a function, got {fn!r}")
         self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
         self.mask_same_image, self.bn_splits = mask_same_image, bn_splits
+        self.logits_fn = logits or moco_logits
+        self.momentum_update_fn = momentum_update or update_key_encoder
+        self.enqueue_fn = enqueue or ring_buffer_enqueue
         if bn_splits > 1:
             use_split_batchnorm(self.backbone, bn_splits)
         self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out, batch_norm=False)
         self.key_backbone = copy.deepcopy(self.backbone)
         self.key_projector = copy.deepcopy(self.projector)
-        for parameter in self.key_parameters():
+        for parameter in self.key_encoder().parameters():
             parameter.requires_grad_(False)
         # Initial negatives: random unit vectors, as in MoCo; -1 marks "no image".
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
-        self.pending_keys: list[torch.Tensor] = []   # keys of the current step, enqueued in on_step_end
+        self.hyperparameters = dict(temperature=temperature, queue_size=queue_size, momentum=momentum,
+                                    bn_splits=bn_splits, symmetric=symmetric, mask_same_image=mask_same_image,
+                                    projector_hidden=projector_hidden, projector_out=projector_out)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"logits": describe(self.logits_fn),
+                                                  "momentum_update": describe(self.momentum_update_fn),
+                                                  "enqueue": describe(self.enqueue_fn)}}
+
+    def query_encoder(self) -> nn.Module:
+        """The encoder trained by gradient, backbone then projector (a container made on the fly, so that
+        the modules are not registered twice)."""
+        return nn.ModuleList([self.backbone, self.projector])
+
+    def key_encoder(self) -> nn.Module:
+        """The momentum encoder, laid out like `query_encoder`."""
+        return nn.ModuleList([self.key_backbone, self.key_projector])
 
     def key_parameters(self) -> list[nn.Parameter]:
-        return list(self.key_backbone.parameters()) + list(self.key_projector.parameters())
+        return list(self.key_encoder().parameters())
 
     def query_parameters(self) -> list[nn.Parameter]:
-        return list(self.backbone.parameters()) + list(self.projector.parameters())
+        return list(self.query_encoder().parameters())
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         if not self.mask_same_image and self.queue.shape[0] >= num_images:
             raise ValueError(
                 f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
                 f"got {self.queue.shape[0]}: the queue would hold a stale key of every query's own image")
+        if batch_size % self.bn_splits:
+            raise ValueError(f"batch_size must be divisible by bn_splits={self.bn_splits}, got {batch_size}")
 
     def queries(self, views: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(self.backbone(views)).float(), dim=1)
@@ -176,46 +335,43 @@ class MoCo(Method):
         return index[:, None] == self.queue_index[None, :] if self.mask_same_image else None
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index))
+        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index),
+                             logits=self.logits_fn)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
-        """Write `keys` over the oldest entries (a ring buffer: no data moves, the pointer advances)."""
+        """Write `keys` and the index of their images over the oldest entries, with `enqueue_fn`."""
         if keys.shape[0] > self.queue.shape[0]:
             # more keys than slots would write some slots twice, and which key wins is undefined
             raise ValueError(f"queue_size ({self.queue.shape[0]}) must be at least the number of keys enqueued "
                              f"at once (the batch size), got {keys.shape[0]} keys")
-        slots = (self.queue_pointer + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[0]
-        self.queue[slots] = keys.to(self.queue.dtype)
-        self.queue_index[slots] = index
-        self.queue_pointer.copy_((self.queue_pointer + keys.shape[0]) % self.queue.shape[0])
+        for buffer, rows in ((self.queue, keys), (self.queue_index[:, None], index[:, None])):
+            written, pointer = self.enqueue_fn(buffer, self.queue_pointer.clone(), rows)
+            if written is not buffer:      # a function that returns a new tensor instead of writing in place
+                buffer.copy_(written)
+        self.queue_pointer.fill_(pointer)
 
-    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
-        if view1.shape[0] % self.bn_splits:
-            raise ValueError(f"batch size must be divisible by bn_splits={self.bn_splits}, got {view1.shape[0]}")
         q1, k2 = self.queries(view1), self.keys(view2)
         loss = self.query_loss(q1, k2, batch.index)
-        self.pending_keys = [k2]
+        keys = [k2]
         if self.symmetric:
             q2, k1 = self.queries(view2), self.keys(view1)
             loss = loss + self.query_loss(q2, k1, batch.index)   # summed, as in the MoCo CIFAR-10 demo
-            self.pending_keys.append(k1)
-        self.pending_index = batch.index
+            keys.append(k1)
         logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
                 "queue_similarity": (q1.detach() @ self.queue.T).mean()}
-        return loss, logs
+        return StepOutput(loss, logs, {"keys": torch.stack(keys)})
 
     @torch.no_grad()
-    def on_step_end(self) -> None:
-        # After the optimiser step, as in MoCo's pseudo-code: theta_k <- m theta_k + (1 - m) theta_q (one fused
-        # update over all parameters), then enqueue this step's keys. Enqueuing here rather than in
-        # training_step keeps the queue fixed while the loss still needs it, and the compiled step free of
-        # buffer writes.
-        torch._foreach_lerp_(self.key_parameters(), self.query_parameters(), 1.0 - self.momentum)
-        for keys in self.pending_keys:
-            self.enqueue(keys, self.pending_index)
-        self.pending_keys = []
+    def on_step_end(self, batch: Batch, output: StepOutput) -> None:
+        # After the optimiser step, as in MoCo's pseudo-code: the momentum update, then this step's keys
+        # enqueued. Enqueuing here rather than in training_step keeps the queue fixed while the loss still
+        # needs it, and the compiled step free of buffer writes.
+        self.momentum_update_fn(self.key_encoder(), self.query_encoder(), self.momentum)
+        for keys in output.outputs["keys"]:
+            self.enqueue(keys, batch.index)
 
 
 class MoCHi(MoCo):
@@ -240,6 +396,8 @@ class MoCHi(MoCo):
         self.mixing_warmup_epochs = mixing_warmup_epochs
         self.mixing = mixing_warmup_epochs == 0
         self.enough_unmasked_entries = False   # proven once in on_train_start, so steps need no host sync
+        self.hyperparameters.update(n_hardest=n_hardest, n_mix_negatives=n_mix_negatives, n_mix_query=n_mix_query,
+                                    mixing_warmup_epochs=mixing_warmup_epochs)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         super().on_train_start(num_images, batch_size)
@@ -265,7 +423,8 @@ class MoCHi(MoCo):
         if self.mixing:
             synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
                                         queue_mask=queue_mask, check_mask=not self.enough_unmasked_entries)
-        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic)
+        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic,
+                             logits=self.logits_fn)
 
 
 METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi}

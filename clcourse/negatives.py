@@ -28,7 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validation import require_embeddings, require_int_at_least, require_labels, require_positive
+from .presets import no_autocast
+from .validation import (describe_tensor, require_embeddings, require_int_at_least, require_labels,
+                         require_positive)
 
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
 SIMILARITY_BLOCK_ENTRIES = 2 ** 24
@@ -36,11 +38,6 @@ SIMILARITY_BLOCK_ENTRIES = 2 ** 24
 
 def _unit_float32(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z.detach().float(), dim=1)
-
-
-def _no_autocast(device: torch.device):
-    """Similarities are compared to each other; bf16 would merge near-ties, so keep float32."""
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _require_same_dim(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -106,7 +103,7 @@ def hardest_negatives(anchors: torch.Tensor, candidates: torch.Tensor, k: int,
         chunk_size = max(1, SIMILARITY_BLOCK_ENTRIES // len(candidates))
     require_int_at_least("chunk_size", chunk_size, 1)
 
-    with _no_autocast(anchors.device):
+    with no_autocast(anchors.device):
         unit_candidates = _unit_float32(candidates).to(anchors.device)
         top_similarities, top_indices = [], []
         for start in range(0, len(anchors), chunk_size):
@@ -144,9 +141,8 @@ def false_negative_rate(neighbour_labels: torch.Tensor, anchor_labels: torch.Ten
     """
     if (not isinstance(neighbour_labels, torch.Tensor) or neighbour_labels.dim() != 2
             or neighbour_labels.is_floating_point()):
-        got = (f"shape {tuple(neighbour_labels.shape)}, dtype {neighbour_labels.dtype}"
-               if isinstance(neighbour_labels, torch.Tensor) else type(neighbour_labels).__name__)
-        raise ValueError(f"neighbour_labels must be a 2-D integer tensor [anchors, K], got {got}")
+        raise ValueError(f"neighbour_labels must be a 2-D integer tensor [anchors, K], "
+                         f"got {describe_tensor(neighbour_labels)}")
     require_labels("anchor_labels", anchor_labels, neighbour_labels.shape[0], "neighbour_labels")
     ks = [ks] if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool) else list(ks)
     max_k = neighbour_labels.shape[1]
@@ -190,7 +186,7 @@ def similarity_distributions(z1: torch.Tensor, z2: torch.Tensor, labels: torch.T
     require_int_at_least("max_pairs", max_pairs, 1)
     n, device = len(z1), z1.device
     labels = labels.to(device)
-    with _no_autocast(device):
+    with no_autocast(device):
         u1, u2 = _unit_float32(z1), _unit_float32(z2.to(device))
         positive = (u1 * u2).sum(dim=1)
         if n * (n - 1) <= max_pairs:
@@ -236,7 +232,7 @@ def negative_weights_from_similarities(positive_similarity: torch.Tensor | float
     require_positive("temperature", temperature)
     if not isinstance(negative_similarities, torch.Tensor) or negative_similarities.dim() not in (1, 2):
         raise ValueError("negative_similarities must be a tensor of shape [K] or [A, K], got "
-                         f"{getattr(negative_similarities, 'shape', type(negative_similarities).__name__)}")
+                         f"{describe_tensor(negative_similarities)}")
     one_anchor = negative_similarities.dim() == 1
     negatives = negative_similarities.float()[None] if one_anchor else negative_similarities.float()
     positive = torch.as_tensor(positive_similarity, dtype=torch.float32, device=negatives.device).reshape(-1, 1)
@@ -276,13 +272,13 @@ def negative_weights(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
     """
     require_positive("temperature", temperature)
     if not isinstance(anchor, torch.Tensor) or anchor.dim() != 1:
-        raise ValueError(f"anchor must be a 1-D tensor [D], got {getattr(anchor, 'shape', type(anchor).__name__)}")
+        raise ValueError(f"anchor must be a 1-D tensor [D], got {describe_tensor(anchor)}")
     require_embeddings("negatives", negatives)
     if not isinstance(positive, torch.Tensor) or positive.shape != anchor.shape:
         raise ValueError(f"positive must have the anchor's shape {tuple(anchor.shape)}, "
-                         f"got {getattr(positive, 'shape', type(positive).__name__)}")
+                         f"got {describe_tensor(positive)}")
     _require_same_dim("anchor", anchor[None], "negatives", negatives)
-    with torch.no_grad(), _no_autocast(anchor.device):
+    with torch.no_grad(), no_autocast(anchor.device):
         u = _unit_float32(anchor[None])[0]
         positive_similarity = _unit_float32(positive[None])[0] @ u
         negative_similarities = _unit_float32(negatives) @ u
@@ -292,7 +288,7 @@ def negative_weights(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
 def _normalised_weights(weights: torch.Tensor) -> torch.Tensor:
     if not isinstance(weights, torch.Tensor) or weights.dim() < 1 or not weights.is_floating_point():
         raise ValueError("weights must be a floating-point tensor with at least one dimension, got "
-                         f"{getattr(weights, 'shape', type(weights).__name__)}")
+                         f"{describe_tensor(weights)}")
     if bool((weights < 0).any()):
         raise ValueError("weights must be non-negative, got a negative entry")
     return weights / weights.sum(dim=-1, keepdim=True)

@@ -24,9 +24,8 @@ class Preset:
     test_subset: int | None     # held-out images used for evaluation (None: all)
     batch_size: int             # images per step (each contributes two views)
     epochs: int                 # main SimCLR run of notebook 01
-    sweep_epochs: int           # each run of a sweep (temperature, methods)
+    sweep_epochs: int           # each run of a sweep (temperature, methods, queue sizes)
     temperatures: tuple[float, ...]  # temperature sweep
-    lr: float                   # SGD learning rate for batch 256, scaled linearly with the batch size
     warmup_epochs: int
     knn_every: int              # evaluate kNN accuracy every this many epochs
     knn_k: int
@@ -41,15 +40,15 @@ class Preset:
 PRESETS = {
     "smoke": Preset(name="smoke", backbone="small_cnn", train_subset=2560, test_subset=1000,
                     batch_size=256, epochs=12, sweep_epochs=6, temperatures=(0.1, 0.5),
-                    lr=0.12, warmup_epochs=1, knn_every=2, knn_k=50, compile=False,
+                    warmup_epochs=1, knn_every=2, knn_k=50, compile=False,
                     checkpoint_every=1),
     "colab": Preset(name="colab", backbone="resnet18", train_subset=None, test_subset=None,
                     batch_size=512, epochs=25, sweep_epochs=6, temperatures=(0.1, 0.2, 0.5),
-                    lr=0.12, warmup_epochs=2, knn_every=5, knn_k=200, compile=False,
+                    warmup_epochs=2, knn_every=5, knn_k=200, compile=False,
                     checkpoint_every=1),
     "full": Preset(name="full", backbone="resnet18", train_subset=None, test_subset=None,
-                   batch_size=512, epochs=200, sweep_epochs=100, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
-                   lr=0.12, warmup_epochs=10, knn_every=10, knn_k=200, compile=True,
+                   batch_size=512, epochs=200, sweep_epochs=200, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
+                   warmup_epochs=10, knn_every=10, knn_k=200, compile=True,
                    checkpoint_every=10),
 }
 
@@ -80,6 +79,13 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
         return None
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def no_autocast(device: torch.device | str):
+    """A context that switches autocast off on `device`: losses, similarities and measurements that compare
+    numbers run in float32 even inside a bf16/fp16 training step (half precision gives cosines to about 3
+    digits, which a small temperature then magnifies, and merges near-ties)."""
+    return torch.autocast(torch.device(device).type, enabled=False)
 
 
 def get_preset(name: str | None = None) -> Preset:

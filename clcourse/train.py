@@ -1,6 +1,6 @@
 """One training loop for every method.
 
-    history = train(method, images, epochs=..., batch_size=..., knn_data=..., checkpoint_dir=...)
+    history = train(method, images, preset=preset, run="simclr_t0.5", knn_data=knn_data)
 
 The whole training set lives on the device as uint8; each step indexes a batch, the method makes its
 views on the device, and the step runs under mixed precision (bf16 where the GPU has it, fp16 with a
@@ -8,12 +8,16 @@ gradient scaler otherwise, fp32 on the CPU) in channels_last layout, optionally 
 rate warms up linearly, then follows a cosine. Nothing synchronises with the host inside a step: the
 loss is accumulated on the device and read every `log_every` steps.
 
-Checkpoints (`last.pt`, written atomically) hold everything needed to continue the same run: weights,
-optimiser and scaler state, the history and the random-number generators. `resume=True` continues from
-`last.pt` and gives the same numbers as an uninterrupted run with the same seed.
+The loop has five phases: resume (or start), step, log, evaluate (kNN), checkpoint. Checkpoints
+(`last.pt`, written atomically) hold everything needed to continue the same run: weights, optimiser and
+scaler state, the history, the random-number generators, and the run's configuration (the method and
+its hyperparameters, optimiser, schedule, preset, data). A run resumes only with the same configuration
+and then gives the same numbers as an uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -24,11 +28,12 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .methods import Batch, Method
-from .presets import autocast_dtype, get_device
-from .validation import require_int_at_least, require_positive
+from .methods import Batch, Method, StepOutput
+from .presets import Preset, autocast_dtype, get_device
+from .validation import require_in_range, require_int_at_least, require_positive
 
 CHECKPOINT_NAME = "last.pt"
+CONFIG_NAME = "config.json"
 
 
 class KnnData(NamedTuple):
@@ -46,8 +51,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class History:
     """What happened during training, for plotting: `steps` holds one record per `log_every` steps
-    (step, epoch, loss, lr, images_per_sec and the method's logs); `epochs` one record per epoch
-    (epoch, loss, seconds, and knn_accuracy where it was evaluated)."""
+    (step, epoch, loss, lr, images_per_sec, elapsed seconds and the method's logs); `epochs` one record
+    per epoch (epoch, loss, seconds, and knn_accuracy where it was evaluated)."""
     steps: list[dict] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
 
@@ -64,6 +69,24 @@ class History:
         return accuracies[-1] if accuracies else None
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The resolved arguments of one `train` call: explicit arguments, else the preset's, else defaults."""
+    epochs: int
+    batch_size: int
+    lr: float                # peak learning rate per 256 images
+    momentum: float
+    weight_decay: float
+    warmup_epochs: int
+    knn_every: int
+    knn_k: int
+    knn_temperature: float
+    checkpoint_every: int
+    compile: bool
+    seed: int
+    log_every: int
+
+
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warm-up to `peak_lr` over `warmup_steps`, then a cosine decay to 0 at `total_steps`."""
     if step < warmup_steps:
@@ -72,10 +95,14 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def save_atomically(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
+def save_atomically(state, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file.
+    A dict is saved with torch.save; a str (e.g. JSON) as text."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    if isinstance(state, str):
+        tmp.write_text(state)
+    else:
+        torch.save(state, tmp)
     os.replace(tmp, path)
 
 
@@ -108,6 +135,165 @@ def load_weights(method: Method, path: str | Path) -> dict:
     return checkpoint
 
 
+def evaluate_knn(method: Method, knn_data: KnnData, k: int, temperature: float) -> float:
+    """kNN accuracy of the method's backbone features (before the projector)."""
+    from .evaluate import knn_accuracy
+    train_features = method.embed(knn_data.train_images, projected=False)
+    test_features = method.embed(knn_data.test_images, projected=False)
+    return knn_accuracy(train_features, knn_data.train_labels.to(train_features.device),
+                        test_features, knn_data.test_labels.to(test_features.device), k=k, temperature=temperature)
+
+
+def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None) -> StepOutput:
+    """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under autocast
+    to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser step, then the
+    method's after-step work (`on_step_end`: a momentum update, enqueuing keys)."""
+    device_type = batch.views[0].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = step_fn(batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(output.loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    method.on_step_end(batch, output)
+    return output
+
+
+# ---------------------------------------------------------------- configuration
+
+def _resolve(preset: Preset | None, method: Method, **given) -> Settings:
+    """Explicit arguments win, then the preset's fields, then the defaults; the learning rate defaults to the
+    method's own (`method.lr`). Validates every value once."""
+    defaults = dict(batch_size=256, warmup_epochs=0, knn_every=1, knn_k=200, checkpoint_every=1, compile=False)
+    if preset is not None:
+        defaults.update({key: getattr(preset, key) for key in ("epochs", *defaults)})
+    values = {key: value if value is not None else defaults.get(key) for key, value in given.items()}
+    if values["lr"] is None:
+        values["lr"] = method.lr
+    if values["epochs"] is None:
+        raise ValueError("epochs must be given (or a preset, whose epochs are the default), got None")
+    for name in ("epochs", "batch_size", "knn_every", "knn_k", "checkpoint_every", "log_every"):
+        require_int_at_least(name, values[name], 1)
+    require_int_at_least("warmup_epochs", values["warmup_epochs"], 0)
+    require_int_at_least("seed", values["seed"], 0)
+    require_positive("lr", values["lr"])
+    require_positive("knn_temperature", values["knn_temperature"])
+    require_in_range("momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
+    require_in_range("weight_decay", values["weight_decay"], 0.0, math.inf, high_inclusive=False)
+    return Settings(**values)
+
+
+def _fingerprint(images: torch.Tensor) -> str:
+    """A short hash of 64 images spread over the set: changes when the training data does."""
+    sample = images[torch.linspace(0, len(images) - 1, min(len(images), 64)).long().to(images.device)]
+    return hashlib.sha1(sample.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def run_config(method: Method, images: torch.Tensor, labels: torch.Tensor | None, settings: Settings,
+               preset: Preset | None) -> dict:
+    """Everything that decides what a run computes: the method, the optimiser, the schedule, the data, the
+    seed and the preset. Stored in every checkpoint and in the run's config.json."""
+    return {
+        "method": method.config(),
+        "optimiser": {"name": "SGD", "lr_per_256_images": settings.lr, "momentum": settings.momentum,
+                      "weight_decay": settings.weight_decay},
+        "schedule": {"epochs": settings.epochs, "batch_size": settings.batch_size,
+                     "warmup_epochs": settings.warmup_epochs},
+        "data": {"images": list(images.shape), "fingerprint": _fingerprint(images), "labels": labels is not None},
+        "seed": settings.seed,
+        "preset": preset.name if preset is not None else None,
+    }
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """The fields in which two run configurations differ, as "field: saved value (now: current value)".
+
+    The functions a method was given (`method.functions`) are not compared: an exercise that passed its
+    checker computes the library's function, and the notebooks reuse each other's runs."""
+    saved, current = _flatten(saved), _flatten(current)
+    return [f"{key}: {saved.get(key, '(absent)')!r} (now: {current.get(key, '(absent)')!r})"
+            for key in sorted(set(saved) | set(current))
+            if not key.startswith("method.functions.") and saved.get(key) != current.get(key)]
+
+
+# ---------------------------------------------------------------- phases
+
+def _checkpoint_dir(run: str | None, checkpoint_dir: str | Path | None, preset: Preset | None) -> Path | None:
+    if run is not None and checkpoint_dir is not None:
+        raise ValueError(f"give run (a name under runs/) or checkpoint_dir (a folder), not both; got run={run!r} "
+                         f"and checkpoint_dir={str(checkpoint_dir)!r}")
+    if run is not None:
+        if not isinstance(run, str) or not run or "/" in run or "\\" in run:
+            raise ValueError(f"run must be a non-empty name without slashes, got {run!r}")
+        return run_dir(run, preset.name if preset is not None else None)
+    return Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+
+def _start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device, method: Method,
+                     optimizer, scaler, generators) -> tuple[History, int]:
+    """Resume phase: the history and first epoch of the run in `folder` (restoring weights, optimiser, scaler
+    and random generators), or a fresh History and epoch 0. Refuses a run of another configuration, and a
+    fresh start over an existing run."""
+    if folder is None:
+        return History(), 0
+    checkpoint_path = folder / CHECKPOINT_NAME
+    existing = [p.name for p in (checkpoint_path, *list_checkpoints(folder)) if p.is_file()]
+    if not resume:
+        if existing:
+            raise ValueError(
+                f"the run folder {folder} already holds a run ({', '.join(existing[:3])}"
+                f"{', ...' if len(existing) > 3 else ''}) and resume=False would mix a new run's files with it: "
+                "pass resume=True to continue it, choose another run name, or delete the folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.tmp"):      # left by a write that was interrupted
+        stale.unlink()
+    if not checkpoint_path.is_file():
+        save_atomically(json.dumps(config, indent=2), folder / CONFIG_NAME)
+        return History(), 0
+
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+    if "config" not in state:
+        raise ValueError(f"the checkpoint {checkpoint_path} was written by an older version of clcourse and holds no "
+                         "configuration, so it cannot be checked: delete the folder or choose another run name")
+    differences = config_differences(state["config"], config)
+    if differences:
+        raise ValueError(
+            f"the run in {folder} was trained with another configuration, so it is not continued. Differences: "
+            + "; ".join(differences) + ". Use the same settings to continue it, another run name to start a new "
+            "run, or delete the folder.")
+    data_generator, augment_generator = generators
+    if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
+        raise ValueError(f"the checkpoint in {folder} was written on another kind of device than {device}; resume "
+                         "it there, or start a new run under another name")
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
+        scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], data_generator, augment_generator)
+    return History(**state["history"]), state["epoch"]
+
+
+def _save_checkpoint(folder: Path, epoch: int, config: dict, method: Method, optimizer, scaler, history: History,
+                     generators) -> None:
+    """Checkpoint phase: `last.pt` (everything to continue the run) and a weights-only `epoch_XXXX.pt`."""
+    state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch, "config": config,
+             "rng": _rng_state(*generators)}
+    save_atomically(state, folder / CHECKPOINT_NAME)
+    save_atomically({"method": method.state_dict(), "epoch": epoch}, folder / f"epoch_{epoch:04d}.pt")
+
+
 def _rng_state(data_generator, augment_generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": data_generator.get_state(),
              "augment": augment_generator.get_state()}
@@ -124,60 +310,88 @@ def _set_rng_state(state: dict, data_generator, augment_generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def evaluate_knn(method: Method, knn_data: KnnData, k: int, temperature: float) -> float:
-    """kNN accuracy of the method's backbone features (before the projector)."""
-    from .evaluate import extract_features, knn_accuracy
-    train_features = extract_features(method.backbone, knn_data.train_images)
-    test_features = extract_features(method.backbone, knn_data.test_images)
-    return knn_accuracy(train_features, knn_data.train_labels.to(train_features.device),
-                        test_features, knn_data.test_labels.to(test_features.device), k=k, temperature=temperature)
+class _IntervalLog:
+    """Log phase: sums of the loss and of the method's logs since the last record, kept on the device so that
+    a step never waits for the host; read (one sync) when a record is made."""
+
+    def __init__(self, device: torch.device, start: float):
+        self.device, self.run_start = device, start
+        self.epoch_loss = torch.zeros((), device=device)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.logs: dict[str, torch.Tensor] = {}
+        self.steps, self.start = 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
+        self.loss += loss
+        self.epoch_loss += loss
+        for key, value in logs.items():
+            self.logs[key] = self.logs.get(key, 0) + value.detach().float()
+        self.steps += 1
+
+    def record(self, step: int, epoch: float, lr: float, batch_size: int) -> dict:
+        now = time.perf_counter()
+        count = self.steps
+        record = {"step": step, "epoch": epoch, "loss": self.loss.item() / count, "lr": lr,
+                  "images_per_sec": count * batch_size / (now - self.start), "elapsed": now - self.run_start}
+        record.update({key: value.item() / count for key, value in self.logs.items()})
+        self._reset()
+        return record
 
 
-def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, dict]:
-    """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under autocast
-    to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser step, then the
-    method's after-step work (`on_step_end`: a momentum update, enqueuing keys). Returns (loss, logs)."""
-    device_type = batch.views[0].device.type
-    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        loss, logs = step_fn(batch)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    method.on_step_end()
-    return loss, logs
+def _raise_if_nonfinite(first_bad_step: torch.Tensor, checkpoint_path: Path | None) -> None:
+    bad_step = int(first_bad_step)
+    if bad_step >= 0:
+        kept = (f"; the last checkpoint ({checkpoint_path}) is intact"
+                if checkpoint_path is not None and checkpoint_path.is_file() else "")
+        raise NonFiniteLossError(
+            f"the loss became NaN or infinite at step {bad_step} (counting from 0); training stopped{kept}. "
+            "Try a lower learning rate or a higher temperature.")
 
 
-def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None = None, epochs: int,
-          batch_size: int = 256, lr: float = 0.06, momentum: float = 0.9, weight_decay: float = 5e-4,
-          warmup_epochs: int = 0, knn_data: KnnData | None = None, knn_every: int = 1, knn_k: int = 200,
-          knn_temperature: float = 0.1, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
-          resume: bool = False, seed: int = 0, device: str | torch.device | None = None,
-          compile: bool = False, log_every: int = 10, progress: bool = True) -> History:
-    """Train `method` on `images` (uint8 [N, 3, H, W]) for `epochs` epochs and return its History.
+# ---------------------------------------------------------------- the loop
 
-    SGD with momentum; `lr` is the peak learning rate for a batch of 256 and is scaled linearly with
-    `batch_size`. Each epoch visits a fresh random permutation of the images in full batches (the last
-    partial batch is dropped so every step has the same shape). With `checkpoint_dir`, `last.pt` is
-    written every `checkpoint_every` epochs and at the end, and a weights-only snapshot `epoch_XXXX.pt`
-    beside it; `resume=True` continues from `last.pt` (and returns at once if that run is complete).
+def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None = None, preset: Preset | None = None,
+          run: str | None = None, checkpoint_dir: str | Path | None = None, resume: bool = True,
+          epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, momentum: float = 0.9,
+          weight_decay: float = 5e-4, warmup_epochs: int | None = None, knn_data: KnnData | None = None,
+          knn_every: int | None = None, knn_k: int | None = None, knn_temperature: float = 0.1,
+          checkpoint_every: int | None = None, seed: int = 0, device: str | torch.device | None = None,
+          compile: bool | None = None, log_every: int = 10, progress: bool = True) -> History:
+    """Train `method` on `images` (uint8 [N, 3, H, W]) and return its History.
+
+    Budget: `preset` (a `clcourse.presets.Preset`) supplies epochs, batch_size, warmup_epochs, knn_every,
+    knn_k, checkpoint_every and compile; any of them given here wins. `lr` is the peak SGD learning rate for a
+    batch of 256 (scaled linearly with `batch_size`) and defaults to the method's own `method.lr`.
+    Each epoch visits a fresh random permutation of the images in full batches (the last partial batch is
+    dropped so every step has the same shape).
+
+    Checkpoints: `run="simclr_t0.5"` keeps the run in `run_dir(run, preset.name)` (or give `checkpoint_dir`).
+    `last.pt` is written every `checkpoint_every` epochs and at the end, with a weights-only snapshot
+    `epoch_XXXX.pt` beside it. With `resume=True` (the default) an existing run in that folder is continued
+    (or returned at once when complete), provided its configuration is the same; `resume=False` refuses to
+    start over an existing run. `labels` [N] reach the method in each batch; methods with
+    `requires_labels` need them.
     """
-    require_int_at_least("epochs", epochs, 1)
-    require_int_at_least("batch_size", batch_size, 1)
-    require_positive("lr", lr)
-    require_int_at_least("warmup_epochs", warmup_epochs, 0)
-    require_int_at_least("knn_every", knn_every, 1)
-    require_int_at_least("checkpoint_every", checkpoint_every, 1)
-    require_int_at_least("log_every", log_every, 1)
+    settings = _resolve(preset, method, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, warmup_epochs=warmup_epochs, knn_every=knn_every, knn_k=knn_k,
+                        knn_temperature=knn_temperature, checkpoint_every=checkpoint_every, compile=compile,
+                        seed=seed, log_every=log_every)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a tensor of shape [N, 3, H, W], got {getattr(images, 'shape', type(images))}")
-    if images.shape[0] < batch_size:
-        raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}), got {batch_size}")
+    if images.shape[0] < settings.batch_size:
+        raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}), "
+                         f"got {settings.batch_size}")
     if labels is not None and labels.shape[0] != images.shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} entries but images has {images.shape[0]}; they must match")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    if method.requires_labels and labels is None:
+        raise ValueError(f"{type(method).__name__} learns from class labels: pass labels=... (one per image) to train")
+    if knn_data is not None and settings.knn_k > len(knn_data.train_images):
+        raise ValueError(f"knn_k must be at most the number of kNN training images ({len(knn_data.train_images)}), "
+                         f"got {settings.knn_k}")
+    folder = _checkpoint_dir(run, checkpoint_dir, preset)
 
     device = get_device(device)
     images = images.to(device)
@@ -189,55 +403,28 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    parameters = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=settings.lr,
+                                momentum=settings.momentum, weight_decay=settings.weight_decay,
                                 fused=device.type == "cuda")
-    steps_per_epoch = images.shape[0] // batch_size
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = warmup_epochs * steps_per_epoch
-    peak_lr = lr * batch_size / 256
+    steps_per_epoch = images.shape[0] // settings.batch_size
+    total_steps = settings.epochs * steps_per_epoch
+    warmup_steps = settings.warmup_epochs * steps_per_epoch
+    peak_lr = settings.lr * settings.batch_size / 256
 
-    data_generator = torch.Generator().manual_seed(seed)                  # order of the images
-    augment_generator = torch.Generator(device=device).manual_seed(seed + 1)  # the views
-    torch.manual_seed(seed + 2)                                            # anything else a method draws
+    generators = (torch.Generator().manual_seed(settings.seed),                    # order of the images
+                  torch.Generator(device=device).manual_seed(settings.seed + 1))   # the views
+    torch.manual_seed(settings.seed + 2)                                            # anything else a method draws
 
-    history, start_epoch = History(), 0
-    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if checkpoint_path is not None:
-        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and checkpoint_path.is_file():
-            # Load on the CPU: random-number states must stay CPU byte tensors; load_state_dict copies
-            # weights and optimiser state onto the parameters' device.
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-            if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
-                raise ValueError(f"the checkpoint in {checkpoint_dir} was written on another kind of device than "
-                                 f"{device}; resume it there, or start a new run in another checkpoint_dir")
-            if state["epochs"] != epochs or state["batch_size"] != batch_size:
-                raise ValueError(
-                    f"the checkpoint in {checkpoint_dir} is from a run with epochs={state['epochs']}, "
-                    f"batch_size={state['batch_size']}; got epochs={epochs}, batch_size={batch_size}")
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
-                scaler.load_state_dict(state["scaler"])
-            history = History(**state["history"])
-            start_epoch = state["epoch"]
-            _set_rng_state(state["rng"], data_generator, augment_generator)
-
+    # Resume (or start).
+    config = run_config(method, images, labels, settings, preset)
+    history, start_epoch = _start_or_resume(folder, resume, config, device, method, optimizer, scaler, generators)
+    checkpoint_path = folder / CHECKPOINT_NAME if folder is not None else None
     step_fn = method.training_step
-    if compile:
+    if settings.compile and method.compilable:
         step_fn = torch.compile(method.training_step)
-        if hasattr(method.augment, "compile"):
-            method.augment.compile()
-
-    def checkpoint(epoch: int) -> None:
-        state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                 "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch, "epochs": epochs,
-                 "batch_size": batch_size, "rng": _rng_state(data_generator, augment_generator)}
-        save_atomically(state, checkpoint_path)
-        save_atomically({"method": method.state_dict(), "epoch": epoch},
-                        checkpoint_path.with_name(f"epoch_{epoch:04d}.pt"))
+        for recipe in method.view_recipes:
+            if hasattr(recipe, "compile"):
+                recipe.compile()
 
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
                desc=type(method).__name__, unit="step")
@@ -245,67 +432,49 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     # checking it costs no host synchronisation per step.
     first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
     method.train()
-    method.on_train_start(images.shape[0], batch_size)
-    for epoch in range(start_epoch, epochs):
+    method.on_train_start(images.shape[0], settings.batch_size)
+    log = _IntervalLog(device, time.perf_counter())
+    for epoch in range(start_epoch, settings.epochs):
         method.on_epoch_start(epoch)
         epoch_start = time.perf_counter()
-        order = torch.randperm(images.shape[0], generator=data_generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        interval_loss = torch.zeros((), device=device)
-        interval_logs: dict[str, torch.Tensor] = {}
-        interval_steps, interval_start = 0, time.perf_counter()
+        log.epoch_loss.zero_()
+        order = torch.randperm(images.shape[0], generator=generators[0]).to(device)
         for i in range(steps_per_epoch):
+            # Step.
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, warmup_steps, peak_lr)
-            index = order[i * batch_size:(i + 1) * batch_size]
-            batch_images = images[index]
-            views = method.make_views(batch_images, augment_generator)
+            index = order[i * settings.batch_size:(i + 1) * settings.batch_size]
+            views = method.make_views(images[index], generators[1])
             if channels_last:
                 views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
-            batch = Batch(views, batch_images, labels[index] if labels is not None else None, index)
-            loss, logs = optimisation_step(method, step_fn, batch, optimizer, scaler, amp_dtype)
+            batch = Batch(views, images[index], labels[index] if labels is not None else None, index)
+            output = optimisation_step(method, step_fn, batch, optimizer, scaler, amp_dtype)
 
-            loss = loss.detach().float()
-            bad = ~torch.isfinite(loss) & (first_bad_step < 0)
-            first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
-            loss_sum += loss
-            interval_loss += loss
-            interval_steps += 1
-            for key, value in logs.items():
-                interval_logs[key] = interval_logs.get(key, 0) + value.detach().float()
+            # Log.
+            loss = output.loss.detach().float()
+            first_bad_step = torch.where(~torch.isfinite(loss) & (first_bad_step < 0),
+                                         torch.full_like(first_bad_step, step), first_bad_step)
+            log.add(loss, output.logs)
             last_in_epoch = i == steps_per_epoch - 1
-            if device.type == "cpu" or (step + 1) % log_every == 0 or last_in_epoch:
+            if device.type == "cpu" or (step + 1) % settings.log_every == 0 or last_in_epoch:
                 _raise_if_nonfinite(first_bad_step, checkpoint_path)
-            if (step + 1) % log_every == 0 or last_in_epoch:
-                count, elapsed = interval_steps, time.perf_counter() - interval_start
-                record = {"step": step + 1, "epoch": epoch + (i + 1) / steps_per_epoch,
-                          "loss": interval_loss.item() / count, "lr": optimizer.param_groups[0]["lr"],
-                          "images_per_sec": count * batch_size / elapsed}
-                record.update({key: value.item() / count for key, value in interval_logs.items()})
+            if (step + 1) % settings.log_every == 0 or last_in_epoch:
+                record = log.record(step + 1, epoch + (i + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"],
+                                    settings.batch_size)
                 history.steps.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_sec']:.0f}")
-                bar.update(count)
-                interval_loss.zero_()
-                interval_logs = {}
-                interval_steps, interval_start = 0, time.perf_counter()
+                bar.update((step + 1) - bar.n)
 
-        epoch_record = {"epoch": epoch + 1, "loss": loss_sum.item() / steps_per_epoch,
+        epoch_record = {"epoch": epoch + 1, "loss": log.epoch_loss.item() / steps_per_epoch,
                         "seconds": time.perf_counter() - epoch_start}
-        if knn_data is not None and ((epoch + 1) % knn_every == 0 or epoch + 1 == epochs):
-            epoch_record["knn_accuracy"] = evaluate_knn(method, knn_data, knn_k, knn_temperature)
+        # Evaluate.
+        if knn_data is not None and ((epoch + 1) % settings.knn_every == 0 or epoch + 1 == settings.epochs):
+            epoch_record["knn_accuracy"] = evaluate_knn(method, knn_data, settings.knn_k, settings.knn_temperature)
             bar.set_postfix(loss=f"{epoch_record['loss']:.3f}", knn=f"{epoch_record['knn_accuracy']:.3f}")
         history.epochs.append(epoch_record)
-        if checkpoint_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            checkpoint(epoch + 1)
+        # Checkpoint.
+        if folder is not None and ((epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs):
+            _save_checkpoint(folder, epoch + 1, config, method, optimizer, scaler, history, generators)
     bar.close()
     return history
-
-
-def _raise_if_nonfinite(first_bad_step: torch.Tensor, checkpoint_path: Path | None) -> None:
-    bad_step = int(first_bad_step)
-    if bad_step >= 0:
-        kept = f"; the last checkpoint ({checkpoint_path}) is intact" if checkpoint_path is not None else ""
-        raise NonFiniteLossError(
-            f"the loss became NaN or infinite at step {bad_step} (counting from 0); training stopped{kept}. "
-            "Try a lower learning rate or a higher temperature.")

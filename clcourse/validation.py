@@ -5,6 +5,13 @@ from __future__ import annotations
 import torch
 
 
+def describe_tensor(value) -> str:
+    """How a bad argument looks, for an error message: shape and dtype of a tensor, else its type."""
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}, dtype {value.dtype}"
+    return type(value).__name__
+
+
 def require_positive(name: str, value: float) -> None:
     """`value` must be a finite number > 0."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf"):
@@ -34,8 +41,7 @@ def require_probability(name: str, value: float) -> None:
 def require_embeddings(name: str, z: torch.Tensor) -> None:
     """A batch of embeddings: a floating-point tensor of shape [N, D] with N >= 1."""
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[0] < 1 or not z.is_floating_point():
-        got = f"shape {tuple(z.shape)}, dtype {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"{name} must be a floating-point tensor of shape [N, D], got {got}")
+        raise ValueError(f"{name} must be a floating-point tensor of shape [N, D], got {describe_tensor(z)}")
 
 
 def require_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -46,7 +52,6 @@ def require_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tenso
 def require_labels(name: str, labels: torch.Tensor, count: int, count_name: str) -> None:
     """Integer class labels of shape [count], matching the rows of `count_name`."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        got = f"shape {tuple(labels.shape)}, dtype {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be a 1-D integer tensor, got {got}")
+        raise ValueError(f"{name} must be a 1-D integer tensor, got {describe_tensor(labels)}")
     if labels.shape[0] != count:
         raise ValueError(f"{name} has {labels.shape[0]} entries but {count_name} has {count} rows; they must match")

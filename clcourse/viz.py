@@ -9,14 +9,13 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import torch
 
+from .augment import to_float_images
 from .train import History
 
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
     """[N, 3, H, W] uint8 or float in [0, 1] -> [N, H, W, 3] float on the CPU, ready for imshow."""
-    images = images.detach().cpu()
-    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    return images.clamp(0, 1).permute(0, 2, 3, 1)
+    return to_float_images(images.detach().cpu()).clamp(0, 1).permute(0, 2, 3, 1)
 
 
 def show_images(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8,

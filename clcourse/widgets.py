@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .augment import to_uint8_images
 from .negatives import (DEFAULT_MAP_CACHE, MAP_METHODS, EmbeddingMap, MapCache, effective_negatives,
                         fit_embedding_map, hardest_negatives, negative_weights_from_similarities)
-from .validation import require_embeddings, require_int_at_least, require_labels, require_positive
+from .validation import (describe_tensor, require_embeddings, require_int_at_least, require_labels,
+                         require_positive)
 from .viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile
 
 
@@ -44,13 +46,9 @@ def _require_index(name: str, value: int, size: int) -> None:
         raise ValueError(f"{name} must be an integer in [0, {size - 1}], got {value!r}")
 
 
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def _as_image(images: torch.Tensor) -> np.ndarray:
     """Images [..., C, H, W] (uint8, or float in [0, 1]; C = 1 or 3) as [..., H, W, 3] uint8 for imshow."""
-    images = _to_uint8(images.detach().cpu())
+    images = to_uint8_images(images.detach().cpu())
     if images.shape[-3] == 1:
         images = images.expand(*images.shape[:-3], 3, *images.shape[-2:])
     return images.movedim(-3, -1).numpy()
@@ -143,7 +141,7 @@ class ExplorerState:
             raise ValueError(f"labels must have at least 2 entries (an anchor and a negative), got {n}")
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) != n:
             raise ValueError(f"images must be a tensor [N, C, H, W] with N = {n} (one per label), "
-                             f"got {getattr(images, 'shape', type(images).__name__)}")
+                             f"got {describe_tensor(images)}")
         if views is not None and (len(views) != 2 or any(v.shape != images.shape for v in views)):
             raise ValueError(f"views must be a pair of tensors shaped like images {tuple(images.shape)}")
         class_names = tuple(class_names)
@@ -189,7 +187,7 @@ class ExplorerState:
             features = {name: extract_features(net, images, batch_size=batch_size) for name, net in backbones.items()}
             return cls(features, images, labels, class_names, **options)
         generator = torch.Generator(device=images.device).manual_seed(seed)
-        views = tuple(torch.cat([_to_uint8(augment(chunk, generator)) for chunk in images.split(batch_size)])
+        views = tuple(torch.cat([to_uint8_images(augment(chunk, generator)) for chunk in images.split(batch_size)])
                       for _ in range(2))
         features = {name: extract_features(net, views[0], batch_size=batch_size) for name, net in backbones.items()}
         positives = {name: extract_features(net, views[1], batch_size=batch_size) for name, net in backbones.items()}

@@ -31,3 +31,12 @@ def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     assert "MoCHi's extra time per epoch over MoCo v2" in out
     with pytest.raises(SystemExit):
         load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
+    with pytest.raises(SystemExit):
+        load("accuracy").main(["--smoke", "--method", "simclr,byol"])
+
+
+def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):
+    # Random images would give ~10% "accuracy" that looks like a result: the script must stop instead.
+    monkeypatch.setenv("CLCOURSE_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 train split not found"):
+        load("accuracy").main(["--smoke", "--method", "simclr"])

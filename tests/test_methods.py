@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clcourse.losses import dcl, hcl, info_nce, mochi_negatives
-from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
+from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method, update_key_encoder
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
 from clcourse.train import list_checkpoints, train
 
@@ -145,7 +145,8 @@ def test_training_step_is_the_queue_loss_and_keys_are_enqueued_after_the_optimis
     index = torch.arange(8)
     batch = batch_of(method, images, index)
     queue_before = method.queue.clone()
-    loss, logs = method.training_step(batch)
+    output = method.training_step(batch)
+    loss, logs = output.loss, output.logs
     with torch.no_grad():
         q = F.normalize(method.projector(method.backbone(batch.views[0])), dim=1)
         k = F.normalize(method.key_projector(method.key_backbone(batch.views[1])), dim=1)
@@ -153,7 +154,7 @@ def test_training_step_is_the_queue_loss_and_keys_are_enqueued_after_the_optimis
     assert torch.allclose(loss, reference_moco_loss(q, k, queue_before, method.temperature, excluded), atol=1e-5)
     assert torch.allclose(logs["positive_similarity"], (q * k).sum(1).mean(), atol=1e-6)
     assert torch.equal(method.queue, queue_before) and int(method.queue_pointer) == 0  # not yet: backward needs it
-    method.on_step_end()
+    method.on_step_end(batch, output)
     assert torch.allclose(method.queue[:8], k, atol=1e-6)
     assert method.queue_index[:8].tolist() == index.tolist()
     assert torch.equal(method.queue[8:], queue_before[8:]) and int(method.queue_pointer) == 8
@@ -192,11 +193,12 @@ def test_symmetric_loss_uses_both_directions_and_enqueues_both_keys(images):
     method.enqueue(unit(32, 0), torch.arange(32) + 100)
     queue_before = method.queue.clone()
     batch = batch_of(method, images, torch.arange(8))
-    loss, _ = method.training_step(batch)
+    output = method.training_step(batch)
+    loss = output.loss
     with torch.no_grad():
         q1, q2 = (F.normalize(method.projector(method.backbone(v)), dim=1) for v in batch.views)
         k1, k2 = (F.normalize(method.key_projector(method.key_backbone(v)), dim=1) for v in batch.views)
-    method.on_step_end()
+    method.on_step_end(batch, output)
     expected = (reference_moco_loss(q1, k2, queue_before, method.temperature)      # summed, as in the demo
                 + reference_moco_loss(q2, k1, queue_before, method.temperature))
     assert torch.allclose(loss, expected, atol=1e-5)
@@ -214,7 +216,7 @@ def test_momentum_update_is_an_exact_moving_average(momentum):
             p.add_(torch.randn_like(p))
     old_keys = [p.clone() for p in method.key_parameters()]
     queries_before = [p.clone() for p in method.query_parameters()]
-    method.on_step_end()
+    update_key_encoder(method.key_encoder(), method.query_encoder(), momentum)
     for key, old, query, query_before in zip(method.key_parameters(), old_keys, method.query_parameters(),
                                              queries_before):
         assert torch.allclose(key, momentum * old + (1 - momentum) * query, rtol=1e-6, atol=1e-7)
@@ -227,8 +229,7 @@ def test_momentum_update_is_an_exact_moving_average(momentum):
 
 def test_key_encoder_gets_no_gradient_and_is_not_optimised(images):
     method = make("moco")
-    loss, _ = method.training_step(batch_of(method, images, torch.arange(8)))
-    loss.backward()
+    method.training_step(batch_of(method, images, torch.arange(8))).loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in method.key_parameters())
     assert all(p.grad is not None for p in method.query_parameters())
     # momentum = 1: the key encoder never moves, so nothing but the EMA may touch it (no SGD, no weight decay).
@@ -302,10 +303,10 @@ def test_mochi_never_enqueues_synthetic_negatives(images):
     method.enqueue(unit(32, 0), torch.arange(32) + 100)
     queue_before = method.queue.clone()
     batch = batch_of(method, images, torch.arange(8))
-    method.training_step(batch)
+    output = method.training_step(batch)
     with torch.no_grad():
         k = F.normalize(method.key_projector(method.key_backbone(batch.views[1])), dim=1)
-    method.on_step_end()
+    method.on_step_end(batch, output)
     assert int(method.queue_pointer) == 8
     assert torch.allclose(method.queue[:8], k, atol=1e-6)
     assert torch.equal(method.queue[8:], queue_before[8:])
@@ -323,7 +324,7 @@ def test_simclr_family_uses_its_loss(images, name, loss):
     options = {"dcl": dict(tau_plus=0.2), "hcl": dict(tau_plus=0.2, beta=2.0)}.get(name, {})
     method = make(name, **options)
     batch = batch_of(method, images, torch.arange(8))
-    value, _ = method.training_step(batch)
+    value = method.training_step(batch).loss
     with torch.no_grad():  # both views in one batch of 2B, as SimCLR's BN sees them
         z1, z2 = method.projector(method.backbone(torch.cat(batch.views))).chunk(2)
     assert torch.allclose(value, loss(method, z1, z2), atol=1e-6)
@@ -357,8 +358,8 @@ def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, n
     steps_done = {"n": 0}
     ema = interrupted.on_step_end
 
-    def crash_in_third_epoch():
-        ema()
+    def crash_in_third_epoch(batch, output):
+        ema(batch, output)
         steps_done["n"] += 1
         if steps_done["n"] == 13:  # 6 steps per epoch: epoch 3 has started
             raise KeyboardInterrupt
@@ -456,3 +457,162 @@ def test_every_method_trains_under_bf16_autocast(images, name, monkeypatch):
     assert all(math.isfinite(loss) for loss in losses[torch.bfloat16])
     assert losses[torch.bfloat16] != losses[None]          # the bf16 path really ran...
     assert abs(losses[torch.bfloat16][0] - losses[None][0]) < 0.02   # ...and agrees with float32 at the first step
+
+
+# ---------------------------------------------------------------- views, embeddings, configuration
+
+def test_views_sharing_a_recipe_are_made_in_one_call():
+    calls = []
+
+    def recipe(images, generator=None):
+        calls.append(len(images))
+        return noisy_views(images, generator)
+
+    def other(images, generator=None):
+        calls.append(-len(images))
+        return images.float() / 255
+
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    method = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=DIM, augment=recipe)
+    method.view_recipes = (recipe, other, recipe, recipe)
+    views = method.make_views(images, torch.Generator().manual_seed(0))
+    assert calls == [12, -4]                      # three views of one recipe in one call of 3 x 4 images
+    assert len(views) == 4 and all(v.shape == (4, 3, 8, 8) for v in views)
+    assert torch.equal(views[1], images.float() / 255)
+    for view in (views[0], views[2], views[3]):   # each a noisy copy of the same 4 images, in order
+        assert (view - images.float() / 255).abs().max() < 0.3
+    assert not torch.equal(views[0], views[2])    # independent draws
+
+
+def test_a_method_needs_at_least_one_view_recipe():
+    with pytest.raises(ValueError, match="view_recipes"):
+        from clcourse.methods import Method
+        Method(Backbone(SmallCNN(width=4)), ())
+
+
+def test_embed_gives_unit_embeddings_or_backbone_features(images):
+    from clcourse.evaluate import extract_features
+    for name in ("simclr", "moco"):
+        method = make(name)
+        method.train()
+        z = method.embed(images[:10])
+        h = method.embed(images[:10], projected=False)
+        with torch.no_grad():
+            method.eval()
+            x = images[:10].float() / 255
+            assert torch.allclose(z, F.normalize(method.projector(method.backbone(x)), dim=1), atol=1e-6)
+            assert torch.allclose(h, method.backbone(x), atol=1e-6)
+            method.train()
+        assert torch.allclose(z.norm(dim=1), torch.ones(10)) and method.training   # modes restored
+        assert torch.equal(h, extract_features(method.backbone, images[:10]))
+
+
+def test_config_holds_the_hyperparameters_and_stable_descriptions():
+    config = make("mochi", n_hardest=3).config()
+    assert config["name"] == "MoCHi" and config["n_hardest"] == 3 and config["queue_size"] == 32
+    assert config["temperature"] == 0.1 and config["bn_splits"] == 2 and config["symmetric"] is False
+    assert config["views"] == ["test_methods.noisy_views"] * 2
+    assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
+                                   "momentum_update": "clcourse.methods.update_key_encoder",
+                                   "enqueue": "clcourse.methods.ring_buffer_enqueue"}
+    assert config["architecture"].startswith("Backbone(SmallCNN), ")
+    from clcourse.augment import simclr_cifar
+    described = SimCLR(Backbone(SmallCNN(width=4)), augment=simclr_cifar()).config()["views"][0]
+    assert described == repr(simclr_cifar()) and "0x" not in described
+    assert make("hcl", beta=2.0).config()["beta"] == 2.0 and make("dcl").config()["functions"]["loss"] == \
+        "clcourse.losses.dcl"
+
+
+def test_every_method_returns_a_step_output(images):
+    from clcourse.methods import StepOutput
+    for name in sorted(METHODS):
+        method = make(name)
+        output = method.training_step(batch_of(method, images, torch.arange(8)))
+        assert isinstance(output, StepOutput) and output.loss.dim() == 0 and output.loss.requires_grad
+        assert all(value.dim() == 0 for value in output.logs.values())
+
+
+# ---------------------------------------------------------------- a student's functions train the method
+
+def test_simclr_trains_with_the_loss_it_is_given_in_float32(images, monkeypatch):
+    import clcourse.train
+    seen = []
+
+    def my_loss(z1, z2, temperature):
+        seen.append((z1.dtype, torch.is_autocast_enabled("cpu"), temperature))
+        return info_nce(z1, z2, temperature) * 2
+
+    method = make("simclr", loss=my_loss, temperature=0.3)
+    batch = batch_of(method, images, torch.arange(8))
+    with torch.no_grad():
+        z1, z2 = method.projector(method.backbone(torch.cat(batch.views))).chunk(2)
+    assert torch.allclose(method.training_step(batch).loss, 2 * info_nce(z1, z2, 0.3), atol=1e-6)
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: torch.bfloat16)
+    run(method, images, epochs=1, batch_size=16)
+    assert seen[-1] == (torch.float32, False, 0.3)      # no half precision inside the loss
+
+
+@pytest.mark.parametrize("name, loss", [("dcl", dcl), ("hcl", hcl)])
+def test_dcl_and_hcl_pass_their_hyperparameters_to_the_given_loss(images, name, loss):
+    calls = []
+
+    def my_loss(*args):
+        calls.append(args[2:])
+        return loss(*args)
+    method = make(name, loss=my_loss, tau_plus=0.05, **({"beta": 0.5} if name == "hcl" else {}))
+    method.training_step(batch_of(method, images, torch.arange(8)))
+    assert calls == [(0.5, 0.05, 0.5) if name == "hcl" else (0.5, 0.05)]
+
+
+def student_logits(q, k, queue, temperature):
+    positive = (q * k.detach()).sum(dim=1, keepdim=True)
+    return torch.cat([positive, q @ queue.detach().T], dim=1) / temperature
+
+
+def student_momentum_update(key_encoder, query_encoder, momentum):
+    with torch.no_grad():
+        for key, query in zip(key_encoder.parameters(), query_encoder.parameters()):
+            key.mul_(momentum).add_(query, alpha=1 - momentum)
+
+
+def student_enqueue(queue, pointer, keys):
+    queue = queue.clone()                       # not in place: the method must copy the result back
+    slots = (pointer + torch.arange(len(keys))) % len(queue)
+    queue[slots] = keys
+    return queue, (pointer + len(keys)) % len(queue)
+
+
+def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
+    students = dict(logits=student_logits, momentum_update=student_momentum_update, enqueue=student_enqueue)
+    library, student = make("moco", queue_size=24), make("moco", queue_size=24, **students)
+    histories = [run(method, images, epochs=2, batch_size=16, log_every=1) for method in (library, student)]
+    losses = [[r["loss"] for r in history.steps] for history in histories]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+    assert int(student.queue_pointer) == (2 * 48) % 24 == int(library.queue_pointer)
+    assert torch.equal(student.queue_index, library.queue_index)
+    assert torch.allclose(student.queue, library.queue, atol=1e-4)
+    for a, b in zip(student.key_parameters(), library.key_parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert student.config()["functions"]["enqueue"] == "test_methods.student_enqueue"
+
+
+def test_a_wrong_students_logits_changes_the_loss(images):
+    def no_temperature(q, k, queue, temperature):
+        return student_logits(q, k, queue, 1.0)
+    method = make("moco", logits=no_temperature).eval()
+    reference = make("moco").eval()
+    reference.load_state_dict(method.state_dict())
+    q, k, index = unit(4, 1), unit(4, 2), torch.arange(4)
+    assert not torch.allclose(method.query_loss(q, k, index), reference.query_loss(q, k, index))
+
+
+@pytest.mark.parametrize("option", ["loss"])
+def test_a_loss_that_is_not_a_function_is_refused(option):
+    with pytest.raises(ValueError, match=option):
+        make("simclr", **{option: 0.5})
+
+
+@pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue"])
+def test_moco_parts_that_are_not_functions_are_refused(option):
+    with pytest.raises(ValueError, match=option):
+        make("moco", **{option: "nope"})

@@ -1,10 +1,12 @@
+import json
 import math
 
 import pytest
 import torch
 
 import clcourse.train
-from clcourse.methods import SimCLR
+from clcourse.losses import info_nce
+from clcourse.methods import DCL, SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
                             load_weights, run_dir, save_atomically, snapshots_by_epoch, train)
@@ -70,7 +72,7 @@ def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch)
     interrupted = make_method()
     steps_done = {"n": 0}
 
-    def crash_in_third_epoch():
+    def crash_in_third_epoch(batch, output):
         steps_done["n"] += 1
         if steps_done["n"] == 7:  # 3 steps per epoch: epoch 3 has started
             raise KeyboardInterrupt
@@ -101,7 +103,7 @@ def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
 
 def test_resume_rejects_a_different_schedule(images, tmp_path):
     run(images, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="epochs=3"):
+    with pytest.raises(ValueError, match=r"schedule\.epochs: 3 \(now: 5\)"):
         run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
 
 
@@ -162,7 +164,10 @@ def test_cpu_runs_in_float32():
 
 @pytest.mark.parametrize("kwargs, name", [
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(batch_size=100), "batch_size"),
-    (dict(lr=-1.0), "lr"), (dict(resume=True), "checkpoint_dir"), (dict(knn_every=0), "knn_every"),
+    (dict(lr=-1.0), "lr"), (dict(knn_every=0), "knn_every"), (dict(epochs=None), "epochs"),
+    (dict(momentum=1.0), "momentum"), (dict(weight_decay=-1e-4), "weight_decay"), (dict(seed=-1), "seed"),
+    (dict(log_every=0), "log_every"), (dict(checkpoint_every=0), "checkpoint_every"),
+    (dict(run="a/b"), "run"), (dict(run="x", checkpoint_dir="y"), "run"),
 ])
 def test_bad_arguments(images, kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -179,3 +184,129 @@ def test_run_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("CLCOURSE_PRESET", "smoke")
     assert run_dir("simclr") == tmp_path / "smoke" / "simclr"
     assert run_dir("simclr", preset="full") == tmp_path / "full" / "simclr"
+
+
+# ---------------------------------------------------------------- presets, run names, defaults
+
+def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypatch, tmp_path):
+    from clcourse.presets import PRESETS
+    monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
+    preset = PRESETS["smoke"].with_overrides(epochs=2, batch_size=16, warmup_epochs=0, checkpoint_every=5)
+    method = make_method()
+    history = train(method, images, preset=preset, run="tiny", progress=False, log_every=100)
+    assert [r["epoch"] for r in history.epochs] == [1, 2]
+    assert [r["step"] for r in history.steps] == [3, 6]                 # 48 images / 16 per batch, per epoch
+    folder = tmp_path / "smoke" / "tiny"
+    assert sorted(snapshots_by_epoch(folder)) == [2]                    # only at the end: every 5th epoch
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["schedule"] == {"epochs": 2, "batch_size": 16, "warmup_epochs": 0}
+    assert saved["preset"] == "smoke" and saved["optimiser"]["lr_per_256_images"] == SimCLR.lr
+    shorter = train(make_method(), images, preset=preset, run="other", epochs=1, progress=False)
+    assert len(shorter.epochs) == 1
+
+
+def test_the_learning_rate_defaults_to_the_methods_own(images):
+    class SlowSimCLR(SimCLR):
+        lr = 0.05
+    torch.manual_seed(0)
+    method = SlowSimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
+    history = train(method, images, epochs=1, batch_size=16, progress=False, log_every=1)
+    assert history.steps[-1]["lr"] == pytest.approx(0.05 * 16 / 256 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
+
+
+def test_step_records_hold_the_interval_means(images):
+    history = run(images, epochs=2, log_every=2)
+    assert [r["step"] for r in history.steps] == [2, 3, 4, 6]          # every 2nd step and at each epoch's end
+    assert [r["epoch"] for r in history.steps] == pytest.approx([2 / 3, 1, 4 / 3, 2])
+    first_epoch = history.epochs[0]["loss"]
+    assert (2 * history.steps[0]["loss"] + history.steps[1]["loss"]) / 3 == pytest.approx(first_epoch, rel=1e-6)
+    assert all(r["images_per_sec"] > 0 for r in history.steps)
+    elapsed = [r["elapsed"] for r in history.steps]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+
+
+# ---------------------------------------------------------------- a run's configuration
+
+def test_a_run_stores_its_configuration(images, tmp_path):
+    run(images, checkpoint_dir=tmp_path, epochs=1)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
+    assert saved == json.loads((tmp_path / "config.json").read_text())
+    assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
+    assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] is None
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(method=lambda: make_method(temperature=0.2)), "method.temperature: 0.5 (now: 0.2)"),
+    (dict(method=lambda: DCL(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                             augment=noisy_views)), "method.name: 'SimCLR' (now: 'DCL')"),
+    (dict(lr=0.2), "optimiser.lr_per_256_images: 0.1 (now: 0.2)"),
+    (dict(weight_decay=1e-4), "optimiser.weight_decay"),
+    (dict(images=lambda images: images[:32]), "data.images: [48, 3, 16, 16] (now: [32, 3, 16, 16])"),
+    (dict(images=lambda images: images.flip(0)), "data.fingerprint"),
+    (dict(seed=3), "seed: 0 (now: 3)"),
+    (dict(batch_size=8), "schedule.batch_size: 16 (now: 8)"),
+])
+def test_resuming_with_another_configuration_is_refused(images, tmp_path, change, field):
+    run(images, checkpoint_dir=tmp_path, epochs=1)
+    options = dict(change)
+    method = options.pop("method", make_method)()
+    data = options.pop("images", lambda x: x)(images)
+    with pytest.raises(ValueError, match="another configuration") as error:
+        run(data, method, checkpoint_dir=tmp_path, epochs=1, **options)
+    assert field in str(error.value)
+    assert "another run name" in str(error.value)
+
+
+def test_the_same_configuration_with_another_loss_function_resumes(images, tmp_path):
+    # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses the run.
+    first = run(images, checkpoint_dir=tmp_path, epochs=1, method=make_method(loss=info_nce))
+    again = run(images, checkpoint_dir=tmp_path, epochs=1)
+    assert again.epochs == first.epochs
+
+
+def test_a_fresh_start_over_an_existing_run_is_refused(images, tmp_path):
+    run(images, checkpoint_dir=tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="resume=False would mix"):
+        run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
+    run(images, checkpoint_dir=tmp_path / "new", epochs=1, resume=False)   # an empty folder is fine
+
+
+def test_a_checkpoint_without_configuration_is_refused(images, tmp_path):
+    run(images, checkpoint_dir=tmp_path, epochs=1)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["config"]
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="older version"):
+        run(images, checkpoint_dir=tmp_path, epochs=1)
+
+
+def test_stale_temporary_files_are_removed_at_start(images, tmp_path):
+    (tmp_path / "epoch_0001.pt.tmp").write_bytes(b"half")
+    run(images, checkpoint_dir=tmp_path, epochs=1)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------- what a method asks of the loop
+
+def test_a_method_that_needs_labels_refuses_to_start_without_them(images):
+    class Supervised(SimCLR):
+        requires_labels = True
+    torch.manual_seed(0)
+    method = Supervised(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
+    with pytest.raises(ValueError, match="Supervised learns from class labels: pass labels"):
+        run(images, method)
+    seen = []
+    step = method.training_step
+    method.training_step = lambda batch: (seen.append(batch.labels.clone()), step(batch))[1]
+    labels = torch.arange(48) % 3
+    run(images, method, labels=labels, epochs=1)
+    assert all(y.shape == (16,) for y in seen)
+    assert torch.equal(torch.cat(seen).sort().values, labels.sort().values)   # every label once per epoch
+
+
+def test_knn_k_larger_than_the_knn_training_set_is_refused_at_start(images):
+    labels = torch.arange(48) % 4
+    knn = KnnData(images[:10], labels[:10], images[10:20], labels[10:20])
+    with pytest.raises(ValueError, match="knn_k must be at most the number of kNN training images \\(10\\), got 50"):
+        run(images, knn_data=knn, knn_k=50)
