@@ -34,6 +34,7 @@ def executed_notebook():
     nb.metadata["kernelspec"] = {"name": "conda-env-ssl-py", "display_name": "ssl", "language": "python"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nb.metadata["clcourse"] = {"outputs_recorded_with_threads": 1}   # as `tools/notebooks.py execute` records
     return nb
 
 
@@ -115,6 +116,8 @@ def _problems_after(change):
     (lambda nb: nb.metadata["kernelspec"].update(name="python"), "kernelspec is 'python'"),
     (lambda nb: nb.metadata.update(widgets={}), "widget state"),
     (lambda nb: nb.metadata["language_info"].update(version="3.12"), "not stripped"),
+    (lambda nb: nb.metadata.pop("clcourse"), "checked outputs were not recorded .* with 1 thread"),
+    (lambda nb: nb.metadata.update(clcourse={"outputs_recorded_with_threads": 2}), "recorded_with_threads is 2"),
 ])
 def test_check_reports_each_kind_of_problem(change, expected):
     assert re.search(expected, _problems_after(change))
@@ -129,6 +132,23 @@ def test_check_command_exit_status(tmp_path, capsys):
     assert "dirty.ipynb: cell 1" in capsys.readouterr().out
     assert tool.main(["strip", str(dirty)]) == 0
     assert tool.main(["check", str(dirty)]) == 0
+
+
+@pytest.mark.slow
+def test_execute_records_checked_outputs_with_one_thread(tmp_path, monkeypatch):
+    # execute changes the process environment for its kernel: let monkeypatch restore it afterwards.
+    for variable in ("CLCOURSE_PRESET", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.setenv(variable, "")
+    nb = new_notebook()
+    nb.cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nimport os, torch\n"
+                              "print(os.environ['CLCOURSE_PRESET'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")]
+    path = tmp_path / "threads.ipynb"
+    nbformat.write(nb, path)
+    assert tool.main(["execute", str(path)]) == 0
+    saved = nbformat.read(path, as_version=4)
+    assert saved.cells[0].outputs[0]["text"] == "smoke 1 1\n"
+    assert saved.metadata["clcourse"] == {"outputs_recorded_with_threads": 1}
+    assert tool.notebook_problems(saved) == []
 
 
 def _nbval(notebook: Path) -> subprocess.CompletedProcess:

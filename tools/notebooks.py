@@ -20,7 +20,10 @@ environment or Python version does not change the file.
 
 ``execute`` refreshes the checked outputs: it runs the notebook top to bottom in a kernel of this
 Python (as ``pytest --nbval-current-env`` does), in the notebook's folder, with the smoke preset that CI
-uses, then saves it stripped.
+uses, then saves it stripped. It runs with ONE thread (OMP_NUM_THREADS=1) and records that in the
+notebook's metadata: CI then compares at its default thread count, which changes the order of
+floating-point reductions the way another CPU does, so a checked output that depends on training
+(and would differ on a student's laptop) fails in CI first.
 
 ``student`` writes the version handed out to students (default: into ``student/``, which git ignores),
 following nbgrader's ``ClearSolutions`` convention: every region from a ``### BEGIN SOLUTION`` line to its
@@ -55,6 +58,9 @@ SOLUTION_END = "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_STUB = ("YOUR ANSWER HERE",)
 STUDENT_DIR = REPO / "student"
+# Checked outputs are recorded with one thread (see `execute`); the notebook's metadata says so.
+RECORDING_THREADS = 1
+RECORDING_METADATA = "clcourse"
 
 
 def default_notebooks() -> list[Path]:
@@ -121,6 +127,11 @@ def notebook_problems(nb) -> list[str]:
         problems.append(f"kernelspec is {kernel!r}, must be 'python3' (the kernel CI and Colab have)")
     if "widgets" in nb.metadata:
         problems.append("notebook metadata holds widget state")
+    recorded = nb.metadata.get(RECORDING_METADATA, {}).get("outputs_recorded_with_threads")
+    if any(is_checked(cell) for cell in nb.cells) and recorded != RECORDING_THREADS:
+        problems.append(f"its checked outputs were not recorded by `tools/notebooks.py execute` with "
+                        f"{RECORDING_THREADS} thread (metadata {RECORDING_METADATA}.outputs_recorded_with_threads is "
+                        f"{recorded!r})")
     for number, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
@@ -295,6 +306,8 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
     # The same environment as `make test`: the smoke preset, and the kernel's own inline plotting backend.
     os.environ["CLCOURSE_PRESET"] = "smoke"
     os.environ.pop("MPLBACKEND", None)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[variable] = str(RECORDING_THREADS)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
     for path in paths:
         nb = read(path)
@@ -302,6 +315,7 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
         client = NotebookClient(nb, km=_current_python_kernel_manager(), timeout=cell_timeout,
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute()
+        nb.metadata[RECORDING_METADATA] = {"outputs_recorded_with_threads": RECORDING_THREADS}
         write(strip_notebook(nb), path)
         checked = sum(is_checked(cell) for cell in nb.cells)
         print(f"saved {path} ({checked} checked cells keep their outputs)")
