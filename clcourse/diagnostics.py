@@ -65,7 +65,7 @@ def queue_hardest_negatives(method: MoCo, images: torch.Tensor, k: int,
     keys, key_index = _filled_queue(method)
     q = queries(method, images)
     if index is not None:
-        require_labels("index", index, len(images), "images")
+        index = require_labels("index", index, len(images), "images")
         similarities, rows = hardest_negatives(q, keys, k, anchor_ids=index.to(q.device), candidate_ids=key_index)
     else:
         similarities, rows = hardest_negatives(q, keys, k)
@@ -93,7 +93,7 @@ def queue_false_negative_rate(method: MoCo, images: torch.Tensor, labels: torch.
     Returns:
         float32 tensor [len(ks)].
     """
-    require_labels("labels", labels, len(images), "images")
+    labels = require_labels("labels", labels, len(images), "images")
     ks = [ks] if isinstance(ks, int) else list(ks)
     if not ks:
         raise ValueError("ks must hold at least one k, got an empty list")
@@ -147,7 +147,7 @@ def synthetic_negative_similarities(method: MoCHi, images: torch.Tensor, index: 
     queue = nn.functional.normalize(method.queue.float(), dim=1)
     queue_mask = None
     if index is not None:
-        require_labels("index", index, len(images), "images")
+        index = require_labels("index", index, len(images), "images")
         queue_mask = index.to(q.device)[:, None] == method.queue_index[None, :]
     mix = mochi_mix(q, queue, method.n_hardest, method.n_mix_negatives, method.n_mix_query, generator, queue_mask)
     similarity = q @ queue.T

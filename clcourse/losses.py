@@ -37,6 +37,12 @@ def positive_index(batch_size: int, device=None) -> torch.Tensor:
     return torch.cat([half + batch_size, half])
 
 
+def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
+    if z.shape[0] < 2:
+        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
+                         f"{name} has {z.shape[0]} row")
+
+
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     r"""NT-Xent / InfoNCE over the 2B anchors of two views (SimCLR).
 
@@ -51,10 +57,13 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
     Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
 
     Args:
-        z1, z2: [B, D] embeddings of the first and second view of the same B images.
+        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images (with one image
+            the positive is the only other entry of its row, and the loss is 0 whatever the encoder).
         temperature: tau > 0; smaller values concentrate the loss on the hardest negatives.
     """
-    require_positive("temperature", temperature)
+    temperature = require_positive("temperature", temperature)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "info_nce")
     with no_autocast(z1.device):
         u = _normalised_pair(z1, z2)
         logits = u @ u.T / temperature
@@ -117,12 +126,6 @@ def _debiased_hard_loss(positive: torch.Tensor, negatives: torch.Tensor, tempera
     return (torch.log(pos + negative_estimate) - (positive - shift)).mean()
 
 
-def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
-    if z.shape[0] < 2:
-        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
-                         f"{name} has {z.shape[0]} row")
-
-
 def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1) -> torch.Tensor:
     r"""Debiased Contrastive Learning loss over the 2B anchors of two views (SimCLR form).
 
@@ -157,8 +160,8 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         temperature: t > 0.
         tau_plus: class prior tau^+ in [0, 1): the assumed probability that a negative shares the anchor's class.
     """
-    require_positive("temperature", temperature)
-    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    temperature = require_positive("temperature", temperature)
+    tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "dcl")
     with no_autocast(z1.device):
@@ -199,9 +202,9 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         tau_plus: class prior tau^+ in [0, 1).
         beta: concentration beta >= 0; larger values focus on harder negatives.
     """
-    require_positive("temperature", temperature)
-    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-    require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+    temperature = require_positive("temperature", temperature)
+    tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    beta = require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "hcl")
     with no_autocast(z1.device):
@@ -223,7 +226,7 @@ def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperatu
 
 def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
                   queue_mask: torch.Tensor | None = None, extra_negatives: torch.Tensor | None = None,
-                  logits: Callable = moco_logits) -> torch.Tensor:
+                  logits: Callable = moco_logits, check_mask: bool = True) -> torch.Tensor:
     r"""MoCo's InfoNCE: each query against its positive key and a queue of negatives.
 
     With q, k, queue and the extra negatives L2-normalised,
@@ -246,13 +249,17 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
         queue: [K, D] negative keys.
         temperature: tau > 0.
         queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b
-            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf.
+            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf. A query left
+            without any negative would have loss 0 whatever its embedding: checking that none is reads the
+            mask on the host (one sync);
         extra_negatives: optional [B, M, D] negatives of each query alone, appended after the queue
             (MoCHi's synthetic negatives, see `mochi_negatives`).
         logits: the function that makes the [B, 1 + K] logits of unit q, k and queue (`moco_logits`,
             or a student's own in notebook 03).
+        check_mask: False skips the mask check, for callers that guarantee it once (MoCo does, at the start
+            of training) and must not synchronise every step.
     """
-    require_positive("temperature", temperature)
+    temperature = require_positive("temperature", temperature)
     require_embeddings("q", q)
     require_embeddings("k", k)
     require_same_shape("q", q, "k", k)
@@ -267,6 +274,11 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
             raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
                              f"with B = {batch_size}, got {describe_tensor(extra_negatives)}")
         _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
+    if queue_mask is not None and check_mask and (extra_negatives is None or extra_negatives.shape[1] == 0):
+        if int((~queue_mask).sum(dim=1).min()) == 0:
+            raise ValueError("queue_mask masks every queue entry of some query and there are no extra_negatives: "
+                             "that query has no negative, so its loss is 0 whatever its embedding. Mask fewer "
+                             "entries or use a larger queue")
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         scores = logits(q, F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),

@@ -145,7 +145,7 @@ class SimCLR(Method):
             from .augment import simclr_cifar
             augment = simclr_cifar()
         super().__init__(backbone, (augment, augment))
-        require_positive("temperature", temperature)
+        temperature = require_positive("temperature", temperature)
         if loss is not None and not callable(loss):
             raise ValueError(f"loss must be a function loss(z1, z2, temperature, ...), got {loss!r}")
         self.temperature = temperature
@@ -169,6 +169,12 @@ class SimCLR(Method):
     def config(self) -> dict:
         return {**super().config(), "functions": {"loss": describe(self.loss)}}
 
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        if batch_size < 2:
+            # One image has no negatives: its only other view is the positive, and the loss is 0.
+            raise ValueError(f"batch_size must be at least 2 for {type(self).__name__} (the other images of the "
+                             f"batch are the negatives), got {batch_size}")
+
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
         z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)
@@ -185,7 +191,7 @@ class DCL(SimCLR):
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, **options):
         super().__init__(backbone, temperature, **options)
-        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
         self.tau_plus = tau_plus
         self.hyperparameters["tau_plus"] = tau_plus
 
@@ -202,8 +208,8 @@ class HCL(SimCLR):
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
                  **options):
         super().__init__(backbone, temperature, **options)
-        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-        require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+        tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        beta = require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
         self.tau_plus, self.beta = tau_plus, beta
         self.hyperparameters.update(tau_plus=tau_plus, beta=beta)
 
@@ -265,10 +271,10 @@ class MoCo(Method):
             from .augment import simclr_cifar
             augment = simclr_cifar()
         super().__init__(backbone, (augment, augment))
-        require_positive("temperature", temperature)
-        require_int_at_least("queue_size", queue_size, 1)
-        require_in_range("momentum", momentum, 0.0, 1.0)
-        require_int_at_least("bn_splits", bn_splits, 1)
+        temperature = require_positive("temperature", temperature)
+        queue_size = require_int_at_least("queue_size", queue_size, 1)
+        momentum = require_in_range("momentum", momentum, 0.0, 1.0)
+        bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
         for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be a function, got {fn!r}")
@@ -288,6 +294,10 @@ class MoCo(Method):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        # How many queue entries can be keys of a query's own image (masked), and whether that leaves every query
+        # a negative: both settled once in on_train_start, so that steps need no host sync to check the mask.
+        self.most_masked_entries = queue_size
+        self.enough_unmasked_entries = False
         self.hyperparameters = dict(temperature=temperature, queue_size=queue_size, momentum=momentum,
                                     bn_splits=bn_splits, symmetric=symmetric, mask_same_image=mask_same_image,
                                     projector_hidden=projector_hidden, projector_out=projector_out)
@@ -313,12 +323,26 @@ class MoCo(Method):
         return list(self.query_encoder().parameters())
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
+        self.enough_unmasked_entries = False
         if not self.mask_same_image and self.queue.shape[0] >= num_images:
             raise ValueError(
                 f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
                 f"got {self.queue.shape[0]}: the queue would hold a stale key of every query's own image")
         if batch_size % self.bn_splits:
             raise ValueError(f"batch_size must be divisible by bn_splits={self.bn_splits}, got {batch_size}")
+        queue_size = self.queue.shape[0]
+        self.most_masked_entries = 0
+        if self.mask_same_image:
+            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
+            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
+            # earlier epochs, each holding at most one key of the query's image per direction.
+            keys_per_epoch = batch_size * (num_images // batch_size)
+            self.most_masked_entries = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
+            if self.most_masked_entries >= queue_size:
+                raise ValueError(f"queue_size must be larger than {self.most_masked_entries}, the keys of a query's "
+                                 f"own image it can hold (masked), so that every query keeps a negative; got "
+                                 f"{queue_size}")
+        self.enough_unmasked_entries = True
 
     def queries(self, views: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(self.backbone(views)).float(), dim=1)
@@ -336,7 +360,7 @@ class MoCo(Method):
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index),
-                             logits=self.logits_fn)
+                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
@@ -386,33 +410,26 @@ class MoCHi(MoCo):
     def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128, n_mix_query: int = 32,
                  mixing_warmup_epochs: int = 0, **options):
         super().__init__(backbone, **options)
-        require_int_at_least("n_hardest", n_hardest, 1)
+        n_hardest = require_int_at_least("n_hardest", n_hardest, 1)
         if n_hardest > self.queue.shape[0]:
             raise ValueError(f"n_hardest must be at most queue_size ({self.queue.shape[0]}), got {n_hardest}")
-        require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
-        require_int_at_least("n_mix_query", n_mix_query, 0)
-        require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
+        n_mix_negatives = require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
+        n_mix_query = require_int_at_least("n_mix_query", n_mix_query, 0)
+        mixing_warmup_epochs = require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
         self.n_hardest, self.n_mix_negatives, self.n_mix_query = n_hardest, n_mix_negatives, n_mix_query
         self.mixing_warmup_epochs = mixing_warmup_epochs
         self.mixing = mixing_warmup_epochs == 0
-        self.enough_unmasked_entries = False   # proven once in on_train_start, so steps need no host sync
         self.hyperparameters.update(n_hardest=n_hardest, n_mix_negatives=n_mix_negatives, n_mix_query=n_mix_query,
                                     mixing_warmup_epochs=mixing_warmup_epochs)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
-        super().on_train_start(num_images, batch_size)
-        if self.mask_same_image:
-            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
-            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
-            # earlier epochs, each holding at most one key of the query's image per direction.
-            queue_size = self.queue.shape[0]
-            keys_per_epoch = batch_size * (num_images // batch_size)
-            most_masked = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
-            if self.n_hardest > queue_size - most_masked:
-                raise ValueError(
-                    f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
-                    f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
-        self.enough_unmasked_entries = True
+        super().on_train_start(num_images, batch_size)   # bounds the masked entries (most_masked_entries)
+        queue_size, most_masked = self.queue.shape[0], self.most_masked_entries
+        if self.n_hardest > queue_size - most_masked:
+            self.enough_unmasked_entries = False
+            raise ValueError(
+                f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
+                f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
 
     def on_epoch_start(self, epoch: int) -> None:
         self.mixing = epoch >= self.mixing_warmup_epochs
@@ -424,7 +441,7 @@ class MoCHi(MoCo):
             synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
                                         queue_mask=queue_mask, check_mask=not self.enough_unmasked_entries)
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic,
-                             logits=self.logits_fn)
+                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
 
 
 METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi}

@@ -25,6 +25,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A dtype check costs no host sync (a range check would, every forward pass: that one is made where
+        # images enter, see `require_unit_range`).
+        if not x.is_floating_point():
+            raise ValueError(f"the model takes float pixels in [0, 1], got {x.dtype} images: convert them with "
+                             "clcourse.augment.to_float_images(images) (uint8 / 255) first")
         return (x - self.mean) / self.std
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_int_at_least, require_labels,
+from .validation import (describe_tensor, require_embeddings, require_finite, require_int_at_least, require_labels,
                          require_positive)
 
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
@@ -90,18 +90,18 @@ def hardest_negatives(anchors: torch.Tensor, candidates: torch.Tensor, k: int,
                          f"candidate_ids={'None' if candidate_ids is None else 'a tensor'}")
     num_negatives = len(candidates)
     if anchor_ids is not None:
-        require_labels("anchor_ids", anchor_ids, len(anchors), "anchors")
-        require_labels("candidate_ids", candidate_ids, len(candidates), "candidates")
-        anchor_ids = anchor_ids.to(anchors.device)
-        candidate_ids = candidate_ids.to(anchors.device)
+        anchor_ids = require_labels("anchor_ids", anchor_ids, len(anchors), "anchors").to(anchors.device)
+        candidate_ids = require_labels("candidate_ids", candidate_ids, len(candidates), "candidates").to(anchors.device)
         num_negatives = _negatives_per_anchor(anchor_ids, candidate_ids)
-    require_int_at_least("k", k, 1)
+    k = require_int_at_least("k", k, 1)
     if k > num_negatives:
         raise ValueError(f"k must be an integer in [1, {num_negatives}] (the number of negatives each anchor "
                          f"has), got {k!r}")
     if chunk_size is None:
         chunk_size = max(1, SIMILARITY_BLOCK_ENTRIES // len(candidates))
-    require_int_at_least("chunk_size", chunk_size, 1)
+    chunk_size = require_int_at_least("chunk_size", chunk_size, 1)
+    require_finite("anchors", anchors)        # top-k over NaN similarities returns arbitrary candidates
+    require_finite("candidates", candidates)
 
     with no_autocast(anchors.device):
         unit_candidates = _unit_float32(candidates).to(anchors.device)
@@ -289,9 +289,19 @@ def _normalised_weights(weights: torch.Tensor) -> torch.Tensor:
     if not isinstance(weights, torch.Tensor) or weights.dim() < 1 or not weights.is_floating_point():
         raise ValueError("weights must be a floating-point tensor with at least one dimension, got "
                          f"{describe_tensor(weights)}")
-    if bool((weights < 0).any()):
+    total = weights.sum(dim=-1, keepdim=True)
+    negative, not_finite, zero_sum = torch.stack([(weights < 0).any(), ~torch.isfinite(weights).all(),
+                                                  (total == 0).any()]).tolist()   # one host sync
+    if negative:
         raise ValueError("weights must be non-negative, got a negative entry")
-    return weights / weights.sum(dim=-1, keepdim=True)
+    if not_finite:
+        raise ValueError("weights must be finite, got a NaN or inf entry")
+    if zero_sum:
+        raise ValueError("weights must have a positive sum along the last dimension (a distribution over the "
+                         "negatives), got a row of zeros: its entropy is undefined (0 / 0). At a very small "
+                         "temperature negative_weights underflows to zeros: pass softmax(s_k / tau) over the "
+                         "negatives instead")
+    return weights / total
 
 
 def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
