@@ -30,7 +30,7 @@ END = "<!-- END bench/report.py -->"
 EPOCH_VIEWS = 2 * 50_000
 NOT_MEASURED = "not measured"
 PIPELINES = {"model_step": "model step alone", "end_to_end": "clcourse end to end",
-             "pil": "torchvision PIL + DataLoader ({workers} workers)"}
+             "pil": "torchvision PIL + DataLoader ({workers})"}
 MODES = {"eager": "eager", "compile": "torch.compile"}
 PHASE_TITLES = {"throughput": "1 throughput", "simclr_200": "2 SimCLR 200 epochs", "method_costs": "3 method costs",
                 "cuda_tests_and_notebook": "4 CUDA tests, notebook"}
@@ -57,7 +57,8 @@ def _registered_methods() -> list[str]:
 
 def throughput_rows(results: dict | None) -> list[Row]:
     measured, _ = _phase(results, "throughput")
-    workers = measured.get("sizes", {}).get("workers", "every core's")
+    workers = measured.get("sizes", {}).get("workers")
+    workers = f"{workers} workers" if workers else "a worker per core"
     rows = []
     for mode, mode_name in MODES.items():
         rates = measured.get(mode, {})
@@ -135,15 +136,15 @@ def phase4_rows(results: dict | None) -> list[Row]:
         counts = ", ".join(f"{tests[word]} {word}" for word in ("passed", "failed", "skipped", "error", "errors")
                            if tests.get(word))
         tests_value = f"{counts or 'no tests'} in {tests['seconds']:.0f} s"
-    notebook_value, notebook_name = None, "notebook"
+    notebook_value, notebook_name = None, "a notebook, colab preset"
     if notebook:
-        notebook_name = f"{Path(notebook['path']).stem}, {notebook['preset']} preset"
+        notebook_name = f"notebook {Path(notebook['path']).stem}, {notebook['preset']} preset"
         if notebook["status"] == "done":
             notebook_value = f"{notebook['seconds']:.0f} s"
         elif notebook["status"] == "failed":
             notebook_value = f"failed after {notebook['seconds']:.0f} s"
     return [Row("4", "`pytest -m cuda`", tests_value),
-            Row("4", f"notebook ({notebook_name}), start to end", notebook_value)]
+            Row("4", f"{notebook_name}, start to end", notebook_value)]
 
 
 def memory_rows(results: dict | None) -> list[Row]:
@@ -181,7 +182,8 @@ def markdown_table(results: dict | None, registered: list[str] | None = None, ta
 def describe_run(results: dict) -> str:
     """One line on a run: the machine, when, which code, the command, how long, what did not finish."""
     device = results["device"]
-    where = device["name"] if device["type"] == "cuda" else f"CPU, {device.get('threads')} threads"
+    threads = device.get("threads")
+    where = device["name"] if device["type"] == "cuda" else f"CPU, {threads} thread{'s' * (threads != 1)}"
     parts = [f"{where} (torch {device['torch']})", results["started"], f"commit {results.get('commit') or 'unknown'}",
              f"`{results['command']}`", f"{results.get('total_seconds', 0) / 60:.1f} min"]
     load = results.get("load_average")
@@ -209,7 +211,9 @@ def performance_block(gpu: dict | None, smoke: dict | None, registered: list[str
     else:
         parts.append("**Measured on a GPU: not yet.** No GPU run's results file is in `bench/results/`; the "
                      "targets stand until one is.")
-    parts += ["", markdown_table(gpu, registered), ""]
+    parts += ["", markdown_table(gpu, registered), "",
+              "Images/s count both views; s/epoch is one pass over CIFAR-10's 50,000 training images. Method costs: "
+              "eager, the fastest of the epochs after the first, each method's defaults, same data and batch.", ""]
     if smoke:
         parts += ["<details><summary>The CPU smoke run (<code>python bench/suite.py --smoke</code>): every phase "
                   "at toy size, which checks that the suite runs and says nothing about GPU speed</summary>", "",

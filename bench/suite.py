@@ -416,9 +416,10 @@ def write_results(results: dict, path: Path) -> None:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit, with "-dirty" when tracked files have changed (None: not a git checkout)."""
     try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10)
+        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None

@@ -75,7 +75,7 @@ def test_measured_figures_carry_the_gpu_and_the_date():
     assert figures["retired: time per epoch / simclr's"] == "error: ValueError: bad | thing"
     assert "error: ValueError: bad \\| thing" in table                           # a | in a cell is escaped
     assert figures["`pytest -m cuda`"] == "5 passed in 14 s"
-    assert figures["notebook (00_setup_and_tour, colab preset), start to end"] == "31 s"
+    assert figures["notebook 00_setup_and_tour, colab preset, start to end"] == "31 s"
     assert figures["peak GPU memory, phase 1 throughput"] == "12.3 GB"
     for line in table.splitlines()[2:]:
         cells = line.split(" | ")
