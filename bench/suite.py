@@ -3,7 +3,7 @@
     python bench/suite.py                                 # this machine's GPU, 12-minute budget (make bench)
     python bench/suite.py --pack data/cifar10-jpeg.npz    # CIFAR-10 unpacked from the offline JPEG pack first
     python bench/suite.py --budget-minutes 9.25           # a shorter window: phase 3 is trimmed first
-    python bench/suite.py --smoke                         # every phase at toy size on the CPU, < 2 minutes
+    python bench/suite.py --smoke                         # every phase at toy size on the CPU, about a minute
 
 The phases run in order of importance, each under its own time cap, and the results file is written after
 every phase, so a run that is cut short still leaves the first results:
