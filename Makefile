@@ -30,7 +30,7 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help
+.PHONY: mutate venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
@@ -41,6 +41,7 @@ help:
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
 	@echo "make student          write the notebooks without their solutions into student/"
 	@echo "make bench            measure every GPU figure of the README (bench/suite.py; BENCH_ARGS=--smoke on a CPU)"
+	@echo "make mutate           mutation scores of losses, evaluate, augment, train (slow; MODULE=... for one)"
 	@echo "make venv             only set up .venv"
 	@echo "make clean-venv       delete .venv"
 
@@ -98,3 +99,10 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Would the tests notice a wrong line? One small edit per mutant, the module's tests against each (not in CI:
+# about an hour for all four modules on 2 cores). MODULE=clcourse/losses.py for one, MUTATE_ARGS="--sample 40".
+MODULE ?= all
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py $(MODULE) $(MUTATE_ARGS)
