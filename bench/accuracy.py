@@ -3,6 +3,7 @@
     python bench/accuracy.py --method simclr --epochs 200 --compile
     python bench/accuracy.py --method all --epochs 200 --compile    # every method in turn, same seed and budget
     python bench/accuracy.py --method moco,mochi --epochs 200       # a few of them
+    python bench/accuracy.py --method moco,sce --epochs 200 --linear-probe   # MoCo v2 vs SCE (notebook 07)
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
@@ -115,6 +116,8 @@ def print_summary(results: list[dict]) -> None:
     seconds = {r["method"]: r["median_epoch_seconds"] for r in results}
     if "moco" in seconds and "mochi" in seconds:
         print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
+    if "moco" in seconds and "sce" in seconds:
+        print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .evaluate import extract_features
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, sce
 from .models import projection_mlp, use_split_batchnorm
 from .presets import no_autocast
 from .validation import require_in_range, require_int_at_least, require_positive
@@ -256,6 +256,9 @@ class MoCo(Method):
     `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
     their image indices).
 
+    Both views are made with `augment` unless `key_augment` gives the key view (views[1]) its own recipe, as
+    SCE's weak view.
+
     Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits, learning
     rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
     """
@@ -264,13 +267,13 @@ class MoCo(Method):
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, queue_size: int = 4096, momentum: float = 0.99,
                  bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
-                 projector_hidden: int = 512, projector_out: int = 128, augment=None,
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None, key_augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
                  enqueue: Callable | None = None):
         if augment is None:
             from .augment import simclr_cifar
             augment = simclr_cifar()
-        super().__init__(backbone, (augment, augment))
+        super().__init__(backbone, (augment, key_augment or augment))
         temperature = require_positive("temperature", temperature)
         queue_size = require_int_at_least("queue_size", queue_size, 1)
         momentum = require_in_range("momentum", momentum, 0.0, 1.0)
@@ -444,7 +447,75 @@ class MoCHi(MoCo):
                              logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
 
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi}
+class SCE(MoCo):
+    """Similarity Contrastive Estimation (Denize et al., WACV 2023) on MoCo v2: the query q = g(f(strong view))
+    predicts, over its key and the queue, a soft target that the momentum encoder makes from a weak view of the
+    same image: lambda on the key, 1 - lambda spread over the queue entries the key finds similar
+    (`clcourse.losses.sce`). Negatives that look like the image are pushed less; lambda = 1 is MoCo v2's loss.
+
+    What SCE changes in MoCo v2, as in the authors' CIFAR-10 configuration:
+    - the views: the strong one (`augment`, default the course's SimCLR recipe) goes to the online encoder, the
+      weak one (`key_augment`, default crop + flip, `clcourse.augment.weak`) to the momentum encoder, which
+      makes the key and the target (a target from a strong view is a noisier relation);
+    - split BN in the momentum encoder only: keys are computed on a shuffled batch in `bn_splits` groups, as in
+      MoCo, while the online encoder keeps ordinary batch-norm over the whole batch (`bn_splits` times more
+      samples per statistic than a split). A query and its key are still never normalised with the same
+      statistics, which is all that shuffle BN is for, so the authors' choice is kept;
+    - the defaults: lambda = 0.5, tau = 0.1, tau_m = 0.05, K = 4096, m = 0.99, non-symmetric, learning rate
+      0.06 per 256 images.
+
+    Kept from the course's MoCo v2, unlike the authors' code: the projector has no batch-norm (theirs: 512-512
+    with BN and ReLU, then 128) and the strong view no Gaussian blur (theirs: p = 0.5), so that SCE differs from
+    MoCo v2 only in the loss, the key's view and where BN is split.
+
+    `loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None) -> scalar` is
+    `clcourse.losses.sce` unless given, e.g. the function a student wrote in notebook 07; it receives unit
+    vectors in float32, with autocast off, and `queue_mask` (keys of the query's own image) when
+    `mask_same_image` is on. SCE makes its logits inside its loss, so MoCo's `logits=` is not taken.
+    """
+
+    lr = 0.06   # the authors' CIFAR-10 configuration: SGD 0.06 for a batch of 256
+
+    def __init__(self, backbone: nn.Module, lam: float = 0.5, temperature: float = 0.1,
+                 temperature_momentum: float = 0.05, bn_splits: int = 8, augment=None, key_augment=None,
+                 loss: Callable | None = None, **options):
+        if "logits" in options:
+            raise ValueError("logits is not an option of SCE, which makes its logits inside its loss: give "
+                             "loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None) instead")
+        lam = require_in_range("lam", lam, 0.0, 1.0)
+        temperature_momentum = require_positive("temperature_momentum", temperature_momentum)
+        bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(q, k, queue, temperature, temperature_momentum, lam, "
+                             f"queue_mask=None), got {loss!r}")
+        if key_augment is None:
+            from .augment import weak
+            key_augment = weak()
+        # bn_splits=1: MoCo would split both encoders; only the momentum encoder is split, below.
+        super().__init__(backbone, temperature=temperature, bn_splits=1, augment=augment, key_augment=key_augment,
+                         **options)
+        if bn_splits > 1:
+            use_split_batchnorm(self.key_backbone, bn_splits)
+            for parameter in self.key_encoder().parameters():    # the new layers' parameters, too: no gradient
+                parameter.requires_grad_(False)
+        self.bn_splits = bn_splits
+        self.lam, self.temperature_momentum = lam, temperature_momentum
+        self.loss = loss or sce
+        self.hyperparameters.update(bn_splits=bn_splits, lam=lam, temperature_momentum=temperature_momentum)
+
+    def config(self) -> dict:
+        return {**Method.config(self), "functions": {"loss": describe(self.loss),
+                                                     "momentum_update": describe(self.momentum_update_fn),
+                                                     "enqueue": describe(self.enqueue_fn)}}
+
+    def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # float32 with autocast off, so that no loss, a student's included, runs its exponentials in half precision
+        with no_autocast(q.device):
+            return self.loss(q.float(), k.float(), self.queue.float(), self.temperature, self.temperature_momentum,
+                             self.lam, queue_mask=self.same_image_mask(index))
+
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi, "sce": SCE}
 
 
 def build_method(name: str, backbone: nn.Module, **options) -> Method:

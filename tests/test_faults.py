@@ -26,7 +26,7 @@ from clcourse.augment import simclr_cifar
 from clcourse.data import load_dataset
 from clcourse.evaluate import extract_features, knn_accuracy, linear_probe
 from clcourse.losses import info_nce, moco_info_nce
-from clcourse.methods import SimCLR, build_method
+from clcourse.methods import METHODS, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
 from clcourse.negatives import effective_negatives, hardest_negatives
 from clcourse.train import KnnData, NonFiniteLossError, load_weights, snapshots_by_epoch, train
@@ -57,8 +57,10 @@ def assert_same_weights(a, b):
 def tiny_method(name, **options):
     torch.manual_seed(0)
     options = {"projector_hidden": 16, "projector_out": 8, "augment": noisy_views, **options}
-    if name in ("moco", "mochi"):
+    if issubclass(METHODS[name], MoCo):
         options = {"queue_size": 32, "bn_splits": 2, **options}
+    if name == "sce":
+        options = {"key_augment": options["augment"], **options}
     if name == "mochi":
         options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
     return build_method(name, Backbone(SmallCNN(width=4)), **options)
@@ -612,7 +614,7 @@ def test_the_nan_message_says_intact_only_when_a_checkpoint_exists(images, tmp_p
 
 # ---------------------------------------------------------------- the checks stay out of the training step
 
-@pytest.mark.parametrize("name", ["simclr", "dcl", "hcl", "moco", "mochi"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_training_step_reads_nothing_on_the_host(images, monkeypatch, name):
     """The checks above run where data enters, once; inside a step (views, loss, after-step update) no value
     is read on the host, which on a GPU would stall every step. Seen here as a Tensor that refuses to become a

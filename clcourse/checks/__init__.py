@@ -9,6 +9,7 @@ from ._core import ExerciseError
 from .geometry import check_false_negative_rate, check_negative_weights
 from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
 from .moco import check_enqueue, check_moco_logits, check_momentum_update
+from .sce import check_sce_loss, check_soft_target
 from .simclr import check_info_nce, check_positive_mask, check_similarity_matrix
 
 __all__ = [
@@ -21,4 +22,6 @@ __all__ = [
     "check_enqueue", "check_momentum_update", "check_moco_logits",
     # notebook 04: DCL, HCL, MoCHi
     "check_dcl", "check_hcl", "check_mix_negatives", "check_mix_query",
+    # notebook 07: SCE
+    "check_soft_target", "check_sce_loss",
 ]
