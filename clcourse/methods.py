@@ -442,7 +442,7 @@ class ClaeOutput(NamedTuple):
 def clae_objective(encode: Callable, encode_adversarial: Callable, attack: Callable, loss: Callable,
                    view1: torch.Tensor, view2: torch.Tensor, alpha: float) -> ClaeOutput:
     r"""CLAE's loss for one batch of two views (Ho & Vasconcelos, "Contrastive Learning with Adversarial
-    Examples", NeurIPS 2020, https://arxiv.org/abs/2010.12050, as in the authors' SimCLR code):
+    Examples", NeurIPS 2020, https://arxiv.org/abs/2010.12050; the SimCLR variant of the authors' code):
 
         z_i, z_j = g(f(x_i)), g(f(x_j))                 one clean forward pass of the 2B views
         x_adv    = attack(encode_adversarial, x_i)      x_i + delta, delta from FGSM on L (`contrastive_attack`)
@@ -515,6 +515,12 @@ class CLAE(Method):
     `compilable = False`: the attack takes an input gradient (torch.autograd.grad) inside the step, which
     TorchDynamo does not trace, so the training loop runs this step eagerly; the dual batch-norm layers
     themselves compile.
+
+    Differences from the authors' SimCLR code: the two views share one clean forward pass (theirs: one pass
+    per view); the attack makes one forward pass (theirs: two with identical outputs, which move the
+    adversarial running statistics twice); x_adv is clipped to [0, 1] (theirs is not); the projector has
+    batch-norm, which gets its adversarial twin too (theirs has none); the optimiser is the course's SGD
+    recipe (theirs: Adam, lr 3e-4).
     """
 
     compilable = False
@@ -579,7 +585,7 @@ class CLAE(Method):
         """The base loss summed over the 2B anchors: the attack's objective (same gradient sign as the mean)."""
         return self.base.contrastive_loss(z_anchor, z) * (2 * z.shape[0])
 
-    def adversarial_views(self, encode: Callable, x: torch.Tensor) -> torch.Tensor:
+    def perturb(self, encode: Callable, x: torch.Tensor) -> torch.Tensor:
         """x + delta: FGSM (or PGD) on `attack_loss` through `encode`, or the given `attack`."""
         if self.attack_fn is not None:
             return self.attack_fn(encode, x, self.epsilon, self.attack_loss)
@@ -588,7 +594,7 @@ class CLAE(Method):
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
         encode_adversarial = _FirstOutput(self.encode_adversarial)
-        loss, z1, z2, z_adv = self.objective_fn(self.encode, encode_adversarial, self.adversarial_views,
+        loss, z1, z2, z_adv = self.objective_fn(self.encode, encode_adversarial, self.perturb,
                                                 self.base.contrastive_loss, view1, view2, self.alpha)
         if encode_adversarial.first is None:
             raise ValueError(f"objective ({describe(self.objective_fn)}) never called encode_adversarial: the "

@@ -543,7 +543,8 @@ def rank_among_negatives(anchors: torch.Tensor, negatives: Iterable[torch.Tensor
     image m, the fraction of anchor k's real negatives that are *less* similar to the anchor than the new
     point of image m,
 
-        r_{km} = \frac{1}{V (B - 1)} \sum_{v=1}^{V} \sum_{n \ne k} \mathbb{1}\big[ s(a_k, z^{(v)}_n) < s(a_k, c_m) \big],
+        r_{km} = \frac{1}{V (B - 1)} \sum_{v=1}^{V} \sum_{n \ne k}
+                 \mathbb{1}\big[ s(a_k, z^{(v)}_n) < s(a_k, c_m) \big],
         \qquad m \ne k,
 
     with s the cosine similarity, z^{(v)} the V views whose other-image rows are the real negatives, and c

@@ -193,7 +193,7 @@ def test_pgd_attack_steps_stay_in_the_ball_and_raise_the_loss_more_than_fgsm():
         with torch.no_grad():
             with adversarial_batchnorm(method):
                 anchors = method.encode(view1)
-        x_adv = method.adversarial_views(method.encode_adversarial, view1)
+        x_adv = method.perturb(method.encode_adversarial, view1)
         assert (x_adv - view1).abs().max() <= 0.05 + 1e-12 and x_adv.min() >= 0 and x_adv.max() <= 1
         with torch.no_grad():
             raised[steps] = (method.attack_loss(anchors, method.encode_adversarial(x_adv))
@@ -210,7 +210,7 @@ def test_logs_are_the_diagnostics_they_name():
     with torch.no_grad():
         z1, z2 = probe.encode(torch.cat([view1, view2])).chunk(2)
         at_zero = probe.encode_adversarial(view1)            # the attack's own first pass, at delta = 0
-    z_adv = probe.encode_adversarial(probe.adversarial_views(probe.encode_adversarial, view1)).detach()
+    z_adv = probe.encode_adversarial(probe.perturb(probe.encode_adversarial, view1)).detach()
     z1, z2, z_adv, at_zero = (z.float() for z in (z1, z2, z_adv, at_zero))
     u1, u2, u_adv = (F.normalize(z, dim=1) for z in (z1, z2, z_adv))
     logs = output.logs
@@ -331,7 +331,8 @@ def test_rank_among_negatives_matches_a_loop(batch, views):
     generator = torch.Generator().manual_seed(batch)
     anchors, candidates = torch.randn(batch, 4, generator=generator), torch.randn(batch, 4, generator=generator)
     negatives = [torch.randn(batch, 4, generator=generator) for _ in range(views)]
-    assert torch.allclose(rank_among_negatives(anchors, negatives, candidates), loop_rank(anchors, negatives, candidates))
+    expected = loop_rank(anchors, negatives, candidates)
+    assert torch.allclose(rank_among_negatives(anchors, negatives, candidates), expected)
 
 
 def test_rank_is_one_for_a_copy_of_the_anchor_and_zero_for_its_opposite():
@@ -365,4 +366,38 @@ def test_contrastive_attack_on_a_method_is_what_the_method_uses():
     method = tiny_clae()
     view1, _ = tiny_views(7)
     expected = contrastive_attack(copy.deepcopy(method).encode_adversarial, view1, 0.05, method.attack_loss)
-    assert torch.equal(method.adversarial_views(method.encode_adversarial, view1), expected)
+    assert torch.equal(method.perturb(method.encode_adversarial, view1), expected)
+
+
+# ---------------------------------------------------------------- the measurement of notebook 05
+
+def test_adversarial_views_measures_what_training_logs_and_leaves_the_method_alone():
+    from clcourse.diagnostics import adversarial_views
+    method = tiny_clae().float()
+    images = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    state = copy.deepcopy(method.state_dict())
+    report = adversarial_views(method, images, 0.05, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(value, method.state_dict()[key]) for key, value in state.items())
+    logs = method.training_step(batch_of(method.make_views(images, torch.Generator().manual_seed(3)))).logs
+    assert torch.allclose(report.loss_after, logs["adversarial_loss"], atol=1e-6)
+    assert torch.allclose(report.attack_raise, logs["attack_raise"], atol=1e-6)
+    assert torch.allclose(report.rank.mean(), logs["adversarial_negative_rank"])
+    assert torch.allclose((report.z1 * report.z_adv).sum(1).mean(), logs["adversarial_similarity"], atol=1e-6)
+    assert (report.adversarial - report.view1).abs().max() <= 0.05 + 1e-6
+
+    # anchor 0's negatives in the adversarial term: the other clean views z1_m and adversarial views z_adv_m
+    z1, z_adv = report.z1, report.z_adv
+    logits = torch.cat([(z1[0] * z_adv[0]).sum()[None], z1[0] @ z1[1:].T, z1[0] @ z_adv[1:].T]) / 0.5
+    weights = torch.softmax(logits, 0)[1:]
+    assert torch.allclose(report.adversarial_weight_share[0], weights[5:].sum() / weights.sum(), atol=1e-6)
+
+
+def test_adversarial_views_of_a_simclr_encoder_and_of_other_methods():
+    from clcourse.diagnostics import adversarial_views
+    torch.manual_seed(0)
+    simclr = SimCLR(Backbone(Tiny()), projector_hidden=6, projector_out=5, augment=noisy_views)
+    images = torch.randint(0, 256, (5, 3, 5, 5), dtype=torch.uint8)
+    report = adversarial_views(simclr, images, 0.03, steps=3)
+    assert report.rank.shape == (5, 4) and report.attack_raise > 0
+    with pytest.raises(ValueError, match="method must be CLAE or a SimCLR-family method"):
+        adversarial_views(build_method("moco", Backbone(SmallCNN(width=4)), queue_size=8), images, 0.03)

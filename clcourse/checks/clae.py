@@ -172,7 +172,8 @@ def check_clae_objective(fn) -> None:
         diagnose("clae_objective's loss", loss.detach(), reference.loss.detach(), {
             "The adversarial term compares z_adv with z1, the embedding of the view it was made from: "
             "L(z1, z2) + alpha * L(z1, z_adv).": term(r1, r2) + alpha * term(r2, radv),
-            "alpha weighs the adversarial term: L(z1, z2) + alpha * L(z1, z_adv).": alpha * term(r1, r2) + term(r1, radv),
+            "alpha weighs the adversarial term: L(z1, z2) + alpha * L(z1, z_adv).":
+                alpha * term(r1, r2) + term(r1, radv),
             "Weigh the adversarial term by alpha: L(z1, z2) + alpha * L(z1, z_adv).": term(r1, r2) + term(r1, radv),
             "Keep the clean term: CLAE adds the adversarial term to the loss, L(z1, z2) + alpha * L(z1, z_adv).":
                 alpha * term(r1, radv),
