@@ -47,11 +47,14 @@ help:
 
 venv: $(STAMP)
 
+# torchattacks is the test oracle of clcourse/attacks.py (tests/test_attacks.py), installed with --no-deps:
+# it pins requests~=2.25.1, which jupyterlab-server (requests>=2.31) rules out, and never imports requests.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "pip>=21.3"
 	$(BIN)/python -m pip install $(PIP_TORCH_ARGS)
 	$(BIN)/python -m pip install -e '.[lab,test]'
+	$(BIN)/python -m pip install --no-deps "torchattacks>=3.5"
 	touch $@
 
 lab: $(STAMP)

@@ -4,6 +4,7 @@
     python bench/accuracy.py --method all --epochs 200 --compile    # every method in turn, same seed and budget
     python bench/accuracy.py --method moco,mochi --epochs 200       # a few of them
     python bench/accuracy.py --method moco,sce --epochs 200 --linear-probe   # MoCo v2 vs SCE (notebook 07)
+    python bench/accuracy.py --method simclr,clae --epochs 200      # CLAE's extra cost per epoch over SimCLR
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
@@ -118,6 +119,8 @@ def print_summary(results: list[dict]) -> None:
         print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
     if "moco" in seconds and "sce" in seconds:
         print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
+    if "simclr" in seconds and "clae" in seconds:
+        print(f"CLAE's time per epoch over SimCLR: {seconds['clae'] / seconds['simclr']:.2f}x (target: at most 2.2x)")
 
 
 def main(argv=None):

@@ -533,3 +533,64 @@ def embedding_map(features: torch.Tensor, method: str = "pca", n_components: int
     """Coordinates [N, n_components] (float32 numpy) of a map of the features; see :func:`fit_embedding_map`,
     which also returns what is needed to place new points on the map."""
     return fit_embedding_map(features, method, n_components, seed, normalize, cache, **umap_kwargs).coords
+
+
+# ---------------------------------------------------------------- how hard new negatives are (CLAE)
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The entries of a square matrix [B, B] off its diagonal, row by row in column order: [B, B - 1]
+    (a gather of fixed shape, where a boolean mask would need a host synchronisation on a GPU)."""
+    n = matrix.shape[0]
+    columns = torch.arange(n - 1, device=matrix.device).expand(n, n - 1)
+    columns = columns + (columns >= torch.arange(n, device=matrix.device)[:, None])
+    return matrix.gather(1, columns)
+
+
+@torch.no_grad()
+def rank_among_negatives(anchors: torch.Tensor, negatives: Iterable[torch.Tensor],
+                         candidates: torch.Tensor) -> torch.Tensor:
+    r"""How hard new points are as negatives, measured against the real ones: for anchor k and each other
+    image m, the fraction of anchor k's real negatives that are *less* similar to the anchor than the new
+    point of image m,
+
+        r_{km} = \frac{1}{V (B - 1)} \sum_{v=1}^{V} \sum_{n \ne k}
+                 \mathbb{1}\big[ s(a_k, z^{(v)}_n) < s(a_k, c_m) \big],
+        \qquad m \ne k,
+
+    with s the cosine similarity, z^{(v)} the V views whose other-image rows are the real negatives, and c
+    the candidates (row b of every tensor belongs to image b). r = 0: easier than every real negative;
+    r = 1: harder than all of them; a real negative itself ranks about uniformly in [0, 1].
+
+    CLAE: `rank_among_negatives(z1, (z1, z2), z_adv)` ranks each adversarial view among the negatives
+    SimCLR's loss gives anchor z1_k (the 2B - 2 views of the other images). Sorting each anchor's real
+    negatives once and binary-searching the candidates costs O(B V B log(V B)), not O(B^3 V).
+
+    Args:
+        anchors: [B, D] embeddings, B >= 2.
+        negatives: one or more [B, D] views of the same B images.
+        candidates: [B, D], the new point of each image.
+
+    Returns:
+        float32 [B, B - 1]: row k holds r_{km} for m = 0, ..., B - 1 without k, detached.
+    """
+    require_embeddings("anchors", anchors)
+    negatives = list(negatives) if not isinstance(negatives, torch.Tensor) else [negatives]
+    if not negatives:
+        raise ValueError("negatives must hold at least one [B, D] view, got none")
+    batch_size = anchors.shape[0]
+    if batch_size < 2:
+        raise ValueError(f"anchors must hold at least 2 images (an anchor needs other images), got {batch_size}")
+    for name, t in [("candidates", candidates)] + [(f"negatives[{i}]", v) for i, v in enumerate(negatives)]:
+        require_embeddings(name, t)
+        if t.shape != anchors.shape:
+            raise ValueError(f"{name} must have the shape of anchors {tuple(anchors.shape)}, got {tuple(t.shape)}")
+    with no_autocast(anchors.device):
+        a = _unit_float32(anchors)
+        real = torch.cat([_unit_float32(view) for view in negatives])            # [V B, D]
+        image = torch.arange(len(real), device=a.device) % batch_size
+        own_image = image[None, :] == torch.arange(batch_size, device=a.device)[:, None]
+        # The anchor's own views sort last (+inf) and are never counted as less similar than a candidate.
+        real_similarity = (a @ real.T).masked_fill(own_image, float("inf")).sort(dim=1).values
+        candidate_similarity = a @ _unit_float32(candidates).T                     # [B, B]
+        less_similar = torch.searchsorted(real_similarity, candidate_similarity.contiguous())
+        return off_diagonal(less_similar.float() / (len(negatives) * (batch_size - 1)))

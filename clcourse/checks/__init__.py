@@ -6,6 +6,7 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
     check_info_nce(my_info_nce)
 """
 from ._core import ExerciseError
+from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_false_negative_rate, check_negative_weights
 from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
 from .moco import check_enqueue, check_moco_logits, check_momentum_update
@@ -24,4 +25,6 @@ __all__ = [
     "check_dcl", "check_hcl", "check_mix_negatives", "check_mix_query",
     # notebook 07: SCE
     "check_soft_target", "check_sce_loss",
+    # notebook 05: adversarial examples, CLAE
+    "check_fgsm_contrastive", "check_clae_objective",
 ]
