@@ -30,7 +30,8 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: mutate venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help
+.PHONY: mutate venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
+	nbgrader test-nbgrader test-browser
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
@@ -40,6 +41,9 @@ help:
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
 	@echo "make student          write the notebooks without their solutions into student/"
+	@echo "make nbgrader         write an nbgrader course folder into classroom/ (NBGRADER_OUT=...)"
+	@echo "make test-nbgrader    nbgrader autogrades notebook 01 three times (NBGRADER_NOTEBOOKS=all: every one)"
+	@echo "make test-browser     the course in a real JupyterLab, driven by headless Chromium"
 	@echo "make bench            measure every GPU figure of the README (bench/suite.py; BENCH_ARGS=--smoke on a CPU)"
 	@echo "make mutate           mutation scores of losses, evaluate, augment, train (slow; MODULE=... for one)"
 	@echo "make venv             only set up .venv"
@@ -94,6 +98,25 @@ check-notebooks: $(STAMP)
 # The version handed out to students: each solution becomes `raise NotImplementedError()` (git-ignored).
 student: $(STAMP)
 	$(BIN)/python tools/notebooks.py student
+
+# Teaching: nbgrader (the `instructor` extra), installed on top of the course's venv when first needed.
+INSTRUCTOR_STAMP := $(VENV)/.clcourse-instructor
+NBGRADER_OUT ?= classroom
+# Notebook numbers for test-nbgrader ("01 05"), or all. CI grades notebook 01 (about 2-3 minutes on 2 cores).
+NBGRADER_NOTEBOOKS ?= 01
+
+$(INSTRUCTOR_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[instructor]'
+	touch $@
+
+# An nbgrader course folder (nbgrader_config.py, source/<notebook>/): see the README, "Teaching with the course".
+nbgrader: $(INSTRUCTOR_STAMP)
+	$(BIN)/python tools/notebooks.py nbgrader $(NBGRADER_OUT)
+
+# nbgrader itself generates each assignment and autogrades three submissions (tests/e2e_nbgrader.py).
+test-nbgrader: $(INSTRUCTOR_STAMP)
+	NBGRADER_NOTEBOOKS="$(NBGRADER_NOTEBOOKS)" $(BIN)/python -m pytest tests/e2e_nbgrader.py -rA \
+		$(call junit,nbgrader) $(PYTEST_ARGS)
 
 # Every GPU figure the README's Performance section claims, in one process and a 12-minute budget; writes
 # bench/results/<date>_<gpu>.json (then python bench/report.py puts it into README.md).

@@ -12,6 +12,7 @@ so plain ``nbstripout`` would silently switch every such check off.
     python tools/notebooks.py check   [NOTEBOOK ...]   # exit 1 if a notebook is not clean
     python tools/notebooks.py execute NOTEBOOK [...]   # run with CLCOURSE_PRESET=smoke, save, strip
     python tools/notebooks.py student [NOTEBOOK ...] [--out DIR]   # solutions removed, into student/
+    python tools/notebooks.py nbgrader OUT [NOTEBOOK ...]          # an nbgrader course folder in OUT
 
 ``strip`` clears the outputs and execution counts of every other code cell, drops the widget state
 (it is large and names widget models that no longer exist), drops per-cell run timings, and sets the
@@ -31,6 +32,11 @@ following nbgrader's ``ClearSolutions`` convention: every region from a ``### BE
 in a code cell, ``YOUR ANSWER HERE`` in a markdown cell, indented like the BEGIN line. Every output is
 cleared, the checked cells' too: those are the solution's results, and nbval does not run the student
 versions. The Colab badge is pointed at the copy in ``student/``.
+
+``nbgrader`` writes a course folder for nbgrader (``OUT/nbgrader_config.py``, ``OUT/source/<stem>/<stem>.ipynb``
+for every notebook with exercises): solution cells, each checker call split off into an autograded test cell with
+hidden tests (``clcourse/checks/hidden.py``), everything else read-only; see `nbgrader_source`. It checks every
+notebook before it writes anything.
 """
 from __future__ import annotations
 
@@ -311,6 +317,187 @@ def write_students(paths: list[Path], out_dir: Path) -> int:
     return status
 
 
+# ---- nbgrader: the course as graded assignments --------------------------------------------------------
+
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
+# A checker call: a line at column 0 such as `check_info_nce(info_nce_loss)`; its first argument is the exercise.
+CHECKER_CALL = re.compile(r"^(check_\w+)\(\s*([A-Za-z_]\w*)")
+FUNCTION_DEF = re.compile(r"^\s*def\s+(\w+)\s*\(")
+HEADING = re.compile(r"^#+\s+(.+)$", re.MULTILINE)
+EXERCISE_POINTS = 1   # per exercise: its checker and hidden tests, autograded
+ANSWER_POINTS = 1     # per written answer (a markdown solution region), graded by hand in formgrader
+NBGRADER_CONFIG = '''"""nbgrader's configuration for the clcourse assignments (written by tools/notebooks.py nbgrader).
+
+Assignments are the notebooks in source/; see the README's "Teaching with the course" for the commands."""
+import os
+
+c = get_config()  # noqa: F821 (nbgrader's config loader defines it)
+c.CourseDirectory.course_id = "clcourse"
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+# Grading runs every notebook in the smoke preset (a small CNN on a few thousand images): the exercises' tests do
+# not depend on the preset, and the training cells take seconds instead of a GPU preset's minutes.
+os.environ["CLCOURSE_PRESET"] = "smoke"
+os.environ.setdefault("CLCOURSE_DATA", {data_root!r})
+# Each submission trains its own runs, in runs/ beside it (a relative folder is resolved in the kernel's working
+# directory, the submission's folder): a finished run of another submission is never reused.
+os.environ["CLCOURSE_RUNS"] = "runs"
+c.ExecutePreprocessor.timeout = 600   # seconds per cell; a smoke training cell takes well under a minute
+'''
+
+
+class NbgraderSourceError(ValueError):
+    """A notebook that cannot become an nbgrader assignment; the message names the notebook, cell and line."""
+
+
+def _hidden_tests(checker: str, function: str) -> list[str]:
+    """The hidden-test lines of one exercise: its checker again on the inputs HIDDEN_CASES lists for it."""
+    from clcourse.checks.hidden import HIDDEN_CASES
+
+    calls = HIDDEN_CASES.get(checker)
+    if calls is None:
+        raise KeyError(checker)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in calls.items())
+    return [HIDDEN_BEGIN, f"{checker}({function}, {arguments})", HIDDEN_END]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _nbgrader_metadata(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
+    metadata = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
+    if points is not None:
+        metadata["points"] = points
+    return metadata
+
+
+def nbgrader_source(nb, name: str):
+    """The nbgrader source version of notebook `nb` (file name `name`): every cell with a solution region a
+    solution cell, each checker call (a line ``check_*(function)``) split off into an autograded test cell with
+    EXERCISE_POINTS points and the exercise's hidden tests, every other cell read-only. Markdown answers are
+    manually graded answer cells (nbgrader has no other kind of markdown solution). Outputs are stripped.
+
+    Grade ids are names, stable while the notebook changes around them: the exercise's function (`info_nce_loss`,
+    its test `test_info_nce_loss`), a written answer's heading (`check-your-understanding`), `cell-N` for a
+    read-only cell. Raises NbgraderSourceError (notebook, cell and line) on markers that do not pair up, a checker
+    with no solution before it, a checker without hidden tests, and a grade id used twice."""
+    source = strip_notebook(nb)
+    cells, used = [], {}
+    pending = None   # the solution cell whose checker has not come yet: (grade id, cell number)
+
+    def fail(number, line, message):
+        raise NbgraderSourceError(f"{name}: cell {number}, line {line}: {message}")
+
+    def claim(grade_id, number, line):
+        if grade_id in used:
+            fail(number, line, f"grade_id {grade_id!r} is already used by cell {used[grade_id]}: give the exercise "
+                               "(its function, or the answer's heading) another name")
+        used[grade_id] = number
+
+    for number, cell in enumerate(source.cells):
+        cell = copy.deepcopy(cell)
+        lines = cell.source.split("\n")
+        try:
+            _, regions = clear_solutions(cell.source, CODE_STUB)
+        except SolutionMarkerError as error:
+            line = re.match(r"line (\d+)", str(error))
+            fail(number, line.group(1) if line else "?", str(error).split(": ", 1)[-1])
+        begin = next((i for i, line in enumerate(lines, 1) if line.strip() == SOLUTION_BEGIN), None)
+        if cell.cell_type == "markdown" and regions:
+            heading = HEADING.search(cell.source)
+            grade_id = _slug(heading.group(1)) if heading else f"answer-cell-{number}"
+            claim(grade_id, number, begin)
+            cell.metadata["nbgrader"] = _nbgrader_metadata(grade_id, solution=True, grade=True, points=ANSWER_POINTS)
+            cells.append(cell)
+            continue
+        if cell.cell_type != "code":
+            cell.metadata["nbgrader"] = _nbgrader_metadata(f"cell-{number}", locked=True)
+            claim(f"cell-{number}", number, 1)
+            cells.append(cell)
+            continue
+        checks = [(i, CHECKER_CALL.match(line)) for i, line in enumerate(lines, 1) if CHECKER_CALL.match(line)]
+        first_check = checks[0][0] if checks else len(lines) + 1
+        if begin is not None and begin > first_check:
+            fail(number, begin, f"a solution region after the checker on line {first_check}: the checker must "
+                                "come after the code it checks")
+        if regions:
+            defs = [FUNCTION_DEF.match(line).group(1) for line in lines[:begin] if FUNCTION_DEF.match(line)]
+            grade_id = checks[0][1].group(2) if checks else (defs[-1] if defs else f"cell-{number}")
+            claim(grade_id, number, begin)
+            solution = copy.deepcopy(cell)
+            solution.source = "\n".join(lines[:first_check - 1]).rstrip("\n")
+            solution.metadata["nbgrader"] = _nbgrader_metadata(grade_id, solution=True)
+            cells.append(solution)
+            pending = (grade_id, number)
+        if not checks:
+            if not regions:
+                cell.metadata["nbgrader"] = _nbgrader_metadata(f"cell-{number}", locked=True)
+                claim(f"cell-{number}", number, 1)
+                cells.append(cell)
+            continue
+        line, call = checks[0]
+        if pending is None:
+            fail(number, line, f"{call.group(0)}...) checks {call.group(2)!r}, but no solution cell "
+                               f"({SOLUTION_BEGIN} ... {SOLUTION_END}) comes before it")
+        grade_id = f"test_{pending[0]}"
+        claim(grade_id, number, line)
+        hidden = []
+        for line, call in checks:
+            try:
+                hidden += _hidden_tests(call.group(1), call.group(2))
+            except KeyError:
+                fail(number, line, f"{call.group(1)} has no hidden tests: add its entry to HIDDEN_CASES in "
+                                   "clcourse/checks/hidden.py")
+        test = copy.deepcopy(cell)
+        if "id" in test:   # nbformat 4.5 cell ids are unique; the solution half keeps the original one
+            test.id = f"{test.id}-test"[-64:]
+        test.source = "\n".join(lines[first_check - 1:] + hidden)
+        test.metadata["nbgrader"] = _nbgrader_metadata(grade_id, grade=True, locked=True, points=EXERCISE_POINTS)
+        cells.append(test)
+        pending = None
+    source.cells = cells
+    return source
+
+
+def write_nbgrader(paths: list[Path], out_dir: Path) -> int:
+    """Write the nbgrader course folder `out_dir`: nbgrader_config.py (kept when it exists, as an instructor may
+    have edited it) and source/<stem>/<stem>.ipynb for every notebook with exercises. Checks every notebook
+    first and writes nothing when one is not usable."""
+    sources = {}
+    for path in paths:
+        nb = read_or_report(path)
+        if nb is None:
+            return 1
+        try:
+            source = nbgrader_source(nb, str(path))
+        except NbgraderSourceError as error:
+            print(f"{error}\nnothing written")
+            return 1
+        if any(cell.metadata["nbgrader"]["grade"] for cell in source.cells if cell.cell_type == "code"):
+            sources[path.stem] = source
+        else:
+            print(f"{path}: no exercises, not an assignment")
+    from clcourse.data import DATA_ENV_VAR
+    from clcourse.presets import course_root
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = out_dir / "nbgrader_config.py"
+    if config.exists():
+        print(f"kept {config}")
+    else:
+        config.write_text(NBGRADER_CONFIG.format(
+            data_root=str(Path(os.environ.get(DATA_ENV_VAR) or course_root() / "data").resolve())))
+        print(f"wrote {config}")
+    for stem, source in sources.items():
+        target = out_dir / "source" / stem / f"{stem}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write(source, target)
+        exercises = sum(bool(cell.metadata["nbgrader"]["grade"]) for cell in source.cells if cell.cell_type == "code")
+        print(f"wrote {target} ({exercises} autograded exercises)")
+    return 0
+
+
 def _current_python_kernel_manager():
     """A kernel manager whose 'python3' kernel runs this very Python, whatever kernelspecs are installed
     (the same thing `pytest --nbval-current-env` does)."""
@@ -366,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     command.add_argument("--out", type=Path, default=STUDENT_DIR,
                          help=f"output folder (default: {STUDENT_DIR.relative_to(REPO)}/)")
+    command = commands.add_parser("nbgrader", help="write an nbgrader course folder: the notebooks as assignments")
+    command.add_argument("out", type=Path, help="the course folder (nbgrader_config.py, source/)")
+    command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     args = parser.parse_args(argv)
 
     paths = args.notebooks or default_notebooks()
@@ -378,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(paths)
     if args.command == "student":
         return write_students(paths, args.out)
+    if args.command == "nbgrader":
+        return write_nbgrader(paths, args.out)
     return execute(paths, args.cell_timeout)
 
 

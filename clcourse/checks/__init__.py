@@ -4,6 +4,9 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
 
     from clcourse.checks import check_info_nce
     check_info_nce(my_info_nce)
+
+Each checker also takes `cases=`: other inputs of the form of its default ones (seeds, shapes, hyperparameters),
+which the hidden tests of graded assignments pass (clcourse/checks/hidden.py).
 """
 from ._core import ExerciseError
 from .clae import check_clae_objective, check_fgsm_contrastive

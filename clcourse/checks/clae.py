@@ -45,9 +45,9 @@ def _contrastive_loss(temperature: float) -> Callable:
 
 # ---------------------------------------------------------------- FGSM on a contrastive loss
 
-def check_fgsm_contrastive(fn) -> None:
+def check_fgsm_contrastive(fn, cases=((6, 0.03, 0.5), (5, 0.1, 0.2), (4, 0.05, 1.0))) -> None:
     """fn(encode, x, epsilon, loss) -> x + epsilon sign(grad_x loss(sg[encode(x)], encode(x))), clipped to [0, 1]."""
-    for seed, (batch_size, epsilon, temperature) in enumerate([(6, 0.03, 0.5), (5, 0.1, 0.2), (4, 0.05, 1.0)]):
+    for seed, (batch_size, epsilon, temperature) in enumerate(cases):
         encoder, (x,) = _encoder(seed), _views(seed, batch_size)
         loss = _contrastive_loss(temperature)
         context = f"B={batch_size}, epsilon={epsilon}, temperature={temperature}"
@@ -131,10 +131,10 @@ def _unpack(result) -> tuple[torch.Tensor, ...]:
                  for value, name in zip(result, ("loss", "z1", "z2", "z_adv")))
 
 
-def check_clae_objective(fn) -> None:
+def check_clae_objective(fn, cases=((5, 0.05, 0.5, 0.7), (4, 0.1, 0.2, 2.0))) -> None:
     """fn(encode, encode_adversarial, attack, loss, view1, view2, alpha) -> (L(z1, z2) + alpha L(z1, z_adv), z1, z2,
     z_adv), z1 and z2 from one clean pass, z_adv from the attacked view1 through the adversarial branch."""
-    for seed, (batch_size, epsilon, temperature, alpha) in enumerate([(5, 0.05, 0.5, 0.7), (4, 0.1, 0.2, 2.0)]):
+    for seed, (batch_size, epsilon, temperature, alpha) in enumerate(cases):
         encoder, views = _encoder(seed, dual=True), _views(seed, batch_size, count=2)
         context = f"B={batch_size}, alpha={alpha}"
         variant = lambda **wrong: _clae_variant(encoder, views, epsilon, temperature, alpha, **wrong)  # noqa: E731

@@ -76,10 +76,10 @@ def _false_negative_rate_mistakes(similarities: torch.Tensor, labels: torch.Tens
     return mistakes
 
 
-def check_false_negative_rate(fn) -> None:
+def check_false_negative_rate(fn, cases=((30, 4, 8, (5, 1, 12)), (17, 3, 5, (3, 16)))) -> None:
     """fn(similarities [N, N], labels [N], k) -> the mean over anchors of the fraction of each anchor's k
     hardest negatives (most similar other images) that share its label."""
-    for seed, (n, num_classes, dim, ks) in enumerate([(30, 4, 8, (5, 1, 12)), (17, 3, 5, (3, 16))]):
+    for seed, (n, num_classes, dim, ks) in enumerate(cases):
         similarities, labels = _clustered_similarities(seed, n, num_classes, dim)
         for k in ks:
             context = f"N={n}, {num_classes} classes, k={k}"
@@ -132,10 +132,10 @@ def _negative_weights_mistakes(anchor, positive, negatives, temperature) -> dict
     }
 
 
-def check_negative_weights(fn) -> None:
+def check_negative_weights(fn, cases=((7, 6, 0.2), (12, 4, 0.5), (5, 16, 2.0))) -> None:
     """fn(anchor [D], positive [D], negatives [K, D], temperature) -> [K] gradient weights
     p_k = softmax([s_+, s_1..s_K] / tau)_k on the negatives."""
-    for seed, (num_negatives, dim, temperature) in enumerate([(7, 6, 0.2), (12, 4, 0.5), (5, 16, 2.0)]):
+    for seed, (num_negatives, dim, temperature) in enumerate(cases):
         vectors = _vectors(seed, num_negatives + 2, dim)
         anchor, positive, negatives = vectors[0], vectors[1], vectors[2:]
         context = f"K={num_negatives}, D={dim}, temperature={temperature}"

@@ -155,19 +155,19 @@ def _check_debiased(fn, name: str, cases, hcl_mistakes: bool) -> None:
         raise ExerciseError(f"{name} has the right value but the wrong gradient: is something detached?")
 
 
-def check_dcl(fn) -> None:
+def check_dcl(fn, cases=((4, 8, 0.5, 0.1, False), (6, 32, 0.5, 0.3, True), (5, 3, 0.2, 0.05, False))) -> None:
     """fn(z1 [B, D], z2 [B, D], temperature, tau_plus) -> scalar Debiased Contrastive Learning loss
     (Chuang et al. 2020), compared with the reference in value and gradient."""
-    _check_debiased(fn, "dcl_loss", [(4, 8, 0.5, 0.1, None, False), (6, 32, 0.5, 0.3, None, True),
-                                     (5, 3, 0.2, 0.05, None, False)], hcl_mistakes=False)
+    _check_debiased(fn, "dcl_loss", [(b, d, t, tau_plus, None, close) for b, d, t, tau_plus, close in cases],
+                    hcl_mistakes=False)
     passed("dcl_loss", "value and gradient match the reference, the floor N e^{−1/t} included")
 
 
-def check_hcl(fn) -> None:
+def check_hcl(fn, cases=((4, 8, 0.5, 0.1, 3.0, False), (6, 32, 0.5, 0.3, 1.5, True),
+                         (5, 3, 0.2, 0.05, 0.5, False))) -> None:
     """fn(z1 [B, D], z2 [B, D], temperature, tau_plus, beta) -> scalar HCL loss (Robinson et al. 2021, as in the
     authors' code), compared with the reference in value and gradient."""
-    _check_debiased(fn, "hcl_loss", [(4, 8, 0.5, 0.1, 3.0, False), (6, 32, 0.5, 0.3, 1.5, True),
-                                     (5, 3, 0.2, 0.05, 0.5, False)], hcl_mistakes=True)
+    _check_debiased(fn, "hcl_loss", cases, hcl_mistakes=True)
     passed("hcl_loss", "value and gradient match the reference (β in the exponent, weights normalised by their mean)")
 
 
@@ -208,11 +208,11 @@ def reference_mix_negatives(queue, hardest, first, second, alpha) -> torch.Tenso
     return F.normalize(a * queue[hardest.gather(1, first)] + (1 - a) * queue[hardest.gather(1, second)], dim=2)
 
 
-def check_mix_negatives(fn) -> None:
+def check_mix_negatives(fn, cases=(0, 1, 2)) -> None:
     """fn(queue [K, D], hardest [B, N], first [B, s], second [B, s], alpha [B, s]) -> [B, s, D]: MoCHi's type-1
     negatives, normalize(alpha n_a + (1 - alpha) n_b) with n_a, n_b the queue rows at positions `first`,
     `second` of each query's hardest list."""
-    for seed in range(3):
+    for seed in cases:
         q, queue, hardest, first, second, alpha = _mochi_inputs(seed, batch_size=3 + seed)
         batch_size, mixes = first.shape
         context = f"B={batch_size}, N={hardest.shape[1]}, s={mixes}"
@@ -241,11 +241,11 @@ def reference_mix_query(q, queue, hardest, pick, beta) -> torch.Tensor:
     return F.normalize(b * q.detach().unsqueeze(1) + (1 - b) * queue[hardest.gather(1, pick)], dim=2)
 
 
-def check_mix_query(fn) -> None:
+def check_mix_query(fn, cases=(0, 1, 2)) -> None:
     """fn(q [B, D], queue [K, D], hardest [B, N], pick [B, s'], beta [B, s']) -> [B, s', D]: MoCHi's type-2
     negatives, normalize(beta q + (1 - beta) n) with n the queue row at position `pick` of the query's hardest
     list and beta in (0, 0.5); detached from q."""
-    for seed in range(3):
+    for seed in cases:
         q, queue, hardest, pick, _, beta = _mochi_inputs(10 + seed, batch_size=3 + seed)
         beta = 0.5 * beta
         batch_size, mixes = pick.shape

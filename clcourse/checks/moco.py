@@ -42,11 +42,11 @@ def _call_enqueue(fn, queue: torch.Tensor, pointer: int, keys: torch.Tensor) -> 
     return as_tensor(result[0], "enqueue's queue"), _as_pointer(result[1])
 
 
-def check_enqueue(fn) -> None:
+def check_enqueue(fn, cases=((8, 3, 0), (8, 3, 2), (8, 3, 6), (6, 3, 3), (5, 5, 1))) -> None:
     """fn(queue [K, D], pointer, keys [B, D]) -> (new queue, new pointer): a ring buffer that overwrites the B
     oldest entries, starting at `pointer`, and moves the pointer past them."""
     g = seeded(0)
-    for size, batch, pointer in [(8, 3, 0), (8, 3, 2), (8, 3, 6), (6, 3, 3), (5, 5, 1)]:
+    for size, batch, pointer in cases:
         queue = torch.randn(size, 4, generator=g, dtype=torch.float64)
         keys = torch.randn(batch, 4, generator=g, dtype=torch.float64)
         context = f"K={size}, B={batch}, pointer={pointer}"
@@ -109,10 +109,10 @@ def _state(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
-def check_momentum_update(fn) -> None:
+def check_momentum_update(fn, cases=(0.9, 0.99, 0.7)) -> None:
     """fn(key_encoder, query_encoder, momentum) updates the key encoder's parameters in place:
     theta_k <- m theta_k + (1 - m) theta_q, and leaves the query encoder alone."""
-    for seed, momentum in enumerate([0.9, 0.99, 0.7]):
+    for seed, momentum in enumerate(cases):
         key, query = _encoders(seed)
         old_key, old_query = _state(key), _state(query)
         context = f"momentum={momentum}"
@@ -150,10 +150,10 @@ def reference_moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
     return torch.cat([positive, q @ queue.T], dim=1) / temperature
 
 
-def check_moco_logits(fn) -> None:
+def check_moco_logits(fn, cases=((4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.0))) -> None:
     """fn(q [B, D], k [B, D], queue [K, D], temperature) -> logits [B, 1 + K]: the positive q.k in column 0,
     then q.n for every queue entry, all divided by the temperature; k and the queue get no gradient."""
-    for seed, (batch, size, dim, temperature) in enumerate([(4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.0)]):
+    for seed, (batch, size, dim, temperature) in enumerate(cases):
         g = seeded(seed)
         unit = lambda n: F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)  # noqa: E731
         q, k, queue = unit(batch), unit(batch), unit(size)

@@ -59,12 +59,12 @@ def soft_target_variant(k: torch.Tensor, queue: torch.Tensor, temperature_moment
     return torch.cat([torch.full_like(relation[:, :1], positive), relation], dim=1)
 
 
-def check_soft_target(fn) -> None:
+def check_soft_target(fn, cases=None) -> None:
     """fn(k [B, D], queue [K, D], temperature_momentum, lam, queue_mask=None) -> target [B, 1 + K]: lambda in
     column 0 (the key itself), (1 - lambda) softmax_j(k . n_j / tau_m) over the queue entries the mask leaves,
     0 on masked ones; no gradient. Inputs are unit vectors."""
-    cases = [(4, 10, 8, 0.2, 0.5, False), (3, 12, 5, 0.1, 0.3, True), (5, 6, 16, 0.05, 0.8, True),
-             (2, 9, 4, 0.5, 0.0, False)]
+    cases = cases or [(4, 10, 8, 0.2, 0.5, False), (3, 12, 5, 0.1, 0.3, True), (5, 6, 16, 0.05, 0.8, True),
+                      (2, 9, 4, 0.5, 0.0, False)]
     for seed, (batch, size, dim, temperature_momentum, lam, masked) in enumerate(cases):
         _, k, queue, mask = _inputs(seed, batch, size, dim, masked)
         context = (f"B={batch}, K={size}, D={dim}, τm={temperature_momentum}, λ={lam}"
@@ -157,12 +157,12 @@ def _loss_mistakes(q, k, queue, temperature, temperature_momentum, lam, mask) ->
     return mistakes
 
 
-def check_sce_loss(fn) -> None:
+def check_sce_loss(fn, cases=None) -> None:
     """fn(q [B, D], k [B, D], queue [K, D], temperature, temperature_momentum, lam, queue_mask=None) -> scalar:
     mean over queries of −Σ_c w_c log softmax([q · k, q · n_1..K] / τ)_c with w the soft target; masked queue
     entries left out of both; gradient into q only. Inputs are unit vectors."""
-    cases = [(4, 10, 8, 0.1, 0.05, 0.5, False), (3, 12, 5, 0.2, 0.1, 0.3, True), (5, 6, 16, 0.5, 0.2, 0.0, True),
-             (4, 7, 8, 0.1, 0.05, 1.0, False)]
+    cases = cases or [(4, 10, 8, 0.1, 0.05, 0.5, False), (3, 12, 5, 0.2, 0.1, 0.3, True),
+                      (5, 6, 16, 0.5, 0.2, 0.0, True), (4, 7, 8, 0.1, 0.05, 1.0, False)]
     for seed, (batch, size, dim, temperature, temperature_momentum, lam, masked) in enumerate(cases):
         q, k, queue, mask = _inputs(10 + seed, batch, size, dim, masked)
         context = (f"B={batch}, K={size}, D={dim}, τ={temperature}, τm={temperature_momentum}, λ={lam}"

@@ -1,0 +1,218 @@
+"""The nbgrader course folder (`tools/notebooks.py nbgrader`) and the hidden tests (clcourse/checks/hidden.py),
+without nbgrader itself: tests/e2e_nbgrader.py runs nbgrader on the result (make test-nbgrader).
+
+The first half tests the tool on small notebooks built here, including the notebooks it refuses (markers that do
+not pair, a checker with no solution before it, a grade id used twice); the second half runs every course
+notebook's exercises: each solution passes its hidden tests, the bare stub fails them, and the hidden tests call
+the checker on inputs the visible checker never uses."""
+import ast
+import re
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import clcourse.checks
+from clcourse.checks import ExerciseError
+from clcourse.checks.hidden import HIDDEN_CASES
+from repository import NOTEBOOKS, REPO, load_script
+
+tool = load_script(REPO / "tools" / "notebooks.py")
+BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
+
+SOLUTION = f'''def similarity_matrix(z):
+    """Cosine similarities."""
+    {BEGIN}
+    unit = F.normalize(z, dim=1)
+    return unit @ unit.T
+    {END}'''
+
+
+def tiny_notebook(*cells):
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell("# Tiny"), new_code_cell("import torch\nimport torch.nn.functional as F"), *cells]
+    return nb
+
+
+def nbgrader_cells(nb):
+    return [(cell.cell_type, cell.metadata["nbgrader"]) for cell in nb.cells]
+
+
+# ---- the tool ---------------------------------------------------------------------------------------------
+
+def test_an_exercise_becomes_a_solution_cell_and_an_autograded_test_cell_with_hidden_tests():
+    nb = tiny_notebook(new_code_cell(f"{SOLUTION}\n\n\ncheck_similarity_matrix(similarity_matrix)"),
+                       new_markdown_cell(f"## Check your understanding\n\n1. Why?\n\n{BEGIN}\nBecause.\n{END}"))
+    source = tool.nbgrader_source(nb, "tiny.ipynb")
+    assert [cell.cell_type for cell in source.cells] == ["markdown", "code", "code", "code", "markdown"]
+    heading, imports, solution, test, answer = (cell.metadata["nbgrader"] for cell in source.cells)
+    for number, read_only in enumerate((heading, imports)):
+        assert read_only == {"grade": False, "grade_id": f"cell-{number}", "locked": True, "schema_version": 3,
+                             "solution": False}
+    assert solution == {"grade": False, "grade_id": "similarity_matrix", "locked": False, "schema_version": 3,
+                        "solution": True}
+    assert test == {"grade": True, "grade_id": "test_similarity_matrix", "locked": True, "points": 1,
+                    "schema_version": 3, "solution": False}
+    assert answer == {"grade": True, "grade_id": "check-your-understanding", "locked": False, "points": 1,
+                      "schema_version": 3, "solution": True}
+    assert source.cells[2].source == SOLUTION
+    cases = HIDDEN_CASES["check_similarity_matrix"]["cases"]
+    assert source.cells[3].source == ("check_similarity_matrix(similarity_matrix)\n"
+                                      f"{tool.HIDDEN_BEGIN}\n"
+                                      f"check_similarity_matrix(similarity_matrix, cases={cases!r})\n"
+                                      f"{tool.HIDDEN_END}")
+    assert len({cell.id for cell in source.cells}) == len(source.cells)
+    nbformat.validate(source)
+
+
+def test_a_checker_in_its_own_cell_tests_the_solution_before_it():
+    nb = tiny_notebook(new_code_cell(SOLUTION), new_markdown_cell("Now check it:"),
+                       new_code_cell("check_similarity_matrix(similarity_matrix)"))
+    source = tool.nbgrader_source(nb, "tiny.ipynb")
+    ids = [cell.metadata["nbgrader"]["grade_id"] for cell in source.cells]
+    assert ids == ["cell-0", "cell-1", "similarity_matrix", "cell-3", "test_similarity_matrix"]
+    assert source.cells[4].metadata["nbgrader"]["grade"]
+
+
+def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exercises(tmp_path):
+    exercise, no_exercise = tmp_path / "01_tiny.ipynb", tmp_path / "00_tour.ipynb"
+    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)")),
+                   exercise)
+    nbformat.write(tiny_notebook(), no_exercise)
+    out = tmp_path / "course"
+    assert tool.main(["nbgrader", str(out), str(no_exercise), str(exercise)]) == 0
+    written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    assert written == ["nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
+    config = (out / "nbgrader_config.py").read_text()
+    assert 'os.environ["CLCOURSE_PRESET"] = "smoke"' in config
+    compile(config, "nbgrader_config.py", "exec")
+    (out / "nbgrader_config.py").write_text("# edited by the instructor\n")
+    assert tool.main(["nbgrader", str(out), str(exercise)]) == 0
+    assert (out / "nbgrader_config.py").read_text() == "# edited by the instructor\n"
+
+
+BAD_NOTEBOOKS = {
+    "BEGIN never closed": (
+        [new_code_cell(f"def f(x):\n    {BEGIN}\n    return x")], r"cell 2, line 2: .*never closed"),
+    "END without BEGIN": (
+        [new_code_cell(f"def f(x):\n    return x\n    {END}")], r"cell 2, line 3: .*without a"),
+    "malformed marker": (
+        [new_code_cell("x = 1\n# BEGIN SOLUTION\nx = 2")], r"cell 2, line 2: malformed marker"),
+    "checker without a solution": (
+        [new_code_cell("def similarity_matrix(z):\n    return z @ z.T"),
+         new_code_cell("print('checking')\ncheck_similarity_matrix(similarity_matrix)")],
+        r"cell 3, line 2: check_similarity_matrix\(similarity_matrix.* no solution cell"),
+    "second checker after the solution was checked": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)"),
+         new_code_cell("check_similarity_matrix(similarity_matrix)")],
+        r"cell 3, line 1: .*no solution cell"),
+    "solution after its checker": (
+        [new_code_cell(f"check_similarity_matrix(similarity_matrix)\n{SOLUTION}")],
+        r"cell 2, line 4: a solution region after the checker on line 1"),
+    "duplicate grade id": (
+        [new_code_cell(SOLUTION), new_code_cell("x = 1"), new_code_cell(SOLUTION)],
+        r"cell 4, line 3: grade_id 'similarity_matrix' is already used by cell 2"),
+    "checker without hidden tests": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_nothing_known(similarity_matrix)")],
+        r"cell 2, line 8: check_nothing_known has no hidden tests"),
+}
+
+
+@pytest.mark.parametrize("cells, message", BAD_NOTEBOOKS.values(), ids=BAD_NOTEBOOKS.keys())
+def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_written(tmp_path, capsys, cells,
+                                                                                     message):
+    good, bad = tmp_path / "01_good.ipynb", tmp_path / "02_bad.ipynb"
+    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)")), good)
+    nbformat.write(tiny_notebook(*cells), bad)
+    with pytest.raises(tool.NbgraderSourceError, match=message):
+        tool.nbgrader_source(tool.read(bad), str(bad))
+    out = tmp_path / "course"
+    assert tool.main(["nbgrader", str(out), str(good), str(bad)]) == 1
+    printed = capsys.readouterr().out
+    assert re.search(f"{re.escape(str(bad))}: {message}", printed), printed
+    assert "nothing written" in printed
+    assert not out.exists()
+
+
+# ---- the course's exercises and their hidden tests --------------------------------------------------------
+
+def test_every_checker_has_hidden_tests():
+    checkers = {name for name in clcourse.checks.__all__ if name.startswith("check_")}
+    assert set(HIDDEN_CASES) == checkers
+
+
+def _without_magics(source):
+    """A cell's code without IPython's `!command` and `%magic` lines (replaced by `pass`, keeping the blocks)."""
+    return "\n".join(re.sub(r"^(\s*)[!%].*", r"\1pass", line) for line in source.split("\n"))
+
+
+def _notebook_exercises(path):
+    """Exec the notebook's imports and function definitions, solutions included (nothing that loads data or
+    trains), and return the namespace and its exercises: (function name, visible checker code, hidden code)."""
+    source = tool.nbgrader_source(tool.read(path), str(path))
+    namespace, exercises = {}, []
+    for cell in source.cells:
+        metadata = cell.metadata["nbgrader"]
+        if cell.cell_type != "code":
+            continue
+        if metadata["grade"]:
+            visible, hidden = cell.source.split(tool.HIDDEN_BEGIN)
+            exercises.append((metadata["grade_id"].removeprefix("test_"), visible,
+                              hidden.replace(tool.HIDDEN_END, "")))
+            continue
+        tree = ast.parse(_without_magics(cell.source))
+        definitions = [node for node in tree.body
+                       if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))]
+        exec(compile(ast.Module(body=definitions, type_ignores=[]), path.name, "exec"), namespace)
+    return namespace, exercises
+
+
+def _signature(value):
+    """What a call's argument looks like to a function that memorised the checker's calls."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), round(value.double().sum().item(), 6))
+    if isinstance(value, torch.nn.Module):
+        return ("module", tuple(_signature(p) for p in value.parameters()))
+    if callable(value):
+        return ("callable",)
+    return ("value", repr(value))
+
+
+def _recording(function, calls):
+    def recorded(*args):
+        calls.append(tuple(_signature(arg) for arg in args))
+        return function(*args)
+    return recorded
+
+
+notebooks_with_exercises = [path for path in NOTEBOOKS
+                            if any(BEGIN in cell.source for cell in tool.read(path).cells if cell.cell_type == "code")]
+
+
+@pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
+def test_each_solution_passes_its_hidden_tests_on_inputs_the_visible_checker_never_uses(path):
+    namespace, exercises = _notebook_exercises(path)
+    assert exercises
+    for name, visible, hidden in exercises:
+        solution = namespace[name]
+        seen = {}
+        for part, code in (("visible", visible), ("hidden", hidden)):
+            calls = seen[part] = []
+            exec(code, {**namespace, name: _recording(solution, calls)})
+        assert len(seen["hidden"]) >= 2, name
+        # a function that memorised the visible checker's calls (and raises on others) fails the hidden tests
+        assert set(seen["hidden"]) - set(seen["visible"]), f"{name}: the hidden tests repeat the visible inputs"
+        # some argument (a shape, a size, a hyperparameter) takes a value the visible checker never gave it
+        visible_values = {(i, arg[:2]) for call in seen["visible"] for i, arg in enumerate(call)}
+        assert any((i, arg[:2]) not in visible_values for call in seen["hidden"] for i, arg in enumerate(call)), name
+
+
+@pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
+def test_the_bare_stub_fails_the_hidden_tests_as_not_implemented(path):
+    namespace, exercises = _notebook_exercises(path)
+    for name, _, hidden in exercises:
+        def stub(*args):
+            raise NotImplementedError()
+        with pytest.raises(ExerciseError, match="not implemented yet"):
+            exec(hidden, {**namespace, name: stub})
