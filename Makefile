@@ -118,6 +118,19 @@ test-nbgrader: $(INSTRUCTOR_STAMP)
 	NBGRADER_NOTEBOOKS="$(NBGRADER_NOTEBOOKS)" $(BIN)/python -m pytest tests/e2e_nbgrader.py -rA \
 		$(call junit,nbgrader) $(PYTEST_ARGS)
 
+# The course in a real JupyterLab, driven by headless Chromium (tests/e2e_browser.py): needs Debian's chromium and
+# chromium-driver (apt-get install chromium chromium-driver); screenshots of each step go to BROWSER_ARTEFACTS.
+BROWSER_STAMP := $(VENV)/.clcourse-browser
+BROWSER_ARTEFACTS ?= $(CURDIR)/.cache/browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[browser]'
+	touch $@
+
+test-browser: $(BROWSER_STAMP)
+	BROWSER_ARTEFACTS="$(BROWSER_ARTEFACTS)" $(BIN)/python -m pytest tests/e2e_browser.py -rA \
+		$(call junit,browser) $(PYTEST_ARGS)
+
 # Every GPU figure the README's Performance section claims, in one process and a 12-minute budget; writes
 # bench/results/<date>_<gpu>.json (then python bench/report.py puts it into README.md).
 bench: $(STAMP)

@@ -102,7 +102,7 @@ BAD_NOTEBOOKS = {
     "checker without a solution": (
         [new_code_cell("def similarity_matrix(z):\n    return z @ z.T"),
          new_code_cell("print('checking')\ncheck_similarity_matrix(similarity_matrix)")],
-        r"cell 3, line 2: check_similarity_matrix\(similarity_matrix.* no solution cell"),
+        r"cell 3, line 2: check_similarity_matrix\(similarity_matrix\) has no solution cell"),
     "second checker after the solution was checked": (
         [new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)"),
          new_code_cell("check_similarity_matrix(similarity_matrix)")],
@@ -110,6 +110,9 @@ BAD_NOTEBOOKS = {
     "solution after its checker": (
         [new_code_cell(f"check_similarity_matrix(similarity_matrix)\n{SOLUTION}")],
         r"cell 2, line 4: a solution region after the checker on line 1"),
+    "second solution after the checker": (
+        [new_code_cell(f"{SOLUTION}\ncheck_similarity_matrix(similarity_matrix)\n{BEGIN}\nx = 1\n{END}")],
+        r"cell 2, line 8: a solution region after the checker on line 7"),
     "duplicate grade id": (
         [new_code_cell(SOLUTION), new_code_cell("x = 1"), new_code_cell(SOLUTION)],
         r"cell 4, line 3: grade_id 'similarity_matrix' is already used by cell 2"),

@@ -395,6 +395,11 @@ def nbgrader_source(nb, name: str):
                                "(its function, or the answer's heading) another name")
         used[grade_id] = number
 
+    def read_only(cell, number):
+        claim(f"cell-{number}", number, 1)
+        cell.metadata["nbgrader"] = _nbgrader_metadata(f"cell-{number}", locked=True)
+        cells.append(cell)
+
     for number, cell in enumerate(source.cells):
         cell = copy.deepcopy(cell)
         lines = cell.source.split("\n")
@@ -403,7 +408,8 @@ def nbgrader_source(nb, name: str):
         except SolutionMarkerError as error:
             line = re.match(r"line (\d+)", str(error))
             fail(number, line.group(1) if line else "?", str(error).split(": ", 1)[-1])
-        begin = next((i for i, line in enumerate(lines, 1) if line.strip() == SOLUTION_BEGIN), None)
+        begins = [i for i, line in enumerate(lines, 1) if line.strip() == SOLUTION_BEGIN]
+        begin = begins[0] if begins else None
         if cell.cell_type == "markdown" and regions:
             heading = HEADING.search(cell.source)
             grade_id = _slug(heading.group(1)) if heading else f"answer-cell-{number}"
@@ -412,15 +418,13 @@ def nbgrader_source(nb, name: str):
             cells.append(cell)
             continue
         if cell.cell_type != "code":
-            cell.metadata["nbgrader"] = _nbgrader_metadata(f"cell-{number}", locked=True)
-            claim(f"cell-{number}", number, 1)
-            cells.append(cell)
+            read_only(cell, number)
             continue
         checks = [(i, CHECKER_CALL.match(line)) for i, line in enumerate(lines, 1) if CHECKER_CALL.match(line)]
         first_check = checks[0][0] if checks else len(lines) + 1
-        if begin is not None and begin > first_check:
-            fail(number, begin, f"a solution region after the checker on line {first_check}: the checker must "
-                                "come after the code it checks")
+        if begins and begins[-1] > first_check:
+            fail(number, begins[-1], f"a solution region after the checker on line {first_check}: the checker must "
+                                     "come after the code it checks")
         if regions:
             defs = [FUNCTION_DEF.match(line).group(1) for line in lines[:begin] if FUNCTION_DEF.match(line)]
             grade_id = checks[0][1].group(2) if checks else (defs[-1] if defs else f"cell-{number}")
@@ -432,14 +436,12 @@ def nbgrader_source(nb, name: str):
             pending = (grade_id, number)
         if not checks:
             if not regions:
-                cell.metadata["nbgrader"] = _nbgrader_metadata(f"cell-{number}", locked=True)
-                claim(f"cell-{number}", number, 1)
-                cells.append(cell)
+                read_only(cell, number)
             continue
-        line, call = checks[0]
+        line = checks[0][0]
         if pending is None:
-            fail(number, line, f"{call.group(0)}...) checks {call.group(2)!r}, but no solution cell "
-                               f"({SOLUTION_BEGIN} ... {SOLUTION_END}) comes before it")
+            fail(number, line, f"{lines[line - 1].strip()} has no solution cell ({SOLUTION_BEGIN} ... "
+                               f"{SOLUTION_END}) before it to check")
         grade_id = f"test_{pending[0]}"
         claim(grade_id, number, line)
         hidden = []
