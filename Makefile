@@ -102,7 +102,7 @@ student: $(STAMP)
 # Teaching: nbgrader (the `instructor` extra), installed on top of the course's venv when first needed.
 INSTRUCTOR_STAMP := $(VENV)/.clcourse-instructor
 NBGRADER_OUT ?= classroom
-# Notebook numbers for test-nbgrader ("01 05"), or all. CI grades notebook 01 (about 2-3 minutes on 2 cores).
+# Notebook numbers for test-nbgrader ("01 05"), or all; CI grades notebook 01.
 NBGRADER_NOTEBOOKS ?= 01
 
 $(INSTRUCTOR_STAMP): $(STAMP)
