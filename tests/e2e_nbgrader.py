@@ -56,8 +56,11 @@ def nbgrader(course, *args, timeout=900):
     # The kernels plot with their own inline backend, as when an instructor grades (conftest.py sets Agg here).
     env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     env.pop("MPLBACKEND", None)
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
-                            timeout=timeout, env=env)
+    try:
+        result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
+                                timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"nbgrader {' '.join(args)} took more than {timeout} s (the budget is 2 minutes a submission)")
     assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
