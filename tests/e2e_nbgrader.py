@@ -20,23 +20,11 @@ import nbformat
 import pytest
 
 from repository import NOTEBOOKS, REPO, load_script
+from test_nbgrader import PLANTED
 
 nbgrader_api = pytest.importorskip("nbgrader.api", reason="nbgrader is not installed: pip install -e '.[instructor]'")
 tool = load_script(REPO / "tools" / "notebooks.py")
 
-# Per notebook (its number): the exercise to get wrong, a text in its solution, what replaces it, and a piece of
-# the hint the checker gives for that mistake. The last exercise of a notebook is picked where later exercises
-# call earlier ones, so that the mistake costs that exercise alone.
-PLANTED = {
-    "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
-    "02": ("negative_weights", "similarities / temperature", "similarities * temperature",
-           "Divide the similarities by the temperature"),
-    "03": ("moco_logits", "], dim=1) / temperature", "], dim=1)", "Divide the logits by the temperature."),
-    "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()", "return -torch.log(pos / (pos + ng)).sum()",
-           "Average over the anchors (mean), not a sum."),
-    "05": ("fgsm_contrastive", "gradient.sign()", "gradient", "steps along the"),
-    "07": ("sce_loss", ".sum(dim=1).mean()", ".sum(dim=1).sum()", "Average over the queries (mean), not a sum."),
-}
 SUBMISSIONS = ("solution", "untouched", "planted")
 
 

@@ -138,6 +138,21 @@ def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_wr
     assert not out.exists()
 
 
+# The planted mistakes (here and in tests/e2e_nbgrader.py). Per notebook (its number): the exercise to get wrong,
+# a text in its solution, what replaces it, and a piece of the hint the checker gives for that mistake. The last
+# exercise of a notebook is picked where later exercises call earlier ones, so that the mistake costs it alone.
+PLANTED = {
+    "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
+    "02": ("negative_weights", "similarities / temperature", "similarities * temperature",
+           "Divide the similarities by the temperature"),
+    "03": ("moco_logits", "], dim=1) / temperature", "], dim=1)", "Divide the logits by the temperature."),
+    "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()", "return -torch.log(pos / (pos + ng)).sum()",
+           "Average over the anchors (mean), not a sum."),
+    "05": ("fgsm_contrastive", "gradient.sign()", "gradient", "steps along the"),
+    "07": ("sce_loss", ".sum(dim=1).mean()", ".sum(dim=1).sum()", "Average over the queries (mean), not a sum."),
+}
+
+
 # ---- the course's exercises and their hidden tests --------------------------------------------------------
 
 def test_every_checker_has_hidden_tests():
@@ -150,15 +165,19 @@ def _without_magics(source):
     return "\n".join(re.sub(r"^(\s*)[!%].*", r"\1pass", line) for line in source.split("\n"))
 
 
-def _notebook_exercises(path):
+def _notebook_exercises(path, planted=None):
     """Exec the notebook's imports and function definitions, solutions included (nothing that loads data or
-    trains), and return the namespace and its exercises: (function name, visible checker code, hidden code)."""
+    trains), and return the namespace and its exercises: (function name, visible checker code, hidden code).
+    `planted`: (exercise, text, replacement), a mistake planted in that exercise's solution."""
     source = tool.nbgrader_source(tool.read(path), str(path))
     namespace, exercises = {}, []
     for cell in source.cells:
         metadata = cell.metadata["nbgrader"]
         if cell.cell_type != "code":
             continue
+        if planted and metadata["solution"] and metadata["grade_id"] == planted[0]:
+            assert cell.source.count(planted[1]) == 1, f"{planted[1]!r} is not once in the solution of {planted[0]}"
+            cell.source = cell.source.replace(*planted[1:])
         if metadata["grade"]:
             visible, hidden = cell.source.split(tool.HIDDEN_BEGIN)
             exercises.append((metadata["grade_id"].removeprefix("test_"), visible,
@@ -219,3 +238,17 @@ def test_the_bare_stub_fails_the_hidden_tests_as_not_implemented(path):
             raise NotImplementedError()
         with pytest.raises(ExerciseError, match="not implemented yet"):
             exec(hidden, {**namespace, name: stub})
+
+
+@pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
+def test_a_planted_mistake_fails_its_exercise_alone_with_the_checkers_hint(path):
+    """What tests/e2e_nbgrader.py then checks through nbgrader's gradebook and feedback."""
+    exercise, text, replacement, hint = PLANTED[path.name.split("_")[0]]
+    namespace, exercises = _notebook_exercises(path, planted=(exercise, text, replacement))
+    for name, visible, hidden in exercises:
+        if name != exercise:
+            exec(visible + hidden, dict(namespace))
+            continue
+        with pytest.raises(ExerciseError) as error:
+            exec(visible + hidden, dict(namespace))
+        assert hint in str(error.value)
