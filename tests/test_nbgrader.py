@@ -3,8 +3,9 @@ without nbgrader itself: tests/e2e_nbgrader.py runs nbgrader on the result (make
 
 The first half tests the tool on small notebooks built here, including the notebooks it refuses (markers that do
 not pair, a checker with no solution before it, a grade id used twice); the second half runs every course
-notebook's exercises: each solution passes its hidden tests, the bare stub fails them, and the hidden tests call
-the checker on inputs the visible checker never uses."""
+notebook's exercises: each solution passes its hidden tests, the bare stub fails them, the hidden tests call the
+checker on inputs the visible checker never uses, and a planted mistake fails its exercise alone with the checker's
+hint."""
 import ast
 import re
 
