@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .augment import require_images, to_float_images
 from .presets import autocast_dtype, no_autocast
-from .validation import (require_embeddings, require_in_range, require_int_at_least, require_labels,
+from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
                          require_positive, require_same_shape)
 
 
@@ -271,3 +271,24 @@ def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.T
             log_kernel = (-t * squared_distance).masked_fill(self_pair, float("-inf"))
             chunk_logsumexps.append(torch.logsumexp(log_kernel.flatten(), dim=0))
         return torch.logsumexp(torch.stack(chunk_logsumexps), dim=0) - math.log(n * (n - 1))
+
+
+# ---------------------------------------------------------------- per-class accuracy
+
+def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Accuracy within each class, float32 [C]: entry c is the fraction of the examples labelled c that are
+    predicted c (NaN for a class with no examples). C defaults to max(labels) + 1.
+
+    On a class-imbalanced training set, the mean accuracy hides what happens to the rare classes; this does not.
+    """
+    if not isinstance(predictions, torch.Tensor) or predictions.dim() != 1 or predictions.is_floating_point():
+        raise ValueError(f"predictions must be a 1-D integer tensor of class indices, "
+                         f"got {describe_tensor(predictions)}")
+    require_labels("labels", labels, predictions.shape[0], "predictions")
+    if num_classes is None:
+        num_classes = _num_classes(labels, "labels")
+    require_int_at_least("num_classes", num_classes, 1)
+    labels = labels.to(predictions.device)
+    correct = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, (predictions == labels).float())
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return correct / counts

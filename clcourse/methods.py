@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .evaluate import extract_features
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
+from .losses import (cacr, dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, multiview_info_nce,
+                     require_cacr_arguments)
 from .models import projection_mlp, use_split_batchnorm
 from .presets import no_autocast
 from .validation import require_in_range, require_int_at_least, require_positive
@@ -427,7 +428,104 @@ class MoCHi(MoCo):
                              logits=self.logits_fn)
 
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi}
+# ---------------------------------------------------------------- many views: multi-view SimCLR and CACR
+
+def project_views(method: Method, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """g(f(v)) for every view: all V views of the B images go through the backbone and the projector as one
+    batch of V B images (one forward; batch-norm statistics shared by all views, as SimCLR's two share
+    theirs), then are split back into V embeddings [B, D]."""
+    return method.projector(method.backbone(torch.cat(list(views)))).chunk(len(views))
+
+
+def mean_view_similarity(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean cosine similarity of two different views of the same image, over all view pairs and images (a log,
+    detached)."""
+    u = F.normalize(torch.stack([z.detach().float() for z in embeddings]), dim=2)        # [V, B, D]
+    num_views = len(u)
+    pair_sums = torch.einsum("aid,bid->i", u, u) - num_views                    # the V self-pairs have s = 1
+    return pair_sums.mean() / (num_views * (num_views - 1))
+
+
+class MultiViewSimCLR(SimCLR):
+    """SimCLR with `num_views` = M + 1 views of every image, every pair of views of an image a positive pair
+    (`clcourse.losses.multiview_info_nce`): CACR's baseline with the same views and no weighting, so that a
+    comparison separates "more views" from "weighting". With num_views = 2 it is SimCLR.
+
+    All views go through backbone and projector in one batch of (M + 1) B images. `loss(views, temperature)`
+    is `multiview_info_nce` unless given.
+    """
+
+    default_loss = staticmethod(multiview_info_nce)
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, num_views: int = 5, **options):
+        require_int_at_least("num_views", num_views, 2)
+        super().__init__(backbone, temperature, **options)
+        self.view_recipes = self.view_recipes[:1] * num_views
+        self.hyperparameters["num_views"] = num_views
+
+    def contrastive_loss(self, *embeddings: torch.Tensor) -> torch.Tensor:
+        """The loss on the float32 embeddings of all views, autocast off (see SimCLR.contrastive_loss)."""
+        with no_autocast(embeddings[0].device):
+            return self.loss([z.float() for z in embeddings], *self.loss_arguments())
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        embeddings = project_views(self, batch.views)
+        return StepOutput(self.contrastive_loss(*embeddings),
+                          {"positive_similarity": mean_view_similarity(embeddings)})
+
+
+class CACR(Method):
+    """Contrastive attraction and contrastive repulsion (Zheng et al., TMLR 2023), see `clcourse.losses.cacr`:
+    `num_views` = M + 1 views of every image (5, as in the paper), all through backbone f and projector g in
+    one batch of (M + 1) B images; the far views of an image attract harder, the near views of other images
+    repel harder.
+
+    `loss(views, tau_pos, tau_neg, alpha, beta)` is `cacr` with this method's `weights` and `detach_weights`
+    unless given, e.g. the function a student wrote in notebook 06 (which then decides its own weights).
+    Defaults are the authors' CIFAR-10 settings (README): tau+ = 1, tau- = 0.9, alpha = beta = 1, weights not
+    detached, learning rate 0.12 per 256 images. The paper's small-scale encoder is an AlexNet variant that
+    forwards each view as its own batch (per-view batch-norm statistics); here the course's backbones and
+    projector, with one batch for all views.
+    """
+
+    def __init__(self, backbone: nn.Module, num_views: int = 5, tau_pos: float = 1.0, tau_neg: float = 0.9,
+                 alpha: float = 1.0, beta: float = 1.0, weights: str = "both", detach_weights: bool = False,
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None, loss: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        require_int_at_least("num_views", num_views, 2)
+        require_cacr_arguments(tau_pos, tau_neg, alpha, beta, weights, detach_weights)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(views, tau_pos, tau_neg, alpha, beta), got {loss!r}")
+        if loss is not None and (weights != "both" or detach_weights):
+            raise ValueError(f"weights and detach_weights choose a variant of clcourse.losses.cacr; a loss given as "
+                             f"loss= decides its own weights, so leave them at 'both' and False (got "
+                             f"weights={weights!r}, detach_weights={detach_weights!r})")
+        super().__init__(backbone, (augment,) * num_views)
+        self.tau_pos, self.tau_neg, self.alpha, self.beta = tau_pos, tau_neg, alpha, beta
+        self.weights, self.detach_weights = weights, detach_weights
+        self.loss = loss or self.default_loss
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(num_views=num_views, tau_pos=tau_pos, tau_neg=tau_neg, alpha=alpha, beta=beta,
+                                    weights=weights, detach_weights=detach_weights,
+                                    projector_hidden=projector_hidden, projector_out=projector_out)
+
+    def default_loss(self, views, tau_pos: float, tau_neg: float, alpha: float, beta: float) -> torch.Tensor:
+        return cacr(views, tau_pos, tau_neg, alpha, beta, weights=self.weights, detach_weights=self.detach_weights)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        embeddings = project_views(self, batch.views)
+        with no_autocast(embeddings[0].device):
+            loss = self.loss([z.float() for z in embeddings], self.tau_pos, self.tau_neg, self.alpha, self.beta)
+        return StepOutput(loss, {"positive_similarity": mean_view_similarity(embeddings)})
+
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi,
+                                   "simclr_multiview": MultiViewSimCLR, "cacr": CACR}
 
 
 def build_method(name: str, backbone: nn.Module, **options) -> Method:

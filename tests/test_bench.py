@@ -24,7 +24,7 @@ def test_accuracy_smoke(method, options, capsys):
 
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     results = load("accuracy").main(["--smoke", "--method", "all"])
-    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi"]
+    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "simclr_multiview", "cacr"]
     assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
     out = capsys.readouterr().out
     assert "lr 0.12/256" in out and "lr 0.03/256" in out           # each method's own default rate
@@ -33,6 +33,15 @@ def test_accuracy_runs_every_method_with_the_same_budget(capsys):
         load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
     with pytest.raises(SystemExit):
         load("accuracy").main(["--smoke", "--method", "simclr,byol"])
+
+
+def test_accuracy_compares_many_views_on_imbalanced_data(capsys):
+    results = load("accuracy").main(["--smoke", "--method", "simclr,cacr", "--imbalanced", "--linear-probe"])
+    assert [r["method"] for r in results] == ["simclr", "cacr"]
+    assert all(0 <= r["linear"] <= 1 and len(r["per_class"]) == 10 for r in results)
+    out = capsys.readouterr().out
+    assert "simclr {} on small_cnn, 558 images" in out       # (c + 1)/10 of each class's 102 or 103 of 1,024
+    assert "cacr's epoch over SimCLR's" in out and "linear probe per class" in out
 
 
 def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):

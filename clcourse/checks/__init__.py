@@ -6,6 +6,7 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
     check_info_nce(my_info_nce)
 """
 from ._core import ExerciseError
+from .cacr import check_attraction_term, check_attraction_weights, check_repulsion_term, check_repulsion_weights
 from .geometry import check_false_negative_rate, check_negative_weights
 from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
 from .moco import check_enqueue, check_moco_logits, check_momentum_update
@@ -21,4 +22,6 @@ __all__ = [
     "check_enqueue", "check_momentum_update", "check_moco_logits",
     # notebook 04: DCL, HCL, MoCHi
     "check_dcl", "check_hcl", "check_mix_negatives", "check_mix_query",
+    # notebook 06: CACR
+    "check_attraction_weights", "check_repulsion_weights", "check_attraction_term", "check_repulsion_term",
 ]
