@@ -8,7 +8,8 @@ Conventions shared by every loss here:
 - the return value is the mean over anchors, a scalar tensor.
 
 MoCo's queue loss (moco_info_nce) and MoCHi's synthetic negatives (mochi_mix / mochi_negatives)
-take a query batch and a queue instead of two views; they follow the same conventions.
+take a query batch and a queue instead of two views; they follow the same conventions. The losses of
+many views (multiview_info_nce, cacr) take a sequence of M + 1 view embeddings instead of two.
 """
 from __future__ import annotations
 

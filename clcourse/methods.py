@@ -512,6 +512,7 @@ class CACR(Method):
                                     projector_hidden=projector_hidden, projector_out=projector_out)
 
     def default_loss(self, views, tau_pos: float, tau_neg: float, alpha: float, beta: float) -> torch.Tensor:
+        """`clcourse.losses.cacr` with this method's `weights` and `detach_weights`."""
         return cacr(views, tau_pos, tau_neg, alpha, beta, weights=self.weights, detach_weights=self.detach_weights)
 
     def config(self) -> dict:
