@@ -220,6 +220,16 @@ def update_key_encoder(key_encoder: nn.Module, query_encoder: nn.Module, momentu
     torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()), 1.0 - momentum)
 
 
+def moco_step(method: "MoCo", query_views: torch.Tensor, key_views: torch.Tensor,
+              index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One direction of a MoCo step: queries q = normalize(g(f(query_views))), keys from the momentum encoder
+    on a shuffled batch without gradient (`MoCo.keys`), and the InfoNCE of q against its key and the queue,
+    with the keys of each query's own image masked (`MoCo.query_loss`). Returns (loss, q, k); the keys are
+    enqueued after the optimiser step (`MoCo.on_step_end`)."""
+    q, k = method.queries(query_views), method.keys(key_views)
+    return method.query_loss(q, k, index), q, k
+
+
 def ring_buffer_enqueue(queue: torch.Tensor, pointer: torch.Tensor | int,
                         rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
     """Write `rows` [B, ...] over the B oldest rows of `queue` [K, ...], starting at `pointer`, wrapping
@@ -244,11 +254,12 @@ class MoCo(Method):
     adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
     per the demo).
 
-    The three moving parts can be replaced by a student's own (notebook 03), each with the signature of
-    the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
-    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`) and
+    The moving parts can be replaced by a student's own (notebook 03), each with the signature of the
+    library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
+    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`),
     `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
-    their image indices).
+    their image indices), and the step itself, `step(method, query_views, key_views, index) -> (loss, q, k)`
+    (`moco_step`; a given step replaces `queries`, `keys` and `query_loss`, MoCHi's mixing included).
 
     Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits, learning
     rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
@@ -260,7 +271,7 @@ class MoCo(Method):
                  bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
                  projector_hidden: int = 512, projector_out: int = 128, augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
-                 enqueue: Callable | None = None):
+                 enqueue: Callable | None = None, step: Callable | None = None):
         if augment is None:
             from .augment import simclr_cifar
             augment = simclr_cifar()
@@ -269,7 +280,8 @@ class MoCo(Method):
         require_int_at_least("queue_size", queue_size, 1)
         require_in_range("momentum", momentum, 0.0, 1.0)
         require_int_at_least("bn_splits", bn_splits, 1)
-        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue)):
+        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue),
+                         ("step", step)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be a function, got {fn!r}")
         self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
@@ -277,6 +289,7 @@ class MoCo(Method):
         self.logits_fn = logits or moco_logits
         self.momentum_update_fn = momentum_update or update_key_encoder
         self.enqueue_fn = enqueue or ring_buffer_enqueue
+        self.step_fn = step or moco_step
         if bn_splits > 1:
             use_split_batchnorm(self.backbone, bn_splits)
         self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out, batch_norm=False)
@@ -295,7 +308,8 @@ class MoCo(Method):
     def config(self) -> dict:
         return {**super().config(), "functions": {"logits": describe(self.logits_fn),
                                                   "momentum_update": describe(self.momentum_update_fn),
-                                                  "enqueue": describe(self.enqueue_fn)}}
+                                                  "enqueue": describe(self.enqueue_fn),
+                                                  "step": describe(self.step_fn)}}
 
     def query_encoder(self) -> nn.Module:
         """The encoder trained by gradient, backbone then projector (a container made on the fly, so that
@@ -353,15 +367,14 @@ class MoCo(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
-        q1, k2 = self.queries(view1), self.keys(view2)
-        loss = self.query_loss(q1, k2, batch.index)
-        keys = [k2]
+        loss, q1, k2 = self.step_fn(self, view1, view2, batch.index)
+        keys = [k2.detach().float()]
         if self.symmetric:
-            q2, k1 = self.queries(view2), self.keys(view1)
-            loss = loss + self.query_loss(q2, k1, batch.index)   # summed, as in the MoCo CIFAR-10 demo
-            keys.append(k1)
-        logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
-                "queue_similarity": (q1.detach() @ self.queue.T).mean()}
+            loss2, _, k1 = self.step_fn(self, view2, view1, batch.index)
+            loss = loss + loss2   # summed, as in the MoCo CIFAR-10 demo
+            keys.append(k1.detach().float())
+        q1 = q1.detach().float()
+        logs = {"positive_similarity": (q1 * keys[0]).sum(1).mean(), "queue_similarity": (q1 @ self.queue.T).mean()}
         return StepOutput(loss, logs, {"keys": torch.stack(keys)})
 
     @torch.no_grad()

@@ -596,6 +596,31 @@ def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
     assert student.config()["functions"]["enqueue"] == "test_methods.student_enqueue"
 
 
+def student_step(moco, query_views, key_views, index):
+    """Notebook 03's exercise, written plainly: queries, shuffled momentum keys, own-image mask, InfoNCE."""
+    q = F.normalize(moco.projector(moco.backbone(query_views)).float(), dim=1)
+    with torch.no_grad():
+        shuffle = torch.randperm(len(key_views))
+        k = F.normalize(moco.key_projector(moco.key_backbone(key_views[shuffle])).float(), dim=1)[torch.argsort(shuffle)]
+    logits = student_logits(q, k, moco.queue, moco.temperature)
+    own_image = index[:, None] == moco.queue_index[None, :]
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long)), q, k
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_moco_trains_with_a_students_step(images, symmetric):
+    library = make("moco", queue_size=24, symmetric=symmetric)
+    student = make("moco", queue_size=24, symmetric=symmetric, step=student_step, enqueue=student_enqueue)
+    histories = [run(method, images, epochs=2, batch_size=16, log_every=1) for method in (library, student)]
+    for key in ("loss", "positive_similarity", "queue_similarity"):
+        assert [r[key] for r in histories[0].steps] == pytest.approx([r[key] for r in histories[1].steps], abs=1e-4)
+    assert torch.equal(student.queue_index, library.queue_index)
+    assert torch.allclose(student.queue, library.queue, atol=1e-4)
+    assert student.config()["functions"]["step"] == "test_methods.student_step"
+    assert library.config()["functions"]["step"] == "clcourse.methods.moco_step"
+
+
 def test_a_wrong_students_logits_changes_the_loss(images):
     def no_temperature(q, k, queue, temperature):
         return student_logits(q, k, queue, 1.0)
@@ -612,7 +637,7 @@ def test_a_loss_that_is_not_a_function_is_refused(option):
         make("simclr", **{option: 0.5})
 
 
-@pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue"])
+@pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue", "step"])
 def test_moco_parts_that_are_not_functions_are_refused(option):
     with pytest.raises(ValueError, match=option):
         make("moco", **{option: "nope"})

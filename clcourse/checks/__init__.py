@@ -6,19 +6,19 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
     check_info_nce(my_info_nce)
 """
 from ._core import ExerciseError
-from .geometry import check_false_negative_rate, check_negative_weights
-from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
-from .moco import check_enqueue, check_moco_logits, check_momentum_update
-from .simclr import check_info_nce, check_positive_mask, check_similarity_matrix
+from .geometry import check_anchor_gradient, check_false_negative_rate
+from .hard_negatives import check_dcl, check_hcl, check_mochi_logits
+from .moco import check_enqueue, check_moco_logits, check_moco_step, check_momentum_update
+from .simclr import check_alignment, check_info_nce, check_positive_mask, check_uniformity
 
 __all__ = [
     "ExerciseError",
     # notebook 01: SimCLR
-    "check_similarity_matrix", "check_positive_mask", "check_info_nce",
+    "check_positive_mask", "check_info_nce", "check_alignment", "check_uniformity",
     # notebook 02: geometry and hardness
-    "check_false_negative_rate", "check_negative_weights",
+    "check_false_negative_rate", "check_anchor_gradient",
     # notebook 03: MoCo
-    "check_enqueue", "check_momentum_update", "check_moco_logits",
+    "check_enqueue", "check_momentum_update", "check_moco_logits", "check_moco_step",
     # notebook 04: DCL, HCL, MoCHi
-    "check_dcl", "check_hcl", "check_mix_negatives", "check_mix_query",
+    "check_dcl", "check_hcl", "check_mochi_logits",
 ]
