@@ -514,7 +514,8 @@ def test_config_holds_the_hyperparameters_and_stable_descriptions():
     assert config["views"] == ["test_methods.noisy_views"] * 2
     assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
                                    "momentum_update": "clcourse.methods.update_key_encoder",
-                                   "enqueue": "clcourse.methods.ring_buffer_enqueue"}
+                                   "enqueue": "clcourse.methods.ring_buffer_enqueue",
+                                   "step": "clcourse.methods.moco_step"}
     assert config["architecture"].startswith("Backbone(SmallCNN), ")
     from clcourse.augment import simclr_cifar
     described = SimCLR(Backbone(SmallCNN(width=4)), augment=simclr_cifar()).config()["views"][0]
