@@ -3,11 +3,14 @@
     python bench/accuracy.py --method simclr --epochs 200 --compile
     python bench/accuracy.py --method all --epochs 200 --compile    # every method in turn, same seed and budget
     python bench/accuracy.py --method moco,mochi --epochs 200       # a few of them
+    python bench/accuracy.py --method moco,sce --epochs 200 --linear-probe   # MoCo v2 vs SCE (notebook 07)
+    python bench/accuracy.py --method simclr,clae --epochs 200      # CLAE's extra cost per epoch over SimCLR
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
 memory, test set as queries, evaluated every --knn-every epochs; the figure reported is the LAST epoch's
 (not the maximum over epochs). Wall time counts training and the periodic kNN evaluations.
+`bench/suite.py` trains SimCLR for 200 epochs this way as its second phase.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +36,23 @@ from clcourse.presets import get_device  # noqa: E402
 from clcourse.train import KnnData, train  # noqa: E402
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The training budget every method gets (the same seed and budget for all)."""
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float | None = None          # peak SGD learning rate per 256 images (None: the method's own)
+    warmup_epochs: int = 10
+    backbone: str = "resnet18"
+    knn_every: int = 10
+    seed: int = 0
+    compile: bool = False
+
+
+SMOKE = Budget(epochs=2, batch_size=128, warmup_epochs=0, backbone="small_cnn", knn_every=1)
+SMOKE_SUBSETS = (1024, 500)   # training and test images of a smoke run
+
+
 def parse_options(pairs: list[str]) -> dict:
     """`--option queue_size=4096 --option temperature=0.2` -> {"queue_size": 4096, "temperature": 0.2}."""
     options = {}
@@ -41,20 +62,34 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def train_and_evaluate(name: str, args, data: KnnData) -> dict:
-    """Train one method with the budget in `args`; its kNN accuracy, epoch times and wall time."""
-    options = parse_options(args.option)
+def load_knn_data(device: torch.device, train_subset: int | None = None, test_subset: int | None = None,
+                  root: Path | None = None) -> KnnData:
+    """CIFAR-10's training and test splits on `device` (from `root`, else the data root). Accuracy needs the real
+    images: a missing CIFAR-10 stops here with load_dataset's message."""
+    options = dict(device=device, download=False, root=root)
+    train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, **options)
+    test_images, test_labels = load_dataset("cifar10", train=False, subset=test_subset, **options)
+    return KnnData(train_images, train_labels, test_images, test_labels)
+
+
+def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict | None = None,
+                       linear: bool = False, checkpoint_dir: Path | None = None, progress: bool = True) -> dict:
+    """Train one method with `budget`; its kNN accuracy, epoch times and wall time. With `checkpoint_dir`,
+    the run is checkpointed at every kNN evaluation (so a caller that stops it keeps the curve so far)."""
+    options = dict(options or {})
     if name == "mochi":  # plain MoCo first while the queue fills with meaningful keys (SynCo: 10 of 200 epochs)
-        options.setdefault("mixing_warmup_epochs", args.epochs // 20)
-    torch.manual_seed(args.seed)
-    method = build_method(name, build_backbone(args.backbone), **options)
-    lr = args.lr if args.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
-    print(f"\n{name} {options} on {args.backbone}, {args.epochs} epochs, batch {args.batch_size}, "
-          f"lr {lr}/256, compile={args.compile}")
+        options.setdefault("mixing_warmup_epochs", budget.epochs // 20)
+    torch.manual_seed(budget.seed)
+    method = build_method(name, build_backbone(budget.backbone), **options)
+    lr = budget.lr if budget.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
+    print(f"\n{name} {options} on {budget.backbone}, {budget.epochs} epochs, batch {budget.batch_size}, "
+          f"lr {lr}/256, compile={budget.compile}")
     start = time.perf_counter()
-    history = train(method, data.train_images, labels=data.train_labels, epochs=args.epochs,
-                    batch_size=args.batch_size, lr=lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                    compile=args.compile, knn_data=data, knn_every=args.knn_every, device=data.train_images.device)
+    history = train(method, data.train_images, labels=data.train_labels, epochs=budget.epochs,
+                    batch_size=budget.batch_size, lr=lr, warmup_epochs=budget.warmup_epochs, seed=budget.seed,
+                    compile=budget.compile, knn_data=data, knn_every=budget.knn_every,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=budget.knn_every,
+                    device=data.train_images.device, progress=progress)
     wall = time.perf_counter() - start
     for record in history.epochs:
         if "knn_accuracy" in record:
@@ -65,7 +100,7 @@ def train_and_evaluate(name: str, args, data: KnnData) -> dict:
     print(f"final kNN top-1: {100 * result['knn']:.2f}%  (last epoch, k=200, t=0.1)")
     print(f"wall time: {result['wall_minutes']:.2f} min; median epoch {result['median_epoch_seconds']:.2f} s "
           f"(kNN evaluations included in the wall time)")
-    if args.linear_probe:
+    if linear:
         probe = linear_probe(extract_features(method.backbone, data.train_images), data.train_labels,
                              extract_features(method.backbone, data.test_images), data.test_labels)
         result["linear"] = probe.test_accuracy
@@ -82,6 +117,10 @@ def print_summary(results: list[dict]) -> None:
     seconds = {r["method"]: r["median_epoch_seconds"] for r in results}
     if "moco" in seconds and "mochi" in seconds:
         print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
+    if "moco" in seconds and "sce" in seconds:
+        print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
+    if "simclr" in seconds and "clae" in seconds:
+        print(f"CLAE's time per epoch over SimCLR: {seconds['clae'] / seconds['simclr']:.2f}x (target: at most 2.2x)")
 
 
 def main(argv=None):
@@ -89,23 +128,25 @@ def main(argv=None):
     parser.add_argument("--method", default="simclr",
                         help=f"a method ({', '.join(METHODS)}), several separated by commas, or all: one after "
                              "another with the same seed and budget")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=Budget.epochs)
+    parser.add_argument("--batch-size", type=int, default=Budget.batch_size)
     parser.add_argument("--lr", type=float, default=None,
                         help="peak SGD learning rate per 256 images (default: the method's own, Method.lr)")
-    parser.add_argument("--warmup-epochs", type=int, default=10)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--knn-every", type=int, default=10)
+    parser.add_argument("--warmup-epochs", type=int, default=Budget.warmup_epochs)
+    parser.add_argument("--backbone", default=Budget.backbone)
+    parser.add_argument("--knn-every", type=int, default=Budget.knn_every)
     parser.add_argument("--option", action="append", default=[], help="method option as key=json_value")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=Budget.seed)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--linear-probe", action="store_true", help="also report a linear probe at the end")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
     args = parser.parse_args(argv)
-    train_subset = test_subset = None
+    budget = Budget(args.epochs, args.batch_size, args.lr, args.warmup_epochs, args.backbone, args.knn_every,
+                    args.seed, args.compile)
+    subsets = (None, None)
     if args.smoke:
-        args.backbone, args.epochs, args.batch_size, args.warmup_epochs, args.knn_every = "small_cnn", 2, 128, 0, 1
-        train_subset, test_subset = 1024, 500
+        budget = replace(SMOKE, lr=args.lr, seed=args.seed, compile=args.compile)
+        subsets = SMOKE_SUBSETS
     names = list(METHODS) if args.method == "all" else args.method.split(",")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
@@ -115,15 +156,12 @@ def main(argv=None):
 
     device = get_device()
     torch.backends.cudnn.benchmark = True
-    # Accuracy needs the real images: a missing CIFAR-10 stops here with load_dataset's message.
-    train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, device=device, download=False)
-    test_images, test_labels = load_dataset("cifar10", train=False, subset=test_subset, device=device, download=False)
-    data = KnnData(train_images, train_labels, test_images, test_labels)
+    data = load_knn_data(device, *subsets)
     print(f"device: {describe_device(device)}")
-    results = [train_and_evaluate(name, args, data) for name in names]
+    options = parse_options(args.option)
+    results = [train_and_evaluate(name, budget, data, options, args.linear_probe) for name in names]
     print_summary(results)
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .losses import _debiased_hard_loss   # the estimator the DCL and HCL losses train with (see hcl)
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least,
+from .validation import (describe_tensor, require_embeddings, require_finite, require_in_range, require_int_at_least,
                          require_labels, require_positive)
 
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
@@ -92,18 +92,18 @@ def hardest_negatives(anchors: torch.Tensor, candidates: torch.Tensor, k: int,
                          f"candidate_ids={'None' if candidate_ids is None else 'a tensor'}")
     num_negatives = len(candidates)
     if anchor_ids is not None:
-        require_labels("anchor_ids", anchor_ids, len(anchors), "anchors")
-        require_labels("candidate_ids", candidate_ids, len(candidates), "candidates")
-        anchor_ids = anchor_ids.to(anchors.device)
-        candidate_ids = candidate_ids.to(anchors.device)
+        anchor_ids = require_labels("anchor_ids", anchor_ids, len(anchors), "anchors").to(anchors.device)
+        candidate_ids = require_labels("candidate_ids", candidate_ids, len(candidates), "candidates").to(anchors.device)
         num_negatives = _negatives_per_anchor(anchor_ids, candidate_ids)
-    require_int_at_least("k", k, 1)
+    k = require_int_at_least("k", k, 1)
     if k > num_negatives:
         raise ValueError(f"k must be an integer in [1, {num_negatives}] (the number of negatives each anchor "
                          f"has), got {k!r}")
     if chunk_size is None:
         chunk_size = max(1, SIMILARITY_BLOCK_ENTRIES // len(candidates))
-    require_int_at_least("chunk_size", chunk_size, 1)
+    chunk_size = require_int_at_least("chunk_size", chunk_size, 1)
+    require_finite("anchors", anchors)        # top-k over NaN similarities returns arbitrary candidates
+    require_finite("candidates", candidates)
 
     with no_autocast(anchors.device):
         unit_candidates = _unit_float32(candidates).to(anchors.device)
@@ -405,9 +405,19 @@ def _normalised_weights(weights: torch.Tensor) -> torch.Tensor:
     if not isinstance(weights, torch.Tensor) or weights.dim() < 1 or not weights.is_floating_point():
         raise ValueError("weights must be a floating-point tensor with at least one dimension, got "
                          f"{describe_tensor(weights)}")
-    if bool((weights < 0).any()):
+    total = weights.sum(dim=-1, keepdim=True)
+    negative, not_finite, zero_sum = torch.stack([(weights < 0).any(), ~torch.isfinite(weights).all(),
+                                                  (total == 0).any()]).tolist()   # one host sync
+    if negative:
         raise ValueError("weights must be non-negative, got a negative entry")
-    return weights / weights.sum(dim=-1, keepdim=True)
+    if not_finite:
+        raise ValueError("weights must be finite, got a NaN or inf entry")
+    if zero_sum:
+        raise ValueError("weights must have a positive sum along the last dimension (a distribution over the "
+                         "negatives), got a row of zeros: its entropy is undefined (0 / 0). At a very small "
+                         "temperature negative_weights underflows to zeros: pass softmax(s_k / tau) over the "
+                         "negatives instead")
+    return weights / total
 
 
 def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -639,3 +649,64 @@ def embedding_map(features: torch.Tensor, method: str = "pca", n_components: int
     """Coordinates [N, n_components] (float32 numpy) of a map of the features; see :func:`fit_embedding_map`,
     which also returns what is needed to place new points on the map."""
     return fit_embedding_map(features, method, n_components, seed, normalize, cache, **umap_kwargs).coords
+
+
+# ---------------------------------------------------------------- how hard new negatives are (CLAE)
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The entries of a square matrix [B, B] off its diagonal, row by row in column order: [B, B - 1]
+    (a gather of fixed shape, where a boolean mask would need a host synchronisation on a GPU)."""
+    n = matrix.shape[0]
+    columns = torch.arange(n - 1, device=matrix.device).expand(n, n - 1)
+    columns = columns + (columns >= torch.arange(n, device=matrix.device)[:, None])
+    return matrix.gather(1, columns)
+
+
+@torch.no_grad()
+def rank_among_negatives(anchors: torch.Tensor, negatives: Iterable[torch.Tensor],
+                         candidates: torch.Tensor) -> torch.Tensor:
+    r"""How hard new points are as negatives, measured against the real ones: for anchor k and each other
+    image m, the fraction of anchor k's real negatives that are *less* similar to the anchor than the new
+    point of image m,
+
+        r_{km} = \frac{1}{V (B - 1)} \sum_{v=1}^{V} \sum_{n \ne k}
+                 \mathbb{1}\big[ s(a_k, z^{(v)}_n) < s(a_k, c_m) \big],
+        \qquad m \ne k,
+
+    with s the cosine similarity, z^{(v)} the V views whose other-image rows are the real negatives, and c
+    the candidates (row b of every tensor belongs to image b). r = 0: easier than every real negative;
+    r = 1: harder than all of them; a real negative itself ranks about uniformly in [0, 1].
+
+    CLAE: `rank_among_negatives(z1, (z1, z2), z_adv)` ranks each adversarial view among the negatives
+    SimCLR's loss gives anchor z1_k (the 2B - 2 views of the other images). Sorting each anchor's real
+    negatives once and binary-searching the candidates costs O(B V B log(V B)), not O(B^3 V).
+
+    Args:
+        anchors: [B, D] embeddings, B >= 2.
+        negatives: one or more [B, D] views of the same B images.
+        candidates: [B, D], the new point of each image.
+
+    Returns:
+        float32 [B, B - 1]: row k holds r_{km} for m = 0, ..., B - 1 without k, detached.
+    """
+    require_embeddings("anchors", anchors)
+    negatives = list(negatives) if not isinstance(negatives, torch.Tensor) else [negatives]
+    if not negatives:
+        raise ValueError("negatives must hold at least one [B, D] view, got none")
+    batch_size = anchors.shape[0]
+    if batch_size < 2:
+        raise ValueError(f"anchors must hold at least 2 images (an anchor needs other images), got {batch_size}")
+    for name, t in [("candidates", candidates)] + [(f"negatives[{i}]", v) for i, v in enumerate(negatives)]:
+        require_embeddings(name, t)
+        if t.shape != anchors.shape:
+            raise ValueError(f"{name} must have the shape of anchors {tuple(anchors.shape)}, got {tuple(t.shape)}")
+    with no_autocast(anchors.device):
+        a = _unit_float32(anchors)
+        real = torch.cat([_unit_float32(view) for view in negatives])            # [V B, D]
+        image = torch.arange(len(real), device=a.device) % batch_size
+        own_image = image[None, :] == torch.arange(batch_size, device=a.device)[:, None]
+        # The anchor's own views sort last (+inf) and are never counted as less similar than a candidate.
+        real_similarity = (a @ real.T).masked_fill(own_image, float("inf")).sort(dim=1).values
+        candidate_similarity = a @ _unit_float32(candidates).T                     # [B, B]
+        less_similar = torch.searchsorted(real_similarity, candidate_similarity.contiguous())
+        return off_diagonal(less_similar.float() / (len(negatives) * (batch_size - 1)))

@@ -25,8 +25,10 @@ def noisy_views(images, generator=None):
 def make(name, seed=0, **options):
     torch.manual_seed(seed)
     options = {"projector_hidden": 16, "projector_out": DIM, "augment": noisy_views, **options}
-    if name in ("moco", "mochi"):
+    if name in ("moco", "mochi", "sce"):
         options = {"queue_size": 32, "bn_splits": 2, **options}
+    if name == "sce":
+        options = {"key_augment": noisy_views, **options}
     if name == "mochi":
         options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
     return build_method(name, Backbone(SmallCNN(width=4)), **options)
@@ -349,7 +351,8 @@ def test_every_method_trains_in_the_shared_loop(images, name):
     assert all(math.isfinite(r["loss"]) and "positive_similarity" in r for r in history.steps)
 
 
-@pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1))])
+@pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1)),
+                                           ("sce", dict())])
 def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, name, options):
     reference_method = make(name, **options)
     reference = run(reference_method, images, epochs=3, checkpoint_dir=tmp_path / "reference")

@@ -6,9 +6,11 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
     check_info_nce(my_info_nce)
 """
 from ._core import ExerciseError
+from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_anchor_gradient, check_false_negative_rate
 from .hard_negatives import check_dcl, check_hcl, check_mochi_logits
 from .moco import check_enqueue, check_moco_logits, check_moco_step, check_momentum_update
+from .sce import check_sce_loss, check_soft_target
 from .simclr import check_alignment, check_info_nce, check_positive_mask, check_uniformity
 
 __all__ = [
@@ -21,4 +23,8 @@ __all__ = [
     "check_enqueue", "check_momentum_update", "check_moco_logits", "check_moco_step",
     # notebook 04: DCL, HCL, MoCHi
     "check_dcl", "check_hcl", "check_mochi_logits",
+    # notebook 05: adversarial examples, CLAE
+    "check_fgsm_contrastive", "check_clae_objective",
+    # notebook 07: SCE
+    "check_soft_target", "check_sce_loss",
 ]
