@@ -15,6 +15,8 @@ PIP_TORCH_ARGS ?= torch torchvision $(if $(TORCH_INDEX_URL),--index-url $(TORCH_
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-x -k info_nce"
 PYTEST_ARGS ?=
+# Extra bench/suite.py arguments, e.g. make bench BENCH_ARGS="--pack ../shared/data/cifar10-jpeg.npz"
+BENCH_ARGS ?=
 # A notebook cell running longer than this fails with a traceback instead of hanging the run.
 NBVAL_CELL_TIMEOUT ?= 900
 # When set (CI does), each pytest run writes a JUnit XML report into this folder.
@@ -28,7 +30,7 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student clean-venv help
+.PHONY: mutate venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
@@ -38,16 +40,21 @@ help:
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
 	@echo "make student          write the notebooks without their solutions into student/"
+	@echo "make bench            measure every GPU figure of the README (bench/suite.py; BENCH_ARGS=--smoke on a CPU)"
+	@echo "make mutate           mutation scores of losses, evaluate, augment, train (slow; MODULE=... for one)"
 	@echo "make venv             only set up .venv"
 	@echo "make clean-venv       delete .venv"
 
 venv: $(STAMP)
 
+# torchattacks is the test oracle of clcourse/attacks.py (tests/test_attacks.py), installed with --no-deps:
+# it pins requests~=2.25.1, which jupyterlab-server (requests>=2.31) rules out, and never imports requests.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "pip>=21.3"
 	$(BIN)/python -m pip install $(PIP_TORCH_ARGS)
 	$(BIN)/python -m pip install -e '.[lab,test]'
+	$(BIN)/python -m pip install --no-deps "torchattacks>=3.5"
 	touch $@
 
 lab: $(STAMP)
@@ -88,5 +95,17 @@ check-notebooks: $(STAMP)
 student: $(STAMP)
 	$(BIN)/python tools/notebooks.py student
 
+# Every GPU figure the README's Performance section claims, in one process and a 12-minute budget; writes
+# bench/results/<date>_<gpu>.json (then python bench/report.py puts it into README.md).
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)
+
+# Would the tests notice a wrong line? One small edit per mutant, the module's tests against each (not in CI:
+# about an hour for all four modules on 2 cores). MODULE=clcourse/losses.py for one, MUTATE_ARGS="--sample 40".
+MODULE ?= all
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py $(MODULE) $(MUTATE_ARGS)

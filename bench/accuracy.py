@@ -3,6 +3,8 @@
     python bench/accuracy.py --method simclr --epochs 200 --compile
     python bench/accuracy.py --method all --epochs 200 --compile    # every method in turn, same seed and budget
     python bench/accuracy.py --method moco,mochi --epochs 200       # a few of them
+    python bench/accuracy.py --method moco,sce --epochs 200 --linear-probe   # MoCo v2 vs SCE (notebook 07)
+    python bench/accuracy.py --method simclr,clae --epochs 200      # CLAE's extra cost per epoch over SimCLR
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
     python bench/accuracy.py --method simclr,simclr_multiview,cacr --epochs 200 --linear-probe --imbalanced
 
@@ -13,6 +15,8 @@ memory, test set as queries, evaluated every --knn-every epochs; the figure repo
 --imbalanced trains on CACR's class-imbalanced CIFAR-10 (class c keeps (c + 1)/10 of its images, 27,500 in
 all) and evaluates as the CACR authors do, on the balanced training set (kNN memory, linear probe) and the
 test set, reporting the linear probe's accuracy on each class with --linear-probe.
+
+`bench/suite.py` trains SimCLR for 200 epochs this way as its second phase.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,12 +34,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe_device  # noqa: E402
 
-from clcourse.data import load_dataset  # noqa: E402
+from clcourse.data import imbalanced_subset_indices, load_dataset  # noqa: E402
 from clcourse.evaluate import extract_features, linear_probe, per_class_accuracy  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import get_device  # noqa: E402
 from clcourse.train import KnnData, train  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget every method gets (the same seed and budget for all)."""
+    epochs: int = 200
+    batch_size: int = 512
+    lr: float | None = None          # peak SGD learning rate per 256 images (None: the method's own)
+    warmup_epochs: int = 10
+    backbone: str = "resnet18"
+    knn_every: int = 10
+    seed: int = 0
+    compile: bool = False
+
+
+SMOKE = Budget(epochs=2, batch_size=128, warmup_epochs=0, backbone="small_cnn", knn_every=1)
+SMOKE_SUBSETS = (1024, 500)   # training and test images of a smoke run
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -46,21 +68,42 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def train_and_evaluate(name: str, args, data: KnnData, train_images: torch.Tensor, train_labels: torch.Tensor) -> dict:
-    """Train one method on `train_images` with the budget in `args`; its kNN accuracy on `data`, epoch times and
-    wall time."""
-    options = parse_options(args.option)
+def load_knn_data(device: torch.device, train_subset: int | None = None, test_subset: int | None = None,
+                  root: Path | None = None) -> KnnData:
+    """CIFAR-10's training and test splits on `device` (from `root`, else the data root). Accuracy needs the real
+    images: a missing CIFAR-10 stops here with load_dataset's message."""
+    options = dict(device=device, download=False, root=root)
+    train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, **options)
+    test_images, test_labels = load_dataset("cifar10", train=False, subset=test_subset, **options)
+    return KnnData(train_images, train_labels, test_images, test_labels)
+
+
+def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict | None = None,
+                       linear: bool = False, checkpoint_dir: Path | None = None, progress: bool = True,
+                       imbalanced: bool = False) -> dict:
+    """Train one method with `budget`; its kNN accuracy, epoch times and wall time. With `checkpoint_dir`,
+    the run is checkpointed at every kNN evaluation (so a caller that stops it keeps the curve so far).
+    `imbalanced`: train on CACR's class-imbalanced subset of `data`'s training images, evaluate on `data` as is
+    (the balanced training set and the test set), with the linear probe's accuracy per class."""
+    options = dict(options or {})
     if name == "mochi":  # plain MoCo first while the queue fills with meaningful keys (SynCo: 10 of 200 epochs)
-        options.setdefault("mixing_warmup_epochs", args.epochs // 20)
-    torch.manual_seed(args.seed)
-    method = build_method(name, build_backbone(args.backbone), **options)
-    lr = args.lr if args.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
-    print(f"\n{name} {options} on {args.backbone}, {len(train_images)} images, {args.epochs} epochs, batch "
-          f"{args.batch_size}, lr {lr}/256, compile={args.compile}")
+        options.setdefault("mixing_warmup_epochs", budget.epochs // 20)
+    torch.manual_seed(budget.seed)
+    method = build_method(name, build_backbone(budget.backbone), **options)
+    lr = budget.lr if budget.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
+    print(f"\n{name} {options} on {budget.backbone}, {budget.epochs} epochs, batch {budget.batch_size}, "
+          f"lr {lr}/256, compile={budget.compile}")
+    train_images, train_labels = data.train_images, data.train_labels
+    if imbalanced:
+        keep = torch.as_tensor(imbalanced_subset_indices(train_labels.cpu().numpy()), device=train_labels.device)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    print(f"{len(train_images)} training images")
     start = time.perf_counter()
-    history = train(method, train_images, labels=train_labels, epochs=args.epochs,
-                    batch_size=args.batch_size, lr=lr, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                    compile=args.compile, knn_data=data, knn_every=args.knn_every, device=data.train_images.device)
+    history = train(method, train_images, labels=train_labels, epochs=budget.epochs,
+                    batch_size=budget.batch_size, lr=lr, warmup_epochs=budget.warmup_epochs, seed=budget.seed,
+                    compile=budget.compile, knn_data=data, knn_every=budget.knn_every,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=budget.knn_every,
+                    device=data.train_images.device, progress=progress)
     wall = time.perf_counter() - start
     for record in history.epochs:
         if "knn_accuracy" in record:
@@ -71,13 +114,13 @@ def train_and_evaluate(name: str, args, data: KnnData, train_images: torch.Tenso
     print(f"final kNN top-1: {100 * result['knn']:.2f}%  (last epoch, k=200, t=0.1)")
     print(f"wall time: {result['wall_minutes']:.2f} min; median epoch {result['median_epoch_seconds']:.2f} s "
           f"(kNN evaluations included in the wall time)")
-    if args.linear_probe:
+    if linear:
         test_features = extract_features(method.backbone, data.test_images)
         probe = linear_probe(extract_features(method.backbone, data.train_images), data.train_labels,
                              test_features, data.test_labels)
         result["linear"] = probe.test_accuracy
         print(f"linear probe top-1: {100 * probe.test_accuracy:.2f}%")
-        if args.imbalanced:
+        if imbalanced:
             predictions = probe.classifier(test_features).argmax(dim=1)
             result["per_class"] = per_class_accuracy(predictions, data.test_labels, num_classes=10).tolist()
             print("linear probe per class (class c kept (c + 1)/10 of its training images): "
@@ -97,6 +140,10 @@ def print_summary(results: list[dict]) -> None:
     seconds = {r["method"]: r["median_epoch_seconds"] for r in results}
     if "moco" in seconds and "mochi" in seconds:
         print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
+    if "moco" in seconds and "sce" in seconds:
+        print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
+    if "simclr" in seconds and "clae" in seconds:
+        print(f"CLAE's time per epoch over SimCLR: {seconds['clae'] / seconds['simclr']:.2f}x (target: at most 2.2x)")
     for name in ("simclr_multiview", "cacr"):
         if "simclr" in seconds and name in seconds:   # 5 views are 2.5x the images of SimCLR's 2
             print(f"{name}'s epoch over SimCLR's: {seconds[name] / seconds['simclr']:.2f}x (target: at most 2.5x)")
@@ -107,25 +154,27 @@ def main(argv=None):
     parser.add_argument("--method", default="simclr",
                         help=f"a method ({', '.join(METHODS)}), several separated by commas, or all: one after "
                              "another with the same seed and budget")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=Budget.epochs)
+    parser.add_argument("--batch-size", type=int, default=Budget.batch_size)
     parser.add_argument("--lr", type=float, default=None,
                         help="peak SGD learning rate per 256 images (default: the method's own, Method.lr)")
-    parser.add_argument("--warmup-epochs", type=int, default=10)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--knn-every", type=int, default=10)
+    parser.add_argument("--warmup-epochs", type=int, default=Budget.warmup_epochs)
+    parser.add_argument("--backbone", default=Budget.backbone)
+    parser.add_argument("--knn-every", type=int, default=Budget.knn_every)
     parser.add_argument("--option", action="append", default=[], help="method option as key=json_value")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=Budget.seed)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--linear-probe", action="store_true", help="also report a linear probe at the end")
     parser.add_argument("--imbalanced", action="store_true",
                         help="train on class-imbalanced CIFAR-10 (class c keeps (c + 1)/10 of its images, as CACR)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
     args = parser.parse_args(argv)
-    train_subset = test_subset = None
+    budget = Budget(args.epochs, args.batch_size, args.lr, args.warmup_epochs, args.backbone, args.knn_every,
+                    args.seed, args.compile)
+    subsets = (None, None)
     if args.smoke:
-        args.backbone, args.epochs, args.batch_size, args.warmup_epochs, args.knn_every = "small_cnn", 2, 128, 0, 1
-        train_subset, test_subset = 1024, 500
+        budget = replace(SMOKE, lr=args.lr, seed=args.seed, compile=args.compile)
+        subsets = SMOKE_SUBSETS
     names = list(METHODS) if args.method == "all" else args.method.split(",")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
@@ -135,18 +184,13 @@ def main(argv=None):
 
     device = get_device()
     torch.backends.cudnn.benchmark = True
-    # Accuracy needs the real images: a missing CIFAR-10 stops here with load_dataset's message.
-    train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, device=device, download=False)
-    test_images, test_labels = load_dataset("cifar10", train=False, subset=test_subset, device=device, download=False)
-    data = KnnData(train_images, train_labels, test_images, test_labels)
-    if args.imbalanced:   # evaluated on the balanced training set, as the CACR authors' linear evaluation
-        train_images, train_labels = load_dataset("cifar10", train=True, subset=train_subset, device=device,
-                                                  download=False, imbalanced=True)
+    data = load_knn_data(device, *subsets)
     print(f"device: {describe_device(device)}")
-    results = [train_and_evaluate(name, args, data, train_images, train_labels) for name in names]
+    options = parse_options(args.option)
+    results = [train_and_evaluate(name, budget, data, options, args.linear_probe, imbalanced=args.imbalanced)
+               for name in names]
     print_summary(results)
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import describe_tensor, require_in_range, require_int_at_least, require_probability
+from .validation import (require_images, require_in_range, require_int_at_least, require_probability,
+                         require_unit_range)
 
 # Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that our
 # grayscale, contrast and saturation agree with torchvision's to float precision.
@@ -49,18 +50,11 @@ BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 # Inputs and random draws
 # ----------------------------------------------------------------------------------------------------
 
-def require_images(name: str, images: torch.Tensor) -> None:
-    """A batch of RGB images: a uint8 or floating-point tensor of shape [N, 3, H, W] with N >= 1."""
-    if (not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.shape[0] < 1
-            or not (images.dtype == torch.uint8 or images.is_floating_point())):
-        raise ValueError(f"{name} must be a uint8 or floating-point tensor of shape [N, 3, H, W] with N >= 1, "
-                         f"got {describe_tensor(images)}")
-
-
 def to_float_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels 0..255 -> float32 in [0, 1]; float images (assumed in [0, 1]) -> float32.
 
-    The range of float images is not checked: that would need a device-to-host sync every call."""
+    The range of float images is not checked here, a device-to-host sync every call: it is checked once where
+    images enter (`require_unit_range`)."""
     require_images("images", images)
     if images.dtype == torch.uint8:
         return images.to(torch.float32) / 255
@@ -485,8 +479,9 @@ class Augment:
     grayscale (grayscale_p) -> Gaussian blur (blur_p) -> solarisation (solarize_p).
 
     Defaults are SimCLR's CIFAR recipe (see `simclr_cifar`). Call it as `augment(images, generator)`:
-    images uint8 [N, 3, H, W] (0..255) or float in [0, 1]; returns float32 [N, 3, size, size] in
-    [0, 1]. The generator must live on the images' device; None uses torch's default generator.
+    images uint8 [N, 3, H, W] (0..255) or float in [0, 1] (float images have their range checked, one host
+    sync; the training loop passes uint8); returns float32 [N, 3, size, size] in [0, 1]. The generator must
+    live on the images' device; None uses torch's default generator.
     Two calls give two independent views. Autocast is switched off inside (views stay float32).
     A call is `apply(images, sample(...))`: the random parameters of every view are drawn first, then
     applied by deterministic tensor code.
@@ -540,6 +535,8 @@ class Augment:
         return self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation, self.hue) > 0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        require_images("images", images)
+        require_unit_range("images", images)    # a no-op for uint8, what the training loop passes: no sync per step
         images = to_float_images(images)
         if generator is not None and generator.device.type != images.device.type:
             raise ValueError(f"generator must be on the images' device ({images.device}), "

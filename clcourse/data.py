@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .presets import course_root
+from .validation import as_number, require_bool
 
 DATA_ENV_VAR = "CLCOURSE_DATA"
 
@@ -138,12 +139,33 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(f, encoding="latin1")
 
 
+class _DamagedFile(Exception):
+    """A dataset file that cannot be read (truncated, overwritten, not the expected format)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR file: `data` (N x 3072 uint8: 1024 red, then 1024 green, then 1024 blue values, each a
+    32 x 32 row-major image) and a list of N integer labels."""
+    try:
+        batch = _unpickle(path)
+        images = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except Exception as error:   # whatever a truncated or foreign file raises, the file is unusable
+        raise _DamagedFile(path, f"{type(error).__name__}: {error}") from error
+    if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or labels.shape != (len(images),):
+        raise _DamagedFile(path, f"it holds data of shape {images.shape} and {labels.size} labels, "
+                                 "not N rows of 3072 pixels and N labels")
+    return images, labels
+
+
 def _read_cifar(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each CIFAR file holds `data` (N x 3072 uint8: 1024 red, then 1024 green, then 1024 blue
-    values, each a 32 x 32 row-major image) and a list of integer labels."""
-    batches = [_unpickle(folder / f) for f in files]
-    images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    batches = [_read_cifar_file(folder / f, label_key) for f in files]
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
     return np.ascontiguousarray(images.reshape(-1, 3, 32, 32)), labels
 
 
@@ -151,21 +173,32 @@ def _read_stl10(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """STL-10 binaries: images are raw uint8 [N, 3, 96, 96] stored column-major (each channel is
     written column by column, so a plain reshape gives [N, 3, W, H]); labels are uint8 in 1..10."""
     split = "train" if train else "test"
-    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8).reshape(-1, 3, 96, 96)
-    images = np.ascontiguousarray(raw.transpose(0, 1, 3, 2))
-    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
+    image_file, label_file = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
+    raw = np.fromfile(image_file, dtype=np.uint8)
+    image_bytes = 3 * 96 * 96
+    if raw.size % image_bytes:
+        raise _DamagedFile(image_file, f"its {raw.size} bytes are not a whole number of {image_bytes}-byte images")
+    images = np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
+    labels = np.fromfile(label_file, dtype=np.uint8).astype(np.int64) - 1
+    if len(labels) != len(images):
+        raise _DamagedFile(label_file, f"it holds {len(labels)} labels for the {len(images)} images of "
+                                       f"{image_file.name}")
     return images, labels
 
 
 def _read_split(key: str, folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    if key == "stl10":
-        images, labels = _read_stl10(folder, train)
-    else:
+    """Read one split; a damaged file raises a ValueError that names it and says how to get it again."""
+    try:
+        if key == "stl10":
+            return _read_stl10(folder, train)
         label_key = "fine_labels" if key == "cifar100" else "labels"
-        images, labels = _read_cifar(folder, _split_files(key, train), label_key)
-    if len(images) != len(labels):
-        raise ValueError(f"{folder} holds {len(images)} images but {len(labels)} labels; the files are damaged")
-    return images, labels
+        return _read_cifar(folder, _split_files(key, train), label_key)
+    except _DamagedFile as damaged:
+        spec = _DATASETS[key]
+        raise ValueError(
+            f"{damaged.path} is damaged ({damaged.reason}): a download or copy was probably cut short. Re-create it: "
+            f"delete {folder}/ and call load_dataset({key!r}, download=True) on a machine with internet access, or "
+            f"extract {spec.url} into {folder.parent}/ again.") from None
 
 
 def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_SEED) -> np.ndarray:
@@ -267,16 +300,20 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
     Splits are cached in this process, so loading the same split again does not re-read the files;
     every call returns new tensors, which the caller may modify freely.
     Raises FileNotFoundError, naming the missing files and how to get them, when the files are
-    absent and cannot be downloaded.
+    absent and cannot be downloaded, and ValueError, naming the file and how to re-create it, when a
+    file is damaged (truncated, say).
     """
     key = _dataset_key(name)
+    train = require_bool("train", train)
+    download = require_bool("download", download)
     images, labels = _load_arrays(key, data_root(root), train, download)
     if subset is not None:
-        if isinstance(subset, bool) or not isinstance(subset, int) or not 1 <= subset <= len(labels):
+        size = as_number(subset)     # a numpy or 0-d tensor integer is an integer
+        if not isinstance(size, int) or not 1 <= size <= len(labels):
             split = "train" if train else "test"
             raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "
                              f"{split} split) or None, got {subset!r}")
-        index = balanced_subset_indices(labels, subset)
+        index = balanced_subset_indices(labels, size)
         images, labels = images[index], labels[index]
     if not isinstance(imbalanced, bool):
         raise ValueError(f"imbalanced must be True or False, got {imbalanced!r}")

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import require_images, to_float_images
+from .augment import to_float_images
 from .presets import autocast_dtype, no_autocast
-from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
-                         require_positive, require_same_shape)
+from .validation import (describe_tensor, require_embeddings, require_finite, require_images, require_in_range,
+                         require_int_at_least, require_labels, require_positive, require_same_shape, require_unit_range)
 
 
 # ---------------------------------------------------------------- features
@@ -33,7 +33,7 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
         backbone: a module mapping float pixels in [0, 1], [B, 3, H, W], to features [B, D]
             (the backbone, not the projector).
         images: uint8 [N, 3, H, W] (converted to float / 255 one batch at a time, so the whole
-            dataset is never held as float) or float in [0, 1].
+            dataset is never held as float) or float in [0, 1] (checked: one host sync).
         batch_size: images per forward pass; the result does not depend on it (eval mode).
 
     Runs on the backbone's device (batches of images are moved there), under torch.no_grad, so the
@@ -43,7 +43,8 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
     require_images("images", images)
-    require_int_at_least("batch_size", batch_size, 1)
+    require_unit_range("images", images)
+    batch_size = require_int_at_least("batch_size", batch_size, 1)
 
     parameter = next(backbone.parameters(), None)
     device = parameter.device if parameter is not None else images.device
@@ -64,21 +65,27 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
 
 # ---------------------------------------------------------------- weighted kNN
 
-def _check_knn_inputs(train_features, train_labels, test_features, k, temperature, chunk_size) -> None:
+def _check_knn_inputs(train_features, train_labels, test_features, k, temperature,
+                      chunk_size) -> tuple[torch.Tensor, int, float, int]:
+    """Checks the arguments of `knn_predict`; returns train_labels (int64), k, temperature and chunk_size as
+    plain values."""
     require_embeddings("train_features", train_features)
     require_embeddings("test_features", test_features)
-    require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
+    train_labels = require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError(f"test_features has dimension {test_features.shape[1]} but train_features has "
                          f"{train_features.shape[1]}; they must match")
     if test_features.device != train_features.device:
         raise ValueError(f"test_features is on {test_features.device} but train_features on "
                          f"{train_features.device}; put them on the same device")
-    require_int_at_least("k", k, 1)
+    k = require_int_at_least("k", k, 1)
     if k > train_features.shape[0]:
         raise ValueError(f"k must be at most the train-set size {train_features.shape[0]}, got {k}")
-    require_positive("temperature", temperature)
-    require_int_at_least("chunk_size", chunk_size, 1)
+    temperature = require_positive("temperature", temperature)
+    chunk_size = require_int_at_least("chunk_size", chunk_size, 1)
+    require_finite("train_features", train_features)
+    require_finite("test_features", test_features)
+    return train_labels, k, temperature, chunk_size
 
 
 def _num_classes(labels: torch.Tensor, name: str) -> int:
@@ -99,9 +106,11 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
         \hat y(q) = \arg\max_c \sum_{i \in N_k(q)} \exp(s_{qi} / T) [y_i = c]
 
     The number of classes is max(train_labels) + 1. Test points are handled `chunk_size` at a time,
-    so the full N_test x N_train similarity matrix is never built. Inputs are not modified.
+    so the full N_test x N_train similarity matrix is never built. Inputs are not modified. Features with a
+    NaN or inf (a diverged encoder) raise a ValueError rather than vote: top-k over NaN picks arbitrary neighbours.
     """
-    _check_knn_inputs(train_features, train_labels, test_features, k, temperature, chunk_size)
+    train_labels, k, temperature, chunk_size = _check_knn_inputs(train_features, train_labels, test_features, k,
+                                                                 temperature, chunk_size)
     num_classes = _num_classes(train_labels, "train_labels")
     bank = F.normalize(train_features.detach().float(), dim=1)                       # [N_train, D]
     bank_labels = train_labels.to(bank.device)
@@ -128,7 +137,7 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     CIFAR demo and InstDisc settings). Returns a Python float in [0, 1].
     """
     require_embeddings("test_features", test_features)
-    require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
+    test_labels = require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
     predictions = knn_predict(train_features, train_labels, test_features, k, temperature, chunk_size)
     return (predictions == test_labels.to(predictions.device)).float().mean().item()
 
@@ -164,7 +173,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
     Everything runs on the features' device; the features are detached (the encoder stays frozen).
     The number of classes is max(train_labels) + 1. Accuracies are those of the final epoch (no
-    model selection on the test set).
+    model selection on the test set). Features with a NaN or inf raise a ValueError.
 
     The defaults (Adam lr 0.03, batch 1024, 100 epochs: about 4,900 steps for 50,000 examples) come
     within about half a point of the converged optimum on 512-d CIFAR-10 features; a 50,000 x 512
@@ -172,16 +181,18 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     """
     require_embeddings("train_features", train_features)
     require_embeddings("test_features", test_features)
-    require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
-    require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
+    train_labels = require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
+    test_labels = require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError(f"test_features has dimension {test_features.shape[1]} but train_features has "
                          f"{train_features.shape[1]}; they must match")
-    require_int_at_least("epochs", epochs, 1)
-    require_positive("lr", lr)
-    require_in_range("weight_decay", weight_decay, 0.0, math.inf, high_inclusive=False)
-    require_int_at_least("batch_size", batch_size, 1)
-    require_int_at_least("seed", seed, 0)
+    epochs = require_int_at_least("epochs", epochs, 1)
+    lr = require_positive("lr", lr)
+    weight_decay = require_in_range("weight_decay", weight_decay, 0.0, math.inf, high_inclusive=False)
+    batch_size = require_int_at_least("batch_size", batch_size, 1)
+    seed = require_int_at_least("seed", seed, 0)
+    require_finite("train_features", train_features)
+    require_finite("test_features", test_features)
     num_classes = _num_classes(train_labels, "train_labels")
 
     device = train_features.device

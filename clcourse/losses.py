@@ -38,6 +38,12 @@ def positive_index(batch_size: int, device=None) -> torch.Tensor:
     return torch.cat([half + batch_size, half])
 
 
+def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
+    if z.shape[0] < 2:
+        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
+                         f"{name} has {z.shape[0]} row")
+
+
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     r"""NT-Xent / InfoNCE over the 2B anchors of two views (SimCLR).
 
@@ -52,10 +58,13 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
     Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
 
     Args:
-        z1, z2: [B, D] embeddings of the first and second view of the same B images.
+        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images (with one image
+            the positive is the only other entry of its row, and the loss is 0 whatever the encoder).
         temperature: tau > 0; smaller values concentrate the loss on the hardest negatives.
     """
-    require_positive("temperature", temperature)
+    temperature = require_positive("temperature", temperature)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "info_nce")
     with no_autocast(z1.device):
         u = _normalised_pair(z1, z2)
         logits = u @ u.T / temperature
@@ -118,12 +127,6 @@ def _debiased_hard_loss(positive: torch.Tensor, negatives: torch.Tensor, tempera
     return (torch.log(pos + negative_estimate) - (positive - shift)).mean()
 
 
-def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
-    if z.shape[0] < 2:
-        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
-                         f"{name} has {z.shape[0]} row")
-
-
 def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1) -> torch.Tensor:
     r"""Debiased Contrastive Learning loss over the 2B anchors of two views (SimCLR form).
 
@@ -158,8 +161,8 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         temperature: t > 0.
         tau_plus: class prior tau^+ in [0, 1): the assumed probability that a negative shares the anchor's class.
     """
-    require_positive("temperature", temperature)
-    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    temperature = require_positive("temperature", temperature)
+    tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "dcl")
     with no_autocast(z1.device):
@@ -200,9 +203,9 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         tau_plus: class prior tau^+ in [0, 1).
         beta: concentration beta >= 0; larger values focus on harder negatives.
     """
-    require_positive("temperature", temperature)
-    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-    require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+    temperature = require_positive("temperature", temperature)
+    tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    beta = require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
     require_embeddings("z1", z1)
     _require_two_images("z1", z1, "hcl")
     with no_autocast(z1.device):
@@ -224,7 +227,7 @@ def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperatu
 
 def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
                   queue_mask: torch.Tensor | None = None, extra_negatives: torch.Tensor | None = None,
-                  logits: Callable = moco_logits) -> torch.Tensor:
+                  logits: Callable = moco_logits, check_mask: bool = True) -> torch.Tensor:
     r"""MoCo's InfoNCE: each query against its positive key and a queue of negatives.
 
     With q, k, queue and the extra negatives L2-normalised,
@@ -247,13 +250,17 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
         queue: [K, D] negative keys.
         temperature: tau > 0.
         queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b
-            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf.
+            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf. A query left
+            without any negative would have loss 0 whatever its embedding: checking that none is reads the
+            mask on the host (one sync);
         extra_negatives: optional [B, M, D] negatives of each query alone, appended after the queue
             (MoCHi's synthetic negatives, see `mochi_negatives`).
         logits: the function that makes the [B, 1 + K] logits of unit q, k and queue (`moco_logits`,
             or a student's own in notebook 03).
+        check_mask: False skips the mask check, for callers that guarantee it once (MoCo does, at the start
+            of training) and must not synchronise every step.
     """
-    require_positive("temperature", temperature)
+    temperature = require_positive("temperature", temperature)
     require_embeddings("q", q)
     require_embeddings("k", k)
     require_same_shape("q", q, "k", k)
@@ -268,6 +275,11 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
             raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
                              f"with B = {batch_size}, got {describe_tensor(extra_negatives)}")
         _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
+    if queue_mask is not None and check_mask and (extra_negatives is None or extra_negatives.shape[1] == 0):
+        if int((~queue_mask).sum(dim=1).min()) == 0:
+            raise ValueError("queue_mask masks every queue entry of some query and there are no extra_negatives: "
+                             "that query has no negative, so its loss is 0 whatever its embedding. Mask fewer "
+                             "entries or use a larger queue")
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         scores = logits(q, F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),
@@ -398,6 +410,163 @@ def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_
         loss = moco_info_nce(q, k, queue, extra_negatives=extra)
     """
     return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask, check_mask).negatives
+
+
+# ---------------------------------------------------------------- SCE: soft targets instead of one-hot
+
+def _soft_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float, lam: float,
+                 queue_mask: torch.Tensor | None) -> torch.Tensor:
+    """`sce_target` on unit float32 inputs, without checks (the public functions check once)."""
+    with torch.no_grad():
+        scores = k @ queue.T / temperature_momentum
+        if queue_mask is not None:
+            scores = scores.masked_fill(queue_mask, float("-inf"))
+        relational = torch.softmax(scores, dim=1)
+        return torch.cat([torch.full_like(scores[:, :1], lam), (1 - lam) * relational], dim=1)
+
+
+def _require_sce_inputs(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float, lam: float,
+                        queue_mask: torch.Tensor | None) -> None:
+    require_positive("temperature_momentum", temperature_momentum)
+    require_in_range("lam", lam, 0.0, 1.0)
+    require_embeddings("k", k)
+    require_embeddings("queue", queue)
+    _require_feature_dim("queue", queue, k.shape[1], "k")
+    if queue_mask is not None:
+        _require_queue_mask(queue_mask, k.shape[0], queue.shape[0])
+
+
+def sce_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float = 0.05, lam: float = 0.5,
+               queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""SCE's target distribution over each query's candidates [k_b, n_1, ..., n_K], shape [B, 1 + K].
+
+    With the key k_b (momentum encoder, weak view) and the queue entries n_j, all L2-normalised,
+
+        s_{bj} = \frac{\exp(k_b \cdot n_j / \tau_m)}{\sum_{j'} \exp(k_b \cdot n_{j'} / \tau_m)},
+        \qquad w_b = \big[\, \lambda,\; (1 - \lambda)\, s_{b1},\; \dots,\; (1 - \lambda)\, s_{bK} \,\big]
+
+    Column 0 is the positive (one-hot part, weight exactly lambda); the rest is the key's *relation* to the
+    queue, sharpened by the small temperature tau_m. The key's own slot is left out of the relational
+    softmax, as in the authors' later code (eztorch); the deprecated CEA-LIST/SCE code gives it logit 0
+    instead, a weight of about 1e-6 to 1e-8 at K = 4096, tau_m = 0.05. Each row sums to 1.
+
+    Computed without gradient: the target is a constant for the loss (Denize et al., WACV 2023).
+
+    Args:
+        k: [B, D] keys of the weak views.
+        queue: [K, D] negative keys.
+        temperature_momentum: tau_m > 0 (CIFAR-10: 0.05).
+        lam: lambda in [0, 1], the weight of the one-hot part (CIFAR-10: 0.5).
+        queue_mask: optional bool [B, K], True where queue entry j is not a candidate of query b (a key of
+            its own image): it gets weight 0 and the relational part is spread over the others.
+    """
+    _require_sce_inputs(k, queue, temperature_momentum, lam, queue_mask)
+    with no_autocast(k.device):
+        return _soft_target(F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),
+                            temperature_momentum, lam, queue_mask)
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum_j target_j log softmax(logits)_j. Candidates with logit -inf have target 0 and
+    are left out of the sum (0 * log 0 would be NaN)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    return -(target * log_p.masked_fill(target == 0, 0.0)).sum(dim=1).mean()
+
+
+def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.1,
+        temperature_momentum: float = 0.05, lam: float = 0.5, queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Similarity Contrastive Estimation (SCE) in the queue form the authors train with.
+
+    The query q_b (online encoder, strong view) predicts a distribution over the candidates: its positive
+    key k_b (momentum encoder, weak view) and the queue entries n_1..n_K, all L2-normalised,
+
+        p_b = \mathrm{softmax}\big( [\, q_b \cdot k_b,\; q_b \cdot n_1,\; \dots,\; q_b \cdot n_K \,] / \tau \big),
+
+    and the loss is its cross-entropy with the target w_b of `sce_target`,
+
+        w_b = [\, \lambda,\; (1 - \lambda)\, \mathrm{softmax}_j(k_b \cdot n_j / \tau_m) \,],
+        \qquad L = -\frac{1}{B} \sum_b \sum_{c=0}^{K} w_{bc} \log p_{bc} .
+
+    lambda = 1 gives MoCo's InfoNCE (`moco_info_nce`) exactly. lambda = 0 is a purely relational loss
+    (ReSSL-like: match the query's similarity distribution to the key's; the positive keeps only the
+    relational weight its slot has, 0 here). In between, a negative n_j that the key finds similar gets
+    target weight (1 - lambda) s_j: the gradient on its logit is p_j - w_j, so it is pushed away less than
+    by InfoNCE (p_j), or even pulled when w_j > p_j.
+
+    Gradient flows into q only: k and the queue are detached, and the target is computed without gradient
+    (the momentum encoder is not trained by gradient). Enqueuing k afterwards is the caller's job.
+
+    Denize et al., "Similarity Contrastive Estimation for Self-Supervised Soft Contrastive Learning", WACV
+    2023 (arXiv 2111.14585); CIFAR-10: tau = 0.1, tau_m = 0.05, lambda = 0.5, K = 4096. `sce_in_batch` is
+    the paper's in-batch equation.
+
+    Args:
+        q: [B, D] queries (strong views).
+        k: [B, D] keys (weak views), one per query.
+        queue: [K, D] negative keys.
+        temperature: tau > 0 of the prediction.
+        temperature_momentum: tau_m > 0 of the target (smaller than tau: a sharper target).
+        lam: lambda in [0, 1].
+        queue_mask: optional bool [B, K], True where a queue entry is not a candidate of that query (a
+            stale key of its own image): logit -inf, target 0.
+    """
+    require_positive("temperature", temperature)
+    _require_sce_inputs(k, queue, temperature_momentum, lam, queue_mask)
+    require_embeddings("q", q)
+    require_same_shape("q", q, "k", k)
+    with no_autocast(q.device):
+        q = F.normalize(q.float(), dim=1)
+        k = F.normalize(k.detach().float(), dim=1)
+        queue = F.normalize(queue.detach().float(), dim=1)
+        logits = moco_logits(q, k, queue, temperature)
+        if queue_mask is not None:
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
+        return _soft_cross_entropy(logits, _soft_target(k, queue, temperature_momentum, lam, queue_mask))
+
+
+def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, temperature_momentum: float = 0.05,
+                 lam: float = 0.5) -> torch.Tensor:
+    r"""SCE in the paper's in-batch form: the N images of a batch are each other's candidates.
+
+    With z^1 = normalize(online embeddings of the strong views) and z^2 = normalize(target embeddings of the
+    weak views), both [N, D],
+
+        s^2_{ik} = \frac{\mathbb{1}[i \ne k]\, \exp(z^2_i \cdot z^2_k / \tau_m)}
+                        {\sum_{j} \mathbb{1}[i \ne j]\, \exp(z^2_i \cdot z^2_j / \tau_m)},
+        \qquad w^2_{ik} = \lambda\, \mathbb{1}[i = k] + (1 - \lambda)\, s^2_{ik},
+
+        p^1_{ik} = \frac{\exp(z^1_i \cdot z^2_k / \tau)}{\sum_j \exp(z^1_i \cdot z^2_j / \tau)},
+        \qquad L = -\frac{1}{N} \sum_i \sum_k w^2_{ik} \log p^1_{ik} .
+
+    For image i this is `sce` with key z^2_i and the other N - 1 target embeddings as its queue. z2 is
+    detached (the target branch gets no gradient). lambda = 1: InfoNCE between the two views' embeddings
+    with the targets' as candidates.
+
+    Denize et al., WACV 2023 (arXiv 2111.14585), the equation of the paper.
+
+    Args:
+        z1: [N, D] online embeddings (strong views), N >= 2.
+        z2: [N, D] target embeddings (weak views) of the same images.
+        temperature, temperature_momentum, lam: tau > 0, tau_m > 0, lambda in [0, 1], as in `sce`.
+    """
+    require_positive("temperature", temperature)
+    require_positive("temperature_momentum", temperature_momentum)
+    require_in_range("lam", lam, 0.0, 1.0)
+    require_embeddings("z1", z1)
+    require_embeddings("z2", z2)
+    require_same_shape("z1", z1, "z2", z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"sce_in_batch needs at least 2 images (each image's candidates are the batch's target "
+                         f"embeddings, its own and the others'); z1 has {z1.shape[0]} row")
+    with no_autocast(z1.device):
+        u1 = F.normalize(z1.float(), dim=1)
+        u2 = F.normalize(z2.detach().float(), dim=1)
+        with torch.no_grad():
+            self_pairs = torch.eye(len(u2), dtype=torch.bool, device=u2.device)
+            relational = torch.softmax((u2 @ u2.T / temperature_momentum).masked_fill(self_pairs, float("-inf")), dim=1)
+            target = lam * self_pairs.float() + (1 - lam) * relational
+        log_p = torch.log_softmax(u1 @ u2.T / temperature, dim=1)
+        return -(target * log_p).sum(dim=1).mean()
 
 
 # ---------------------------------------------------------------- many views: multi-view InfoNCE and CACR

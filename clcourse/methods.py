@@ -25,10 +25,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attacks import contrastive_attack
 from .evaluate import extract_features
 from .losses import (cacr, dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, multiview_info_nce,
-                     require_cacr_arguments)
+                     require_cacr_arguments, sce)
 from .models import projection_mlp, use_split_batchnorm
+
+
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
+from .models import adversarial_batchnorm, projection_mlp, use_dual_batchnorm, use_split_batchnorm
+from .negatives import rank_among_negatives
 from .presets import no_autocast
 from .validation import require_in_range, require_int_at_least, require_positive
 
@@ -146,7 +152,7 @@ class SimCLR(Method):
             from .augment import simclr_cifar
             augment = simclr_cifar()
         super().__init__(backbone, (augment, augment))
-        require_positive("temperature", temperature)
+        temperature = require_positive("temperature", temperature)
         if loss is not None and not callable(loss):
             raise ValueError(f"loss must be a function loss(z1, z2, temperature, ...), got {loss!r}")
         self.temperature = temperature
@@ -170,6 +176,12 @@ class SimCLR(Method):
     def config(self) -> dict:
         return {**super().config(), "functions": {"loss": describe(self.loss)}}
 
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        if batch_size < 2:
+            # One image has no negatives: its only other view is the positive, and the loss is 0.
+            raise ValueError(f"batch_size must be at least 2 for {type(self).__name__} (the other images of the "
+                             f"batch are the negatives), got {batch_size}")
+
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
         z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)
@@ -186,7 +198,7 @@ class DCL(SimCLR):
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, **options):
         super().__init__(backbone, temperature, **options)
-        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
         self.tau_plus = tau_plus
         self.hyperparameters["tau_plus"] = tau_plus
 
@@ -203,8 +215,8 @@ class HCL(SimCLR):
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
                  **options):
         super().__init__(backbone, temperature, **options)
-        require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
-        require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+        tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+        beta = require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
         self.tau_plus, self.beta = tau_plus, beta
         self.hyperparameters.update(tau_plus=tau_plus, beta=beta)
 
@@ -219,6 +231,16 @@ def update_key_encoder(key_encoder: nn.Module, query_encoder: nn.Module, momentu
     """theta_k <- m theta_k + (1 - m) theta_q for every parameter of the key encoder, in place (one fused
     update over all parameters; the query encoder is left alone)."""
     torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()), 1.0 - momentum)
+
+
+def moco_step(method: "MoCo", query_views: torch.Tensor, key_views: torch.Tensor,
+              index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One direction of a MoCo step: queries q = normalize(g(f(query_views))), keys from the momentum encoder
+    on a shuffled batch without gradient (`MoCo.keys`), and the InfoNCE of q against its key and the queue,
+    with the keys of each query's own image masked (`MoCo.query_loss`). Returns (loss, q, k); the keys are
+    enqueued after the optimiser step (`MoCo.on_step_end`)."""
+    q, k = method.queries(query_views), method.keys(key_views)
+    return method.query_loss(q, k, index), q, k
 
 
 def ring_buffer_enqueue(queue: torch.Tensor, pointer: torch.Tensor | int,
@@ -245,11 +267,15 @@ class MoCo(Method):
     adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
     per the demo).
 
-    The three moving parts can be replaced by a student's own (notebook 03), each with the signature of
-    the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
-    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`) and
+    The moving parts can be replaced by a student's own (notebook 03), each with the signature of the
+    library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
+    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`),
     `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
-    their image indices).
+    their image indices), and the step itself, `step(method, query_views, key_views, index) -> (loss, q, k)`
+    (`moco_step`; a given step replaces `queries`, `keys` and `query_loss`, MoCHi's mixing included).
+
+    Both views are made with `augment` unless `key_augment` gives the key view (views[1]) its own recipe, as
+    SCE's weak view.
 
     Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits, learning
     rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
@@ -259,18 +285,19 @@ class MoCo(Method):
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, queue_size: int = 4096, momentum: float = 0.99,
                  bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
-                 projector_hidden: int = 512, projector_out: int = 128, augment=None,
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None, key_augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
-                 enqueue: Callable | None = None):
+                 enqueue: Callable | None = None, step: Callable | None = None):
         if augment is None:
             from .augment import simclr_cifar
             augment = simclr_cifar()
-        super().__init__(backbone, (augment, augment))
-        require_positive("temperature", temperature)
-        require_int_at_least("queue_size", queue_size, 1)
-        require_in_range("momentum", momentum, 0.0, 1.0)
-        require_int_at_least("bn_splits", bn_splits, 1)
-        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue)):
+        super().__init__(backbone, (augment, key_augment or augment))
+        temperature = require_positive("temperature", temperature)
+        queue_size = require_int_at_least("queue_size", queue_size, 1)
+        momentum = require_in_range("momentum", momentum, 0.0, 1.0)
+        bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
+        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue),
+                         ("step", step)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be a function, got {fn!r}")
         self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
@@ -278,6 +305,7 @@ class MoCo(Method):
         self.logits_fn = logits or moco_logits
         self.momentum_update_fn = momentum_update or update_key_encoder
         self.enqueue_fn = enqueue or ring_buffer_enqueue
+        self.step_fn = step or moco_step
         if bn_splits > 1:
             use_split_batchnorm(self.backbone, bn_splits)
         self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out, batch_norm=False)
@@ -289,6 +317,10 @@ class MoCo(Method):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        # How many queue entries can be keys of a query's own image (masked), and whether that leaves every query
+        # a negative: both settled once in on_train_start, so that steps need no host sync to check the mask.
+        self.most_masked_entries = queue_size
+        self.enough_unmasked_entries = False
         self.hyperparameters = dict(temperature=temperature, queue_size=queue_size, momentum=momentum,
                                     bn_splits=bn_splits, symmetric=symmetric, mask_same_image=mask_same_image,
                                     projector_hidden=projector_hidden, projector_out=projector_out)
@@ -296,7 +328,8 @@ class MoCo(Method):
     def config(self) -> dict:
         return {**super().config(), "functions": {"logits": describe(self.logits_fn),
                                                   "momentum_update": describe(self.momentum_update_fn),
-                                                  "enqueue": describe(self.enqueue_fn)}}
+                                                  "enqueue": describe(self.enqueue_fn),
+                                                  "step": describe(self.step_fn)}}
 
     def query_encoder(self) -> nn.Module:
         """The encoder trained by gradient, backbone then projector (a container made on the fly, so that
@@ -314,12 +347,26 @@ class MoCo(Method):
         return list(self.query_encoder().parameters())
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
+        self.enough_unmasked_entries = False
         if not self.mask_same_image and self.queue.shape[0] >= num_images:
             raise ValueError(
                 f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
                 f"got {self.queue.shape[0]}: the queue would hold a stale key of every query's own image")
         if batch_size % self.bn_splits:
             raise ValueError(f"batch_size must be divisible by bn_splits={self.bn_splits}, got {batch_size}")
+        queue_size = self.queue.shape[0]
+        self.most_masked_entries = 0
+        if self.mask_same_image:
+            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
+            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
+            # earlier epochs, each holding at most one key of the query's image per direction.
+            keys_per_epoch = batch_size * (num_images // batch_size)
+            self.most_masked_entries = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
+            if self.most_masked_entries >= queue_size:
+                raise ValueError(f"queue_size must be larger than {self.most_masked_entries}, the keys of a query's "
+                                 f"own image it can hold (masked), so that every query keeps a negative; got "
+                                 f"{queue_size}")
+        self.enough_unmasked_entries = True
 
     def queries(self, views: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(self.backbone(views)).float(), dim=1)
@@ -337,7 +384,7 @@ class MoCo(Method):
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index),
-                             logits=self.logits_fn)
+                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
@@ -354,15 +401,14 @@ class MoCo(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
-        q1, k2 = self.queries(view1), self.keys(view2)
-        loss = self.query_loss(q1, k2, batch.index)
-        keys = [k2]
+        loss, q1, k2 = self.step_fn(self, view1, view2, batch.index)
+        keys = [k2.detach().float()]
         if self.symmetric:
-            q2, k1 = self.queries(view2), self.keys(view1)
-            loss = loss + self.query_loss(q2, k1, batch.index)   # summed, as in the MoCo CIFAR-10 demo
-            keys.append(k1)
-        logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
-                "queue_similarity": (q1.detach() @ self.queue.T).mean()}
+            loss2, _, k1 = self.step_fn(self, view2, view1, batch.index)
+            loss = loss + loss2   # summed, as in the MoCo CIFAR-10 demo
+            keys.append(k1.detach().float())
+        q1 = q1.detach().float()
+        logs = {"positive_similarity": (q1 * keys[0]).sum(1).mean(), "queue_similarity": (q1 @ self.queue.T).mean()}
         return StepOutput(loss, logs, {"keys": torch.stack(keys)})
 
     @torch.no_grad()
@@ -387,33 +433,26 @@ class MoCHi(MoCo):
     def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128, n_mix_query: int = 32,
                  mixing_warmup_epochs: int = 0, **options):
         super().__init__(backbone, **options)
-        require_int_at_least("n_hardest", n_hardest, 1)
+        n_hardest = require_int_at_least("n_hardest", n_hardest, 1)
         if n_hardest > self.queue.shape[0]:
             raise ValueError(f"n_hardest must be at most queue_size ({self.queue.shape[0]}), got {n_hardest}")
-        require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
-        require_int_at_least("n_mix_query", n_mix_query, 0)
-        require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
+        n_mix_negatives = require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
+        n_mix_query = require_int_at_least("n_mix_query", n_mix_query, 0)
+        mixing_warmup_epochs = require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
         self.n_hardest, self.n_mix_negatives, self.n_mix_query = n_hardest, n_mix_negatives, n_mix_query
         self.mixing_warmup_epochs = mixing_warmup_epochs
         self.mixing = mixing_warmup_epochs == 0
-        self.enough_unmasked_entries = False   # proven once in on_train_start, so steps need no host sync
         self.hyperparameters.update(n_hardest=n_hardest, n_mix_negatives=n_mix_negatives, n_mix_query=n_mix_query,
                                     mixing_warmup_epochs=mixing_warmup_epochs)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
-        super().on_train_start(num_images, batch_size)
-        if self.mask_same_image:
-            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
-            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
-            # earlier epochs, each holding at most one key of the query's image per direction.
-            queue_size = self.queue.shape[0]
-            keys_per_epoch = batch_size * (num_images // batch_size)
-            most_masked = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
-            if self.n_hardest > queue_size - most_masked:
-                raise ValueError(
-                    f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
-                    f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
-        self.enough_unmasked_entries = True
+        super().on_train_start(num_images, batch_size)   # bounds the masked entries (most_masked_entries)
+        queue_size, most_masked = self.queue.shape[0], self.most_masked_entries
+        if self.n_hardest > queue_size - most_masked:
+            self.enough_unmasked_entries = False
+            raise ValueError(
+                f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
+                f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
 
     def on_epoch_start(self, epoch: int) -> None:
         self.mixing = epoch >= self.mixing_warmup_epochs
@@ -425,7 +464,263 @@ class MoCHi(MoCo):
             synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
                                         queue_mask=queue_mask, check_mask=not self.enough_unmasked_entries)
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic,
-                             logits=self.logits_fn)
+                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
+
+
+class SCE(MoCo):
+    """Similarity Contrastive Estimation (Denize et al., WACV 2023) on MoCo v2: the query q = g(f(strong view))
+    predicts, over its key and the queue, a soft target that the momentum encoder makes from a weak view of the
+    same image: lambda on the key, 1 - lambda spread over the queue entries the key finds similar
+    (`clcourse.losses.sce`). Negatives that look like the image are pushed less; lambda = 1 is MoCo v2's loss.
+
+    What SCE changes in MoCo v2, as in the authors' CIFAR-10 configuration:
+    - the views: the strong one (`augment`, default the course's SimCLR recipe) goes to the online encoder, the
+      weak one (`key_augment`, default crop + flip, `clcourse.augment.weak`) to the momentum encoder, which
+      makes the key and the target (a target from a strong view is a noisier relation);
+    - split BN in the momentum encoder only: keys are computed on a shuffled batch in `bn_splits` groups, as in
+      MoCo, while the online encoder keeps ordinary batch-norm over the whole batch (`bn_splits` times more
+      samples per statistic than a split). A query and its key are still never normalised with the same
+      statistics, which is all that shuffle BN is for, so the authors' choice is kept;
+    - the defaults: lambda = 0.5, tau = 0.1, tau_m = 0.05, K = 4096, m = 0.99, non-symmetric, learning rate
+      0.06 per 256 images.
+
+    Kept from the course's MoCo v2, unlike the authors' code: the projector has no batch-norm (theirs: 512-512
+    with BN and ReLU, then 128) and the strong view no Gaussian blur (theirs: p = 0.5), so that SCE differs from
+    MoCo v2 only in the loss, the key's view and where BN is split.
+
+    `loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None) -> scalar` is
+    `clcourse.losses.sce` unless given, e.g. the function a student wrote in notebook 07; it receives unit
+    vectors in float32, with autocast off, and `queue_mask` (keys of the query's own image) when
+    `mask_same_image` is on. SCE makes its logits inside its loss, so MoCo's `logits=` is not taken.
+    """
+
+    lr = 0.06   # the authors' CIFAR-10 configuration: SGD 0.06 for a batch of 256
+
+    def __init__(self, backbone: nn.Module, lam: float = 0.5, temperature: float = 0.1,
+                 temperature_momentum: float = 0.05, bn_splits: int = 8, augment=None, key_augment=None,
+                 loss: Callable | None = None, **options):
+        if "logits" in options:
+            raise ValueError("logits is not an option of SCE, which makes its logits inside its loss: give "
+                             "loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None) instead")
+        lam = require_in_range("lam", lam, 0.0, 1.0)
+        temperature_momentum = require_positive("temperature_momentum", temperature_momentum)
+        bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(q, k, queue, temperature, temperature_momentum, lam, "
+                             f"queue_mask=None), got {loss!r}")
+        if key_augment is None:
+            from .augment import weak
+            key_augment = weak()
+        # bn_splits=1: MoCo would split both encoders; only the momentum encoder is split, below.
+        super().__init__(backbone, temperature=temperature, bn_splits=1, augment=augment, key_augment=key_augment,
+                         **options)
+        if bn_splits > 1:
+            use_split_batchnorm(self.key_backbone, bn_splits)
+            for parameter in self.key_encoder().parameters():    # the new layers' parameters, too: no gradient
+                parameter.requires_grad_(False)
+        self.bn_splits = bn_splits
+        self.lam, self.temperature_momentum = lam, temperature_momentum
+        self.loss = loss or sce
+        self.hyperparameters.update(bn_splits=bn_splits, lam=lam, temperature_momentum=temperature_momentum)
+
+    def config(self) -> dict:
+        return {**Method.config(self), "functions": {"loss": describe(self.loss),
+                                                     "momentum_update": describe(self.momentum_update_fn),
+                                                     "enqueue": describe(self.enqueue_fn)}}
+
+    def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # float32 with autocast off, so that no loss, a student's included, runs its exponentials in half precision
+        with no_autocast(q.device):
+            return self.loss(q.float(), k.float(), self.queue.float(), self.temperature, self.temperature_momentum,
+                             self.lam, queue_mask=self.same_image_mask(index))
+
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi, "sce": SCE}
+
+
+# ---------------------------------------------------------------- CLAE: adversarial examples as positives
+
+class ClaeOutput(NamedTuple):
+    """What `clae_objective` returns: the loss and the three embeddings it compares."""
+    loss: torch.Tensor      # L(z1, z2) + alpha L(z1, z_adv)
+    z1: torch.Tensor        # g(f(x_i)), clean branch
+    z2: torch.Tensor        # g(f(x_j)), clean branch
+    z_adv: torch.Tensor     # g(f_adv(x_i + delta)), adversarial branch
+
+
+def clae_objective(encode: Callable, encode_adversarial: Callable, attack: Callable, loss: Callable,
+                   view1: torch.Tensor, view2: torch.Tensor, alpha: float) -> ClaeOutput:
+    r"""CLAE's loss for one batch of two views (Ho & Vasconcelos, "Contrastive Learning with Adversarial
+    Examples", NeurIPS 2020, https://arxiv.org/abs/2010.12050; the SimCLR variant of the authors' code):
+
+        z_i, z_j = g(f(x_i)), g(f(x_j))                 one clean forward pass of the 2B views
+        x_adv    = attack(encode_adversarial, x_i)      x_i + delta, delta from FGSM on L (`contrastive_attack`)
+        z_adv    = g(f_adv(x_adv))                      through the adversarial batch-norm branch
+        L_CLAE   = L(z_i, z_j) + \alpha L(z_i, z_adv)
+
+    The adversarial view is a perturbed copy of the *same* crop x_i, so z_adv is a hard positive for z_i;
+    through the batch it is also a negative for every other image. z_i is the clean anchor of both terms
+    and gets gradient from both; x_adv carries none (the attack's gradient is discarded).
+
+    Args:
+        encode, encode_adversarial: pixels -> embeddings through the clean / adversarial BN branch.
+        attack: (encode, x) -> adversarial x, detached.
+        loss: (z1, z2) -> scalar contrastive loss (InfoNCE, DCL, HCL, ...).
+        view1, view2: the two views x_i, x_j [B, 3, H, W].
+        alpha: weight of the adversarial term.
+    """
+    z1, z2 = encode(torch.cat([view1, view2])).chunk(2)
+    x_adv = attack(encode_adversarial, view1)
+    z_adv = encode_adversarial(x_adv)
+    return ClaeOutput(loss(z1, z2) + alpha * loss(z1, z_adv), z1, z2, z_adv)
+
+
+class _FirstOutput:
+    """`encode` that keeps (detached) the first embeddings it computes: the attack's forward pass at
+    delta = 0, which the method compares with the adversarial one at no extra cost."""
+
+    def __init__(self, encode: Callable):
+        self.encode, self.first = encode, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encode(x)
+        if self.first is None:
+            self.first = z.detach()
+        return z
+
+
+class CLAE(Method):
+    r"""Contrastive Learning with Adversarial Examples (Ho & Vasconcelos, NeurIPS 2020) on top of any
+    two-view method whose loss compares (z1, z2): SimCLR (the paper's setting), DCL or HCL (`base`), whose
+    backbone, projector, views and loss it uses (`base_options` go to that method):
+
+        L = L(z_i, z_j) + \alpha L(z_i, z_adv(x_i + \delta)),
+        \delta = \epsilon \, \mathrm{sign} \nabla_{x} L(\mathrm{sg}[z_adv(x_i)], z_adv(x)) |_{x = x_i}
+
+    (`clae_objective`, `clcourse.attacks.contrastive_attack`). `epsilon` is in [0, 1] pixel units: the
+    default 0.015 is CLAE's 0.03 on inputs normalised with mean 0.5 / std 0.5 (pixels in [-1, 1]).
+    `attack_steps` = 1 is the paper's FGSM step; more steps run PGD (step `attack_step_size`, default
+    2.5 epsilon / steps).
+
+    Dual batch-norm (`dual_batchnorm=True`, AdvProp): every BN layer of backbone and projector gets an
+    adversarial twin (momentum `adversarial_momentum`, 0.01 as in CLAE's code); the attack's forward pass
+    and the adversarial term go through it, in training mode, so they update *that* branch's running
+    statistics, as the authors' code does; the clean branch serves the clean term and every evaluation
+    (kNN, linear probe, `embed`). `dual_batchnorm=False` shares one BN for the ablation.
+
+    The attack raises the base loss summed over the 2B anchors instead of averaged: the gradient's sign is
+    the same, and on fp16 GPUs (T4) the input gradient stays clear of underflow.
+
+    Logs, per batch: `clean_loss` and `adversarial_loss` (the two terms); `attack_raise`, how much the
+    perturbation raised the adversarial term over delta = 0, L(z_i, z_adv(x_i + delta)) - L(z_i, z_adv(x_i))
+    (z_adv(x_i) is the attack's own first forward pass, so this costs no extra pass);
+    `positive_similarity` cos(z_i, z_j) beside `adversarial_similarity` cos(z_i, z_adv); and
+    `adversarial_negative_rank`, the mean rank of the adversarial views among each anchor's real
+    negatives (`clcourse.negatives.rank_among_negatives`: 0.5 is as hard as a typical real negative).
+
+    Exercises plug in here: `attack(encode, x, epsilon, loss) -> x_adv` replaces the FGSM step (then
+    `attack_steps` must be 1) and `objective` replaces `clae_objective` (same signature).
+
+    `compilable = False`: the attack takes an input gradient (torch.autograd.grad) inside the step, which
+    TorchDynamo does not trace, so the training loop runs this step eagerly; the dual batch-norm layers
+    themselves compile.
+
+    Differences from the authors' SimCLR code: the two views share one clean forward pass (theirs: one pass
+    per view); the attack makes one forward pass (theirs: two with identical outputs, which move the
+    adversarial running statistics twice); x_adv is clipped to [0, 1] (theirs is not); the projector has
+    batch-norm, which gets its adversarial twin too (theirs has none); the optimiser is the course's SGD
+    recipe (theirs: Adam, lr 3e-4).
+    """
+
+    compilable = False
+
+    def __init__(self, backbone: nn.Module, base: str = "simclr", epsilon: float = 0.015, alpha: float = 1.0,
+                 attack_steps: int = 1, attack_step_size: float | None = None, dual_batchnorm: bool = True,
+                 adversarial_momentum: float = 0.01, attack: Callable | None = None,
+                 objective: Callable | None = None, **base_options):
+        bases = {name: cls for name, cls in METHODS.items() if issubclass(cls, SimCLR)}
+        if base not in bases:
+            raise ValueError(f"base must be one of {sorted(bases)} (a two-view method whose loss compares z1 and z2), "
+                             f"got {base!r}")
+        base_method = bases[base](backbone, **base_options)
+        super().__init__(base_method.backbone, base_method.view_recipes)
+        require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+        require_in_range("alpha", alpha, 0.0, math.inf, high_inclusive=False)
+        require_int_at_least("attack_steps", attack_steps, 1)
+        if attack_step_size is not None:
+            require_positive("attack_step_size", attack_step_size)
+        elif attack_steps > 1 and epsilon == 0:
+            raise ValueError("epsilon must be > 0 for a PGD attack (attack_steps > 1), whose default step size is "
+                             "2.5 epsilon / attack_steps; got epsilon=0")
+        require_in_range("adversarial_momentum", adversarial_momentum, 0.0, 1.0)
+        for name, fn in (("attack", attack), ("objective", objective)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be a function, got {fn!r}")
+        if attack is not None and attack_steps != 1:
+            raise ValueError(f"attack replaces the one-step attack: attack_steps must be 1 when attack is given, "
+                             f"got {attack_steps}")
+        # Held, not registered as a submodule: its backbone and projector are this method's own.
+        self.__dict__["base"] = base_method
+        self.projector = base_method.projector
+        self.lr = base_method.lr
+        self.epsilon, self.alpha, self.dual_batchnorm = epsilon, alpha, dual_batchnorm
+        self.attack_steps, self.attack_step_size = attack_steps, attack_step_size
+        self.attack_fn, self.objective_fn = attack, objective or clae_objective
+        if dual_batchnorm:
+            use_dual_batchnorm(self.backbone, adversarial_momentum)
+            use_dual_batchnorm(self.projector, adversarial_momentum)
+        self.hyperparameters = dict(base=base, **base_method.hyperparameters, epsilon=epsilon, alpha=alpha,
+                                    attack_steps=attack_steps, attack_step_size=attack_step_size,
+                                    dual_batchnorm=dual_batchnorm,
+                                    adversarial_momentum=adversarial_momentum if dual_batchnorm else None)
+
+    def config(self) -> dict:
+        functions = {**self.base.config()["functions"],
+                     "attack": describe(self.attack_fn or contrastive_attack), "objective": describe(self.objective_fn)}
+        return {**super().config(), "functions": functions}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """z = g(f(x)) through the clean batch-norm branch (unnormalised: the losses normalise)."""
+        return self.projector(self.backbone(x))
+
+    def encode_adversarial(self, x: torch.Tensor) -> torch.Tensor:
+        """g(f(x)) through the adversarial batch-norm branch (the shared one with dual_batchnorm=False)."""
+        if not self.dual_batchnorm:
+            return self.encode(x)
+        with adversarial_batchnorm(self):
+            return self.encode(x)
+
+    def attack_loss(self, z_anchor: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The base loss summed over the 2B anchors: the attack's objective (same gradient sign as the mean)."""
+        return self.base.contrastive_loss(z_anchor, z) * (2 * z.shape[0])
+
+    def perturb(self, encode: Callable, x: torch.Tensor) -> torch.Tensor:
+        """x + delta: FGSM (or PGD) on `attack_loss` through `encode`, or the given `attack`."""
+        if self.attack_fn is not None:
+            return self.attack_fn(encode, x, self.epsilon, self.attack_loss)
+        return contrastive_attack(encode, x, self.epsilon, self.attack_loss, self.attack_steps, self.attack_step_size)
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        view1, view2 = batch.views
+        encode_adversarial = _FirstOutput(self.encode_adversarial)
+        loss, z1, z2, z_adv = self.objective_fn(self.encode, encode_adversarial, self.perturb,
+                                                self.base.contrastive_loss, view1, view2, self.alpha)
+        if encode_adversarial.first is None:
+            raise ValueError(f"objective ({describe(self.objective_fn)}) never called encode_adversarial: the "
+                             "attack and the adversarial view must go through it")
+        with torch.no_grad():
+            z1, z2, z_adv = (F.normalize(z.detach().float(), dim=1) for z in (z1, z2, z_adv))
+            adversarial_loss = self.base.contrastive_loss(z1, z_adv)
+            logs = {"clean_loss": self.base.contrastive_loss(z1, z2),
+                    "adversarial_loss": adversarial_loss,
+                    "attack_raise": adversarial_loss - self.base.contrastive_loss(z1, encode_adversarial.first),
+                    "positive_similarity": (z1 * z2).sum(1).mean(),
+                    "adversarial_similarity": (z1 * z_adv).sum(1).mean(),
+                    "adversarial_negative_rank": rank_among_negatives(z1, (z1, z2), z_adv).mean()}
+        return StepOutput(loss, logs)
+
+
+METHODS["clae"] = CLAE
 
 
 # ---------------------------------------------------------------- many views: multi-view SimCLR and CACR
@@ -525,8 +820,8 @@ class CACR(Method):
         return StepOutput(loss, {"positive_similarity": mean_view_similarity(embeddings)})
 
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL, "moco": MoCo, "mochi": MoCHi,
-                                   "simclr_multiview": MultiViewSimCLR, "cacr": CACR}
+METHODS["simclr_multiview"] = MultiViewSimCLR
+METHODS["cacr"] = CACR
 
 
 def build_method(name: str, backbone: nn.Module, **options) -> Method:

@@ -1,16 +1,20 @@
 """Encoders for 32x32 (and 96x96) images: ResNet-18 with the CIFAR stem, a small CNN for CPU runs,
-the projection MLP, and split batch-norm for MoCo on one device.
+the projection MLP, split batch-norm for MoCo on one device, and dual batch-norm (a second set of BN
+layers for adversarial examples, AdvProp / CLAE).
 
 Every backbone starts with its own `Normalize` layer, so every model takes pixels in [0, 1]. Attacks in
 later notebooks perturb those pixels directly, with epsilons in [0, 1] pixel units.
 """
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validation import require_int_at_least
+from .validation import require_in_range, require_int_at_least
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -25,6 +29,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A dtype check costs no host sync (a range check would, every forward pass: that one is made where
+        # images enter, see `require_unit_range`).
+        if not x.is_floating_point():
+            raise ValueError(f"the model takes float pixels in [0, 1], got {x.dtype} images: convert them with "
+                             "clcourse.augment.to_float_images(images) (uint8 / 255) first")
         return (x - self.mean) / self.std
 
 
@@ -180,3 +189,76 @@ def use_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
         else:
             use_split_batchnorm(child, num_splits)
     return module
+
+
+# ---------------------------------------------------------------- dual batch-norm (AdvProp, CLAE)
+
+class DualBatchNorm(nn.Module):
+    """Two batch-norm layers of the same shape behind one switch: `clean` for ordinary images and for every
+    evaluation, `adversarial` for adversarial examples, while every other weight of the network is shared
+    (AdvProp: Xie et al., "Adversarial Examples Improve Image Recognition", CVPR 2020; CLAE uses it too).
+
+    Adversarial inputs have other activation statistics than clean ones; one shared BN would mix the two
+    in its batch statistics and in its running averages. The adversarial copy starts as a copy of the clean
+    layer (weights and running statistics) and keeps its running averages with `adversarial_momentum`
+    (0.01 in CLAE's code, against PyTorch's default 0.1 on the clean layer).
+
+    Which layer runs is decided by `route_adversarial` (False: clean), set for a whole network with the
+    `adversarial_batchnorm` context manager; a layer only ever updates its own running statistics, so
+    clean passes never move the adversarial averages and vice versa. Under torch.compile the switch is a
+    guarded attribute: each route gets its own graph.
+    """
+
+    def __init__(self, batch_norm: nn.modules.batchnorm._BatchNorm, adversarial_momentum: float = 0.01):
+        super().__init__()
+        if not isinstance(batch_norm, nn.modules.batchnorm._BatchNorm):
+            raise ValueError(f"batch_norm must be a batch-norm layer (nn.BatchNorm1d/2d/3d), got "
+                             f"{type(batch_norm).__name__}")
+        require_in_range("adversarial_momentum", adversarial_momentum, 0.0, 1.0)
+        self.clean = batch_norm
+        self.adversarial = copy.deepcopy(batch_norm)
+        self.adversarial.momentum = adversarial_momentum
+        self.route_adversarial = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adversarial(x) if self.route_adversarial else self.clean(x)
+
+
+def use_dual_batchnorm(module: nn.Module, adversarial_momentum: float = 0.01) -> nn.Module:
+    """Replace every batch-norm layer of `module` (in place) by a `DualBatchNorm` whose clean branch is that
+    layer, so a trained network keeps its weights and statistics on the clean route. Returns `module`."""
+    require_in_range("adversarial_momentum", adversarial_momentum, 0.0, 1.0)
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, DualBatchNorm(child, adversarial_momentum))
+        elif not isinstance(child, DualBatchNorm):
+            use_dual_batchnorm(child, adversarial_momentum)
+    return module
+
+
+def dual_batchnorm_layers(module: nn.Module) -> list[DualBatchNorm]:
+    """The `DualBatchNorm` layers of `module`."""
+    return [m for m in module.modules() if isinstance(m, DualBatchNorm)]
+
+
+@contextmanager
+def adversarial_batchnorm(module: nn.Module):
+    """Within this context every forward pass of `module` goes through the adversarial batch-norm branch of
+    its `DualBatchNorm` layers (in training mode it updates that branch's running statistics, as any BN
+    forward does); on leaving, each layer's previous route is restored.
+
+        with adversarial_batchnorm(model):
+            z_adv = model(x_adv)
+    """
+    layers = dual_batchnorm_layers(module)
+    if not layers:
+        raise ValueError(f"module ({type(module).__name__}) has no DualBatchNorm layer to route through: convert it "
+                         "with use_dual_batchnorm(module) first")
+    previous = [layer.route_adversarial for layer in layers]
+    for layer in layers:
+        layer.route_adversarial = True
+    try:
+        yield module
+    finally:
+        for layer, route in zip(layers, previous):
+            layer.route_adversarial = route

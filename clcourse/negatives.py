@@ -18,6 +18,7 @@ anchor's class, which self-supervised learning cannot know and still pushes away
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .losses import _debiased_hard_loss   # the estimator the DCL and HCL losses train with (see hcl)
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_int_at_least, require_labels,
-                         require_positive)
+from .validation import (describe_tensor, require_embeddings, require_finite, require_in_range, require_int_at_least,
+                         require_labels, require_positive)
 
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
 SIMILARITY_BLOCK_ENTRIES = 2 ** 24
@@ -90,18 +92,18 @@ def hardest_negatives(anchors: torch.Tensor, candidates: torch.Tensor, k: int,
                          f"candidate_ids={'None' if candidate_ids is None else 'a tensor'}")
     num_negatives = len(candidates)
     if anchor_ids is not None:
-        require_labels("anchor_ids", anchor_ids, len(anchors), "anchors")
-        require_labels("candidate_ids", candidate_ids, len(candidates), "candidates")
-        anchor_ids = anchor_ids.to(anchors.device)
-        candidate_ids = candidate_ids.to(anchors.device)
+        anchor_ids = require_labels("anchor_ids", anchor_ids, len(anchors), "anchors").to(anchors.device)
+        candidate_ids = require_labels("candidate_ids", candidate_ids, len(candidates), "candidates").to(anchors.device)
         num_negatives = _negatives_per_anchor(anchor_ids, candidate_ids)
-    require_int_at_least("k", k, 1)
+    k = require_int_at_least("k", k, 1)
     if k > num_negatives:
         raise ValueError(f"k must be an integer in [1, {num_negatives}] (the number of negatives each anchor "
                          f"has), got {k!r}")
     if chunk_size is None:
         chunk_size = max(1, SIMILARITY_BLOCK_ENTRIES // len(candidates))
-    require_int_at_least("chunk_size", chunk_size, 1)
+    chunk_size = require_int_at_least("chunk_size", chunk_size, 1)
+    require_finite("anchors", anchors)        # top-k over NaN similarities returns arbitrary candidates
+    require_finite("candidates", candidates)
 
     with no_autocast(anchors.device):
         unit_candidates = _unit_float32(candidates).to(anchors.device)
@@ -285,13 +287,137 @@ def negative_weights(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
         return negative_weights_from_similarities(positive_similarity, negative_similarities, temperature)
 
 
+def negative_gradient_weights(positive_similarity: torch.Tensor, negative_similarities: torch.Tensor,
+                              temperature: float, tau_plus: float = 0.0, beta: float = 0.0) -> torch.Tensor:
+    r"""How hard each anchor's loss pushes it away from each of its negatives: w_ik = dl_i / d(s_ik / t).
+
+    For the SimCLR-form losses of the course, the debiased, hardness-weighted estimator of
+    `clcourse.losses.hcl` (tau_plus = beta = 0: InfoNCE; beta = 0: DCL), differentiated by autograd with
+    respect to each negative's logit s_ik / t. For InfoNCE w_ik = p_k of
+    :func:`negative_weights_from_similarities`; DCL scales every negative's weight alike (by 1 / (1 - tau^+)
+    over a smaller denominator, and to 0 where its floor binds), so it leaves their proportions as they are;
+    HCL multiplies weight k by about (1 + beta) e^{beta s_k / t} / mean_j e^{beta s_j / t} (its gradient through
+    the importance weights included: negatives easier than the weighted average can get a small negative
+    weight, a pull).
+
+    Args:
+        positive_similarity: [A] cosine similarity of each anchor to its positive.
+        negative_similarities: [A, N] cosine similarities to its N negatives.
+        temperature: t > 0; tau_plus in [0, 1); beta >= 0.
+
+    Returns:
+        float32 [A, N], detached.
+    """
+    require_positive("temperature", temperature)
+    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+    if not isinstance(negative_similarities, torch.Tensor) or negative_similarities.dim() != 2:
+        raise ValueError("negative_similarities must be a tensor of shape [A, N], got "
+                         f"{describe_tensor(negative_similarities)}")
+    if not isinstance(positive_similarity, torch.Tensor) or positive_similarity.shape != negative_similarities.shape[:1]:
+        raise ValueError(f"positive_similarity must be a tensor of shape [A] = [{negative_similarities.shape[0]}], "
+                         f"got {describe_tensor(positive_similarity)}")
+    with torch.enable_grad(), no_autocast(negative_similarities.device):
+        logits = (negative_similarities.detach().float() / temperature).requires_grad_()
+        positive = positive_similarity.detach().float().to(logits.device) / temperature
+        # the loss is a mean over anchors: times A, each anchor's own gradient
+        loss = _debiased_hard_loss(positive, logits, temperature, tau_plus, beta) * len(logits)
+        (weights,) = torch.autograd.grad(loss, logits)
+    return weights
+
+
+@torch.no_grad()
+def view_pair_negatives(z1: torch.Tensor, z2: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of two views laid out as SimCLR's loss sees it: the 2B anchors [z1; z2], each with its positive
+    (the other view of its image) and its 2B - 2 negatives (both views of every other image).
+
+    Returns:
+        (positive similarities [2B], negative similarities [2B, 2B - 2], same_class [2B, 2B - 2]: whether each
+        negative shares the anchor's label, a false negative), float32 cosines.
+    """
+    require_embeddings("z1", z1)
+    require_embeddings("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    require_labels("labels", labels, len(z1), "z1")
+    if len(z1) < 2:
+        raise ValueError(f"z1 must have at least 2 rows (a negative needs two images), got {len(z1)}")
+    batch_size, device = len(z1), z1.device
+    with no_autocast(device):
+        u = _unit_float32(torch.cat([z1, z2.to(device)]))
+        similarities = u @ u.T
+    anchors = torch.arange(2 * batch_size, device=device)
+    partner = (anchors + batch_size) % (2 * batch_size)
+    is_negative = (anchors[:, None] != anchors[None, :]) & (partner[:, None] != anchors[None, :])
+    both_labels = labels.to(device).repeat(2)
+    same_class = both_labels[:, None] == both_labels[None, :]
+    shape = (2 * batch_size, 2 * batch_size - 2)
+    return similarities[anchors, partner], similarities[is_negative].view(shape), same_class[is_negative].view(shape)
+
+
+def same_class_gradient_share(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float,
+                              tau_plus: float = 0.0, beta: float = 0.0, batch_size: int = 256,
+                              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The share of a loss's push that falls on same-class negatives (false negatives), on labelled held-out views.
+
+    The images are dealt into random batches of `batch_size` as in training (a permutation seeded by `seed`,
+    whatever order the data is stored in; the last, partial batch is dropped); in each,
+    every anchor's negatives are the 2B - 2 views of the other images (:func:`view_pair_negatives`) and their
+    weights w_ik those of :func:`negative_gradient_weights`. Then
+
+        	ext{share} = rac{1}{A} \sum_i rac{\sum_{k: y_k = y_i} w_{ik}}{\sum_k w_{ik}},
+        \qquad 	ext{chance} = rac{1}{A} \sum_i rac{|\{k: y_k = y_i\}|}{2B - 2}
+
+    `chance` is the share with equal weights, what a loss blind to similarity would give (about 1/C for C
+    balanced classes). A share above it means the loss pushes hardest on exactly the negatives it should not.
+    Anchors whose loss pushes on no negative at all (where DCL's or HCL's floor binds) are left out of `share`.
+
+    Args:
+        z1, z2: [N, D] embeddings of two views of N labelled images; labels: [N].
+        temperature, tau_plus, beta: the loss's (InfoNCE: tau_plus = beta = 0), see negative_gradient_weights.
+        batch_size: images per batch, 2 <= batch_size <= N.
+        seed: seeds the (CPU) permutation that makes the batches, so the result is the same on every device.
+
+    Returns:
+        (share, chance): float32 scalars.
+    """
+    require_labels("labels", labels, len(z1), "z1")
+    require_int_at_least("batch_size", batch_size, 2)
+    if batch_size > len(z1):
+        raise ValueError(f"batch_size must be at most the number of images ({len(z1)}), got {batch_size}")
+    require_int_at_least("seed", seed, 0)
+    order = torch.randperm(len(z1), generator=torch.Generator().manual_seed(seed)).to(z1.device)
+    labels = labels.to(z1.device)
+    shares, chances = [], []
+    for start in range(0, len(z1) - batch_size + 1, batch_size):
+        batch = order[start:start + batch_size]
+        positive, negatives, same_class = view_pair_negatives(z1[batch], z2[batch], labels[batch])
+        weights = negative_gradient_weights(positive, negatives, temperature, tau_plus, beta)
+        push = weights.sum(1)
+        pushed = push > 0          # where DCL's floor binds, an anchor pushes on no negative: no share to take
+        shares.append(((weights * same_class).sum(1) / push)[pushed])
+        chances.append(same_class.float().mean(1))
+    return torch.cat(shares).mean(), torch.cat(chances).mean()
+
+
 def _normalised_weights(weights: torch.Tensor) -> torch.Tensor:
     if not isinstance(weights, torch.Tensor) or weights.dim() < 1 or not weights.is_floating_point():
         raise ValueError("weights must be a floating-point tensor with at least one dimension, got "
                          f"{describe_tensor(weights)}")
-    if bool((weights < 0).any()):
+    total = weights.sum(dim=-1, keepdim=True)
+    negative, not_finite, zero_sum = torch.stack([(weights < 0).any(), ~torch.isfinite(weights).all(),
+                                                  (total == 0).any()]).tolist()   # one host sync
+    if negative:
         raise ValueError("weights must be non-negative, got a negative entry")
-    return weights / weights.sum(dim=-1, keepdim=True)
+    if not_finite:
+        raise ValueError("weights must be finite, got a NaN or inf entry")
+    if zero_sum:
+        raise ValueError("weights must have a positive sum along the last dimension (a distribution over the "
+                         "negatives), got a row of zeros: its entropy is undefined (0 / 0). At a very small "
+                         "temperature negative_weights underflows to zeros: pass softmax(s_k / tau) over the "
+                         "negatives instead")
+    return weights / total
 
 
 def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -523,3 +649,64 @@ def embedding_map(features: torch.Tensor, method: str = "pca", n_components: int
     """Coordinates [N, n_components] (float32 numpy) of a map of the features; see :func:`fit_embedding_map`,
     which also returns what is needed to place new points on the map."""
     return fit_embedding_map(features, method, n_components, seed, normalize, cache, **umap_kwargs).coords
+
+
+# ---------------------------------------------------------------- how hard new negatives are (CLAE)
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The entries of a square matrix [B, B] off its diagonal, row by row in column order: [B, B - 1]
+    (a gather of fixed shape, where a boolean mask would need a host synchronisation on a GPU)."""
+    n = matrix.shape[0]
+    columns = torch.arange(n - 1, device=matrix.device).expand(n, n - 1)
+    columns = columns + (columns >= torch.arange(n, device=matrix.device)[:, None])
+    return matrix.gather(1, columns)
+
+
+@torch.no_grad()
+def rank_among_negatives(anchors: torch.Tensor, negatives: Iterable[torch.Tensor],
+                         candidates: torch.Tensor) -> torch.Tensor:
+    r"""How hard new points are as negatives, measured against the real ones: for anchor k and each other
+    image m, the fraction of anchor k's real negatives that are *less* similar to the anchor than the new
+    point of image m,
+
+        r_{km} = \frac{1}{V (B - 1)} \sum_{v=1}^{V} \sum_{n \ne k}
+                 \mathbb{1}\big[ s(a_k, z^{(v)}_n) < s(a_k, c_m) \big],
+        \qquad m \ne k,
+
+    with s the cosine similarity, z^{(v)} the V views whose other-image rows are the real negatives, and c
+    the candidates (row b of every tensor belongs to image b). r = 0: easier than every real negative;
+    r = 1: harder than all of them; a real negative itself ranks about uniformly in [0, 1].
+
+    CLAE: `rank_among_negatives(z1, (z1, z2), z_adv)` ranks each adversarial view among the negatives
+    SimCLR's loss gives anchor z1_k (the 2B - 2 views of the other images). Sorting each anchor's real
+    negatives once and binary-searching the candidates costs O(B V B log(V B)), not O(B^3 V).
+
+    Args:
+        anchors: [B, D] embeddings, B >= 2.
+        negatives: one or more [B, D] views of the same B images.
+        candidates: [B, D], the new point of each image.
+
+    Returns:
+        float32 [B, B - 1]: row k holds r_{km} for m = 0, ..., B - 1 without k, detached.
+    """
+    require_embeddings("anchors", anchors)
+    negatives = list(negatives) if not isinstance(negatives, torch.Tensor) else [negatives]
+    if not negatives:
+        raise ValueError("negatives must hold at least one [B, D] view, got none")
+    batch_size = anchors.shape[0]
+    if batch_size < 2:
+        raise ValueError(f"anchors must hold at least 2 images (an anchor needs other images), got {batch_size}")
+    for name, t in [("candidates", candidates)] + [(f"negatives[{i}]", v) for i, v in enumerate(negatives)]:
+        require_embeddings(name, t)
+        if t.shape != anchors.shape:
+            raise ValueError(f"{name} must have the shape of anchors {tuple(anchors.shape)}, got {tuple(t.shape)}")
+    with no_autocast(anchors.device):
+        a = _unit_float32(anchors)
+        real = torch.cat([_unit_float32(view) for view in negatives])            # [V B, D]
+        image = torch.arange(len(real), device=a.device) % batch_size
+        own_image = image[None, :] == torch.arange(batch_size, device=a.device)[:, None]
+        # The anchor's own views sort last (+inf) and are never counted as less similar than a candidate.
+        real_similarity = (a @ real.T).masked_fill(own_image, float("inf")).sort(dim=1).values
+        candidate_similarity = a @ _unit_float32(candidates).T                     # [B, B]
+        less_similar = torch.searchsorted(real_similarity, candidate_similarity.contiguous())
+        return off_diagonal(less_similar.float() / (len(negatives) * (batch_size - 1)))

@@ -16,11 +16,13 @@ and then gives the same numbers as an uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -30,10 +32,13 @@ from tqdm.auto import tqdm
 
 from .methods import Batch, Method, StepOutput
 from .presets import Preset, autocast_dtype, get_device
-from .validation import require_in_range, require_int_at_least, require_positive
+from .validation import (describe_tensor, require_bool, require_images, require_in_range, require_int_at_least,
+                         require_labels, require_positive, require_unit_range)
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
+# What `last.pt` holds besides the run's configuration ("config"); a weights-only snapshot holds "method" and "epoch".
+TRAINING_STATE_KEYS = ("method", "optimizer", "scaler", "history", "epoch", "rng")
 
 
 class KnnData(NamedTuple):
@@ -42,6 +47,22 @@ class KnnData(NamedTuple):
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+
+
+def _require_knn_data(knn_data) -> KnnData:
+    """`knn_data` as a KnnData (a plain tuple of the four is accepted), its labels as int64, its images checked
+    once here, so that a bad set fails when training starts rather than at the first evaluation."""
+    if not isinstance(knn_data, (tuple, list)) or len(knn_data) != 4:
+        raise ValueError("knn_data must be KnnData(train_images, train_labels, test_images, test_labels) or a tuple "
+                         f"of those four, got {describe_tensor(knn_data)}")
+    train_images, train_labels, test_images, test_labels = knn_data
+    for name, images in (("knn_data.train_images", train_images), ("knn_data.test_images", test_images)):
+        require_images(name, images)
+        require_unit_range(name, images)
+    return KnnData(train_images, require_labels("knn_data.train_labels", train_labels, len(train_images),
+                                                "knn_data.train_images"),
+                   test_images, require_labels("knn_data.test_labels", test_labels, len(test_images),
+                                               "knn_data.test_images"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,13 +118,27 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float
 
 def save_atomically(state, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file.
-    A dict is saved with torch.save; a str (e.g. JSON) as text."""
+    A dict is saved with torch.save; a str (e.g. JSON) as text.
+
+    A write that fails (a full disk, a folder made read-only) removes its temporary file, which on a full disk
+    would only fill it further, and raises an OSError that names `path`; the previous file stays as it was.
+    A process killed mid-write leaves the temporary file behind: `train` removes such files when it starts."""
     tmp = path.with_name(path.name + ".tmp")
-    if isinstance(state, str):
-        tmp.write_text(state)
-    else:
-        torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        if isinstance(state, str):
+            tmp.write_text(state)
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError ("unexpected pos ...", "file write failed").
+        if isinstance(error, (OSError, RuntimeError)):
+            raise OSError(f"could not write {path} ({type(error).__name__}: {error}); the previous {path.name}, if "
+                          "any, is intact. Check that the folder is writable and its disk has room, or write the run "
+                          "elsewhere (another checkpoint_dir, or CLCOURSE_RUNS)") from error
+        raise
 
 
 def run_dir(name: str, preset: str | None = None) -> Path:
@@ -125,13 +160,34 @@ def snapshots_by_epoch(checkpoint_dir: str | Path) -> dict[int, Path]:
     return {int(path.stem.removeprefix("epoch_")): path for path in list_checkpoints(checkpoint_dir)}
 
 
+def _read_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
+    """The dict that `train` saved at `path`, which must hold `keys`. A file that cannot be read (empty,
+    truncated, random bytes) or holds something else raises one ValueError naming the file and what to do
+    (`remedy`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+    except Exception as error:   # whatever a damaged file raises, the file is unusable
+        raise ValueError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}); it is damaged "
+                         f"or not a checkpoint. {remedy}") from error
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path} is not the checkpoint expected here: it lacks {', '.join(missing)} (a weights-only "
+                         f"snapshot, or a file written by something else?). {remedy}")
+    return state
+
+
 def load_weights(method: Method, path: str | Path) -> dict:
     """Load the method's weights from a snapshot or from `last.pt`; returns the checkpoint dict."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    method.load_state_dict(checkpoint["method"])
+    remedy = "Pass a snapshot (epoch_XXXX.pt) or last.pt written by clcourse.train.train."
+    checkpoint = _read_checkpoint(path, ("method",), remedy)
+    try:
+        method.load_state_dict(checkpoint["method"])
+    except RuntimeError as error:
+        raise ValueError(f"the weights in {path} do not fit this {type(method).__name__} ({error}); load a "
+                         "checkpoint of a run of the same method and architecture") from error
     return checkpoint
 
 
@@ -173,14 +229,17 @@ def _resolve(preset: Preset | None, method: Method, **given) -> Settings:
         values["lr"] = method.lr
     if values["epochs"] is None:
         raise ValueError("epochs must be given (or a preset, whose epochs are the default), got None")
+    # Numpy scalars and 0-d tensors become plain numbers here, as the run's configuration stores them.
     for name in ("epochs", "batch_size", "knn_every", "knn_k", "checkpoint_every", "log_every"):
-        require_int_at_least(name, values[name], 1)
-    require_int_at_least("warmup_epochs", values["warmup_epochs"], 0)
-    require_int_at_least("seed", values["seed"], 0)
-    require_positive("lr", values["lr"])
-    require_positive("knn_temperature", values["knn_temperature"])
-    require_in_range("momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
-    require_in_range("weight_decay", values["weight_decay"], 0.0, math.inf, high_inclusive=False)
+        values[name] = require_int_at_least(name, values[name], 1)
+    values["warmup_epochs"] = require_int_at_least("warmup_epochs", values["warmup_epochs"], 0)
+    values["seed"] = require_int_at_least("seed", values["seed"], 0)
+    values["lr"] = require_positive("lr", values["lr"])
+    values["knn_temperature"] = require_positive("knn_temperature", values["knn_temperature"])
+    values["momentum"] = require_in_range("momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
+    values["weight_decay"] = require_in_range("weight_decay", values["weight_decay"], 0.0, math.inf,
+                                              high_inclusive=False)
+    values["compile"] = require_bool("compile", values["compile"])
     return Settings(**values)
 
 
@@ -240,29 +299,71 @@ def _checkpoint_dir(run: str | None, checkpoint_dir: str | Path | None, preset: 
     return Path(checkpoint_dir) if checkpoint_dir is not None else None
 
 
-def _start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device, method: Method,
-                     optimizer, scaler, generators) -> tuple[History, int]:
-    """Resume phase: the history and first epoch of the run in `folder` (restoring weights, optimiser, scaler
-    and random generators), or a fresh History and epoch 0. Refuses a run of another configuration, and a
-    fresh start over an existing run."""
-    if folder is None:
-        return History(), 0
-    checkpoint_path = folder / CHECKPOINT_NAME
-    existing = [p.name for p in (checkpoint_path, *list_checkpoints(folder)) if p.is_file()]
-    if not resume:
-        if existing:
-            raise ValueError(
-                f"the run folder {folder} already holds a run ({', '.join(existing[:3])}"
-                f"{', ...' if len(existing) > 3 else ''}) and resume=False would mix a new run's files with it: "
-                "pass resume=True to continue it, choose another run name, or delete the folder")
-    folder.mkdir(parents=True, exist_ok=True)
+def _prepare_folder(folder: Path) -> None:
+    """Create the run folder; remove the temporary files of writes that were interrupted."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the run folder {folder} ({type(error).__name__}: {error}); choose another "
+                      "checkpoint_dir, or set CLCOURSE_RUNS to a writable folder") from error
     for stale in folder.glob("*.tmp"):      # left by a write that was interrupted
         stale.unlink()
-    if not checkpoint_path.is_file():
-        save_atomically(json.dumps(config, indent=2), folder / CONFIG_NAME)
-        return History(), 0
 
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+
+def _require_writable(folder: Path) -> None:
+    """Called before a run trains (a finished run is only read): a folder where no checkpoint can be saved
+    fails now, not after the first epoch."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"the run folder {folder} is not writable, so no checkpoint could be saved: make it "
+                              "writable, choose another checkpoint_dir, or set CLCOURSE_RUNS to a writable folder")
+
+
+def _snapshot_path(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch_{epoch:04d}.pt"
+
+
+def _restore_snapshots(folder: Path, state: dict) -> list[int]:
+    """The epochs of the run's snapshots. The snapshot of the checkpoint's own epoch is written again when its
+    write was interrupted (the checkpoint holds those very weights); older snapshots that are gone cannot be
+    re-created, and a warning says so."""
+    epoch = state["epoch"]
+    snapshot_epochs = state.get("snapshots", [epoch])
+    if epoch in snapshot_epochs and not _snapshot_path(folder, epoch).is_file():
+        save_atomically({"method": state["method"], "epoch": epoch}, _snapshot_path(folder, epoch))
+    lost = [e for e in snapshot_epochs if not _snapshot_path(folder, e).is_file()]
+    if lost:
+        warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be re-created (their "
+                      f"weights are gone; only the epoch of {CHECKPOINT_NAME}, {epoch}, could be); "
+                      "snapshots_by_epoch will not list them", stacklevel=3)
+    return snapshot_epochs
+
+
+def _start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device, method: Method,
+                     optimizer, scaler, generators) -> tuple[History, int, list[int]]:
+    """Resume phase: the history, first epoch and snapshot epochs of the run in `folder` (restoring weights,
+    optimiser, scaler and random generators), or a fresh History, epoch 0 and no snapshots. Refuses a run of
+    another configuration, a fresh start over an existing run, and a damaged or foreign checkpoint."""
+    if folder is None:
+        return History(), 0, []
+    checkpoint_path = folder / CHECKPOINT_NAME
+    existing = [p.name for p in (checkpoint_path, *list_checkpoints(folder)) if p.is_file()]
+    listing = f"{', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}"
+    if existing and not resume:
+        raise ValueError(
+            f"the run folder {folder} already holds a run ({listing}) and resume=False would mix a new run's files "
+            "with it: pass resume=True to continue it, choose another run name, or delete the folder")
+    if existing and not checkpoint_path.is_file():
+        raise ValueError(
+            f"the run folder {folder} holds snapshots ({listing}) but no {CHECKPOINT_NAME} to continue from, and a "
+            "new run would mix its snapshots with them: choose another run name, or delete the folder")
+    _prepare_folder(folder)
+    if not checkpoint_path.is_file():
+        _require_writable(folder)
+        save_atomically(json.dumps(config, indent=2), folder / CONFIG_NAME)
+        return History(), 0, []
+
+    remedy = f"Choose another run name to start a new run, or delete the folder {folder} to start this one afresh."
+    state = _read_checkpoint(checkpoint_path, TRAINING_STATE_KEYS, remedy)
     if "config" not in state:
         raise ValueError(f"the checkpoint {checkpoint_path} was written by an older version of clcourse and holds no "
                          "configuration, so it cannot be checked: delete the folder or choose another run name")
@@ -276,22 +377,30 @@ def _start_or_resume(folder: Path | None, resume: bool, config: dict, device: to
     if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
         raise ValueError(f"the checkpoint in {folder} was written on another kind of device than {device}; resume "
                          "it there, or start a new run under another name")
-    method.load_state_dict(state["method"])
-    optimizer.load_state_dict(state["optimizer"])
-    if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
-        scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"], data_generator, augment_generator)
-    return History(**state["history"]), state["epoch"]
+    try:
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], data_generator, augment_generator)
+        history = History(**state["history"])
+    except Exception as error:   # a checkpoint whose configuration matches but whose contents do not fit
+        raise ValueError(f"{checkpoint_path} could not be restored ({type(error).__name__}: {error}). "
+                         f"{remedy}") from error
+    if state["epoch"] < config["schedule"]["epochs"]:
+        _require_writable(folder)
+    return history, state["epoch"], _restore_snapshots(folder, state)
 
 
 def _save_checkpoint(folder: Path, epoch: int, config: dict, method: Method, optimizer, scaler, history: History,
-                     generators) -> None:
-    """Checkpoint phase: `last.pt` (everything to continue the run) and a weights-only `epoch_XXXX.pt`."""
+                     generators, snapshot_epochs: list[int]) -> None:
+    """Checkpoint phase: `last.pt` (everything to continue the run, and the epochs of its snapshots, this one
+    included) and a weights-only `epoch_XXXX.pt`. A resume re-creates the latter if its write was interrupted."""
     state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
              "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch, "config": config,
-             "rng": _rng_state(*generators)}
+             "rng": _rng_state(*generators), "snapshots": snapshot_epochs}
     save_atomically(state, folder / CHECKPOINT_NAME)
-    save_atomically({"method": method.state_dict(), "epoch": epoch}, folder / f"epoch_{epoch:04d}.pt")
+    save_atomically({"method": method.state_dict(), "epoch": epoch}, _snapshot_path(folder, epoch))
 
 
 def _rng_state(data_generator, augment_generator) -> dict:
@@ -372,25 +481,36 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
     `last.pt` is written every `checkpoint_every` epochs and at the end, with a weights-only snapshot
     `epoch_XXXX.pt` beside it. With `resume=True` (the default) an existing run in that folder is continued
     (or returned at once when complete), provided its configuration is the same; `resume=False` refuses to
-    start over an existing run. `labels` [N] reach the method in each batch; methods with
-    `requires_labels` need them.
+    start over an existing run. A snapshot whose write was interrupted is written again on resume; a
+    checkpoint folder that is not writable stops the run before its first epoch. `labels` [N] (a tensor,
+    array or list of integers) reach the method in each batch as int64; methods with `requires_labels` need
+    them. `knn_data` (a KnnData or a tuple of its four fields) is checked when training starts.
     """
     settings = _resolve(preset, method, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                         weight_decay=weight_decay, warmup_epochs=warmup_epochs, knn_every=knn_every, knn_k=knn_k,
                         knn_temperature=knn_temperature, checkpoint_every=checkpoint_every, compile=compile,
                         seed=seed, log_every=log_every)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a tensor of shape [N, 3, H, W], got {getattr(images, 'shape', type(images))}")
+    resume, progress = require_bool("resume", resume), require_bool("progress", progress)
+    require_images("images", images)
+    if images.dtype != torch.uint8:
+        # uint8 only: float pixels in 0..255 would otherwise saturate every view, silently, and the range check of
+        # float pixels would cost a host sync per step where they enter the augmentation.
+        raise ValueError(f"images must be uint8 pixels 0..255 (the training set stays on the device as uint8), got "
+                         f"{describe_tensor(images)}: convert float pixels in [0, 1] with "
+                         "clcourse.augment.to_uint8_images(images), float pixels in 0..255 with "
+                         "images.round().to(torch.uint8)")
     if images.shape[0] < settings.batch_size:
         raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}), "
                          f"got {settings.batch_size}")
-    if labels is not None and labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels has {labels.shape[0]} entries but images has {images.shape[0]}; they must match")
+    if labels is not None:
+        labels = require_labels("labels", labels, images.shape[0], "images")
     if method.requires_labels and labels is None:
         raise ValueError(f"{type(method).__name__} learns from class labels: pass labels=... (one per image) to train")
-    if knn_data is not None and settings.knn_k > len(knn_data.train_images):
-        raise ValueError(f"knn_k must be at most the number of kNN training images ({len(knn_data.train_images)}), "
-                         f"got {settings.knn_k}")
+    if knn_data is not None:
+        knn_data = _require_knn_data(knn_data)
+        if settings.knn_k > len(knn_data.train_images):
+            raise ValueError(f"knn_k must be at most the number of kNN training images "
+                             f"({len(knn_data.train_images)}), got {settings.knn_k}")
     folder = _checkpoint_dir(run, checkpoint_dir, preset)
 
     device = get_device(device)
@@ -417,7 +537,8 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
 
     # Resume (or start).
     config = run_config(method, images, labels, settings, preset)
-    history, start_epoch = _start_or_resume(folder, resume, config, device, method, optimizer, scaler, generators)
+    history, start_epoch, snapshot_epochs = _start_or_resume(folder, resume, config, device, method, optimizer, scaler,
+                                                             generators)
     checkpoint_path = folder / CHECKPOINT_NAME if folder is not None else None
     step_fn = method.training_step
     if settings.compile and method.compilable:
@@ -475,6 +596,7 @@ def train(method: Method, images: torch.Tensor, *, labels: torch.Tensor | None =
         history.epochs.append(epoch_record)
         # Checkpoint.
         if folder is not None and ((epoch + 1) % settings.checkpoint_every == 0 or epoch + 1 == settings.epochs):
-            _save_checkpoint(folder, epoch + 1, config, method, optimizer, scaler, history, generators)
+            snapshot_epochs = [*snapshot_epochs, epoch + 1]
+            _save_checkpoint(folder, epoch + 1, config, method, optimizer, scaler, history, generators, snapshot_epochs)
     bar.close()
     return history

@@ -1,5 +1,6 @@
-"""Shared test setup: a headless plotting backend, a numba cache in the repo, a modest thread count, and
-every test starting from the same random state whatever ran before it."""
+"""Shared test setup: a headless plotting backend, a numba cache in the repo, a modest thread count,
+every test starting from the same random state whatever ran before it, and tests marked `cuda` skipped
+on machines without a CUDA GPU."""
 import os
 import random
 from pathlib import Path
@@ -24,3 +25,13 @@ def _seed_everything():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `@pytest.mark.cuda` when there is no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(no_gpu)

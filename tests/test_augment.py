@@ -483,7 +483,7 @@ def test_bad_images_raise(images):
         to_float_images(images)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_views_and_generator_device():
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, device="cuda")
     augment = simclr_stl10(size=32)

@@ -117,10 +117,11 @@ def test_info_nce_closed_form_on_orthogonal_images():
         assert torch.allclose(info_nce(z, 3 * z, t), torch.tensor(math.log(1 + 2 * math.exp(-1 / t))), atol=1e-6)
 
 
-def test_info_nce_with_one_image_has_no_negatives_so_zero_loss():
+def test_info_nce_with_one_image_is_refused():
+    # One image has no negatives: its loss would be 0 with zero gradients, whatever the encoder.
     z1, z2 = views(0, 1, 4)
-    loss, (g1, g2) = value_and_grads(info_nce, z1, z2)
-    assert loss == 0 and not g1.any() and not g2.any()
+    with pytest.raises(ValueError, match="info_nce needs at least 2 images .* z1 has 1 row"):
+        info_nce(z1, z2)
 
 
 def test_info_nce_does_not_depend_on_the_embedding_scale():
@@ -260,11 +261,15 @@ def test_moco_info_nce_mask_removes_exactly_the_masked_entries():
     q, k, queue = randn(0, 4, 8), randn(1, 4, 8), randn(2, 12, 8)
     mask = randn(3, 4, 12) > 0.5
     mask[2] = True  # a query with no queue negative left: only its positive remains, loss 0 for it
-    assert_same_value_and_grads(lambda a: moco_info_nce(a, k, queue, 0.2, queue_mask=mask),
+    # Refused by default (that query learns nothing); check_mask=False, for callers that proved the mask once,
+    # computes it as the loop does.
+    with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query"):
+        moco_info_nce(q, k, queue, 0.2, queue_mask=mask)
+    assert_same_value_and_grads(lambda a: moco_info_nce(a, k, queue, 0.2, queue_mask=mask, check_mask=False),
                                 lambda a: reference_moco(a, k.double(), queue.double(), 0.2, mask), q)
     one_at_a_time = torch.stack([moco_info_nce(q[b:b + 1], k[b:b + 1], queue[~mask[b]], 0.2) if (~mask[b]).any()
                                  else torch.tensor(0.0) for b in range(4)]).mean()
-    assert torch.allclose(moco_info_nce(q, k, queue, 0.2, queue_mask=mask), one_at_a_time)
+    assert torch.allclose(moco_info_nce(q, k, queue, 0.2, queue_mask=mask, check_mask=False), one_at_a_time)
 
 
 def test_moco_info_nce_with_mochi_negatives_matches_the_loop():

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ NOISY_NOTEBOOK_METADATA = ("widgets", "signature")
 NOISY_CELL_METADATA = ("collapsed", "scrolled", "ExecuteTime", "execution", "heading_collapsed", "hidden")
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
+# What a marker looks like to a reader: any number of '#', BEGIN or END and SOLUTION in any case and spacing.
+MARKER_LOOKALIKE = re.compile(r"#*\s*(begin|end)[\s_-]*solution", re.IGNORECASE)
 # What replaces a solution region in the student version (nbgrader's ClearSolutions stubs).
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_STUB = ("YOUR ANSWER HERE",)
@@ -164,30 +167,49 @@ def read(path: Path):
     return nbformat.read(path, as_version=4)
 
 
+def read_or_report(path: Path):
+    """The notebook at `path`, or None after printing one line that names the file and why it cannot be read
+    (missing, empty, not JSON, not a notebook), so that a batch goes on with the other notebooks."""
+    try:
+        return read(path)
+    except Exception as error:   # nbformat raises many kinds for a file that is not a notebook
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"{path}: cannot read this notebook ({type(error).__name__}: {reason})")
+        return None
+
+
 def write(nb, path: Path) -> None:
     nbformat.write(nb, path)
 
 
 def strip(paths: list[Path]) -> int:
+    status = 0
     for path in paths:
-        nb = read(path)
+        nb = read_or_report(path)
+        if nb is None:
+            status = 1
+            continue
         stripped = strip_notebook(nb)
         if stripped != nb:
             write(stripped, path)
             print(f"stripped {path}")
-    return 0
+    return status
 
 
 def check(paths: list[Path]) -> int:
-    status = 0
+    unreadable = unclean = False
     for path in paths:
-        problems = notebook_problems(read(path))
+        nb = read_or_report(path)
+        if nb is None:
+            unreadable = True
+            continue
+        problems = notebook_problems(nb)
         for problem in problems:
             print(f"{path}: {problem}")
-        status = status or bool(problems)
-    if status:
+        unclean = unclean or bool(problems)
+    if unclean:
         print("Fix with: python tools/notebooks.py strip (and execute, for checked cells without output)")
-    return int(status)
+    return int(unreadable or unclean)
 
 
 class SolutionMarkerError(ValueError):
@@ -197,15 +219,15 @@ class SolutionMarkerError(ValueError):
 def _solution_marker(line: str) -> str | None:
     """SOLUTION_BEGIN or SOLUTION_END when `line` is that marker alone, else None.
 
-    A line that is almost a marker (``# BEGIN SOLUTION``, ``### BEGIN SOLUTION here``) raises: taken for
-    ordinary code it would hand the solution to students. Prose that mentions the markers is left alone."""
+    A line that starts like a marker but is not exactly one (``# BEGIN SOLUTION``, ``### begin solution``,
+    ``### BEGIN  SOLUTION``, ``### BEGIN SOLUTION here``) raises: taken for ordinary code it would hand the
+    solution to students. Prose that mentions the markers inside a sentence is left alone."""
     stripped = line.strip()
     if stripped in (SOLUTION_BEGIN, SOLUTION_END):
         return stripped
-    words = stripped.lstrip("#").strip()
-    if words.startswith(("BEGIN SOLUTION", "END SOLUTION")):
+    if MARKER_LOOKALIKE.match(stripped):
         raise SolutionMarkerError(f"malformed marker {stripped!r}: write {SOLUTION_BEGIN!r} or "
-                                  f"{SOLUTION_END!r} alone on its line")
+                                  f"{SOLUTION_END!r} exactly, alone on its line")
     return None
 
 
@@ -273,8 +295,12 @@ def write_students(paths: list[Path], out_dir: Path) -> int:
             print(f"{path}: refusing to overwrite the notebook with its student version; choose another --out")
             status = 1
             continue
+        nb = read_or_report(path)
+        if nb is None:
+            status = 1
+            continue
         try:
-            student, regions = student_notebook(read(path), path.name)
+            student, regions = student_notebook(nb, path.name)
         except SolutionMarkerError as error:
             print(f"{path}: {error}")
             status = 1
@@ -309,8 +335,12 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[variable] = str(RECORDING_THREADS)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+    status = 0
     for path in paths:
-        nb = read(path)
+        nb = read_or_report(path)
+        if nb is None:
+            status = 1
+            continue
         print(f"executing {path} ...", flush=True)
         client = NotebookClient(nb, km=_current_python_kernel_manager(), timeout=cell_timeout,
                                 resources={"metadata": {"path": str(path.parent)}})
@@ -319,7 +349,7 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
         write(strip_notebook(nb), path)
         checked = sum(is_checked(cell) for cell in nb.cells)
         print(f"saved {path} ({checked} checked cells keep their outputs)")
-    return 0
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
