@@ -18,7 +18,8 @@ positive is taken to be perfectly aligned (similarity 1).
 
 Notebook 07's soft-target explorer follows the same three layers: :class:`SoftTargetState` (SCE's target of
 a query over a trained queue, at any lambda and tau_m), :func:`soft_target_figure` and
-:func:`soft_target_explorer`.
+:func:`soft_target_explorer`; notebook 06's CACR weights explorer too (:class:`CacrWeightsState`,
+:func:`cacr_weights_figure`, :func:`cacr_weights_explorer`).
 """
 from __future__ import annotations
 
@@ -758,6 +759,22 @@ class CacrWeightsExplorer(widgets.VBox):
         self.redraw()
 
     def _change(self, setter, change) -> None:
+        setter(change["new"])
+        self.redraw()
+
+    def redraw(self) -> None:
+        q = self.state.query()
+        self.last_query = q
+        self.summary.value = (f"image #{q.image}: τ⁺ = {q.tau_pos:.2f} spreads the pull over "
+                              f"{q.effective_positives:.2f} of {len(q.positive_weights)} positives; "
+                              f"τ⁻ = {q.tau_neg:.2f} spreads the push over {q.effective_negatives:.1f} of "
+                              f"{len(q.negative_weights)} negatives")
+        show_png(self.output, _png(cacr_weights_figure(q), self.dpi), "<CACR weights figure>")
+
+
+def cacr_weights_explorer(state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90) -> CacrWeightsExplorer:
+    """The interactive CACR weights explorer for a state; display it by ending a cell with it."""
+    return CacrWeightsExplorer(state, max_tau=max_tau, dpi=dpi)
 
 
 # ---------------------------------------------------------------------- SCE's soft target (notebook 07)
@@ -972,20 +989,6 @@ class SoftTargetExplorer(widgets.VBox):
         self.redraw()
 
     def redraw(self) -> None:
-        q = self.state.query()
-        self.last_query = q
-        self.summary.value = (f"image #{q.image}: τ⁺ = {q.tau_pos:.2f} spreads the pull over "
-                              f"{q.effective_positives:.2f} of {len(q.positive_weights)} positives; "
-                              f"τ⁻ = {q.tau_neg:.2f} spreads the push over {q.effective_negatives:.1f} of "
-                              f"{len(q.negative_weights)} negatives")
-        show_png(self.output, _png(cacr_weights_figure(q), self.dpi), "<CACR weights figure>")
-
-
-def cacr_weights_explorer(state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90) -> CacrWeightsExplorer:
-    """The interactive CACR weights explorer for a state; display it by ending a cell with it."""
-    return CacrWeightsExplorer(state, max_tau=max_tau, dpi=dpi)
-
-
         view = self.state.view()
         fig = soft_target_figure(view)
         self.last_view, self.last_figure = view, fig
