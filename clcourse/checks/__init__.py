@@ -10,6 +10,7 @@ from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_false_negative_rate, check_negative_weights
 from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
 from .moco import check_enqueue, check_moco_logits, check_momentum_update
+from .robustness import check_pgd_step, check_supcon, check_threat_model_1_objective
 from .sce import check_sce_loss, check_soft_target
 from .simclr import check_info_nce, check_positive_mask, check_similarity_matrix
 
@@ -27,4 +28,6 @@ __all__ = [
     "check_soft_target", "check_sce_loss",
     # notebook 05: adversarial examples, CLAE
     "check_fgsm_contrastive", "check_clae_objective",
+    # notebook 08: robustness of CL, SupCon and supervised learning
+    "check_pgd_step", "check_supcon", "check_threat_model_1_objective",
 ]
