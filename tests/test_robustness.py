@@ -363,3 +363,11 @@ def test_threat_model_2_is_torchattacks_pgd(torchattacks, name, norm, epsilon, s
 def test_bad_input_is_a_clear_error(call, says):
     with pytest.raises(ValueError, match=says):
         call()
+
+
+def test_autoattack_without_torchattacks_is_skipped_with_a_message(monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "torchattacks", None)          # import torchattacks now raises ImportError
+    model, x, labels = separable_toy()
+    assert R.autoattack_accuracy(model, x, labels, progress=False) is None
+    assert "AutoAttack skipped" in capsys.readouterr().out
