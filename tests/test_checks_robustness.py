@@ -42,8 +42,8 @@ def test_pgd_step_mistakes_are_named(mistake, message):
         check_pgd_step(lambda *args: pgd_step(*args, **mistake))
 
 
-def supcon(z1, z2, labels, temperature, *, form="out", mask_self=True, self_positive=False, positives_in_denominator=True,
-           normalise=True, divide=True, average=True, anchors="both", by="label"):
+def supcon(z1, z2, labels, temperature, *, form="out", mask_self=True, self_positive=False,
+           positives_in_denominator=True, normalise=True, divide=True, average=True, anchors="both", by="label"):
     z = torch.cat([z1, z2])
     u = F.normalize(z, dim=1) if normalise else z
     y = torch.cat([labels, labels]) if by == "label" else torch.cat([torch.arange(len(z1))] * 2)

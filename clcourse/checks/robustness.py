@@ -40,7 +40,8 @@ def check_pgd_step(fn) -> None:
                 project(x_adv + step_size * gradient, x, epsilon),
             "Project back onto the epsilon-ball around the clean x: delta = (x_adv_new - x).clamp(-epsilon, "
             "epsilon).": moved.clamp(0, 1),
-            "Clip the result to the valid pixels [0, 1] after the projection.": x + (moved - x).clamp(-epsilon, epsilon),
+            "Clip the result to the valid pixels [0, 1] after the projection.":
+                x + (moved - x).clamp(-epsilon, epsilon),
             "Return the new images x + delta, not the perturbation delta.": reference - x,
             "The step has size step_size, not epsilon.": project(x_adv + epsilon * gradient.sign(), x, epsilon),
         }, context)
