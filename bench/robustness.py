@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = replace(budget, train_subset=256, test_subset=64, pretrain_epochs=1, eval_batch_size=64)
         schemes, scenarios = ["cl"], ["ST", "Full-AT"]
     preset = PRESETS[budget_name]
+    prefix = f"{PREFIX}_tiny" if args.smoke else PREFIX     # the tiny budget's runs apart from the smoke budget's
     device = get_device()
     test_steps = args.test_steps or budget.test_steps
     epsilon = args.epsilon / 255
@@ -116,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             for adversarial_pretraining in sorted({R.SCENARIOS[s][0] for s in scenarios}):
                 start = time.perf_counter()
                 encoders[scheme, adversarial_pretraining], _ = R.pretrain_encoder(
-                    scheme, adversarial_pretraining, preset=preset, data=(images, labels), prefix=PREFIX)
+                    scheme, adversarial_pretraining, preset=preset, data=(images, labels), prefix=prefix)
                 results["phases"][f"pretrain_{scheme}_{'at' if adversarial_pretraining else 'st'}"] = round(
                     time.perf_counter() - start, 1)
         for scheme in schemes:
             for scenario in scenarios:
                 adversarial_pretraining, mode = R.SCENARIOS[scenario]
                 start = time.perf_counter()
-                run = R.encoder_run_name(scheme, adversarial_pretraining, budget, PREFIX)
+                run = R.encoder_run_name(scheme, adversarial_pretraining, budget, prefix)
                 model, _ = R.fine_tune(encoders[scheme, adversarial_pretraining], run, mode, preset=preset,
                                        data=(images, labels))
                 fine_tuning = round(time.perf_counter() - start, 1)
