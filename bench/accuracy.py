@@ -121,6 +121,9 @@ def print_summary(results: list[dict]) -> None:
         print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
     if "simclr" in seconds and "clae" in seconds:
         print(f"CLAE's time per epoch over SimCLR: {seconds['clae'] / seconds['simclr']:.2f}x (target: at most 2.2x)")
+    if "simclr" in seconds and "adversarial" in seconds:
+        print(f"Adversarial SimCLR's time per epoch over SimCLR: {seconds['adversarial'] / seconds['simclr']:.2f}x "
+              "(5-step PGD; target: at most 6.5x)")
 
 
 def main(argv=None):
