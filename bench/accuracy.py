@@ -147,6 +147,9 @@ def print_summary(results: list[dict]) -> None:
     for name in ("simclr_multiview", "cacr"):
         if "simclr" in seconds and name in seconds:   # 5 views are 2.5x the images of SimCLR's 2
             print(f"{name}'s epoch over SimCLR's: {seconds[name] / seconds['simclr']:.2f}x (target: at most 2.5x)")
+    if "simclr" in seconds and "adversarial" in seconds:
+        print(f"Adversarial SimCLR's time per epoch over SimCLR: {seconds['adversarial'] / seconds['simclr']:.2f}x "
+              "(5-step PGD; target: at most 6.5x)")
 
 
 def main(argv=None):

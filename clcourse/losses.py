@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_positive,
-                         require_same_shape)
+from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
+                         require_positive, require_same_shape)
 
 
 def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -744,3 +744,43 @@ def cacr(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0, 
     """
     terms = cacr_terms(views, tau_pos, tau_neg, alpha, beta, weights, detach_weights)
     return terms.attraction + terms.repulsion
+
+
+def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    r"""Supervised contrastive loss over the 2B anchors of two views (SupCon, the paper's L^{sup}_{out}).
+
+    With u = normalize([z1; z2]), y = [labels; labels] (both views of an image carry its label) and
+    P(i) = {p \ne i : y_p = y_i}, the other view of anchor i's image and both views of every other image of
+    its class,
+
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+                 \log \frac{\exp(u_i \cdot u_p / \tau)}{\sum_{a \ne i} \exp(u_i \cdot u_a / \tau)},
+        \qquad L = \frac{1}{2B} \sum_{i=1}^{2B} \ell_i
+
+    The mean over the positives sits outside the log (L_out; the paper's L_in, with the mean inside, trains
+    worse). The denominator is InfoNCE's: every view but the anchor itself, positives included. P(i) always
+    holds the other view of the same image, so |P(i)| >= 1. With all labels distinct P(i) is that view alone
+    and the loss is `info_nce`. Nothing is detached.
+
+    Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (https://arxiv.org/abs/2004.11362). The
+    authors' code (HobbitLong/SupContrast `SupConLoss`) also multiplies by tau / tau_base (tau_base = 0.07),
+    which only rescales the loss (SupContrast issue #1); it is left out here, so that distinct labels give
+    InfoNCE exactly.
+
+    Args:
+        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images.
+        labels: [B] integer class labels of the images (a tensor, list or array).
+        temperature: tau > 0 (SupContrast's CIFAR recipe: 0.1).
+    """
+    temperature = require_positive("temperature", temperature)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "supcon")
+    labels = require_labels("labels", labels, z1.shape[0], "z1")
+    with no_autocast(z1.device):
+        u = _normalised_pair(z1, z2)
+        same_class = torch.cat([labels, labels]).to(u.device)
+        self_pairs = torch.eye(len(u), dtype=torch.bool, device=u.device)
+        positives = (same_class[:, None] == same_class[None, :]) & ~self_pairs
+        log_probability = torch.log_softmax((u @ u.T / temperature).masked_fill(self_pairs, float("-inf")), dim=1)
+        per_anchor = -log_probability.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)
+        return per_anchor.mean()

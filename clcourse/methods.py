@@ -25,18 +25,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import contrastive_attack
+from .attacks import contrastive_attack, contrastive_objective, cross_entropy_objective, pgd
+from .augment import to_float_images
 from .evaluate import extract_features
 from .losses import (cacr, dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, multiview_info_nce,
                      require_cacr_arguments, sce)
 from .models import projection_mlp, use_split_batchnorm
 
 
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
-from .models import adversarial_batchnorm, projection_mlp, use_dual_batchnorm, use_split_batchnorm
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, supcon
+from .models import (adversarial_batchnorm, batchnorm_statistics_frozen, projection_mlp, use_dual_batchnorm,
+                     use_split_batchnorm)
 from .negatives import rank_among_negatives
 from .presets import no_autocast
-from .validation import require_in_range, require_int_at_least, require_positive
+from .validation import require_bool, require_in_range, require_int_at_least, require_positive
 
 
 class Batch(NamedTuple):
@@ -829,3 +831,186 @@ def build_method(name: str, backbone: nn.Module, **options) -> Method:
     if name not in METHODS:
         raise ValueError(f"method name must be one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name](backbone, **options)
+
+
+# ---------------------------------------------------------------- SupCon, supervised, adversarial pretraining
+# The three learning schemes of CL-Robustness (notebook 08): CL (SimCLR), SCL (SupCon), SL (cross-entropy), and
+# adversarial pretraining for each.
+
+class SupCon(Method):
+    """Supervised contrastive learning (Khosla et al., NeurIPS 2020): SimCLR's views, backbone and projector, but
+    every view of the anchor's class is a positive (`clcourse.losses.supcon`, L_out). Needs labels.
+
+    `loss(z1, z2, labels, temperature)` is `clcourse.losses.supcon` unless given, e.g. the function a student
+    wrote in notebook 08; it receives float32 embeddings with autocast off. Defaults: temperature 0.1 and the
+    learning rate of SupContrast's CIFAR recipe (0.5 for a batch of 1024)."""
+
+    requires_labels = True
+    lr = 0.125
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.1, projector_hidden: int = 512,
+                 projector_out: int = 128, augment=None, loss: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        super().__init__(backbone, (augment, augment))
+        temperature = require_positive("temperature", temperature)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(z1, z2, labels, temperature), got {loss!r}")
+        self.temperature = temperature
+        self.loss = loss or supcon
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
+                                    projector_out=projector_out)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 for SupCon (the other images of the batch are the "
+                             f"negatives and the other positives), got {batch_size}")
+
+    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss on float32 embeddings with autocast off."""
+        with no_autocast(z1.device):
+            return self.loss(z1.float(), z2.float(), labels, self.temperature)
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        view1, view2 = batch.views
+        z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)
+        loss = self.contrastive_loss(z1, z2, batch.labels)
+        positive_similarity = F.cosine_similarity(z1.detach().float(), z2.detach().float()).mean()
+        return StepOutput(loss, {"positive_similarity": positive_similarity})
+
+
+class Supervised(Method):
+    """The supervised baseline (SL): a linear classifier on the backbone's features, trained end to end with
+    cross-entropy on one view of each image (`augment`, default crop + flip: `clcourse.augment.weak`). Needs labels.
+
+    The classifier sits where the other methods have their projector: `embed(projected=True)` gives its
+    L2-normalised logits, which threat model I attacks (notebook 08). The loss takes the raw logits, an ordinary
+    classifier. CL-Robustness' baseline L2-normalises them first (a cosine classifier with temperature 1, whose
+    logits stay in [-1, 1]), which handicaps it; the authors' SL also crops with 5 pixels of padding, not ours."""
+
+    requires_labels = True
+    lr = 0.1
+
+    def __init__(self, backbone: nn.Module, num_classes: int = 10, augment=None):
+        if augment is None:
+            from .augment import weak
+            augment = weak()
+        super().__init__(backbone, (augment,))
+        num_classes = require_int_at_least("num_classes", num_classes, 2)
+        self.projector = nn.Linear(backbone.feature_dim, num_classes)
+        self.hyperparameters = dict(num_classes=num_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        logits = self.logits(batch.views[0])
+        with no_autocast(logits.device):
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        accuracy = (logits.detach().argmax(1) == batch.labels).float().mean()
+        return StepOutput(loss, {"train_accuracy": accuracy})
+
+
+METHODS["supcon"] = SupCon
+METHODS["supervised"] = Supervised
+
+SCHEMES = {"cl": "simclr", "scl": "supcon", "sl": "supervised"}   # CL-Robustness' schemes -> our methods
+
+
+class AdversarialPretraining(Method):
+    r"""Adversarial pretraining of any of the three schemes of CL-Robustness (Ghofrani, Yaghouti & Jamshidi,
+    "Rethinking Robust Contrastive Learning from the Adversarial Perspective", https://arxiv.org/abs/2302.02502):
+    each step perturbs the clean, un-augmented images x^0 within the L-infinity ball of radius epsilon so that
+    the scheme's own loss rises, and trains on the perturbed copy besides the scheme's usual views,
+
+        \delta^* = \mathrm{PGD}_T\big[\max_{\lVert\delta\rVert_\infty \le \epsilon} L(x^0, x^0 + \delta)\big]
+        CL, SCL:  \mathcal{L} = L(x^0, x^0 + \delta^*) + L(x^1, x^2)
+        SL:       \mathcal{L} = CE(x^0 + \delta^*) + CE(x^1)
+
+    with L the scheme's loss (`scheme`: "cl" SimCLR's InfoNCE, "scl" SupCon with the labels, "sl" the
+    cross-entropy of `Supervised`) and x^1, x^2 its augmented views. For CL and SCL the attack raises
+    L(sg[z(x^0)], z(x')) (`clcourse.attacks.contrastive_objective`: the clean embeddings are constants), for SL
+    CE(x') (`cross_entropy_objective`). The attack's result carries no gradient; the loss sees the adversarial
+    pair (x^0, x^0 + delta*) through the scheme's own training step, in one pass of 2B as its views.
+
+    Attack: PGD with `steps` steps of `step_size` (defaults: the paper's 8/255, 5 steps of 2/255, in [0, 1]
+    pixels) from a random point of the ball (`random_start`; the authors' code starts at delta = 0, where the
+    positive term of the contrastive objective has no gradient). It runs in training mode, so with the
+    batch's statistics, but with the running averages of batch-norm frozen (`models.batchnorm_statistics_frozen`;
+    the authors' attack passes move them). `attack(loss_fn, x, epsilon, step_size, steps, random_start=...)`
+    replaces `clcourse.attacks.pgd`, e.g. the one a student builds in notebook 08.
+
+    `scheme_options` go to the scheme's method (SimCLR, SupCon or Supervised), whose backbone, projector, views,
+    learning rate and loss this method uses; it needs labels when the scheme does. Cost per step: the
+    attack's `steps` forward and backward passes of B images and one forward pass for the anchors, on top of
+    twice the scheme's own step (about 4.5x a SimCLR step at 5 steps).
+
+    `compilable = False`: the attack takes input gradients inside the step.
+    """
+
+    compilable = False
+
+    def __init__(self, backbone: nn.Module, scheme: str = "cl", epsilon: float = 8 / 255, steps: int = 5,
+                 step_size: float = 2 / 255, random_start: bool = True, attack: Callable | None = None,
+                 **scheme_options):
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: cross-entropy), "
+                             f"got {scheme!r}")
+        base = METHODS[SCHEMES[scheme]](backbone, **scheme_options)
+        super().__init__(base.backbone, base.view_recipes)
+        epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+        steps = require_int_at_least("steps", steps, 1)
+        step_size = require_positive("step_size", step_size)
+        random_start = require_bool("random_start", random_start)
+        if attack is not None and not callable(attack):
+            raise ValueError(f"attack must be a function attack(loss_fn, x, epsilon, step_size, steps, "
+                             f"random_start=...), got {attack!r}")
+        # Held, not registered as a submodule: its backbone and projector are this method's own.
+        self.__dict__["base"] = base
+        self.projector = base.projector
+        self.scheme, self.lr, self.requires_labels = scheme, base.lr, base.requires_labels
+        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
+        self.attack_fn = attack or pgd
+        self.hyperparameters = dict(scheme=scheme, **base.hyperparameters, epsilon=epsilon, steps=steps,
+                                    step_size=step_size, random_start=random_start)
+
+    def config(self) -> dict:
+        functions = {**self.base.config().get("functions", {}), "attack": describe(self.attack_fn)}
+        return {**super().config(), "functions": functions}
+
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        self.base.on_train_start(num_images, batch_size)
+
+    def attack_objective(self, clean: torch.Tensor, labels: torch.Tensor | None) -> Callable:
+        """x' -> the scheme's loss at x' against the clean batch, summed over its anchors (the attack raises it;
+        a sum has the mean's gradient sign and keeps fp16 input gradients clear of underflow)."""
+        if self.scheme == "sl":
+            return cross_entropy_objective(self.base.logits, labels)
+        extra = (labels,) if self.scheme == "scl" else ()
+        return contrastive_objective(self.encode, clean,
+                                     lambda z_anchor, z: self.base.contrastive_loss(z_anchor, z, *extra) * 2 * len(z))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        clean = to_float_images(batch.images)                     # x^0: the images themselves, un-augmented
+        if batch.views[0].is_contiguous(memory_format=torch.channels_last):
+            clean = clean.contiguous(memory_format=torch.channels_last)
+        with batchnorm_statistics_frozen(self):
+            adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean, self.epsilon,
+                                         self.step_size, self.steps, random_start=self.random_start)
+        standard = self.base.training_step(batch)
+        pair = (adversarial,) if self.scheme == "sl" else (clean, adversarial)
+        attacked = self.base.training_step(batch._replace(views=pair))
+        logs = {**standard.logs, **{f"adversarial_{key}": value for key, value in attacked.logs.items()},
+                "standard_loss": standard.loss.detach(), "adversarial_loss": attacked.loss.detach()}
+        return StepOutput(standard.loss + attacked.loss, logs)
+
+
+METHODS["adversarial"] = AdversarialPretraining

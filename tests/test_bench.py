@@ -30,13 +30,14 @@ def test_accuracy_smoke(method, options, capsys):
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     results = load("accuracy").main(["--smoke", "--method", "all"])
     assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
-                                                "cacr"]
+                                              "cacr", "supcon", "supervised", "adversarial"]
     assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
     out = capsys.readouterr().out
     assert "lr 0.12/256" in out and "lr 0.03/256" in out           # each method's own default rate
     assert "MoCHi's extra time per epoch over MoCo v2" in out
     assert "SCE's extra time per epoch over MoCo v2" in out and "lr 0.06/256" in out
     assert "CLAE's time per epoch over SimCLR: " in out
+    assert "Adversarial SimCLR's time per epoch over SimCLR: " in out
     with pytest.raises(SystemExit):
         load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
     with pytest.raises(SystemExit):

@@ -31,7 +31,14 @@ def make(name, seed=0, **options):
         options = {"key_augment": noisy_views, **options}
     if name == "mochi":
         options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
+    if name == "supervised":      # a linear classifier where the others have their projector
+        options = {key: value for key, value in options.items() if not key.startswith("projector_")}
     return build_method(name, Backbone(SmallCNN(width=4)), **options)
+
+
+def some_labels(count):
+    """Four classes, each image's label its index modulo 4, for the methods that learn from labels."""
+    return torch.arange(count) % 4
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +54,14 @@ def views_of(images, seed=1):
 
 def batch_of(method, images, index):
     from clcourse.methods import Batch
-    return Batch(views_of(images[index]), images[index], None, index)
+    return Batch(views_of(images[index]), images[index],
+                 some_labels(len(images))[index] if method.requires_labels else None, index)
 
 
 def run(method, images, **kwargs):
     options = dict(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
+    if method.requires_labels:
+        options["labels"] = some_labels(len(images))
     options.update(kwargs)
     return train(method, images, **options)
 
@@ -348,7 +358,8 @@ def test_build_method_passes_options_and_rejects_unknown_names():
 def test_every_method_trains_in_the_shared_loop(images, name):
     history = run(make(name), images, epochs=1, batch_size=16)
     assert len(history.epochs) == 1 and math.isfinite(history.epochs[0]["loss"])
-    assert all(math.isfinite(r["loss"]) and "positive_similarity" in r for r in history.steps)
+    monitor = "train_accuracy" if name == "supervised" else "positive_similarity"
+    assert all(math.isfinite(r["loss"]) and monitor in r for r in history.steps)
 
 
 @pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1)),

@@ -11,6 +11,7 @@ from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_anchor_gradient, check_false_negative_rate
 from .hard_negatives import check_dcl, check_hcl, check_mochi_logits
 from .moco import check_enqueue, check_moco_logits, check_moco_step, check_momentum_update
+from .robustness import check_pgd_step, check_supcon, check_threat_model_1_objective
 from .sce import check_sce_loss, check_soft_target
 from .simclr import check_alignment, check_info_nce, check_positive_mask, check_uniformity
 
@@ -30,4 +31,6 @@ __all__ = [
     "check_attraction_weights", "check_repulsion_weights", "check_attraction_term", "check_repulsion_term",
     # notebook 07: SCE
     "check_soft_target", "check_sce_loss",
+    # notebook 08: robustness of CL, SupCon and supervised learning
+    "check_pgd_step", "check_supcon", "check_threat_model_1_objective",
 ]
