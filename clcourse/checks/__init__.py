@@ -6,6 +6,7 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
     check_info_nce(my_info_nce)
 """
 from ._core import ExerciseError
+from .cka import check_hsic_unbiased, check_linear_cka
 from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_false_negative_rate, check_negative_weights
 from .hard_negatives import check_dcl, check_hcl, check_mix_negatives, check_mix_query
@@ -27,4 +28,6 @@ __all__ = [
     "check_soft_target", "check_sce_loss",
     # notebook 05: adversarial examples, CLAE
     "check_fgsm_contrastive", "check_clae_objective",
+    # notebook 09: inside the network, linear CKA
+    "check_linear_cka", "check_hsic_unbiased",
 ]
