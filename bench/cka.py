@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cifar10_or_synthetic, describe_device, peak_memory_gb, reset_peak_memory, synchronize  # noqa: E402
 
-from clcourse.attacks import pgd  # noqa: E402
-from clcourse.cka import layer_cka  # noqa: E402
+from clcourse.cka import feature_attack, layer_cka  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import get_device  # noqa: E402
 
@@ -48,26 +47,12 @@ class Sizes:
 SMOKE = Sizes(backbone="small_cnn", images=32, batch_size=16, steps=1)
 
 
-def feature_attack(network: torch.nn.Module, epsilon: float, steps: int, seed: int):
-    """(x, labels) -> PGD images that move the network's pooled features away from those of x (no labels)."""
-    generator = None
-
-    def perturb(x: torch.Tensor, labels) -> torch.Tensor:
-        nonlocal generator
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
-        with torch.no_grad():
-            clean = network(x).float()
-        return pgd(lambda x_adv: (network(x_adv).float() - clean).square().sum(), x, epsilon, 2 / 255, steps,
-                   random_start=True, generator=generator)
-    return perturb
-
-
 def representations(networks: dict[str, torch.nn.Module], sizes: Sizes) -> dict:
     reps = {}
     for seed, (name, network) in enumerate(networks.items()):
         reps[(name, "clean")] = network
-        reps[(name, f"PGD-{sizes.steps}")] = (network, feature_attack(network, sizes.epsilon, sizes.steps, seed))
+        attack = feature_attack(network, sizes.epsilon, sizes.steps, 2 / 255, seed)
+        reps[(name, f"PGD-{sizes.steps}")] = (network, attack)
     return reps
 
 

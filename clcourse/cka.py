@@ -49,6 +49,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .attacks import pgd
 from .augment import to_float_images
 from .evaluate import eval_mode, linear_probe
 from .models import BasicBlock, ResNet18, SmallCNN
@@ -110,7 +111,8 @@ def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     for name, gram_matrix in (("k", k), ("l", l)):
         if (not isinstance(gram_matrix, torch.Tensor) or gram_matrix.dim() != 2 or not gram_matrix.is_floating_point()
                 or gram_matrix.shape[0] != gram_matrix.shape[1]):
-            raise ValueError(f"{name} must be a square floating-point Gram matrix [b, b], got {describe_tensor(gram_matrix)}")
+            raise ValueError(f"{name} must be a square floating-point Gram matrix [b, b], got "
+                             f"{describe_tensor(gram_matrix)}")
     if k.shape != l.shape:
         raise ValueError(f"k and l must be Gram matrices of the same examples (the same shape), got {tuple(k.shape)} "
                          f"and {tuple(l.shape)}")
@@ -197,7 +199,8 @@ class MinibatchCKA:
     r"""Minibatch linear CKA between every layer of one representation (A layers) and every layer of another
     (B layers), accumulated batch by batch (Nguyen et al. 2021):
 
-        CKA_mb(i, j) = \sum_t HSIC_1(K_{i,t}, L_{j,t}) / \sqrt{ \sum_t HSIC_1(K_{i,t}, K_{i,t}) \sum_t HSIC_1(L_{j,t}, L_{j,t}) }
+        CKA_mb(i, j) = \sum_t HSIC_1(K_{i,t}, L_{j,t})
+                       / \sqrt{ \sum_t HSIC_1(K_{i,t}, K_{i,t}) \sum_t HSIC_1(L_{j,t}, L_{j,t}) }
 
     (the 1/k of the means cancels). Holds three sums, [A, B], [A] and [B], on the device of the Gram matrices;
     `update` never reads them on the host.
@@ -397,6 +400,34 @@ def _batch(images: torch.Tensor, labels: torch.Tensor | None, start: int, stop: 
     return x, None if labels is None else labels[start:stop].to(device, non_blocking=True)
 
 
+def feature_attack(network: nn.Module, epsilon: float = 8 / 255, steps: int = 5, step_size: float | None = None,
+                   seed: int = 0) -> Perturbation:
+    r"""A label-free perturbation for `layer_cka` and `layer_probes`: L-inf PGD (`clcourse.attacks.pgd`, random
+    start) that moves the network's output (for a backbone, its pooled features h) away from that of the clean
+    batch,
+
+        x' = argmax_{||x' - x||_inf <= epsilon}  || f(x') - f(x) ||_2^2 ,
+
+    the same objective for every encoder, contrastive or supervised, so their layers can be compared under attack.
+    `step_size` defaults to 2.5 epsilon / steps (Madry et al. 2018). Seeded: the first call makes a generator on
+    the batch's device from `seed`, and later calls continue it (a pass over a test set is reproducible)."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+    require_int_at_least("steps", steps, 1)
+    step_size = 2.5 * epsilon / steps if step_size is None else step_size
+    generator: torch.Generator | None = None
+
+    def perturb(x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        nonlocal generator
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+        with torch.no_grad():
+            clean = network(x).float()
+        return pgd(lambda x_adv: (network(x_adv).float() - clean).square().sum(), x, epsilon, step_size, steps,
+                   random_start=True, generator=generator)
+    return perturb
+
+
 # ---------------------------------------------------------------- CKA between the layers of networks
 
 @dataclass(frozen=True)
@@ -547,7 +578,8 @@ def layer_probes(network: nn.Module, train_images: torch.Tensor, train_labels: t
     """
     inputs = {"clean": None} if inputs is None else dict(inputs)
     if not inputs or any(perturb is not None and not callable(perturb) for perturb in inputs.values()):
-        raise ValueError(f"inputs must be a non-empty dict name -> perturbation (x, labels) -> x' or None, got {inputs!r}")
+        raise ValueError(f"inputs must be a non-empty dict name -> perturbation (x, labels) -> x' or None, "
+                         f"got {inputs!r}")
     names = require_layers(network, layers)
     train_labels = require_labels("train_labels", train_labels, len(train_images), "train_images")
     test_labels = require_labels("test_labels", test_labels, len(test_images), "test_images")

@@ -714,3 +714,36 @@ def build_method(name: str, backbone: nn.Module, **options) -> Method:
     if name not in METHODS:
         raise ValueError(f"method name must be one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name](backbone, **options)
+
+
+# ---------------------------------------------------------------- supervised baseline (notebook 09)
+
+class Supervised(Method):
+    """Supervised learning, the baseline the contrastive encoders are compared with layer by layer (notebook 09):
+    one augmented view per image through backbone f and a linear classifier W (the `projector`), and
+
+        L = CE(W f(v), y)
+
+    the cross-entropy with the image's class. Not in METHODS: the generic method tests and benchmarks train
+    without labels. The views are `weak` (crop and flip, the usual CIFAR recipe for
+    supervised training) unless `augment` says otherwise. `embed(projected=True)` gives the normalised logits."""
+
+    requires_labels = True
+    lr = 0.1
+
+    def __init__(self, backbone: nn.Module, num_classes: int = 10, augment=None):
+        if augment is None:
+            from .augment import weak
+            augment = weak()
+        super().__init__(backbone, (augment,))
+        self.num_classes = require_int_at_least("num_classes", num_classes, 2)
+        self.projector = nn.Linear(backbone.feature_dim, self.num_classes)
+        self.hyperparameters = dict(num_classes=self.num_classes)
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        logits = self.projector(self.backbone(batch.views[0]))
+        with no_autocast(logits.device):
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        accuracy = (logits.detach().argmax(1) == batch.labels).float().mean()
+        return StepOutput(loss, {"train_accuracy": accuracy})
+

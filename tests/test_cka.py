@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clcourse.cka import (CKAResult, MinibatchCKA, default_layers, gram, hsic_unbiased, layer_cka, layer_probes,
-                          linear_cka, minibatch_cka, minibatches, pool, pooled_layer_features, record_layers,
-                          require_layers, short_layer_names)
+from clcourse.cka import (CKAResult, MinibatchCKA, default_layers, feature_attack, gram, hsic_unbiased, layer_cka,
+                          layer_probes, linear_cka, minibatch_cka, minibatches, pool, pooled_layer_features,
+                          record_layers, require_layers, short_layer_names)
 from clcourse.evaluate import linear_probe
 from clcourse.models import Backbone, SmallCNN, build_backbone
 
@@ -435,3 +435,21 @@ class UnusedBranch(nn.Module):
     def forward(self, x):
         return self.used(x)
 
+
+
+def test_feature_attack_stays_in_the_ball_moves_the_features_more_than_noise_and_is_seeded():
+    network = small_network().eval()
+    x = images(16, seed=3).float() / 255
+    epsilon = 8 / 255
+    attacked = feature_attack(network, epsilon, steps=3, seed=0)(x, None)
+    assert attacked.shape == x.shape and (attacked - x).abs().max() <= epsilon + 1e-6
+    assert attacked.min() >= 0 and attacked.max() <= 1
+    g = torch.Generator().manual_seed(1)
+    noise = (x + epsilon * torch.randint(0, 2, x.shape, generator=g).float().mul(2).sub(1)).clamp(0, 1)
+    with torch.no_grad():
+        moved = lambda other: (network(other) - network(x)).square().sum()  # noqa: E731
+        assert moved(attacked) > 2 * moved(noise)
+    again = feature_attack(network, epsilon, steps=3, seed=0)(x, None)
+    assert torch.equal(attacked, again)
+    with pytest.raises(ValueError, match="steps"):
+        feature_attack(network, epsilon, steps=0)

@@ -33,7 +33,8 @@ def test_heatmap_shows_the_matrix_with_layer_names_and_values():
     assert shown.shape == (3, 2) and torch.allclose(torch.as_tensor(shown.data).double(), r.matrix, atol=1e-6)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["layer1", "layer2", "pool"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1", "layer2"]
-    assert ax.get_ylabel() == "SimCLR · clean" and ax.get_xlabel() == "SimCLR · PGD" and ax.get_title() == "clean vs PGD"
+    assert ax.get_ylabel() == "SimCLR · clean" and ax.get_xlabel() == "SimCLR · PGD"
+    assert ax.get_title() == "clean vs PGD"
     assert len(ax.texts) == 6 and ax.texts[0].get_text() == f"{float(r.matrix[0, 0]):.2f}"
     assert ax.images[0].get_clim() == (0, 1)
     plt.close(fig)
@@ -99,7 +100,8 @@ def test_layer_selection_is_kept_in_network_order_and_reset_when_it_does_not_app
 def test_controls_drive_the_state_and_the_figure():
     state = CKAExplorerState(results())
     widget = cka_explorer(state)
-    assert widget.last_view.a == ("SimCLR", "clean") and "SimCLR · clean (rows) vs SimCLR · PGD" in widget.summary.value
+    assert widget.last_view.a == ("SimCLR", "clean")
+    assert "SimCLR · clean (rows) vs SimCLR · PGD" in widget.summary.value
     assert list(widget.input_a.options) == ["clean", "PGD"] and widget.layers_a.value == LAYERS
     widget.model_b.value = "SupCon"
     assert state.b == ("SupCon", "clean") and list(widget.input_b.options) == ["clean"]
