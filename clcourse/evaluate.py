@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -49,18 +50,28 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     parameter = next(backbone.parameters(), None)
     device = parameter.device if parameter is not None else images.device
     amp_dtype = autocast_dtype(device)
-    previous_modes = [(module, module.training) for module in backbone.modules()]
-    backbone.eval()
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            features = []
-            for start in range(0, images.shape[0], batch_size):
-                batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
-                features.append(backbone(batch).float())
-    finally:
-        for module, was_training in previous_modes:
-            module.training = was_training
+    with eval_mode(backbone), torch.no_grad(), \
+            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        features = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
+            features.append(backbone(batch).float())
     return torch.cat(features)
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module):
+    """Every submodule of `modules` in eval mode inside the context (batch-norm uses its running statistics and
+    leaves them alone); on leaving, also after an error, each submodule gets back its own train/eval flag (so a
+    network with, say, a frozen BN layer inside a training model keeps that mix)."""
+    previous_modes = [(submodule, submodule.training) for module in modules for submodule in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for submodule, was_training in previous_modes:
+            submodule.training = was_training
 
 
 # ---------------------------------------------------------------- weighted kNN

@@ -7,6 +7,7 @@ points at the mistake (a missing normalisation, an unmasked diagonal, a temperat
 """
 from ._core import ExerciseError
 from .cacr import check_attraction_term, check_attraction_weights, check_repulsion_term, check_repulsion_weights
+from .cka import check_hsic_unbiased, check_linear_cka
 from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_anchor_gradient, check_false_negative_rate
 from .hard_negatives import check_dcl, check_hcl, check_mochi_logits
@@ -33,4 +34,6 @@ __all__ = [
     "check_soft_target", "check_sce_loss",
     # notebook 08: robustness of CL, SupCon and supervised learning
     "check_pgd_step", "check_supcon", "check_threat_model_1_objective",
+    # notebook 09: inside the network, linear CKA
+    "check_linear_cka", "check_hsic_unbiased",
 ]
