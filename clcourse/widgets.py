@@ -1206,7 +1206,7 @@ class CKAExplorer(widgets.VBox):
         self.summary.value = (f"{representation_label(view.a)} (rows) vs {representation_label(view.b)} (columns): "
                               f"CKA between their last selected layers <b>{float(view.matrix[-1, -1]):.2f}</b>, "
                               f"{view.num_images} images in {view.num_batches} minibatches")
-        _show_png(self.output, _png(fig, self.dpi), "<CKA heatmap>")
+        show_png(self.output, _png(fig, self.dpi), "<CKA heatmap>")
 
 
 def cka_explorer(state: CKAExplorerState, dpi: int = 90) -> CKAExplorer:
