@@ -6,10 +6,16 @@
     python bench/accuracy.py --method moco,sce --epochs 200 --linear-probe   # MoCo v2 vs SCE (notebook 07)
     python bench/accuracy.py --method simclr,clae --epochs 200      # CLAE's extra cost per epoch over SimCLR
     python bench/accuracy.py --method simclr --smoke                # quick CPU check of the script
+    python bench/accuracy.py --method simclr,simclr_multiview,cacr --epochs 200 --linear-probe --imbalanced
 
 kNN: k=200, temperature 0.1, on L2-normalised backbone features (before the projector), training set as
 memory, test set as queries, evaluated every --knn-every epochs; the figure reported is the LAST epoch's
 (not the maximum over epochs). Wall time counts training and the periodic kNN evaluations.
+
+--imbalanced trains on CACR's class-imbalanced CIFAR-10 (class c keeps (c + 1)/10 of its images, 27,500 in
+all) and evaluates as the CACR authors do, on the balanced training set (kNN memory, linear probe) and the
+test set, reporting the linear probe's accuracy on each class with --linear-probe.
+
 `bench/suite.py` trains SimCLR for 200 epochs this way as its second phase.
 """
 from __future__ import annotations
@@ -28,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe_device  # noqa: E402
 
-from clcourse.data import load_dataset  # noqa: E402
-from clcourse.evaluate import extract_features, linear_probe  # noqa: E402
+from clcourse.data import imbalanced_subset_indices, load_dataset  # noqa: E402
+from clcourse.evaluate import extract_features, linear_probe, per_class_accuracy  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import get_device  # noqa: E402
@@ -73,9 +79,12 @@ def load_knn_data(device: torch.device, train_subset: int | None = None, test_su
 
 
 def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict | None = None,
-                       linear: bool = False, checkpoint_dir: Path | None = None, progress: bool = True) -> dict:
+                       linear: bool = False, checkpoint_dir: Path | None = None, progress: bool = True,
+                       imbalanced: bool = False) -> dict:
     """Train one method with `budget`; its kNN accuracy, epoch times and wall time. With `checkpoint_dir`,
-    the run is checkpointed at every kNN evaluation (so a caller that stops it keeps the curve so far)."""
+    the run is checkpointed at every kNN evaluation (so a caller that stops it keeps the curve so far).
+    `imbalanced`: train on CACR's class-imbalanced subset of `data`'s training images, evaluate on `data` as is
+    (the balanced training set and the test set), with the linear probe's accuracy per class."""
     options = dict(options or {})
     if name == "mochi":  # plain MoCo first while the queue fills with meaningful keys (SynCo: 10 of 200 epochs)
         options.setdefault("mixing_warmup_epochs", budget.epochs // 20)
@@ -84,8 +93,13 @@ def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict |
     lr = budget.lr if budget.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
     print(f"\n{name} {options} on {budget.backbone}, {budget.epochs} epochs, batch {budget.batch_size}, "
           f"lr {lr}/256, compile={budget.compile}")
+    train_images, train_labels = data.train_images, data.train_labels
+    if imbalanced:
+        keep = torch.as_tensor(imbalanced_subset_indices(train_labels.cpu().numpy()), device=train_labels.device)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    print(f"{len(train_images)} training images")
     start = time.perf_counter()
-    history = train(method, data.train_images, labels=data.train_labels, epochs=budget.epochs,
+    history = train(method, train_images, labels=train_labels, epochs=budget.epochs,
                     batch_size=budget.batch_size, lr=lr, warmup_epochs=budget.warmup_epochs, seed=budget.seed,
                     compile=budget.compile, knn_data=data, knn_every=budget.knn_every,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=budget.knn_every,
@@ -96,24 +110,33 @@ def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict |
             print(f"epoch {record['epoch']:>4}  loss {record['loss']:.4f}  kNN {100 * record['knn_accuracy']:.2f}%")
     epoch_seconds = sorted(r["seconds"] for r in history.epochs)
     result = {"method": name, "history": history, "knn": history.final_knn_accuracy, "wall_minutes": wall / 60,
-              "median_epoch_seconds": epoch_seconds[len(epoch_seconds) // 2], "linear": None}
+              "median_epoch_seconds": epoch_seconds[len(epoch_seconds) // 2], "linear": None, "per_class": None}
     print(f"final kNN top-1: {100 * result['knn']:.2f}%  (last epoch, k=200, t=0.1)")
     print(f"wall time: {result['wall_minutes']:.2f} min; median epoch {result['median_epoch_seconds']:.2f} s "
           f"(kNN evaluations included in the wall time)")
     if linear:
+        test_features = extract_features(method.backbone, data.test_images)
         probe = linear_probe(extract_features(method.backbone, data.train_images), data.train_labels,
-                             extract_features(method.backbone, data.test_images), data.test_labels)
+                             test_features, data.test_labels)
         result["linear"] = probe.test_accuracy
         print(f"linear probe top-1: {100 * probe.test_accuracy:.2f}%")
+        if imbalanced:
+            predictions = probe.classifier(test_features).argmax(dim=1)
+            result["per_class"] = per_class_accuracy(predictions, data.test_labels, num_classes=10).tolist()
+            print("linear probe per class (class c kept (c + 1)/10 of its training images): "
+                  + "  ".join(f"{c}: {100 * a:.1f}%" for c, a in enumerate(result["per_class"])))
     return result
 
 
 def print_summary(results: list[dict]) -> None:
-    print(f"\n{'method':<8} {'kNN top-1':>10} {'linear':>8} {'s/epoch':>8} {'wall min':>9}")
+    width = max(8, *(len(r["method"]) for r in results))
+    rare = results[0]["per_class"] is not None
+    print(f"\n{'method':<{width}} {'kNN top-1':>10} {'linear':>8} {'s/epoch':>8} {'wall min':>9}"
+          + (f" {'linear, classes 0-2 (rarest)':>29}" if rare else ""))
     for r in results:
         linear = f"{100 * r['linear']:.2f}%" if r["linear"] is not None else "-"
-        print(f"{r['method']:<8} {100 * r['knn']:>9.2f}% {linear:>8} {r['median_epoch_seconds']:>8.2f} "
-              f"{r['wall_minutes']:>9.2f}")
+        print(f"{r['method']:<{width}} {100 * r['knn']:>9.2f}% {linear:>8} {r['median_epoch_seconds']:>8.2f} "
+              f"{r['wall_minutes']:>9.2f}" + (f" {100 * sum(r['per_class'][:3]) / 3:>28.2f}%" if rare else ""))
     seconds = {r["method"]: r["median_epoch_seconds"] for r in results}
     if "moco" in seconds and "mochi" in seconds:
         print(f"MoCHi's extra time per epoch over MoCo v2: {100 * (seconds['mochi'] / seconds['moco'] - 1):+.1f}%")
@@ -121,6 +144,12 @@ def print_summary(results: list[dict]) -> None:
         print(f"SCE's extra time per epoch over MoCo v2: {100 * (seconds['sce'] / seconds['moco'] - 1):+.1f}%")
     if "simclr" in seconds and "clae" in seconds:
         print(f"CLAE's time per epoch over SimCLR: {seconds['clae'] / seconds['simclr']:.2f}x (target: at most 2.2x)")
+    for name in ("simclr_multiview", "cacr"):
+        if "simclr" in seconds and name in seconds:   # 5 views are 2.5x the images of SimCLR's 2
+            print(f"{name}'s epoch over SimCLR's: {seconds[name] / seconds['simclr']:.2f}x (target: at most 2.5x)")
+    if "simclr" in seconds and "adversarial" in seconds:
+        print(f"Adversarial SimCLR's time per epoch over SimCLR: {seconds['adversarial'] / seconds['simclr']:.2f}x "
+              "(5-step PGD; target: at most 6.5x)")
 
 
 def main(argv=None):
@@ -139,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=Budget.seed)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--linear-probe", action="store_true", help="also report a linear probe at the end")
+    parser.add_argument("--imbalanced", action="store_true",
+                        help="train on class-imbalanced CIFAR-10 (class c keeps (c + 1)/10 of its images, as CACR)")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
     args = parser.parse_args(argv)
     budget = Budget(args.epochs, args.batch_size, args.lr, args.warmup_epochs, args.backbone, args.knn_every,
@@ -159,7 +190,8 @@ def main(argv=None):
     data = load_knn_data(device, *subsets)
     print(f"device: {describe_device(device)}")
     options = parse_options(args.option)
-    results = [train_and_evaluate(name, budget, data, options, args.linear_probe) for name in names]
+    results = [train_and_evaluate(name, budget, data, options, args.linear_probe, imbalanced=args.imbalanced)
+               for name in names]
     print_summary(results)
     return results
 

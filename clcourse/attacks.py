@@ -26,6 +26,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .validation import describe_tensor, require_in_range, require_int_at_least, require_positive
 
@@ -198,3 +199,39 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
     if step_size is None:
         step_size = 2.5 * epsilon / steps
     return pgd(objective, x, epsilon, step_size, steps)
+
+
+def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                          loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                          ) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""The label-free objective of an attack on an encoder (CL-Robustness' threat model I, and the attack of
+    contrastive adversarial training): the contrastive loss between the clean embeddings and those of the
+    perturbed images,
+
+        x' \mapsto L\big(\mathrm{sg}[z(x)],\, z(x')\big)
+
+    with z = `encode` and L = `loss(z_anchor, z)` (InfoNCE, or SupCon with the labels bound in). The anchors
+    sg[z(x)] are computed here, once, without gradient, by their own forward pass; the returned function
+    embeds x' alone, one forward pass per attack step. Unlike `contrastive_attack`, whose anchors come from
+    the attack's first pass at x itself, this lets the attack start from a random point of the ball.
+
+    Returns a function x' -> scalar, to hand to `pgd` as its `loss_fn`.
+    """
+    for name, fn in (("encode", encode), ("loss", loss)):
+        if not callable(fn):
+            raise ValueError(f"{name} must be a function, got {fn!r}")
+    with torch.no_grad():
+        anchors = encode(x)
+    return lambda x_prime: loss(anchors, encode(x_prime))
+
+
+def cross_entropy_objective(classifier: Callable[[torch.Tensor], torch.Tensor],
+                            labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""The objective of an attack with labels (CL-Robustness' threat model II, and the attack of supervised
+    and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32.
+
+    Summed rather than averaged: the sign of its gradient is the same, and under fp16 autocast (a T4) the
+    input gradient of a sum stays clear of underflow."""
+    if not callable(classifier):
+        raise ValueError(f"classifier must be a function x -> logits, got {classifier!r}")
+    return lambda x_prime: F.cross_entropy(classifier(x_prime).float(), labels, reduction="sum")

@@ -224,6 +224,34 @@ def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_
     return np.sort(permutation[chosen])
 
 
+def imbalanced_subset_indices(labels: np.ndarray, num_classes: int | None = None,
+                               seed: int = SUBSET_SEED) -> np.ndarray:
+    """Indices of a class-imbalanced subset, sorted ascending: class c keeps floor((c + 1) n_c / C) of its
+    n_c examples, from 10% of class 0 to all of class 9 on CIFAR-10 (27,500 of 50,000 images), 1% to 100%
+    on CIFAR-100. This is how CACR builds its imbalanced CIFAR (Zheng et al., TMLR 2023, `--imbalanced`).
+
+    Within a class, examples are taken in the order of one fixed permutation of the whole split (seeded by
+    `seed`), so the same labels and seed always give the same subset. `num_classes` (C) defaults to the
+    largest label + 1.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0 or labels.min() < 0:
+        raise ValueError(f"labels must be a non-empty 1-D array of class indices >= 0, got {labels.dtype} "
+                         f"of shape {labels.shape}")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= labels.max():
+        raise ValueError(f"num_classes must be an integer larger than every label (> {labels.max()}), "
+                         f"got {num_classes!r}")
+    permutation = np.random.default_rng(seed).permutation(len(labels))
+    permuted_labels = labels[permutation]
+    kept = []
+    for c in range(num_classes):
+        members = permutation[permuted_labels == c]
+        kept.append(members[:(c + 1) * len(members) // num_classes])
+    return np.sort(np.concatenate(kept))
+
+
 def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
     folder = root / _DATASETS[key].folder
     cache_key = (str(folder), key, train)
@@ -250,7 +278,7 @@ def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True,
                  subset: int | None = None, device: torch.device | str | None = None,
-                 download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 download: bool = True, imbalanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of CIFAR-10, CIFAR-100 (fine labels) or STL-10 as two tensors on `device`.
 
     Args:
@@ -262,6 +290,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
             split's original order (see `balanced_subset_indices`); 1 <= subset <= split size.
         device: where the tensors go (one copy); None means CPU.
         download: fetch the official archive with torchvision if the files are missing.
+        imbalanced: keep only a fraction (c + 1) / C of class c (of the subset, when one is given), as
+            CACR's class-imbalanced CIFAR; see `imbalanced_subset_indices`.
 
     Returns:
         images: uint8 [N, 3, H, W], contiguous (H = W = 32 for CIFAR, 96 for STL-10).
@@ -284,6 +314,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
             raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "
                              f"{split} split) or None, got {subset!r}")
         index = balanced_subset_indices(labels, size)
+        images, labels = images[index], labels[index]
+    if not isinstance(imbalanced, bool):
+        raise ValueError(f"imbalanced must be True or False, got {imbalanced!r}")
+    if imbalanced:
+        index = imbalanced_subset_indices(labels, num_classes=len(class_names(key, root)))
         images, labels = images[index], labels[index]
     device = torch.device("cpu") if device is None else torch.device(device)
     # copy=True: the tensors never share memory with the cached arrays, even on the CPU.

@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 
 from .augment import to_float_images
 from .presets import autocast_dtype, no_autocast
-from .validation import (require_embeddings, require_finite, require_images, require_in_range, require_int_at_least,
-                         require_labels, require_positive, require_same_shape, require_unit_range)
+from .validation import (describe_tensor, require_embeddings, require_finite, require_images, require_in_range,
+                         require_int_at_least, require_labels, require_positive, require_same_shape, require_unit_range)
 
 
 # ---------------------------------------------------------------- features
@@ -49,18 +50,28 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     parameter = next(backbone.parameters(), None)
     device = parameter.device if parameter is not None else images.device
     amp_dtype = autocast_dtype(device)
-    previous_modes = [(module, module.training) for module in backbone.modules()]
-    backbone.eval()
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            features = []
-            for start in range(0, images.shape[0], batch_size):
-                batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
-                features.append(backbone(batch).float())
-    finally:
-        for module, was_training in previous_modes:
-            module.training = was_training
+    with eval_mode(backbone), torch.no_grad(), \
+            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        features = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
+            features.append(backbone(batch).float())
     return torch.cat(features)
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module):
+    """Every submodule of `modules` in eval mode inside the context (batch-norm uses its running statistics and
+    leaves them alone); on leaving, also after an error, each submodule gets back its own train/eval flag (so a
+    network with, say, a frozen BN layer inside a training model keeps that mix)."""
+    previous_modes = [(submodule, submodule.training) for module in modules for submodule in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for submodule, was_training in previous_modes:
+            submodule.training = was_training
 
 
 # ---------------------------------------------------------------- weighted kNN
@@ -282,3 +293,24 @@ def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.T
             log_kernel = (-t * squared_distance).masked_fill(self_pair, float("-inf"))
             chunk_logsumexps.append(torch.logsumexp(log_kernel.flatten(), dim=0))
         return torch.logsumexp(torch.stack(chunk_logsumexps), dim=0) - math.log(n * (n - 1))
+
+
+# ---------------------------------------------------------------- per-class accuracy
+
+def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Accuracy within each class, float32 [C]: entry c is the fraction of the examples labelled c that are
+    predicted c (NaN for a class with no examples). C defaults to max(labels) + 1.
+
+    On a class-imbalanced training set, the mean accuracy hides what happens to the rare classes; this does not.
+    """
+    if not isinstance(predictions, torch.Tensor) or predictions.dim() != 1 or predictions.is_floating_point():
+        raise ValueError(f"predictions must be a 1-D integer tensor of class indices, "
+                         f"got {describe_tensor(predictions)}")
+    require_labels("labels", labels, predictions.shape[0], "predictions")
+    if num_classes is None:
+        num_classes = _num_classes(labels, "labels")
+    require_int_at_least("num_classes", num_classes, 1)
+    labels = labels.to(predictions.device)
+    correct = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, (predictions == labels).float())
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return correct / counts

@@ -8,7 +8,8 @@ Conventions shared by every loss here:
 - the return value is the mean over anchors, a scalar tensor.
 
 MoCo's queue loss (moco_info_nce) and MoCHi's synthetic negatives (mochi_mix / mochi_negatives)
-take a query batch and a queue instead of two views; they follow the same conventions.
+take a query batch and a queue instead of two views; they follow the same conventions. The losses of
+many views (multiview_info_nce, cacr) take a sequence of M + 1 view embeddings instead of two.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_positive,
-                         require_same_shape)
+from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
+                         require_positive, require_same_shape)
 
 
 def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -566,3 +567,220 @@ def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, t
             target = lam * self_pairs.float() + (1 - lam) * relational
         log_p = torch.log_softmax(u1 @ u2.T / temperature, dim=1)
         return -(target * log_p).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- many views: multi-view InfoNCE and CACR
+
+def _require_views(views, loss_name: str) -> None:
+    """M + 1 >= 2 view embeddings of the same B >= 2 images: a sequence of [B, D] tensors, or one tensor
+    [M + 1, B, D]."""
+    if isinstance(views, torch.Tensor) and views.dim() != 3:
+        raise ValueError(f"views must be a sequence of [B, D] embeddings (one per view) or a tensor [V, B, D], "
+                         f"got a tensor of {describe_tensor(views)}")
+    if not isinstance(views, (torch.Tensor, list, tuple)):
+        raise ValueError(f"views must be a sequence of [B, D] embeddings (one per view), got {type(views).__name__}")
+    if len(views) < 2:
+        raise ValueError(f"views must hold at least 2 views of every image (M + 1 >= 2), got {len(views)}")
+    for position, z in enumerate(views):
+        require_embeddings(f"views[{position}]", z)
+        require_same_shape("views[0]", views[0], f"views[{position}]", z)
+    _require_two_images("views[0]", views[0], loss_name)
+
+
+def _unit_views(views) -> torch.Tensor:
+    """The views as unit vectors [V, B, D] in float32."""
+    return F.normalize(torch.stack(list(views)).float(), dim=2)
+
+
+def multiview_info_nce(views, temperature: float = 0.5) -> torch.Tensor:
+    r"""InfoNCE with V = M + 1 views of every image, every pair of views of an image a positive pair.
+
+    With u^a_i = normalize(z^a_i) the a-th view of image i, s the dot product of unit vectors and
+    A = {(b, j) != (a, i)} all the other VB - 1 views of the batch,
+
+        \ell^a_i = -\frac{1}{V - 1} \sum_{b \ne a} \log \frac{\exp(s(u^a_i, u^b_i) / \tau)}
+                   {\sum_{(b', j) \in A} \exp(s(u^a_i, u^{b'}_j) / \tau)},
+        L = \frac{1}{VB} \sum_{a, i} \ell^a_i
+
+    Each of the VB views is an anchor, its V - 1 sibling views are its positives, and the denominator holds
+    every other view of the batch (the other positives too): SupCon's L^sup_out with the image as the
+    label (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020). With two views this is
+    `info_nce`. It is CACR's baseline with the same views and no weighting. Nothing is detached.
+
+    Args:
+        views: V >= 2 embeddings [B, D] of the same B >= 2 images (a list, or a tensor [V, B, D]).
+        temperature: tau > 0.
+    """
+    require_positive("temperature", temperature)
+    _require_views(views, "multiview_info_nce")
+    with no_autocast(views[0].device):
+        u = _unit_views(views)                                                # [V, B, D]
+        num_views, batch_size, _ = u.shape
+        flat = u.reshape(num_views * batch_size, -1)
+        logits = flat @ flat.T / temperature
+        self_pairs = torch.eye(len(flat), dtype=torch.bool, device=flat.device)
+        log_normaliser = torch.logsumexp(logits.masked_fill(self_pairs, float("-inf")), dim=1)
+        # positive logits s(u^a_i, u^b_i) / tau for all view pairs (a, b) of each image i: [B, V, V]
+        positive = torch.einsum("aid,bid->iab", u, u) / temperature
+        other_views = positive.sum(dim=2) - positive.diagonal(dim1=1, dim2=2)          # sum over b != a: [B, V]
+        mean_positive = other_views.T.reshape(-1) / (num_views - 1)                   # [V B], view-major like flat
+        return (log_normaliser - mean_positive).mean()
+
+
+CACR_WEIGHTS = ("both", "none", "attraction_only", "repulsion_only")
+
+
+class CacrTerms(NamedTuple):
+    """CACR's two terms and the conditional weights inside them (V = M + 1 views, B images).
+
+    `view_pairs` lists the P = V(V - 1)/2 pairs (a, b), a < b, in the order of `repulsion_weights`."""
+    attraction: torch.Tensor           # scalar L_CA
+    repulsion: torch.Tensor            # scalar L_CR (<= 0)
+    attraction_weights: torch.Tensor   # [B, V, V]: w+[i, a, b] over the positives b of query view a; 0 at b = a
+    repulsion_weights: torch.Tensor    # [P, B, B]: w-[p, i, j] over the negatives j of z^a_i in view b; 0 at j = i
+    view_pairs: torch.Tensor           # [P, 2] the pairs (a, b), a < b
+
+
+def require_cacr_arguments(tau_pos: float, tau_neg: float, alpha: float, beta: float, weights: str,
+                           detach_weights: bool) -> None:
+    """CACR's settings, checked once where they enter (the loss, the method): see `cacr`."""
+    require_in_range("tau_pos", tau_pos, 0.0, math.inf, high_inclusive=False)
+    require_in_range("tau_neg", tau_neg, 0.0, math.inf, high_inclusive=False)
+    require_positive("alpha", alpha)
+    require_positive("beta", beta)
+    if weights not in CACR_WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, CACR_WEIGHTS))}, got {weights!r}")
+    if not isinstance(detach_weights, bool):
+        raise ValueError(f"detach_weights must be True or False, got {detach_weights!r}")
+
+
+def _conditional_weights(logits: torch.Tensor, excluded: torch.Tensor, uniform: bool, detach: bool) -> torch.Tensor:
+    """softmax over the last dimension of `logits` with the `excluded` entries left out (weight 0); uniform
+    over the others when `uniform`; detached when `detach`."""
+    if uniform:
+        logits = torch.zeros_like(logits)
+    weights = torch.softmax(logits.masked_fill(excluded, float("-inf")), dim=-1)
+    return weights.detach() if detach else weights
+
+
+def cacr_terms(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0, beta: float = 1.0,
+               weights: str = "both", detach_weights: bool = False) -> CacrTerms:
+    """CACR's attraction and repulsion terms and their conditional weights; see `cacr` for the equations
+    and the arguments. `cacr` returns their sum."""
+    _require_views(views, "cacr")
+    require_cacr_arguments(tau_pos, tau_neg, alpha, beta, weights, detach_weights)
+    with no_autocast(views[0].device):
+        u = _unit_views(views)                                                   # [V, B, D]
+        num_views, batch_size, _ = u.shape
+        device = u.device
+
+        # Attraction: the V views of each image, every view a query, its M other views the positives.
+        same_view = torch.eye(num_views, dtype=torch.bool, device=device)
+        positive_d2 = 2 - 2 * torch.einsum("aid,bid->iab", u, u)                      # [B, V, V]
+        positive_weights = _conditional_weights(tau_pos * positive_d2, same_view,
+                                                uniform=weights in ("none", "repulsion_only"), detach=detach_weights)
+        attraction = alpha * (positive_weights * positive_d2).sum(dim=2).mean()
+
+        # Repulsion: for each view pair a < b, query z^a_i against the other images' views z^b_j, j != i.
+        view_pairs = torch.triu_indices(num_views, num_views, offset=1, device=device).T     # [P, 2]
+        same_image = torch.eye(batch_size, dtype=torch.bool, device=device)
+        negative_d2 = 2 - 2 * u[view_pairs[:, 0]] @ u[view_pairs[:, 1]].transpose(1, 2)    # [P, B, B]
+        negative_weights = _conditional_weights(-tau_neg * negative_d2, same_image,
+                                                uniform=weights in ("none", "attraction_only"), detach=detach_weights)
+        repulsion = -beta * (negative_weights * negative_d2).sum(dim=2).mean()
+        return CacrTerms(attraction, repulsion, positive_weights, negative_weights, view_pairs)
+
+
+def cacr(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0, beta: float = 1.0,
+         weights: str = "both", detach_weights: bool = False) -> torch.Tensor:
+    r"""Contrastive attraction and contrastive repulsion (CACR) over V = M + 1 views of every image.
+
+    With z^a_i = normalize(views[a][i]) and d^2(u, v) = ||u - v||^2 the squared distance of unit vectors,
+
+    attraction (every view a a query, its M other views b the positives, hardest = farthest):
+
+        w^+_{i,ab} = \frac{\exp(\tau^+ d^2(z^a_i, z^b_i))}{\sum_{b' \ne a} \exp(\tau^+ d^2(z^a_i, z^{b'}_i))},
+        L_{CA} = \frac{1}{V} \sum_a \frac{1}{B} \sum_i \sum_{b \ne a} w^+_{i,ab} \, \alpha \, d^2(z^a_i, z^b_i)
+
+    repulsion (each view pair a < b, the query z^a_i, the other images' views z^b_j as negatives,
+    hardest = nearest):
+
+        w^-_{i,j} = \frac{\exp(-\tau^- d^2(z^a_i, z^b_j))}{\sum_{j' \ne i} \exp(-\tau^- d^2(z^a_i, z^b_{j'}))},
+        L_{CR} = \frac{1}{P} \sum_{a < b} \frac{1}{B} \sum_i \sum_{j \ne i} w^-_{i,j} \, (-\beta \, d^2(z^a_i, z^b_j))
+
+    and L = L_CA + L_CR, with P = V(V - 1)/2 pairs. The weights are "conditional distributions": a softmax
+    of the cost over a query's positives, or over its negatives.
+
+    For unit vectors d^2 = 2 - 2 s, s = u . v the cosine similarity, so the softmaxes read
+
+        w^-_{i,j} = softmax_j(2 \tau^- s(z^a_i, z^b_j)),        w^+_{i,ab} = softmax_b(-2 \tau^+ s(z^a_i, z^b_i)):
+
+    the repulsion weights are HCL's exponential tilting of the negatives, q(x^-) \propto e^{\beta s} p(x^-),
+    with beta_HCL = 2 tau^- on the raw cosine (`hcl`'s beta multiplies s / t, so there beta = 2 tau^- t),
+    applied to a linear cost rather than inside a log-sum-exp. The attraction weights tilt the other way,
+    towards the least similar positives: hard positives.
+
+    What is detached: nothing by default, as in the authors' small-scale code (the gradient also flows
+    through the softmax weights: a soft-max / soft-min objective). detach_weights=True computes the
+    weights as constants, a reweighted loss, as the authors' ImageNet code does (there under no_grad).
+    weights="none" (uniform weights on positives and negatives), "attraction_only" (uniform weights on the
+    negatives) and "repulsion_only" (uniform weights on the positives) are the paper's ablations, the
+    authors' `--choice none / without_w2 / without_w1`; tau = 0 also makes a softmax uniform.
+
+    Zheng et al., "Contrastive Attraction and Contrastive Repulsion for Representation Learning", TMLR 2023
+    (JegZheng/CACR-SSL, small_scale_experiments/losses). Defaults: the README's CIFAR-10 settings,
+    tau^+ = 1, tau^- = 0.9, alpha = beta = 1, with M = 4 (5 views); the code's own default is tau^- = 1.0,
+    and CIFAR-100 and STL-10 use tau^- = 2.
+
+    Args:
+        views: V = M + 1 >= 2 embeddings [B, D] of the same B >= 2 images (a list, or a tensor [V, B, D]).
+        tau_pos: tau^+ >= 0, concentration of the attraction weights on the farthest positives.
+        tau_neg: tau^- >= 0, concentration of the repulsion weights on the nearest negatives.
+        alpha: alpha > 0, the attraction cost's scale.
+        beta: beta > 0, the repulsion cost's scale.
+        weights: "both" (default), "none", "attraction_only" or "repulsion_only": which conditional weights
+            are used, the others being uniform.
+        detach_weights: compute the weights without gradient (the ImageNet code's reweighted loss).
+    """
+    terms = cacr_terms(views, tau_pos, tau_neg, alpha, beta, weights, detach_weights)
+    return terms.attraction + terms.repulsion
+
+
+def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    r"""Supervised contrastive loss over the 2B anchors of two views (SupCon, the paper's L^{sup}_{out}).
+
+    With u = normalize([z1; z2]), y = [labels; labels] (both views of an image carry its label) and
+    P(i) = {p \ne i : y_p = y_i}, the other view of anchor i's image and both views of every other image of
+    its class,
+
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+                 \log \frac{\exp(u_i \cdot u_p / \tau)}{\sum_{a \ne i} \exp(u_i \cdot u_a / \tau)},
+        \qquad L = \frac{1}{2B} \sum_{i=1}^{2B} \ell_i
+
+    The mean over the positives sits outside the log (L_out; the paper's L_in, with the mean inside, trains
+    worse). The denominator is InfoNCE's: every view but the anchor itself, positives included. P(i) always
+    holds the other view of the same image, so |P(i)| >= 1. With all labels distinct P(i) is that view alone
+    and the loss is `info_nce`. Nothing is detached.
+
+    Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (https://arxiv.org/abs/2004.11362). The
+    authors' code (HobbitLong/SupContrast `SupConLoss`) also multiplies by tau / tau_base (tau_base = 0.07),
+    which only rescales the loss (SupContrast issue #1); it is left out here, so that distinct labels give
+    InfoNCE exactly.
+
+    Args:
+        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images.
+        labels: [B] integer class labels of the images (a tensor, list or array).
+        temperature: tau > 0 (SupContrast's CIFAR recipe: 0.1).
+    """
+    temperature = require_positive("temperature", temperature)
+    require_embeddings("z1", z1)
+    _require_two_images("z1", z1, "supcon")
+    labels = require_labels("labels", labels, z1.shape[0], "z1")
+    with no_autocast(z1.device):
+        u = _normalised_pair(z1, z2)
+        same_class = torch.cat([labels, labels]).to(u.device)
+        self_pairs = torch.eye(len(u), dtype=torch.bool, device=u.device)
+        positives = (same_class[:, None] == same_class[None, :]) & ~self_pairs
+        log_probability = torch.log_softmax((u @ u.T / temperature).masked_fill(self_pairs, float("-inf")), dim=1)
+        per_anchor = -log_probability.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)
+        return per_anchor.mean()

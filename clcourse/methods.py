@@ -25,17 +25,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import contrastive_attack
+from .attacks import contrastive_attack, contrastive_objective, cross_entropy_objective, pgd
+from .augment import to_float_images
 from .evaluate import extract_features
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, sce
+from .losses import (cacr, dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, multiview_info_nce,
+                     require_cacr_arguments, sce)
 from .models import projection_mlp, use_split_batchnorm
 
 
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits
-from .models import adversarial_batchnorm, projection_mlp, use_dual_batchnorm, use_split_batchnorm
+from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, supcon
+from .models import (adversarial_batchnorm, batchnorm_statistics_frozen, projection_mlp, use_dual_batchnorm,
+                     use_split_batchnorm)
 from .negatives import rank_among_negatives
 from .presets import no_autocast
-from .validation import require_in_range, require_int_at_least, require_positive
+from .validation import require_bool, require_in_range, require_int_at_least, require_positive
 
 
 class Batch(NamedTuple):
@@ -232,6 +235,16 @@ def update_key_encoder(key_encoder: nn.Module, query_encoder: nn.Module, momentu
     torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()), 1.0 - momentum)
 
 
+def moco_step(method: "MoCo", query_views: torch.Tensor, key_views: torch.Tensor,
+              index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One direction of a MoCo step: queries q = normalize(g(f(query_views))), keys from the momentum encoder
+    on a shuffled batch without gradient (`MoCo.keys`), and the InfoNCE of q against its key and the queue,
+    with the keys of each query's own image masked (`MoCo.query_loss`). Returns (loss, q, k); the keys are
+    enqueued after the optimiser step (`MoCo.on_step_end`)."""
+    q, k = method.queries(query_views), method.keys(key_views)
+    return method.query_loss(q, k, index), q, k
+
+
 def ring_buffer_enqueue(queue: torch.Tensor, pointer: torch.Tensor | int,
                         rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
     """Write `rows` [B, ...] over the B oldest rows of `queue` [K, ...], starting at `pointer`, wrapping
@@ -256,11 +269,12 @@ class MoCo(Method):
     adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
     per the demo).
 
-    The three moving parts can be replaced by a student's own (notebook 03), each with the signature of
-    the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
-    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`) and
+    The moving parts can be replaced by a student's own (notebook 03), each with the signature of the
+    library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
+    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`),
     `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
-    their image indices).
+    their image indices), and the step itself, `step(method, query_views, key_views, index) -> (loss, q, k)`
+    (`moco_step`; a given step replaces `queries`, `keys` and `query_loss`, MoCHi's mixing included).
 
     Both views are made with `augment` unless `key_augment` gives the key view (views[1]) its own recipe, as
     SCE's weak view.
@@ -275,7 +289,7 @@ class MoCo(Method):
                  bn_splits: int = 8, symmetric: bool = False, mask_same_image: bool = True,
                  projector_hidden: int = 512, projector_out: int = 128, augment=None, key_augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
-                 enqueue: Callable | None = None):
+                 enqueue: Callable | None = None, step: Callable | None = None):
         if augment is None:
             from .augment import simclr_cifar
             augment = simclr_cifar()
@@ -284,7 +298,8 @@ class MoCo(Method):
         queue_size = require_int_at_least("queue_size", queue_size, 1)
         momentum = require_in_range("momentum", momentum, 0.0, 1.0)
         bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
-        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue)):
+        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue),
+                         ("step", step)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"{name} must be a function, got {fn!r}")
         self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
@@ -292,6 +307,7 @@ class MoCo(Method):
         self.logits_fn = logits or moco_logits
         self.momentum_update_fn = momentum_update or update_key_encoder
         self.enqueue_fn = enqueue or ring_buffer_enqueue
+        self.step_fn = step or moco_step
         if bn_splits > 1:
             use_split_batchnorm(self.backbone, bn_splits)
         self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out, batch_norm=False)
@@ -314,7 +330,8 @@ class MoCo(Method):
     def config(self) -> dict:
         return {**super().config(), "functions": {"logits": describe(self.logits_fn),
                                                   "momentum_update": describe(self.momentum_update_fn),
-                                                  "enqueue": describe(self.enqueue_fn)}}
+                                                  "enqueue": describe(self.enqueue_fn),
+                                                  "step": describe(self.step_fn)}}
 
     def query_encoder(self) -> nn.Module:
         """The encoder trained by gradient, backbone then projector (a container made on the fly, so that
@@ -386,15 +403,14 @@ class MoCo(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         view1, view2 = batch.views
-        q1, k2 = self.queries(view1), self.keys(view2)
-        loss = self.query_loss(q1, k2, batch.index)
-        keys = [k2]
+        loss, q1, k2 = self.step_fn(self, view1, view2, batch.index)
+        keys = [k2.detach().float()]
         if self.symmetric:
-            q2, k1 = self.queries(view2), self.keys(view1)
-            loss = loss + self.query_loss(q2, k1, batch.index)   # summed, as in the MoCo CIFAR-10 demo
-            keys.append(k1)
-        logs = {"positive_similarity": (q1.detach() * k2).sum(1).mean(),
-                "queue_similarity": (q1.detach() @ self.queue.T).mean()}
+            loss2, _, k1 = self.step_fn(self, view2, view1, batch.index)
+            loss = loss + loss2   # summed, as in the MoCo CIFAR-10 demo
+            keys.append(k1.detach().float())
+        q1 = q1.detach().float()
+        logs = {"positive_similarity": (q1 * keys[0]).sum(1).mean(), "queue_similarity": (q1 @ self.queue.T).mean()}
         return StepOutput(loss, logs, {"keys": torch.stack(keys)})
 
     @torch.no_grad()
@@ -709,8 +725,292 @@ class CLAE(Method):
 METHODS["clae"] = CLAE
 
 
+# ---------------------------------------------------------------- many views: multi-view SimCLR and CACR
+
+def project_views(method: Method, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """g(f(v)) for every view: all V views of the B images go through the backbone and the projector as one
+    batch of V B images (one forward; batch-norm statistics shared by all views, as SimCLR's two share
+    theirs), then are split back into V embeddings [B, D]."""
+    return method.projector(method.backbone(torch.cat(list(views)))).chunk(len(views))
+
+
+def mean_view_similarity(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean cosine similarity of two different views of the same image, over all view pairs and images (a log,
+    detached)."""
+    u = F.normalize(torch.stack([z.detach().float() for z in embeddings]), dim=2)        # [V, B, D]
+    num_views = len(u)
+    pair_sums = torch.einsum("aid,bid->i", u, u) - num_views                    # the V self-pairs have s = 1
+    return pair_sums.mean() / (num_views * (num_views - 1))
+
+
+class MultiViewSimCLR(SimCLR):
+    """SimCLR with `num_views` = M + 1 views of every image, every pair of views of an image a positive pair
+    (`clcourse.losses.multiview_info_nce`): CACR's baseline with the same views and no weighting, so that a
+    comparison separates "more views" from "weighting". With num_views = 2 it is SimCLR.
+
+    All views go through backbone and projector in one batch of (M + 1) B images. `loss(views, temperature)`
+    is `multiview_info_nce` unless given.
+    """
+
+    default_loss = staticmethod(multiview_info_nce)
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, num_views: int = 5, **options):
+        require_int_at_least("num_views", num_views, 2)
+        super().__init__(backbone, temperature, **options)
+        self.view_recipes = self.view_recipes[:1] * num_views
+        self.hyperparameters["num_views"] = num_views
+
+    def contrastive_loss(self, *embeddings: torch.Tensor) -> torch.Tensor:
+        """The loss on the float32 embeddings of all views, autocast off (see SimCLR.contrastive_loss)."""
+        with no_autocast(embeddings[0].device):
+            return self.loss([z.float() for z in embeddings], *self.loss_arguments())
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        embeddings = project_views(self, batch.views)
+        return StepOutput(self.contrastive_loss(*embeddings),
+                          {"positive_similarity": mean_view_similarity(embeddings)})
+
+
+class CACR(Method):
+    """Contrastive attraction and contrastive repulsion (Zheng et al., TMLR 2023), see `clcourse.losses.cacr`:
+    `num_views` = M + 1 views of every image (5, as in the paper), all through backbone f and projector g in
+    one batch of (M + 1) B images; the far views of an image attract harder, the near views of other images
+    repel harder.
+
+    `loss(views, tau_pos, tau_neg, alpha, beta)` is `cacr` with this method's `weights` and `detach_weights`
+    unless given, e.g. the function a student wrote in notebook 06 (which then decides its own weights).
+    Defaults are the authors' CIFAR-10 settings (README): tau+ = 1, tau- = 0.9, alpha = beta = 1, weights not
+    detached, learning rate 0.12 per 256 images. The paper's small-scale encoder is an AlexNet variant that
+    forwards each view as its own batch (per-view batch-norm statistics); here the course's backbones and
+    projector, with one batch for all views.
+    """
+
+    def __init__(self, backbone: nn.Module, num_views: int = 5, tau_pos: float = 1.0, tau_neg: float = 0.9,
+                 alpha: float = 1.0, beta: float = 1.0, weights: str = "both", detach_weights: bool = False,
+                 projector_hidden: int = 512, projector_out: int = 128, augment=None, loss: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        require_int_at_least("num_views", num_views, 2)
+        require_cacr_arguments(tau_pos, tau_neg, alpha, beta, weights, detach_weights)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(views, tau_pos, tau_neg, alpha, beta), got {loss!r}")
+        if loss is not None and (weights != "both" or detach_weights):
+            raise ValueError(f"weights and detach_weights choose a variant of clcourse.losses.cacr; a loss given as "
+                             f"loss= decides its own weights, so leave them at 'both' and False (got "
+                             f"weights={weights!r}, detach_weights={detach_weights!r})")
+        super().__init__(backbone, (augment,) * num_views)
+        self.tau_pos, self.tau_neg, self.alpha, self.beta = tau_pos, tau_neg, alpha, beta
+        self.weights, self.detach_weights = weights, detach_weights
+        self.loss = loss or self.default_loss
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(num_views=num_views, tau_pos=tau_pos, tau_neg=tau_neg, alpha=alpha, beta=beta,
+                                    weights=weights, detach_weights=detach_weights,
+                                    projector_hidden=projector_hidden, projector_out=projector_out)
+
+    def default_loss(self, views, tau_pos: float, tau_neg: float, alpha: float, beta: float) -> torch.Tensor:
+        """`clcourse.losses.cacr` with this method's `weights` and `detach_weights`."""
+        return cacr(views, tau_pos, tau_neg, alpha, beta, weights=self.weights, detach_weights=self.detach_weights)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        embeddings = project_views(self, batch.views)
+        with no_autocast(embeddings[0].device):
+            loss = self.loss([z.float() for z in embeddings], self.tau_pos, self.tau_neg, self.alpha, self.beta)
+        return StepOutput(loss, {"positive_similarity": mean_view_similarity(embeddings)})
+
+
+METHODS["simclr_multiview"] = MultiViewSimCLR
+METHODS["cacr"] = CACR
+
+
 def build_method(name: str, backbone: nn.Module, **options) -> Method:
     """A method by name (see METHODS) around `backbone`, with its own defaults unless `options` say otherwise."""
     if name not in METHODS:
         raise ValueError(f"method name must be one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name](backbone, **options)
+
+
+# ---------------------------------------------------------------- SupCon, supervised, adversarial pretraining
+# The three learning schemes of CL-Robustness (notebook 08): CL (SimCLR), SCL (SupCon), SL (cross-entropy), and
+# adversarial pretraining for each.
+
+class SupCon(Method):
+    """Supervised contrastive learning (Khosla et al., NeurIPS 2020): SimCLR's views, backbone and projector, but
+    every view of the anchor's class is a positive (`clcourse.losses.supcon`, L_out). Needs labels.
+
+    `loss(z1, z2, labels, temperature)` is `clcourse.losses.supcon` unless given, e.g. the function a student
+    wrote in notebook 08; it receives float32 embeddings with autocast off. Defaults: temperature 0.1 and the
+    learning rate of SupContrast's CIFAR recipe (0.5 for a batch of 1024)."""
+
+    requires_labels = True
+    lr = 0.125
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.1, projector_hidden: int = 512,
+                 projector_out: int = 128, augment=None, loss: Callable | None = None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        super().__init__(backbone, (augment, augment))
+        temperature = require_positive("temperature", temperature)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function loss(z1, z2, labels, temperature), got {loss!r}")
+        self.temperature = temperature
+        self.loss = loss or supcon
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
+                                    projector_out=projector_out)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 for SupCon (the other images of the batch are the "
+                             f"negatives and the other positives), got {batch_size}")
+
+    def contrastive_loss(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss on float32 embeddings with autocast off."""
+        with no_autocast(z1.device):
+            return self.loss(z1.float(), z2.float(), labels, self.temperature)
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        view1, view2 = batch.views
+        z1, z2 = self.projector(self.backbone(torch.cat([view1, view2]))).chunk(2)
+        loss = self.contrastive_loss(z1, z2, batch.labels)
+        positive_similarity = F.cosine_similarity(z1.detach().float(), z2.detach().float()).mean()
+        return StepOutput(loss, {"positive_similarity": positive_similarity})
+
+
+class Supervised(Method):
+    """The supervised baseline (SL): a linear classifier on the backbone's features, trained end to end with
+    cross-entropy on one view of each image (`augment`, default crop + flip: `clcourse.augment.weak`). Needs labels.
+
+    The classifier sits where the other methods have their projector: `embed(projected=True)` gives its
+    L2-normalised logits, which threat model I attacks (notebook 08). The loss takes the raw logits, an ordinary
+    classifier. CL-Robustness' baseline L2-normalises them first (a cosine classifier with temperature 1, whose
+    logits stay in [-1, 1]), which handicaps it; the authors' SL also crops with 5 pixels of padding, not ours."""
+
+    requires_labels = True
+    lr = 0.1
+
+    def __init__(self, backbone: nn.Module, num_classes: int = 10, augment=None):
+        if augment is None:
+            from .augment import weak
+            augment = weak()
+        super().__init__(backbone, (augment,))
+        num_classes = require_int_at_least("num_classes", num_classes, 2)
+        self.projector = nn.Linear(backbone.feature_dim, num_classes)
+        self.hyperparameters = dict(num_classes=num_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        logits = self.logits(batch.views[0])
+        with no_autocast(logits.device):
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        accuracy = (logits.detach().argmax(1) == batch.labels).float().mean()
+        return StepOutput(loss, {"train_accuracy": accuracy})
+
+
+METHODS["supcon"] = SupCon
+METHODS["supervised"] = Supervised
+
+SCHEMES = {"cl": "simclr", "scl": "supcon", "sl": "supervised"}   # CL-Robustness' schemes -> our methods
+
+
+class AdversarialPretraining(Method):
+    r"""Adversarial pretraining of any of the three schemes of CL-Robustness (Ghofrani, Yaghouti & Jamshidi,
+    "Rethinking Robust Contrastive Learning from the Adversarial Perspective", https://arxiv.org/abs/2302.02502):
+    each step perturbs the clean, un-augmented images x^0 within the L-infinity ball of radius epsilon so that
+    the scheme's own loss rises, and trains on the perturbed copy besides the scheme's usual views,
+
+        \delta^* = \mathrm{PGD}_T\big[\max_{\lVert\delta\rVert_\infty \le \epsilon} L(x^0, x^0 + \delta)\big]
+        CL, SCL:  \mathcal{L} = L(x^0, x^0 + \delta^*) + L(x^1, x^2)
+        SL:       \mathcal{L} = CE(x^0 + \delta^*) + CE(x^1)
+
+    with L the scheme's loss (`scheme`: "cl" SimCLR's InfoNCE, "scl" SupCon with the labels, "sl" the
+    cross-entropy of `Supervised`) and x^1, x^2 its augmented views. For CL and SCL the attack raises
+    L(sg[z(x^0)], z(x')) (`clcourse.attacks.contrastive_objective`: the clean embeddings are constants), for SL
+    CE(x') (`cross_entropy_objective`). The attack's result carries no gradient; the loss sees the adversarial
+    pair (x^0, x^0 + delta*) through the scheme's own training step, in one pass of 2B as its views.
+
+    Attack: PGD with `steps` steps of `step_size` (defaults: the paper's 8/255, 5 steps of 2/255, in [0, 1]
+    pixels) from a random point of the ball (`random_start`; the authors' code starts at delta = 0, where the
+    positive term of the contrastive objective has no gradient). It runs in training mode, so with the
+    batch's statistics, but with the running averages of batch-norm frozen (`models.batchnorm_statistics_frozen`;
+    the authors' attack passes move them). `attack(loss_fn, x, epsilon, step_size, steps, random_start=...)`
+    replaces `clcourse.attacks.pgd`, e.g. the one a student builds in notebook 08.
+
+    `scheme_options` go to the scheme's method (SimCLR, SupCon or Supervised), whose backbone, projector, views,
+    learning rate and loss this method uses; it needs labels when the scheme does. Cost per step: the
+    attack's `steps` forward and backward passes of B images and one forward pass for the anchors, on top of
+    twice the scheme's own step (about 4.5x a SimCLR step at 5 steps).
+
+    `compilable = False`: the attack takes input gradients inside the step.
+    """
+
+    compilable = False
+
+    def __init__(self, backbone: nn.Module, scheme: str = "cl", epsilon: float = 8 / 255, steps: int = 5,
+                 step_size: float = 2 / 255, random_start: bool = True, attack: Callable | None = None,
+                 **scheme_options):
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: cross-entropy), "
+                             f"got {scheme!r}")
+        base = METHODS[SCHEMES[scheme]](backbone, **scheme_options)
+        super().__init__(base.backbone, base.view_recipes)
+        epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+        steps = require_int_at_least("steps", steps, 1)
+        step_size = require_positive("step_size", step_size)
+        random_start = require_bool("random_start", random_start)
+        if attack is not None and not callable(attack):
+            raise ValueError(f"attack must be a function attack(loss_fn, x, epsilon, step_size, steps, "
+                             f"random_start=...), got {attack!r}")
+        # Held, not registered as a submodule: its backbone and projector are this method's own.
+        self.__dict__["base"] = base
+        self.projector = base.projector
+        self.scheme, self.lr, self.requires_labels = scheme, base.lr, base.requires_labels
+        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
+        self.attack_fn = attack or pgd
+        self.hyperparameters = dict(scheme=scheme, **base.hyperparameters, epsilon=epsilon, steps=steps,
+                                    step_size=step_size, random_start=random_start)
+
+    def config(self) -> dict:
+        functions = {**self.base.config().get("functions", {}), "attack": describe(self.attack_fn)}
+        return {**super().config(), "functions": functions}
+
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        self.base.on_train_start(num_images, batch_size)
+
+    def attack_objective(self, clean: torch.Tensor, labels: torch.Tensor | None) -> Callable:
+        """x' -> the scheme's loss at x' against the clean batch, summed over its anchors (the attack raises it;
+        a sum has the mean's gradient sign and keeps fp16 input gradients clear of underflow)."""
+        if self.scheme == "sl":
+            return cross_entropy_objective(self.base.logits, labels)
+        extra = (labels,) if self.scheme == "scl" else ()
+        return contrastive_objective(self.encode, clean,
+                                     lambda z_anchor, z: self.base.contrastive_loss(z_anchor, z, *extra) * 2 * len(z))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        clean = to_float_images(batch.images)                     # x^0: the images themselves, un-augmented
+        if batch.views[0].is_contiguous(memory_format=torch.channels_last):
+            clean = clean.contiguous(memory_format=torch.channels_last)
+        with batchnorm_statistics_frozen(self):
+            adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean, self.epsilon,
+                                         self.step_size, self.steps, random_start=self.random_start)
+        standard = self.base.training_step(batch)
+        pair = (adversarial,) if self.scheme == "sl" else (clean, adversarial)
+        attacked = self.base.training_step(batch._replace(views=pair))
+        logs = {**standard.logs, **{f"adversarial_{key}": value for key, value in attacked.logs.items()},
+                "standard_loss": standard.loss.detach(), "adversarial_loss": attacked.loss.detach()}
+        return StepOutput(standard.loss + attacked.loss, logs)
+
+
+METHODS["adversarial"] = AdversarialPretraining

@@ -262,3 +262,28 @@ def adversarial_batchnorm(module: nn.Module):
     finally:
         for layer, route in zip(layers, previous):
             layer.route_adversarial = route
+
+
+# ---------------------------------------------------------------- batch-norm statistics during an attack
+
+@contextmanager
+def batchnorm_statistics_frozen(module: nn.Module):
+    """Within this context the batch-norm layers of `module` that are in training mode still normalise with the
+    statistics of each batch, but leave their running averages (and batch counters) as they were.
+
+    An attack inside a training step (adversarial training) makes several forward passes of perturbed copies
+    of the batch. In training mode each would move the running averages that evaluation uses, so that they end
+    up describing mostly the attack's intermediate images (a bug of CL-Robustness' code, which attacks in
+    training mode). Here the attack sees the network the step trains (batch statistics) and only the step's
+    own forward passes update the averages. The layers run with momentum 0, restored on leaving."""
+    layers = [layer for layer in module.modules()
+              if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training and layer.track_running_stats]
+    saved = [(layer, layer.momentum, layer.num_batches_tracked.clone()) for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0     # running = (1 - 0) * running + 0 * batch statistic
+    try:
+        yield module
+    finally:
+        for layer, momentum, count in saved:
+            layer.momentum = momentum
+            layer.num_batches_tracked.copy_(count)

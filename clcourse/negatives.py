@@ -18,6 +18,7 @@ anchor's class, which self-supervised learning cannot know and still pushes away
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .losses import _debiased_hard_loss   # the estimator the DCL and HCL losses train with (see hcl)
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_finite, require_int_at_least, require_labels,
-                         require_positive)
+from .validation import (describe_tensor, require_embeddings, require_finite, require_in_range, require_int_at_least,
+                         require_labels, require_positive)
 
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
 SIMILARITY_BLOCK_ENTRIES = 2 ** 24
@@ -283,6 +285,120 @@ def negative_weights(anchor: torch.Tensor, positive: torch.Tensor, negatives: to
         positive_similarity = _unit_float32(positive[None])[0] @ u
         negative_similarities = _unit_float32(negatives) @ u
         return negative_weights_from_similarities(positive_similarity, negative_similarities, temperature)
+
+
+def negative_gradient_weights(positive_similarity: torch.Tensor, negative_similarities: torch.Tensor,
+                              temperature: float, tau_plus: float = 0.0, beta: float = 0.0) -> torch.Tensor:
+    r"""How hard each anchor's loss pushes it away from each of its negatives: w_ik = dl_i / d(s_ik / t).
+
+    For the SimCLR-form losses of the course, the debiased, hardness-weighted estimator of
+    `clcourse.losses.hcl` (tau_plus = beta = 0: InfoNCE; beta = 0: DCL), differentiated by autograd with
+    respect to each negative's logit s_ik / t. For InfoNCE w_ik = p_k of
+    :func:`negative_weights_from_similarities`; DCL scales every negative's weight alike (by 1 / (1 - tau^+)
+    over a smaller denominator, and to 0 where its floor binds), so it leaves their proportions as they are;
+    HCL multiplies weight k by about (1 + beta) e^{beta s_k / t} / mean_j e^{beta s_j / t} (its gradient through
+    the importance weights included: negatives easier than the weighted average can get a small negative
+    weight, a pull).
+
+    Args:
+        positive_similarity: [A] cosine similarity of each anchor to its positive.
+        negative_similarities: [A, N] cosine similarities to its N negatives.
+        temperature: t > 0; tau_plus in [0, 1); beta >= 0.
+
+    Returns:
+        float32 [A, N], detached.
+    """
+    require_positive("temperature", temperature)
+    require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
+    require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
+    if not isinstance(negative_similarities, torch.Tensor) or negative_similarities.dim() != 2:
+        raise ValueError("negative_similarities must be a tensor of shape [A, N], got "
+                         f"{describe_tensor(negative_similarities)}")
+    if not isinstance(positive_similarity, torch.Tensor) or positive_similarity.shape != negative_similarities.shape[:1]:
+        raise ValueError(f"positive_similarity must be a tensor of shape [A] = [{negative_similarities.shape[0]}], "
+                         f"got {describe_tensor(positive_similarity)}")
+    with torch.enable_grad(), no_autocast(negative_similarities.device):
+        logits = (negative_similarities.detach().float() / temperature).requires_grad_()
+        positive = positive_similarity.detach().float().to(logits.device) / temperature
+        # the loss is a mean over anchors: times A, each anchor's own gradient
+        loss = _debiased_hard_loss(positive, logits, temperature, tau_plus, beta) * len(logits)
+        (weights,) = torch.autograd.grad(loss, logits)
+    return weights
+
+
+@torch.no_grad()
+def view_pair_negatives(z1: torch.Tensor, z2: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of two views laid out as SimCLR's loss sees it: the 2B anchors [z1; z2], each with its positive
+    (the other view of its image) and its 2B - 2 negatives (both views of every other image).
+
+    Returns:
+        (positive similarities [2B], negative similarities [2B, 2B - 2], same_class [2B, 2B - 2]: whether each
+        negative shares the anchor's label, a false negative), float32 cosines.
+    """
+    require_embeddings("z1", z1)
+    require_embeddings("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    require_labels("labels", labels, len(z1), "z1")
+    if len(z1) < 2:
+        raise ValueError(f"z1 must have at least 2 rows (a negative needs two images), got {len(z1)}")
+    batch_size, device = len(z1), z1.device
+    with no_autocast(device):
+        u = _unit_float32(torch.cat([z1, z2.to(device)]))
+        similarities = u @ u.T
+    anchors = torch.arange(2 * batch_size, device=device)
+    partner = (anchors + batch_size) % (2 * batch_size)
+    is_negative = (anchors[:, None] != anchors[None, :]) & (partner[:, None] != anchors[None, :])
+    both_labels = labels.to(device).repeat(2)
+    same_class = both_labels[:, None] == both_labels[None, :]
+    shape = (2 * batch_size, 2 * batch_size - 2)
+    return similarities[anchors, partner], similarities[is_negative].view(shape), same_class[is_negative].view(shape)
+
+
+def same_class_gradient_share(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float,
+                              tau_plus: float = 0.0, beta: float = 0.0, batch_size: int = 256,
+                              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The share of a loss's push that falls on same-class negatives (false negatives), on labelled held-out views.
+
+    The images are dealt into random batches of `batch_size` as in training (a permutation seeded by `seed`,
+    whatever order the data is stored in; the last, partial batch is dropped); in each,
+    every anchor's negatives are the 2B - 2 views of the other images (:func:`view_pair_negatives`) and their
+    weights w_ik those of :func:`negative_gradient_weights`. Then
+
+        	ext{share} = rac{1}{A} \sum_i rac{\sum_{k: y_k = y_i} w_{ik}}{\sum_k w_{ik}},
+        \qquad 	ext{chance} = rac{1}{A} \sum_i rac{|\{k: y_k = y_i\}|}{2B - 2}
+
+    `chance` is the share with equal weights, what a loss blind to similarity would give (about 1/C for C
+    balanced classes). A share above it means the loss pushes hardest on exactly the negatives it should not.
+    Anchors whose loss pushes on no negative at all (where DCL's or HCL's floor binds) are left out of `share`.
+
+    Args:
+        z1, z2: [N, D] embeddings of two views of N labelled images; labels: [N].
+        temperature, tau_plus, beta: the loss's (InfoNCE: tau_plus = beta = 0), see negative_gradient_weights.
+        batch_size: images per batch, 2 <= batch_size <= N.
+        seed: seeds the (CPU) permutation that makes the batches, so the result is the same on every device.
+
+    Returns:
+        (share, chance): float32 scalars.
+    """
+    require_labels("labels", labels, len(z1), "z1")
+    require_int_at_least("batch_size", batch_size, 2)
+    if batch_size > len(z1):
+        raise ValueError(f"batch_size must be at most the number of images ({len(z1)}), got {batch_size}")
+    require_int_at_least("seed", seed, 0)
+    order = torch.randperm(len(z1), generator=torch.Generator().manual_seed(seed)).to(z1.device)
+    labels = labels.to(z1.device)
+    shares, chances = [], []
+    for start in range(0, len(z1) - batch_size + 1, batch_size):
+        batch = order[start:start + batch_size]
+        positive, negatives, same_class = view_pair_negatives(z1[batch], z2[batch], labels[batch])
+        weights = negative_gradient_weights(positive, negatives, temperature, tau_plus, beta)
+        push = weights.sum(1)
+        pushed = push > 0          # where DCL's floor binds, an anchor pushes on no negative: no share to take
+        shares.append(((weights * same_class).sum(1) / push)[pushed])
+        chances.append(same_class.float().mean(1))
+    return torch.cat(shares).mean(), torch.cat(chances).mean()
 
 
 def _normalised_weights(weights: torch.Tensor) -> torch.Tensor:

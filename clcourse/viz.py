@@ -450,3 +450,95 @@ def plot_temperature_sweep(results: dict[float, dict[str, float]], ax=None):
     right.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="upper center",
                  bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return ax.figure
+
+
+# ---------------------------------------------------------------------- inside the network (notebook 09)
+from .cka import CKAResult, short_layer_names  # noqa: E402  (kept with the section that uses it)
+
+
+def representation_label(name) -> str:
+    """A representation's name for a plot: a tuple such as ("SimCLR", "PGD") reads "SimCLR · PGD"."""
+    return " · ".join(str(part) for part in name) if isinstance(name, tuple) else str(name)
+
+
+def plot_cka_heatmap(result: CKAResult, ax=None, title: str | None = None, annotate: bool | None = None,
+                     colorbar: bool = True):
+    """A layers x layers CKA matrix (`clcourse.cka.layer_cka`) as a heatmap, 0 dark to 1 bright: the layers of `a`
+    up the y axis and those of `b` along the x axis, both from the input (bottom left) to the output. Values are
+    written in the cells when there are at most 100 (`annotate` overrides)."""
+    if not isinstance(result, CKAResult):
+        raise ValueError(f"result must be a clcourse.cka.CKAResult (from layer_cka), got {type(result).__name__}")
+    matrix = result.matrix.detach().float().cpu()
+    rows, columns = matrix.shape
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.42 * columns + 2.6, 0.42 * rows + 1.8))
+    image = ax.imshow(matrix.numpy(), origin="lower", cmap="magma", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(columns), short_layer_names(result.layers_b), rotation=90, fontsize=7)
+    ax.set_yticks(range(rows), short_layer_names(result.layers_a), fontsize=7)
+    ax.set_xlabel(representation_label(result.b), fontsize=8)
+    ax.set_ylabel(representation_label(result.a), fontsize=8)
+    ax.set_title(title or f"linear CKA, {result.num_images} images", fontsize=9)
+    if annotate if annotate is not None else rows * columns <= 100:
+        for i in range(rows):
+            for j in range(columns):
+                value = float(matrix[i, j])
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if value > 0.6 else "white")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, label="CKA")
+    return ax.figure
+
+
+def plot_cka_heatmaps(results: dict[str, CKAResult], ncols: int = 3, title: str | None = None,
+                      annotate: bool | None = None):
+    """Several CKA heatmaps side by side on one colour scale, each titled with its key; returns the figure."""
+    if not results:
+        raise ValueError("results must hold at least one CKAResult (title -> result), got an empty dict")
+    require_int_at_least("ncols", ncols, 1)
+    ncols = min(ncols, len(results))
+    nrows = (len(results) + ncols - 1) // ncols
+    size = max(max(len(r.layers_a), len(r.layers_b)) for r in results.values())
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (0.36 * size + 2.3), nrows * (0.36 * size + 2.0)),
+                             squeeze=False)
+    for ax, (name, result) in zip(axes.flat, results.items()):
+        plot_cka_heatmap(result, ax=ax, title=name, annotate=annotate, colorbar=False)
+    for ax in list(axes.flat)[len(results):]:
+        ax.axis("off")
+    fig.tight_layout(rect=(0, 0, 0.93, 0.95 if title else 1))
+    fig.colorbar(axes.flat[0].images[0], ax=list(axes.flat), fraction=0.02, label="CKA")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_layer_curves(curves: dict[str, Sequence[float]], layers: Sequence[str], ylabel: str, ax=None,
+                      title: str | None = None, ylim: tuple[float, float] | None = None,
+                      baseline: tuple[float, str] | None = None):
+    """One value per layer for several models or inputs (e.g. CKA between clean and adversarial inputs at each
+    layer, or each layer's probe accuracy), the layers from the input to the output along the x axis.
+
+    Args:
+        curves: label -> one value per layer (a list or a tensor).
+        layers: the layer names (shortened for the axis).
+        baseline: optional (value, label) drawn as a dashed line, e.g. chance accuracy.
+    """
+    if not curves:
+        raise ValueError("curves must hold at least one curve (label -> one value per layer), got an empty dict")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(layers) + 2), 3.4))
+    positions = range(len(layers))
+    for name, values in curves.items():
+        values = _values(values)
+        _require_same_length("layers", layers, f"curves[{name!r}]", values)
+        ax.plot(positions, values, marker="o", markersize=4, label=name)
+    if baseline is not None:
+        ax.axhline(baseline[0], color="gray", linestyle="--", linewidth=1, label=baseline[1])
+    ax.set_xticks(positions, short_layer_names(layers), rotation=45, ha="right", fontsize=8)
+    ax.set(xlabel="layer (input → output)", ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax.figure

@@ -18,7 +18,11 @@ positive is taken to be perfectly aligned (similarity 1).
 
 Notebook 07's soft-target explorer follows the same three layers: :class:`SoftTargetState` (SCE's target of
 a query over a trained queue, at any lambda and tau_m), :func:`soft_target_figure` and
-:func:`soft_target_explorer`.
+:func:`soft_target_explorer`; notebook 06's CACR weights explorer too (:class:`CacrWeightsState`,
+:func:`cacr_weights_figure`, :func:`cacr_weights_explorer`).
+
+Notebook 09's CKA explorer too: :class:`CKAExplorerState` (layer-wise CKA between representations named
+(model, input), the two compared and their layers chosen at will), :func:`cka_figure` and :func:`cka_explorer`.
 """
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .augment import to_uint8_images
+from .cka import CKAResult, short_layer_names
 from .negatives import (DEFAULT_MAP_CACHE, MAP_METHODS, EmbeddingMap, MapCache, effective_negatives,
                         fit_embedding_map, hardest_negatives, negative_weights_from_similarities)
 from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least,
                          require_labels, require_positive)
-from .viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile
+from .viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile, plot_cka_heatmap, representation_label
 
 
 def _require_index(name: str, value: int, size: int) -> None:
@@ -524,22 +529,20 @@ class NeighbourhoodExplorer(widgets.VBox):
             f"{nb.false_negative_count} of the {nb.k} hardest negatives are false negatives; "
             f"at τ = {nb.temperature:.3g} they take {nb.weights.sum():.3f} of the gradient weight, "
             f"effective number of negatives {nb.effective_negatives:.1f}")
-        self._show_png(_png(fig, self.dpi))
-
-    def _show_png(self, png: bytes) -> None:
-        _show_png(self.output, png, "<neighbourhood figure>")
+        show_png(self.output, _png(fig, self.dpi), "<neighbourhood figure>")
 
 
-def _show_png(output: widgets.Output, png: bytes, description: str) -> None:
-    """Replace the Output widget's content by the image. In a kernel, through the usual
-    ``with output: display(...)`` (the path every frontend, Colab included, supports); without one
-    (a script, a test), by setting the widget's outputs directly, as the frontend would store them."""
+def show_png(output: widgets.Output, png: bytes, text: str) -> None:
+    """Replace an Output widget's content by a PNG image. In a kernel, through the usual
+    ``with output: display(...)`` (the path every frontend, Colab included, supports); without one (a script,
+    a test), by setting the widget's outputs directly, as the frontend would store them, with `text` as the
+    plain-text fallback."""
     from IPython import get_ipython
     from IPython.display import Image, clear_output, display
 
     if getattr(get_ipython(), "kernel", None) is None:
         output.outputs = ({"output_type": "display_data", "metadata": {},
-                           "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": description}},)
+                           "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text}},)
         return
     with output:
         clear_output(wait=True)
@@ -553,6 +556,229 @@ def explorer(state: ExplorerState, max_k: int = 16, dpi: int = 90) -> Neighbourh
     `max_k`), and the checkpoint when the state has several.
     """
     return NeighbourhoodExplorer(state, max_k=max_k, dpi=dpi)
+
+
+# ---------------------------------------------------------------------- CACR's conditional weights (notebook 06)
+
+@dataclass(frozen=True)
+class CacrQuery:
+    """What the CACR weights explorer shows for one image (numpy arrays, each list ordered by weight, largest
+    first): view 0 of the image is the query; it attracts the image's other V - 1 views (its positives) and
+    repels view 1 of the B - 1 other images (its negatives, the view pair (0, 1) of `clcourse.losses.cacr`)."""
+
+    image: int
+    tau_pos: float
+    tau_neg: float
+    hcl_tilt: float                      # HCL's beta / t: its weights are softmax(hcl_tilt * s) over the negatives
+    positive_views: np.ndarray           # [V - 1] view indices, largest attraction weight first
+    positive_d2: np.ndarray              # [V - 1] squared distance to the query
+    positive_weights: np.ndarray         # [V - 1] w+, summing to 1
+    negative_images: np.ndarray          # [B - 1] image indices, largest repulsion weight first
+    negative_d2: np.ndarray              # [B - 1]
+    negative_weights: np.ndarray         # [B - 1] w-, summing to 1
+    hcl_weights: np.ndarray              # [B - 1] HCL's normalised importance weights on the same negatives
+    false_negative: np.ndarray           # [B - 1] bool: same class as the query (False without labels)
+    effective_positives: float           # exp(entropy) of w+: V - 1 when uniform, 1 when one view takes it all
+    effective_negatives: float           # exp(entropy) of w-
+    view_images: np.ndarray | None       # [V, H, W, 3] uint8, the image's views in view order
+    negative_thumbnails: np.ndarray | None   # [B - 1, H, W, 3] view 1 of the negatives, in the order above
+    class_names: tuple[str, ...] | None  # the query's class name first, then the negatives' (None without labels)
+
+
+class CacrWeightsState:
+    """The CACR weights explorer's logic: the embeddings of V views of a batch of B images, the chosen image and
+    the two concentrations. `query()` computes what is shown with `clcourse.losses.cacr_terms`, so the
+    explorer shows exactly the weights the loss uses.
+
+    Args:
+        embeddings: [V, B, D] embeddings of V >= 2 views of B >= 2 images (normalised here).
+        view_images: optional [V, B, C, H, W] the views themselves (uint8, or float in [0, 1]), for thumbnails.
+        labels, class_names: optional [B] labels and the name of each, to flag negatives of the query's class.
+        tau_pos, tau_neg: tau+ and tau- >= 0 (CACR's CIFAR-10 defaults 1.0 and 0.9).
+        hcl_beta, hcl_temperature: HCL's beta and t (defaults 1.0 and 0.5, the authors'); its importance weights
+            on the negatives are softmax(beta s / t), CACR's repulsion weights softmax(2 tau- s): equal when
+            2 tau- = beta / t.
+        image: the image whose view 0 is the query.
+    """
+
+    def __init__(self, embeddings: torch.Tensor, view_images: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, class_names: Sequence[str] | None = None, *,
+                 tau_pos: float = 1.0, tau_neg: float = 0.9, hcl_beta: float = 1.0, hcl_temperature: float = 0.5,
+                 image: int = 0):
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 3 or not embeddings.is_floating_point():
+            raise ValueError(f"embeddings must be a floating-point tensor [V, B, D], got {describe_tensor(embeddings)}")
+        num_views, batch = embeddings.shape[:2]
+        if num_views < 2 or batch < 2:
+            raise ValueError(f"embeddings must hold V >= 2 views of B >= 2 images, got V = {num_views}, B = {batch}")
+        if view_images is not None and (not isinstance(view_images, torch.Tensor) or view_images.dim() != 5
+                                        or tuple(view_images.shape[:2]) != (num_views, batch)):
+            raise ValueError(f"view_images must be a tensor [V, B, C, H, W] with V = {num_views}, B = {batch}, "
+                             f"got {describe_tensor(view_images)}")
+        if labels is not None:
+            require_labels("labels", labels, batch, "embeddings' B images")
+            if class_names is None:
+                raise ValueError("class_names must be given with labels (the name of each label)")
+        require_positive("hcl_beta", hcl_beta)
+        require_positive("hcl_temperature", hcl_temperature)
+        self.embeddings = F.normalize(embeddings.detach().float().cpu(), dim=2)
+        self.view_images = view_images.detach().cpu() if view_images is not None else None
+        self.labels = labels.detach().cpu() if labels is not None else None
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.hcl_tilt = hcl_beta / hcl_temperature
+        self.tau_pos = self.tau_neg = 0.0
+        self.set_tau_pos(tau_pos)
+        self.set_tau_neg(tau_neg)
+        self.image = 0
+        self.set_image(image)
+
+    @property
+    def num_images(self) -> int:
+        return self.embeddings.shape[1]
+
+    def set_image(self, image: int) -> None:
+        _require_index("image", image, self.num_images)
+        self.image = int(image)
+
+    def set_tau_pos(self, tau_pos: float) -> None:
+        require_in_range("tau_pos", tau_pos, 0.0, math.inf, high_inclusive=False)
+        self.tau_pos = float(tau_pos)
+
+    def set_tau_neg(self, tau_neg: float) -> None:
+        require_in_range("tau_neg", tau_neg, 0.0, math.inf, high_inclusive=False)
+        self.tau_neg = float(tau_neg)
+
+    def query(self) -> CacrQuery:
+        """The weights around the current image's view 0 at the current tau+ and tau-."""
+        from .losses import cacr_terms
+
+        i = self.image
+        with torch.no_grad():
+            terms = cacr_terms(self.embeddings, self.tau_pos, self.tau_neg)
+        u = self.embeddings
+        others = torch.tensor([j for j in range(self.num_images) if j != i])
+        positive_d2 = 2 - 2 * u[1:, i] @ u[0, i]                                  # views 1..V-1
+        positive_weights = terms.attraction_weights[i, 0, 1:]
+        similarity = u[1, others] @ u[0, i]                                        # view 1 of the other images
+        negative_weights = terms.repulsion_weights[0, i, others]                   # pair (0, 1) comes first
+        hcl_weights = torch.softmax(self.hcl_tilt * similarity, dim=0)
+        positive_order = torch.argsort(positive_weights, descending=True, stable=True)
+        negative_order = torch.argsort(negative_weights, descending=True, stable=True)
+        negatives = others[negative_order]
+        false_negative = (self.labels[negatives] == self.labels[i] if self.labels is not None
+                          else torch.zeros(len(negatives), dtype=torch.bool))
+        names = None
+        if self.labels is not None:
+            names = tuple(self.class_names[label] for label in self.labels[torch.cat([torch.tensor([i]), negatives])])
+        return CacrQuery(
+            image=i, tau_pos=self.tau_pos, tau_neg=self.tau_neg, hcl_tilt=self.hcl_tilt,
+            positive_views=(positive_order + 1).numpy(), positive_d2=positive_d2[positive_order].numpy(),
+            positive_weights=positive_weights[positive_order].numpy(), negative_images=negatives.numpy(),
+            negative_d2=(2 - 2 * similarity[negative_order]).numpy(),
+            negative_weights=negative_weights[negative_order].numpy(),
+            hcl_weights=hcl_weights[negative_order].numpy(), false_negative=false_negative.numpy(),
+            effective_positives=effective_negatives(positive_weights).item(),
+            effective_negatives=effective_negatives(negative_weights).item(),
+            view_images=_as_image(self.view_images[:, i]) if self.view_images is not None else None,
+            negative_thumbnails=_as_image(self.view_images[1, negatives]) if self.view_images is not None else None,
+            class_names=names)
+
+
+def cacr_weights_figure(query: CacrQuery, negatives_shown: int = 8) -> ExplorerFigure:
+    """One figure for a CacrQuery: the query view and its positives ranked by attraction weight, its nearest
+    negatives ranked by repulsion weight (HCL's weight beside CACR's; same-class negatives in red), and every
+    weight against the squared distance to the query (uniform weights dotted)."""
+    q = query
+    tiles = []
+    if q.view_images is not None:
+        name = f" ({q.class_names[0]})" if q.class_names is not None else ""
+        tiles.append([(q.view_images[0], f"query: view 0\nimage #{q.image}{name}", "black", 2.0)]
+                     + [(q.view_images[view], f"view {view}  w⁺ {w:.2f}\nd² = {d2:.2f}", "black", 1.0)
+                        for view, w, d2 in zip(q.positive_views, q.positive_weights, q.positive_d2)])
+        shown = min(negatives_shown, len(q.negative_images))
+        row = []
+        for rank in range(shown):
+            false_negative = bool(q.false_negative[rank])
+            name = f"\n{q.class_names[rank + 1]}" if q.class_names is not None else ""
+            row.append((q.negative_thumbnails[rank], f"w⁻ {q.negative_weights[rank]:.3f}  HCL {q.hcl_weights[rank]:.3f}"
+                        f"{name}", FALSE_NEGATIVE_COLOUR if false_negative else "black", 2.0 if false_negative else 1.0))
+        tiles.append(row)
+    columns = max([len(row) for row in tiles] + [1])
+    fig = ExplorerFigure(figsize=(max(1.6 * columns, 10.0), 2.0 * len(tiles) + 3.6), layout="constrained")
+    grid = fig.add_gridspec(len(tiles) + 1, 1, height_ratios=[2.0] * len(tiles) + [3.6])
+    for row_number, row in enumerate(tiles):
+        row_grid = grid[row_number].subgridspec(1, columns)
+        for column, (image, title, colour, frame) in enumerate(row):
+            image_tile(fig.add_subplot(row_grid[column]), image, title, colour, frame, fontsize=7)
+    bottom = grid[len(tiles)].subgridspec(1, 2)
+
+    ax = fig.add_subplot(bottom[0])
+    ax.bar(np.arange(len(q.positive_weights)), q.positive_weights, color="tab:green")
+    ax.axhline(1 / len(q.positive_weights), color="black", linestyle=":", label="uniform (τ⁺ = 0)")
+    ax.set_xticks(np.arange(len(q.positive_weights)),
+                  [f"view {v}\nd²={d2:.2f}" for v, d2 in zip(q.positive_views, q.positive_d2)], fontsize=7)
+    ax.set_ylabel("attraction weight w⁺")
+    ax.set_title(f"τ⁺ = {q.tau_pos:.2f}: the farthest views pull hardest\neffective number of positives "
+                 f"{q.effective_positives:.2f} of {len(q.positive_weights)}", fontsize=8)
+    ax.legend(fontsize=7)
+
+    ax = fig.add_subplot(bottom[1])
+    colours = np.where(q.false_negative, FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR)
+    ax.scatter(q.negative_d2, q.negative_weights, s=10, c=list(colours), label="CACR w⁻ (red: same class)")
+    order = np.argsort(q.negative_d2)
+    ax.plot(q.negative_d2[order], q.hcl_weights[order], color="tab:blue", linewidth=1.2,
+            label=f"HCL, softmax({q.hcl_tilt:.2g} s)")
+    ax.axhline(1 / len(q.negative_weights), color="black", linestyle=":", label="uniform (τ⁻ = 0)")
+    ax.set_yscale("log")
+    ax.set_xlabel("squared distance d² to the query (= 2 − 2s)")
+    ax.set_ylabel("repulsion weight w⁻")
+    ax.set_title(f"τ⁻ = {q.tau_neg:.2f}: the nearest negatives push hardest, w⁻ = softmax({2 * q.tau_neg:.2g} s)\n"
+                 f"effective number of negatives {q.effective_negatives:.1f} of {len(q.negative_weights)}",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    return fig
+
+
+class CacrWeightsExplorer(widgets.VBox):
+    """Sliders for the image, tau+ and tau- wired to a `CacrWeightsState`, redrawing `cacr_weights_figure` on
+    every change. Core ipywidgets only (7.7 and 8.x); the controls are attributes (`image_slider`,
+    `tau_pos_slider`, `tau_neg_slider`) and `last_query` holds what was drawn."""
+
+    def __init__(self, state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90):
+        super().__init__()
+        self.state, self.dpi = state, dpi
+        self.image_slider = widgets.IntSlider(value=state.image, min=0, max=state.num_images - 1,
+                                              description="image", continuous_update=False)
+        self.tau_pos_slider = widgets.FloatSlider(value=min(state.tau_pos, max_tau), min=0.0, max=max_tau, step=0.1,
+                                                  description="τ⁺", continuous_update=False)
+        self.tau_neg_slider = widgets.FloatSlider(value=min(state.tau_neg, max_tau), min=0.0, max=max_tau, step=0.1,
+                                                  description="τ⁻", continuous_update=False)
+        self.summary = widgets.HTML()
+        self.output = widgets.Output()
+        self.last_query: CacrQuery | None = None
+        self.image_slider.observe(lambda change: self._change(self.state.set_image, change), names="value")
+        self.tau_pos_slider.observe(lambda change: self._change(self.state.set_tau_pos, change), names="value")
+        self.tau_neg_slider.observe(lambda change: self._change(self.state.set_tau_neg, change), names="value")
+        self.children = [widgets.HBox([self.image_slider, self.tau_pos_slider, self.tau_neg_slider]), self.summary,
+                         self.output]
+        self.redraw()
+
+    def _change(self, setter, change) -> None:
+        setter(change["new"])
+        self.redraw()
+
+    def redraw(self) -> None:
+        q = self.state.query()
+        self.last_query = q
+        self.summary.value = (f"image #{q.image}: τ⁺ = {q.tau_pos:.2f} spreads the pull over "
+                              f"{q.effective_positives:.2f} of {len(q.positive_weights)} positives; "
+                              f"τ⁻ = {q.tau_neg:.2f} spreads the push over {q.effective_negatives:.1f} of "
+                              f"{len(q.negative_weights)} negatives")
+        show_png(self.output, _png(cacr_weights_figure(q), self.dpi), "<CACR weights figure>")
+
+
+def cacr_weights_explorer(state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90) -> CacrWeightsExplorer:
+    """The interactive CACR weights explorer for a state; display it by ending a cell with it."""
+    return CacrWeightsExplorer(state, max_tau=max_tau, dpi=dpi)
 
 
 # ---------------------------------------------------------------------- SCE's soft target (notebook 07)
@@ -776,9 +1002,213 @@ class SoftTargetExplorer(widgets.VBox):
             f"{view.effective_entries:.1f} effective entries. Net push on same-class entries: "
             f"<b>{view.same_class_push:+.3f}</b> with this target, {view.infonce_same_class_push:+.3f} with a "
             f"one-hot target (InfoNCE)")
-        _show_png(self.output, _png(fig, self.dpi), "<soft target figure>")
+        show_png(self.output, _png(fig, self.dpi), "<soft target figure>")
 
 
 def soft_target_explorer(state: SoftTargetState, dpi: int = 80) -> SoftTargetExplorer:
     """The interactive soft-target explorer for a state; display it by ending a cell with it."""
     return SoftTargetExplorer(state, dpi=dpi)
+
+
+# ---------------------------------------------------------------------- layer-wise CKA (notebook 09)
+
+class CKAExplorerState:
+    """The logic of the CKA explorer: minibatch CKA matrices between representations named (model, input), and
+    the current choice of the two representations compared and of the layers shown for each.
+
+    Args:
+        results: {(a, b): CKAResult} from `clcourse.cka.layer_cka`, every representation named by a pair
+            (model, input), e.g. ("SimCLR", "clean") or ("SimCLR", "PGD"). A pair computed one way round is
+            shown the other way round too (CKA is symmetric); a pair not computed at all cannot be shown, and
+            `view` says so.
+    """
+
+    def __init__(self, results: Mapping[tuple, CKAResult]):
+        if not isinstance(results, Mapping) or not results:
+            raise ValueError("results must be a non-empty dict {(a, b): CKAResult} from clcourse.cka.layer_cka")
+        self._results: dict[tuple, CKAResult] = {}
+        self._layers: dict[tuple, tuple[str, ...]] = {}
+        for result in results.values():
+            if not isinstance(result, CKAResult):
+                raise ValueError(f"results must hold CKAResult values (from layer_cka), got {type(result).__name__}")
+            for name, layers in ((result.a, result.layers_a), (result.b, result.layers_b)):
+                if not (isinstance(name, tuple) and len(name) == 2):
+                    raise ValueError(f"representation names must be pairs (model, input), e.g. ('SimCLR', 'clean'), "
+                                     f"got {name!r}")
+                if self._layers.setdefault(name, layers) != layers:
+                    raise ValueError(f"representation {name!r} has different layers in two results: "
+                                     f"{self._layers[name]} and {layers}")
+            self._results[(result.a, result.b)] = result
+            self._results.setdefault((result.b, result.a), result.transposed())
+        representations = list(self._layers)
+        self.a = representations[0]
+        self.b = next((r for r in representations if r != self.a and (self.a, r) in self._results), self.a)
+        self.layers_a, self.layers_b = self._layers[self.a], self._layers[self.b]
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(model for model, _ in self._layers))
+
+    def inputs(self, model) -> list[str]:
+        """The inputs computed for `model`, e.g. ["clean", "PGD"]."""
+        found = [name for candidate, name in self._layers if candidate == model]
+        if not found:
+            raise ValueError(f"model must be one of {self.models}, got {model!r}")
+        return found
+
+    def layers_of(self, representation: tuple) -> tuple[str, ...]:
+        if representation not in self._layers:
+            raise ValueError(f"representation must be one of {list(self._layers)}, got {representation!r}")
+        return self._layers[representation]
+
+    def _choose(self, model, input_name, current: tuple, current_layers: tuple[str, ...]):
+        """The representation (model, input) (input None: the current one if `model` has it, else its first)
+        and the layers kept for it (the current selection where the new representation has those layers)."""
+        inputs = self.inputs(model)
+        if input_name is None:
+            input_name = current[1] if current[1] in inputs else inputs[0]
+        if input_name not in inputs:
+            raise ValueError(f"input must be one of {inputs} for model {model!r}, got {input_name!r}")
+        representation = (model, input_name)
+        kept = tuple(name for name in current_layers if name in self._layers[representation])
+        return representation, kept or self._layers[representation]
+
+    def set_a(self, model, input_name=None) -> None:
+        """Compare representation (model, input) on the y axis; `input_name` None keeps the current input if
+        `model` has it."""
+        self.a, self.layers_a = self._choose(model, input_name, self.a, self.layers_a)
+
+    def set_b(self, model, input_name=None) -> None:
+        """The same for the x axis."""
+        self.b, self.layers_b = self._choose(model, input_name, self.b, self.layers_b)
+
+    def _layer_subset(self, name: str, layers, representation: tuple) -> tuple[str, ...]:
+        available = self._layers[representation]
+        chosen = [layers] if isinstance(layers, str) else list(layers)
+        if not chosen or any(layer not in available for layer in chosen):
+            raise ValueError(f"{name} must be a non-empty selection from {list(available)}, got {layers!r}")
+        return tuple(layer for layer in available if layer in chosen)       # in network order
+
+    def set_layers_a(self, layers) -> None:
+        self.layers_a = self._layer_subset("layers_a", layers, self.a)
+
+    def set_layers_b(self, layers) -> None:
+        self.layers_b = self._layer_subset("layers_b", layers, self.b)
+
+    def view(self) -> CKAResult:
+        """The CKA matrix between the chosen layers of a (rows) and b (columns)."""
+        if (self.a, self.b) not in self._results:
+            raise ValueError(f"CKA between {self.a} and {self.b} was not computed: pass that pair to layer_cka "
+                             "(its default, pairs=None, computes every pair)")
+        result = self._results[(self.a, self.b)]
+        rows = [result.layers_a.index(layer) for layer in self.layers_a]
+        columns = [result.layers_b.index(layer) for layer in self.layers_b]
+        return CKAResult(self.a, self.b, self.layers_a, self.layers_b, result.matrix[rows][:, columns],
+                         result.num_images, result.num_batches)
+
+
+def cka_figure(view: CKAResult) -> ExplorerFigure:
+    """The explorer's figure: the heatmap of a `CKAExplorerState.view()`."""
+    fig = ExplorerFigure(figsize=(0.42 * len(view.layers_b) + 3.6, 0.42 * len(view.layers_a) + 2.4),
+                         layout="constrained")
+    plot_cka_heatmap(view, ax=fig.add_subplot(), title=f"linear CKA, {view.num_images} images")
+    return fig
+
+
+def static_cka_explorer(state: CKAExplorerState, a: tuple | None = None, b: tuple | None = None) -> ExplorerFigure:
+    """The explorer's figure without widgets (static renders, CI), after choosing a and b = (model, input)."""
+    if a is not None:
+        state.set_a(*a)
+    if b is not None:
+        state.set_b(*b)
+    return cka_figure(state.view())
+
+
+class CKAExplorer(widgets.VBox):
+    """Dropdowns for the model and the input of each side and a multiple selection of its layers, wired to a
+    `CKAExplorerState`; redraws the heatmap on every change.
+
+    Core ipywidgets only (7.7 and 8.x). The controls are attributes (``model_a``, ``input_a``, ``layers_a`` and
+    the same for b) so tests and notebooks can set their values; ``last_view`` and ``last_figure`` hold what was
+    drawn, ``summary`` says what is shown (or why nothing is)."""
+
+    def __init__(self, state: CKAExplorerState, dpi: int = 90):
+        super().__init__()
+        self.state, self.dpi = state, dpi
+        self._holding = False       # True while the controls are being synced to the state: no redraws
+        self.last_view: CKAResult | None = None
+        self.last_figure: ExplorerFigure | None = None
+        self.summary = widgets.HTML()
+        self.output = widgets.Output()
+        rows = []
+        for side in ("a", "b"):
+            model, input_name = getattr(state, side)
+            model_dropdown = widgets.Dropdown(options=state.models, value=model, description=f"model {side.upper()}")
+            input_dropdown = widgets.Dropdown(options=state.inputs(model), value=input_name,
+                                              description=f"input {side.upper()}")
+            layer_select = widgets.SelectMultiple(description=f"layers {side.upper()}")
+            setattr(self, f"model_{side}", model_dropdown)
+            setattr(self, f"input_{side}", input_dropdown)
+            setattr(self, f"layers_{side}", layer_select)
+            model_dropdown.observe(lambda change, side=side: self._on_representation(side), names="value")
+            input_dropdown.observe(lambda change, side=side: self._on_representation(side), names="value")
+            layer_select.observe(lambda change, side=side: self._on_layers(side, change["new"]), names="value")
+            rows.append(widgets.HBox([widgets.VBox([model_dropdown, input_dropdown]), layer_select]))
+        self._sync_controls()
+        self.children = [*rows, self.summary, self.output]
+        self.redraw()
+
+    def _on_representation(self, side: str) -> None:
+        if self._holding:
+            return
+        model, input_name = getattr(self, f"model_{side}").value, getattr(self, f"input_{side}").value
+        getattr(self.state, f"set_{side}")(model, input_name if input_name in self.state.inputs(model) else None)
+        self._sync_controls()
+        self.redraw()
+
+    def _on_layers(self, side: str, layers) -> None:
+        if self._holding:
+            return
+        if not layers:              # an empty selection shows nothing: keep the state's and say so
+            self.summary.value = "select at least one layer on each side"
+            return
+        getattr(self.state, f"set_layers_{side}")(layers)
+        self.redraw()
+
+    def _sync_controls(self) -> None:
+        """Show the state's choices in the controls without triggering handlers."""
+        self._holding = True
+        try:
+            for side in ("a", "b"):
+                model, input_name = getattr(self.state, side)
+                getattr(self, f"model_{side}").value = model
+                getattr(self, f"input_{side}").options = self.state.inputs(model)
+                getattr(self, f"input_{side}").value = input_name
+                layers = self.state.layers_of((model, input_name))
+                select = getattr(self, f"layers_{side}")
+                select.options = list(zip(short_layer_names(layers), layers))
+                select.rows = min(len(layers), 9)
+                select.value = tuple(getattr(self.state, f"layers_{side}"))
+        finally:
+            self._holding = False
+
+    def redraw(self) -> None:
+        """Recompute the view and redraw the summary line and the heatmap."""
+        try:
+            view = self.state.view()
+        except ValueError as error:         # a pair that was not computed: say so, and show no stale heatmap
+            self.summary.value = f"<b>nothing to show</b>: {error}"
+            self.last_view = self.last_figure = None
+            self.output.outputs = ()
+            return
+        fig = cka_figure(view)
+        self.last_view, self.last_figure = view, fig
+        self.summary.value = (f"{representation_label(view.a)} (rows) vs {representation_label(view.b)} (columns): "
+                              f"CKA between their last selected layers <b>{float(view.matrix[-1, -1]):.2f}</b>, "
+                              f"{view.num_images} images in {view.num_batches} minibatches")
+        show_png(self.output, _png(fig, self.dpi), "<CKA heatmap>")
+
+
+def cka_explorer(state: CKAExplorerState, dpi: int = 90) -> CKAExplorer:
+    """The interactive CKA explorer for a state; display it by ending a cell with it."""
+    return CKAExplorer(state, dpi=dpi)

@@ -29,17 +29,28 @@ def test_accuracy_smoke(method, options, capsys):
 
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     results = load("accuracy").main(["--smoke", "--method", "all"])
-    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae"]
+    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
+                                              "cacr", "supcon", "supervised", "adversarial"]
     assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
     out = capsys.readouterr().out
     assert "lr 0.12/256" in out and "lr 0.03/256" in out           # each method's own default rate
     assert "MoCHi's extra time per epoch over MoCo v2" in out
     assert "SCE's extra time per epoch over MoCo v2" in out and "lr 0.06/256" in out
     assert "CLAE's time per epoch over SimCLR: " in out
+    assert "Adversarial SimCLR's time per epoch over SimCLR: " in out
     with pytest.raises(SystemExit):
         load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
     with pytest.raises(SystemExit):
         load("accuracy").main(["--smoke", "--method", "simclr,byol"])
+
+
+def test_accuracy_compares_many_views_on_imbalanced_data(capsys):
+    results = load("accuracy").main(["--smoke", "--method", "simclr,cacr", "--imbalanced", "--linear-probe"])
+    assert [r["method"] for r in results] == ["simclr", "cacr"]
+    assert all(0 <= r["linear"] <= 1 and len(r["per_class"]) == 10 for r in results)
+    out = capsys.readouterr().out
+    assert "simclr {} on small_cnn, 558 images" in out       # (c + 1)/10 of each class's 102 or 103 of 1,024
+    assert "cacr's epoch over SimCLR's" in out and "linear probe per class" in out
 
 
 def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):
@@ -264,3 +275,19 @@ def test_suite_smoke_runs_every_phase_on_the_cpu(tmp_path):
 
     assert "| 2 | SimCLR kNN top-1 after 2 epochs (last epoch, k=200) |" in done.stdout
     assert f"results: {path}" in done.stdout
+
+
+# ---------------------------------------------------------------- bench/cka.py
+
+def test_cka_smoke(capsys):
+    result = load("cka").main(["--smoke"])
+    assert result["images"] == 32 and result["seconds"] > 0 and result["meets_target"] is None
+    pairs = result["results"]
+    assert len(pairs) == 10                               # 4 representations: every pair, each with itself
+    for (a, b), cka in pairs.items():
+        assert cka.matrix.shape == (4, 4) and cka.num_batches == 2
+        if a == b:
+            assert torch.allclose(cka.matrix.diagonal(), torch.ones(4, dtype=torch.float64))
+    out = capsys.readouterr().out
+    assert "10 pairs of representations x 4 x 4 layers, 2 minibatches" in out
+    assert "CKA of network A's clean and PGD-1 layers" in out

@@ -3,12 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_info_nce, check_positive_mask, check_similarity_matrix
-
-
-def similarity_matrix(z):
-    z = F.normalize(z, dim=1)
-    return z @ z.T
+from clcourse.checks import ExerciseError, check_alignment, check_info_nce, check_positive_mask, check_uniformity
 
 
 def positive_mask(batch_size):
@@ -41,10 +36,13 @@ def make_info_nce(normalise=True, mask_self=True, temperature_power=1, multiply=
 
 
 def test_correct_solutions_pass(capsys):
-    check_similarity_matrix(similarity_matrix)
     check_positive_mask(positive_mask)
     check_info_nce(make_info_nce())
-    assert capsys.readouterr().out.count("✓") == 3
+    check_alignment(make_alignment())
+    check_alignment(lambda z1, z2: (2 - 2 * (F.normalize(z1, dim=1) * F.normalize(z2, dim=1)).sum(1)).mean())
+    check_uniformity(make_uniformity())
+    check_uniformity(lambda z, t: torch.pdist(F.normalize(z, dim=1)).pow(2).mul(-t).exp().mean().log())
+    assert capsys.readouterr().out.count("✓") == 6
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -62,15 +60,6 @@ def test_info_nce_mistakes_are_named(wrong, hint):
         check_info_nce(make_info_nce(**wrong))
 
 
-def test_similarity_matrix_mistakes_are_named():
-    with pytest.raises(ExerciseError, match="unit length"):
-        check_similarity_matrix(lambda z: z @ z.T)
-    with pytest.raises(ExerciseError, match="columns"):
-        check_similarity_matrix(lambda z: F.normalize(z, dim=0) @ F.normalize(z, dim=0).T)
-    with pytest.raises(ExerciseError, match="shape"):
-        check_similarity_matrix(lambda z: F.normalize(z, dim=1).T @ F.normalize(z, dim=1))
-
-
 def test_positive_mask_mistakes_are_named():
     with pytest.raises(ExerciseError, match="diagonal"):
         check_positive_mask(lambda b: positive_mask(b) | torch.eye(2 * b, dtype=torch.bool))
@@ -80,8 +69,98 @@ def test_positive_mask_mistakes_are_named():
         check_positive_mask(lambda b: torch.eye(b, dtype=torch.bool))
 
 
-def test_unimplemented_exercise_says_so():
-    def stub(z1, z2, temperature):
+def test_unimplemented_exercises_say_so():
+    def stub(*args):
         raise NotImplementedError
-    with pytest.raises(ExerciseError, match="not implemented"):
-        check_info_nce(stub)
+    for check in (check_positive_mask, check_info_nce, check_alignment, check_uniformity):
+        with pytest.raises(ExerciseError, match="not implemented"):
+            check(stub)
+
+
+# ---------------------------------------------------------------- alignment and uniformity
+
+def make_alignment(mistake=None):
+    def alignment_loss(z1, z2):
+        if mistake == "no_normalise":
+            u1, u2 = z1, z2
+        else:
+            dim = 0 if mistake == "columns" else 1
+            u1, u2 = F.normalize(z1, dim=dim), F.normalize(z2, dim=dim)
+        distance = (u1 - u2).norm(dim=1)
+        if mistake == "not_squared":
+            return distance.mean()
+        if mistake == "one_minus_cosine":
+            return (1 - (u1 * u2).sum(1)).mean()
+        if mistake == "cosine":
+            return (u1 * u2).sum(1).mean()
+        if mistake == "sum":
+            return distance.pow(2).sum()
+        if mistake == "mean_difference":
+            return (u1 - u2).mean(0).pow(2).sum()
+        if mistake == "per_pair":
+            return distance.pow(2)
+        if mistake == "detached":
+            return distance.pow(2).mean().detach()
+        return distance.pow(2).mean()
+    return alignment_loss
+
+
+def loop_uniformity(z, t):
+    """Obviously correct: every ordered pair i != j, one at a time."""
+    u = F.normalize(z, dim=1)
+    kernel = [torch.exp(-t * (u[i] - u[j]).pow(2).sum()) for i in range(len(u)) for j in range(len(u)) if i != j]
+    return torch.log(torch.stack(kernel).mean())
+
+
+def make_uniformity(mistake=None):
+    def uniformity_loss(z, t):
+        u = z if mistake == "no_normalise" else F.normalize(z, dim=1)
+        t = 2.0 if mistake == "fixed_t" else t
+        distance = torch.cdist(u, u)
+        squared = distance if mistake == "not_squared" else distance.pow(2)
+        n = len(u)
+        pairs = squared.flatten() if mistake == "with_self" else squared[~torch.eye(n, dtype=torch.bool)]
+        if mistake == "mean_of_log":
+            return (-t * pairs).mean()
+        kernel = torch.exp(-t * pairs)
+        return torch.log(kernel.sum() if mistake == "sum" else kernel.mean())
+    return uniformity_loss
+
+
+def test_checker_references_match_loops():
+    generator = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 4, generator=generator, dtype=torch.float64), torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    for t in (2.0, 0.5):
+        assert make_uniformity()(z1, t).item() == pytest.approx(loop_uniformity(z1, t).item(), abs=1e-10)
+    u1, u2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    expected = sum((u1[i] - u2[i]).pow(2).sum() for i in range(6)) / 6
+    assert make_alignment()(z1, z2).item() == pytest.approx(expected.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    ("no_normalise", "unit length"),
+    ("columns", "not each column"),
+    ("not_squared", "Square the distance"),
+    ("one_minus_cosine", "half of it"),
+    ("cosine", "mean cosine similarity"),
+    ("sum", "not a sum"),
+    ("mean_difference", "squared length of the mean difference"),
+    ("per_pair", "one value per pair"),
+    ("detached", "no gradient"),
+])
+def test_alignment_mistakes_are_named(mistake, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        check_alignment(make_alignment(mistake))
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    ("with_self", "pairs of a point with itself"),
+    ("no_normalise", "unit length"),
+    ("not_squared", "squared distance"),
+    ("mean_of_log", "mean of the log"),
+    ("sum", "not a sum"),
+    ("fixed_t", "Use the t you are given"),
+])
+def test_uniformity_mistakes_are_named(mistake, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        check_uniformity(make_uniformity(mistake))

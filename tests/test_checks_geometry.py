@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_false_negative_rate, check_negative_weights
-from clcourse.checks.geometry import (_clustered_similarities, reference_negative_weights,
+from clcourse.checks import ExerciseError, check_anchor_gradient, check_false_negative_rate
+from clcourse.checks.geometry import (_clustered_similarities, reference_anchor_gradient,
                                       reference_top_k_false_negative_rate)
 from clcourse.negatives import false_negative_rate, hardest_negatives, negative_weights
 
@@ -101,58 +101,77 @@ def test_false_negative_rate_other_errors():
         check_false_negative_rate(stub)
 
 
-# ---------------------------------------------------------------------- InfoNCE's gradient weights
+# ---------------------------------------------------------------------- InfoNCE's gradient w.r.t. the anchor
 
-def make_negative_weights(normalise=True, temperature_mode="divide", include_positive=True, keep_positive=False,
-                          normalise_exp=True):
-    def negative_weights_student(anchor, positive, negatives, temperature):
-        if normalise:
-            anchor, positive, negatives = (F.normalize(anchor, dim=0), F.normalize(positive, dim=0),
-                                           F.normalize(negatives, dim=1))
-        similarities = torch.cat([(positive @ anchor)[None], negatives @ anchor])
-        if not include_positive:
-            similarities = similarities[1:]
-        logits = {"divide": similarities / temperature, "multiply": similarities * temperature,
-                  "none": similarities, "twice": similarities / temperature ** 2}[temperature_mode]
-        weights = torch.softmax(logits, dim=0) if normalise_exp else logits.exp()
-        if keep_positive or not include_positive:
+def make_anchor_gradient(mistake=None):
+    """A student's anchor_gradient, the formula written out, correct by default, with one mistake switched on."""
+    def anchor_gradient(u, u_positive, u_negatives, temperature):
+        similarities = torch.cat([(u @ u_positive)[None], u_negatives @ u])
+        tau = {"no_temperature": 1.0, "twice": temperature ** 2}.get(mistake, temperature)
+        p = torch.softmax(similarities / temperature, dim=0)
+        weights = p[1:]
+        if mistake == "softmax_over_negatives":
+            weights = torch.softmax(similarities[1:] / temperature, dim=0)
+        elif mistake == "unnormalised":
+            weights = torch.exp(similarities[1:] / temperature)
+        pull = {"forgot_p_positive": 1.0, "p_positive": p[0]}.get(mistake, 1 - p[0])
+        push = 0 * u if mistake == "no_negatives" else (weights[:, None] * u_negatives).sum(0)
+        gradient = (push - pull * u_positive) / tau
+        if mistake == "weights_only":
             return weights
-        return weights[1:]
-    return negative_weights_student
+        return -gradient if mistake == "sign" else gradient
+    return anchor_gradient
 
 
-def test_reference_weights_are_the_infonce_gradient_coefficients():
-    """-d loss / d s_k = p_k / tau: the weights are the gradient of InfoNCE w.r.t. each negative's similarity."""
+def loop_anchor_gradient(u, u_positive, u_negatives, temperature):
+    """Obviously correct: central finite differences of the loss, one coordinate at a time."""
+    def loss(v):
+        logits = torch.cat([(v @ u_positive)[None], u_negatives @ v]) / temperature
+        return -torch.log_softmax(logits, dim=0)[0]
+    step = 1e-6
+    return torch.stack([(loss(u + step * e) - loss(u - step * e)) / (2 * step) for e in torch.eye(len(u), dtype=u.dtype)])
+
+
+def test_reference_anchor_gradient_matches_finite_differences_and_the_package_weights():
     generator = torch.Generator().manual_seed(1)
-    anchor, positive = torch.randn(5, generator=generator, dtype=torch.float64), torch.randn(5, generator=generator,
-                                                                                            dtype=torch.float64)
-    negatives = torch.randn(9, 5, generator=generator, dtype=torch.float64)
-    temperature = 0.3
-    similarities = torch.cat([(F.normalize(positive, dim=0) @ F.normalize(anchor, dim=0))[None],
-                              F.normalize(negatives, dim=1) @ F.normalize(anchor, dim=0)]).requires_grad_()
-    loss = -torch.log_softmax(similarities / temperature, dim=0)[0]
-    loss.backward()
-    expected = similarities.grad[1:] * temperature
-    assert torch.allclose(reference_negative_weights(anchor, positive, negatives, temperature), expected)
-    assert torch.allclose(reference_negative_weights(anchor, positive, negatives, temperature),
-                          negative_weights(anchor, positive, negatives, temperature).double(), atol=1e-6)
+    vectors = F.normalize(torch.randn(9, 5, generator=generator, dtype=torch.float64), dim=1)
+    u, u_positive, u_negatives = vectors[0], vectors[1], vectors[2:]
+    gradient = reference_anchor_gradient(u, u_positive, u_negatives, 0.3)
+    assert torch.allclose(gradient, loop_anchor_gradient(u, u_positive, u_negatives, 0.3), atol=1e-6)
+    # the push on each negative is the package's InfoNCE weight p_k, over tau
+    p = negative_weights(u, u_positive, u_negatives, 0.3).double()     # they sum to 1 - p+, the pull's weight
+    assert torch.allclose(gradient, ((p[:, None] * u_negatives).sum(0) - p.sum() * u_positive) / 0.3, atol=1e-5)
 
 
-def test_correct_negative_weights_pass(capsys):
-    check_negative_weights(make_negative_weights())
-    check_negative_weights(lambda a, p, n, t: negative_weights(a, p, n, t))   # the package's float32 version
+def test_correct_anchor_gradients_pass(capsys):
+    check_anchor_gradient(make_anchor_gradient())
+    # another correct way: sum over all candidates (positive included) minus the positive
+    def all_candidates(u, u_positive, u_negatives, temperature):
+        candidates = torch.cat([u_positive[None], u_negatives])
+        p = torch.softmax(candidates @ u / temperature, dim=0)
+        return ((p[:, None] * candidates).sum(0) - u_positive) / temperature
+    check_anchor_gradient(all_candidates)
     assert capsys.readouterr().out.count("✓") == 2
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (dict(temperature_mode="none"), "no temperature"),
-    (dict(temperature_mode="multiply"), "don't multiply"),
-    (dict(temperature_mode="twice"), "twice"),
-    (dict(include_positive=False), "Put the positive in the softmax"),
-    (dict(normalise=False), "unit length"),
-    (dict(normalise_exp=False), "Normalise the exponentials"),
-    (dict(keep_positive=True), "drop the positive's entry"),
+@pytest.mark.parametrize("mistake, hint", [
+    ("no_temperature", "factor 1/τ"),
+    ("twice", "1/τ²"),
+    ("sign", "sign is flipped"),
+    ("softmax_over_negatives", "positive is in the softmax too"),
+    ("unnormalised", "Normalise the weights"),
+    ("forgot_p_positive", r"not -u\+ / τ"),
+    ("p_positive", r"1 - p\+, not p\+"),
+    ("no_negatives", "Keep the negatives"),
+    ("weights_only", "Return the gradient itself"),
 ])
-def test_negative_weights_mistakes_are_named(wrong, hint):
+def test_anchor_gradient_mistakes_are_named(mistake, hint):
     with pytest.raises(ExerciseError, match=hint):
-        check_negative_weights(make_negative_weights(**wrong))
+        check_anchor_gradient(make_anchor_gradient(mistake))
+
+
+def test_unimplemented_anchor_gradient_says_so():
+    def stub(u, u_positive, u_negatives, temperature):
+        raise NotImplementedError
+    with pytest.raises(ExerciseError, match="not implemented"):
+        check_anchor_gradient(stub)

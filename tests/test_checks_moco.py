@@ -1,15 +1,17 @@
 """The checkers of notebooks 03 (MoCo) and 04 (DCL, HCL, MoCHi) accept correct solutions, agree with the
-package's losses, and name each known mistake."""
+package's losses and MoCo step, and name each known mistake."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import (ExerciseError, check_dcl, check_enqueue, check_hcl, check_mix_negatives,
-                             check_mix_query, check_moco_logits, check_momentum_update)
-from clcourse.checks.hard_negatives import _pairs, debiased_loss_variant
+from clcourse.checks import (ExerciseError, check_dcl, check_enqueue, check_hcl, check_mochi_logits, check_moco_logits,
+                             check_moco_step, check_momentum_update)
+from clcourse.checks.hard_negatives import _pairs, debiased_loss_variant, mochi_logits_variant
+from clcourse.checks.moco import _moco_step_variant, _step_setup
 from clcourse.losses import dcl, hcl, mochi_mix, moco_info_nce
+from clcourse.methods import moco_step
 
 
 def fails_with(check, fn, hint):
@@ -175,9 +177,10 @@ def test_correct_solutions_pass(capsys):
     check_dcl(dcl)
     check_hcl(make_debiased(True))
     check_hcl(hcl)
-    check_mix_negatives(mix_negatives())
-    check_mix_query(mix_query())
-    assert capsys.readouterr().out.count("✓") == 11
+    check_mochi_logits(make_mochi_logits())
+    check_moco_step(make_moco_step())
+    check_moco_step(moco_step)
+    assert capsys.readouterr().out.count("✓") == 12
 
 
 @pytest.mark.parametrize("beta", [None, 0.5, 2.0])
@@ -234,83 +237,146 @@ def test_hcl_that_is_dcl_is_named():
 
 # ---------------------------------------------------------------- MoCHi
 
-def mix_negatives(mistake=None):
-    def mix(queue, hardest, first, second, alpha):
-        if mistake == "query_zero":
-            flat = queue[hardest].reshape(-1, queue.shape[1])
-            rows_a, rows_b = flat[first], flat[second]
-        elif mistake == "positions_as_rows":
-            rows_a, rows_b = queue[first], queue[second]
-        else:
-            rows_a, rows_b = queue[hardest.gather(1, first)], queue[hardest.gather(1, second)]
-        a = alpha.unsqueeze(-1)
+def make_mochi_logits(mistake=None):
+    """A student's mochi_logits, written plainly, correct by default, with one mistake switched on."""
+    def mochi_logits(q, k, queue, temperature, n_hardest, first, second, alpha, pick, beta_mix):
+        hardest = (q @ queue.T).topk(n_hardest, dim=1, largest=mistake != "easiest").indices
+
+        def rows(positions):
+            if mistake == "query_zero":
+                return queue[hardest].reshape(-1, queue.shape[1])[positions]
+            if mistake == "positions_as_rows":
+                return queue[positions]
+            return queue[hardest.gather(1, positions)]
+        a, b = alpha.unsqueeze(-1), beta_mix.unsqueeze(-1)
         if mistake == "alpha_swapped":
             a = 1 - a
-        mixed = a * rows_a + (1 - a) * rows_b
-        if mistake == "no_normalise":
-            return mixed
-        return F.normalize(mixed, dim=1 if mistake == "wrong_dim" else -1)
-    return mix
-
-
-@pytest.mark.parametrize("mistake, hint", [
-    ("query_zero", "hardest negatives of query 0"),
-    ("positions_as_rows", "positions in each query's hardest list"),
-    ("no_normalise", "unit sphere"),
-    ("wrong_dim", "dim=-1"),
-    ("alpha_swapped", "α weighs the first"),
-])
-def test_mix_negatives_mistakes_are_named(mistake, hint):
-    fails_with(check_mix_negatives, mix_negatives(mistake), hint)
-
-
-def mix_query(mistake=None):
-    def mix(q, queue, hardest, pick, beta):
-        if mistake != "no_detach":
-            q = q.detach()
-        if mistake == "query_zero":
-            rows = queue[hardest].reshape(-1, queue.shape[1])[pick]
-        elif mistake == "positions_as_rows":
-            rows = queue[pick]
-        else:
-            rows = queue[hardest.gather(1, pick)]
-        b = beta.unsqueeze(-1)
         if mistake == "beta_swapped":
             b = 1 - b
-        query = q[:1].unsqueeze(1) if mistake == "first_query" else q.unsqueeze(1)
-        mixed = b * query + (1 - b) * rows
-        return mixed if mistake == "no_normalise" else F.normalize(mixed, dim=-1)
-    return mix
+        query = q if mistake == "no_detach" else q.detach()
+        if mistake == "first_query":
+            query = query[:1]
+        type1 = a * rows(first) + (1 - a) * rows(second)
+        type2 = b * query.unsqueeze(1) + (1 - b) * rows(pick)
+        if mistake != "no_normalise":
+            type1, type2 = F.normalize(type1, dim=-1), F.normalize(type2, dim=-1)
+        synthetic = torch.cat([type1, type2], dim=1) if mistake != "no_type2" else type1
+        key = k if mistake == "key_gradient" else k.detach()
+        positive = (q * key).sum(dim=1, keepdim=True)
+        extra = torch.einsum("bd,bmd->bm", q, synthetic)
+        if mistake != "synthetic_temperature":
+            extra = extra / temperature
+        return torch.cat([positive / temperature, q @ queue.T / temperature, extra], dim=1)
+    return mochi_logits
 
 
 @pytest.mark.parametrize("mistake, hint", [
     ("query_zero", "hardest negatives of query 0"),
-    ("positions_as_rows", "positions in each query's hardest list"),
-    ("no_normalise", "unit sphere"),
+    ("positions_as_rows", "not queue rows"),
+    ("easiest", "MOST similar"),
+    ("alpha_swapped", "α weighs the first"),
     ("beta_swapped", "negative dominates"),
-    ("first_query", "its own hardest negatives"),
+    ("first_query", "its own hard negatives"),
+    ("no_normalise", "unit sphere"),
+    ("synthetic_temperature", "synthetic negatives' logits by the temperature"),
+    ("no_type2", "no type-2 logits"),
     ("no_detach", "q.detach"),
+    ("key_gradient", "k.detach"),
 ])
-def test_mix_query_mistakes_are_named(mistake, hint):
-    fails_with(check_mix_query, mix_query(mistake), hint)
+def test_mochi_logits_mistakes_are_named(mistake, hint):
+    fails_with(check_mochi_logits, make_mochi_logits(mistake), hint)
 
 
-def test_mix_references_agree_with_the_package():
+def test_mochi_logits_reference_agrees_with_the_package():
+    """The checker's reference, fed mochi_mix's own draws (as positions), gives the package's MoCHi loss."""
     generator = torch.Generator().manual_seed(3)
-    q = F.normalize(torch.randn(5, 8, generator=generator), dim=1)
+    q, k = (F.normalize(torch.randn(5, 8, generator=generator), dim=1) for _ in range(2))
     queue = F.normalize(torch.randn(30, 8, generator=generator), dim=1)
-    result = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=4, n_mix_query=3,
-                       generator=torch.Generator().manual_seed(0))
-    positions = lambda rows: (result.hardest_index[:, :, None] == rows[:, None, :]).float().argmax(1)  # noqa: E731
-    type1 = mix_negatives()(queue, result.hardest_index, positions(result.pair_index[..., 0]),
-                            positions(result.pair_index[..., 1]), result.alpha)
-    type2 = mix_query()(q, queue, result.hardest_index, positions(result.query_pair_index), result.beta)
-    assert torch.allclose(torch.cat([type1, type2], dim=1), result.negatives, atol=1e-6)
+    mix = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=4, n_mix_query=3, generator=torch.Generator().manual_seed(0))
+    positions = lambda rows: (mix.hardest_index[:, :, None] == rows[:, None, :]).float().argmax(1)  # noqa: E731
+    logits = mochi_logits_variant(q, k, queue, 0.2, 6, positions(mix.pair_index[..., 0]),
+                                  positions(mix.pair_index[..., 1]), mix.alpha, positions(mix.query_pair_index), mix.beta)
+    package = moco_info_nce(q, k, queue, 0.2, extra_negatives=mix.negatives)
+    assert torch.allclose(F.cross_entropy(logits, torch.zeros(5, dtype=torch.long)), package, atol=1e-6)
+
+
+# ---------------------------------------------------------------- one MoCo step
+
+def make_moco_step(mistake=None):
+    """A student's moco_step, written plainly, correct by default, with one mistake switched on."""
+    def step(moco, query_views, key_views, index):
+        q = F.normalize(moco.projector(moco.backbone(query_views)), dim=1)
+        if mistake == "detach_q":
+            q = q.detach()
+        key_encoder = (moco.backbone, moco.projector) if mistake == "query_encoder" else (moco.key_backbone,
+                                                                                           moco.key_projector)
+        with torch.no_grad() if mistake not in ("query_encoder", "keys_with_gradient_flag") else torch.enable_grad():
+            shuffle = torch.arange(len(key_views)) if mistake == "no_shuffle" else torch.randperm(len(key_views))
+            k = key_encoder[1](key_encoder[0](key_views[shuffle]))
+            k = k if mistake == "no_normalise_k" else F.normalize(k, dim=1)
+            if mistake != "no_unshuffle":
+                k = k[torch.argsort(shuffle)]
+        if mistake == "keys_with_gradient_flag":
+            k = k.detach().requires_grad_()
+        queue = moco.queue
+        if mistake == "enqueue_first":
+            moco.enqueue(k, index)
+        if mistake == "momentum_inside":
+            for key_parameter, parameter in zip(moco.key_parameters(), moco.query_parameters()):
+                key_parameter.data.mul_(0.9).add_(parameter.data, alpha=0.1)
+        temperature = 1.0 if mistake == "no_temperature" else moco.temperature
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
+        own_image = index[:, None] == moco.queue_index[None, :]
+        if mistake == "shifted_mask":
+            logits = logits.masked_fill(torch.cat([own_image, torch.zeros(len(q), 1, dtype=torch.bool)], 1), float("-inf"))
+        elif mistake == "zero_mask":
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, 0.0)], 1)
+        elif mistake != "no_mask":
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))], 1)
+        targets = torch.arange(len(q)) if mistake == "arange_targets" else torch.zeros(len(q), dtype=torch.long)
+        loss = F.cross_entropy(logits, targets)
+        if mistake == "two_values":
+            return loss, k
+        return loss, q, k
+    return step
+
+
+def test_moco_step_reference_is_the_package_step():
+    method, query_views, key_views, index = _step_setup(0)
+    torch.manual_seed(5)
+    package = moco_step(method, query_views, key_views, index)
+    reference = _moco_step_variant(method, query_views, key_views, index, 5)
+    for ours, theirs in zip(reference, package):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    # the planted mistakes really change the result on the checker's inputs
+    for wrong in (dict(shuffle=False), dict(unshuffle=False), dict(mask="none"), dict(mask="shifted")):
+        assert not torch.allclose(_moco_step_variant(method, query_views, key_views, index, 5, **wrong)[0],
+                                  reference[0], atol=1e-4), wrong
+
+
+@pytest.mark.parametrize("mistake, hint", [
+    ("no_shuffle", "shuffled batch"),
+    ("no_unshuffle", "Undo the shuffle"),
+    ("no_normalise_k", "Normalise the keys"),
+    ("query_encoder", "keys come from the query encoder"),
+    ("keys_with_gradient_flag", "carry a gradient"),
+    ("detach_q", "queries carry no gradient"),
+    ("enqueue_first", "Don't enqueue inside the step"),
+    ("momentum_inside", "Leave the momentum update"),
+    ("no_mask", "Mask the queue entries"),
+    ("zero_mask", "not 0"),
+    ("shifted_mask", "shifted by one column"),
+    ("arange_targets", "targets are zeros"),
+    ("no_temperature", "moco.temperature"),
+    ("two_values", r"\(loss, q, k\)"),
+])
+def test_moco_step_mistakes_are_named(mistake, hint):
+    fails_with(check_moco_step, make_moco_step(mistake), hint)
 
 
 def test_unimplemented_exercises_say_so():
     def todo(*args):
         raise NotImplementedError
-    for check in (check_enqueue, check_momentum_update, check_moco_logits, check_dcl, check_hcl,
-                  check_mix_negatives, check_mix_query):
+    for check in (check_enqueue, check_momentum_update, check_moco_logits, check_moco_step, check_dcl, check_hcl,
+                  check_mochi_logits):
         fails_with(check, todo, "not implemented yet")

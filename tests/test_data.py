@@ -354,3 +354,67 @@ def test_real_cifar10_sizes():
     assert train_images.shape == (50000, 3, 32, 32) and test_images.shape == (10000, 3, 32, 32)
     assert torch.bincount(train_labels).tolist() == [5000] * 10
     assert torch.bincount(test_labels).tolist() == [1000] * 10
+
+
+# ---------------------------------------------------------------- class-imbalanced subsets (CACR)
+
+def test_imbalanced_subset_keeps_c_plus_1_over_c_of_each_class():
+    labels = np.random.default_rng(3).permutation(np.repeat(np.arange(10), [50, 40, 50, 33, 50, 50, 7, 50, 50, 20]))
+    sizes = np.bincount(labels)
+    index = data.imbalanced_subset_indices(labels)
+    counts = np.bincount(labels[index], minlength=10)
+    assert counts.tolist() == [(c + 1) * sizes[c] // 10 for c in range(10)]
+    assert counts.tolist() == [5, 8, 15, 13, 25, 30, 4, 40, 45, 20]
+    assert (np.diff(index) > 0).all()                                    # sorted, no repeats
+
+
+def test_imbalanced_subset_takes_each_class_in_the_order_of_the_seeded_permutation():
+    labels = np.random.default_rng(4).permutation(np.arange(120) % 4)
+    for seed in (0, 5):
+        permutation = np.random.default_rng(seed).permutation(len(labels))
+        expected = []
+        for c in range(4):
+            members = [int(i) for i in permutation if labels[i] == c]
+            expected += members[:(c + 1) * 30 // 4]
+        assert data.imbalanced_subset_indices(labels, seed=seed).tolist() == sorted(expected)
+    assert data.imbalanced_subset_indices(labels).tolist() == data.imbalanced_subset_indices(labels).tolist()
+    assert data.imbalanced_subset_indices(labels, seed=1).tolist() != data.imbalanced_subset_indices(labels).tolist()
+
+
+def test_imbalanced_subset_counts_classes_up_to_num_classes():
+    labels = np.repeat(np.arange(3), 20)                               # classes 3 and 4 absent
+    counts = np.bincount(labels[data.imbalanced_subset_indices(labels, num_classes=5)], minlength=5)
+    assert counts.tolist() == [4, 8, 12, 0, 0]
+    with pytest.raises(ValueError, match=r"num_classes must be an integer larger than every label \(> 2\), got 2"):
+        data.imbalanced_subset_indices(labels, num_classes=2)
+    with pytest.raises(ValueError, match="labels must be a non-empty 1-D array of class indices"):
+        data.imbalanced_subset_indices(np.zeros((3, 2), dtype=np.int64))
+
+
+@pytest.mark.usefixtures("no_download")
+def test_load_dataset_imbalanced_after_the_balanced_subset(tmp_path):
+    make_cifar10(tmp_path, per_batch=20)                                 # 100 train images, 10 per class
+    all_images, all_labels = load_dataset("cifar10", root=tmp_path)
+    images, labels = load_dataset("cifar10", root=tmp_path, imbalanced=True)
+    assert torch.bincount(labels, minlength=10).tolist() == list(range(1, 11))
+    index = data.imbalanced_subset_indices(all_labels.numpy(), num_classes=10)
+    assert torch.equal(images, all_images[index]) and torch.equal(labels, all_labels[index])
+    _, labels = load_dataset("cifar10", root=tmp_path, subset=50, imbalanced=True)   # 5 per class, then (c+1)/10
+    assert torch.bincount(labels, minlength=10).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
+    with pytest.raises(ValueError, match="imbalanced must be True or False, got 'yes'"):
+        load_dataset("cifar10", root=tmp_path, imbalanced="yes")
+
+
+@pytest.mark.usefixtures("no_download")
+def test_load_dataset_imbalanced_cifar100_uses_its_100_classes(tmp_path):
+    make_cifar100(tmp_path, n_train=6)                                   # labels 0, 17, 34, 51, 68, 85
+    _, labels = load_dataset("cifar100", root=tmp_path, imbalanced=True)
+    # floor((c + 1) / 100) = 0 images of each class; with C = 86 (the largest label + 1) class 85 would keep its one
+    assert labels.tolist() == []
+
+
+@pytest.mark.skipif(REAL_CIFAR10 is None, reason="CLCOURSE_DATA does not point to a CIFAR-10 copy")
+@pytest.mark.usefixtures("no_download")
+def test_real_imbalanced_cifar10_has_27500_images():
+    _, labels = load_dataset("cifar10", root=REAL_CIFAR10, imbalanced=True)
+    assert torch.bincount(labels).tolist() == [500 * (c + 1) for c in range(10)]

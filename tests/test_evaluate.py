@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from clcourse.evaluate import (ProbeResult, alignment, extract_features, knn_accuracy, knn_predict, linear_probe,
-                               uniformity)
+                               per_class_accuracy, uniformity)
 
 
 def random_problem(seed, n_train=60, n_test=25, dim=8, classes=5):
@@ -375,3 +375,23 @@ def test_extract_features_bad_inputs():
         extract_features(backbone, images.int())
     with pytest.raises(ValueError, match="backbone must be a torch.nn.Module"):
         extract_features(lambda x: x, images)
+
+
+# ---------------------------------------------------------------- per-class accuracy
+
+def test_per_class_accuracy_matches_a_loop_over_classes():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 6, (200,), generator=generator)
+    predictions = torch.where(torch.rand(200, generator=generator) < 0.6, labels,
+                              torch.randint(0, 6, (200,), generator=generator))
+    expected = [(predictions[labels == c] == c).float().mean() for c in range(6)]
+    assert torch.allclose(per_class_accuracy(predictions, labels), torch.stack(expected))
+    with_empty_class = per_class_accuracy(predictions, labels, num_classes=8)
+    assert with_empty_class.shape == (8,) and torch.isnan(with_empty_class[6:]).all()
+
+
+def test_per_class_accuracy_bad_inputs():
+    with pytest.raises(ValueError, match="predictions must be a 1-D integer tensor"):
+        per_class_accuracy(torch.rand(4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels has 3 entries but predictions has 4"):
+        per_class_accuracy(torch.zeros(4, dtype=torch.long), torch.zeros(3, dtype=torch.long))

@@ -31,7 +31,14 @@ def make(name, seed=0, **options):
         options = {"key_augment": noisy_views, **options}
     if name == "mochi":
         options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
+    if name == "supervised":      # a linear classifier where the others have their projector
+        options = {key: value for key, value in options.items() if not key.startswith("projector_")}
     return build_method(name, Backbone(SmallCNN(width=4)), **options)
+
+
+def some_labels(count):
+    """Four classes, each image's label its index modulo 4, for the methods that learn from labels."""
+    return torch.arange(count) % 4
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +54,14 @@ def views_of(images, seed=1):
 
 def batch_of(method, images, index):
     from clcourse.methods import Batch
-    return Batch(views_of(images[index]), images[index], None, index)
+    return Batch(views_of(images[index]), images[index],
+                 some_labels(len(images))[index] if method.requires_labels else None, index)
 
 
 def run(method, images, **kwargs):
     options = dict(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
+    if method.requires_labels:
+        options["labels"] = some_labels(len(images))
     options.update(kwargs)
     return train(method, images, **options)
 
@@ -348,7 +358,8 @@ def test_build_method_passes_options_and_rejects_unknown_names():
 def test_every_method_trains_in_the_shared_loop(images, name):
     history = run(make(name), images, epochs=1, batch_size=16)
     assert len(history.epochs) == 1 and math.isfinite(history.epochs[0]["loss"])
-    assert all(math.isfinite(r["loss"]) and "positive_similarity" in r for r in history.steps)
+    monitor = "train_accuracy" if name == "supervised" else "positive_similarity"
+    assert all(math.isfinite(r["loss"]) and monitor in r for r in history.steps)
 
 
 @pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1)),
@@ -517,7 +528,8 @@ def test_config_holds_the_hyperparameters_and_stable_descriptions():
     assert config["views"] == ["test_methods.noisy_views"] * 2
     assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
                                    "momentum_update": "clcourse.methods.update_key_encoder",
-                                   "enqueue": "clcourse.methods.ring_buffer_enqueue"}
+                                   "enqueue": "clcourse.methods.ring_buffer_enqueue",
+                                   "step": "clcourse.methods.moco_step"}
     assert config["architecture"].startswith("Backbone(SmallCNN), ")
     from clcourse.augment import simclr_cifar
     described = SimCLR(Backbone(SmallCNN(width=4)), augment=simclr_cifar()).config()["views"][0]
@@ -599,6 +611,31 @@ def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
     assert student.config()["functions"]["enqueue"] == "test_methods.student_enqueue"
 
 
+def student_step(moco, query_views, key_views, index):
+    """Notebook 03's exercise, written plainly: queries, shuffled momentum keys, own-image mask, InfoNCE."""
+    q = F.normalize(moco.projector(moco.backbone(query_views)).float(), dim=1)
+    with torch.no_grad():
+        shuffle = torch.randperm(len(key_views))
+        k = F.normalize(moco.key_projector(moco.key_backbone(key_views[shuffle])).float(), dim=1)[torch.argsort(shuffle)]
+    logits = student_logits(q, k, moco.queue, moco.temperature)
+    own_image = index[:, None] == moco.queue_index[None, :]
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long)), q, k
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_moco_trains_with_a_students_step(images, symmetric):
+    library = make("moco", queue_size=24, symmetric=symmetric)
+    student = make("moco", queue_size=24, symmetric=symmetric, step=student_step, enqueue=student_enqueue)
+    histories = [run(method, images, epochs=2, batch_size=16, log_every=1) for method in (library, student)]
+    for key in ("loss", "positive_similarity", "queue_similarity"):
+        assert [r[key] for r in histories[0].steps] == pytest.approx([r[key] for r in histories[1].steps], abs=1e-4)
+    assert torch.equal(student.queue_index, library.queue_index)
+    assert torch.allclose(student.queue, library.queue, atol=1e-4)
+    assert student.config()["functions"]["step"] == "test_methods.student_step"
+    assert library.config()["functions"]["step"] == "clcourse.methods.moco_step"
+
+
 def test_a_wrong_students_logits_changes_the_loss(images):
     def no_temperature(q, k, queue, temperature):
         return student_logits(q, k, queue, 1.0)
@@ -615,7 +652,7 @@ def test_a_loss_that_is_not_a_function_is_refused(option):
         make("simclr", **{option: 0.5})
 
 
-@pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue"])
+@pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue", "step"])
 def test_moco_parts_that_are_not_functions_are_refused(option):
     with pytest.raises(ValueError, match=option):
         make("moco", **{option: "nope"})

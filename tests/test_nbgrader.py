@@ -22,11 +22,11 @@ from repository import NOTEBOOKS, REPO, load_script
 tool = load_script(REPO / "tools" / "notebooks.py")
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
 
-SOLUTION = f'''def similarity_matrix(z):
-    """Cosine similarities."""
+SOLUTION = f'''def alignment_loss(z1, z2):
+    """Alignment."""
     {BEGIN}
-    unit = F.normalize(z, dim=1)
-    return unit @ unit.T
+    distances = F.normalize(z1, dim=1) - F.normalize(z2, dim=1)
+    return distances.pow(2).sum(dim=1).mean()
     {END}'''
 
 
@@ -43,7 +43,7 @@ def nbgrader_cells(nb):
 # ---- the tool ---------------------------------------------------------------------------------------------
 
 def test_an_exercise_becomes_a_solution_cell_and_an_autograded_test_cell_with_hidden_tests():
-    nb = tiny_notebook(new_code_cell(f"{SOLUTION}\n\n\ncheck_similarity_matrix(similarity_matrix)"),
+    nb = tiny_notebook(new_code_cell(f"{SOLUTION}\n\n\ncheck_alignment(alignment_loss)"),
                        new_markdown_cell(f"## Check your understanding\n\n1. Why?\n\n{BEGIN}\nBecause.\n{END}"))
     source = tool.nbgrader_source(nb, "tiny.ipynb")
     assert [cell.cell_type for cell in source.cells] == ["markdown", "code", "code", "code", "markdown"]
@@ -51,17 +51,17 @@ def test_an_exercise_becomes_a_solution_cell_and_an_autograded_test_cell_with_hi
     for number, read_only in enumerate((heading, imports)):
         assert read_only == {"grade": False, "grade_id": f"cell-{number}", "locked": True, "schema_version": 3,
                              "solution": False}
-    assert solution == {"grade": False, "grade_id": "similarity_matrix", "locked": False, "schema_version": 3,
+    assert solution == {"grade": False, "grade_id": "alignment_loss", "locked": False, "schema_version": 3,
                         "solution": True}
-    assert test == {"grade": True, "grade_id": "test_similarity_matrix", "locked": True, "points": 1,
+    assert test == {"grade": True, "grade_id": "test_alignment_loss", "locked": True, "points": 1,
                     "schema_version": 3, "solution": False}
     assert answer == {"grade": True, "grade_id": "check-your-understanding", "locked": False, "points": 1,
                       "schema_version": 3, "solution": True}
     assert source.cells[2].source == SOLUTION
-    cases = HIDDEN_CASES["check_similarity_matrix"]["cases"]
-    assert source.cells[3].source == ("check_similarity_matrix(similarity_matrix)\n"
+    cases = HIDDEN_CASES["check_alignment"]["cases"]
+    assert source.cells[3].source == ("check_alignment(alignment_loss)\n"
                                       f"{tool.HIDDEN_BEGIN}\n"
-                                      f"check_similarity_matrix(similarity_matrix, cases={cases!r})\n"
+                                      f"check_alignment(alignment_loss, cases={cases!r})\n"
                                       f"{tool.HIDDEN_END}")
     assert len({cell.id for cell in source.cells}) == len(source.cells)
     nbformat.validate(source)
@@ -69,16 +69,27 @@ def test_an_exercise_becomes_a_solution_cell_and_an_autograded_test_cell_with_hi
 
 def test_a_checker_in_its_own_cell_tests_the_solution_before_it():
     nb = tiny_notebook(new_code_cell(SOLUTION), new_markdown_cell("Now check it:"),
-                       new_code_cell("check_similarity_matrix(similarity_matrix)"))
+                       new_code_cell("check_alignment(alignment_loss)"))
     source = tool.nbgrader_source(nb, "tiny.ipynb")
     ids = [cell.metadata["nbgrader"]["grade_id"] for cell in source.cells]
-    assert ids == ["cell-0", "cell-1", "similarity_matrix", "cell-3", "test_similarity_matrix"]
+    assert ids == ["cell-0", "cell-1", "alignment_loss", "cell-3", "test_alignment_loss"]
     assert source.cells[4].metadata["nbgrader"]["grade"]
+
+
+def test_a_checker_run_again_as_a_guard_before_training_is_a_read_only_cell_not_a_second_exercise():
+    guard = "check_alignment(alignment_loss)\nhistory = train(alignment_loss)"
+    nb = tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)"), new_code_cell(guard))
+    source = tool.nbgrader_source(nb, "tiny.ipynb")
+    assert [cell.metadata["nbgrader"]["grade_id"] for cell in source.cells] == [
+        "cell-0", "cell-1", "alignment_loss", "test_alignment_loss", "cell-3"]
+    assert source.cells[4].source == guard
+    assert source.cells[4].metadata["nbgrader"] == {"grade": False, "grade_id": "cell-3", "locked": True,
+                                                    "schema_version": 3, "solution": False}
 
 
 def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exercises(tmp_path):
     exercise, no_exercise = tmp_path / "01_tiny.ipynb", tmp_path / "00_tour.ipynb"
-    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)")),
+    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)")),
                    exercise)
     nbformat.write(tiny_notebook(), no_exercise)
     out = tmp_path / "course"
@@ -101,24 +112,24 @@ BAD_NOTEBOOKS = {
     "malformed marker": (
         [new_code_cell("x = 1\n# BEGIN SOLUTION\nx = 2")], r"cell 2, line 2: malformed marker"),
     "checker without a solution": (
-        [new_code_cell("def similarity_matrix(z):\n    return z @ z.T"),
-         new_code_cell("print('checking')\ncheck_similarity_matrix(similarity_matrix)")],
-        r"cell 3, line 2: check_similarity_matrix\(similarity_matrix\) has no solution cell"),
-    "second checker after the solution was checked": (
-        [new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)"),
-         new_code_cell("check_similarity_matrix(similarity_matrix)")],
+        [new_code_cell("def alignment_loss(z):\n    return z @ z.T"),
+         new_code_cell("print('checking')\ncheck_alignment(alignment_loss)")],
+        r"cell 3, line 2: check_alignment\(alignment_loss\) has no solution cell"),
+    "checker of another exercise after a graded one": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)"),
+         new_code_cell("check_alignment(alignment_loss)\ncheck_uniformity(uniformity_loss)")],
         r"cell 3, line 1: .*no solution cell"),
     "solution after its checker": (
-        [new_code_cell(f"check_similarity_matrix(similarity_matrix)\n{SOLUTION}")],
+        [new_code_cell(f"check_alignment(alignment_loss)\n{SOLUTION}")],
         r"cell 2, line 4: a solution region after the checker on line 1"),
     "second solution after the checker": (
-        [new_code_cell(f"{SOLUTION}\ncheck_similarity_matrix(similarity_matrix)\n{BEGIN}\nx = 1\n{END}")],
+        [new_code_cell(f"{SOLUTION}\ncheck_alignment(alignment_loss)\n{BEGIN}\nx = 1\n{END}")],
         r"cell 2, line 8: a solution region after the checker on line 7"),
     "duplicate grade id": (
         [new_code_cell(SOLUTION), new_code_cell("x = 1"), new_code_cell(SOLUTION)],
-        r"cell 4, line 3: grade_id 'similarity_matrix' is already used by cell 2"),
+        r"cell 4, line 3: grade_id 'alignment_loss' is already used by cell 2"),
     "checker without hidden tests": (
-        [new_code_cell(f"{SOLUTION}\n\ncheck_nothing_known(similarity_matrix)")],
+        [new_code_cell(f"{SOLUTION}\n\ncheck_nothing_known(alignment_loss)")],
         r"cell 2, line 8: check_nothing_known has no hidden tests"),
 }
 
@@ -127,7 +138,7 @@ BAD_NOTEBOOKS = {
 def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_written(tmp_path, capsys, cells,
                                                                                      message):
     good, bad = tmp_path / "01_good.ipynb", tmp_path / "02_bad.ipynb"
-    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_similarity_matrix(similarity_matrix)")), good)
+    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)")), good)
     nbformat.write(tiny_notebook(*cells), bad)
     with pytest.raises(tool.NbgraderSourceError, match=message):
         tool.nbgrader_source(tool.read(bad), str(bad))
@@ -144,13 +155,18 @@ def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_wr
 # exercise of a notebook is picked where later exercises call earlier ones, so that the mistake costs it alone.
 PLANTED = {
     "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
-    "02": ("negative_weights", "similarities / temperature", "similarities * temperature",
-           "Divide the similarities by the temperature"),
-    "03": ("moco_logits", "], dim=1) / temperature", "], dim=1)", "Divide the logits by the temperature."),
+    "02": ("anchor_gradient", "(1 - p[0]) * u_positive", "p[0] * u_positive", "The positive's weight is 1 - p+"),
+    "03": ("moco_step", 'masked_fill(own_image, float("-inf"))', "masked_fill(own_image, 0.0)",
+           "Mask with -inf, not 0"),
     "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()", "return -torch.log(pos / (pos + ng)).sum()",
            "Average over the anchors (mean), not a sum."),
     "05": ("fgsm_contrastive", "gradient.sign()", "gradient", "steps along the"),
+    "06": ("repulsion_term", "torch.stack(pair_terms).mean()", "torch.stack(pair_terms).sum()",
+           "Average over the V(V − 1)/2 pairs of views, don't sum them."),
     "07": ("sce_loss", ".sum(dim=1).mean()", ".sum(dim=1).sum()", "Average over the queries (mean), not a sum."),
+    "08": ("threat_model_1_objective", "encode(x_prime), temperature)", "encode(x_prime), 1.0)",
+           "Use the temperature you are given."),
+    "09": ("hsic_unbiased", "/ (b * (b - 3))", "/ (b * (b - 1))", "not by n (n - 1)"),
 }
 
 
@@ -180,9 +196,9 @@ def _notebook_exercises(path, planted=None):
             assert cell.source.count(planted[1]) == 1, f"{planted[1]!r} is not once in the solution of {planted[0]}"
             cell.source = cell.source.replace(*planted[1:])
         if metadata["grade"]:
-            visible, hidden = cell.source.split(tool.HIDDEN_BEGIN)
+            visible, hidden = cell.source.split(tool.HIDDEN_BEGIN, 1)
             exercises.append((metadata["grade_id"].removeprefix("test_"), visible,
-                              hidden.replace(tool.HIDDEN_END, "")))
+                              hidden.replace(tool.HIDDEN_BEGIN, "").replace(tool.HIDDEN_END, "")))
             continue
         tree = ast.parse(_without_magics(cell.source))
         definitions = [node for node in tree.body
@@ -217,28 +233,36 @@ notebooks_with_exercises = [path for path in NOTEBOOKS
 def test_each_solution_passes_its_hidden_tests_on_inputs_the_visible_checker_never_uses(path):
     namespace, exercises = _notebook_exercises(path)
     assert exercises
-    for name, visible, hidden in exercises:
-        solution = namespace[name]
-        seen = {}
-        for part, code in (("visible", visible), ("hidden", hidden)):
-            calls = seen[part] = []
-            exec(code, {**namespace, name: _recording(solution, calls)})
-        assert len(seen["hidden"]) >= 2, name
-        # a function that memorised the visible checker's calls (and raises on others) fails the hidden tests
-        assert set(seen["hidden"]) - set(seen["visible"]), f"{name}: the hidden tests repeat the visible inputs"
-        # some argument (a shape, a size, a hyperparameter) takes a value the visible checker never gave it
-        visible_values = {(i, arg[:2]) for call in seen["visible"] for i, arg in enumerate(call)}
-        assert any((i, arg[:2]) not in visible_values for call in seen["hidden"] for i, arg in enumerate(call)), name
+    for _, visible, hidden in exercises:
+        # every function the test cell checks (one cell may check two, e.g. alignment and uniformity)
+        names = [call.group(2) for call in map(tool.CHECKER_CALL.match, visible.split("\n")) if call]
+        assert names
+        for name in names:
+            seen = {}
+            for part, code in (("visible", visible), ("hidden", hidden)):
+                calls = seen[part] = []
+                exec(code, {**namespace, name: _recording(namespace[name], calls)})
+            assert len(seen["hidden"]) >= 2, name
+            # a function that memorised the visible checker's calls (and raises on others) fails the hidden tests
+            assert set(seen["hidden"]) - set(seen["visible"]), f"{name}: the hidden tests repeat the visible inputs"
+            # some argument (a shape, a size, a hyperparameter) takes a value the visible checker never gave it
+            visible_values = {(i, arg[:2]) for call in seen["visible"] for i, arg in enumerate(call)}
+            assert any((i, arg[:2]) not in visible_values for call in seen["hidden"] for i, arg in enumerate(call)), \
+                name
 
 
 @pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
 def test_the_bare_stub_fails_the_hidden_tests_as_not_implemented(path):
     namespace, exercises = _notebook_exercises(path)
-    for name, _, hidden in exercises:
-        def stub(*args):
-            raise NotImplementedError()
-        with pytest.raises(ExerciseError, match="not implemented yet"):
-            exec(hidden, {**namespace, name: stub})
+    def stub(*args):
+        raise NotImplementedError()
+
+    for _, _, hidden in exercises:
+        for line in hidden.strip().split("\n"):
+            call = tool.CHECKER_CALL.match(line)
+            if call:
+                with pytest.raises(ExerciseError, match="not implemented yet"):
+                    exec(line, {**namespace, call.group(2): stub})
 
 
 @pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])

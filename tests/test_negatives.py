@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 import clcourse.negatives as negatives
 from clcourse.negatives import (EmbeddingMap, MapCache, effective_negatives, embedding_map, false_negative_rate,
-                                features_fingerprint, fit_embedding_map, hardest_negatives, negative_weights,
-                                negative_weights_from_similarities, similarity_distributions, weight_entropy)
+                                features_fingerprint, fit_embedding_map, hardest_negatives, negative_gradient_weights,
+                                negative_weights, negative_weights_from_similarities, same_class_gradient_share,
+                                similarity_distributions, view_pair_negatives, weight_entropy)
 
 
 def on_circle(degrees, radius=1.0):
@@ -236,6 +237,103 @@ def test_batched_weights_match_one_anchor_at_a_time():
     assert (masked[:, 0] == 0).all()
 
 
+# ------------------------------------------------------------------ gradient weights of each loss, same-class share
+
+def per_anchor_loss(positive_logit, negative_logits, temperature, tau_plus, beta):
+    """Obviously correct: one anchor's DCL / HCL loss written from the formulas, in float64."""
+    n = len(negative_logits)
+    pos, neg = positive_logit.exp(), negative_logits.exp()
+    imp = torch.exp(beta * negative_logits)
+    mass = (imp * neg).sum() / imp.mean()
+    estimate = torch.clamp((mass - tau_plus * n * pos) / (1 - tau_plus), min=n * math.exp(-1 / temperature))
+    return -torch.log(pos / (pos + estimate))
+
+
+@pytest.mark.parametrize("tau_plus, beta", [(0.0, 0.0), (0.1, 0.0), (0.1, 1.0), (0.3, 2.0)])
+def test_negative_gradient_weights_match_autograd_on_a_loop(tau_plus, beta):
+    generator = torch.Generator().manual_seed(0)
+    positive = torch.rand(5, generator=generator) * 0.8 + 0.1
+    negatives = torch.rand(5, 7, generator=generator) * 1.6 - 0.8
+    weights = negative_gradient_weights(positive, negatives, 0.5, tau_plus, beta)
+    for anchor in range(5):
+        logits = (negatives[anchor].double() / 0.5).requires_grad_()
+        per_anchor_loss(positive[anchor].double() / 0.5, logits, 0.5, tau_plus, beta).backward()
+        assert torch.allclose(weights[anchor].double(), logits.grad, atol=1e-6)
+
+
+def test_info_nce_weights_are_p_k_and_dcl_keeps_their_proportions():
+    generator = torch.Generator().manual_seed(1)
+    positive, negatives = 0.3 * torch.rand(6, generator=generator), torch.rand(6, 9, generator=generator) * 2 - 1
+    info_nce = negative_gradient_weights(positive, negatives, 0.2)
+    assert torch.allclose(info_nce, negative_weights_from_similarities(positive, negatives, 0.2), atol=1e-7)
+    debiased = negative_gradient_weights(positive, negatives, 0.2, tau_plus=0.1)
+    ratio = debiased / info_nce
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-5) and bool((ratio > 1).all())
+
+
+def test_dcl_floor_stops_the_push():
+    """A positive far closer than its negatives: the corrected mass falls below N e^{-1/t}, no gradient to them."""
+    weights = negative_gradient_weights(torch.tensor([0.99]), torch.full((1, 4), -0.9), 0.5, tau_plus=0.5)
+    assert torch.equal(weights, torch.zeros(1, 4))
+
+
+def test_view_pair_negatives_match_a_loop():
+    generator = torch.Generator().manual_seed(2)
+    z1, z2 = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
+    labels = torch.tensor([0, 1, 0])
+    positive, negative, same_class = view_pair_negatives(z1, z2, labels)
+    u = F.normalize(torch.cat([z1, z2]), dim=1)
+    both = labels.repeat(2)
+    for i in range(6):
+        partner = (i + 3) % 6
+        others = [j for j in range(6) if j not in (i, partner)]
+        assert positive[i].item() == pytest.approx((u[i] @ u[partner]).item(), abs=1e-6)
+        assert torch.allclose(negative[i], u[others] @ u[i], atol=1e-6)
+        assert same_class[i].tolist() == [bool(both[j] == both[i]) for j in others]
+
+
+def test_same_class_share_by_hand_and_at_equal_weights():
+    # at a huge temperature every negative weighs the same: the share is the chance level
+    generator = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    share, chance = same_class_gradient_share(z1, z2, labels, temperature=1e6, batch_size=4)
+    assert share.item() == pytest.approx(chance.item(), abs=1e-5)
+    # same-class images identical, the others orthogonal: at t = 1 each anchor's two same-class negatives (the
+    # other image's two views, at cosine 1) weigh e each, the twelve views of other classes (cosine 0) 1 each
+    basis = torch.eye(4).repeat_interleave(2, dim=0)
+    share, chance = same_class_gradient_share(basis, basis, labels, temperature=1.0, batch_size=8)
+    assert share.item() == pytest.approx(2 * math.e / (2 * math.e + 12), abs=1e-6)
+    assert chance.item() == pytest.approx(2 / 14)
+
+
+def test_same_class_share_leaves_out_anchors_that_push_on_nothing():
+    """DCL's floor binds for a view whose positive is far closer than its negatives: no push, no share."""
+    labels = torch.tensor([0, 0, 1, 1])
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    z2 = z1 + 0.3 * torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    share, _ = same_class_gradient_share(z1, z2, labels, 0.5, tau_plus=0.1, batch_size=4)
+    assert torch.isfinite(share)
+    positive, negatives, same_class = view_pair_negatives(z1, z2, labels)
+    weights = negative_gradient_weights(positive, negatives, 0.5, tau_plus=0.1)
+    pushed = weights.sum(1) > 0
+    assert 0 < int(pushed.sum()) < 8       # the case really has both kinds of anchors
+    expected = ((weights * same_class).sum(1) / weights.sum(1))[pushed].mean()
+    assert share.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_same_class_share_draws_random_batches_whatever_the_order_of_the_data():
+    """Data stored class by class (as some CIFAR copies are): batches are drawn by a seeded permutation, as in
+    training, not cut in storage order (which would give batches of one class); the partial batch is dropped."""
+    z = torch.randn(400, 5, generator=torch.Generator().manual_seed(4))
+    labels = torch.arange(10).repeat_interleave(40)
+    _, chance = same_class_gradient_share(z, z, labels, 1.0, batch_size=30, seed=7)
+    batches = torch.randperm(400, generator=torch.Generator().manual_seed(7))[:390].view(13, 30)
+    same_images = (labels[batches][:, :, None] == labels[batches][:, None, :]).sum(-1).float()   # itself included
+    expected = ((2 * same_images - 2) / 58).mean()   # both views of the other same-class images, of 58 negatives
+    assert chance.item() == pytest.approx(expected.item(), abs=1e-6) and chance.item() < 0.2
+
+
 def test_effective_number_of_negatives():
     torch.testing.assert_close(effective_negatives(torch.full((7,), 0.1)), torch.tensor(7.0))
     torch.testing.assert_close(weight_entropy(torch.full((2, 4), 0.2)), torch.full((2,), math.log(4)))
@@ -366,6 +464,23 @@ def test_bad_input_raises_value_errors_naming_the_argument():
         negative_weights(z[0], z[1], torch.randn(3, 5), 0.5)
     with pytest.raises(ValueError, match="weights must be non-negative"):
         effective_negatives(torch.tensor([0.5, -0.1]))
+    with pytest.raises(ValueError, match="tau_plus"):
+        negative_gradient_weights(torch.zeros(2), torch.zeros(2, 3), 0.5, tau_plus=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        negative_gradient_weights(torch.zeros(2), torch.zeros(2, 3), 0.5, beta=-1.0)
+    with pytest.raises(ValueError, match=r"positive_similarity must be a tensor of shape \[A\] = \[2\]"):
+        negative_gradient_weights(torch.zeros(3), torch.zeros(2, 3), 0.5)
+    with pytest.raises(ValueError, match="negative_similarities"):
+        negative_gradient_weights(torch.zeros(2), torch.zeros(2), 0.5)
+    labels = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(ValueError, match="z1 and z2"):
+        view_pair_negatives(z, z[:5], labels)
+    with pytest.raises(ValueError, match="labels"):
+        view_pair_negatives(z, z, labels[:5])
+    with pytest.raises(ValueError, match=r"batch_size must be at most the number of images \(6\)"):
+        same_class_gradient_share(z, z, labels, 0.5, batch_size=7)
+    with pytest.raises(ValueError, match="batch_size"):
+        same_class_gradient_share(z, z, labels, 0.5, batch_size=1)
     with pytest.raises(ValueError, match="method"):
         embedding_map(z, "tsne")
     with pytest.raises(ValueError, match=r"n_components must be an integer in \[1, 4\]"):

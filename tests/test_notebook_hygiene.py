@@ -267,3 +267,37 @@ def test_solution_markers_come_in_pairs(path):
     errors = [f"cell {number}, {error}" for number, cell in enumerate(tool.read(path).cells)
               for error in solution_marker_errors(cell.source)]
     assert not errors, "\n".join(errors)
+
+
+# ---- the teaching pattern every notebook follows ------------------------------------------------------------
+
+TRAINING_CALL = re.compile(r"\btrain\([^)]*\brun=", re.DOTALL)
+
+
+@course_notebooks
+def test_a_time_note_for_smoke_and_colab_precedes_every_training_cell(path):
+    """A cell that trains a named run is preceded by a markdown cell with a **Time:** note for both presets."""
+    cells = tool.read(path).cells
+    for number, cell in enumerate(cells):
+        if cell.cell_type != "code" or not TRAINING_CALL.search(cell.source):
+            continue
+        note = next(c.source for c in reversed(cells[:number]) if c.cell_type == "markdown")
+        assert "**Time:**" in note and "smoke" in note and "colab" in note, \
+            f"cell {number} trains, but the markdown cell before it has no **Time:** note for smoke and colab"
+
+
+@course_notebooks
+def test_check_your_understanding_questions_with_hidden_answers(path):
+    cells = tool.read(path).cells
+    questions = [c.source for c in cells if c.cell_type == "markdown" and "## Check your understanding" in c.source]
+    assert len(questions) == 1, "one markdown cell headed '## Check your understanding'"
+    before, _, after = questions[0].partition(tool.SOLUTION_BEGIN)
+    assert tool.SOLUTION_END in after, "the answers sit between solution markers, hidden in the student copy"
+    assert 2 <= len(re.findall(r"^\d\. ", before, re.MULTILINE)) <= 3, "two or three numbered questions"
+
+
+@course_notebooks
+def test_notebook_ends_with_a_summary_and_its_papers(path):
+    last = tool.read(path).cells[-1]
+    assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
+    assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"

@@ -375,8 +375,9 @@ def _nbgrader_metadata(grade_id: str, *, solution=False, grade=False, locked=Fal
 def nbgrader_source(nb, name: str):
     """The nbgrader source version of notebook `nb` (file name `name`): every cell with a solution region a
     solution cell, each checker call (a line ``check_*(function)``) split off into an autograded test cell with
-    EXERCISE_POINTS points and the exercise's hidden tests, every other cell read-only. Markdown answers are
-    manually graded answer cells (nbgrader has no other kind of markdown solution). Outputs are stripped.
+    EXERCISE_POINTS points and the exercise's hidden tests, every other cell read-only (a checker run again later,
+    as a guard before training with an exercise already graded, too). Markdown answers are manually graded answer
+    cells (nbgrader has no other kind of markdown solution). Outputs are stripped.
 
     Grade ids are names, stable while the notebook changes around them: the exercise's function (`info_nce_loss`,
     its test `test_info_nce_loss`), a written answer's heading (`check-your-understanding`), `cell-N` for a
@@ -385,6 +386,7 @@ def nbgrader_source(nb, name: str):
     source = strip_notebook(nb)
     cells, used = [], {}
     pending = None   # the solution cell whose checker has not come yet: (grade id, cell number)
+    graded = set()   # the functions an autograded test cell already checks
 
     def fail(number, line, message):
         raise NbgraderSourceError(f"{name}: cell {number}, line {line}: {message}")
@@ -439,6 +441,9 @@ def nbgrader_source(nb, name: str):
                 read_only(cell, number)
             continue
         line = checks[0][0]
+        if pending is None and not regions and all(call.group(2) in graded for _, call in checks):
+            read_only(cell, number)   # a checker run again as a guard (before training with the function): not graded
+            continue
         if pending is None:
             fail(number, line, f"{lines[line - 1].strip()} has no solution cell ({SOLUTION_BEGIN} ... "
                                f"{SOLUTION_END}) before it to check")
@@ -457,6 +462,7 @@ def nbgrader_source(nb, name: str):
         test.source = "\n".join(lines[first_check - 1:] + hidden)
         test.metadata["nbgrader"] = _nbgrader_metadata(grade_id, grade=True, locked=True, points=EXERCISE_POINTS)
         cells.append(test)
+        graded.update(call.group(2) for _, call in checks)
         pending = None
     source.cells = cells
     return source

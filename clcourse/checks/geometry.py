@@ -1,5 +1,5 @@
 """Checkers for notebook 02 (embedding geometry and hard negatives): the false-negative rate of the
-top-k hardest negatives, and the weight InfoNCE's gradient puts on each negative."""
+top-k hardest negatives, and InfoNCE's gradient with respect to the anchor."""
 from __future__ import annotations
 
 import torch
@@ -94,57 +94,62 @@ def check_false_negative_rate(fn, cases=((30, 4, 8, (5, 1, 12)), (17, 3, 5, (3, 
     passed("top_k_false_negative_rate", "matches the reference for 5 (N, k) settings, the anchor left out")
 
 
-# ---------------------------------------------------------------------- InfoNCE's gradient weights
+# ---------------------------------------------------------------------- InfoNCE's gradient with respect to the anchor
 
-def _vectors(seed: int, n: int, dim: int) -> torch.Tensor:
-    # Rows of very different norms, so forgetting to normalise changes every number.
-    g = seeded(seed)
-    return (torch.randn(n, dim, generator=g, dtype=torch.float64)
-            * torch.rand(n, 1, generator=g, dtype=torch.float64).mul(3).add(0.3))
+def _unit_vectors(seed: int, n: int, dim: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, dim, generator=seeded(seed), dtype=torch.float64), dim=1)
 
 
-def reference_negative_weights(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-                               temperature: float) -> torch.Tensor:
-    """p_k = softmax([s_+, s_1..s_K] / tau)_k for k = 1..K, with cosine similarities s."""
-    u = F.normalize(anchor, dim=0)
-    similarities = torch.cat([(F.normalize(positive, dim=0) @ u)[None], F.normalize(negatives, dim=1) @ u])
-    return torch.softmax(similarities / temperature, dim=0)[1:]
+def reference_anchor_gradient(u: torch.Tensor, u_positive: torch.Tensor, u_negatives: torch.Tensor,
+                              temperature: float) -> torch.Tensor:
+    """dl/du by autograd, for l = -log softmax([u.u+, u.u_1, ..., u.u_K] / tau)_0."""
+    u = u.detach().clone().requires_grad_()
+    logits = torch.cat([(u @ u_positive)[None], u_negatives @ u]) / temperature
+    (gradient,) = torch.autograd.grad(-torch.log_softmax(logits, dim=0)[0], u)
+    return gradient
 
 
-def _negative_weights_mistakes(anchor, positive, negatives, temperature) -> dict[str, torch.Tensor]:
-    u = F.normalize(anchor, dim=0)
-    unit_similarities = torch.cat([(F.normalize(positive, dim=0) @ u)[None], F.normalize(negatives, dim=1) @ u])
-    raw_similarities = torch.cat([(positive @ anchor)[None], negatives @ anchor])
+def _anchor_gradient_mistakes(u, u_positive, u_negatives, temperature) -> dict[str, torch.Tensor]:
+    similarities = torch.cat([(u @ u_positive)[None], u_negatives @ u])
+    p = torch.softmax(similarities / temperature, dim=0)
+    p_positive, p_negatives = p[0], p[1:]
+    push = (p_negatives[:, None] * u_negatives).sum(0)
+    reference = (push - (1 - p_positive) * u_positive) / temperature
+    among_negatives = torch.softmax(similarities[1:] / temperature, dim=0)
+    unnormalised = torch.exp(similarities[1:] / temperature)
     return {
-        "Divide the similarities by the temperature: this looks like tau = 1 (no temperature).":
-            torch.softmax(unit_similarities, dim=0)[1:],
-        "Divide the similarities by the temperature; don't multiply.":
-            torch.softmax(unit_similarities * temperature, dim=0)[1:],
-        "Apply the temperature once: it looks like you divided by it twice.":
-            torch.softmax(unit_similarities / temperature ** 2, dim=0)[1:],
-        "Put the positive in the softmax too: p = softmax([s_+, s_1, ..., s_K] / tau), then keep the K "
-        "negatives' entries (they sum to 1 - p_+, not to 1).":
-            torch.softmax(unit_similarities[1:] / temperature, dim=0),
-        "Normalise the anchor, positive and negatives to unit length before the dot products: "
-        "s is a cosine similarity.": torch.softmax(raw_similarities / temperature, dim=0)[1:],
-        "Normalise the exponentials: divide exp(s_k / tau) by the sum over the positive AND the negatives "
-        "(that is what softmax does).": torch.exp(unit_similarities[1:] / temperature),
+        "The gradient carries a factor 1/τ: every logit is s / τ.": reference * temperature,
+        "Divide by τ once: this looks like 1/τ².": reference / temperature,
+        "The sign is flipped: that is the direction that INCREASES the loss. dl/du points towards the negatives "
+        "(weights p_k) and away from the positive.": -reference,
+        "The positive is in the softmax too: p = softmax([s+, s_1..s_K] / τ), so the weights of the negatives are "
+        "p_k, not a softmax over the negatives alone.":
+            ((among_negatives[:, None] * u_negatives).sum(0) - (1 - p_positive) * u_positive) / temperature,
+        "Normalise the weights: p_k = exp(s_k / τ) / (exp(s+ / τ) + Σ_j exp(s_j / τ)) (a softmax).":
+            ((unnormalised[:, None] * u_negatives).sum(0) - (1 - p_positive) * u_positive) / temperature,
+        "The positive also sits in the denominator: its term is -(1 - p+) u+ / τ, not -u+ / τ.":
+            (push - u_positive) / temperature,
+        "The positive's weight is 1 - p+, not p+: -log p+ pulls harder the smaller p+ is.":
+            (push - p_positive * u_positive) / temperature,
+        "Keep the negatives: the denominator holds them, so each pushes with weight p_k / τ.":
+            -(1 - p_positive) * u_positive / temperature,
     }
 
 
-def check_negative_weights(fn, cases=((7, 6, 0.2), (12, 4, 0.5), (5, 16, 2.0))) -> None:
-    """fn(anchor [D], positive [D], negatives [K, D], temperature) -> [K] gradient weights
-    p_k = softmax([s_+, s_1..s_K] / tau)_k on the negatives."""
+def check_anchor_gradient(fn, cases=((5, 8, 0.2), (9, 4, 0.5), (3, 16, 1.0))) -> None:
+    """fn(u [D], u_positive [D], u_negatives [K, D], temperature) -> [D]: the gradient of
+    l = -log softmax([u.u+, u.u_1, ..., u.u_K] / tau)_0 with respect to the anchor u, written out (not autograd),
+    compared with autograd's."""
     for seed, (num_negatives, dim, temperature) in enumerate(cases):
-        vectors = _vectors(seed, num_negatives + 2, dim)
-        anchor, positive, negatives = vectors[0], vectors[1], vectors[2:]
+        vectors = _unit_vectors(seed, num_negatives + 2, dim)
+        u, u_positive, u_negatives = vectors[0], vectors[1], vectors[2:]
         context = f"K={num_negatives}, D={dim}, temperature={temperature}"
-        student = _result(call_student(fn, anchor.clone(), positive.clone(), negatives.clone(), temperature,
-                                       name="negative_weights"), "negative_weights")
-        if student.shape == (num_negatives + 1,):
-            raise ExerciseError(f"negative_weights ({context}) returned K + 1 = {num_negatives + 1} values: the "
-                                "softmax runs over the positive and the negatives, but return only the K "
-                                "negatives' weights (drop the positive's entry).")
-        diagnose("negative_weights", student, reference_negative_weights(anchor, positive, negatives, temperature),
-                 _negative_weights_mistakes(anchor, positive, negatives, temperature), context)
-    passed("negative_weights", "softmax of s / tau over the positive and the negatives, for 3 temperatures")
+        student = _result(call_student(fn, u.clone(), u_positive.clone(), u_negatives.clone(), temperature,
+                                       name="anchor_gradient"), "anchor_gradient")
+        if student.shape == (num_negatives,) or student.shape == (num_negatives + 1,):
+            raise ExerciseError(f"anchor_gradient ({context}) returned {tuple(student.shape)}: one weight per "
+                                f"candidate. Return the gradient itself, a vector of the anchor's size [D = {dim}]: "
+                                "Σ_k p_k u_k / τ minus the pull towards the positive.")
+        diagnose("anchor_gradient", student, reference_anchor_gradient(u, u_positive, u_negatives, temperature),
+                 _anchor_gradient_mistakes(u, u_positive, u_negatives, temperature), context)
+    passed("anchor_gradient", f"your formula for dl/du agrees with autograd at {len(cases)} temperatures")

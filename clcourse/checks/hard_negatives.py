@@ -173,102 +173,123 @@ def check_hcl(fn, cases=((4, 8, 0.5, 0.1, 3.0, False), (6, 32, 0.5, 0.3, 1.5, Tr
 
 # ---------------------------------------------------------------- MoCHi
 
-def _mochi_inputs(seed: int, batch_size: int = 4, queue_size: int = 20, dim: int = 6, n_hardest: int = 5,
-                  mixes: int = 7):
+def _mochi_inputs(seed: int, batch_size: int, queue_size: int = 20, dim: int = 6, n_hardest: int = 5,
+                  n_mix_negatives: int = 7, n_mix_query: int = 4):
+    """Unit queries, keys and queue, and MoCHi's random draws as positions in each query's hardest list."""
     g = seeded(seed)
     unit = lambda n: F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)  # noqa: E731
-    q, queue = unit(batch_size), unit(queue_size)
-    hardest = (q @ queue.T).topk(n_hardest, dim=1).indices
-    first = torch.randint(n_hardest, (batch_size, mixes), generator=g)
-    second = (first + 1 + torch.randint(n_hardest - 1, (batch_size, mixes), generator=g)) % n_hardest
-    weight = torch.rand(batch_size, mixes, generator=g, dtype=torch.float64)
-    return q, queue, hardest, first, second, weight
+    q, k, queue = unit(batch_size), unit(batch_size), unit(queue_size)
+    first = torch.randint(n_hardest, (batch_size, n_mix_negatives), generator=g)
+    second = (first + 1 + torch.randint(n_hardest - 1, (batch_size, n_mix_negatives), generator=g)) % n_hardest
+    alpha = torch.rand(batch_size, n_mix_negatives, generator=g, dtype=torch.float64)
+    pick = torch.randint(n_hardest, (batch_size, n_mix_query), generator=g)
+    beta_mix = 0.5 * torch.rand(batch_size, n_mix_query, generator=g, dtype=torch.float64)
+    return q, k, queue, n_hardest, first, second, alpha, pick, beta_mix
 
 
-def _query_zero_rows(queue: torch.Tensor, hardest: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """The bug found in a reimplementation: [B, N, D] flattened to [B*N, D], indexed by positions in [0, N)."""
-    return queue[hardest].reshape(-1, queue.shape[1])[positions]
+def mochi_logits_variant(q, k, queue, temperature, n_hardest, first, second, alpha, pick, beta_mix, *,
+                         query_zero: bool = False, positions_as_rows: bool = False, easiest: bool = False,
+                         normalise: bool = True, alpha_swapped: bool = False, beta_swapped: bool = False,
+                         first_query: bool = False, detach: bool = True, synthetic_temperature: bool = True,
+                         synthetic_first: bool = False) -> torch.Tensor:
+    """MoCHi's logits [B, 1 + K + s + s'] written out, with switches for the usual mistakes; with the defaults
+    this is the reference: [q.k, q.n_1..q.n_K, q.h_1..q.h_s, q.h'_1..q.h'_s'] / temperature."""
+    hardest = (q @ queue.T).topk(n_hardest, dim=1, largest=not easiest).indices               # [B, N]
+
+    def rows(positions):
+        if positions_as_rows:
+            return queue[positions]
+        if query_zero:      # [B, N, D] flattened to [B*N, D], indexed by positions in [0, N): query 0's rows
+            return queue[hardest].reshape(-1, queue.shape[1])[positions]
+        return queue[hardest.gather(1, positions)]
+
+    def unit(x):
+        return F.normalize(x, dim=-1) if normalise else x
+
+    a = alpha.unsqueeze(-1)
+    b = beta_mix.unsqueeze(-1)
+    if alpha_swapped:
+        a = 1 - a
+    if beta_swapped:
+        b = 1 - b
+    query = q[:1] if first_query else q
+    query = query.detach() if detach else query
+    type1 = unit(a * rows(first) + (1 - a) * rows(second))
+    type2 = unit(b * query.unsqueeze(1) + (1 - b) * rows(pick))
+    synthetic = torch.cat([type1, type2], dim=1)
+    if detach:
+        synthetic = synthetic.detach()
+    synthetic_logits = torch.einsum("bd,bmd->bm", q, synthetic)
+    real = torch.cat([(q * k.detach()).sum(dim=1, keepdim=True), q @ queue.detach().T], dim=1) / temperature
+    synthetic_logits = synthetic_logits / temperature if synthetic_temperature else synthetic_logits
+    if synthetic_first:
+        return torch.cat([real[:, :1], synthetic_logits, real[:, 1:]], dim=1)
+    return torch.cat([real, synthetic_logits], dim=1)
 
 
-def _call_mix(fn, name: str, *args, shape: tuple[int, ...], context: str) -> torch.Tensor:
-    try:
-        result = call_student(fn, *args, name=name)
-    except (RuntimeError, IndexError) as error:
-        raise ExerciseError(f"{name} failed ({context}): {error}. Pick each query's own rows: "
-                            "hardest.gather(1, positions) gives queue rows [B, s], and queue[rows] is [B, s, D].") from None
-    result = as_tensor(result, name)
-    if result.shape != shape:
-        raise ExerciseError(f"{name} ({context}) returned shape {tuple(result.shape)}, expected {shape} = [B, s, D]: "
-                            "one mix per query and per draw. hardest.gather(1, positions) gives the queue rows [B, s].")
-    return result
-
-
-def reference_mix_negatives(queue, hardest, first, second, alpha) -> torch.Tensor:
-    a = alpha.unsqueeze(2)
-    return F.normalize(a * queue[hardest.gather(1, first)] + (1 - a) * queue[hardest.gather(1, second)], dim=2)
-
-
-def check_mix_negatives(fn, cases=(0, 1, 2)) -> None:
-    """fn(queue [K, D], hardest [B, N], first [B, s], second [B, s], alpha [B, s]) -> [B, s, D]: MoCHi's type-1
-    negatives, normalize(alpha n_a + (1 - alpha) n_b) with n_a, n_b the queue rows at positions `first`,
-    `second` of each query's hardest list."""
-    for seed in cases:
-        q, queue, hardest, first, second, alpha = _mochi_inputs(seed, batch_size=3 + seed)
-        batch_size, mixes = first.shape
-        context = f"B={batch_size}, N={hardest.shape[1]}, s={mixes}"
-        student = _call_mix(fn, "mix_negatives", queue.clone(), hardest.clone(), first.clone(), second.clone(),
-                            alpha.clone(), shape=(batch_size, mixes, queue.shape[1]), context=context)
-        a = alpha.unsqueeze(2)
-        rows_a, rows_b = queue[hardest.gather(1, first)], queue[hardest.gather(1, second)]
-        diagnose("mix_negatives", student, reference_mix_negatives(queue, hardest, first, second, alpha), {
+def check_mochi_logits(fn, cases=((4, 0.2), (3, 0.1), (5, 0.5))) -> None:
+    """fn(q [B, D], k [B, D], queue [K, D], temperature, n_hardest, first [B, s], second [B, s], alpha [B, s],
+    pick [B, s'], beta_mix [B, s']) -> logits [B, 1 + K + s + s']: MoCo's logits, then the logits of MoCHi's
+    synthetic negatives. Each query's N = n_hardest hardest queue entries (largest q . n); type 1: normalize(alpha n_a
+    + (1 - alpha) n_b) with n_a, n_b at positions first, second of that query's list; type 2: normalize(beta_mix q
+    + (1 - beta_mix) n_c) with n_c at position pick; synthetic negatives detached, all logits divided by the
+    temperature."""
+    for seed, (batch_size, temperature) in enumerate(cases):
+        inputs = _mochi_inputs(seed, batch_size)
+        q, k, queue, n_hardest, first, second, alpha, pick, beta_mix = inputs
+        s, s_query = first.shape[1], pick.shape[1]
+        width = 1 + len(queue) + s + s_query
+        context = f"B={batch_size}, K={len(queue)}, N={n_hardest}, s={s}, s'={s_query}, temperature={temperature}"
+        student_q, student_k = q.clone().requires_grad_(), k.clone().requires_grad_()
+        arguments = (student_q, student_k, queue.clone(), temperature, n_hardest, first.clone(), second.clone(),
+                     alpha.clone(), pick.clone(), beta_mix.clone())
+        try:
+            logits = call_student(fn, *arguments, name="mochi_logits")
+        except (RuntimeError, IndexError) as error:
+            raise ExerciseError(f"mochi_logits failed ({context}): {error}. Pick each query's own rows: "
+                                "hardest.gather(1, positions) gives queue rows [B, s], queue[rows] is [B, s, D].") from None
+        logits = as_tensor(logits, "mochi_logits")
+        shapes = {(batch_size, 1 + len(queue)): "only MoCo's logits: append the s + s' logits of the synthetic "
+                                                "negatives, q · h / τ, after the queue's.",
+                  (batch_size, 1 + len(queue) + s): "no type-2 logits: append the s' mixes of the query with its "
+                                                    "hard negatives after the s type-1 mixes.",
+                  (batch_size, 1 + len(queue) + s_query): "no type-1 logits: the s mixes of two hard negatives come "
+                                                          "first, then the s' mixes with the query."}
+        if logits.shape != (batch_size, width):
+            hint = shapes.get(tuple(logits.shape), f"expected [B, 1 + K + s + s'] = [{batch_size}, {width}].")
+            raise ExerciseError(f"mochi_logits ({context}) returned shape {tuple(logits.shape)}: {hint}")
+        variant = lambda **wrong: mochi_logits_variant(*inputs[:3], temperature, *inputs[3:], **wrong)  # noqa: E731
+        diagnose("mochi_logits", logits, variant(), {
             "Every query mixes the hardest negatives of query 0: flattening queue[hardest] to [B·N, D] and indexing "
             "it with positions in [0, N) only ever reaches query 0's rows. Gather per query: "
-            "hardest.gather(1, first).": F.normalize(a * _query_zero_rows(queue, hardest, first)
-                                                     + (1 - a) * _query_zero_rows(queue, hardest, second), dim=2),
-            "first and second are positions in each query's hardest list, not queue rows: the rows are "
-            "hardest.gather(1, first).": F.normalize(a * queue[first] + (1 - a) * queue[second], dim=2),
-            "Normalise the mixes back onto the unit sphere (F.normalize(..., dim=-1)): a mix of two unit vectors "
-            "is shorter than 1.": a * rows_a + (1 - a) * rows_b,
-            "Normalise each D-dimensional mix (dim=-1), not along the draws.":
-                F.normalize(a * rows_a + (1 - a) * rows_b, dim=1),
-            "α weighs the first negative: α n_a + (1 − α) n_b.": F.normalize((1 - a) * rows_a + a * rows_b, dim=2),
+            "hardest.gather(1, first) are the queue rows of each query's picks.": variant(query_zero=True),
+            "first, second and pick are positions in each query's list of hardest negatives, not queue rows: the "
+            "rows are hardest.gather(1, positions).": variant(positions_as_rows=True),
+            "The hardest negatives are the queue entries MOST similar to the query: topk of q @ queue.T with "
+            "largest=True (the default).": variant(easiest=True),
+            "Normalise the mixes back onto the unit sphere (F.normalize(..., dim=-1)): a mix of two unit vectors is "
+            "shorter than 1.": variant(normalise=False),
+            "α weighs the first negative: α n_a + (1 − α) n_b.": variant(alpha_swapped=True),
+            "β_mix (below 0.5) weighs the query, so that the negative dominates: β_mix q + (1 − β_mix) n.":
+                variant(beta_swapped=True),
+            "Mix each query with its own hard negatives: q[:, None] (one query per row), not query 0.":
+                variant(first_query=True),
+            "Divide the synthetic negatives' logits by the temperature too.": variant(synthetic_temperature=False),
+            "Put the synthetic logits after the queue's: [q·k, q·queue, q·h] (the positive stays in column 0).":
+                variant(synthetic_first=True),
         }, context)
-    passed("mix_negatives", "type-1 negatives: each query mixes two of its own hardest negatives, back on the sphere")
-
-
-def reference_mix_query(q, queue, hardest, pick, beta) -> torch.Tensor:
-    b = beta.unsqueeze(2)
-    return F.normalize(b * q.detach().unsqueeze(1) + (1 - b) * queue[hardest.gather(1, pick)], dim=2)
-
-
-def check_mix_query(fn, cases=(0, 1, 2)) -> None:
-    """fn(q [B, D], queue [K, D], hardest [B, N], pick [B, s'], beta [B, s']) -> [B, s', D]: MoCHi's type-2
-    negatives, normalize(beta q + (1 - beta) n) with n the queue row at position `pick` of the query's hardest
-    list and beta in (0, 0.5); detached from q."""
-    for seed in cases:
-        q, queue, hardest, pick, _, beta = _mochi_inputs(10 + seed, batch_size=3 + seed)
-        beta = 0.5 * beta
-        batch_size, mixes = pick.shape
-        context = f"B={batch_size}, N={hardest.shape[1]}, s'={mixes}"
-        student_q = q.clone().requires_grad_()
-        student = _call_mix(fn, "mix_query", student_q, queue.clone(), hardest.clone(), pick.clone(), beta.clone(),
-                            shape=(batch_size, mixes, queue.shape[1]), context=context)
-        b = beta.unsqueeze(2)
-        rows = queue[hardest.gather(1, pick)]
-        query = q.unsqueeze(1)
-        diagnose("mix_query", student, reference_mix_query(q, queue, hardest, pick, beta), {
-            "Every query is mixed with the hardest negatives of query 0: flattening queue[hardest] to [B·N, D] and "
-            "indexing it with positions in [0, N) only ever reaches query 0's rows. Gather per query: "
-            "hardest.gather(1, pick).": F.normalize(b * query + (1 - b) * _query_zero_rows(queue, hardest, pick), dim=2),
-            "pick holds positions in each query's hardest list, not queue rows: the rows are hardest.gather(1, pick).":
-                F.normalize(b * query + (1 - b) * queue[pick], dim=2),
-            "Normalise the mixes back onto the unit sphere (F.normalize(..., dim=-1)).": b * query + (1 - b) * rows,
-            "β (below 0.5) weighs the query so that the negative dominates: β q + (1 − β) n.":
-                F.normalize((1 - b) * query + b * rows, dim=2),
-            "Mix each query with its own hardest negatives: q[:, None] (one query per row), not query 0.":
-                F.normalize(b * q[:1].unsqueeze(1) + (1 - b) * rows, dim=2),
-        }, context)
-        if student.requires_grad:
-            raise ExerciseError("The synthetic negatives carry a gradient back into q: they are constants of the loss, "
-                                "as in every reimplementation. Mix q.detach(), or build them under torch.no_grad().")
-    passed("mix_query", "type-2 negatives: the query mixed into its own hard negatives, detached, on the sphere")
+        logits.sum().backward()
+        if student_k.grad is not None and student_k.grad.abs().sum() > 0:
+            raise ExerciseError("Gradient flows into the keys k: they come from the momentum encoder. Use k.detach().")
+        detached_q = q.clone().requires_grad_()
+        variant_arguments = (detached_q, k, queue, temperature, *inputs[3:])
+        mochi_logits_variant(*variant_arguments).sum().backward()
+        if student_q.grad is None or not same(student_q.grad, detached_q.grad):
+            not_detached_q = q.clone().requires_grad_()
+            mochi_logits_variant(not_detached_q, k, queue, temperature, *inputs[3:], detach=False).sum().backward()
+            if student_q.grad is not None and same(student_q.grad, not_detached_q.grad):
+                raise ExerciseError("The synthetic negatives carry a gradient back into q (type 2 contains q): they "
+                                    "are constants of the loss. Mix q.detach(), or detach the mixes.")
+            raise ExerciseError("mochi_logits has the right values but the wrong gradient into q: only q itself "
+                                "(in q·k, q·n and q·h) gets one.")
+    passed("mochi_logits", "each query's own hardest negatives, both mixes on the sphere and detached, logits / τ")

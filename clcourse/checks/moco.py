@@ -190,3 +190,147 @@ def check_moco_logits(fn, cases=((4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.
         if student_q.grad is None:
             raise ExerciseError("No gradient reaches the queries q: don't detach q, it is what the loss trains.")
     passed("moco_logits", "[B, 1 + K] logits, positive in column 0, divided by τ, gradient into q only")
+
+
+# ---------------------------------------------------------------- one training step
+
+def _step_setup(seed: int):
+    """A tiny MoCo (2 BN splits, 8x8 views) whose key encoder lags behind its query encoder and whose queue holds
+    keys of the batch's own images, with two views and the images' indices."""
+    from ..methods import MoCo
+    from ..models import Backbone, SmallCNN
+    torch.manual_seed(seed)
+    method = MoCo(Backbone(SmallCNN(width=4)), temperature=0.2 + 0.3 * seed, queue_size=12, bn_splits=2,
+                  projector_hidden=16, projector_out=6).train()
+    g = seeded(100 + seed)
+    with torch.no_grad():
+        for parameter in method.key_parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=g))
+        method.queue.copy_(F.normalize(torch.randn(method.queue.shape, generator=g), dim=1))
+        index = torch.arange(8) + 40
+        # keys of the images 40, 41, 44, 45 and 47 of the batch; none where a shifted mask or arange(B)
+        # targets would hit it exactly
+        method.queue_index.copy_(torch.tensor([3, 41, 47, 40, -1, 9, 44, 43, 12, 45, -1, 2]))
+        method.queue_pointer.fill_(5)
+        query_views, key_views = (torch.rand(8, 3, 8, 8, generator=g) for _ in range(2))
+        # a stale key of a query's own image lies close to the query, as in training: masking it matters
+        q = F.normalize(method.projector(method.backbone(query_views)), dim=1)
+        for slot, image in enumerate(method.queue_index.tolist()):
+            if image in index.tolist():
+                noise = 0.3 * F.normalize(torch.randn(q.shape[1], generator=g), dim=0)
+                method.queue[slot] = F.normalize(q[image - 40] + noise, dim=0)
+    return method, query_views, key_views, index
+
+
+def _moco_step_variant(method, query_views, key_views, index, seed: int, *, shuffle: bool = True,
+                       unshuffle: bool = True, key_encoder: bool = True, normalise: bool = True, mask: str = "-inf",
+                       target: str = "zeros", temperature: float | None = None):
+    """One direction of a MoCo step written out, with switches that reproduce the usual mistakes; with the
+    defaults it is the reference (`clcourse.methods.moco_step`). Draws the shuffle after torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
+
+    def encode(backbone, projector, views):
+        out = projector(backbone(views))
+        return F.normalize(out, dim=1) if normalise else out
+
+    q = encode(method.backbone, method.projector, query_views)
+    encoders = (method.key_backbone, method.key_projector) if key_encoder else (method.backbone, method.projector)
+    with torch.no_grad():
+        order = torch.randperm(len(key_views)) if shuffle else torch.arange(len(key_views))
+    k = encode(*encoders, key_views[order])
+    if unshuffle:
+        k = k[torch.argsort(order)]
+    if key_encoder:
+        k = k.detach()
+    logits = torch.cat([(q * k.detach()).sum(1, keepdim=True), q @ method.queue.T], dim=1)
+    logits = logits / (temperature or method.temperature)
+    own_image = index[:, None] == method.queue_index[None, :]
+    if mask == "-inf":
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))], dim=1)
+    elif mask == "zero":
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, 0.0)], dim=1)
+    elif mask == "shifted":      # the mask padded at the end, so column j + 1's entry masks column j
+        padded = torch.cat([own_image, torch.zeros(len(q), 1, dtype=torch.bool)], dim=1)
+        logits = logits.masked_fill(padded, float("-inf"))
+    targets = torch.zeros(len(q), dtype=torch.long) if target == "zeros" else torch.arange(len(q))
+    return F.cross_entropy(logits, targets), q, k
+
+
+def _call_step(fn, method, query_views, key_views, index, seed: int):
+    torch.manual_seed(seed)
+    try:
+        result = call_student(fn, method, query_views.clone(), key_views.clone(), index.clone(), name="moco_step")
+    except RuntimeError as error:
+        raise ExerciseError(f"moco_step failed: {error}. Shapes to aim for: q and k [B, D], the logits [B, 1 + K], "
+                            "the mask of the queue entries of each query's own image [B, K].") from None
+    if not isinstance(result, tuple) or len(result) != 3:
+        raise ExerciseError("moco_step must return three things: (loss, q, k).")
+    return tuple(as_tensor(value, f"moco_step's {name}") for value, name in zip(result, ("loss", "q", "k")))
+
+
+def check_moco_step(fn, cases=(0, 1)) -> None:
+    """fn(moco, query_views [B, 3, H, W], key_views [B, 3, H, W], index [B]) -> (loss, q, k): one direction of a
+    MoCo step. Queries from the query encoder (with gradient), keys from the momentum encoder on a shuffled batch
+    (without gradient, unshuffled afterwards), both L2-normalised; the InfoNCE of q against k (column 0) and the
+    queue, with the queue entries of each query's own image masked out. The queue and the key encoder are left
+    alone: the loop enqueues and updates them after the optimiser step."""
+    for seed in cases:
+        method, query_views, key_views, index = _step_setup(seed)
+        before = [t.clone() for t in (method.queue, method.queue_index, method.queue_pointer)]
+        key_weights = _state(method.key_encoder())
+        context = f"B=8, K=12, temperature={method.temperature}"
+        loss, q, k = _call_step(fn, method, query_views, key_views, index, seed)
+        if not all(torch.equal(a, b) for a, b in zip(before, (method.queue, method.queue_index, method.queue_pointer))):
+            raise ExerciseError("moco_step changed the queue. Don't enqueue inside the step: the loss would then see "
+                                "this batch's own keys (its positives) among the negatives. The training loop enqueues "
+                                "the keys after the optimiser step (your `enqueue`, in on_step_end).")
+        if not all(torch.equal(a, b) for a, b in zip(key_weights, _state(method.key_encoder()))):
+            raise ExerciseError("moco_step changed the key encoder. Leave the momentum update to the training loop: it "
+                                "runs after the optimiser step (your `momentum_update`, in on_step_end).")
+        variant = lambda **wrong: _moco_step_variant(method, query_views, key_views, index, seed, **wrong)  # noqa: E731
+        reference_loss, reference_q, reference_k = variant()
+        with_query_encoder = variant(key_encoder=False)
+        if k.shape == reference_k.shape and same(k, with_query_encoder[2]):
+            raise ExerciseError("The keys come from the query encoder: use the momentum encoder, "
+                                "moco.key_projector(moco.key_backbone(...)).")
+        if k.requires_grad:
+            raise ExerciseError("The keys carry a gradient: compute them under torch.no_grad() (the key encoder is "
+                                "not trained by gradient, it follows the query encoder by the momentum update).")
+        diagnose("moco_step's keys k", k, reference_k, {
+            "Compute the keys on a shuffled batch: with split batch-norm, a query and its key must not be normalised "
+            "with the same group of samples (shuffle BN), e.g. shuffle = torch.randperm(B), keys of "
+            "key_views[shuffle].": variant(shuffle=False)[2],
+            "Undo the shuffle after the key encoder: k[torch.argsort(shuffle)] puts key b back in front of query b.":
+                variant(unshuffle=False)[2],
+            "Normalise the keys to unit length (F.normalize(..., dim=1)).": variant(normalise=False)[2],
+        }, context)
+        if not q.requires_grad:
+            raise ExerciseError("The queries carry no gradient: they are what the loss trains, don't detach q or "
+                                "compute it under torch.no_grad().")
+        diagnose("moco_step's queries q", q, reference_q, {
+            "Normalise the queries to unit length (F.normalize(..., dim=1)).": variant(normalise=False)[1],
+        }, context)
+        if not torch.isfinite(loss.detach()).all():
+            raise ExerciseError("moco_step's loss is infinite: some query's positive logit got -inf. The mask must "
+                                "only cover the queue columns, logits[:, 1:] (column 0 is the positive), and the "
+                                "target of every query is column 0.")
+        if loss.dim() != 0:
+            raise ExerciseError(f"moco_step's loss must be a scalar (the mean over queries), got shape {tuple(loss.shape)}.")
+        diagnose("moco_step's loss", loss, reference_loss, {
+            "Mask the queue entries that hold a key of the query's own image (index[:, None] == moco.queue_index): "
+            "a stale view of the same image is no negative.": variant(mask="none")[0],
+            "Mask with -inf, not 0: a logit of 0 still counts as a negative with weight e^0 = 1.": variant(mask="zero")[0],
+            "The mask is shifted by one column: queue entry j is logit column 1 + j (column 0 is the positive). "
+            "Mask logits[:, 1:], or pad the mask with a False column in FRONT.": variant(mask="shifted")[0],
+            "The positive is in column 0 for every query: the targets are zeros, not arange(B).":
+                variant(target="arange")[0],
+            "Divide the logits by moco.temperature.": variant(temperature=1.0)[0],
+        }, context)
+        method.zero_grad()
+        loss.backward()
+        student_gradients = [p.grad for p in method.query_parameters()]
+        method.zero_grad()
+        reference_loss.backward()
+        if not all(s is not None and same(s, r.grad) for s, r in zip(student_gradients, method.query_parameters())):
+            raise ExerciseError("moco_step's loss has the right value but the wrong gradient: is q detached somewhere?")
+    passed("moco_step", "queries with gradient, shuffled momentum keys without, own-image keys masked, queue untouched")

@@ -1,9 +1,10 @@
-"""Checkers for notebook 01 (SimCLR from scratch): similarity matrix, positive mask, InfoNCE."""
+"""Checkers for notebook 01 (SimCLR from scratch): positive mask, InfoNCE, alignment and uniformity."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ..evaluate import alignment, uniformity
 from ..losses import info_nce, positive_index
 from ._core import as_tensor, call_student, diagnose, passed, same, seeded, ExerciseError
 
@@ -12,21 +13,6 @@ def _embeddings(seed: int, n: int, dim: int) -> torch.Tensor:
     # Rows of very different norms, so forgetting to normalise changes every number.
     g = seeded(seed)
     return torch.randn(n, dim, generator=g, dtype=torch.float64) * torch.rand(n, 1, generator=g, dtype=torch.float64).mul(3).add(0.5)
-
-
-def check_similarity_matrix(fn, cases=((6, 4), (5, 9))) -> None:
-    """fn(z [N, D]) -> [N, N] cosine similarities."""
-    for seed, (n, dim) in enumerate(cases):
-        z = _embeddings(seed, n, dim)
-        student = as_tensor(call_student(fn, z.clone(), name="similarity_matrix"), "similarity_matrix")
-        unit = F.normalize(z, dim=1)
-        diagnose("similarity_matrix", student, unit @ unit.T, {
-            "Normalise each row to unit length first (F.normalize(z, dim=1)): cosine similarity ignores norms.": z @ z.T,
-            "Normalise the rows (dim=1), not the columns (dim=0).": F.normalize(z, dim=0) @ F.normalize(z, dim=0).T,
-        }, context=f"N={n}, D={dim}")
-        if student.shape == (dim, dim):
-            raise ExerciseError("similarity_matrix returned D x D: compare rows with z @ z.T, not z.T @ z.")
-    passed("similarity_matrix", "cosine similarities of every pair of rows")
 
 
 def reference_positive_mask(batch_size: int) -> torch.Tensor:
@@ -114,3 +100,93 @@ def check_info_nce(fn, cases=((4, 8, 0.5), (5, 3, 0.1), (2, 16, 1.0))) -> None:
         if not gradients_match:
             raise ExerciseError("info_nce has the right value but the wrong gradient: is one of the views detached?")
     passed("info_nce", f"value and gradient match the reference for {len(cases)} seeded batches")
+
+
+# ---------------------------------------------------------------- alignment and uniformity (Wang & Isola 2020)
+
+def _check_gradient(name: str, student: torch.Tensor, inputs: tuple[torch.Tensor, ...], reference: torch.Tensor,
+                    reference_inputs: tuple[torch.Tensor, ...]) -> None:
+    if not student.requires_grad:
+        raise ExerciseError(f"{name} returns the right number but no gradient flows: it is a loss too (Wang & Isola "
+                            "train with it), so don't detach, and don't convert to numpy or Python floats.")
+    student.backward()
+    reference.backward()
+    if not all(s.grad is not None and same(s.grad, r.grad) for s, r in zip(inputs, reference_inputs)):
+        raise ExerciseError(f"{name} has the right value but the wrong gradient: is something detached?")
+
+
+def check_alignment(fn, cases=((6, 4), (9, 16))) -> None:
+    """fn(z1 [N, D], z2 [N, D]) -> scalar mean over pairs of ||u1 - u2||^2, u = z / ||z|| (row i of z1 and of z2
+    are a positive pair)."""
+    for seed, (n, dim) in enumerate(cases):
+        z1, z2 = _embeddings(10 + 2 * seed, n, dim), _embeddings(11 + 2 * seed, n, dim)
+        context = f"N={n}, D={dim}"
+        student_z1, student_z2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        student = as_tensor(call_student(fn, student_z1, student_z2, name="alignment_loss"), "alignment_loss")
+        if student.shape == (n,):
+            raise ExerciseError(f"alignment_loss ({context}) returned one value per pair: average over the pairs.")
+        reference_z1, reference_z2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        reference = alignment(reference_z1, reference_z2).double()
+        u1, u2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+        distance = (u1 - u2).norm(dim=1)
+        diagnose("alignment_loss", student, reference, {
+            "Normalise the embeddings to unit length first (F.normalize(z, dim=1)): alignment is measured on the "
+            "sphere, where ||u - v||^2 = 2 - 2 u·v.": (z1 - z2).norm(dim=1).pow(2).mean(),
+            "Normalise each row (dim=1), not each column (dim=0).":
+                (F.normalize(z1, dim=0) - F.normalize(z2, dim=0)).norm(dim=1).pow(2).mean(),
+            "Square the distance: the alignment loss is E ||u - v||^2 (α = 2), not E ||u - v||.": distance.mean(),
+            "||u - v||^2 = 2 - 2 u·v for unit vectors: this looks like 1 - u·v, half of it.":
+                (1 - (u1 * u2).sum(1)).mean(),
+            "This looks like the mean cosine similarity of the pairs: alignment is a distance, E ||u - v||^2 "
+            "(lower is better).": (u1 * u2).sum(1).mean(),
+            "Average over the pairs (mean), not a sum.": distance.pow(2).sum(),
+            "Take the squared distance of each pair, then the mean; not the squared length of the mean difference.":
+                (u1 - u2).mean(0).pow(2).sum(),
+        }, context)
+        _check_gradient("alignment_loss", student, (student_z1, student_z2), reference,
+                        (reference_z1, reference_z2))
+    passed("alignment_loss", "E ||u - v||^2 over positive pairs of unit vectors, value and gradient")
+
+
+def _uniformity_variant(z: torch.Tensor, t: float, *, normalise: bool = True, include_self: bool = False,
+                        squared: bool = True, log_of_mean: bool = True, reduce: str = "mean") -> torch.Tensor:
+    """The uniformity loss written out over the N x N matrix, with switches for the usual mistakes."""
+    u = F.normalize(z, dim=1) if normalise else z
+    distance = torch.cdist(u, u).pow(2) if squared else torch.cdist(u, u)
+    n = len(u)
+    pairs = distance.flatten() if include_self else distance[~torch.eye(n, dtype=torch.bool)]
+    if not log_of_mean:
+        return (-t * pairs).mean()
+    kernel = torch.exp(-t * pairs)
+    return torch.log(kernel.sum() if reduce == "sum" else kernel.mean())
+
+
+def check_uniformity(fn, cases=((7, 3, 2.0), (10, 8, 2.0), (6, 5, 0.5))) -> None:
+    """fn(z [N, D], t) -> scalar log of the mean over pairs i != j of exp(-t ||u_i - u_j||^2), u = z / ||z||."""
+    for seed, (n, dim, t) in enumerate(cases):
+        z = _embeddings(20 + seed, n, dim)
+        context = f"N={n}, D={dim}, t={t}"
+        student_z = z.clone().requires_grad_()
+        student = as_tensor(call_student(fn, student_z, t, name="uniformity_loss"), "uniformity_loss")
+        if student.shape in ((n,), (n, n), (n * (n - 1),), (n * (n - 1) // 2,)):
+            raise ExerciseError(f"uniformity_loss ({context}) returned shape {tuple(student.shape)}: reduce over "
+                                "all pairs to one number, log of the mean of exp(-t ||u_i - u_j||^2).")
+        reference_z = z.clone().requires_grad_()
+        reference = uniformity(reference_z, t).double()
+        variant = lambda **wrong: _uniformity_variant(z, t, **wrong)  # noqa: E731
+        mistakes = {
+            "Leave out the pairs of a point with itself (i = j): their distance is 0 and their kernel 1, which "
+            "pulls the value towards 0. Average over the N (N - 1) pairs i != j (torch.pdist gives each pair once).":
+                variant(include_self=True),
+            "Normalise the embeddings to unit length first: uniformity is measured on the sphere.":
+                variant(normalise=False),
+            "Use the squared distance: exp(-t ||u_i - u_j||^2).": variant(squared=False),
+            "Take the log of the mean of the kernel, log E exp(-t d^2); the mean of the log is just -t E d^2.":
+                variant(log_of_mean=False),
+            "Average the kernel over the pairs (mean), not a sum, before the log.": variant(reduce="sum"),
+        }
+        if t != 2.0:
+            mistakes["Use the t you are given: this looks like t = 2 whatever the argument."] = _uniformity_variant(z, 2.0)
+        diagnose("uniformity_loss", student, reference, mistakes, context)
+        _check_gradient("uniformity_loss", student, (student_z,), reference, (reference_z,))
+    passed("uniformity_loss", "log E exp(-t ||u_i - u_j||^2) over pairs i != j of unit vectors, value and gradient")

@@ -1,0 +1,500 @@
+"""How robust is a contrastive encoder? The fine-tuning scenarios, threat models and grid of CL-Robustness
+(Ghofrani, Yaghouti & Jamshidi, "Rethinking Robust Contrastive Learning from the Adversarial Perspective",
+https://arxiv.org/abs/2302.02502), notebook 08.
+
+Three learning schemes (`clcourse.methods.SCHEMES`): CL (SimCLR), SCL (SupCon) and SL (cross-entropy), each
+pretrained in the standard way or adversarially (`clcourse.methods.AdversarialPretraining`). Then a linear
+classifier on top, trained by the shared loop (`FineTune`), in one of three ways (`FINE_TUNING`):
+
+    standard  min_W CE(W f(x))                         encoder frozen
+    partial   min_W CE(W f(x)) + CE(W f(x + delta))    encoder frozen: an adversarial linear head
+    full      the same loss, encoder trained too
+
+with delta from PGD on the cross-entropy through encoder and head. The paper's four scenarios (`SCENARIOS`)
+pair a pretraining with a fine-tuning: ST (standard, standard), AT (adversarial, standard), Partial-AT
+(adversarial, partial) and Full-AT (adversarial, full).
+
+Evaluation (`evaluate_robustness`), on held-out images, in batches on the device:
+- clean accuracy;
+- threat model I: PGD on the contrastive loss through encoder and projector, without labels: the attacker
+  moves each image's embedding away from its clean embedding and towards the other images of the batch
+  (`threat_model_1`);
+- threat model II: PGD on the cross-entropy through encoder and linear head, end to end (`threat_model_2`);
+- optionally AutoAttack (`autoattack_accuracy`, through torchattacks when it is installed), a stronger check.
+
+Every epsilon is in [0, 1] pixel units (the models normalise inside). Defaults are the paper's: adversarial
+training at 8/255 with 5 steps of 2/255, test attacks at 4/255 with 40 steps (ours of 1/255, epsilon / 4;
+the authors' 0.01 is larger than epsilon / 2), from a random start (the authors start at delta = 0).
+
+`pretrain_encoder`, `fine_tune` and `RobustnessBudget` train and keep every model under a run name
+(`runs/<preset>/nb08_...`), so that later notebooks (09, layer-wise analysis) load the same encoders.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .attacks import NORMS, contrastive_objective, cross_entropy_objective, pgd
+from .augment import to_float_images
+from .losses import info_nce
+from .methods import SCHEMES, AdversarialPretraining, Batch, Method, StepOutput, build_method, describe
+from .models import batchnorm_statistics_frozen, build_backbone
+from .presets import Preset, autocast_dtype, get_preset
+from .validation import (require_bool, require_images, require_in_range, require_int_at_least, require_labels,
+                         require_positive, require_unit_range)
+
+TRAIN_EPSILON, TRAIN_STEPS, TRAIN_STEP_SIZE = 8 / 255, 5, 2 / 255    # adversarial training (the paper's)
+TEST_EPSILON, TEST_STEPS = 4 / 255, 40                              # test attacks (the paper's); step epsilon / 4
+THREAT_MODEL_1_TEMPERATURE = 0.5                                    # InfoNCE's temperature in threat model I
+
+FINE_TUNING = ("standard", "partial", "full")
+# scenario -> (adversarial pretraining?, fine-tuning)
+SCENARIOS = {"ST": (False, "standard"), "AT": (True, "standard"), "Partial-AT": (True, "partial"),
+             "Full-AT": (True, "full")}
+
+
+def require_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {list(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: cross-entropy), "
+                         f"got {scheme!r}")
+    return scheme
+
+
+def require_scenario(scenario: str) -> str:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {list(SCENARIOS)}, got {scenario!r}")
+    return scenario
+
+
+def require_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {list(NORMS)} (the threat model's ball), got {norm!r}")
+    return norm
+
+
+def _require_attack_budget(epsilon: float, steps: int, step_size: float | None) -> tuple[float, int, float]:
+    """(epsilon >= 0, steps >= 1, step size > 0: default epsilon / 4) as plain numbers."""
+    epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+    steps = require_int_at_least("steps", steps, 1)
+    if step_size is None:
+        if epsilon == 0:
+            return epsilon, steps, 1 / 255      # any step: the ball is a point
+        return epsilon, steps, epsilon / 4
+    return epsilon, steps, require_positive("step_size", step_size)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short hash of every value in `module`'s state dict: changes when any weight or statistic does."""
+    digest = hashlib.sha1()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- fine-tuning: a linear head on an encoder
+
+def unaugmented(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The images themselves as float pixels in [0, 1]: the views of the fine-tuning, which CL-Robustness trains
+    on un-augmented images (the generator is not used)."""
+    return to_float_images(images)
+
+
+class FineTune(Method):
+    r"""A linear classifier W on a pretrained encoder f, trained in the shared loop (`clcourse.train.train`):
+    the fine-tuning of CL-Robustness' scenarios (`mode`):
+
+        standard:  \min_W CE(W f(x), y)                               f frozen (ST, AT)
+        partial:   \min_W CE(W f(x), y) + CE(W f(x + \delta), y)       f frozen (Partial-AT)
+        full:      \min_{W, f} CE(W f(x), y) + CE(W f(x + \delta), y)  (Full-AT)
+
+    \delta: PGD on \sum_i CE(W f(x_i + \delta_i), y_i) through encoder and head, end to end
+    (`clcourse.attacks.cross_entropy_objective`), `steps` steps of `step_size` within `epsilon` (the paper's
+    8/255, 5 steps of 2/255) from a random start, with batch-norm's running averages frozen during the attack;
+    `attack` replaces `clcourse.attacks.pgd` (same arguments).
+
+    A frozen encoder stays in eval mode whatever the loop asks (its batch-norm statistics do not move) and its
+    weights get no gradient, so the loop's optimiser never sees them. The pretrained projector comes along,
+    frozen, for threat model I (`encode`); it is never trained. The views are the images themselves
+    (`unaugmented`, as the paper) unless `augment` says otherwise.
+
+    `encoder` is the pretrained method (any `Method`: its backbone and projector are copied). Its weights'
+    fingerprint is part of the configuration, so a run under the same name on another encoder is refused.
+    """
+
+    requires_labels = True
+    # Peak SGD learning rate per 256 images: a linear head on frozen features, or the whole network.
+    LEARNING_RATES = {"standard": 0.5, "partial": 0.5, "full": 0.05}
+
+    def __init__(self, encoder: Method, mode: str = "standard", num_classes: int = 10,
+                 epsilon: float = TRAIN_EPSILON, steps: int = TRAIN_STEPS, step_size: float = TRAIN_STEP_SIZE,
+                 random_start: bool = True, attack: Callable | None = None, augment=None):
+        if not isinstance(encoder, Method):
+            raise ValueError(f"encoder must be a pretrained clcourse Method (its backbone and projector are used), "
+                             f"got {type(encoder).__name__}")
+        if mode not in FINE_TUNING:
+            raise ValueError(f"mode must be one of {list(FINE_TUNING)}, got {mode!r}")
+        num_classes = require_int_at_least("num_classes", num_classes, 2)
+        epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
+        random_start = require_bool("random_start", random_start)
+        if attack is not None and not callable(attack):
+            raise ValueError(f"attack must be a function attack(loss_fn, x, epsilon, step_size, steps, "
+                             f"random_start=...), got {attack!r}")
+        super().__init__(copy.deepcopy(encoder.backbone), (augment or unaugmented,))
+        self.projector = copy.deepcopy(encoder.projector).requires_grad_(False)
+        self.head = nn.Linear(self.backbone.feature_dim, num_classes)
+        self.mode = mode
+        if mode != "full":
+            self.backbone.requires_grad_(False)
+        self.compilable = mode == "standard"      # the adversarial modes take input gradients
+        self.lr = self.LEARNING_RATES[mode]
+        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
+        self.attack_fn = attack or pgd
+        self.hyperparameters = dict(mode=mode, num_classes=num_classes, encoder=type(encoder).__name__,
+                                    encoder_weights=weights_fingerprint(encoder))
+        if mode != "standard":
+            self.hyperparameters.update(epsilon=epsilon, steps=steps, step_size=step_size, random_start=random_start)
+        self.train()
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"attack": describe(self.attack_fn)}}
+
+    def train(self, mode: bool = True) -> "FineTune":
+        """Training mode for what is trained; a frozen encoder and the projector stay in eval mode."""
+        super().train(mode)
+        self.projector.eval()
+        if self.mode != "full":
+            self.backbone.eval()
+        return self
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits W f(x)."""
+        return self.head(self.backbone(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """g(f(x)) through the pretrained projector: what threat model I attacks."""
+        return self.projector(self.backbone(x))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        x, labels = batch.views[0], batch.labels
+        logits = self.classify(x)
+        loss = F.cross_entropy(logits.float(), labels)
+        logs = {"train_accuracy": (logits.detach().argmax(1) == labels).float().mean()}
+        if self.mode == "standard":
+            return StepOutput(loss, logs)
+        with batchnorm_statistics_frozen(self):
+            x_adv = self.attack_fn(cross_entropy_objective(self.classify, labels), x, self.epsilon, self.step_size,
+                                   self.steps, random_start=self.random_start)
+        adversarial_logits = self.classify(x_adv)
+        adversarial_loss = F.cross_entropy(adversarial_logits.float(), labels)
+        logs.update(clean_loss=loss.detach(), adversarial_loss=adversarial_loss.detach(),
+                    adversarial_accuracy=(adversarial_logits.detach().argmax(1) == labels).float().mean())
+        return StepOutput(loss + adversarial_loss, logs)
+
+
+# ---------------------------------------------------------------- attacks and robust accuracy
+
+def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int = TEST_STEPS,
+                   step_size: float | None = None, temperature: float = THREAT_MODEL_1_TEMPERATURE, *,
+                   objective: Callable | None = None, attack: Callable | None = None, random_start: bool = True,
+                   norm: str = "linf", seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    r"""Threat model I: an attacker without labels, who knows the encoder f and projector g (`encode`) and moves
+    each image so that the contrastive loss between the batch's clean embeddings and the perturbed ones rises,
+
+        \delta^* = \mathrm{PGD}\big[\max_{\lVert\delta\rVert_\infty \le \epsilon}
+                   \mathrm{InfoNCE}_\tau\big(\mathrm{sg}[z(x)],\, z(x + \delta)\big)\big],   z = g \circ f
+
+    (the other images of the batch are the negatives, so the batch size is part of the threat). The labels
+    are never read. Returns attack(x, y) -> x + delta* for `robust_accuracy`.
+
+    `objective(encode, x, temperature) -> (x' -> loss)` builds the objective (default: InfoNCE through
+    `clcourse.attacks.contrastive_objective`, e.g. a student's own in notebook 08); the attack raises it times
+    the number of anchors 2B (a sum: the same gradient sign, and fp16 input gradients clear of underflow).
+    `attack(loss_fn, x, epsilon, step_size, steps, random_start=..., norm=..., generator=...)` replaces
+    `clcourse.attacks.pgd`. `norm`: the ball, "linf" (the paper's) or "l2" (epsilon is then the L2 radius in
+    pixel units, e.g. 0.5 on CIFAR-10 as RobustBench). Step size default epsilon / 4; the random start is drawn
+    from a generator seeded with `seed`, so an evaluation gives the same numbers every time.
+    """
+    epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
+    temperature = require_positive("temperature", temperature)
+    for name, fn in (("encode", encode), ("objective", objective), ("attack", attack)):
+        if fn is not None and not callable(fn):
+            raise ValueError(f"{name} must be a function, got {fn!r}")
+    make_objective = objective or _info_nce_objective
+    run_attack = _seeded(attack or pgd, seed, require_norm(norm))
+
+    def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss_fn = make_objective(encode, x, temperature)
+        return run_attack(lambda x_prime: loss_fn(x_prime) * (2 * len(x_prime)), x, epsilon, step_size, steps,
+                          random_start)
+    return perturb
+
+
+def _info_nce_objective(encode: Callable, x: torch.Tensor, temperature: float) -> Callable:
+    return contrastive_objective(encode, x, functools.partial(info_nce, temperature=temperature))
+
+
+def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: int = TEST_STEPS,
+                   step_size: float | None = None, *, attack: Callable | None = None, random_start: bool = True,
+                   norm: str = "linf", seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    r"""Threat model II: the usual white-box attack with labels, end to end through encoder and linear head,
+
+        \delta^* = \mathrm{PGD}\big[\max_{\lVert\delta\rVert_\infty \le \epsilon}
+                   \sum_i CE(W f(x_i + \delta_i), y_i)\big]
+
+    Returns attack(x, y) -> x + delta* for `robust_accuracy`. `attack`, `step_size`, `random_start`, `norm`
+    and `seed` as in `threat_model_1`."""
+    epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
+    for name, fn in (("classifier", classifier), ("attack", attack)):
+        if fn is not None and not callable(fn):
+            raise ValueError(f"{name} must be a function, got {fn!r}")
+    run_attack = _seeded(attack or pgd, seed, require_norm(norm))
+
+    def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return run_attack(cross_entropy_objective(classifier, labels), x, epsilon, step_size, steps, random_start)
+    return perturb
+
+
+def _seeded(attack: Callable, seed: int, norm: str) -> Callable:
+    """`attack` in the `norm` ball, called with a generator of its own, seeded once with `seed` on the images'
+    device."""
+    seed = require_int_at_least("seed", seed, 0)
+    generators: dict[torch.device, torch.Generator] = {}
+
+    def run(loss_fn, x, epsilon, step_size, steps, random_start):
+        generator = generators.setdefault(x.device, torch.Generator(device=x.device).manual_seed(seed))
+        return attack(loss_fn, x, epsilon, step_size, steps, random_start=random_start, norm=norm,
+                      generator=generator)
+    return run
+
+
+def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    batch_size: int = 500, progress: bool = True, description: str = "robust accuracy") -> float:
+    """The fraction of `images` that `classifier` (pixels in [0, 1] -> logits) still classifies right after
+    `attack(x, y) -> x_adv` moved them (None: no attack, the clean accuracy).
+
+    The whole set goes through in batches of `batch_size` on the classifier's device (uint8 images are
+    converted one batch at a time), in eval mode (every module's mode is restored afterwards), under autocast
+    on a GPU (bf16, fp16 on a T4) in channels_last layout, with a progress bar; the count stays on the device
+    and is read once at the end. Each batch is attacked on its own, so an attack that uses the batch (threat
+    model I) sees `batch_size` images at a time."""
+    if not isinstance(classifier, nn.Module):
+        raise ValueError(f"classifier must be a torch.nn.Module (pixels -> logits), got {type(classifier).__name__}")
+    if labels is None:
+        raise ValueError("labels must be given (one per image): robust accuracy compares predictions with them")
+    require_images("images", images)
+    require_unit_range("images", images)
+    labels = require_labels("labels", labels, images.shape[0], "images")
+    if attack is not None and not callable(attack):
+        raise ValueError(f"attack must be a function attack(x, y) -> x_adv, got {attack!r}")
+    batch_size = require_int_at_least("batch_size", batch_size, 1)
+
+    parameter = next(classifier.parameters(), None)
+    device = parameter.device if parameter is not None else images.device
+    amp_dtype = autocast_dtype(device)
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    modes = [(module, module.training) for module in classifier.modules()]
+    classifier.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    try:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
+                              leave=False):
+                x = to_float_images(images[start:start + batch_size].to(device)).contiguous(memory_format=layout)
+                y = labels[start:start + batch_size].to(device)
+                if attack is not None:
+                    x = attack(x, y).detach()
+                with torch.no_grad():
+                    correct += (classifier(x).argmax(1) == y).sum()
+    finally:
+        for module, training in modes:
+            module.training = training
+    return correct.item() / len(images)
+
+
+class RobustAccuracy(NamedTuple):
+    """Accuracy on held-out images: clean, under threat model I (no labels) and under threat model II."""
+    clean: float
+    threat_model_1: float
+    threat_model_2: float
+
+
+def evaluate_robustness(model: FineTune, images: torch.Tensor, labels: torch.Tensor, epsilon: float = TEST_EPSILON,
+                        steps: int = TEST_STEPS, step_size: float | None = None,
+                        temperature: float = THREAT_MODEL_1_TEMPERATURE, batch_size: int = 500, *,
+                        objective: Callable | None = None, attack: Callable | None = None, norm: str = "linf",
+                        progress: bool = True) -> RobustAccuracy:
+    """Clean accuracy and robust accuracy under both threat models of a fine-tuned classifier (`FineTune`):
+    threat model I through its encoder and pretrained projector, II through its encoder and linear head, both
+    with `epsilon`, `steps`, `step_size` in the `norm` ball ("linf" or "l2"; `threat_model_1`, `threat_model_2`;
+    `objective` and `attack` go to them), over all `images` in batches of `batch_size`."""
+    if not isinstance(model, FineTune):
+        raise ValueError(f"model must be a FineTune (encoder, pretrained projector and linear head), "
+                         f"got {type(model).__name__}")
+    classifier = _Classifier(model)
+    common = dict(batch_size=batch_size, progress=progress)
+    return RobustAccuracy(
+        robust_accuracy(classifier, images, labels, None, description="clean", **common),
+        robust_accuracy(classifier, images, labels,
+                        threat_model_1(model.encode, epsilon, steps, step_size, temperature, objective=objective,
+                                       attack=attack, norm=norm), description="threat model I", **common),
+        robust_accuracy(classifier, images, labels,
+                        threat_model_2(model.classify, epsilon, steps, step_size, attack=attack, norm=norm),
+                        description="threat model II", **common))
+
+
+class _Classifier(nn.Module):
+    """A FineTune's classify as a module (pixels -> logits) whose mode switches the whole FineTune."""
+
+    def __init__(self, model: FineTune):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(x)
+
+
+def classifier_of(model: FineTune) -> nn.Module:
+    """The fine-tuned classifier as a module, pixels in [0, 1] -> logits (for `robust_accuracy`, torchattacks)."""
+    if not isinstance(model, FineTune):
+        raise ValueError(f"model must be a FineTune, got {type(model).__name__}")
+    return _Classifier(model)
+
+
+def autoattack_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        epsilon: float = TEST_EPSILON, num_classes: int = 10, batch_size: int = 500,
+                        norm: str = "linf", progress: bool = True) -> float | None:
+    """Robust accuracy under AutoAttack (Croce & Hein, ICML 2020, https://arxiv.org/abs/2003.01690; the standard
+    version: APGD-CE, APGD-T, FAB-T, Square; RobustBench's reference) in the `norm` ball, as implemented by the
+    torchattacks package: a stronger check of the PGD figures, not the course's own code. Returns None, with a
+    message, when torchattacks is not installed. Runs in float32 (no autocast)."""
+    try:
+        import torchattacks
+    except ImportError:
+        print("AutoAttack skipped: it runs through the torchattacks package, which is not installed "
+              "(pip install torchattacks)")
+        return None
+    epsilon, _, _ = _require_attack_budget(epsilon, 1, None)
+    norm = {"linf": "Linf", "l2": "L2"}[require_norm(norm)]
+    auto = torchattacks.AutoAttack(classifier, norm=norm, eps=epsilon, version="standard", n_classes=num_classes,
+                                   seed=0)
+
+    def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return auto(x.float().contiguous(), y)
+    return robust_accuracy(classifier, images, labels, attack, batch_size, progress, description="AutoAttack")
+
+
+# ---------------------------------------------------------------- budgets and runs, shared with notebook 09
+
+@dataclass(frozen=True)
+class RobustnessBudget:
+    """How much notebook 08 (and the layer-wise analysis after it) trains and attacks, per preset."""
+    backbone: str
+    train_subset: int | None          # CIFAR-10 training images (None: all 50,000)
+    test_subset: int | None           # held-out images attacked (None: all 10,000)
+    batch_size: int                   # pretraining
+    pretrain_epochs: int
+    finetune_batch_size: int
+    finetune_epochs: int
+    train_steps: int                  # PGD steps of adversarial training (pretraining and fine-tuning), epsilon 8/255
+    train_step_size: float
+    test_steps: int                   # PGD steps of the test attacks, epsilon 4/255
+    eval_batch_size: int              # images attacked together (threat model I: the negatives)
+
+
+BUDGETS = {
+    # A small CNN on 512 images, a couple of steps of everything: about two minutes for the whole grid on two
+    # CPU cores. The numbers only say that the code runs; the effects appear at the colab scale.
+    "smoke": RobustnessBudget(backbone="small_cnn", train_subset=512, test_subset=200, batch_size=128,
+                              pretrain_epochs=2, finetune_batch_size=128, finetune_epochs=1, train_steps=2,
+                              train_step_size=4 / 255, test_steps=3, eval_batch_size=200),
+    # ResNet-18 on a fifth of CIFAR-10, the paper's attacks: about 20 minutes on a T4 (estimate).
+    "colab": RobustnessBudget(backbone="resnet18", train_subset=10_000, test_subset=1000, batch_size=256,
+                              pretrain_epochs=10, finetune_batch_size=256, finetune_epochs=3, train_steps=5,
+                              train_step_size=2 / 255, test_steps=20, eval_batch_size=500),
+    # The paper's grid and attacks on ResNet-18 (theirs: ResNet-50), all of CIFAR-10: hours on a fast GPU.
+    "full": RobustnessBudget(backbone="resnet18", train_subset=None, test_subset=None, batch_size=512,
+                             pretrain_epochs=200, finetune_batch_size=512, finetune_epochs=100, train_steps=5,
+                             train_step_size=2 / 255, test_steps=40, eval_batch_size=500),
+}
+
+
+def robustness_budget(preset: Preset | None = None) -> RobustnessBudget:
+    """The budget of `preset` (default: `get_preset()`)."""
+    return BUDGETS[(preset or get_preset()).name]
+
+
+def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget, prefix: str = "nb08") -> str:
+    """`nb08_cl_st`, `nb08_scl_at_eps8_steps5`, ...: the run of a pretrained encoder."""
+    require_scheme(scheme)
+    if not adversarial:
+        return f"{prefix}_{scheme}_st"
+    return f"{prefix}_{scheme}_at_eps{round(255 * TRAIN_EPSILON)}_steps{budget.train_steps}"
+
+
+def build_encoder_method(scheme: str, adversarial: bool, budget: RobustnessBudget, attack: Callable | None = None,
+                         **options) -> Method:
+    """The pretraining method of `scheme` (seeded, so the same call builds the same initial weights):
+    `AdversarialPretraining` with the budget's attack when `adversarial`, else the scheme's own method."""
+    require_scheme(scheme)
+    torch.manual_seed(0)
+    backbone = build_backbone(budget.backbone)
+    if adversarial:
+        return AdversarialPretraining(backbone, scheme, epsilon=TRAIN_EPSILON, steps=budget.train_steps,
+                                      step_size=budget.train_step_size, attack=attack, **options)
+    return build_method(SCHEMES[scheme], backbone, **options)
+
+
+def training_data(budget: RobustnessBudget, device=None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's training (or test) images and labels of the budget, on `device` (default: the course's)."""
+    from .data import load_dataset
+    from .presets import get_device
+    subset = budget.train_subset if train else budget.test_subset
+    return load_dataset("cifar10", train=train, subset=subset, device=get_device(device))
+
+
+def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = None,
+                     data: tuple[torch.Tensor, torch.Tensor] | None = None, prefix: str = "nb08",
+                     attack: Callable | None = None, progress: bool = True, **options):
+    """Pretrain (or load, when the run exists) the encoder of `scheme` ("cl", "scl", "sl"), standard or
+    adversarial, with the preset's `RobustnessBudget`, as run `encoder_run_name(...)` in runs/<preset>/.
+    `data` = (uint8 images, labels) (default: the budget's CIFAR-10 subset); `options` go to the method (e.g. a
+    student's `loss=`), `attack` to the adversarial pretraining. Returns (method, History)."""
+    from .train import train
+    preset = preset or get_preset()
+    budget = robustness_budget(preset)
+    images, labels = data if data is not None else training_data(budget)
+    method = build_encoder_method(scheme, adversarial, budget, attack=attack, **options)
+    history = train(method, images, labels=labels, preset=preset, run=encoder_run_name(scheme, adversarial, budget,
+                                                                                      prefix),
+                    epochs=budget.pretrain_epochs, batch_size=budget.batch_size, progress=progress)
+    return method, history
+
+
+def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | None = None,
+              data: tuple[torch.Tensor, torch.Tensor] | None = None, attack: Callable | None = None,
+              progress: bool = True):
+    """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial", "full") with
+    the preset's budget, as run `<encoder_run>_<mode>`. Returns (FineTune, History)."""
+    from .train import train
+    preset = preset or get_preset()
+    budget = robustness_budget(preset)
+    images, labels = data if data is not None else training_data(budget)
+    torch.manual_seed(0)
+    model = FineTune(encoder, mode, epsilon=TRAIN_EPSILON, steps=budget.train_steps, step_size=budget.train_step_size,
+                     attack=attack)
+    history = train(model, images, labels=labels, preset=preset, run=f"{encoder_run}_{mode}",
+                    epochs=budget.finetune_epochs, batch_size=budget.finetune_batch_size, warmup_epochs=0,
+                    progress=progress)
+    return model, history
