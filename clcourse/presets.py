@@ -5,7 +5,8 @@
 - ``full``: paper-scale budgets (200 epochs) on a fast GPU.
 
 The default is ``smoke`` without a GPU and ``colab`` with one; the environment variable
-``CLCOURSE_PRESET`` overrides it.
+``CLCOURSE_PRESET`` overrides it. ``CLCOURSE_MAX_EPOCHS`` caps the chosen preset's ``epochs`` and ``sweep_epochs``
+(the grading of nbgrader assignments sets it: the training cells then take seconds, the exercises are unchanged).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
+from .validation import require_int_at_least
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,20 @@ def no_autocast(device: torch.device | str):
     return torch.autocast(torch.device(device).type, enabled=False)
 
 
+MAX_EPOCHS_ENV_VAR = "CLCOURSE_MAX_EPOCHS"
+
+
 def get_preset(name: str | None = None) -> Preset:
-    """The preset called `name`, else ``$CLCOURSE_PRESET``, else ``colab`` with a GPU and ``smoke`` without."""
+    """The preset called `name`, else ``$CLCOURSE_PRESET``, else ``colab`` with a GPU and ``smoke`` without; its
+    ``epochs`` and ``sweep_epochs`` at most ``$CLCOURSE_MAX_EPOCHS`` when that is set."""
     chosen = name or os.environ.get("CLCOURSE_PRESET") or ("colab" if torch.cuda.is_available() else "smoke")
     key = chosen.strip().lower()
     if key not in PRESETS:
         source = "name" if name else "CLCOURSE_PRESET"
         raise ValueError(f"{source} must be one of {sorted(PRESETS)}, got {chosen!r}")
-    return PRESETS[key]
+    preset = PRESETS[key]
+    cap = os.environ.get(MAX_EPOCHS_ENV_VAR, "").strip()
+    if not cap:
+        return preset
+    cap = require_int_at_least(MAX_EPOCHS_ENV_VAR, int(cap) if cap.isdigit() else cap, 1)
+    return preset.with_overrides(epochs=min(preset.epochs, cap), sweep_epochs=min(preset.sweep_epochs, cap))

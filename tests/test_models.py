@@ -113,6 +113,21 @@ def test_presets(monkeypatch):
         get_preset("tiny")
 
 
+def test_max_epochs_caps_the_presets_training_budget_and_nothing_else(monkeypatch):
+    monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
+    capped = get_preset("smoke")
+    assert (capped.epochs, capped.sweep_epochs) == (2, 2)
+    assert capped.with_overrides(epochs=12, sweep_epochs=6) == PRESETS["smoke"]
+    monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "100")
+    assert get_preset("full").epochs == 100 and get_preset("smoke") == PRESETS["smoke"]
+    monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "")
+    assert get_preset("colab") == PRESETS["colab"]
+    for wrong in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", wrong)
+        with pytest.raises(ValueError, match=f"CLCOURSE_MAX_EPOCHS must be an integer >= 1, got '?{wrong}"):
+            get_preset("smoke")
+
+
 def test_split_batchnorm_in_training_gives_the_same_result_in_channels_last():
     # On a GPU the training loop runs in channels_last; the split statistics must not depend on the layout.
     torch.manual_seed(0)

@@ -7,16 +7,19 @@ notebook's exercises: each solution passes its hidden tests, the bare stub fails
 checker on inputs the visible checker never uses, and a planted mistake fails its exercise alone with the checker's
 hint."""
 import ast
+import os
 import re
 
 import nbformat
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from traitlets.config import Config
 
 import clcourse.checks
 from clcourse.checks import ExerciseError
 from clcourse.checks.hidden import HIDDEN_CASES
+from clcourse.presets import get_preset
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
@@ -87,7 +90,7 @@ def test_a_checker_run_again_as_a_guard_before_training_is_a_read_only_cell_not_
                                                     "schema_version": 3, "solution": False}
 
 
-def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exercises(tmp_path):
+def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exercises(tmp_path, monkeypatch):
     exercise, no_exercise = tmp_path / "01_tiny.ipynb", tmp_path / "00_tour.ipynb"
     nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)")),
                    exercise)
@@ -96,9 +99,18 @@ def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exer
     assert tool.main(["nbgrader", str(out), str(no_exercise), str(exercise)]) == 0
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
     assert written == ["nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
-    config = (out / "nbgrader_config.py").read_text()
-    assert 'os.environ["CLCOURSE_PRESET"] = "smoke"' in config
-    compile(config, "nbgrader_config.py", "exec")
+    # nbgrader loads the config with get_config() defined: the grading kernels inherit its environment
+    for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_RUNS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLCOURSE_PRESET", "colab")
+    config = Config()
+    exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
+    assert config.CourseDirectory.root == str(out) and config.ExecutePreprocessor.timeout == 600
+    assert (get_preset().name, get_preset().epochs, get_preset().sweep_epochs) == ("smoke", 2, 2)
+    assert os.environ["CLCOURSE_RUNS"] == "runs"
+    monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "5")     # the instructor's environment wins over the cap
+    exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
+    assert get_preset().epochs == 5
     (out / "nbgrader_config.py").write_text("# edited by the instructor\n")
     assert tool.main(["nbgrader", str(out), str(exercise)]) == 0
     assert (out / "nbgrader_config.py").read_text() == "# edited by the instructor\n"
