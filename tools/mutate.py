@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 EQUIVALENTS = REPO / "tools" / "mutation_equivalents.txt"
 # The modules the project keeps at a mutation score of at least 90%, and the tests that guard each.
 MODULES = {
-    "clcourse/losses.py": ["tests/test_losses.py", "tests/test_sce.py"],
-    "clcourse/evaluate.py": ["tests/test_evaluate.py"],
+    "clcourse/losses.py": ["tests/test_losses.py", "tests/test_losses_edges.py", "tests/test_sce.py"],
+    "clcourse/evaluate.py": ["tests/test_evaluate.py", "tests/test_evaluate_edges.py"],
     "clcourse/augment.py": ["tests/test_augment.py"],
     "clcourse/train.py": ["tests/test_train.py", "tests/test_faults.py"],
 }
