@@ -43,8 +43,8 @@ EQUIVALENTS = REPO / "tools" / "mutation_equivalents.txt"
 MODULES = {
     "clcourse/losses.py": ["tests/test_losses.py", "tests/test_losses_edges.py", "tests/test_sce.py"],
     "clcourse/evaluate.py": ["tests/test_evaluate.py", "tests/test_evaluate_edges.py"],
-    "clcourse/augment.py": ["tests/test_augment.py"],
-    "clcourse/train.py": ["tests/test_train.py", "tests/test_faults.py"],
+    "clcourse/augment.py": ["tests/test_augment.py", "tests/test_augment_edges.py"],
+    "clcourse/train.py": ["tests/test_train.py", "tests/test_train_edges.py", "tests/test_faults.py"],
 }
 SWAPS = {
     ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

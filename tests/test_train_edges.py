@@ -1,0 +1,83 @@
+"""Edges of the training loop that a wrong line would slip past (found by tools/mutate.py): what each logged
+record holds (interval means, step numbers, images/s and elapsed time on a fake clock), snapshots every 3rd
+epoch, autocast switched on exactly when the device has an autocast type, and no step after a NaN loss."""
+import types
+
+import pytest
+import torch
+
+import clcourse.train
+from clcourse.train import NonFiniteLossError, snapshots_by_epoch
+from test_train import make_method, run
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def recording(method, clock=None):
+    """Wrap the method's step: remember each step's loss and logs; each step takes 1 s on `clock`."""
+    seen = []
+    step = method.training_step
+
+    def training_step(batch):
+        output = step(batch)
+        seen.append((float(output.loss.detach()), {k: float(v) for k, v in output.logs.items()}))
+        if clock is not None:
+            clock.now += 1.0
+        return output
+    method.training_step = training_step
+    return seen
+
+
+def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(images, monkeypatch):
+    clock = types.SimpleNamespace(now=100.0)
+    monkeypatch.setattr(clcourse.train, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    method = make_method()
+    seen = recording(method, clock)
+    history = run(images, method, epochs=2, batch_size=8, log_every=3, warmup_epochs=0)  # 4 steps per epoch
+    assert [r["step"] for r in history.steps] == [3, 4, 6, 8]      # every 3rd and each epoch's last
+    assert [r["epoch"] for r in history.steps] == pytest.approx([0.75, 1, 1.5, 2])
+    bounds = [0, 3, 4, 6, 8]
+    for record, start, end in zip(history.steps, bounds, bounds[1:]):
+        interval = seen[start:end]
+        assert record["loss"] == pytest.approx(sum(loss for loss, _ in interval) / len(interval), rel=1e-5)
+        assert record["positive_similarity"] == pytest.approx(
+            sum(logs["positive_similarity"] for _, logs in interval) / len(interval), rel=1e-5)
+        assert record["images_per_sec"] == pytest.approx(8.0)              # 8 images a step, 1 s a step
+        assert record["elapsed"] == pytest.approx(end)
+    assert [r["seconds"] for r in history.epochs] == pytest.approx([4.0, 4.0])
+    assert [r["loss"] for r in history.epochs] == pytest.approx(
+        [sum(loss for loss, _ in seen[e * 4:(e + 1) * 4]) / 4 for e in range(2)], rel=1e-5)
+
+
+def test_snapshots_every_third_epoch_and_at_the_end(images, tmp_path):
+    run(images, epochs=4, batch_size=16, checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert sorted(snapshots_by_epoch(tmp_path)) == [3, 4]
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_type(images, monkeypatch, amp_dtype):
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)   # a GPU's answer, on the CPU
+    method = make_method()
+    dtypes = []
+    method.projector.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    run(images, method, epochs=1, batch_size=16)
+    assert dtypes == [amp_dtype or torch.float32] * 2
+
+
+def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
+    """On the CPU the loss is checked after every step (free there); on a GPU only when a record is made,
+    so up to log_every - 1 more steps may run there before the error."""
+    method = make_method()
+    calls = {"n": 0}
+    original_loss = method.contrastive_loss
+
+    def loss_that_explodes(z1, z2):
+        calls["n"] += 1
+        return original_loss(z1, z2) * (float("nan") if calls["n"] >= 2 else 1.0)
+    method.contrastive_loss = loss_that_explodes
+    with pytest.raises(NonFiniteLossError, match="step 1 "):
+        run(images, method, epochs=2, batch_size=8, log_every=10)
+    assert calls["n"] == 2
