@@ -262,11 +262,14 @@ def mutate(module: str, tests: list[str], jobs: int, sample: int | None, seed: i
     tested = [m for m in candidates if m.key(module) not in equivalents]
     print(f"{module}: {len(candidates)} mutants ({len(equivalent)} equivalent, not run), tests {' '.join(tests)}"
           + (f" {' '.join(pytest_args)}" if pytest_args else ""), flush=True)
+    killed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        killed = list(pool.map(lambda m: _run_tests(m, module, tests, pytest_args, timeout), tested))
-    for mutant, was_killed in zip(tested, killed):
-        if not was_killed:
-            print(f"  survived  {module}:{mutant.line}  {mutant.description}  in: {mutant.code}")
+        # Survivors are printed as their turn comes (a long run interrupted still shows what it found).
+        for mutant, was_killed in zip(tested, pool.map(lambda m: _run_tests(m, module, tests, pytest_args, timeout),
+                                                        tested)):
+            killed.append(was_killed)
+            if not was_killed:
+                print(f"  survived  {module}:{mutant.line}  {mutant.description}  in: {mutant.code}", flush=True)
     score = Score(module, len(candidates), len(equivalent), sum(killed))
     print(score.summary() + "\n", flush=True)
     return score
