@@ -109,3 +109,11 @@ def test_queue_loss_defaults_are_the_documented_values(loss, documented, other):
     assert torch.equal(loss(Q, K, QUEUE), loss(Q, K, QUEUE, **documented))
     for name, value in other.items():
         assert not torch.allclose(loss(Q, K, QUEUE, **documented), loss(Q, K, QUEUE, **{**documented, name: value}))
+
+
+def test_mochi_mixes_in_float32_whatever_the_input_precision():
+    mix = mochi_mix(Q.bfloat16(), QUEUE.bfloat16(), n_hardest=3, n_mix_negatives=2, n_mix_query=2,
+                    generator=torch.Generator().manual_seed(0))
+    reference = mochi_mix(Q.bfloat16().float(), QUEUE.bfloat16().float(), n_hardest=3, n_mix_negatives=2,
+                          n_mix_query=2, generator=torch.Generator().manual_seed(0))
+    assert mix.negatives.dtype == torch.float32 and torch.equal(mix.negatives, reference.negatives)

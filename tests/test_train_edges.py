@@ -81,3 +81,19 @@ def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
     with pytest.raises(NonFiniteLossError, match="step 1 "):
         run(images, method, epochs=2, batch_size=8, log_every=10)
     assert calls["n"] == 2
+
+
+def test_a_nan_loss_at_the_very_first_step_is_step_0(images):
+    method = make_method()
+    method.contrastive_loss = lambda z1, z2: (z1 * z2).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="step 0 "):
+        run(images, method, epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(weight_decay=float("inf")), r"weight_decay must be in \[0.0, inf\), got inf"),
+    (dict(momentum=1.0), r"momentum must be in \[0.0, 1.0\), got 1.0"),
+])
+def test_the_open_ends_of_the_optimiser_settings_are_refused(images, kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        run(images, epochs=1, batch_size=8, **kwargs)
