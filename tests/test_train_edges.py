@@ -97,3 +97,40 @@ def test_a_nan_loss_at_the_very_first_step_is_step_0(images):
 def test_the_open_ends_of_the_optimiser_settings_are_refused(images, kwargs, says):
     with pytest.raises(ValueError, match=says):
         run(images, epochs=1, batch_size=8, **kwargs)
+
+
+class FakeBar:
+    """Stands in for tqdm: remembers where the bar starts and how far it is moved."""
+    made = []
+
+    def __init__(self, total, initial, disable, desc, unit):
+        self.total, self.initial, self.n = total, initial, initial
+        FakeBar.made.append(self)
+
+    def update(self, count):
+        self.n += count
+
+    def set_postfix(self, **values):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(clcourse.train, "tqdm", FakeBar)
+    FakeBar.made = []
+    method = make_method()
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(batch, output):
+        calls["n"] += 1
+        if calls["n"] == 6:                        # 4 steps per epoch: the second epoch has started
+            raise KeyboardInterrupt
+    method.on_step_end = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        run(images, method, epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
+    run(images, make_method(), epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
+    (first, resumed) = FakeBar.made
+    assert (first.total, first.initial) == (8, 0)
+    assert (resumed.total, resumed.initial, resumed.n) == (8, 4, 8)
