@@ -91,13 +91,12 @@ def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict |
     torch.manual_seed(budget.seed)
     method = build_method(name, build_backbone(budget.backbone), **options)
     lr = budget.lr if budget.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
-    print(f"\n{name} {options} on {budget.backbone}, {budget.epochs} epochs, batch {budget.batch_size}, "
-          f"lr {lr}/256, compile={budget.compile}")
     train_images, train_labels = data.train_images, data.train_labels
     if imbalanced:
         keep = torch.as_tensor(imbalanced_subset_indices(train_labels.cpu().numpy()), device=train_labels.device)
         train_images, train_labels = train_images[keep], train_labels[keep]
-    print(f"{len(train_images)} training images")
+    print(f"\n{name} {options} on {budget.backbone}, {len(train_images)} images, {budget.epochs} epochs, "
+          f"batch {budget.batch_size}, lr {lr}/256, compile={budget.compile}")
     start = time.perf_counter()
     history = train(method, train_images, labels=train_labels, epochs=budget.epochs,
                     batch_size=budget.batch_size, lr=lr, warmup_epochs=budget.warmup_epochs, seed=budget.seed,

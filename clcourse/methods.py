@@ -640,7 +640,8 @@ class CLAE(Method):
                  attack_steps: int = 1, attack_step_size: float | None = None, dual_batchnorm: bool = True,
                  adversarial_momentum: float = 0.01, attack: Callable | None = None,
                  objective: Callable | None = None, **base_options):
-        bases = {name: cls for name, cls in METHODS.items() if issubclass(cls, SimCLR)}
+        bases = {name: cls for name, cls in METHODS.items()        # the two-view SimCLR family
+                 if issubclass(cls, SimCLR) and not issubclass(cls, MultiViewSimCLR)}
         if base not in bases:
             raise ValueError(f"base must be one of {sorted(bases)} (a two-view method whose loss compares z1 and z2), "
                              f"got {base!r}")
