@@ -159,6 +159,17 @@ def false_negative_rate(neighbour_labels: torch.Tensor, anchor_labels: torch.Ten
 
 
 @torch.no_grad()
+def _require_labelled_view_pair(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor) -> None:
+    """Two views' embeddings [B, D] of the same B >= 2 labelled images."""
+    require_embeddings("z1", z1)
+    require_embeddings("z2", z2)
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    require_labels("labels", labels, len(z1), "z1")
+    if len(z1) < 2:
+        raise ValueError(f"z1 must have at least 2 rows (a negative needs two images), got {len(z1)}")
+
+
 def similarity_distributions(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
                              max_pairs: int = 200_000, seed: int = 0) -> dict[str, torch.Tensor]:
     """Cosine similarities of positive pairs, of negatives of other classes and of false negatives.
@@ -178,13 +189,7 @@ def similarity_distributions(z1: torch.Tensor, z2: torch.Tensor, labels: torch.T
     Returns:
         dict of 1-D float32 tensors on z1's device.
     """
-    require_embeddings("z1", z1)
-    require_embeddings("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    require_labels("labels", labels, len(z1), "z1")
-    if len(z1) < 2:
-        raise ValueError(f"z1 must have at least 2 rows (a negative needs two images), got {len(z1)}")
+    _require_labelled_view_pair(z1, z2, labels)
     require_int_at_least("max_pairs", max_pairs, 1)
     n, device = len(z1), z1.device
     labels = labels.to(device)
@@ -336,13 +341,7 @@ def view_pair_negatives(z1: torch.Tensor, z2: torch.Tensor,
         (positive similarities [2B], negative similarities [2B, 2B - 2], same_class [2B, 2B - 2]: whether each
         negative shares the anchor's label, a false negative), float32 cosines.
     """
-    require_embeddings("z1", z1)
-    require_embeddings("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    require_labels("labels", labels, len(z1), "z1")
-    if len(z1) < 2:
-        raise ValueError(f"z1 must have at least 2 rows (a negative needs two images), got {len(z1)}")
+    _require_labelled_view_pair(z1, z2, labels)
     batch_size, device = len(z1), z1.device
     with no_autocast(device):
         u = _unit_float32(torch.cat([z1, z2.to(device)]))
