@@ -30,13 +30,14 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: mutate venv lab test test-unit test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
+.PHONY: mutate venv lab test test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
 	nbgrader test-nbgrader test-browser
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
 	@echo "make test             set up .venv if needed, run unit tests and notebooks (CLCOURSE_PRESET=smoke)"
-	@echo "make test-unit        only pytest tests/"
+	@echo "make test-unit        only pytest tests/ (heavy checks: one representative case each)"
+	@echo "make test-heavy       the full set of each heavy check (e.g. bench/accuracy.py for every method)"
 	@echo "make test-notebooks   only the notebooks, under nbval"
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
@@ -71,8 +72,12 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-notebooks || status=1; \
 	exit $$status
 
+# Heavy checks run one representative case here (CI's budget); their full set is `make test-heavy`.
 test-unit: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest tests/ --durations=10 $(call junit,unit) $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests/ -m "not heavy" --durations=10 $(call junit,unit) $(PYTEST_ARGS)
+
+test-heavy: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests/ -m heavy --durations=10 $(call junit,heavy) $(PYTEST_ARGS)
 
 # Notebooks run with the kernel's inline plotting backend, as students see them (and it closes figures
 # after each cell), so MPLBACKEND is unset. No notebooks is reported loudly; notebooks that yield no

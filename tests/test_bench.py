@@ -27,6 +27,7 @@ def test_accuracy_smoke(method, options, capsys):
     assert "final kNN top-1" in capsys.readouterr().out
 
 
+@pytest.mark.heavy     # make test-heavy; make test runs test_accuracy_smoke's two methods
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     results = load("accuracy").main(["--smoke", "--method", "all"])
     assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
