@@ -69,6 +69,17 @@ def repulsion_weights_variant(za: torch.Tensor, zb: torch.Tensor, tau: float, *,
     return _softmax_without(sign * scaled, _excluded(za.shape[0]), dim=dim, mask=mask)
 
 
+def _cost_and_concentration_mistakes(wrong, tau: str) -> dict[str, torch.Tensor]:
+    """The last hints of both weight matrices: the distance instead of d², and the concentration `tau` (τ⁺ or
+    τ⁻) dividing or left out; `wrong(**switches)` is the matrix with a mistake's switches."""
+    return {
+        "Use the squared distance d², not the distance d.": wrong(cost="d"),
+        f"Multiply d² by {tau}: in CACR {tau} is a concentration (larger: sharper weights), not a temperature that "
+        "divides.": wrong(temperature="divide"),
+        f"Scale d² by {tau} before the softmax: this looks like {tau} = 1.": wrong(temperature="none"),
+    }
+
+
 def _attraction_weight_mistakes(z: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
     wrong = lambda **switches: attraction_weights_variant(z, tau, **switches)  # noqa: E731
     return {
@@ -82,10 +93,7 @@ def _attraction_weight_mistakes(z: torch.Tensor, tau: float) -> dict[str, torch.
         "to 1.": wrong(dim=1),
         "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(τ⁺ s) favours the closest "
         "positives.": wrong(cost="s"),
-        "Use the squared distance d², not the distance d.": wrong(cost="d"),
-        "Multiply d² by τ⁺: in CACR τ⁺ is a concentration (larger: sharper weights), not a temperature that "
-        "divides.": wrong(temperature="divide"),
-        "Scale d² by τ⁺ before the softmax: this looks like τ⁺ = 1.": wrong(temperature="none"),
+        **_cost_and_concentration_mistakes(wrong, "τ⁺"),
     }
 
 
@@ -105,10 +113,7 @@ def _repulsion_weight_mistakes(za: torch.Tensor, zb: torch.Tensor, tau: float) -
         "The negatives come from the OTHER view: d²(za_i, zb_j), not d²(za_i, za_j).": wrong(pairing="za,za"),
         "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(−τ⁻ s) favours the farthest "
         "negatives.": wrong(cost="s"),
-        "Use the squared distance d², not the distance d.": wrong(cost="d"),
-        "Multiply d² by τ⁻: in CACR τ⁻ is a concentration (larger: sharper weights), not a temperature that "
-        "divides.": wrong(temperature="divide"),
-        "Scale d² by τ⁻ before the softmax: this looks like τ⁻ = 1.": wrong(temperature="none"),
+        **_cost_and_concentration_mistakes(wrong, "τ⁻"),
     }
 
 
