@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cifar10_or_synthetic, describe_device, peak_memory_gb, reset_peak_memory, synchronize  # noqa: E402
+from common import (bench_device, cifar10_or_synthetic, describe_device, peak_memory_gb,  # noqa: E402
+                    reset_peak_memory, sizes_from_args, synchronize)
 
 from clcourse.cka import feature_attack, layer_cka  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
-from clcourse.presets import get_device  # noqa: E402
 
 TARGET_SECONDS = 30.0
 
@@ -72,11 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--steps", type=int, help="PGD steps (default 5)")
     args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes()
-    overrides = {key: value for key, value in (("images", args.images), ("batch_size", args.batch_size),
-                                               ("steps", args.steps)) if value is not None}
-    sizes = Sizes(**{**sizes.__dict__, **overrides})
-    device = torch.device("cpu") if args.smoke else get_device()
+    sizes = sizes_from_args(SMOKE if args.smoke else Sizes(), args)
+    device = bench_device(args.smoke)
     images, labels = cifar10_or_synthetic(device, sizes.images, train=False)
     networks = {}
     for seed, name in enumerate(("A", "B")):

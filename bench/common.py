@@ -1,7 +1,9 @@
-"""Shared set-up for the benchmarks: data on the device, timing that waits for the GPU, peak memory, the
-device's description, and CIFAR-10 unpacked from the offline JPEG pack."""
+"""Shared set-up for the benchmarks: the device and the sizes a command line chooses, data on the device, timing
+that waits for the GPU, peak memory, the device's description, and CIFAR-10 unpacked from the offline JPEG pack."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import io
 import os
@@ -15,6 +17,19 @@ import numpy as np
 import torch
 
 from clcourse.data import load_dataset
+from clcourse.presets import get_device
+
+
+def bench_device(smoke: bool) -> torch.device:
+    """The CPU for a smoke run (a quick check of the script itself), else this machine's device (`get_device`)."""
+    return torch.device("cpu") if smoke else get_device()
+
+
+def sizes_from_args(sizes, args: argparse.Namespace):
+    """`sizes` (a dataclass) with every field that the command line sets (an argument of that name, not None)
+    replaced by its value."""
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(sizes)}
+    return dataclasses.replace(sizes, **{name: value for name, value in given.items() if value is not None})
 
 
 def synchronize(device: torch.device) -> None:

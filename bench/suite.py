@@ -77,14 +77,14 @@ sys.path.insert(0, str(REPO / "bench"))
 import accuracy  # noqa: E402
 import report  # noqa: E402
 import throughput  # noqa: E402
-from common import (compile_backend, device_summary, peak_memory_gb, reset_peak_memory, timed,  # noqa: E402
-                    unpack_cifar10)
+from common import (bench_device, compile_backend, device_summary, peak_memory_gb, reset_peak_memory,  # noqa: E402
+                    timed, unpack_cifar10)
 from notebook import RESULT_PREFIX  # noqa: E402
 from targets import method_cost  # noqa: E402
 
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import SplitBatchNorm2d, build_backbone  # noqa: E402
-from clcourse.presets import autocast_dtype, get_device  # noqa: E402
+from clcourse.presets import autocast_dtype  # noqa: E402
 from clcourse.train import History, KnnData, train  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -464,7 +464,7 @@ def main(argv=None) -> dict:
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes
     started = datetime.datetime.now(datetime.timezone.utc)
-    device = torch.device("cpu") if args.smoke else get_device()
+    device = bench_device(args.smoke)
     sizes = SMOKE if args.smoke else GPU
     torch.backends.cudnn.benchmark = True
     summary = device_summary(device)

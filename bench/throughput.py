@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import available_cpus, cifar10_or_synthetic, describe_device, timed  # noqa: E402
+from common import available_cpus, cifar10_or_synthetic, describe_device, sizes_from_args, timed  # noqa: E402
 
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
@@ -190,8 +190,7 @@ def main(argv=None):
     parser.add_argument("--skip-pil", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
     args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes(args.backbone, args.batch_size, args.steps, args.warmup_steps,
-                                           args.epochs, args.images, args.workers)
+    sizes = SMOKE if args.smoke else sizes_from_args(Sizes(), args)
 
     device = get_device()
     torch.backends.cudnn.benchmark = True

@@ -138,7 +138,35 @@ def describe_module(module: nn.Module) -> str:
 
 # ---------------------------------------------------------------- SimCLR and its loss variants
 
-class SimCLR(Method):
+class TwoViewContrastive(Method):
+    """What SimCLR (and its loss variants) and SupCon share: two views of every image made by one augmentation
+    (`augment`, default `clcourse.augment.simclr_cifar`), a projection MLP g, and a `loss` at `temperature`,
+    `default_loss` unless given (a student's function, recorded in `config` by name). Each subclass keeps its
+    own defaults and says how a batch becomes its loss."""
+
+    default_loss: Callable                # the library's loss, unless `loss=` is given
+    loss_signature: str                   # how `loss` is called, for the error a non-function gets
+
+    def __init__(self, backbone: nn.Module, temperature: float, projector_hidden: int, projector_out: int,
+                 augment, loss: Callable | None):
+        if augment is None:
+            from .augment import simclr_cifar
+            augment = simclr_cifar()
+        super().__init__(backbone, (augment, augment))
+        temperature = require_positive("temperature", temperature)
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be a function {self.loss_signature}, got {loss!r}")
+        self.temperature = temperature
+        self.loss = loss or self.default_loss
+        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
+        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
+                                    projector_out=projector_out)
+
+    def config(self) -> dict:
+        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+
+
+class SimCLR(TwoViewContrastive):
     """SimCLR (Chen et al., ICML 2020): both views go through backbone f and projector g in one batch of
     2B (so batch-norm statistics are shared, as with SimCLR's global BN), then the loss compares
     z1 = g(f(v1)) with z2 = g(f(v2)).
@@ -148,22 +176,12 @@ class SimCLR(Method):
     `loss_arguments`.
     """
 
+    default_loss = staticmethod(info_nce)
+    loss_signature = "loss(z1, z2, temperature, ...)"
+
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, projector_hidden: int = 512,
                  projector_out: int = 128, augment=None, loss: Callable | None = None):
-        if augment is None:
-            from .augment import simclr_cifar
-            augment = simclr_cifar()
-        super().__init__(backbone, (augment, augment))
-        temperature = require_positive("temperature", temperature)
-        if loss is not None and not callable(loss):
-            raise ValueError(f"loss must be a function loss(z1, z2, temperature, ...), got {loss!r}")
-        self.temperature = temperature
-        self.loss = loss or self.default_loss
-        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
-        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
-                                    projector_out=projector_out)
-
-    default_loss = staticmethod(info_nce)
+        super().__init__(backbone, temperature, projector_hidden, projector_out, augment, loss)
 
     def loss_arguments(self) -> tuple:
         """The loss's arguments after (z1, z2)."""
@@ -174,9 +192,6 @@ class SimCLR(Method):
         exponentials in half precision."""
         with no_autocast(z1.device):
             return self.loss(z1.float(), z2.float(), *self.loss_arguments())
-
-    def config(self) -> dict:
-        return {**super().config(), "functions": {"loss": describe(self.loss)}}
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         if batch_size < 2:
@@ -838,7 +853,7 @@ def build_method(name: str, backbone: nn.Module, **options) -> Method:
 # The three learning schemes of CL-Robustness (notebook 08): CL (SimCLR), SCL (SupCon), SL (cross-entropy), and
 # adversarial pretraining for each.
 
-class SupCon(Method):
+class SupCon(TwoViewContrastive):
     """Supervised contrastive learning (Khosla et al., NeurIPS 2020): SimCLR's views, backbone and projector, but
     every view of the anchor's class is a positive (`clcourse.losses.supcon`, L_out). Needs labels.
 
@@ -848,24 +863,12 @@ class SupCon(Method):
 
     requires_labels = True
     lr = 0.125
+    default_loss = staticmethod(supcon)
+    loss_signature = "loss(z1, z2, labels, temperature)"
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, projector_hidden: int = 512,
                  projector_out: int = 128, augment=None, loss: Callable | None = None):
-        if augment is None:
-            from .augment import simclr_cifar
-            augment = simclr_cifar()
-        super().__init__(backbone, (augment, augment))
-        temperature = require_positive("temperature", temperature)
-        if loss is not None and not callable(loss):
-            raise ValueError(f"loss must be a function loss(z1, z2, labels, temperature), got {loss!r}")
-        self.temperature = temperature
-        self.loss = loss or supcon
-        self.projector = projection_mlp(backbone.feature_dim, projector_hidden, projector_out)
-        self.hyperparameters = dict(temperature=temperature, projector_hidden=projector_hidden,
-                                    projector_out=projector_out)
-
-    def config(self) -> dict:
-        return {**super().config(), "functions": {"loss": describe(self.loss)}}
+        super().__init__(backbone, temperature, projector_hidden, projector_out, augment, loss)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         if batch_size < 2:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -427,7 +427,25 @@ def static_explorer(state: ExplorerState, cls: int | str | None = None, index: i
 
 # ---------------------------------------------------------------------- widgets
 
-class NeighbourhoodExplorer(widgets.VBox):
+class StateExplorer(widgets.VBox):
+    """Base of the explorer widgets: controls wired to a plain state class (tested without a browser), and a
+    `redraw` (each subclass's own) after every change. `on_change` wires a control with a core ipywidgets
+    ``observe(..., names="value")`` handler, the same on ipywidgets 7.7 and 8.x."""
+
+    _holding = False       # True while the controls are being synced to the state: no handler runs
+
+    def on_change(self, control: widgets.ValueWidget, setter: Callable) -> None:
+        """On every change of `control`'s value (none while the controls are being synced to the state):
+        `setter(new value)`, then `redraw()`."""
+        def handler(change) -> None:
+            if self._holding:
+                return
+            setter(change["new"])
+            self.redraw()
+        control.observe(handler, names="value")
+
+
+class NeighbourhoodExplorer(StateExplorer):
     """The explorer widget: controls wired to an :class:`ExplorerState`, redrawing a figure on every change.
 
     Core ipywidgets only, with ``observe(..., names="value")`` handlers, so it runs on ipywidgets 7.7 and
@@ -439,7 +457,6 @@ class NeighbourhoodExplorer(widgets.VBox):
     def __init__(self, state: ExplorerState, max_k: int = 16, dpi: int = 90):
         super().__init__()
         self.state, self.dpi = state, dpi
-        self._holding = False       # True while the controls are being synced to the state: no redraws
         self.class_dropdown = widgets.Dropdown(
             options=[(state.class_names[label], label) for label in state.classes], value=state.anchor_label,
             description="class")
@@ -456,17 +473,17 @@ class NeighbourhoodExplorer(widgets.VBox):
         if len(state.checkpoints) > 1:
             self.checkpoint_dropdown = widgets.Dropdown(options=state.checkpoints, value=state.checkpoint,
                                                         description="checkpoint")
-            self.checkpoint_dropdown.observe(self._on_checkpoint, names="value")
+            self.on_change(self.checkpoint_dropdown, self.state.set_checkpoint)
         self.summary = widgets.HTML()
         self.output = widgets.Output()
         self.last_neighbourhood: Neighbourhood | None = None
         self.last_figure: ExplorerFigure | None = None
 
-        self.class_dropdown.observe(self._on_class, names="value")
-        self.index_slider.observe(self._on_index, names="value")
+        self.on_change(self.class_dropdown, self._select_class)
+        self.on_change(self.index_slider, lambda index: self.state.select_anchor(self.class_dropdown.value, index))
         self.random_button.on_click(self._on_random)
-        self.temperature_slider.observe(self._on_temperature, names="value")
-        self.k_slider.observe(self._on_k, names="value")
+        self.on_change(self.temperature_slider, self.state.set_temperature)
+        self.on_change(self.k_slider, self.state.set_k)
 
         anchor_row = [self.class_dropdown, self.index_slider, self.random_button]
         setting_row = [self.temperature_slider, self.k_slider]
@@ -476,35 +493,13 @@ class NeighbourhoodExplorer(widgets.VBox):
         self.state.set_k(self.k_slider.value)
         self.redraw()
 
-    # each handler changes the state, then redraws once
-    def _on_class(self, change) -> None:
-        if self._holding:
-            return
-        self.state.select_anchor(change["new"], 0)
+    def _select_class(self, label: int) -> None:
+        self.state.select_anchor(label, 0)
         self._sync_controls()
-        self.redraw()
-
-    def _on_index(self, change) -> None:
-        if self._holding:
-            return
-        self.state.select_anchor(self.class_dropdown.value, change["new"])
-        self.redraw()
 
     def _on_random(self, _button) -> None:
         self.state.random_anchor()
         self._sync_controls()
-        self.redraw()
-
-    def _on_temperature(self, change) -> None:
-        self.state.set_temperature(change["new"])
-        self.redraw()
-
-    def _on_k(self, change) -> None:
-        self.state.set_k(change["new"])
-        self.redraw()
-
-    def _on_checkpoint(self, change) -> None:
-        self.state.set_checkpoint(change["new"])
         self.redraw()
 
     def _sync_controls(self) -> None:
@@ -738,7 +733,7 @@ def cacr_weights_figure(query: CacrQuery, negatives_shown: int = 8) -> ExplorerF
     return fig
 
 
-class CacrWeightsExplorer(widgets.VBox):
+class CacrWeightsExplorer(StateExplorer):
     """Sliders for the image, tau+ and tau- wired to a `CacrWeightsState`, redrawing `cacr_weights_figure` on
     every change. Core ipywidgets only (7.7 and 8.x); the controls are attributes (`image_slider`,
     `tau_pos_slider`, `tau_neg_slider`) and `last_query` holds what was drawn."""
@@ -755,15 +750,11 @@ class CacrWeightsExplorer(widgets.VBox):
         self.summary = widgets.HTML()
         self.output = widgets.Output()
         self.last_query: CacrQuery | None = None
-        self.image_slider.observe(lambda change: self._change(self.state.set_image, change), names="value")
-        self.tau_pos_slider.observe(lambda change: self._change(self.state.set_tau_pos, change), names="value")
-        self.tau_neg_slider.observe(lambda change: self._change(self.state.set_tau_neg, change), names="value")
+        self.on_change(self.image_slider, self.state.set_image)
+        self.on_change(self.tau_pos_slider, self.state.set_tau_pos)
+        self.on_change(self.tau_neg_slider, self.state.set_tau_neg)
         self.children = [widgets.HBox([self.image_slider, self.tau_pos_slider, self.tau_neg_slider]), self.summary,
                          self.output]
-        self.redraw()
-
-    def _change(self, setter, change) -> None:
-        setter(change["new"])
         self.redraw()
 
     def redraw(self) -> None:
@@ -959,7 +950,7 @@ def soft_target_figure(view: SoftTargetView, bars: int = 24) -> ExplorerFigure:
     return fig
 
 
-class SoftTargetExplorer(widgets.VBox):
+class SoftTargetExplorer(StateExplorer):
     """Sliders for the query, lambda and tau_m, wired to a `SoftTargetState`; redraws on every change.
 
     Core ipywidgets only (7.7 and 8.x). The controls are attributes (``query_slider``, ``lam_slider``,
@@ -980,16 +971,11 @@ class SoftTargetExplorer(widgets.VBox):
         self.output = widgets.Output()
         self.last_view: SoftTargetView | None = None
         self.last_figure: ExplorerFigure | None = None
-        self.query_slider.observe(lambda change: self._apply(self.state.select, change), names="value")
-        self.lam_slider.observe(lambda change: self._apply(self.state.set_lam, change), names="value")
-        self.temperature_momentum_slider.observe(
-            lambda change: self._apply(self.state.set_temperature_momentum, change), names="value")
+        self.on_change(self.query_slider, self.state.select)
+        self.on_change(self.lam_slider, self.state.set_lam)
+        self.on_change(self.temperature_momentum_slider, self.state.set_temperature_momentum)
         self.children = [widgets.HBox([self.query_slider, self.lam_slider, self.temperature_momentum_slider]),
                          self.summary, self.output]
-        self.redraw()
-
-    def _apply(self, setter, change) -> None:
-        setter(change["new"])
         self.redraw()
 
     def redraw(self) -> None:
@@ -1124,7 +1110,7 @@ def static_cka_explorer(state: CKAExplorerState, a: tuple | None = None, b: tupl
     return cka_figure(state.view())
 
 
-class CKAExplorer(widgets.VBox):
+class CKAExplorer(StateExplorer):
     """Dropdowns for the model and the input of each side and a multiple selection of its layers, wired to a
     `CKAExplorerState`; redraws the heatmap on every change.
 
@@ -1135,7 +1121,6 @@ class CKAExplorer(widgets.VBox):
     def __init__(self, state: CKAExplorerState, dpi: int = 90):
         super().__init__()
         self.state, self.dpi = state, dpi
-        self._holding = False       # True while the controls are being synced to the state: no redraws
         self.last_view: CKAResult | None = None
         self.last_figure: ExplorerFigure | None = None
         self.summary = widgets.HTML()
@@ -1150,21 +1135,20 @@ class CKAExplorer(widgets.VBox):
             setattr(self, f"model_{side}", model_dropdown)
             setattr(self, f"input_{side}", input_dropdown)
             setattr(self, f"layers_{side}", layer_select)
-            model_dropdown.observe(lambda change, side=side: self._on_representation(side), names="value")
-            input_dropdown.observe(lambda change, side=side: self._on_representation(side), names="value")
+            self.on_change(model_dropdown, lambda _, side=side: self._set_representation(side))
+            self.on_change(input_dropdown, lambda _, side=side: self._set_representation(side))
             layer_select.observe(lambda change, side=side: self._on_layers(side, change["new"]), names="value")
             rows.append(widgets.HBox([widgets.VBox([model_dropdown, input_dropdown]), layer_select]))
         self._sync_controls()
         self.children = [*rows, self.summary, self.output]
         self.redraw()
 
-    def _on_representation(self, side: str) -> None:
-        if self._holding:
-            return
+    def _set_representation(self, side: str) -> None:
+        """The state's side to the model and input its dropdowns show (input None when that model has no such
+        input: the state chooses), then the controls to the state."""
         model, input_name = getattr(self, f"model_{side}").value, getattr(self, f"input_{side}").value
         getattr(self.state, f"set_{side}")(model, input_name if input_name in self.state.inputs(model) else None)
         self._sync_controls()
-        self.redraw()
 
     def _on_layers(self, side: str, layers) -> None:
         if self._holding:

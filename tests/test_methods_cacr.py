@@ -7,27 +7,9 @@ import torch
 import torch.nn as nn
 
 from clcourse.losses import cacr, multiview_info_nce
-from clcourse.methods import CACR, Batch, MultiViewSimCLR, SimCLR, build_method
-from clcourse.models import Backbone, SmallCNN
+from clcourse.methods import CACR, Batch, MultiViewSimCLR, SimCLR
 from clcourse.train import train
-
-DIM = 8
-
-
-def noisy_views(images, generator=None):
-    x = images.float() / 255
-    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def make(name, seed=0, **options):
-    torch.manual_seed(seed)
-    options = {"projector_hidden": 16, "projector_out": DIM, "augment": noisy_views, **options}
-    return build_method(name, Backbone(SmallCNN(width=4)), **options)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+from test_methods import images, make, noisy_views  # noqa: F401  (images: the shared fixture)
 
 
 def batch_of(method, images, size=8):
@@ -130,7 +112,7 @@ def test_config_records_the_settings_and_the_default_loss():
     config = make("cacr", num_views=3, tau_neg=2.0, weights="attraction_only").config()
     assert config["name"] == "CACR" and config["num_views"] == 3 and config["tau_neg"] == 2.0
     assert config["weights"] == "attraction_only" and config["detach_weights"] is False
-    assert config["views"] == ["test_methods_cacr.noisy_views"] * 3
+    assert config["views"] == ["test_methods.noisy_views"] * 3
     assert config["functions"] == {"loss": "clcourse.methods.CACR.default_loss"}
     multiview = make("simclr_multiview").config()
     assert multiview["num_views"] == 5 and multiview["functions"] == {"loss": "clcourse.losses.multiview_info_nce"}

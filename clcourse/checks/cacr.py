@@ -69,6 +69,17 @@ def repulsion_weights_variant(za: torch.Tensor, zb: torch.Tensor, tau: float, *,
     return _softmax_without(sign * scaled, _excluded(za.shape[0]), dim=dim, mask=mask)
 
 
+def _cost_and_concentration_mistakes(wrong, tau: str) -> dict[str, torch.Tensor]:
+    """The last hints of both weight matrices: the distance instead of d², and the concentration `tau` (τ⁺ or
+    τ⁻) dividing or left out; `wrong(**switches)` is the matrix with a mistake's switches."""
+    return {
+        "Use the squared distance d², not the distance d.": wrong(cost="d"),
+        f"Multiply d² by {tau}: in CACR {tau} is a concentration (larger: sharper weights), not a temperature that "
+        "divides.": wrong(temperature="divide"),
+        f"Scale d² by {tau} before the softmax: this looks like {tau} = 1.": wrong(temperature="none"),
+    }
+
+
 def _attraction_weight_mistakes(z: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
     wrong = lambda **switches: attraction_weights_variant(z, tau, **switches)  # noqa: E731
     return {
@@ -82,10 +93,7 @@ def _attraction_weight_mistakes(z: torch.Tensor, tau: float) -> dict[str, torch.
         "to 1.": wrong(dim=1),
         "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(τ⁺ s) favours the closest "
         "positives.": wrong(cost="s"),
-        "Use the squared distance d², not the distance d.": wrong(cost="d"),
-        "Multiply d² by τ⁺: in CACR τ⁺ is a concentration (larger: sharper weights), not a temperature that "
-        "divides.": wrong(temperature="divide"),
-        "Scale d² by τ⁺ before the softmax: this looks like τ⁺ = 1.": wrong(temperature="none"),
+        **_cost_and_concentration_mistakes(wrong, "τ⁺"),
     }
 
 
@@ -105,51 +113,57 @@ def _repulsion_weight_mistakes(za: torch.Tensor, zb: torch.Tensor, tau: float) -
         "The negatives come from the OTHER view: d²(za_i, zb_j), not d²(za_i, za_j).": wrong(pairing="za,za"),
         "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(−τ⁻ s) favours the farthest "
         "negatives.": wrong(cost="s"),
-        "Use the squared distance d², not the distance d.": wrong(cost="d"),
-        "Multiply d² by τ⁻: in CACR τ⁻ is a concentration (larger: sharper weights), not a temperature that "
-        "divides.": wrong(temperature="divide"),
-        "Scale d² by τ⁻ before the softmax: this looks like τ⁻ = 1.": wrong(temperature="none"),
+        **_cost_and_concentration_mistakes(wrong, "τ⁻"),
     }
 
 
-def _check_layout(name: str, student: torch.Tensor, expected: tuple, wrong_layouts: dict[tuple, str],
-                  context: str) -> None:
-    if tuple(student.shape) != expected and tuple(student.shape) in wrong_layouts:
-        raise ExerciseError(f"{name} ({context}) returned shape {tuple(student.shape)}: "
-                            f"{wrong_layouts[tuple(student.shape)]}")
+def _check_weights(fn, name: str, inputs_fn, reference_fn, mistakes_fn, what: str, cases) -> None:
+    """The loop both weight checkers share. For each case, `inputs_fn(seed, case)` gives the embeddings (a tuple),
+    tau, the context for messages, the expected shape and the wrong shapes it names ({shape: what the message says
+    after "returned"}); the student's `fn(*embeddings, tau)`, on copies, must match `reference_fn(*embeddings, tau)`,
+    else `diagnose` names the mistake among `mistakes_fn(*embeddings, tau)` that it matches."""
+    for seed, case in enumerate(cases):
+        embeddings, tau, context, expected, wrong_shapes = inputs_fn(seed, case)
+        student = as_tensor(call_student(fn, *(e.clone() for e in embeddings), tau, name=name), name)
+        shape = tuple(student.shape)
+        if shape != expected and shape in wrong_shapes:
+            raise ExerciseError(f"{name} ({context}) returned {wrong_shapes[shape]}")
+        diagnose(name, student, reference_fn(*embeddings, tau), mistakes_fn(*embeddings, tau), context)
+    passed(name, what)
+
+
+def _attraction_inputs(seed: int, case: tuple):
+    num_views, batch, dim, tau, _ = case
+    _, z = unit_views(seed, num_views, batch, dim)
+    image_first = "index it as w[i, a, b], image first: [B, V, V]."
+    wrong_shapes = {shape: f"shape {shape}: {image_first}"
+                    for shape in ((num_views, batch, num_views), (num_views, num_views, batch))}
+    return ((z.detach(),), tau, f"V={num_views} views, B={batch} images, τ⁺={tau}", (batch, num_views, num_views),
+            wrong_shapes)
+
+
+def _repulsion_inputs(seed: int, case: tuple):
+    num_views, batch, dim, tau, _ = case
+    _, z = unit_views(seed, num_views, batch + 2, dim)      # B + 2 >= 5 images, so each query has negatives
+    size = batch + 2
+    wrong_shapes = {(size, size - 1): "[B, B − 1]: keep all B columns and give the query's own image (j = i) "
+                                      "weight 0, so that column j stays image j."}
+    return (z[0].detach(), z[1].detach()), tau, f"B={size} images, τ⁻={tau}", (size, size), wrong_shapes
 
 
 def check_attraction_weights(fn, cases=CASES) -> None:
     """fn(z [V, B, D] unit embeddings, tau_pos) -> w+ [B, V, V], row (i, a) the softmax over the positives b != a
     of tau_pos d^2(z^a_i, z^b_i), 0 at b = a."""
-    for seed, (num_views, batch, dim, tau, _) in enumerate(cases):
-        _, z = unit_views(seed, num_views, batch, dim)
-        z = z.detach()
-        context = f"V={num_views} views, B={batch} images, τ⁺={tau}"
-        student = as_tensor(call_student(fn, z.clone(), tau, name="attraction_weights"), "attraction_weights")
-        _check_layout("attraction_weights", student, (batch, num_views, num_views),
-                      {(num_views, batch, num_views): "index it as w[i, a, b], image first: [B, V, V].",
-                       (num_views, num_views, batch): "index it as w[i, a, b], image first: [B, V, V]."}, context)
-        diagnose("attraction_weights", student, attraction_weights_variant(z, tau),
-                 _attraction_weight_mistakes(z, tau), context)
-    passed("attraction_weights", "each query view's M positives weighted by softmax(τ⁺ d²), itself left out")
+    _check_weights(fn, "attraction_weights", _attraction_inputs, attraction_weights_variant,
+                   _attraction_weight_mistakes,
+                   "each query view's M positives weighted by softmax(τ⁺ d²), itself left out", cases)
 
 
 def check_repulsion_weights(fn, cases=CASES) -> None:
     """fn(za [B, D], zb [B, D] unit embeddings, tau_neg) -> w- [B, B], row i the softmax over the negatives
     j != i of -tau_neg d^2(za_i, zb_j), 0 at j = i."""
-    for seed, (num_views, batch, dim, tau, _) in enumerate(cases):
-        _, z = unit_views(seed, num_views, batch + 2, dim)      # B + 2 >= 5 images, so each query has negatives
-        za, zb = z[0].detach(), z[1].detach()
-        context = f"B={batch + 2} images, τ⁻={tau}"
-        student = as_tensor(call_student(fn, za.clone(), zb.clone(), tau, name="repulsion_weights"),
-                            "repulsion_weights")
-        if student.shape == (batch + 2, batch + 1):
-            raise ExerciseError(f"repulsion_weights ({context}) returned [B, B − 1]: keep all B columns and give "
-                                "the query's own image (j = i) weight 0, so that column j stays image j.")
-        diagnose("repulsion_weights", student, repulsion_weights_variant(za, zb, tau),
-                 _repulsion_weight_mistakes(za, zb, tau), context)
-    passed("repulsion_weights", "each query's B − 1 negatives weighted by softmax(−τ⁻ d²), its own image left out")
+    _check_weights(fn, "repulsion_weights", _repulsion_inputs, repulsion_weights_variant, _repulsion_weight_mistakes,
+                   "each query's B − 1 negatives weighted by softmax(−τ⁻ d²), its own image left out", cases)
 
 
 # ---------------------------------------------------------------- the two terms
