@@ -29,11 +29,7 @@ from .attacks import contrastive_attack, contrastive_objective, cross_entropy_ob
 from .augment import to_float_images
 from .evaluate import extract_features
 from .losses import (cacr, dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, multiview_info_nce,
-                     require_cacr_arguments, sce)
-from .models import projection_mlp, use_split_batchnorm
-
-
-from .losses import dcl, hcl, info_nce, mochi_negatives, moco_info_nce, moco_logits, supcon
+                     require_cacr_arguments, sce, supcon)
 from .models import (adversarial_batchnorm, batchnorm_statistics_frozen, projection_mlp, use_dual_batchnorm,
                      use_split_batchnorm)
 from .negatives import rank_among_negatives
