@@ -19,6 +19,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # A notebook cell running longer than this fails with a traceback instead of hanging the run.
 NBVAL_CELL_TIMEOUT ?= 900
+# Notebooks 00-04 and 05- share no training runs (conftest.py): on two or more cores the two groups run side by side
+# (pytest-xdist), each kernel with half the threads, as a small CNN uses a second thread poorly. 1: one by one.
+NOTEBOOK_WORKERS ?= $(shell [ "$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 1)
+NOTEBOOK_THREADS ?= $(shell n=$${OMP_NUM_THREADS:-$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}; \
+	t=$$(( n / $(NOTEBOOK_WORKERS) )); echo $$(( t > 0 ? t : 1 )))
 # When set (CI does), each pytest run writes a JUnit XML report into this folder.
 JUNIT_DIR ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
@@ -87,8 +92,10 @@ test-notebooks: $(STAMP)
 ifeq ($(NOTEBOOKS),)
 	@echo "WARNING: no notebooks in notebooks/: notebook tests skipped"
 else
-	env -u MPLBACKEND CLCOURSE_PRESET=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) $(call junit,notebooks) $(PYTEST_ARGS) $(NOTEBOOKS)
+	env -u MPLBACKEND CLCOURSE_PRESET=smoke OMP_NUM_THREADS=$(NOTEBOOK_THREADS) MKL_NUM_THREADS=$(NOTEBOOK_THREADS) \
+		$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT) \
+		$(if $(filter-out 1,$(NOTEBOOK_WORKERS)),-n $(NOTEBOOK_WORKERS) --dist loadgroup) \
+		$(call junit,notebooks) $(PYTEST_ARGS) $(NOTEBOOKS)
 endif
 
 data: $(STAMP)

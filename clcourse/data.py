@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .presets import course_root
+from .presets import MAX_TRAIN_IMAGES_ENV_VAR, capped, course_root
 from .validation import as_number, require_bool
 
 DATA_ENV_VAR = "CLCOURSE_DATA"
@@ -287,7 +287,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
         train: the train split (CIFAR 50,000 images, STL-10 5,000 labelled) or the test split
             (CIFAR 10,000, STL-10 8,000). STL-10's unlabelled split is not used.
         subset: if given, a deterministic class-balanced subset of this many examples, kept in the
-            split's original order (see `balanced_subset_indices`); 1 <= subset <= split size.
+            split's original order (see `balanced_subset_indices`); 1 <= subset <= split size. A train split
+            has at most ``$CLCOURSE_MAX_TRAIN_IMAGES`` examples when that is set (nbgrader's grading sets it).
         device: where the tensors go (one copy); None means CPU.
         download: fetch the official archive with torchvision if the files are missing.
         imbalanced: keep only a fraction (c + 1) / C of class c (of the subset, when one is given), as
@@ -307,12 +308,14 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
     train = require_bool("train", train)
     download = require_bool("download", download)
     images, labels = _load_arrays(key, data_root(root), train, download)
-    if subset is not None:
-        size = as_number(subset)     # a numpy or 0-d tensor integer is an integer
-        if not isinstance(size, int) or not 1 <= size <= len(labels):
-            split = "train" if train else "test"
-            raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "
-                             f"{split} split) or None, got {subset!r}")
+    size = None if subset is None else as_number(subset)     # a numpy or 0-d tensor integer is an integer
+    if subset is not None and (not isinstance(size, int) or not 1 <= size <= len(labels)):
+        split = "train" if train else "test"
+        raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "
+                         f"{split} split) or None, got {subset!r}")
+    if train:
+        size = capped(size, MAX_TRAIN_IMAGES_ENV_VAR)
+    if size is not None and size < len(labels):
         index = balanced_subset_indices(labels, size)
         images, labels = images[index], labels[index]
     if not isinstance(imbalanced, bool):

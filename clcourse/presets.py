@@ -5,8 +5,12 @@
 - ``full``: paper-scale budgets (200 epochs) on a fast GPU.
 
 The default is ``smoke`` without a GPU and ``colab`` with one; the environment variable
-``CLCOURSE_PRESET`` overrides it. ``CLCOURSE_MAX_EPOCHS`` caps the chosen preset's ``epochs`` and ``sweep_epochs``
-(the grading of nbgrader assignments sets it: the training cells then take seconds, the exercises are unchanged).
+``CLCOURSE_PRESET`` overrides it.
+
+Two caps shrink every training run without touching a notebook (the grading of nbgrader assignments sets both: the
+training cells then take seconds, the exercises are unchanged): ``CLCOURSE_MAX_EPOCHS`` caps the preset's ``epochs``
+and ``sweep_epochs`` and any ``epochs`` given to `clcourse.train.train`; ``CLCOURSE_MAX_TRAIN_IMAGES`` caps the
+preset's ``train_subset`` and the training images `clcourse.data.load_dataset` returns.
 """
 from __future__ import annotations
 
@@ -92,19 +96,29 @@ def no_autocast(device: torch.device | str):
 
 
 MAX_EPOCHS_ENV_VAR = "CLCOURSE_MAX_EPOCHS"
+MAX_TRAIN_IMAGES_ENV_VAR = "CLCOURSE_MAX_TRAIN_IMAGES"
+
+
+def capped(value: int | None, env_var: str) -> int | None:
+    """`value` at most the cap ``$env_var`` sets (`value` None, meaning "all", becomes the cap); `value` itself when
+    the variable is unset or empty. Raises ValueError naming the variable when it is not an integer >= 1."""
+    cap = os.environ.get(env_var, "").strip()
+    if not cap:
+        return value
+    cap = require_int_at_least(env_var, int(cap) if cap.isdigit() else cap, 1)
+    return cap if value is None else min(value, cap)
 
 
 def get_preset(name: str | None = None) -> Preset:
     """The preset called `name`, else ``$CLCOURSE_PRESET``, else ``colab`` with a GPU and ``smoke`` without; its
-    ``epochs`` and ``sweep_epochs`` at most ``$CLCOURSE_MAX_EPOCHS`` when that is set."""
+    ``epochs`` and ``sweep_epochs`` at most ``$CLCOURSE_MAX_EPOCHS`` and its ``train_subset`` at most
+    ``$CLCOURSE_MAX_TRAIN_IMAGES`` when those are set."""
     chosen = name or os.environ.get("CLCOURSE_PRESET") or ("colab" if torch.cuda.is_available() else "smoke")
     key = chosen.strip().lower()
     if key not in PRESETS:
         source = "name" if name else "CLCOURSE_PRESET"
         raise ValueError(f"{source} must be one of {sorted(PRESETS)}, got {chosen!r}")
     preset = PRESETS[key]
-    cap = os.environ.get(MAX_EPOCHS_ENV_VAR, "").strip()
-    if not cap:
-        return preset
-    cap = require_int_at_least(MAX_EPOCHS_ENV_VAR, int(cap) if cap.isdigit() else cap, 1)
-    return preset.with_overrides(epochs=min(preset.epochs, cap), sweep_epochs=min(preset.sweep_epochs, cap))
+    return preset.with_overrides(epochs=capped(preset.epochs, MAX_EPOCHS_ENV_VAR),
+                                 sweep_epochs=capped(preset.sweep_epochs, MAX_EPOCHS_ENV_VAR),
+                                 train_subset=capped(preset.train_subset, MAX_TRAIN_IMAGES_ENV_VAR))

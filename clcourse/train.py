@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .methods import Batch, Method, StepOutput
-from .presets import Preset, autocast_dtype, get_device
+from .presets import MAX_EPOCHS_ENV_VAR, Preset, autocast_dtype, capped, get_device
 from .validation import (describe_tensor, require_bool, require_images, require_in_range, require_int_at_least,
                          require_labels, require_positive, require_unit_range)
 
@@ -220,7 +220,7 @@ def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.op
 
 def _resolve(preset: Preset | None, method: Method, **given) -> Settings:
     """Explicit arguments win, then the preset's fields, then the defaults; the learning rate defaults to the
-    method's own (`method.lr`). Validates every value once."""
+    method's own (`method.lr`); epochs at most ``$CLCOURSE_MAX_EPOCHS``. Validates every value once."""
     defaults = dict(batch_size=256, warmup_epochs=0, knn_every=1, knn_k=200, checkpoint_every=1, compile=False)
     if preset is not None:
         defaults.update({key: getattr(preset, key) for key in ("epochs", *defaults)})
@@ -232,6 +232,7 @@ def _resolve(preset: Preset | None, method: Method, **given) -> Settings:
     # Numpy scalars and 0-d tensors become plain numbers here, as the run's configuration stores them.
     for name in ("epochs", "batch_size", "knn_every", "knn_k", "checkpoint_every", "log_every"):
         values[name] = require_int_at_least(name, values[name], 1)
+    values["epochs"] = capped(values["epochs"], MAX_EPOCHS_ENV_VAR)   # grading caps explicit epochs too
     values["warmup_epochs"] = require_int_at_least("warmup_epochs", values["warmup_epochs"], 0)
     values["seed"] = require_int_at_least("seed", values["seed"], 0)
     values["lr"] = require_positive("lr", values["lr"])

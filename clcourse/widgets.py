@@ -26,7 +26,6 @@ Notebook 09's CKA explorer too: :class:`CKAExplorerState` (layer-wise CKA betwee
 """
 from __future__ import annotations
 
-import base64
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -444,6 +443,15 @@ class StateExplorer(widgets.VBox):
             self.redraw()
         control.observe(handler, names="value")
 
+    def show_figure(self, fig: Figure | None) -> None:
+        """Show `fig` as PNG bytes in `figure_image` (an ipywidgets Image), or hide that when `fig` is None.
+        An Image is a plain widget value, which every frontend renders and a notebook runner (nbclient, hence
+        nbgrader) need not emulate, as it must an Output widget's captured display (which can hang it)."""
+        if fig is None:
+            self.figure_image.value, self.figure_image.layout.display = b"", "none"
+        else:
+            self.figure_image.value, self.figure_image.layout.display = _png(fig, self.dpi), None
+
 
 class NeighbourhoodExplorer(StateExplorer):
     """The explorer widget: controls wired to an :class:`ExplorerState`, redrawing a figure on every change.
@@ -475,7 +483,7 @@ class NeighbourhoodExplorer(StateExplorer):
                                                         description="checkpoint")
             self.on_change(self.checkpoint_dropdown, self.state.set_checkpoint)
         self.summary = widgets.HTML()
-        self.output = widgets.Output()
+        self.figure_image = widgets.Image(format="png")
         self.last_neighbourhood: Neighbourhood | None = None
         self.last_figure: ExplorerFigure | None = None
 
@@ -489,7 +497,7 @@ class NeighbourhoodExplorer(StateExplorer):
         setting_row = [self.temperature_slider, self.k_slider]
         if self.checkpoint_dropdown is not None:
             setting_row.append(self.checkpoint_dropdown)
-        self.children = [widgets.HBox(anchor_row), widgets.HBox(setting_row), self.summary, self.output]
+        self.children = [widgets.HBox(anchor_row), widgets.HBox(setting_row), self.summary, self.figure_image]
         self.state.set_k(self.k_slider.value)
         self.redraw()
 
@@ -524,24 +532,7 @@ class NeighbourhoodExplorer(StateExplorer):
             f"{nb.false_negative_count} of the {nb.k} hardest negatives are false negatives; "
             f"at τ = {nb.temperature:.3g} they take {nb.weights.sum():.3f} of the gradient weight, "
             f"effective number of negatives {nb.effective_negatives:.1f}")
-        show_png(self.output, _png(fig, self.dpi), "<neighbourhood figure>")
-
-
-def show_png(output: widgets.Output, png: bytes, text: str) -> None:
-    """Replace an Output widget's content by a PNG image. In a kernel, through the usual
-    ``with output: display(...)`` (the path every frontend, Colab included, supports); without one (a script,
-    a test), by setting the widget's outputs directly, as the frontend would store them, with `text` as the
-    plain-text fallback."""
-    from IPython import get_ipython
-    from IPython.display import Image, clear_output, display
-
-    if getattr(get_ipython(), "kernel", None) is None:
-        output.outputs = ({"output_type": "display_data", "metadata": {},
-                           "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": text}},)
-        return
-    with output:
-        clear_output(wait=True)
-        display(Image(data=png, format="png"))
+        self.show_figure(fig)
 
 
 def explorer(state: ExplorerState, max_k: int = 16, dpi: int = 90) -> NeighbourhoodExplorer:
@@ -748,13 +739,13 @@ class CacrWeightsExplorer(StateExplorer):
         self.tau_neg_slider = widgets.FloatSlider(value=min(state.tau_neg, max_tau), min=0.0, max=max_tau, step=0.1,
                                                   description="τ⁻", continuous_update=False)
         self.summary = widgets.HTML()
-        self.output = widgets.Output()
+        self.figure_image = widgets.Image(format="png")
         self.last_query: CacrQuery | None = None
         self.on_change(self.image_slider, self.state.set_image)
         self.on_change(self.tau_pos_slider, self.state.set_tau_pos)
         self.on_change(self.tau_neg_slider, self.state.set_tau_neg)
         self.children = [widgets.HBox([self.image_slider, self.tau_pos_slider, self.tau_neg_slider]), self.summary,
-                         self.output]
+                         self.figure_image]
         self.redraw()
 
     def redraw(self) -> None:
@@ -764,7 +755,7 @@ class CacrWeightsExplorer(StateExplorer):
                               f"{q.effective_positives:.2f} of {len(q.positive_weights)} positives; "
                               f"τ⁻ = {q.tau_neg:.2f} spreads the push over {q.effective_negatives:.1f} of "
                               f"{len(q.negative_weights)} negatives")
-        show_png(self.output, _png(cacr_weights_figure(q), self.dpi), "<CACR weights figure>")
+        self.show_figure(cacr_weights_figure(q))
 
 
 def cacr_weights_explorer(state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90) -> CacrWeightsExplorer:
@@ -968,14 +959,14 @@ class SoftTargetExplorer(StateExplorer):
             value=state.temperature_momentum, base=10, min=-2, max=0, step=0.05, description="τm",
             continuous_update=False)
         self.summary = widgets.HTML()
-        self.output = widgets.Output()
+        self.figure_image = widgets.Image(format="png")
         self.last_view: SoftTargetView | None = None
         self.last_figure: ExplorerFigure | None = None
         self.on_change(self.query_slider, self.state.select)
         self.on_change(self.lam_slider, self.state.set_lam)
         self.on_change(self.temperature_momentum_slider, self.state.set_temperature_momentum)
         self.children = [widgets.HBox([self.query_slider, self.lam_slider, self.temperature_momentum_slider]),
-                         self.summary, self.output]
+                         self.summary, self.figure_image]
         self.redraw()
 
     def redraw(self) -> None:
@@ -988,7 +979,7 @@ class SoftTargetExplorer(StateExplorer):
             f"{view.effective_entries:.1f} effective entries. Net push on same-class entries: "
             f"<b>{view.same_class_push:+.3f}</b> with this target, {view.infonce_same_class_push:+.3f} with a "
             f"one-hot target (InfoNCE)")
-        show_png(self.output, _png(fig, self.dpi), "<soft target figure>")
+        self.show_figure(fig)
 
 
 def soft_target_explorer(state: SoftTargetState, dpi: int = 80) -> SoftTargetExplorer:
@@ -1124,7 +1115,7 @@ class CKAExplorer(StateExplorer):
         self.last_view: CKAResult | None = None
         self.last_figure: ExplorerFigure | None = None
         self.summary = widgets.HTML()
-        self.output = widgets.Output()
+        self.figure_image = widgets.Image(format="png")
         rows = []
         for side in ("a", "b"):
             model, input_name = getattr(state, side)
@@ -1140,7 +1131,7 @@ class CKAExplorer(StateExplorer):
             layer_select.observe(lambda change, side=side: self._on_layers(side, change["new"]), names="value")
             rows.append(widgets.HBox([widgets.VBox([model_dropdown, input_dropdown]), layer_select]))
         self._sync_controls()
-        self.children = [*rows, self.summary, self.output]
+        self.children = [*rows, self.summary, self.figure_image]
         self.redraw()
 
     def _set_representation(self, side: str) -> None:
@@ -1183,14 +1174,14 @@ class CKAExplorer(StateExplorer):
         except ValueError as error:         # a pair that was not computed: say so, and show no stale heatmap
             self.summary.value = f"<b>nothing to show</b>: {error}"
             self.last_view = self.last_figure = None
-            self.output.outputs = ()
+            self.show_figure(None)
             return
         fig = cka_figure(view)
         self.last_view, self.last_figure = view, fig
         self.summary.value = (f"{representation_label(view.a)} (rows) vs {representation_label(view.b)} (columns): "
                               f"CKA between their last selected layers <b>{float(view.matrix[-1, -1]):.2f}</b>, "
                               f"{view.num_images} images in {view.num_batches} minibatches")
-        show_png(self.output, _png(fig, self.dpi), "<CKA heatmap>")
+        self.show_figure(fig)
 
 
 def cka_explorer(state: CKAExplorerState, dpi: int = 90) -> CKAExplorer:

@@ -113,10 +113,12 @@ def test_controls_drive_the_state_and_the_figure():
     assert "at least one layer" in widget.summary.value and state.layers_b == LAYERS
     widget.input_a.value = "PGD"                             # SimCLR PGD vs SupCon clean was not computed
     assert "was not computed" in widget.summary.value
-    assert widget.last_view is None and widget.output.outputs == ()
+    assert widget.last_view is None and widget.figure_image.layout.display == "none"
+    assert bytes(widget.figure_image.value) == b""
     widget.input_b.value = "clean"
     widget.model_b.value = "SimCLR"                          # SimCLR PGD vs SimCLR clean: computed, transposed
-    assert widget.last_view.b == ("SimCLR", "clean") and len(widget.output.outputs) == 1
+    assert widget.last_view.b == ("SimCLR", "clean") and bytes(widget.figure_image.value).startswith(b"\x89PNG")
+    assert widget.figure_image.layout.display is None
 
 
 def test_static_explorer_and_figure():

@@ -243,6 +243,22 @@ def test_subset_is_balanced_deterministic_ordered_and_nested(tmp_path):
     assert torch.equal(load_dataset("cifar10", root=tmp_path, subset=100)[0], all_images)
 
 
+@pytest.mark.usefixtures("no_download")
+def test_max_train_images_caps_the_train_split_alone(tmp_path, monkeypatch):
+    make_cifar10(tmp_path, per_batch=20, test_size=30)   # 100 train images, 30 test images
+    monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "23")
+    for subset in (None, 23, 50):                        # "all", equal to the cap, above it: the same 23 images
+        images, labels = load_dataset("cifar10", root=tmp_path, subset=subset)
+        assert torch.equal(images, load_dataset("cifar10", root=tmp_path, subset=23)[0]) and len(labels) == 23
+    assert len(load_dataset("cifar10", root=tmp_path, subset=11)[1]) == 11
+    assert len(load_dataset("cifar10", root=tmp_path, train=False)[1]) == 30
+    with pytest.raises(ValueError, match=r"subset must be an integer in \[1, 100\]"):
+        load_dataset("cifar10", root=tmp_path, subset=101)   # checked against the split, not the cap
+    monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "many")
+    with pytest.raises(ValueError, match="CLCOURSE_MAX_TRAIN_IMAGES must be an integer >= 1, got 'many'"):
+        load_dataset("cifar10", root=tmp_path)
+
+
 def test_subset_when_a_class_runs_out():
     labels = np.array([0] * 10 + [1] * 2 + [2] * 10)
     counts = np.bincount(labels[balanced_subset_indices(labels, 12)], minlength=3)

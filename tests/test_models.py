@@ -113,13 +113,17 @@ def test_presets(monkeypatch):
         get_preset("tiny")
 
 
-def test_max_epochs_caps_the_presets_training_budget_and_nothing_else(monkeypatch):
+def test_max_epochs_and_max_train_images_cap_the_presets_training_budget_and_nothing_else(monkeypatch):
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
     capped = get_preset("smoke")
     assert (capped.epochs, capped.sweep_epochs) == (2, 2)
     assert capped.with_overrides(epochs=12, sweep_epochs=6) == PRESETS["smoke"]
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "100")
     assert get_preset("full").epochs == 100 and get_preset("smoke") == PRESETS["smoke"]
+    monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "512")
+    assert get_preset("smoke").train_subset == 512 and get_preset("colab").train_subset == 512
+    assert get_preset("smoke").with_overrides(train_subset=2560) == PRESETS["smoke"]
+    monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "")
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "")
     assert get_preset("colab") == PRESETS["colab"]
     for wrong in ("0", "two", "-1", "1.5"):

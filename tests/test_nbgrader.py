@@ -100,13 +100,14 @@ def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exer
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
     assert written == ["nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
     # nbgrader loads the config with get_config() defined: the grading kernels inherit its environment
-    for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_RUNS"):
+    for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_RUNS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLCOURSE_PRESET", "colab")
     config = Config()
     exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
     assert config.CourseDirectory.root == str(out) and config.ExecutePreprocessor.timeout == 600
-    assert (get_preset().name, get_preset().epochs, get_preset().sweep_epochs) == ("smoke", 2, 2)
+    preset = get_preset()
+    assert (preset.name, preset.epochs, preset.sweep_epochs, preset.train_subset) == ("smoke", 1, 1, 512)
     assert os.environ["CLCOURSE_RUNS"] == "runs"
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "5")     # the instructor's environment wins over the cap
     exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})

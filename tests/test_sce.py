@@ -488,7 +488,7 @@ def test_explorer_sliders_drive_the_state_and_redraw(trained, images):
     widget.temperature_momentum_slider.value = 0.1
     assert widget.last_view.query == 4 and math.isclose(widget.last_view.temperature_momentum, 0.1, rel_tol=1e-6)
     assert "one-hot target (InfoNCE)" in widget.summary.value
-    assert widget.output.outputs[0]["data"]["image/png"]
+    assert bytes(widget.figure_image.value).startswith(b"\x89PNG")
     figure = soft_target_figure(widget.last_view)
     assert len(figure.axes) == 3 + len(widget.last_view.entries)
 

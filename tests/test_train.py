@@ -124,6 +124,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path)
     assert all(torch.isfinite(v).all() for v in saved["method"].values() if v.is_floating_point())
 
 
+def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
+    history = run(images, epochs=5, checkpoint_dir=tmp_path)
+    assert [r["epoch"] for r in history.epochs] == [1, 2] and sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
+    assert run(images, epochs=1).epochs[-1]["epoch"] == 1               # a cap above the epochs changes nothing
+    assert losses(run(images, epochs=7)) == losses(history)              # the same run as epochs=2
+    monkeypatch.delenv("CLCOURSE_MAX_EPOCHS")
+    with pytest.raises(ValueError, match="epochs"):                      # the capped run was a 2-epoch run
+        run(images, epochs=5, checkpoint_dir=tmp_path)
+
+
 def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images):
     labels = torch.arange(48) % 4
     knn = KnnData(images, labels, images[:16], labels[:16])

@@ -1,5 +1,4 @@
 """The explorer headless: set a control's value, check what the state computed."""
-import base64
 import math
 import sys
 import types
@@ -146,11 +145,13 @@ def test_checkpoint_selector_switches_embeddings():
     assert single.checkpoint_dropdown is None and single.last_neighbourhood.checkpoint == "encoder"
 
 
-def test_the_output_widget_holds_the_figure():
+def test_the_image_widget_holds_the_figure():
     ui = explorer(make_state(k=3))
-    (output,) = ui.output.outputs
-    assert base64.b64decode(output["data"]["image/png"]).startswith(b"\x89PNG")
-    assert "2 of the 3" in ui.summary.value or "of the 3 hardest" in ui.summary.value
+    assert bytes(ui.figure_image.value).startswith(b"\x89PNG") and ui.figure_image.layout.display is None
+    assert "of the 3 hardest" in ui.summary.value
+    before = bytes(ui.figure_image.value)
+    ui.k_slider.value = 2
+    assert bytes(ui.figure_image.value).startswith(b"\x89PNG") and bytes(ui.figure_image.value) != before
 
 
 @pytest.mark.parametrize("with_views", [True, False])

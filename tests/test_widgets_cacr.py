@@ -101,4 +101,4 @@ def test_sliders_change_the_state_and_redraw():
     assert np.allclose(widget.last_query.negative_weights, 1 / (B - 1))
     widget.image_slider.value = 7
     assert widget.last_query.image == 7 and "image #7" in widget.summary.value
-    assert widget.output.outputs[0]["data"]["image/png"]
+    assert bytes(widget.figure_image.value).startswith(b"\x89PNG")

@@ -335,11 +335,12 @@ import os
 c = get_config()  # noqa: F821 (nbgrader's config loader defines it)
 c.CourseDirectory.course_id = "clcourse"
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
-# Grading runs every notebook in the smoke preset (a small CNN on a few thousand images), each training run capped
-# at two epochs: the exercises' tests depend on neither, and the training cells take seconds instead of minutes.
-# (Set CLCOURSE_MAX_EPOCHS in the environment to grade with more epochs.)
+# Grading runs every notebook in the smoke preset (a small CNN), each training run capped at one epoch over 512
+# images: the exercises' tests depend on neither, and the training cells take seconds instead of minutes.
+# (Set CLCOURSE_MAX_EPOCHS and CLCOURSE_MAX_TRAIN_IMAGES in the environment to grade with more.)
 os.environ["CLCOURSE_PRESET"] = "smoke"
-os.environ.setdefault("CLCOURSE_MAX_EPOCHS", "2")
+os.environ.setdefault("CLCOURSE_MAX_EPOCHS", "1")
+os.environ.setdefault("CLCOURSE_MAX_TRAIN_IMAGES", "512")
 os.environ.setdefault("CLCOURSE_DATA", {data_root!r})
 # Each submission trains its own runs, in runs/ beside it (a relative folder is resolved in the kernel's working
 # directory, the submission's folder): a finished run of another submission is never reused.
