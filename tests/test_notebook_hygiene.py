@@ -34,7 +34,7 @@ def executed_notebook():
     nb.metadata["kernelspec"] = {"name": "conda-env-ssl-py", "display_name": "ssl", "language": "python"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
-    nb.metadata["clcourse"] = {"outputs_recorded_with_threads": 1}   # as `tools/notebooks.py execute` records
+    nb.metadata["clcourse"] = {"outputs_recorded_with_threads": 2}   # as `tools/notebooks.py execute` records
     return nb
 
 
@@ -116,8 +116,8 @@ def _problems_after(change):
     (lambda nb: nb.metadata["kernelspec"].update(name="python"), "kernelspec is 'python'"),
     (lambda nb: nb.metadata.update(widgets={}), "widget state"),
     (lambda nb: nb.metadata["language_info"].update(version="3.12"), "not stripped"),
-    (lambda nb: nb.metadata.pop("clcourse"), "checked outputs were not recorded .* with 1 thread"),
-    (lambda nb: nb.metadata.update(clcourse={"outputs_recorded_with_threads": 2}), "recorded_with_threads is 2"),
+    (lambda nb: nb.metadata.pop("clcourse"), "checked outputs were not recorded .* with 2 threads"),
+    (lambda nb: nb.metadata.update(clcourse={"outputs_recorded_with_threads": 1}), "recorded_with_threads is 1"),
 ])
 def test_check_reports_each_kind_of_problem(change, expected):
     assert re.search(expected, _problems_after(change))
@@ -135,7 +135,7 @@ def test_check_command_exit_status(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_execute_records_checked_outputs_with_one_thread(tmp_path, monkeypatch):
+def test_execute_records_checked_outputs_with_two_threads(tmp_path, monkeypatch):
     # execute changes the process environment for its kernel: let monkeypatch restore it afterwards.
     for variable in ("CLCOURSE_PRESET", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         monkeypatch.setenv(variable, "")
@@ -146,8 +146,8 @@ def test_execute_records_checked_outputs_with_one_thread(tmp_path, monkeypatch):
     nbformat.write(nb, path)
     assert tool.main(["execute", str(path)]) == 0
     saved = nbformat.read(path, as_version=4)
-    assert saved.cells[0].outputs[0]["text"] == "smoke 1 1\n"
-    assert saved.metadata["clcourse"] == {"outputs_recorded_with_threads": 1}
+    assert saved.cells[0].outputs[0]["text"] == "smoke 2 2\n"
+    assert saved.metadata["clcourse"] == {"outputs_recorded_with_threads": 2}
     assert tool.notebook_problems(saved) == []
 
 
@@ -301,3 +301,14 @@ def test_notebook_ends_with_a_summary_and_its_papers(path):
     last = tool.read(path).cells[-1]
     assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
     assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"
+
+
+def test_the_notebooks_run_in_two_groups_in_order():
+    """conftest.py's groups for `make test-notebooks`: 00-04 in one worker, the rest in the other, each in order."""
+    grouping = load_script(REPO / "conftest.py")
+    groups = [grouping.notebook_group(path.name) for path in NOTEBOOKS]
+    assert groups == sorted(groups) and set(groups) == {"00-04", "05-"}
+    assert groups.count("00-04") == 5
+    assert grouping.notebook_group("02_embedding_geometry_and_hard_negatives.ipynb") == "00-04"
+    assert grouping.notebook_group("12_new.ipynb") == "05-"
+    assert grouping.notebook_group("README.md") is None and grouping.notebook_group("notes.ipynb") is None

@@ -21,10 +21,10 @@ environment or Python version does not change the file.
 
 ``execute`` refreshes the checked outputs: it runs the notebook top to bottom in a kernel of this
 Python (as ``pytest --nbval-current-env`` does), in the notebook's folder, with the smoke preset that CI
-uses, then saves it stripped. It runs with ONE thread (OMP_NUM_THREADS=1) and records that in the
-notebook's metadata: CI then compares at its default thread count, which changes the order of
-floating-point reductions the way another CPU does, so a checked output that depends on training
-(and would differ on a student's laptop) fails in CI first.
+uses, then saves it stripped. It runs with TWO threads (OMP_NUM_THREADS=2) and records that in the
+notebook's metadata: CI then compares at one thread per notebook (two notebooks side by side on its two cores),
+which changes the order of floating-point reductions the way another CPU does, so a checked output that depends on
+training (and would differ on a student's laptop) fails in CI first.
 
 ``student`` writes the version handed out to students (default: into ``student/``, which git ignores),
 following nbgrader's ``ClearSolutions`` convention: every region from a ``### BEGIN SOLUTION`` line to its
@@ -67,8 +67,8 @@ MARKER_LOOKALIKE = re.compile(r"#*\s*(begin|end)[\s_-]*solution", re.IGNORECASE)
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_STUB = ("YOUR ANSWER HERE",)
 STUDENT_DIR = REPO / "student"
-# Checked outputs are recorded with one thread (see `execute`); the notebook's metadata says so.
-RECORDING_THREADS = 1
+# Checked outputs are recorded with two threads (see `execute`); the notebook's metadata says so.
+RECORDING_THREADS = 2
 RECORDING_METADATA = "clcourse"
 
 
@@ -139,7 +139,7 @@ def notebook_problems(nb) -> list[str]:
     recorded = nb.metadata.get(RECORDING_METADATA, {}).get("outputs_recorded_with_threads")
     if any(is_checked(cell) for cell in nb.cells) and recorded != RECORDING_THREADS:
         problems.append(f"its checked outputs were not recorded by `tools/notebooks.py execute` with "
-                        f"{RECORDING_THREADS} thread (metadata {RECORDING_METADATA}.outputs_recorded_with_threads is "
+                        f"{RECORDING_THREADS} threads (metadata {RECORDING_METADATA}.outputs_recorded_with_threads is "
                         f"{recorded!r})")
     for number, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
