@@ -101,7 +101,8 @@ def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exer
     assert written == ["nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
     # nbgrader loads the config with get_config() defined: the grading kernels inherit its environment
     for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_RUNS"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")   # so that monkeypatch restores each afterwards, whatever the config sets
+        monkeypatch.delenv(name)
     monkeypatch.setenv("CLCOURSE_PRESET", "colab")
     config = Config()
     exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})

@@ -302,13 +302,3 @@ def test_notebook_ends_with_a_summary_and_its_papers(path):
     assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
     assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"
 
-
-def test_the_notebooks_run_in_two_groups_in_order():
-    """conftest.py's groups for `make test-notebooks`: 00-04 in one worker, the rest in the other, each in order."""
-    grouping = load_script(REPO / "conftest.py")
-    groups = [grouping.notebook_group(path.name) for path in NOTEBOOKS]
-    assert groups == sorted(groups) and set(groups) == {"00-04", "05-"}
-    assert groups.count("00-04") == 5
-    assert grouping.notebook_group("02_embedding_geometry_and_hard_negatives.ipynb") == "00-04"
-    assert grouping.notebook_group("12_new.ipynb") == "05-"
-    assert grouping.notebook_group("README.md") is None and grouping.notebook_group("notes.ipynb") is None
