@@ -433,6 +433,14 @@ class StateExplorer(widgets.VBox):
 
     _holding = False       # True while the controls are being synced to the state: no handler runs
 
+    def __init__(self, state, dpi: int):
+        """The state, the figure's resolution, and the two outputs every explorer shows: `summary` (a line of
+        HTML) and `figure_image` (the figure, see `show_figure`); each subclass adds its controls."""
+        super().__init__()
+        self.state, self.dpi = state, dpi
+        self.summary = widgets.HTML()
+        self.figure_image = widgets.Image(format="png")
+
     def on_change(self, control: widgets.ValueWidget, setter: Callable) -> None:
         """On every change of `control`'s value (none while the controls are being synced to the state):
         `setter(new value)`, then `redraw()`."""
@@ -463,8 +471,7 @@ class NeighbourhoodExplorer(StateExplorer):
     """
 
     def __init__(self, state: ExplorerState, max_k: int = 16, dpi: int = 90):
-        super().__init__()
-        self.state, self.dpi = state, dpi
+        super().__init__(state, dpi)
         self.class_dropdown = widgets.Dropdown(
             options=[(state.class_names[label], label) for label in state.classes], value=state.anchor_label,
             description="class")
@@ -482,8 +489,6 @@ class NeighbourhoodExplorer(StateExplorer):
             self.checkpoint_dropdown = widgets.Dropdown(options=state.checkpoints, value=state.checkpoint,
                                                         description="checkpoint")
             self.on_change(self.checkpoint_dropdown, self.state.set_checkpoint)
-        self.summary = widgets.HTML()
-        self.figure_image = widgets.Image(format="png")
         self.last_neighbourhood: Neighbourhood | None = None
         self.last_figure: ExplorerFigure | None = None
 
@@ -730,16 +735,13 @@ class CacrWeightsExplorer(StateExplorer):
     `tau_pos_slider`, `tau_neg_slider`) and `last_query` holds what was drawn."""
 
     def __init__(self, state: CacrWeightsState, max_tau: float = 5.0, dpi: int = 90):
-        super().__init__()
-        self.state, self.dpi = state, dpi
+        super().__init__(state, dpi)
         self.image_slider = widgets.IntSlider(value=state.image, min=0, max=state.num_images - 1,
                                               description="image", continuous_update=False)
         self.tau_pos_slider = widgets.FloatSlider(value=min(state.tau_pos, max_tau), min=0.0, max=max_tau, step=0.1,
                                                   description="τ⁺", continuous_update=False)
         self.tau_neg_slider = widgets.FloatSlider(value=min(state.tau_neg, max_tau), min=0.0, max=max_tau, step=0.1,
                                                   description="τ⁻", continuous_update=False)
-        self.summary = widgets.HTML()
-        self.figure_image = widgets.Image(format="png")
         self.last_query: CacrQuery | None = None
         self.on_change(self.image_slider, self.state.set_image)
         self.on_change(self.tau_pos_slider, self.state.set_tau_pos)
@@ -949,8 +951,7 @@ class SoftTargetExplorer(StateExplorer):
     ``last_figure`` hold what was drawn."""
 
     def __init__(self, state: SoftTargetState, dpi: int = 80):
-        super().__init__()
-        self.state, self.dpi = state, dpi
+        super().__init__(state, dpi)
         self.query_slider = widgets.IntSlider(value=state.query, min=0, max=state.num_queries - 1,
                                               description="query", continuous_update=False)
         self.lam_slider = widgets.FloatSlider(value=state.lam, min=0.0, max=1.0, step=0.05, description="λ",
@@ -958,8 +959,6 @@ class SoftTargetExplorer(StateExplorer):
         self.temperature_momentum_slider = widgets.FloatLogSlider(
             value=state.temperature_momentum, base=10, min=-2, max=0, step=0.05, description="τm",
             continuous_update=False)
-        self.summary = widgets.HTML()
-        self.figure_image = widgets.Image(format="png")
         self.last_view: SoftTargetView | None = None
         self.last_figure: ExplorerFigure | None = None
         self.on_change(self.query_slider, self.state.select)
@@ -1110,12 +1109,9 @@ class CKAExplorer(StateExplorer):
     drawn, ``summary`` says what is shown (or why nothing is)."""
 
     def __init__(self, state: CKAExplorerState, dpi: int = 90):
-        super().__init__()
-        self.state, self.dpi = state, dpi
+        super().__init__(state, dpi)
         self.last_view: CKAResult | None = None
         self.last_figure: ExplorerFigure | None = None
-        self.summary = widgets.HTML()
-        self.figure_image = widgets.Image(format="png")
         rows = []
         for side in ("a", "b"):
             model, input_name = getattr(state, side)

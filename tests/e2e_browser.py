@@ -57,7 +57,8 @@ def lab(tmp_path_factory):
     nbformat.write(student, root / STUDENT_NOTEBOOK.name)
     port = free_port()
     env = dict(os.environ, CLCOURSE_PRESET="smoke", CLCOURSE_MAX_EPOCHS="1", CLCOURSE_MAX_TRAIN_IMAGES="512",
-               CLCOURSE_RUNS=str(root / "runs"), PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+               CLCOURSE_RUNS=str(root / "runs"),
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     env.pop("MPLBACKEND", None)     # the kernel's inline backend, as students have it
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", f"--ServerApp.token={TOKEN}",
                f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"]

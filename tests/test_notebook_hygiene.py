@@ -301,4 +301,3 @@ def test_notebook_ends_with_a_summary_and_its_papers(path):
     last = tool.read(path).cells[-1]
     assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
     assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"
-
