@@ -38,7 +38,7 @@ from clcourse.data import imbalanced_subset_indices, load_dataset  # noqa: E402
 from clcourse.evaluate import extract_features, linear_probe, per_class_accuracy  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
-from clcourse.presets import get_device  # noqa: E402
+from clcourse.presets import PRESETS, get_device  # noqa: E402
 from clcourse.train import KnnData, train  # noqa: E402
 
 
@@ -91,6 +91,11 @@ def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict |
     torch.manual_seed(budget.seed)
     method = build_method(name, build_backbone(budget.backbone), **options)
     lr = budget.lr if budget.lr is not None else method.lr      # each method's own recipe unless --lr says otherwise
+    run_budget = PRESETS["full"].with_overrides(backbone=budget.backbone, epochs=budget.epochs,
+                                                batch_size=budget.batch_size, lr=lr,
+                                                warmup_epochs=budget.warmup_epochs, compile=budget.compile,
+                                                knn_every=budget.knn_every, knn_k=200,
+                                                checkpoint_every=budget.knn_every)
     train_images, train_labels = data.train_images, data.train_labels
     if imbalanced:
         keep = torch.as_tensor(imbalanced_subset_indices(train_labels.cpu().numpy()), device=train_labels.device)
@@ -98,10 +103,8 @@ def train_and_evaluate(name: str, budget: Budget, data: KnnData, options: dict |
     print(f"\n{name} {options} on {budget.backbone}, {len(train_images)} images, {budget.epochs} epochs, "
           f"batch {budget.batch_size}, lr {lr}/256, compile={budget.compile}")
     start = time.perf_counter()
-    history = train(method, train_images, labels=train_labels, epochs=budget.epochs,
-                    batch_size=budget.batch_size, lr=lr, warmup_epochs=budget.warmup_epochs, seed=budget.seed,
-                    compile=budget.compile, knn_data=data, knn_every=budget.knn_every,
-                    checkpoint_dir=checkpoint_dir, checkpoint_every=budget.knn_every,
+    history = train(method, train_images, labels=train_labels, preset=run_budget, seed=budget.seed, knn_data=data,
+                    checkpoint_dir=checkpoint_dir,
                     device=data.train_images.device, progress=progress)
     wall = time.perf_counter() - start
     for record in history.epochs:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe_device  # noqa: E402
 
 from clcourse import robustness as R  # noqa: E402
-from clcourse.presets import PRESETS, get_device  # noqa: E402
+from clcourse.presets import PRESETS, RobustnessBudget, get_device  # noqa: E402
 from clcourse.train import train  # noqa: E402
 
 PREFIX = "bench08"
@@ -44,17 +44,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_epoch(scheme: str, adversarial: bool, budget: R.RobustnessBudget, images, labels, device,
+def seconds_per_epoch(scheme: str, adversarial: bool, budget: RobustnessBudget, images, labels, device,
                       epochs: int = 2) -> float:
     """The fastest epoch (after the first, which warms up) of the scheme's pretraining, without saving a run."""
     method = R.build_encoder_method(scheme, adversarial, budget)
-    history = train(method, images, labels=labels, epochs=epochs, batch_size=budget.batch_size, warmup_epochs=0,
-                    compile=False, device=device, progress=False, log_every=10_000)
+    run_budget = PRESETS["full"].with_overrides(epochs=epochs, batch_size=budget.batch_size, warmup_epochs=0,
+                                                compile=False, log_every=10_000)
+    history = train(method, images, labels=labels, preset=run_budget, device=device, progress=False)
     times = [record["seconds"] for record in history.epochs]
     return min(times[1:] or times)
 
 
-def evaluation_seconds(model: R.FineTune, images, labels, budget: R.RobustnessBudget, steps: int, device) -> dict:
+def evaluation_seconds(model: R.FineTune, images, labels, budget: RobustnessBudget, steps: int, device) -> dict:
     """Seconds of clean, threat-model-I and threat-model-II evaluation of `images` with PGD-`steps`."""
     timings, accuracies = {}, {}
     classifier = R.classifier_of(model)
@@ -73,7 +74,7 @@ def evaluation_seconds(model: R.FineTune, images, labels, budget: R.RobustnessBu
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", choices=sorted(R.BUDGETS), default="full", help="notebook 08's budget by preset")
+    parser.add_argument("--budget", choices=sorted(PRESETS), default="full", help="notebook 08's budget by preset")
     parser.add_argument("--schemes", default="cl,scl,sl", help="comma-separated, from " + ",".join(R.SCHEMES))
     parser.add_argument("--scenarios", default=",".join(R.SCENARIOS), help="comma-separated, from "
                         + ",".join(R.SCENARIOS))
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     schemes = [R.require_scheme(s) for s in args.schemes.split(",")]
     scenarios = [R.require_scenario(s) for s in args.scenarios.split(",")]
     budget_name = "smoke" if args.smoke else args.budget
-    budget = R.BUDGETS[budget_name]
+    budget = PRESETS[budget_name].robustness
     if args.smoke:
         budget = replace(budget, train_subset=256, test_subset=64, pretrain_epochs=1, eval_batch_size=64)
         schemes, scenarios = ["cl"], ["ST", "Full-AT"]
-    preset = PRESETS[budget_name]
+    preset = PRESETS[budget_name].with_overrides(robustness=budget)
     prefix = f"{PREFIX}_tiny" if args.smoke else PREFIX     # the tiny budget's runs apart from the smoke budget's
     device = get_device()
     test_steps = args.test_steps or budget.test_steps

@@ -84,8 +84,9 @@ from targets import method_cost  # noqa: E402
 
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import SplitBatchNorm2d, build_backbone  # noqa: E402
-from clcourse.presets import autocast_dtype  # noqa: E402
-from clcourse.train import History, KnnData, train  # noqa: E402
+from clcourse.presets import PRESETS, autocast_dtype  # noqa: E402
+from clcourse.runs import History  # noqa: E402
+from clcourse.train import KnnData, train  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 DEFAULT_NOTEBOOK = REPO / "notebooks" / "00_setup_and_tour.ipynb"
@@ -265,8 +266,9 @@ def measure_method(name: str, ctx: Context, images: torch.Tensor, labels: torch.
     sizes = ctx.sizes
     torch.manual_seed(0)
     method = build_method(name, build_backbone(sizes.simclr.backbone))
-    history = train(method, images, labels=labels, epochs=sizes.cost_epochs, batch_size=sizes.cost_batch_size,
-                    warmup_epochs=0, compile=False, device=ctx.device, progress=False, log_every=50)
+    budget = PRESETS["full"].with_overrides(epochs=sizes.cost_epochs, batch_size=sizes.cost_batch_size,
+                                            warmup_epochs=0, compile=False, log_every=50)
+    history = train(method, images, labels=labels, preset=budget, device=ctx.device, progress=False)
     seconds = [record["seconds"] for record in history.epochs]
     images_per_epoch = (len(images) // sizes.cost_batch_size) * sizes.cost_batch_size
     return {"seconds_per_epoch": round(min(seconds[1:] or seconds) * EPOCH_IMAGES / images_per_epoch, 3),

@@ -28,7 +28,7 @@ from common import available_cpus, cifar10_or_synthetic, describe_device, sizes_
 
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
-from clcourse.presets import autocast_dtype, get_device  # noqa: E402
+from clcourse.presets import PRESETS, autocast_dtype, get_device  # noqa: E402
 from clcourse.train import optimisation_step, train  # noqa: E402
 
 EPOCH_IMAGES = 50_000
@@ -103,8 +103,9 @@ def model_step_alone(runner: StepRunner, sizes: Sizes) -> float:
 def clcourse_end_to_end(sizes: Sizes, device: torch.device, compile: bool, images: torch.Tensor) -> float:
     """Images/s of the shared training loop (device-side augmentation included), from its second epoch."""
     method = make_method(sizes.backbone, device)
-    history = train(method, images, epochs=sizes.epochs, batch_size=sizes.batch_size, lr=0.1, device=device,
-                    compile=compile, progress=False, log_every=50)
+    budget = PRESETS["full"].with_overrides(epochs=sizes.epochs, batch_size=sizes.batch_size, lr=0.1,
+                                            warmup_epochs=0, compile=compile, log_every=50)
+    history = train(method, images, preset=budget, device=device, progress=False)
     seconds = min(record["seconds"] for record in history.epochs[1:] or history.epochs)
     steps_per_epoch = images.shape[0] // sizes.batch_size
     return 2 * sizes.batch_size * steps_per_epoch / seconds

@@ -30,6 +30,10 @@ import torch.nn.functional as F
 
 from .validation import describe_tensor, require_in_range, require_int_at_least, require_positive
 
+__all__ = ["NORMS", "require_attack_budget", "input_gradient", "project", "fgsm",
+           "random_start_point", "pgd", "contrastive_attack", "contrastive_objective",
+           "cross_entropy_objective"]
+
 NORMS = ("linf", "l2")
 
 
@@ -40,6 +44,17 @@ def _require_input(x: torch.Tensor) -> None:
 
 def _require_epsilon(epsilon: float) -> None:
     require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+
+
+def require_attack_budget(epsilon: float, steps: int, step_size: float | None) -> tuple[float, int, float]:
+    """(epsilon >= 0, steps >= 1, step size > 0: default epsilon / 4) as plain numbers."""
+    epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+    steps = require_int_at_least("steps", steps, 1)
+    if step_size is None:
+        if epsilon == 0:
+            return epsilon, steps, 1 / 255      # any step: the ball is a point
+        return epsilon, steps, epsilon / 4
+    return epsilon, steps, require_positive("step_size", step_size)
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,14 @@ from .presets import no_autocast
 from .validation import (require_images, require_in_range, require_int_at_least, require_probability,
                          require_unit_range)
 
+__all__ = ["LUMA_WEIGHTS", "BRIGHTNESS", "CONTRAST", "SATURATION", "HUE", "to_float_images",
+           "to_uint8_images", "sample_apply", "CropBoxes", "sample_crop_boxes", "resized_crop",
+           "horizontal_flip", "rgb_to_grayscale", "adjust_brightness", "adjust_contrast",
+           "adjust_saturation", "rgb_to_hsv", "hsv_to_rgb", "adjust_hue", "ColorJitterParams",
+           "sample_color_jitter", "color_jitter", "grayscale", "gaussian_kernels", "gaussian_blur",
+           "solarize", "default_blur_kernel_size", "AugmentParams", "Augment", "simclr_cifar",
+           "simclr_stl10", "weak"]
+
 # Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that our
 # grayscale, contrast and saturation agree with torchvision's to float precision.
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)

@@ -57,6 +57,11 @@ from .presets import autocast_dtype, no_autocast
 from .validation import (describe_tensor, require_finite, require_images, require_int_at_least, require_labels,
                          require_unit_range)
 
+__all__ = ["Perturbation", "HSICEstimator", "MIN_ROWS_UNBIASED", "hsic_unbiased", "linear_cka",
+           "gram", "minibatches", "MinibatchCKA", "minibatch_cka", "default_layers",
+           "require_layers", "record_layers", "feature_attack", "CKAResult", "layer_cka", "pool",
+           "pooled_layer_features", "LayerProbes", "layer_probes", "short_layer_names"]
+
 # (x [B, 3, H, W] pixels in [0, 1], labels [B] or None) -> the images the network sees, e.g. adversarial ones.
 Perturbation = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 # (K [b, b], L [b, b]) -> a 0-d tensor: an HSIC estimator, e.g. a student's version of `hsic_unbiased`.

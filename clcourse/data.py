@@ -28,6 +28,10 @@ import torch
 from .presets import MAX_TRAIN_IMAGES_ENV_VAR, capped, course_root
 from .validation import as_number, require_bool
 
+__all__ = ["DATA_ENV_VAR", "CIFAR10_CLASSES", "STL10_CLASSES", "CIFAR100_CLASSES", "SUBSET_SEED",
+           "data_root", "balanced_subset_indices", "imbalanced_subset_indices", "load_dataset",
+           "class_names"]
+
 DATA_ENV_VAR = "CLCOURSE_DATA"
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -24,6 +24,9 @@ from .presets import autocast_dtype, no_autocast
 from .validation import (describe_tensor, require_embeddings, require_finite, require_images, require_in_range,
                          require_int_at_least, require_labels, require_positive, require_same_shape, require_unit_range)
 
+__all__ = ["extract_features", "eval_mode", "knn_predict", "knn_accuracy", "ProbeResult",
+           "linear_probe", "alignment", "uniformity", "per_class_accuracy"]
+
 
 # ---------------------------------------------------------------- features
 

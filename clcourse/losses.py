@@ -23,6 +23,11 @@ from .presets import no_autocast
 from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
                          require_positive, require_same_shape)
 
+__all__ = ["positive_index", "info_nce", "dcl", "hcl", "moco_logits", "moco_info_nce", "MochiMix",
+           "mochi_mix", "mochi_negatives", "sce_target", "sce", "sce_in_batch",
+           "multiview_info_nce", "CACR_WEIGHTS", "CacrTerms", "require_cacr_arguments",
+           "cacr_terms", "cacr", "supcon"]
+
 
 def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Check a pair of view embeddings and return the 2B unit vectors [z1; z2] in float32."""

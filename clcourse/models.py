@@ -8,6 +8,7 @@ later notebooks perturb those pixels directly, with epsilons in [0, 1] pixel uni
 from __future__ import annotations
 
 import copy
+import hashlib
 from contextlib import contextmanager
 
 import torch
@@ -15,6 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .validation import require_in_range, require_int_at_least
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "Normalize", "conv_bn_relu", "BasicBlock", "ResNet18",
+           "SmallCNN", "Backbone", "BACKBONES", "build_backbone", "projection_mlp",
+           "SplitBatchNorm2d", "use_split_batchnorm", "DualBatchNorm", "use_dual_batchnorm",
+           "dual_batchnorm_layers", "adversarial_batchnorm", "batchnorm_statistics_frozen",
+           "weights_fingerprint"]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -287,3 +294,12 @@ def batchnorm_statistics_frozen(module: nn.Module):
         for layer, momentum, count in saved:
             layer.momentum = momentum
             layer.num_batches_tracked.copy_(count)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short hash of every value in `module`'s state dict: changes when any weight or statistic does."""
+    digest = hashlib.sha1()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

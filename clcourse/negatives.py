@@ -34,6 +34,13 @@ from .presets import no_autocast
 from .validation import (describe_tensor, require_embeddings, require_finite, require_in_range, require_int_at_least,
                          require_labels, require_positive)
 
+__all__ = ["SIMILARITY_BLOCK_ENTRIES", "hardest_negatives", "false_negative_rate",
+           "similarity_distributions", "negative_weights_from_similarities", "negative_weights",
+           "negative_gradient_weights", "view_pair_negatives", "same_class_gradient_share",
+           "weight_entropy", "effective_negatives", "MAP_METHODS", "EmbeddingMap", "fit_pca",
+           "fit_umap", "features_fingerprint", "MapCache", "DEFAULT_MAP_CACHE",
+           "fit_embedding_map", "embedding_map", "off_diagonal", "rank_among_negatives"]
+
 # A chunk of the anchor x candidate similarity matrix holds at most this many entries (64 MB in float32).
 SIMILARITY_BLOCK_ENTRIES = 2 ** 24
 

@@ -26,37 +26,36 @@ Every epsilon is in [0, 1] pixel units (the models normalise inside). Defaults a
 training at 8/255 with 5 steps of 2/255, test attacks at 4/255 with 40 steps (ours of 1/255, epsilon / 4;
 the authors' 0.01 is larger than epsilon / 2), from a random start (the authors start at delta = 0).
 
-`pretrain_encoder`, `fine_tune` and `RobustnessBudget` train and keep every model under a run name
-(`runs/<preset>/nb08_...`), so that later notebooks (09, layer-wise analysis) load the same encoders.
+`pretrain_encoder` and `fine_tune` train with the preset's `RobustnessBudget` (`preset.robustness`) and keep
+every model under a run name (`runs/<preset>/nb08_...`, `encoder_run_name`), so that later notebooks (09,
+layer-wise analysis) load the same encoders.
 """
 from __future__ import annotations
 
-import copy
 import functools
-import hashlib
-import math
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attacks import NORMS, contrastive_objective, cross_entropy_objective, pgd
+from .attacks import NORMS, contrastive_objective, cross_entropy_objective, pgd, require_attack_budget
 from .augment import to_float_images
 from .losses import info_nce
-from .methods import SCHEMES, AdversarialPretraining, Batch, Method, StepOutput, build_method, describe
-from .models import batchnorm_statistics_frozen, build_backbone
-from .presets import Preset, autocast_dtype, get_preset
-from .validation import (require_bool, require_images, require_in_range, require_int_at_least, require_labels,
-                         require_positive, require_unit_range)
+from .methods import (FINE_TUNING, SCHEMES, TRAIN_EPSILON, TRAIN_STEP_SIZE, TRAIN_STEPS, AdversarialPretraining,
+                      FineTune, Method, build_method)
+from .models import build_backbone
+from .presets import Preset, RobustnessBudget, autocast_dtype, get_preset
+from .validation import require_images, require_int_at_least, require_labels, require_positive, require_unit_range
 
-TRAIN_EPSILON, TRAIN_STEPS, TRAIN_STEP_SIZE = 8 / 255, 5, 2 / 255    # adversarial training (the paper's)
+__all__ = ["SCHEMES", "SCENARIOS", "FINE_TUNING", "FineTune", "TRAIN_EPSILON", "TRAIN_STEPS", "TRAIN_STEP_SIZE",
+           "TEST_EPSILON", "TEST_STEPS", "THREAT_MODEL_1_TEMPERATURE", "require_scheme", "require_scenario",
+           "require_norm", "threat_model_1", "threat_model_2", "robust_accuracy", "RobustAccuracy",
+           "evaluate_robustness", "classifier_of", "autoattack_accuracy", "encoder_run_name",
+           "build_encoder_method", "training_data", "pretrain_encoder", "fine_tune"]
+
 TEST_EPSILON, TEST_STEPS = 4 / 255, 40                              # test attacks (the paper's); step epsilon / 4
 THREAT_MODEL_1_TEMPERATURE = 0.5                                    # InfoNCE's temperature in threat model I
-
-FINE_TUNING = ("standard", "partial", "full")
 # scenario -> (adversarial pretraining?, fine-tuning)
 SCENARIOS = {"ST": (False, "standard"), "AT": (True, "standard"), "Partial-AT": (True, "partial"),
              "Full-AT": (True, "full")}
@@ -79,126 +78,6 @@ def require_norm(norm: str) -> str:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {list(NORMS)} (the threat model's ball), got {norm!r}")
     return norm
-
-
-def _require_attack_budget(epsilon: float, steps: int, step_size: float | None) -> tuple[float, int, float]:
-    """(epsilon >= 0, steps >= 1, step size > 0: default epsilon / 4) as plain numbers."""
-    epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
-    steps = require_int_at_least("steps", steps, 1)
-    if step_size is None:
-        if epsilon == 0:
-            return epsilon, steps, 1 / 255      # any step: the ball is a point
-        return epsilon, steps, epsilon / 4
-    return epsilon, steps, require_positive("step_size", step_size)
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """A short hash of every value in `module`'s state dict: changes when any weight or statistic does."""
-    digest = hashlib.sha1()
-    for key, value in module.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- fine-tuning: a linear head on an encoder
-
-def unaugmented(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The images themselves as float pixels in [0, 1]: the views of the fine-tuning, which CL-Robustness trains
-    on un-augmented images (the generator is not used)."""
-    return to_float_images(images)
-
-
-class FineTune(Method):
-    r"""A linear classifier W on a pretrained encoder f, trained in the shared loop (`clcourse.train.train`):
-    the fine-tuning of CL-Robustness' scenarios (`mode`):
-
-        standard:  \min_W CE(W f(x), y)                               f frozen (ST, AT)
-        partial:   \min_W CE(W f(x), y) + CE(W f(x + \delta), y)       f frozen (Partial-AT)
-        full:      \min_{W, f} CE(W f(x), y) + CE(W f(x + \delta), y)  (Full-AT)
-
-    \delta: PGD on \sum_i CE(W f(x_i + \delta_i), y_i) through encoder and head, end to end
-    (`clcourse.attacks.cross_entropy_objective`), `steps` steps of `step_size` within `epsilon` (the paper's
-    8/255, 5 steps of 2/255) from a random start, with batch-norm's running averages frozen during the attack;
-    `attack` replaces `clcourse.attacks.pgd` (same arguments).
-
-    A frozen encoder stays in eval mode whatever the loop asks (its batch-norm statistics do not move) and its
-    weights get no gradient, so the loop's optimiser never sees them. The pretrained projector comes along,
-    frozen, for threat model I (`encode`); it is never trained. The views are the images themselves
-    (`unaugmented`, as the paper) unless `augment` says otherwise.
-
-    `encoder` is the pretrained method (any `Method`: its backbone and projector are copied). Its weights'
-    fingerprint is part of the configuration, so a run under the same name on another encoder is refused.
-    """
-
-    requires_labels = True
-    # Peak SGD learning rate per 256 images: a linear head on frozen features, or the whole network.
-    LEARNING_RATES = {"standard": 0.5, "partial": 0.5, "full": 0.05}
-
-    def __init__(self, encoder: Method, mode: str = "standard", num_classes: int = 10,
-                 epsilon: float = TRAIN_EPSILON, steps: int = TRAIN_STEPS, step_size: float = TRAIN_STEP_SIZE,
-                 random_start: bool = True, attack: Callable | None = None, augment=None):
-        if not isinstance(encoder, Method):
-            raise ValueError(f"encoder must be a pretrained clcourse Method (its backbone and projector are used), "
-                             f"got {type(encoder).__name__}")
-        if mode not in FINE_TUNING:
-            raise ValueError(f"mode must be one of {list(FINE_TUNING)}, got {mode!r}")
-        num_classes = require_int_at_least("num_classes", num_classes, 2)
-        epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
-        random_start = require_bool("random_start", random_start)
-        if attack is not None and not callable(attack):
-            raise ValueError(f"attack must be a function attack(loss_fn, x, epsilon, step_size, steps, "
-                             f"random_start=...), got {attack!r}")
-        super().__init__(copy.deepcopy(encoder.backbone), (augment or unaugmented,))
-        self.projector = copy.deepcopy(encoder.projector).requires_grad_(False)
-        self.head = nn.Linear(self.backbone.feature_dim, num_classes)
-        self.mode = mode
-        if mode != "full":
-            self.backbone.requires_grad_(False)
-        self.compilable = mode == "standard"      # the adversarial modes take input gradients
-        self.lr = self.LEARNING_RATES[mode]
-        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
-        self.attack_fn = attack or pgd
-        self.hyperparameters = dict(mode=mode, num_classes=num_classes, encoder=type(encoder).__name__,
-                                    encoder_weights=weights_fingerprint(encoder))
-        if mode != "standard":
-            self.hyperparameters.update(epsilon=epsilon, steps=steps, step_size=step_size, random_start=random_start)
-        self.train()
-
-    def config(self) -> dict:
-        return {**super().config(), "functions": {"attack": describe(self.attack_fn)}}
-
-    def train(self, mode: bool = True) -> "FineTune":
-        """Training mode for what is trained; a frozen encoder and the projector stay in eval mode."""
-        super().train(mode)
-        self.projector.eval()
-        if self.mode != "full":
-            self.backbone.eval()
-        return self
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits W f(x)."""
-        return self.head(self.backbone(x))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """g(f(x)) through the pretrained projector: what threat model I attacks."""
-        return self.projector(self.backbone(x))
-
-    def training_step(self, batch: Batch) -> StepOutput:
-        x, labels = batch.views[0], batch.labels
-        logits = self.classify(x)
-        loss = F.cross_entropy(logits.float(), labels)
-        logs = {"train_accuracy": (logits.detach().argmax(1) == labels).float().mean()}
-        if self.mode == "standard":
-            return StepOutput(loss, logs)
-        with batchnorm_statistics_frozen(self):
-            x_adv = self.attack_fn(cross_entropy_objective(self.classify, labels), x, self.epsilon, self.step_size,
-                                   self.steps, random_start=self.random_start)
-        adversarial_logits = self.classify(x_adv)
-        adversarial_loss = F.cross_entropy(adversarial_logits.float(), labels)
-        logs.update(clean_loss=loss.detach(), adversarial_loss=adversarial_loss.detach(),
-                    adversarial_accuracy=(adversarial_logits.detach().argmax(1) == labels).float().mean())
-        return StepOutput(loss + adversarial_loss, logs)
 
 
 # ---------------------------------------------------------------- attacks and robust accuracy
@@ -224,7 +103,7 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
     pixel units, e.g. 0.5 on CIFAR-10 as RobustBench). Step size default epsilon / 4; the random start is drawn
     from a generator seeded with `seed`, so an evaluation gives the same numbers every time.
     """
-    epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
+    epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
     temperature = require_positive("temperature", temperature)
     for name, fn in (("encode", encode), ("objective", objective), ("attack", attack)):
         if fn is not None and not callable(fn):
@@ -253,7 +132,7 @@ def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: i
 
     Returns attack(x, y) -> x + delta* for `robust_accuracy`. `attack`, `step_size`, `random_start`, `norm`
     and `seed` as in `threat_model_1`."""
-    epsilon, steps, step_size = _require_attack_budget(epsilon, steps, step_size)
+    epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
     for name, fn in (("classifier", classifier), ("attack", attack)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be a function, got {fn!r}")
@@ -384,7 +263,7 @@ def autoattack_accuracy(classifier: nn.Module, images: torch.Tensor, labels: tor
         print("AutoAttack skipped: it runs through the torchattacks package, which is not installed "
               "(pip install torchattacks)")
         return None
-    epsilon, _, _ = _require_attack_budget(epsilon, 1, None)
+    epsilon, _, _ = require_attack_budget(epsilon, 1, None)
     norm = {"linf": "Linf", "l2": "L2"}[require_norm(norm)]
     auto = torchattacks.AutoAttack(classifier, norm=norm, eps=epsilon, version="standard", n_classes=num_classes,
                                    seed=0)
@@ -396,44 +275,6 @@ def autoattack_accuracy(classifier: nn.Module, images: torch.Tensor, labels: tor
 
 
 # ---------------------------------------------------------------- budgets and runs, shared with notebook 09
-
-@dataclass(frozen=True)
-class RobustnessBudget:
-    """How much notebook 08 (and the layer-wise analysis after it) trains and attacks, per preset."""
-    backbone: str
-    train_subset: int | None          # CIFAR-10 training images (None: all 50,000)
-    test_subset: int | None           # held-out images attacked (None: all 10,000)
-    batch_size: int                   # pretraining
-    pretrain_epochs: int
-    finetune_batch_size: int
-    finetune_epochs: int
-    train_steps: int                  # PGD steps of adversarial training (pretraining and fine-tuning), epsilon 8/255
-    train_step_size: float
-    test_steps: int                   # PGD steps of the test attacks, epsilon 4/255
-    eval_batch_size: int              # images attacked together (threat model I: the negatives)
-
-
-BUDGETS = {
-    # A small CNN on 512 images, a couple of steps of everything: about two minutes for the whole grid on two
-    # CPU cores. The numbers only say that the code runs; the effects appear at the colab scale.
-    "smoke": RobustnessBudget(backbone="small_cnn", train_subset=512, test_subset=200, batch_size=128,
-                              pretrain_epochs=2, finetune_batch_size=128, finetune_epochs=1, train_steps=2,
-                              train_step_size=4 / 255, test_steps=3, eval_batch_size=200),
-    # ResNet-18 on a fifth of CIFAR-10, the paper's attacks: about 20 minutes on a T4 (estimate).
-    "colab": RobustnessBudget(backbone="resnet18", train_subset=10_000, test_subset=1000, batch_size=256,
-                              pretrain_epochs=10, finetune_batch_size=256, finetune_epochs=3, train_steps=5,
-                              train_step_size=2 / 255, test_steps=20, eval_batch_size=500),
-    # The paper's grid and attacks on ResNet-18 (theirs: ResNet-50), all of CIFAR-10: hours on a fast GPU.
-    "full": RobustnessBudget(backbone="resnet18", train_subset=None, test_subset=None, batch_size=512,
-                             pretrain_epochs=200, finetune_batch_size=512, finetune_epochs=100, train_steps=5,
-                             train_step_size=2 / 255, test_steps=40, eval_batch_size=500),
-}
-
-
-def robustness_budget(preset: Preset | None = None) -> RobustnessBudget:
-    """The budget of `preset` (default: `get_preset()`)."""
-    return BUDGETS[(preset or get_preset()).name]
-
 
 def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget, prefix: str = "nb08") -> str:
     """`nb08_cl_st`, `nb08_scl_at_eps8_steps5`, ...: the run of a pretrained encoder."""
@@ -464,21 +305,28 @@ def training_data(budget: RobustnessBudget, device=None, train: bool = True) -> 
     return load_dataset("cifar10", train=train, subset=subset, device=get_device(device))
 
 
+def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]:
+    preset = preset or get_preset()
+    if preset.robustness is None:
+        raise ValueError(f"preset {preset.name!r} has no robustness budget (preset.robustness is None): give it one "
+                         "with preset.with_overrides(robustness=RobustnessBudget(...))")
+    return preset, preset.robustness
+
+
 def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = None,
                      data: tuple[torch.Tensor, torch.Tensor] | None = None, prefix: str = "nb08",
                      attack: Callable | None = None, progress: bool = True, **options):
     """Pretrain (or load, when the run exists) the encoder of `scheme` ("cl", "scl", "sl"), standard or
-    adversarial, with the preset's `RobustnessBudget`, as run `encoder_run_name(...)` in runs/<preset>/.
-    `data` = (uint8 images, labels) (default: the budget's CIFAR-10 subset); `options` go to the method (e.g. a
-    student's `loss=`), `attack` to the adversarial pretraining. Returns (method, History)."""
+    adversarial, with the preset's `RobustnessBudget` (`preset.robustness`), as run `encoder_run_name(...)` in
+    runs/<preset>/. `data` = (uint8 images, labels) (default: the budget's CIFAR-10 subset); `options` go to the
+    method (e.g. a student's `loss=`), `attack` to the adversarial pretraining. Returns (method, History)."""
     from .train import train
-    preset = preset or get_preset()
-    budget = robustness_budget(preset)
+    preset, budget = _robustness_budget(preset)
     images, labels = data if data is not None else training_data(budget)
     method = build_encoder_method(scheme, adversarial, budget, attack=attack, **options)
-    history = train(method, images, labels=labels, preset=preset, run=encoder_run_name(scheme, adversarial, budget,
-                                                                                      prefix),
-                    epochs=budget.pretrain_epochs, batch_size=budget.batch_size, progress=progress)
+    history = train(method, images, labels=labels,
+                    preset=preset.with_overrides(epochs=budget.pretrain_epochs, batch_size=budget.batch_size),
+                    run=encoder_run_name(scheme, adversarial, budget, prefix), progress=progress)
     return method, history
 
 
@@ -486,15 +334,15 @@ def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | 
               data: tuple[torch.Tensor, torch.Tensor] | None = None, attack: Callable | None = None,
               progress: bool = True):
     """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial", "full") with
-    the preset's budget, as run `<encoder_run>_<mode>`. Returns (FineTune, History)."""
+    the preset's robustness budget, as run `<encoder_run>_<mode>`. Returns (FineTune, History)."""
     from .train import train
-    preset = preset or get_preset()
-    budget = robustness_budget(preset)
+    preset, budget = _robustness_budget(preset)
     images, labels = data if data is not None else training_data(budget)
     torch.manual_seed(0)
     model = FineTune(encoder, mode, epsilon=TRAIN_EPSILON, steps=budget.train_steps, step_size=budget.train_step_size,
                      attack=attack)
-    history = train(model, images, labels=labels, preset=preset, run=f"{encoder_run}_{mode}",
-                    epochs=budget.finetune_epochs, batch_size=budget.finetune_batch_size, warmup_epochs=0,
+    budget_of_run = preset.with_overrides(epochs=budget.finetune_epochs, batch_size=budget.finetune_batch_size,
+                                          warmup_epochs=0)
+    history = train(model, images, labels=labels, preset=budget_of_run, run=f"{encoder_run}_{mode}",
                     progress=progress)
     return model, history

@@ -11,6 +11,11 @@ import math
 import numpy as np
 import torch
 
+__all__ = ["describe_tensor", "as_number", "require_number", "require_positive",
+           "require_int_at_least", "require_in_range", "require_probability", "require_bool",
+           "require_embeddings", "require_finite", "require_same_shape", "require_labels",
+           "require_images", "require_unit_range"]
+
 
 def describe_tensor(value) -> str:
     """How a bad argument looks, for an error message: shape and dtype of a tensor, else its type."""

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .augment import to_float_images
-from .train import History
+from .runs import History
 
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
@@ -454,6 +454,13 @@ def plot_temperature_sweep(results: dict[float, dict[str, float]], ax=None):
 
 # ---------------------------------------------------------------------- inside the network (notebook 09)
 from .cka import CKAResult, short_layer_names  # noqa: E402  (kept with the section that uses it)
+
+__all__ = ["to_display", "show_images", "show_views", "plot_histories", "plot_similarity_matrix",
+           "POSITIVE_COLOUR", "NEGATIVE_COLOUR", "FALSE_NEGATIVE_COLOUR", "image_tile",
+           "plot_alignment_uniformity", "SIMILARITY_KINDS", "plot_similarity_histograms",
+           "plot_false_negative_rate", "plot_negative_gallery", "plot_negative_weights",
+           "plot_effective_negatives", "plot_embedding_map", "plot_temperature_sweep",
+           "representation_label", "plot_cka_heatmap", "plot_cka_heatmaps", "plot_layer_curves"]
 
 
 def representation_label(name) -> str:

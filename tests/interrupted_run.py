@@ -14,7 +14,7 @@ import torch
 
 from clcourse.methods import SimCLR
 from clcourse.models import Backbone, SmallCNN
-from clcourse.train import train
+from helpers import fit
 
 OPTIONS = dict(epochs=3, batch_size=16, lr=0.1, warmup_epochs=1, progress=False, log_every=2)   # 3 steps an epoch
 MOMENTS = ("mid-epoch", "mid-write-last", "mid-write-snapshot")
@@ -69,6 +69,6 @@ def main(folder: str, moment: str, threads: str) -> None:
                     wait_for_the_kill()
             return real_save(obj, f, *args, **kwargs)
         torch.save = save_half_then_stop
-    train(method, make_images(), checkpoint_dir=folder, **OPTIONS)
+    fit(method, make_images(), checkpoint_dir=folder, **OPTIONS)
     raise SystemExit("the run finished without reaching the moment to be killed")
 

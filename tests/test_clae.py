@@ -16,7 +16,7 @@ from clcourse.losses import info_nce
 from clcourse.methods import CLAE, Batch, SimCLR, build_method, clae_objective
 from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
 from clcourse.negatives import off_diagonal, rank_among_negatives
-from clcourse.train import train
+from helpers import fit
 
 
 class Tiny(nn.Module):
@@ -176,7 +176,7 @@ def test_alpha_zero_trains_exactly_like_simclr():
     simclr = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
     torch.manual_seed(0)
     clae = CLAE(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views, alpha=0.0)
-    simclr_history, clae_history = train(simclr, images, **options), train(clae, images, **options)
+    simclr_history, clae_history = fit(simclr, images, **options), fit(clae, images, **options)
     assert [r["loss"] for r in clae_history.steps] == [r["loss"] for r in simclr_history.steps]
     clean_state = {key.replace(".clean.", "."): value for key, value in clae.state_dict().items()
                    if ".adversarial." not in key}
@@ -260,7 +260,7 @@ def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded
                                              "objective": "test_clae.students_objective"}
     assert tiny_clae().config()["functions"] == {"loss": "clcourse.losses.info_nce",
                                                  "attack": "clcourse.attacks.contrastive_attack",
-                                                 "objective": "clcourse.methods.clae_objective"}
+                                                 "objective": "clcourse.methods.clae.clae_objective"}
 
 
 def test_a_wrong_objective_changes_the_loss():

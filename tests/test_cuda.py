@@ -10,7 +10,8 @@ from clcourse.evaluate import knn_accuracy
 from clcourse.methods import MoCo, SimCLR
 from clcourse.models import SplitBatchNorm2d, build_backbone
 from clcourse.presets import autocast_dtype
-from clcourse.train import KnnData, train
+from clcourse.train import KnnData
+from helpers import fit
 
 pytestmark = pytest.mark.cuda
 
@@ -45,7 +46,7 @@ def test_training_loop_on_the_gpu(images, make_method):
     method = make_method(build_backbone("small_cnn"))
     labels = torch.arange(len(images)) % 10
     knn = KnnData(images[:192], labels[:192], images[192:], labels[192:])
-    history = train(method, images, epochs=2, batch_size=64, lr=0.1, knn_data=knn, knn_k=20, progress=False,
+    history = fit(method, images, epochs=2, batch_size=64, lr=0.1, knn_data=knn, knn_k=20, progress=False,
                     log_every=2, device="cuda")
     assert autocast_dtype(torch.device("cuda")) == (torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8
                                                     else torch.float16)

@@ -8,7 +8,7 @@ from clcourse.diagnostics import (queries, queue_false_negative_rate, queue_fals
                                   queue_hardest_negatives, synthetic_negative_similarities)
 from clcourse.methods import build_method
 from clcourse.models import Backbone, SmallCNN
-from clcourse.train import train
+from helpers import fit
 
 DIM = 8
 
@@ -71,7 +71,7 @@ def test_false_negative_rate_counts_same_class_keys(images):
 def test_false_negative_rate_over_training_reads_every_snapshot(images, tmp_path):
     method = make(queue_size=8)
     labels = torch.arange(20) % 3
-    train(method, images, labels=labels, epochs=2, batch_size=4, lr=0.05, progress=False, checkpoint_dir=tmp_path)
+    fit(method, images, labels=labels, epochs=2, batch_size=4, lr=0.05, progress=False, checkpoint_dir=tmp_path)
     queue_before = method.queue.clone()
     epochs, rates = queue_false_negative_rate_over_training(method, tmp_path, images[:6], labels[:6], labels,
                                                             ks=[1, 3], index=torch.arange(6))

@@ -21,7 +21,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import clcourse.data as data
-import clcourse.train
+import clcourse.runs
 from clcourse.augment import simclr_cifar
 from clcourse.data import load_dataset
 from clcourse.evaluate import extract_features, knn_accuracy, linear_probe
@@ -29,7 +29,9 @@ from clcourse.losses import info_nce, moco_info_nce
 from clcourse.methods import METHODS, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
 from clcourse.negatives import effective_negatives, hardest_negatives
-from clcourse.train import KnnData, NonFiniteLossError, load_weights, snapshots_by_epoch, train
+from clcourse.runs import load_weights, snapshots_by_epoch
+from clcourse.train import KnnData, NonFiniteLossError
+from helpers import fit
 from interrupted_run import OPTIONS, make_images, make_method, noisy_views
 from repository import REPO, load_script
 
@@ -42,7 +44,7 @@ def images():
 
 
 def run(images, method=None, **kwargs):
-    return train(method or make_method(), images, **{**OPTIONS, **kwargs})
+    return fit(method or make_method(), images, **{**OPTIONS, **kwargs})
 
 
 def losses(history):
@@ -309,16 +311,16 @@ def test_moco_info_nce_with_every_queue_entry_masked_is_refused():
 
 
 def test_moco_proves_once_that_every_query_keeps_a_negative(images, monkeypatch):
-    import clcourse.methods
+    import clcourse.methods.moco
     with pytest.raises(ValueError, match="queue_size must be larger than 1"):
         run(images, tiny_method("moco", queue_size=1), batch_size=8)
     checked = []
-    real_loss = clcourse.methods.moco_info_nce
+    real_loss = clcourse.methods.moco.moco_info_nce
 
     def spy(*args, check_mask=True, **kwargs):
         checked.append(check_mask)
         return real_loss(*args, check_mask=check_mask, **kwargs)
-    monkeypatch.setattr(clcourse.methods, "moco_info_nce", spy)
+    monkeypatch.setattr(clcourse.methods.moco, "moco_info_nce", spy)
     run(images, tiny_method("moco"), batch_size=8, epochs=2)
     assert len(checked) == 12 and not any(checked)      # no host sync per step for the check
 
@@ -431,7 +433,7 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
     folder = tmp_path / "run"
     folder.mkdir()
     real_access = os.access
-    monkeypatch.setattr(clcourse.train.os, "access",
+    monkeypatch.setattr(clcourse.runs.os, "access",
                         lambda path, mode: False if Path(path) == folder else real_access(path, mode))
     method = make_method()
     steps = []
@@ -452,7 +454,7 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
     interrupted.on_step_end = stop_in_second_epoch
     with pytest.raises(KeyboardInterrupt):
         run(images, interrupted, checkpoint_dir=unfinished)
-    monkeypatch.setattr(clcourse.train.os, "access",
+    monkeypatch.setattr(clcourse.runs.os, "access",
                         lambda path, mode: False if Path(path).parent == tmp_path else real_access(path, mode))
     assert run(images, checkpoint_dir=finished).epochs == first.epochs      # only read: returned as it is
     with pytest.raises(PermissionError, match=f"the run folder {unfinished} is not writable"):
@@ -593,9 +595,9 @@ def exploding_method(at_call: int):
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
-    def loss(z1, z2):
+    def loss(views, labels=None):
         calls["n"] += 1
-        value = original_loss(z1, z2)
+        value = original_loss(views, labels)
         return value * float("nan") if calls["n"] == at_call else value
     method.contrastive_loss = loss
     return method

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from clcourse.losses import dcl, hcl, info_nce, mochi_negatives
 from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method, update_key_encoder
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from clcourse.train import list_checkpoints, train
+from clcourse.runs import list_checkpoints
+from helpers import fit
 
 DIM = 8
 
@@ -63,7 +64,7 @@ def run(method, images, **kwargs):
     if method.requires_labels:
         options["labels"] = some_labels(len(images))
     options.update(kwargs)
-    return train(method, images, **options)
+    return fit(method, images, **options)
 
 
 def unit(n, seed):
@@ -527,9 +528,9 @@ def test_config_holds_the_hyperparameters_and_stable_descriptions():
     assert config["temperature"] == 0.1 and config["bn_splits"] == 2 and config["symmetric"] is False
     assert config["views"] == ["test_methods.noisy_views"] * 2
     assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
-                                   "momentum_update": "clcourse.methods.update_key_encoder",
-                                   "enqueue": "clcourse.methods.ring_buffer_enqueue",
-                                   "step": "clcourse.methods.moco_step"}
+                                   "momentum_update": "clcourse.methods.moco.update_key_encoder",
+                                   "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
+                                   "step": "clcourse.methods.moco.moco_step"}
     assert config["architecture"].startswith("Backbone(SmallCNN), ")
     from clcourse.augment import simclr_cifar
     described = SimCLR(Backbone(SmallCNN(width=4)), augment=simclr_cifar()).config()["views"][0]
@@ -633,7 +634,7 @@ def test_moco_trains_with_a_students_step(images, symmetric):
     assert torch.equal(student.queue_index, library.queue_index)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     assert student.config()["functions"]["step"] == "test_methods.student_step"
-    assert library.config()["functions"]["step"] == "clcourse.methods.moco_step"
+    assert library.config()["functions"]["step"] == "clcourse.methods.moco.moco_step"
 
 
 def test_a_wrong_students_logits_changes_the_loss(images):

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from clcourse.losses import cacr, multiview_info_nce
 from clcourse.methods import CACR, Batch, MultiViewSimCLR, SimCLR
-from clcourse.train import train
+from helpers import fit
 from test_methods import images, make, noisy_views  # noqa: F401  (images: the shared fixture)
 
 
@@ -20,7 +20,7 @@ def batch_of(method, images, size=8):
 
 def run(method, images, **kwargs):
     options = dict(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0, progress=False, log_every=1)
-    return train(method, images, **{**options, **kwargs})
+    return fit(method, images, **{**options, **kwargs})
 
 
 def projected(method, views):
@@ -113,7 +113,7 @@ def test_config_records_the_settings_and_the_default_loss():
     assert config["name"] == "CACR" and config["num_views"] == 3 and config["tau_neg"] == 2.0
     assert config["weights"] == "attraction_only" and config["detach_weights"] is False
     assert config["views"] == ["test_methods.noisy_views"] * 3
-    assert config["functions"] == {"loss": "clcourse.methods.CACR.default_loss"}
+    assert config["functions"] == {"loss": "clcourse.methods.cacr.CACR.default_loss"}
     multiview = make("simclr_multiview").config()
     assert multiview["num_views"] == 5 and multiview["functions"] == {"loss": "clcourse.losses.multiview_info_nce"}
     assert CACR.lr == 0.12

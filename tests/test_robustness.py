@@ -12,7 +12,7 @@ from clcourse import robustness as R
 from clcourse.losses import info_nce, supcon
 from clcourse.methods import AdversarialPretraining, Batch, Supervised, SupCon, build_method
 from clcourse.models import Backbone, SmallCNN, batchnorm_statistics_frozen
-from clcourse.train import train
+from helpers import fit
 
 
 # ---------------------------------------------------------------- the SupCon loss
@@ -91,9 +91,9 @@ def test_methods_that_learn_from_labels_refuse_to_start_without_them(name, optio
     method = build_method(name, TinyBackbone(), augment=identity_views, **options)
     assert method.requires_labels
     with pytest.raises(ValueError, match="learns from class labels: pass labels="):
-        train(method, uint8_images(), epochs=1, batch_size=8, progress=False)
+        fit(method, uint8_images(), epochs=1, batch_size=8, progress=False)
     with pytest.raises(ValueError, match="labels has 31 entries but images has 32"):
-        train(method, uint8_images(), labels=torch.arange(31) % 3, epochs=1, batch_size=8, progress=False)
+        fit(method, uint8_images(), labels=torch.arange(31) % 3, epochs=1, batch_size=8, progress=False)
 
 
 def test_supcon_and_supervised_steps_are_their_losses():
@@ -125,7 +125,7 @@ def test_supcon_learns_to_group_classes():
     torch.manual_seed(0)
     method = SupCon(TinyBackbone(), augment=noisy)
     before = method.embed(images.float() / 255)
-    train(method, images, labels=labels, epochs=8, batch_size=16, lr=0.5, warmup_epochs=0, progress=False)
+    fit(method, images, labels=labels, epochs=8, batch_size=16, lr=0.5, warmup_epochs=0, progress=False)
     after = method.embed(images.float() / 255)
 
     def class_gap(z):
@@ -247,7 +247,7 @@ def test_fine_tuning_trains_the_head_and_only_full_at_the_encoder(mode):
     model = R.FineTune(encoder, mode, num_classes=3, steps=2)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head_before = model.head.weight.clone()
-    train(model, images, labels=labels, epochs=2, batch_size=8, warmup_epochs=0, progress=False)
+    fit(model, images, labels=labels, epochs=2, batch_size=8, warmup_epochs=0, progress=False)
     unchanged = all(torch.equal(backbone_before[k], v) for k, v in model.backbone.state_dict().items())
     assert unchanged == (mode != "full")      # weights and batch-norm statistics of a frozen encoder stay
     assert not torch.equal(model.head.weight, head_before)

@@ -16,8 +16,8 @@ from clcourse.diagnostics import (keys, queries, same_class_similarity, soft_tar
 from clcourse.losses import moco_info_nce, sce, sce_in_batch, sce_target
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from clcourse.train import train
 from clcourse.widgets import SoftTargetState, soft_target_explorer, soft_target_figure
+from helpers import fit
 
 DIM = 8
 
@@ -306,7 +306,7 @@ def test_no_gradient_into_the_momentum_encoder_and_momentum_one_freezes_it(image
     assert all(p.grad is not None for p in method.query_parameters())
     frozen = make(momentum=1.0)
     before = [p.clone() for p in frozen.key_parameters()]
-    train(frozen, images, epochs=1, batch_size=8, lr=0.1, progress=False)
+    fit(frozen, images, epochs=1, batch_size=8, lr=0.1, progress=False)
     assert all(torch.equal(p, b) for p, b in zip(frozen.key_parameters(), before))
 
 
@@ -330,7 +330,7 @@ def test_a_students_loss_is_what_trains(images):
         return student_sce(*args, **kwargs)
 
     library, student = make(queue_size=24), make(queue_size=24, loss=spying)
-    histories = [train(m, images, epochs=2, batch_size=16, lr=0.1, progress=False, log_every=1)
+    histories = [fit(m, images, epochs=2, batch_size=16, lr=0.1, progress=False, log_every=1)
                  for m in (library, student)]
     assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
@@ -350,7 +350,7 @@ def test_compiled_step_gives_the_eager_numbers(images, monkeypatch):
     torch._dynamo.reset()
     losses = []
     for compile in (False, True):
-        history = train(make(), images, epochs=1, batch_size=16, lr=0.1, compile=compile, log_every=1, progress=False)
+        history = fit(make(), images, epochs=1, batch_size=16, lr=0.1, compile=compile, log_every=1, progress=False)
         losses.append([r["loss"] for r in history.steps])
     assert losses[0] == losses[1]
 
@@ -373,8 +373,9 @@ def test_config_records_the_new_hyperparameters_and_views():
     assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
     assert config["views"] == ["test_sce.noisy_views", "test_sce.flipped_views"]
     assert config["functions"] == {"loss": "clcourse.losses.sce",
-                                   "momentum_update": "clcourse.methods.update_key_encoder",
-                                   "enqueue": "clcourse.methods.ring_buffer_enqueue"}
+                                   "momentum_update": "clcourse.methods.moco.update_key_encoder",
+                                   "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
+                                   "step": "clcourse.methods.moco.moco_step"}
 
 
 # ---------------------------------------------------------------- diagnostics and the explorer
@@ -382,7 +383,7 @@ def test_config_records_the_new_hyperparameters_and_views():
 @pytest.fixture(scope="module")
 def trained(images):
     method = make(queue_size=24)
-    train(method, images, epochs=2, batch_size=8, lr=0.1, progress=False)
+    fit(method, images, epochs=2, batch_size=8, lr=0.1, progress=False)
     return method
 
 
@@ -409,7 +410,7 @@ def test_soft_targets_of_the_method_are_the_losss_target_and_prediction(trained,
 
 def test_a_moco_method_defaults_to_its_one_hot_target(images):
     moco = make(cls=MoCo, queue_size=24)
-    train(moco, images, epochs=1, batch_size=8, lr=0.1, progress=False)
+    fit(moco, images, epochs=1, batch_size=8, lr=0.1, progress=False)
     targets = soft_targets(moco, images[:4])
     assert targets.lam == 1.0 and torch.equal(targets.target[:, 1:], torch.zeros(4, 24))
     assert torch.allclose(targets.relation.sum(1), torch.ones(4))

@@ -8,8 +8,10 @@ import clcourse.train
 from clcourse.losses import info_nce
 from clcourse.methods import DCL, SimCLR
 from clcourse.models import Backbone, SmallCNN
-from clcourse.train import (KnnData, NonFiniteLossError, autocast_dtype, learning_rate, list_checkpoints,
-                            load_weights, run_dir, save_atomically, snapshots_by_epoch, train)
+from clcourse.presets import autocast_dtype
+from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
+from clcourse.train import KnnData, NonFiniteLossError, learning_rate, train
+from helpers import fit
 
 
 def noisy_views(images, generator=None):
@@ -32,7 +34,7 @@ def images():
 def run(images, method=None, **kwargs):
     options = dict(epochs=3, batch_size=16, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
     options.update(kwargs)
-    return train(method or make_method(), images, **options)
+    return fit(method or make_method(), images, **options)
 
 
 def losses(history):
@@ -112,9 +114,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path)
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
-    def loss_that_explodes(z1, z2):
+    def loss_that_explodes(views, labels=None):
         calls["n"] += 1
-        loss = original_loss(z1, z2)
+        loss = original_loss(views, labels)
         return loss * float("nan") if calls["n"] == 5 else loss
     method.contrastive_loss = loss_that_explodes
     with pytest.raises(NonFiniteLossError, match="step 4"):
@@ -204,7 +206,7 @@ def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypa
     monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
     preset = PRESETS["smoke"].with_overrides(epochs=2, batch_size=16, warmup_epochs=0, checkpoint_every=5)
     method = make_method()
-    history = train(method, images, preset=preset, run="tiny", progress=False, log_every=100)
+    history = fit(method, images, preset=preset, run="tiny", progress=False, log_every=100)
     assert [r["epoch"] for r in history.epochs] == [1, 2]
     assert [r["step"] for r in history.steps] == [3, 6]                 # 48 images / 16 per batch, per epoch
     folder = tmp_path / "smoke" / "tiny"
@@ -212,7 +214,7 @@ def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypa
     saved = json.loads((folder / "config.json").read_text())
     assert saved["schedule"] == {"epochs": 2, "batch_size": 16, "warmup_epochs": 0}
     assert saved["preset"] == "smoke" and saved["optimiser"]["lr_per_256_images"] == SimCLR.lr
-    shorter = train(make_method(), images, preset=preset, run="other", epochs=1, progress=False)
+    shorter = fit(make_method(), images, preset=preset, run="other", epochs=1, progress=False)
     assert len(shorter.epochs) == 1
 
 
@@ -221,7 +223,7 @@ def test_the_learning_rate_defaults_to_the_methods_own(images):
         lr = 0.05
     torch.manual_seed(0)
     method = SlowSimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
-    history = train(method, images, epochs=1, batch_size=16, progress=False, log_every=1)
+    history = fit(method, images, epochs=1, batch_size=16, progress=False, log_every=1)
     assert history.steps[-1]["lr"] == pytest.approx(0.05 * 16 / 256 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
 
 
@@ -244,7 +246,7 @@ def test_a_run_stores_its_configuration(images, tmp_path):
     assert saved == json.loads((tmp_path / "config.json").read_text())
     assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
     assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
-    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] is None
+    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] == "test"
 
 
 @pytest.mark.parametrize("change, field", [

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import clcourse.train
-from clcourse.train import NonFiniteLossError, snapshots_by_epoch
+from clcourse.runs import snapshots_by_epoch
+from clcourse.train import NonFiniteLossError
 from test_train import make_method, run
 
 
@@ -74,9 +75,9 @@ def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
-    def loss_that_explodes(z1, z2):
+    def loss_that_explodes(views, labels=None):
         calls["n"] += 1
-        return original_loss(z1, z2) * (float("nan") if calls["n"] >= 2 else 1.0)
+        return original_loss(views, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
     method.contrastive_loss = loss_that_explodes
     with pytest.raises(NonFiniteLossError, match="step 1 "):
         run(images, method, epochs=2, batch_size=8, log_every=10)
@@ -85,7 +86,7 @@ def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
 
 def test_a_nan_loss_at_the_very_first_step_is_step_0(images):
     method = make_method()
-    method.contrastive_loss = lambda z1, z2: (z1 * z2).sum() * float("nan")
+    method.contrastive_loss = lambda views, labels=None: (views[0] * views[1]).sum() * float("nan")
     with pytest.raises(NonFiniteLossError, match="step 0 "):
         run(images, method, epochs=1, batch_size=8)
 

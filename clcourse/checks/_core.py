@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+__all__ = ["ExerciseError", "seeded", "call_student", "as_tensor", "same", "diagnose", "passed"]
+
 
 class ExerciseError(AssertionError):
     """The student's function disagrees with the reference; the message says where to look."""

@@ -11,6 +11,11 @@ import torch.nn.functional as F
 
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
 
+__all__ = ["CASES", "unit_views", "squared_distances", "attraction_weights_variant",
+           "repulsion_weights_variant", "check_attraction_weights", "check_repulsion_weights",
+           "attraction_term_variant", "repulsion_term_variant", "check_attraction_term",
+           "check_repulsion_term"]
+
 # (V views, B images, D, tau, scale): V, B and V(V - 1)/2 differ so that a wrong layout or sum shows; tau != 1 so that a
 # temperature multiplied, divided or forgotten gives three different numbers.
 CASES = ((4, 7, 5, 1.3, 0.7), (3, 5, 8, 0.5, 2.0), (5, 3, 4, 2.5, 1.0))

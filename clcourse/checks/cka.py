@@ -6,6 +6,8 @@ import torch
 from ..cka import hsic_unbiased, linear_cka
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, seeded
 
+__all__ = ["check_linear_cka", "check_hsic_unbiased"]
+
 
 def _features(seed: int, n: int, p: int, q: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [n, p] and y [n, q] sharing a few directions, with column means far from zero (so forgetting to centre

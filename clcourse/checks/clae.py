@@ -14,6 +14,8 @@ from ..methods import clae_objective
 from ..models import adversarial_batchnorm, dual_batchnorm_layers, use_dual_batchnorm
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
 
+__all__ = ["check_fgsm_contrastive", "check_clae_objective"]
+
 
 def _encoder(seed: int, dual: bool = False) -> nn.Module:
     """A small conv encoder with batch-norm, in float64 and training mode (as during training)."""

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 
 from ._core import ExerciseError, call_student, diagnose, passed, seeded
 
+__all__ = ["reference_top_k_false_negative_rate", "check_false_negative_rate",
+           "reference_anchor_gradient", "check_anchor_gradient"]
+
 
 def _result(value, name: str) -> torch.Tensor:
     """The student's return value as a float64 tensor (a Python number is accepted too)."""

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from ..losses import positive_index
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
 
+__all__ = ["debiased_loss_variant", "check_dcl", "check_hcl", "mochi_logits_variant",
+           "check_mochi_logits"]
+
 
 # ---------------------------------------------------------------- DCL and HCL
 

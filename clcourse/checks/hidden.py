@@ -6,6 +6,8 @@ other seeds and shapes, and the edge cases a function tuned to the visible input
 a single negative, a queue pointer that wraps, masks, λ at 0 and 1, extreme temperatures). Every checker of
 `clcourse.checks` has an entry (tests/test_nbgrader.py checks it, and that each solution passes its hidden tests)."""
 
+__all__ = ["HIDDEN_CASES"]
+
 HIDDEN_CASES: dict[str, dict[str, object]] = {
     # notebook 01: batch sizes; (B, D, temperature); (N, D); (N, D, t)
     "check_positive_mask": dict(cases=(2, 5, 8, 16)),

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
 
+__all__ = ["check_enqueue", "check_momentum_update", "reference_moco_logits", "check_moco_logits",
+           "check_moco_step"]
+
 
 # ---------------------------------------------------------------- enqueue
 

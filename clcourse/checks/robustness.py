@@ -10,6 +10,8 @@ from ..attacks import contrastive_objective, input_gradient, project
 from ..losses import info_nce, supcon
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, seeded
 
+__all__ = ["check_pgd_step", "check_supcon", "check_threat_model_1_objective"]
+
 
 # ---------------------------------------------------------------- one PGD step
 

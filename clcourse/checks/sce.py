@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from ..losses import moco_info_nce, sce, sce_target
 from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
 
+__all__ = ["soft_target_variant", "check_soft_target", "check_sce_loss"]
+
 
 def _unit(generator: torch.Generator, n: int, dim: int) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=generator, dtype=torch.float64), dim=1)

@@ -8,6 +8,9 @@ from ..evaluate import alignment, uniformity
 from ..losses import info_nce, positive_index
 from ._core import as_tensor, call_student, diagnose, passed, same, seeded, ExerciseError
 
+__all__ = ["reference_positive_mask", "check_positive_mask", "check_info_nce", "check_alignment",
+           "check_uniformity"]
+
 
 def _embeddings(seed: int, n: int, dim: int) -> torch.Tensor:
     # Rows of very different norms, so forgetting to normalise changes every number.
