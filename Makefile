@@ -41,7 +41,7 @@ STAMP := $(VENV)/.clcourse-installed
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
 .PHONY: mutate venv lab test test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
-	nbgrader test-nbgrader test-browser
+	nbgrader test-nbgrader test-browser diagrams
 
 help:
 	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
@@ -52,6 +52,7 @@ help:
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
 	@echo "make student          write the notebooks without their solutions into student/"
+	@echo "make diagrams         redraw the method diagrams, notebooks/figures/*.svg"
 	@echo "make nbgrader         write an nbgrader course folder into classroom/ (NBGRADER_OUT=...)"
 	@echo "make test-nbgrader    nbgrader autogrades notebook 01 three times (NBGRADER_NOTEBOOKS=all: every one)"
 	@echo "make test-browser     the course in a real JupyterLab, driven by headless Chromium"
@@ -122,6 +123,11 @@ check-notebooks: $(STAMP)
 # The version handed out to students: each solution becomes `raise NotImplementedError()` (git-ignored).
 student: $(STAMP)
 	$(BIN)/python tools/notebooks.py student
+
+# The method diagrams the notebooks show, drawn by tools/diagrams.py (matplotlib);
+# tests/test_diagrams.py fails when the committed SVG files differ from what it draws.
+diagrams: $(STAMP)
+	$(BIN)/python tools/diagrams.py
 
 # Teaching: nbgrader (the `instructor` extra), installed on top of the course's venv when first needed.
 INSTRUCTOR_STAMP := $(VENV)/.clcourse-instructor
