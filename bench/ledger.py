@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -503,6 +504,30 @@ class Ledger:
             return False
         return True
 
+    def work(self, todo: list[tuple[str, int]], running: list[Worker]) -> bool:
+        """Run the workers of `todo`, `jobs` at a time, until all are done or the budget is spent; False when one
+        failed. `running` holds the workers that run at any moment."""
+        ok, budget_spent = True, False
+        while todo or running:
+            for worker in list(running):
+                self.watch(worker)
+                if worker.process.poll() is not None:
+                    running.remove(worker)
+                    ok &= self.finish(worker)
+            while todo and len(running) < self.jobs and not budget_spent:
+                if not self.collect(*todo[0]):
+                    worker = self.start(*todo[0])
+                    if worker is None:
+                        print(f"ledger {self.scale.name}: the budget is spent", flush=True)
+                        budget_spent = True
+                        break
+                    running.append(worker)
+                todo.pop(0)
+            if budget_spent and not running:
+                break
+            time.sleep(POLL_SECONDS if running else 0)
+        return ok
+
     def run(self, methods: list[str], seeds: list[int]) -> int:
         self.runs.mkdir(parents=True, exist_ok=True)
         spec = self.runs / "scale.json"
@@ -518,30 +543,23 @@ class Ledger:
         print(f"ledger {self.scale.name}: {len(todo)} runs to do, {self.jobs} at a time; runs in {self.runs}, "
               f"results in {self.output}", flush=True)
         running: list[Worker] = []
-        ok, budget_spent = True, False
-        while todo or running:
-            for worker in list(running):
-                self.watch(worker)
-                if worker.process.poll() is not None:
-                    running.remove(worker)
-                    ok &= self.finish(worker)
-            while todo and len(running) < self.jobs and not budget_spent:
-                if not self.collect(*todo[0]):
-                    worker = self.start(*todo[0])
-                    if worker is None:
-                        budget_spent = True
-                        break
-                    running.append(worker)
-                todo.pop(0)
-            if budget_spent and not running:
-                break
-            time.sleep(POLL_SECONDS if running else 0)
+        previous = signal.signal(signal.SIGTERM, _exit)
+        try:
+            ok = self.work(todo, running)
+        finally:     # interrupted (Ctrl-C, kill): no worker is left training on its own
+            signal.signal(signal.SIGTERM, previous)
+            for worker in running:
+                self.stop(worker, "stopped: the ledger was interrupted")
         left = plan(self.scale, methods, seeds, self.ledger)
         print(f"ledger {self.scale.name}: {self.output} holds "
               f"{sum(len(e['runs']) for e in self.ledger['methods'].values())} runs"
-              + (f"; {len(left)} left (the budget is spent: run the same command again to continue)" if left else ""),
+              + (f"; {len(left)} left: run the same command again to continue" if left else ""),
               flush=True)
         return 0 if ok else 1
+
+
+def _exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 # ---------------------------------------------------------------- the README's Results section

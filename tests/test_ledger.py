@@ -295,7 +295,8 @@ def test_a_ledger_of_another_scale_definition_is_refused(toy, tmp_path):
 def test_a_budget_too_small_starts_nothing(toy, tmp_path, capsys):
     assert bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "t.json"),
                        "--budget-minutes", "0.01"]) == 0
-    assert "the budget is spent: run the same command again" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the budget is spent" in out and "36 left: run the same command again to continue" in out
     ledger = json.loads((tmp_path / "t.json").read_text())
     assert all(entry["status"] == "pending" for entry in ledger["methods"].values())
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["scale.json"]
@@ -339,6 +340,20 @@ def test_a_run_stops_when_its_next_epoch_would_not_fit(tmp_path):
     worker.checkpoint_time = time.monotonic() - 40
     parent.watch(worker)
     assert worker.process.terminated and worker.stopped
+
+
+def test_an_interrupted_ledger_leaves_no_worker_running(toy, tmp_path, monkeypatch):
+    started = []
+    start = bench.Ledger.start
+
+    def interrupt(self, worker):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.Ledger, "start", lambda *args: started.append(start(*args)) or started[-1])
+    monkeypatch.setattr(bench.Ledger, "watch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "t.json")])
+    worker, = started
+    assert worker.process.returncode == -signal.SIGTERM
 
 
 # ---------------------------------------------------------------- encoders
