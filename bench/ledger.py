@@ -74,6 +74,8 @@ ORDER = ("supervised", "mochi", "sce", "supcon", "moco", "simclr", "dcl", "hcl",
 STARTUP_SECONDS = 30        # a worker's start (imports, data) before its first epoch, for the budget
 EVALUATION_SECONDS = 60     # measuring a run, when no record says how long it takes
 NOT_MEASURED = "not measured"
+# What of a scale's Preset decides its runs (a run's configuration holds these).
+BUDGET_FIELDS = ("name", "backbone", "batch_size", "epochs", "warmup_epochs")
 POLL_SECONDS = 2.0          # how often the running workers are looked at
 
 
@@ -98,8 +100,12 @@ class Scale:
         return json.loads(json.dumps(values))      # tuples as lists, as they come back from a file
 
     def same_runs(self, values: dict) -> bool:
-        """Whether a scale read from a file (as_dict) trains and measures as this one does (its words aside)."""
-        return {**values, "description": None} == {**self.as_dict(), "description": None}
+        """Whether a scale read from a file (as_dict) trains and measures as this one does: the same data, options
+        and measures, and the same budget (a Preset field added or dropped later leaves its runs valid)."""
+        def identity(scale: dict) -> dict:
+            preset = scale.get("preset") or {}
+            return {**scale, "description": None, "preset": {key: preset.get(key) for key in BUDGET_FIELDS}}
+        return identity(values) == identity(self.as_dict())
 
     @classmethod
     def from_dict(cls, values: dict) -> Scale:

@@ -117,6 +117,10 @@ def test_every_method_builds_and_accepts_its_scale(name):
     assert scale.method_options["adversarial"] == {"scheme": "cl"}
     assert scale.preset.knn_every == scale.preset.epochs and scale.preset.checkpoint_every == 1
     assert bench.Scale.from_dict(scale.as_dict()) == scale
+    values = scale.as_dict()
+    assert scale.same_runs({**values, "description": "reworded", "preset": {**values["preset"], "new_field": 1}})
+    assert not scale.same_runs({**values, "preset": {**values["preset"], "epochs": 7}})
+    assert not scale.same_runs({**values, "knn_k": 7})
 
 
 def test_the_cpu_scale():
