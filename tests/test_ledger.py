@@ -1,0 +1,458 @@
+"""The results ledger: its statistics against hand computations, a toy ledger of 2 methods x 2 seeds run end to end
+(a killed run continues, a finished one is measured without training, the measures are deterministic), --check on
+good and broken files, the budget, the scales' configuration, the encoder loader and the README's Results section."""
+import copy
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from repository import REPO, load_script
+
+from clcourse import ledger as results
+from clcourse.data import data_root
+from clcourse.methods import METHODS, build_method
+from clcourse.models import build_backbone
+
+bench = load_script(REPO / "bench" / "ledger.py")
+
+TOY = bench.Scale("toy", "tests' toy scale", bench._preset("ledger-toy", "small_cnn", None, None, batch_size=32,
+                                                           epochs=2, warmup_epochs=0),
+                  dataset="synthetic", classes=(0, 1), images_per_class=64,
+                  method_options=bench.SCALES["cpu"].method_options, knn_k=5)
+
+
+# ---------------------------------------------------------------- statistics
+
+@pytest.mark.parametrize("df, table", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622),
+                                       (30, 2.0423)])
+def test_t_quantile_matches_the_tables(df, table):
+    assert results.t_quantile(0.975, df) == pytest.approx(table, abs=1e-4)
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")     # the oracle, where installed
+    for df in (1, 2, 5, 8, 17):
+        for p in (0.9, 0.975, 0.995):
+            assert results.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+    with pytest.raises(ValueError, match="df >= 1"):
+        results.t_quantile(0.975, 0)
+
+
+def test_interval_by_hand():
+    # mean 0.62, s = 0.02, t_{0.975, 2} = 4.302653: half width 4.302653 * 0.02 / sqrt(3) = 0.049683
+    summary = results.interval([0.60, 0.62, 0.64])
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.62) and summary["std"] == pytest.approx(0.02)
+    assert summary["low"] == pytest.approx(0.62 - 0.049683, abs=1e-6)
+    assert summary["high"] == pytest.approx(0.62 + 0.049683, abs=1e-6)
+    assert results.interval([0.5]) == {"n": 1, "mean": 0.5, "std": None, "low": None, "high": None}
+
+
+def test_paired_difference_and_its_verdict():
+    baseline = {0: 0.60, 1: 0.62, 2: 0.58, 3: 0.99}
+    # Differences 0.010, 0.012, 0.008 (seed 3 has no pair): mean 0.01, s = 0.002, half width 4.302653 * 0.002 / sqrt 3
+    better = results.paired_difference({0: 0.61, 1: 0.632, 2: 0.588}, baseline, "simclr")
+    assert better["seeds"] == [0, 1, 2] and better["mean"] == pytest.approx(0.01)
+    assert better["high"] - better["mean"] == pytest.approx(4.302653 * 0.002 / math.sqrt(3), abs=1e-7)
+    assert better["verdict"] == "higher than simclr"
+    noisy = results.paired_difference({0: 0.62, 1: 0.61, 2: 0.58}, baseline, "simclr")   # +0.02, -0.01, 0.00
+    assert noisy["low"] < 0 < noisy["high"] and noisy["verdict"] == results.NO_EFFECT
+    worse = results.paired_difference({0: 0.50, 1: 0.53, 2: 0.47}, baseline, "moco")
+    assert worse["verdict"] == "lower than moco"
+    assert results.paired_difference({5: 0.5}, baseline, "simclr") is None
+
+
+def test_labelled_subset_is_class_balanced_and_fixed():
+    labels = torch.arange(5).repeat_interleave(200)[torch.randperm(1000)]
+    subset = results.labelled_subset(labels, 0.1)
+    assert torch.bincount(labels[subset]).tolist() == [20] * 5
+    assert torch.equal(subset, results.labelled_subset(labels, 0.1)) and torch.equal(subset, subset.sort().values)
+    assert torch.bincount(labels[results.labelled_subset(labels, 0.001)]).tolist() == [1] * 5    # at least one each
+
+
+def test_push_weights_follow_each_loss():
+    assert results.push_weights("hcl", {"temperature": 0.5, "tau_plus": 0.2, "beta": 1.0}) == {
+        "loss": "hcl", "temperature": 0.5, "tau_plus": 0.2, "beta": 1.0}
+    assert results.push_weights("dcl", {"temperature": 0.5, "tau_plus": 0.2})["beta"] == 0.0
+    cacr = results.push_weights("cacr", {"tau_neg": 0.9, "beta": 1.0})     # CACR's beta is not HCL's
+    assert cacr["temperature"] == pytest.approx(1 / 1.8) and cacr["beta"] == 0.0
+    assert results.push_weights("supervised", {"num_classes": 5})["temperature"] == 0.5
+    assert results.push_weights("moco", {"temperature": 0.1})["loss"] == "infonce"
+
+
+def test_measure_is_deterministic_given_the_weights():
+    torch.manual_seed(0)
+    method = build_method("dcl", build_backbone("small_cnn"), tau_plus=0.2)
+    images, labels = bench._synthetic(2, 40, seed=0)
+    test = bench._synthetic(2, 20, seed=1)
+    first = results.measure(method, "dcl", (images, labels), test, knn_k=5, batch_size=64)
+    assert first == results.measure(method, "dcl", (images, labels), test, knn_k=5, batch_size=64)
+    assert first["push_weights"] == {"loss": "dcl", "temperature": 0.5, "tau_plus": 0.2, "beta": 0.0}
+    # One batch of the 40 test images, 20 per class: 2 * 20 - 2 of the 2 * 40 - 2 negatives share the anchor's class
+    assert first["measures"]["same_class_chance"] == pytest.approx(38 / 78)
+    assert 0 <= first["measures"]["alignment"] <= 4 and first["measures"]["uniformity"] < 0
+
+
+# ---------------------------------------------------------------- the scales
+
+@pytest.mark.parametrize("name", ["cpu", "colab", "full"])
+def test_every_method_builds_and_accepts_its_scale(name):
+    scale = bench.SCALES[name]
+    assert list(scale.method_options) == list(METHODS)
+    train_images = len(scale.classes) * (scale.images_per_class or 5_000)
+    for method_name in METHODS:
+        method = bench.build(scale, method_name, seed=0)
+        method.on_train_start(train_images, scale.preset.batch_size)   # queue, BN splits, batch checks
+    classes = len(scale.classes)
+    assert scale.method_options["dcl"] == {"tau_plus": 1 / classes}                       # the class prior
+    assert scale.method_options["hcl"] == {"tau_plus": 1 / classes, "beta": 1.0}
+    assert scale.method_options["supervised"] == {"num_classes": classes}
+    assert scale.method_options["adversarial"] == {"scheme": "cl"}
+    assert scale.preset.knn_every == scale.preset.epochs and scale.preset.checkpoint_every == 1
+    assert bench.Scale.from_dict(scale.as_dict()) == scale
+    values = scale.as_dict()
+    assert scale.same_runs({**values, "description": "reworded", "preset": {**values["preset"], "new_field": 1}})
+    assert not scale.same_runs({**values, "preset": {**values["preset"], "epochs": 7}})
+    assert not scale.same_runs({**values, "knn_k": 7})
+
+
+def test_the_cpu_scale():
+    cpu = bench.SCALES["cpu"]
+    preset = cpu.preset
+    assert (preset.backbone, preset.batch_size, preset.epochs, preset.warmup_epochs) == ("small_cnn", 256, 30, 1)
+    assert cpu.classes == (0, 1, 2, 3, 4) and cpu.images_per_class == 1_000 and cpu.knn_k == 200
+    assert [bench.SCALES[n].preset.epochs for n in ("colab", "full")] == [50, 200]
+
+
+def test_every_method_of_a_seed_starts_from_the_same_backbone():
+    cpu = bench.SCALES["cpu"]
+    simclr, dcl, other = (bench.build(cpu, "simclr", 0), bench.build(cpu, "dcl", 0), bench.build(cpu, "simclr", 1))
+    assert all(torch.equal(a, b) for a, b in zip(simclr.backbone.state_dict().values(),
+                                                 dcl.backbone.state_dict().values()))
+    assert not torch.equal(simclr.backbone.net.layer1[0][0].weight, other.backbone.net.layer1[0][0].weight)
+
+
+def test_first_per_class_keeps_the_stored_order():
+    labels = torch.tensor([1, 0, 1, 2, 0, 0, 1, 2])
+    assert bench.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
+    assert bench.first_per_class(labels, None).tolist() == list(range(8))
+
+
+@pytest.mark.skipif(not (data_root() / "cifar-10-batches-py" / "test_batch").is_file(), reason="needs CIFAR-10")
+def test_the_cpu_scale_data():
+    data = bench.load_data(bench.SCALES["cpu"])
+    assert [len(data.train_images), len(data.pool_images), len(data.test_images)] == [5_000, 25_000, 5_000]
+    for labels, per_class in ((data.train_labels, 1_000), (data.pool_labels, 5_000), (data.test_labels, 1_000)):
+        assert torch.bincount(labels).tolist() == [per_class] * 5
+    first = bench.first_per_class(data.pool_labels, 1_000)
+    assert torch.equal(data.train_images, data.pool_images[first])
+
+
+# ---------------------------------------------------------------- the toy ledger, end to end
+
+def _toy_main(tmp: Path, *arguments: str) -> int:
+    return bench.main(["--scale", "toy", "--methods", "simclr,dcl", "--seeds", "0,1", "--runs", str(tmp / "runs"),
+                       *arguments])
+
+
+def _use_toy(patch, tmp: Path) -> None:
+    patch.setitem(bench.SCALES, "toy", TOY)
+    patch.setattr(bench, "POLL_SECONDS", 0.05)
+    patch.setattr(results, "LEDGER_DIR", tmp)     # the toy ledger and its encoders live in tmp
+
+
+@pytest.fixture(scope="module")
+def toy_ledger(tmp_path_factory):
+    """A toy ledger, simclr and dcl on seeds 0 and 1, whose first run was killed after its first epoch (of 2) and
+    then continued. Returns its folder and the checkpoint the killed run left."""
+    tmp = tmp_path_factory.mktemp("ledger")
+    runs = tmp / "runs"
+    runs.mkdir()
+    (runs / "scale.json").write_text(json.dumps(TOY.as_dict()))
+    worker = subprocess.Popen([sys.executable, str(REPO / "bench" / "ledger.py"), "--worker", "simclr:0", "--runs",
+                               str(runs), "--encoders", str(tmp / "encoders" / "toy")],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    snapshot = runs / "simclr_s0" / "epoch_0001.pt"      # written right after last.pt
+    deadline = time.monotonic() + 120
+    while not snapshot.is_file() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    killed = torch.load(runs / "simclr_s0" / "last.pt", weights_only=False)
+    with pytest.MonkeyPatch.context() as patch:
+        _use_toy(patch, tmp)
+        assert _toy_main(tmp, "--jobs", "2") == 0
+    return tmp, killed
+
+
+@pytest.fixture
+def toy(toy_ledger, monkeypatch):
+    _use_toy(monkeypatch, toy_ledger[0])
+    return toy_ledger
+
+
+def _ledger(tmp):
+    return json.loads((tmp / "toy.json").read_text())
+
+
+def test_the_toy_ledger_holds_every_run_and_its_statistics(toy):
+    tmp, _ = toy
+    ledger = _ledger(tmp)
+    assert ledger["seeds"] == [0, 1] and ledger["scale"] == TOY.as_dict()
+    assert [ledger["methods"][m]["status"] for m in METHODS] == ["done", "done"] + ["pending"] * (len(METHODS) - 2)
+    for name in ("simclr", "dcl"):
+        runs = ledger["methods"][name]["runs"]
+        assert [run["seed"] for run in runs] == [0, 1] and all(run["epochs"] == 2 for run in runs)
+        for run in runs:
+            measures = run["measures"]
+            assert set(measures) == set(results.MEASURES)
+            assert all(0 <= measures[m] <= 1 for m in ("knn", "linear", "linear_10", "linear_1", "same_class_share"))
+            assert measures["same_class_chance"] == pytest.approx(30 / 62)   # one batch of 32 test images, 16 a class
+            assert run["machine"]["threads"] == 1 and run["date"] and run["commit"] and len(run["data"]) == 16
+        knn = [run["measures"]["knn"] for run in runs]
+        assert ledger["methods"][name]["summary"]["knn"] == pytest.approx(results.interval(knn))
+    simclr, dcl = ({run["seed"]: run["measures"]["linear"] for run in ledger["methods"][n]["runs"]}
+                   for n in ("simclr", "dcl"))
+    difference = ledger["methods"]["dcl"]["difference"]["linear"]
+    assert difference["mean"] == pytest.approx((dcl[0] - simclr[0] + dcl[1] - simclr[1]) / 2)
+    assert difference["baseline"] == "simclr" and "difference" not in ledger["methods"]["simclr"]
+    assert ledger["methods"]["hcl"]["reason"] == "seeds 0, 1 not run yet"
+    assert not list((tmp / "runs" / "simclr_s0").glob("epoch_*.pt"))    # a finished run keeps last.pt alone
+
+
+def test_a_killed_run_continues_from_its_checkpoint(toy):
+    tmp, killed = toy
+    assert killed["epoch"] == 1
+    finished = torch.load(tmp / "runs" / "simclr_s0" / "last.pt", weights_only=False)
+    assert finished["epoch"] == 2 and finished["history"]["epochs"][0] == killed["history"]["epochs"][0]
+
+
+def test_a_finished_run_is_measured_again_without_training(toy, monkeypatch):
+    tmp, _ = toy
+    before = _ledger(tmp)
+    checkpoint = tmp / "runs" / "dcl_s1" / "last.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+    (tmp / "runs" / "dcl_s1" / "record.json").unlink()
+    edited = copy.deepcopy(before)
+    edited["methods"]["dcl"]["runs"].pop()
+    (tmp / "toy.json").write_text(json.dumps(edited))
+    assert _toy_main(tmp) == 0
+    after = _ledger(tmp)
+    assert checkpoint.stat().st_mtime_ns == mtime                       # not trained again
+    rerun, = [run for run in after["methods"]["dcl"]["runs"] if run["seed"] == 1]
+    assert rerun["measures"] == before["methods"]["dcl"]["runs"][1]["measures"]      # the same numbers
+    # And a complete ledger starts nothing.
+    monkeypatch.setattr(bench.subprocess, "Popen", None)
+    assert _toy_main(tmp) == 0 and _ledger(tmp)["methods"] == after["methods"]
+
+
+def test_check_names_what_is_wrong(toy, capsys):
+    tmp, _ = toy
+    path = tmp / "checked.json"
+
+    def check(ledger) -> tuple[int, str]:
+        path.write_text(json.dumps(ledger))
+        code = bench.main(["--check", str(path)])
+        return code, capsys.readouterr().err
+
+    ledger = _ledger(tmp)
+    code, err = check(ledger)
+    assert code == 1 and "hcl: no run of seeds 0, 1 (seeds 0, 1 not run yet)" in err
+    for name in METHODS:
+        if name not in ("simclr", "dcl"):
+            ledger["methods"][name] = {"status": "not run", "reason": "not part of the toy ledger", "runs": []}
+    assert check(ledger) == (0, "")
+    broken = {
+        "method 'moco' is missing": lambda d: d["methods"].pop("moco"),
+        "dcl: no run of seed 1;": lambda d: d["methods"]["dcl"]["runs"].pop(),
+        "dcl: its summary does not match its runs": lambda d: d["methods"]["dcl"]["summary"]["knn"].update(mean=0.9),
+        "dcl seed 0: knn must be finite numbers": lambda d: d["methods"]["dcl"]["runs"][0]["measures"].pop("knn"),
+        "schema must be 1": lambda d: d.update(schema=2),
+        "hcl: marked \"not run\", which needs a reason": lambda d: d["methods"]["hcl"].update(reason=" "),
+        "different data": lambda d: d["methods"]["dcl"]["runs"][0].update(data="0" * 16),
+        "encoders.simclr.0: needs a file name and a sha256": lambda d: d["encoders"]["simclr"]["0"].pop("sha256"),
+    }
+    for message, damage in broken.items():
+        damaged = copy.deepcopy(ledger)
+        damage(damaged)
+        code, err = check(damaged)
+        assert code == 1 and message in err, message
+    path.write_text("{ not json")
+    assert bench.main(["--check", str(path)]) == 1 and "not a readable JSON file" in capsys.readouterr().err
+
+
+def test_a_ledger_of_another_scale_definition_is_refused(toy, tmp_path):
+    tmp, _ = toy
+    other = dict(_ledger(tmp), scale={**TOY.as_dict(), "knn_k": 7})
+    (tmp_path / "toy.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="another definition of the 'toy' scale"):
+        bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "toy.json")])
+
+
+def test_a_budget_too_small_starts_nothing(toy, tmp_path, capsys):
+    assert bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "t.json"),
+                       "--budget-minutes", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "the budget is spent" in out and "36 left: run the same command again to continue" in out
+    ledger = json.loads((tmp_path / "t.json").read_text())
+    assert all(entry["status"] == "pending" for entry in ledger["methods"].values())
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["scale.json"]
+
+
+def test_seconds_needed_for_the_next_piece_of_work():
+    assert bench.seconds_needed(3, 30, epoch_seconds=20, evaluation_seconds=50) == 20
+    assert bench.seconds_needed(29, 30, epoch_seconds=20, evaluation_seconds=50) == 70   # the last epoch, measured
+    assert bench.seconds_needed(30, 30, epoch_seconds=20, evaluation_seconds=50) == 50
+
+
+class _Process:
+    def __init__(self):
+        self.terminated = False
+
+    def poll(self):
+        return 0 if self.terminated else None
+
+    def terminate(self):
+        self.terminated = True
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def test_a_run_stops_when_its_next_epoch_would_not_fit(tmp_path):
+    folder = tmp_path / "simclr_s0"
+    folder.mkdir()
+    torch.save({"epoch": 3}, folder / "last.pt")
+    scale = dataclasses.replace(TOY, preset=TOY.preset.with_overrides(epochs=30))
+    parent = bench.Ledger(scale, tmp_path, tmp_path / "t.json", tmp_path, jobs=1, budget_minutes=0.5)
+    parent.ledger = bench.new_ledger(TOY, [0])
+    now = time.monotonic()
+    # Epoch 3 came 10 s after epoch 2: another 10 s fit in the half minute left.
+    worker = bench.Worker("simclr", 0, _Process(), folder, checkpoint_time=now - 10, epochs_done=2)
+    parent.watch(worker)
+    assert not worker.process.terminated and worker.epochs_done == 3
+    # Epoch 4 came 40 s after epoch 3: another 40 s would not fit.
+    torch.save({"epoch": 4}, folder / "last.pt")
+    os.utime(folder / "last.pt", ns=(1, 1))
+    worker.checkpoint_time = time.monotonic() - 40
+    parent.watch(worker)
+    assert worker.process.terminated and worker.stopped
+
+
+def test_an_interrupted_ledger_leaves_no_worker_running(toy, tmp_path, monkeypatch):
+    started = []
+    start = bench.Ledger.start
+
+    def interrupt(self, worker):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.Ledger, "start", lambda *args: started.append(start(*args)) or started[-1])
+    monkeypatch.setattr(bench.Ledger, "watch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "t.json")])
+    worker, = started
+    assert worker.process.returncode == -signal.SIGTERM
+
+
+# ---------------------------------------------------------------- encoders
+
+def test_load_encoder_gives_the_ledger_weights(toy):
+    tmp, _ = toy
+    encoder = results.load_encoder("simclr", scale="toy")
+    trained = torch.load(tmp / "runs" / "simclr_s0" / "last.pt", weights_only=False)["method"]
+    assert all(torch.equal(value, trained[key]) for key, value in encoder.state_dict().items())
+    assert not encoder.training
+    from_folder = results.load_encoder("dcl", scale="toy", source=tmp / "encoders" / "toy")
+    assert type(from_folder).__name__ == "DCL" and from_folder.tau_plus == 0.2
+
+
+def test_load_encoder_from_an_address(toy, tmp_path, monkeypatch):
+    tmp, _ = toy
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    address = (tmp / "encoders" / "toy").as_uri()
+    encoder = results.load_encoder("dcl", scale="toy", source=address)
+    cached = tmp_path / "clcourse" / "encoders" / "toy" / "dcl_s0.pt"
+    assert cached.is_file() and type(encoder).__name__ == "DCL"
+    cached.write_bytes(b"damaged")          # a damaged copy in the cache is fetched again
+    results.load_encoder("dcl", scale="toy", source=address)
+    assert results.sha256_of(cached) == _ledger(tmp)["encoders"]["dcl"]["0"]["sha256"]
+    with pytest.raises(FileNotFoundError, match="could not download the encoder"):
+        results.load_encoder("simclr", scale="toy", source=(tmp_path / "nowhere").as_uri())
+
+
+def test_a_missing_or_corrupt_encoder_names_the_file_and_the_command(toy, tmp_path):
+    tmp, _ = toy
+    command = "python bench/ledger.py --scale toy --methods simclr --seeds 0"
+    original = tmp / "encoders" / "toy" / "simclr_s0.pt"
+    (tmp_path / "simclr_s0.pt").write_bytes(original.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match="corrupt or not the ledger's") as error:
+        results.load_encoder("simclr", scale="toy", source=tmp_path)
+    assert str(tmp_path / "simclr_s0.pt") in str(error.value) and command in str(error.value)
+    with pytest.raises(FileNotFoundError) as error:
+        results.load_encoder("simclr", scale="toy", source=tmp_path / "elsewhere")
+    assert str(tmp_path / "elsewhere" / "simclr_s0.pt") in str(error.value) and command in str(error.value)
+    with pytest.raises(FileNotFoundError, match="holds no encoder of 'simclr' seed 1"):
+        results.load_encoder("simclr", scale="toy", seed=1)
+    with pytest.raises(ValueError, match="method_name must be one of"):
+        results.load_encoder("byol", scale="toy")
+    with pytest.raises(FileNotFoundError, match="python bench/ledger.py --scale colab"):
+        results.load_encoder("simclr", scale="colab")
+
+
+def test_load_ledger_refuses_a_broken_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
+    (tmp_path / "cpu.json").write_text("{")
+    with pytest.raises(ValueError, match="cpu.json is not a readable ledger"):
+        results.load_ledger("cpu")
+    (tmp_path / "cpu.json").write_text(json.dumps({"schema": 1, "scale": {}, "seeds": [0], "methods": [],
+                                                   "encoders": {}}))
+    with pytest.raises(ValueError, match="'methods' must be a JSON object"):
+        results.load_ledger("cpu")
+
+
+# ---------------------------------------------------------------- tables, plots and the README
+
+def test_summary_table_and_plot(toy):
+    tmp, _ = toy
+    ledger = _ledger(tmp)
+    table = results.summary_table(ledger)
+    knn = ledger["methods"]["dcl"]["summary"]["knn"]
+    assert f"| dcl | 2 | {results.format_interval(knn, 'knn')} |" in table
+    assert "vs simclr: " in table and "| hcl | 0 | - |" in table
+    ax = results.plot("knn", ledger, student={"simclr": 0.5, "mine": 0.25})
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in stars] == [(50.0, 0), (25.0, 2)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["simclr", "dcl", "mine"]
+
+
+def test_the_results_section_is_written_from_the_ledgers(toy, tmp_path, capsys):
+    tmp, _ = toy
+    (tmp / "cpu.json").write_text((tmp / "toy.json").read_text())     # the toy ledger stands in for the cpu one
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Course\n\n{bench.BEGIN}\nold\n{bench.END}\n\nafter\n")
+    assert bench.main(["--report", "--check", "--readme", str(readme)]) == 1
+    assert bench.main(["--report", "--readme", str(readme)]) == 0
+    assert bench.main(["--report", "--check", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Course\n\n") and text.endswith("\n\nafter\n")
+    machine = _ledger(tmp)["methods"]["simclr"]["runs"][0]["machine"]
+    assert f"| `cpu` | small CNN, CIFAR-10 classes 0-4, 5,000 training images, 30 epochs | 4 of 24 | 0, 1 | " \
+           f"{machine['cpu']}, 1 thread, torch {torch.__version__} | " in text
+    assert "| `colab` | ResNet-18, all of CIFAR-10, 50 epochs | not measured |  |  |  |  |" in text
+    assert results.summary_table(_ledger(tmp)) in text and "**`full` scale**" not in text
+    (tmp / "cpu.json").unlink()
+
+
+def test_the_readme_shows_the_committed_ledgers():
+    assert bench.main(["--report", "--check"]) == 0, "run python bench/ledger.py --report and commit README.md"
+
+
+def test_the_ledger_files_ship_with_the_package():
+    config = (REPO / "pyproject.toml").read_text()
+    assert '"clcourse.ledger" = ["*.json", "encoders/*/*.pt"]' in config
