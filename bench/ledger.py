@@ -62,7 +62,8 @@ from clcourse.data import load_dataset  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import Preset  # noqa: E402
-from clcourse.train import load_weights, train  # noqa: E402
+from clcourse.runs import load_weights  # noqa: E402
+from clcourse.train import train  # noqa: E402
 
 README = REPO / "README.md"
 BEGIN = "<!-- BEGIN bench/ledger.py --report: generated from clcourse/ledger/, do not edit by hand -->"
