@@ -1,6 +1,6 @@
 """SCE (notebook 07): the soft target and both forms of the loss against slow per-query loops, their reductions
 (lambda = 1 is MoCo's InfoNCE), stop-gradients and bad input; the SCE method on MoCo v2 (weak view to the
-momentum encoder, split BN there only, a student's loss trains it); the soft-target diagnostics and explorer."""
+momentum encoder, split BN there only, a student's loss trains it); the soft-target diagnostics."""
 import functools
 import math
 
@@ -16,7 +16,6 @@ from clcourse.diagnostics import (keys, queries, same_class_similarity, soft_tar
 from clcourse.losses import moco_info_nce, sce, sce_in_batch, sce_target
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from clcourse.widgets import SoftTargetState, soft_target_explorer, soft_target_figure
 from helpers import fit
 
 DIM = 8
@@ -378,7 +377,7 @@ def test_config_records_the_new_hyperparameters_and_views():
                                    "step": "clcourse.methods.moco.moco_step"}
 
 
-# ---------------------------------------------------------------- diagnostics and the explorer
+# ---------------------------------------------------------------- diagnostics
 
 @pytest.fixture(scope="module")
 def trained(images):
@@ -449,57 +448,3 @@ def test_same_class_similarity_against_a_loop():
     assert math.isclose(other.item(), np.mean([s for s, flag in pairs if not flag]), abs_tol=1e-6)
     with pytest.raises(ValueError, match="at least 2 rows"):
         same_class_similarity(z[:1], labels[:1])
-
-
-def explorer_state(trained, images, **options):
-    labels = torch.arange(48) % 3
-    return SoftTargetState.from_method(trained, images[:6], labels[:6], images, labels, ["a", "b", "c"],
-                                       index=torch.arange(6), **options)
-
-
-def test_explorer_state_recomputes_the_target_at_any_lambda_and_temperature(trained, images):
-    state = explorer_state(trained, images, top=5)
-    assert (state.lam, state.temperature_momentum, state.temperature) == (0.5, 0.05, 0.1)
-    state.select(2)
-    state.set_lam(0.2)
-    state.set_temperature_momentum(0.3)
-    view = state.view()
-    targets = soft_targets(trained, images[2:3], index=torch.tensor([2]), lam=0.2, temperature_momentum=0.3)
-    weights = targets.target[0, 1:]
-    assert np.allclose(view.weights, weights[view.entries].numpy(), atol=1e-6)
-    assert len(view.entries) == 5 and np.all(np.diff(view.sorted_weights) <= 0)
-    assert math.isclose(view.sorted_weights.sum(), 0.8, abs_tol=1e-5)      # 1 - lambda over the candidates
-    masked = (trained.queue_index == 2).numpy()
-    assert len(view.sorted_weights) == 24 - masked.sum() and not masked[view.entries].any()
-    assert np.array_equal(view.entry_labels, (trained.queue_index[torch.from_numpy(view.entries)] % 3).numpy())
-    assert np.array_equal(view.same_class, view.entry_labels == 2) and view.class_name == "c"
-    spread = target_spread(targets, torch.tensor([2]), torch.arange(48) % 3)
-    assert math.isclose(view.same_class_push, float(spread.same_class_push[0]), abs_tol=1e-6)
-    # sharper target (smaller tau_m) -> fewer effective entries
-    state.set_temperature_momentum(0.01)
-    assert state.view().effective_entries < view.effective_entries
-
-
-def test_explorer_sliders_drive_the_state_and_redraw(trained, images):
-    widget = soft_target_explorer(explorer_state(trained, images))
-    widget.lam_slider.value = 1.0
-    assert widget.state.lam == 1.0 and widget.last_view.lam == 1.0
-    assert math.isclose(widget.last_view.same_class_push, widget.last_view.infonce_same_class_push, abs_tol=1e-6)
-    widget.query_slider.value = 4
-    widget.temperature_momentum_slider.value = 0.1
-    assert widget.last_view.query == 4 and math.isclose(widget.last_view.temperature_momentum, 0.1, rel_tol=1e-6)
-    assert "one-hot target (InfoNCE)" in widget.summary.value
-    assert bytes(widget.figure_image.value).startswith(b"\x89PNG")
-    figure = soft_target_figure(widget.last_view)
-    assert len(figure.axes) == 3 + len(widget.last_view.entries)
-
-
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.set_lam(-0.5), r"lam must be in \[0.0, 1.0\], got -0.5"),
-    (lambda s: s.set_temperature_momentum(0), "temperature_momentum must be a finite number > 0, got 0"),
-    (lambda s: s.select(6), r"query must be an integer in \[0, 5\], got 6"),
-    (lambda s: s.set_top(25), r"top must be an integer in \[1, 24\]"),
-])
-def test_explorer_state_refuses_bad_values(trained, images, change, message):
-    with pytest.raises(ValueError, match=message):
-        change(explorer_state(trained, images))

@@ -1,16 +1,19 @@
-"""The embedding-geometry plots of clcourse.viz draw the numbers they are given, mark false negatives, and
-reject inconsistent input with a ValueError naming the argument."""
+"""The embedding-geometry plots and the CKA heatmaps and layer curves of clcourse.viz draw the
+numbers they are given, mark false negatives, and reject inconsistent input with a ValueError naming
+the argument."""
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from helpers import CKA_LAYERS, cka_result, cka_results
 from matplotlib.colors import to_rgba
 
 from clcourse.negatives import negative_weights_from_similarities, similarity_distributions
-from clcourse.viz import (FALSE_NEGATIVE_COLOUR, plot_alignment_uniformity, plot_effective_negatives,
-                          plot_embedding_map, plot_false_negative_rate, plot_negative_gallery, plot_negative_weights,
-                          plot_similarity_histograms, plot_temperature_sweep)
+from clcourse.viz import (FALSE_NEGATIVE_COLOUR, plot_alignment_uniformity, plot_cka_heatmap,
+                          plot_cka_heatmaps, plot_effective_negatives, plot_embedding_map,
+                          plot_false_negative_rate, plot_layer_curves, plot_negative_gallery,
+                          plot_negative_weights, plot_similarity_histograms, plot_temperature_sweep)
 
 CLASSES = ["a", "b", "c"]
 
@@ -199,6 +202,47 @@ def test_embedding_map_rejects_bad_coords():
         plot_embedding_map(np.zeros((4, 3)), torch.zeros(4, dtype=torch.long), CLASSES)
     with pytest.raises(ValueError, match="coords"):
         plot_embedding_map(np.zeros((3, 2)), torch.zeros(4, dtype=torch.long), CLASSES)
+
+
+# ---------------------------------------------------------------------- CKA heatmaps and curves
+
+def test_heatmap_shows_the_matrix_with_layer_names_and_values():
+    r = cka_result(("SimCLR", "clean"), ("SimCLR", "PGD"), 0, layers_b=CKA_LAYERS[:2])
+    fig = plot_cka_heatmap(r, title="clean vs PGD")
+    ax = fig.axes[0]
+    shown = ax.images[0].get_array()
+    assert shown.shape == (3, 2)
+    assert torch.allclose(torch.as_tensor(shown.data).double(), r.matrix, atol=1e-6)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["layer1", "layer2", "pool"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1", "layer2"]
+    assert ax.get_ylabel() == "SimCLR · clean" and ax.get_xlabel() == "SimCLR · PGD"
+    assert ax.get_title() == "clean vs PGD"
+    assert len(ax.texts) == 6 and ax.texts[0].get_text() == f"{float(r.matrix[0, 0]):.2f}"
+    assert ax.images[0].get_clim() == (0, 1)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="CKAResult"):
+        plot_cka_heatmap(r.matrix)
+
+
+def test_heatmap_grid_and_layer_curves():
+    fig = plot_cka_heatmaps({f"pair {i}": r for i, r in enumerate(cka_results().values())}, ncols=2)
+    assert sum(1 for ax in fig.axes if ax.images) == 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["pair 0", "pair 1", "pair 2"]
+    plt.close(fig)
+    curves = {"standard": [0.9, 0.5, 0.2], "adversarially trained": torch.tensor([0.95, 0.9, 0.8])}
+    fig = plot_layer_curves(curves, CKA_LAYERS, "CKA(clean, PGD)", baseline=(0.1, "chance"),
+                            ylim=(0, 1))
+    ax = fig.axes[0]
+    assert [list(line.get_ydata()) for line in ax.get_lines()[:2]] == [
+        [0.9, 0.5, 0.2], pytest.approx([0.95, 0.9, 0.8])]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1", "layer2", "pool"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "standard", "adversarially trained", "chance"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="same length"):
+        plot_layer_curves({"short": [0.1]}, CKA_LAYERS, "CKA")
+    with pytest.raises(ValueError, match="at least one"):
+        plot_cka_heatmaps({})
 
 
 def test_backend_is_headless():

@@ -27,6 +27,13 @@ from statistics import fmean, stdev
 
 import torch
 
+__all__ = ["SCHEMA", "LEDGER_DIR", "NO_EFFECT", "BASELINES", "Measure", "MEASURES", "STATUSES",
+           "t_quantile", "interval", "paired_difference", "summarise", "VIEW_SEED", "SUBSET_SEED",
+           "PROBE_SEED", "KNN_TEMPERATURE", "REFERENCE_TEMPERATURE", "labelled_subset",
+           "push_weights", "measure", "problems", "ledger_path", "retrain_command", "load_ledger",
+           "format_interval", "summary_table", "plot", "sha256_of", "encoder_dir", "encoder_file",
+           "load_encoder"]
+
 SCHEMA = 1
 LEDGER_DIR = Path(__file__).resolve().parent
 NO_EFFECT = "no effect detected at this scale"
