@@ -40,8 +40,9 @@ it says what the copy is.
 the Colab install cell, the links in README.md, docs/, CITATION.cff and CONTRIBUTING.md, and the student copies.
 ``--repo`` and ``--branch`` (a fork) are written into pyproject.toml first.
 
-``student`` and ``nbgrader`` (and ``links``, for the student copies) record a hash of each file they write (``.clcourse-written.json`` in the
-output folder) and stop, naming the file, before overwriting one that changed since: ``--force`` overwrites it.
+``student`` and ``nbgrader`` (and ``links``, for the student copies) record a hash of each file they write
+(``.clcourse-written.json`` in the output folder) and stop, naming the file, before overwriting one that changed
+since: ``--force`` overwrites it.
 
 ``nbgrader`` writes a course folder for nbgrader (``OUT/nbgrader_config.py``, ``OUT/source/<stem>/<stem>.ipynb``
 for every notebook with exercises): solution cells, each checker call split off into an autograded test cell with
