@@ -4,6 +4,7 @@ Nothing here downloads: the torchvision downloader is replaced by fakes.
 """
 import os
 import pickle
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -331,6 +332,25 @@ def test_failed_download_becomes_file_not_found(tmp_path, monkeypatch, error):
         load_dataset("cifar100", root=tmp_path)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
     assert "cifar-100-python" in str(err.value) and err.value.__cause__ is error
+
+
+def test_a_copy_pickled_by_numpy_2_read_by_an_older_numpy_names_the_numpy_version_not_damage(tmp_path, monkeypatch):
+    _, (test_x, test_y) = make_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    with open(batch, "wb") as f:   # as NumPy 2 writes an array: numpy._core.multiarray._reconstruct
+        pickle.dump({"data": np.stack([np.asarray(cifar_row(image), np.uint8) for image in test_x]),
+                     "labels": [int(v) for v in test_y]}, f, protocol=2)
+    assert b"numpy._core" in batch.read_bytes()
+    _, labels = load_dataset("cifar10", root=tmp_path, train=False, download=False)
+    assert labels.tolist() == test_y.tolist()
+    # NumPy 1.x before 1.26 has no numpy._core: importing it fails as below.
+    data._CACHE.clear()
+    monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)
+    monkeypatch.setattr(np, "__version__", "1.25.2")
+    with pytest.raises(ValueError, match=f"{batch} was written by NumPy 2, which NumPy 1.25.2 cannot read .*"
+                                         r"not damaged.*pip install 'numpy>=1.26'") as raised:
+        load_dataset("cifar10", root=tmp_path, train=False, download=False)
+    assert "damaged (" not in str(raised.value)
 
 
 def test_download_then_read(tmp_path, monkeypatch):
