@@ -136,7 +136,9 @@ class FakeExecute:
 
 
 class FakeTrait:
-    default_value = ["Sanitize", FakeExecute, "SaveAutoGrades"]
+    @staticmethod
+    def default():
+        return ["Sanitize", FakeExecute, "SaveAutoGrades"]
 
 
 CONFIG_VARIABLES = ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_DATA",

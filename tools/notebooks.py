@@ -14,6 +14,7 @@ so plain ``nbstripout`` would silently switch every such check off.
     python tools/notebooks.py student [NOTEBOOK ...] [OUT]         # solutions removed, into student/ (or OUT)
     python tools/notebooks.py nbgrader OUT [NOTEBOOK ...]          # an nbgrader course folder in OUT
     python tools/notebooks.py links [--repo OWNER/NAME] [--branch B] [--check]   # every link to the repository
+    python tools/notebooks.py timings [--junit DIR] [--check]     # run times, from notebooks/timings.json
 
 ``strip`` clears the outputs and execution counts of every other code cell, drops the widget state
 (it is large and names widget models that no longer exist), drops per-cell run timings, and sets the
@@ -584,6 +585,130 @@ def links(root: Path = REPO, slug: str | None = None, branch: str | None = None,
     return status
 
 
+# ---- the course's run times: one source, notebooks/timings.json ----------------------------------------------
+
+TIMINGS = NOTEBOOK_DIR / "timings.json"
+# A figure written from timings.json: <!-- timings:KEY -->text<!-- /timings -->, on one line, in README.md or a
+# notebook's markdown (notebook 00). `timings` rewrites the text between the markers.
+TIMING_SPAN = re.compile(r"(<!-- timings:([\w:.-]+) -->)(.*?)(<!-- /timings -->)")
+TIMING_FILES = ("README.md", "notebooks/00_setup_and_tour.ipynb")
+
+
+def duration(seconds: float) -> str:
+    """11 s, 55 s, 2 min, 2 min 55 s."""
+    seconds = round(seconds)
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def timing_texts(timings: dict, smoke_train_images: int) -> dict[str, str]:
+    """The text of each timing figure (KEY -> text), from timings.json's content."""
+    smoke, colab, views = timings["smoke"], timings["colab"], timings["cpu_views_per_second"]
+    estimate = "" if colab["measured"] else " (estimated, not yet measured)"
+    texts = {}
+    for name, seconds in smoke["seconds"].items():
+        alone = colab.get("alone_minutes", {}).get(name)
+        texts[f"notebook:{name}"] = (f"{duration(seconds)} / ≈ {colab['minutes'][name]} min"
+                                     + (f" ({alone} min alone)" if alone else ""))
+    texts["smoke-range"] = (f"{duration(min(smoke['seconds'].values()))} to "
+                            f"{duration(max(smoke['seconds'].values()))} per notebook on {smoke['machine']}")
+    texts["smoke-how"] = f"measured on {smoke['machine']} by {smoke['how']}, {smoke['date']}"
+    texts["colab-range"] = (f"≈ {min(colab['minutes'].values())}–{max(colab['minutes'].values())} min per notebook "
+                            f"on a T4{estimate}")
+    texts["colab-how"] = f"{'measured' if colab['measured'] else 'estimated'}: {colab['how']}"
+    subsets = sorted(colab.get("train_images", {}).items())
+    texts["colab-data"] = "all of CIFAR-10" + (
+        " (" + "; ".join(f"notebook {name[:2]}: {images:,} training images" for name, images in subsets) + ")"
+        if subsets else "")
+    epoch = [2 * smoke_train_images / rate for rate in (views["high"], views["low"])]
+    texts["cpu-views"] = (f"about {views['low']:,}–{views['high']:,} views/s, {epoch[0]:.0f}–{epoch[1]:.0f} s per "
+                          f"epoch of {smoke_train_images:,} images (measured on {views['machine']}, {views['date']})")
+    return texts
+
+
+def with_timings(text: str, texts: dict[str, str], where: str) -> str:
+    """`text` with each timing span's text written from `texts`; an unknown KEY raises ValueError naming it."""
+    def replace(match):
+        key = match.group(2)
+        if key not in texts:
+            raise ValueError(f"{where}: unknown timing figure {key!r} (known: {', '.join(sorted(texts))})")
+        return match.group(1) + texts[key] + match.group(4)
+
+    return TIMING_SPAN.sub(replace, text)
+
+
+def junit_seconds(folder: Path) -> dict[str, float]:
+    """Seconds per notebook (its stem) in the JUnit reports of nbval runs in `folder`: the sum of its cells' times."""
+    import xml.etree.ElementTree as ElementTree
+
+    seconds = {}
+    for report in sorted(folder.glob("*.xml")):
+        for case in ElementTree.parse(report).getroot().iter("testcase"):
+            notebook = re.search(r"([^./]+)\.ipynb$", case.get("classname", ""))
+            if notebook:
+                seconds[notebook.group(1)] = seconds.get(notebook.group(1), 0.0) + float(case.get("time", 0))
+    return seconds
+
+
+def this_machine() -> str:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = f" ({found.group(1).strip()})" if found else ""
+    return f"a {os.cpu_count()}-core CPU{model}"
+
+
+def timing_files(root: Path, timings: dict) -> dict[Path, str]:
+    """README.md and notebook 00 with their timing figures written from `timings` (path -> new text)."""
+    from clcourse.presets import PRESETS
+
+    texts = timing_texts(timings, PRESETS["smoke"].train_subset)
+    files = {}
+    for name in TIMING_FILES:
+        path = root / name
+        if path.suffix == ".ipynb":
+            nb = read(path)
+            for cell in nb.cells:
+                if cell.cell_type == "markdown":
+                    cell.source = with_timings(cell.source, texts, str(path))
+            files[path] = notebook_text(nb)
+        else:
+            files[path] = with_timings(path.read_text(), texts, str(path))
+    return files
+
+
+def update_timings(root: Path = REPO, junit: Path | None = None, how: str | None = None, check: bool = False) -> int:
+    """Write the timing figures of README.md and notebook 00 from notebooks/timings.json; with `junit`, first take
+    the smoke times of the notebooks those reports ran (nbval's, per notebook) into timings.json, with this machine
+    and today's date. With `check`, write nothing and return 1 when a figure differs from timings.json."""
+    import datetime
+
+    path = root / "notebooks" / "timings.json"
+    timings = json.loads(path.read_text())
+    if junit is not None:
+        seconds = junit_seconds(junit)
+        if not seconds:
+            print(f"{junit}: no JUnit report of a notebook run (make test-notebooks JUNIT_DIR={junit})")
+            return 1
+        known = set(timings["smoke"]["seconds"])
+        timings["smoke"]["seconds"].update({name: round(value) for name, value in seconds.items() if name in known})
+        timings["smoke"].update(machine=this_machine(), date=datetime.date.today().isoformat(),
+                                how=how or "nbval's time per notebook (JUnit reports of make test-notebooks)")
+        path.write_text(json.dumps(timings, indent=1, ensure_ascii=False) + "\n")
+        print(f"{path}: smoke times of {', '.join(sorted(seconds.keys() & known))}")
+    changed = {file: text for file, text in timing_files(root, timings).items() if file.read_text() != text}
+    for file in changed:
+        if check:
+            print(f"{file}: its run times differ from {path}; run python tools/notebooks.py timings")
+        else:
+            file.write_text(changed[file])
+            print(f"wrote {file}")
+    return int(check and bool(changed))
+
+
 # ---- nbgrader: the course as graded assignments --------------------------------------------------------
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
@@ -644,7 +769,7 @@ else:
 
     c.Autograde.autograde_preprocessors = [
         ExecuteWithTemporaryRuns if step is Execute else step
-        for step in Autograde.class_traits()["autograde_preprocessors"].default_value]
+        for step in Autograde.class_traits()["autograde_preprocessors"].default()]
 
 
 class HiddenTestsChecksum(logging.Filter):
@@ -899,8 +1024,15 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--branch", help="the branch the links point at, written into pyproject.toml")
     command.add_argument("--check", action="store_true", help="write nothing; exit 1 if a link is not generated")
     command.add_argument("--force", action="store_true", help=force + " (the student copies)")
+    command = commands.add_parser("timings", help="write README's and notebook 00's run times from "
+                                                  "notebooks/timings.json")
+    command.add_argument("--junit", type=Path, help="first take the smoke times from the JUnit reports in this folder")
+    command.add_argument("--how", help="how the JUnit reports were made (written into timings.json)")
+    command.add_argument("--check", action="store_true", help="write nothing; exit 1 if a figure differs")
     args = parser.parse_args(argv)
 
+    if args.command == "timings":
+        return update_timings(REPO, args.junit, args.how, args.check)
     if args.command == "links":
         try:
             return links(REPO, args.repo, args.branch, args.check, args.force)
