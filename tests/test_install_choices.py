@@ -166,4 +166,4 @@ def test_every_lower_bound_is_pinned_and_an_unbounded_requirement_named(tmp_path
 def test_the_courses_own_lower_bounds_are_read(capsys):
     assert bounds.main([]) == 0
     pins = dict(line.split("==") for line in capsys.readouterr().out.split())
-    assert pins["umap-learn"] == "0.5.8" and pins["matplotlib"] == "3.8.4" and pins["torch"] == "2.3"
+    assert pins["umap-learn"] == "0.5.8" and pins["matplotlib"] == "3.8.4" and pins["torch"] == "2.4"
