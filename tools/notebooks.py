@@ -614,10 +614,10 @@ def timing_texts(timings: dict, smoke_train_images: int) -> dict[str, str]:
                                      + (f" ({alone} min alone)" if alone else ""))
     texts["smoke-range"] = (f"{duration(min(smoke['seconds'].values()))} to "
                             f"{duration(max(smoke['seconds'].values()))} per notebook on {smoke['machine']}")
-    texts["smoke-how"] = f"measured on {smoke['machine']} by {smoke['how']}, {smoke['date']}"
+    texts["smoke-how"] = f"measured on {smoke['machine']}, {smoke['date']}, by {smoke['how']}"
     texts["colab-range"] = (f"≈ {min(colab['minutes'].values())}–{max(colab['minutes'].values())} min per notebook "
                             f"on a T4{estimate}")
-    texts["colab-how"] = f"{'measured' if colab['measured'] else 'estimated'}: {colab['how']}"
+    texts["colab-how"] = colab["how"]
     subsets = sorted(colab.get("train_images", {}).items())
     texts["colab-data"] = "all of CIFAR-10" + (
         " (" + "; ".join(f"notebook {name[:2]}: {images:,} training images" for name, images in subsets) + ")"
