@@ -57,7 +57,8 @@ def test_the_version_is_written_once_and_repeated_where_a_release_needs_it():
     assert not re.search(r'^version\s*=\s*"', pyproject, re.MULTILINE), "pyproject.toml writes a version of its own"
     citation = (REPO / "CITATION.cff").read_text()
     assert re.search(rf"^version: {re.escape(version)}$", citation, re.MULTILINE), "CITATION.cff's version differs"
-    sections = re.findall(r"^## \[(?:Unreleased\]: )?(\d+\.\d+\.\d+)", (REPO / "CHANGELOG.md").read_text(), re.MULTILINE)
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## \[(?:Unreleased\]: )?(\d+\.\d+\.\d+)", changelog, re.MULTILINE)
     assert version in sections, f"CHANGELOG.md has no section for {version}"
 
 
