@@ -1,15 +1,30 @@
-# The course in two commands, on a Linux or macOS machine with Python 3.10+:
-#   make lab    set up .venv if needed, then open the notebooks in JupyterLab
+# The course in two commands, on a Linux or macOS machine with Python 3.10+ (Windows: docs/install.md):
+#   make lab    set up .venv if needed, then open JupyterLab on the student copies (student/)
 #   make test   set up .venv if needed, then run the unit tests and every notebook (smoke preset)
-# Setting up installs torch and torchvision first (PIP_TORCH_ARGS), then this package in editable mode.
+# Setting up installs torch and torchvision first, then this package in editable mode.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# For example, the CPU-only wheels on Linux (about 200 MB instead of several GB):
-#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Which torch wheels: tools/torch_wheels.py chooses, and says which and why. On Linux without an NVIDIA GPU it takes
+# the CPU-only wheels (about 200 MB instead of several GB) when their index answers, and pip's own index otherwise.
+#   make venv TORCH_WHEELS=cpu          the CPU-only wheels (TORCH_WHEELS=default: pip's index, auto: the choice)
+#   make venv TORCH_INDEX_URL=URL       torch from that index
+#   make venv PIP_TORCH_ARGS="torch==2.5.1 torchvision==0.20.1"    the whole torch install line
+TORCH_WHEELS ?= auto
 TORCH_INDEX_URL ?=
-PIP_TORCH_ARGS ?= torch torchvision $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+# torch_install VENV: the recipe lines that choose the wheels (into VENV/.torch-index) and install them there.
+ifeq ($(origin PIP_TORCH_ARGS),undefined)
+define torch_install
+	TORCH_WHEELS="$(TORCH_WHEELS)" TORCH_INDEX_URL="$(TORCH_INDEX_URL)" $(PYTHON) tools/torch_wheels.py > $(1)/.torch-index
+	$(1)/bin/python -m pip install $(2) torch torchvision $$(cat $(1)/.torch-index)
+endef
+else
+define torch_install
+	@echo "torch: PIP_TORCH_ARGS=$(PIP_TORCH_ARGS)"
+	$(1)/bin/python -m pip install $(2) $(PIP_TORCH_ARGS)
+endef
+endif
 # Extra JupyterLab arguments, e.g. make lab LAB_ARGS="--no-browser --port 8899". Root (as in many
 # containers) needs --allow-root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -40,21 +55,22 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: mutate venv lab test test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
+.PHONY: mutate venv lab test test-oldest test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
 	nbgrader test-nbgrader test-browser diagrams
 
 help:
-	@echo "make lab              set up .venv if needed, open notebooks/ in JupyterLab"
+	@echo "make lab              set up .venv if needed, open JupyterLab on student/ (LAB_FOLDER=notebooks: solutions)"
 	@echo "make test             set up .venv if needed, run unit tests and notebooks (CLCOURSE_PRESET=smoke)"
 	@echo "make test-unit        only pytest tests/ (heavy checks: one representative case each)"
 	@echo "make test-heavy       the full set of each heavy check (e.g. bench/accuracy.py for every method)"
 	@echo "make test-notebooks   only the notebooks, under nbval"
 	@echo "make data             download CIFAR-10 into the data root (data/ or \$$CLCOURSE_DATA)"
 	@echo "make clean-notebooks  strip notebook outputs, keeping the NBVAL_CHECK_OUTPUT cells'"
-	@echo "make student          write the notebooks without their solutions into student/"
+	@echo "make student          write the notebooks without their solutions into student/ (committed)"
 	@echo "make diagrams         redraw the method diagrams, notebooks/figures/*.svg"
+	@echo "make test-oldest      the unit tests at every dependency's lower bound, in .venv-oldest (OLDEST_PYTHON)"
 	@echo "make nbgrader         write an nbgrader course folder into classroom/ (NBGRADER_OUT=...)"
-	@echo "make test-nbgrader    nbgrader autogrades notebook 01 three times (NBGRADER_NOTEBOOKS=all: every one)"
+	@echo "make test-nbgrader    nbgrader autogrades notebook 01 three times, docs/teaching.md's commands run on it"
 	@echo "make test-browser     the course in a real JupyterLab, driven by headless Chromium"
 	@echo "make bench            measure every GPU figure of the README (bench/suite.py; BENCH_ARGS=--smoke on a CPU)"
 	@echo "make mutate           mutation scores of losses, evaluate, augment, train (slow; MODULE=... for one)"
@@ -68,13 +84,16 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "pip>=21.3"
-	$(BIN)/python -m pip install $(PIP_TORCH_ARGS)
+	$(call torch_install,$(VENV))
 	$(BIN)/python -m pip install -e '.[lab,test]'
 	$(BIN)/python -m pip install --no-deps "torchattacks>=3.5"
 	touch $@
 
+# The learner's path: JupyterLab at the repository's root (README.md and docs/ within reach), opened on the student
+# copies. LAB_FOLDER=notebooks opens the solutions.
+LAB_FOLDER ?= student
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/$(LAB_FOLDER)
 
 # Runs both parts even when the first fails, so one run reports everything; fails if either failed.
 test: $(STAMP)
@@ -120,9 +139,35 @@ clean-notebooks: $(STAMP)
 check-notebooks: $(STAMP)
 	$(BIN)/python tools/notebooks.py check
 
-# The version handed out to students: each solution becomes `raise NotImplementedError()` (git-ignored).
+# The versions handed out to students (student/, committed): each solution becomes `raise NotImplementedError()`.
+# A copy changed since it was written stops the run; STUDENT_ARGS=--force overwrites it.
+STUDENT_ARGS ?=
 student: $(STAMP)
-	$(BIN)/python tools/notebooks.py student
+	$(BIN)/python tools/notebooks.py student $(STUDENT_ARGS)
+
+# The lower bound of every dependency (tools/lower_bounds.py) in a venv of its own, with the oldest Python the course
+# supports: the unit tests that need no notebook tooling (nbformat, nbval, nbgrader). Run before each release.
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.clcourse-installed
+OLDEST_TESTS ?= $(shell grep -L -E 'nbformat|nbval|nbclient|nbgrader' tests/test_*.py)
+
+$(OLDEST_STAMP): pyproject.toml tools/lower_bounds.py
+	test -x $(OLDEST_VENV)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install "pip>=21.3"
+	$(PYTHON) tools/lower_bounds.py --with pytest > $(OLDEST_VENV)/lower-bounds.txt
+	$(call torch_install,$(OLDEST_VENV),-c $(OLDEST_VENV)/lower-bounds.txt)
+	$(OLDEST_VENV)/bin/python -m pip install -c $(OLDEST_VENV)/lower-bounds.txt -e . pytest
+	touch $@
+
+# Without CLCOURSE_DATA: the tests on the real CIFAR-10 are skipped, as a copy that a newer NumPy wrote (NumPy 2's
+# pickles) cannot be read by the oldest one; the other tests make their own data. With the UMAP test (a minute of
+# numba compilation), as umap-learn's lower bound is one of those tested.
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -m pip freeze | grep -i -E '^(torch|torchvision|numpy|matplotlib|ipywidgets|tqdm|umap-learn|scikit-learn|numba|pytest)=='
+	env -u CLCOURSE_DATA CLCOURSE_TEST_UMAP=1 MPLBACKEND=Agg $(OLDEST_VENV)/bin/python -m pytest $(OLDEST_TESTS) -m "not heavy" \
+		-p no:cacheprovider \
+		--durations=10 $(call junit,oldest) $(PYTEST_ARGS)
 
 # The method diagrams the notebooks show, drawn by tools/diagrams.py (matplotlib);
 # tests/test_diagrams.py fails when the committed SVG files differ from what it draws.
@@ -139,13 +184,14 @@ $(INSTRUCTOR_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -e '.[instructor]'
 	touch $@
 
-# An nbgrader course folder (nbgrader_config.py, source/<notebook>/): see the README, "Teaching with the course".
+# An nbgrader course folder (nbgrader_config.py, source/<notebook>/): docs/teaching.md gives every command after it.
 nbgrader: $(INSTRUCTOR_STAMP)
 	$(BIN)/python tools/notebooks.py nbgrader $(NBGRADER_OUT)
 
-# nbgrader itself generates each assignment and autogrades three submissions (tests/e2e_nbgrader.py).
+# nbgrader itself generates each assignment and autogrades three submissions (tests/e2e_nbgrader.py), and
+# docs/teaching.md's commands run as written on notebook 01 in a copy of the checkout (tests/e2e_teaching.py).
 test-nbgrader: $(INSTRUCTOR_STAMP)
-	NBGRADER_NOTEBOOKS="$(NBGRADER_NOTEBOOKS)" $(BIN)/python -m pytest tests/e2e_nbgrader.py -rA \
+	NBGRADER_NOTEBOOKS="$(NBGRADER_NOTEBOOKS)" $(BIN)/python -m pytest tests/e2e_nbgrader.py tests/e2e_teaching.py -rA \
 		$(call junit,nbgrader) $(PYTEST_ARGS)
 
 # The course in a real JupyterLab, driven by headless Chromium (tests/e2e_browser.py): needs Debian's chromium and

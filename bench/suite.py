@@ -20,8 +20,9 @@ every phase, so a run that is cut short still leaves the first results:
    `colab` preset (default notebooks/00), each in its own process, timed;
 5. the peak GPU memory of each phase, recorded with the phase (for phase 4: the notebook's process).
 
-Results: `bench/results/<date>_<gpu>.json` (`--results-dir`; a second run that day gets `_2`), then a
-markdown table. `python bench/report.py` writes the newest results into README.md's Performance section.
+Results: `bench/results/<date>_<gpu>.json` (`--results-dir`; a second run that day gets `_2`; a `--smoke` run's
+go into the git-ignored `.cache/bench/`), then a markdown table. `python bench/report.py` writes the newest results
+into README.md's Performance section.
 
 The GPU machine: the course's device tool copies the working tree (64 MiB at most) to a machine with one
 H200 and runs one command of at most 10 minutes there. Here, once: `cp ../shared/data/cifar10-jpeg.npz data/`
@@ -89,6 +90,8 @@ from clcourse.runs import History  # noqa: E402
 from clcourse.train import KnnData, train  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
+# A --smoke run checks that the suite runs and measures nothing worth committing: its results stay out of git.
+SMOKE_RESULTS_DIR = REPO / ".cache" / "bench"
 DEFAULT_NOTEBOOK = REPO / "notebooks" / "00_setup_and_tour.ipynb"
 EPOCH_IMAGES = 50_000
 PHASES = ("throughput", "simclr_200", "method_costs", "cuda_tests_and_notebook")
@@ -400,6 +403,11 @@ PHASE_FUNCTIONS = {"throughput": run_throughput, "simclr_200": run_simclr, "meth
 
 # ---------------------------------------------------------------- results
 
+def default_results_dir(smoke: bool) -> Path:
+    """bench/results/ (committed) for a measurement, .cache/bench/ (git-ignored) for a --smoke run."""
+    return SMOKE_RESULTS_DIR if smoke else RESULTS_DIR
+
+
 def results_path(folder: Path, date: str, device_name: str, smoke: bool) -> Path:
     """`<folder>/<date>_<gpu>.json` (`_2`, `_3`, ... when taken), the GPU's name in lower case with dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") + ("-smoke" if smoke else "")
@@ -454,10 +462,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--pack", type=Path, default=None,
                         help="CIFAR-10 as the offline JPEG pack (cifar10-jpeg.npz), unpacked into a temporary data "
                              "root (default: the data root, $CLCOURSE_DATA or data/)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help=f"default: {RESULTS_DIR.relative_to(REPO)}/, or {SMOKE_RESULTS_DIR.relative_to(REPO)}/ "
+                             "(git-ignored) with --smoke")
     parser.add_argument("--notebook", type=Path, default=DEFAULT_NOTEBOOK, help="the notebook phase 4 runs")
     parser.add_argument("--smoke", action="store_true", help="every phase at toy size on the CPU")
     args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir(args.smoke)
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
     if not args.notebook.is_file():

@@ -158,6 +158,14 @@ def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
         batch = _unpickle(path)
         images = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("numpy._core"):
+            raise _DamagedFile(path, f"{type(error).__name__}: {error}") from error
+        # NumPy 2 pickles its arrays as numpy._core.*, a module NumPy 1.x before 1.26 does not have.
+        raise ValueError(
+            f"{path} was written by NumPy 2, which NumPy {np.__version__} cannot read (it has no {error.name}): "
+            "the file is not damaged. Upgrade NumPy (pip install 'numpy>=1.26'), or write the file again with this "
+            "NumPy (delete the folder and load the dataset with download=True).") from None
     except Exception as error:   # whatever a truncated or foreign file raises, the file is unusable
         raise _DamagedFile(path, f"{type(error).__name__}: {error}") from error
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or labels.shape != (len(images),):

@@ -2,6 +2,7 @@
 (Speeds are reported by running the scripts on a GPU, never by these tests.) Also the suite's parts: its
 schedule, its phases' bookkeeping, the notebook runner and the JPEG pack, and the suite itself at toy size."""
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,13 @@ def test_each_method_gets_its_cost_relative_to_its_reference(suite):
     assert methods["mochi"]["ratio"] == 1.2 and methods["mochi"]["meets_target"] is False
     assert methods["sce"]["ratio"] == 1.04 and methods["sce"]["meets_target"] is True
     assert "ratio" not in methods["hcl"] and "meets_target" not in methods["moco"]
+
+
+def test_smoke_results_go_outside_the_committed_results_folder(suite):
+    assert suite.default_results_dir(smoke=False) == REPO / "bench" / "results"
+    smoke = suite.default_results_dir(smoke=True)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(smoke / "x.json")], cwd=REPO)
+    assert not smoke.is_relative_to(REPO / "bench" / "results") and ignored.returncode == 0
 
 
 def test_results_file_names_carry_the_date_and_the_gpu(suite, tmp_path):
@@ -238,7 +246,6 @@ def test_suite_smoke_runs_every_phase_on_the_cpu(tmp_path):
     # The whole suite at toy size in its own process, as `python bench/suite.py --smoke` (a phase that stopped
     # at its cap or failed would say so in the results file). The notebook is a small one of our own:
     # whether the course's notebooks run is for the notebook tests to say.
-    import subprocess
     import sys
 
     from clcourse.methods import METHODS

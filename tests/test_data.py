@@ -2,8 +2,11 @@
 
 Nothing here downloads: the torchvision downloader is replaced by fakes.
 """
+import importlib.util
 import os
 import pickle
+import re
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -331,6 +334,27 @@ def test_failed_download_becomes_file_not_found(tmp_path, monkeypatch, error):
         load_dataset("cifar100", root=tmp_path)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"]
     assert "cifar-100-python" in str(err.value) and err.value.__cause__ is error
+
+
+def test_a_copy_pickled_by_numpy_2_read_by_an_older_numpy_names_the_numpy_version_not_damage(tmp_path, monkeypatch):
+    _, (test_x, test_y) = make_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    rows = np.stack([np.asarray(cifar_row(image), np.uint8) for image in test_x])
+    # As NumPy 2 writes an array, whichever NumPy runs the test: numpy._core.multiarray._reconstruct.
+    pickled = pickle.dumps({"data": rows, "labels": [int(v) for v in test_y]}, protocol=2)
+    batch.write_bytes(pickled.replace(b"cnumpy.core.multiarray\n", b"cnumpy._core.multiarray\n"))
+    assert b"cnumpy._core.multiarray\n" in batch.read_bytes()
+    if importlib.util.find_spec("numpy._core") is not None:   # NumPy 2 (and 1.26) read it ...
+        _, labels = load_dataset("cifar10", root=tmp_path, train=False, download=False)
+        assert labels.tolist() == test_y.tolist()
+        data._CACHE.clear()
+        # ... NumPy 1.x before 1.26 has no numpy._core: importing it fails as below.
+        monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)
+        monkeypatch.setattr(np, "__version__", "1.25.2")
+    with pytest.raises(ValueError, match=f"{batch} was written by NumPy 2, which NumPy {re.escape(np.__version__)} "
+                                         r"cannot read .*not damaged.*pip install 'numpy>=1.26'") as raised:
+        load_dataset("cifar10", root=tmp_path, train=False, download=False)
+    assert "damaged (" not in str(raised.value)
 
 
 def test_download_then_read(tmp_path, monkeypatch):

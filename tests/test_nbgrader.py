@@ -7,8 +7,12 @@ notebook's exercises: each solution passes its hidden tests, the bare stub fails
 checker on inputs the visible checker never uses, and a planted mistake fails its exercise alone with the checker's
 hint."""
 import ast
+import logging
 import os
 import re
+import sys
+import types
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -98,24 +102,120 @@ def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exer
     out = tmp_path / "course"
     assert tool.main(["nbgrader", str(out), str(no_exercise), str(exercise)]) == 0
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
-    assert written == ["nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
+    assert written == [tool.WRITTEN_RECORD, "nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
     # nbgrader loads the config with get_config() defined: the grading kernels inherit its environment
-    for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_RUNS"):
+    for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_KEEP_GRADING_RUNS",
+                 "NBGRADER_EXCHANGE"):
         monkeypatch.setenv(name, "")   # so that monkeypatch restores each afterwards, whatever the config sets
         monkeypatch.delenv(name)
     monkeypatch.setenv("CLCOURSE_PRESET", "colab")
-    config = Config()
-    exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
+    config = load_config(out, monkeypatch)
     assert config.CourseDirectory.root == str(out) and config.ExecutePreprocessor.timeout == 600
+    assert config.Exchange.root == "/srv/nbgrader/exchange"
     preset = get_preset()
     assert (preset.name, preset.epochs, preset.sweep_epochs, preset.train_subset) == ("smoke", 1, 1, 512)
-    assert os.environ["CLCOURSE_RUNS"] == "runs"
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "5")     # the instructor's environment wins over the cap
-    exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
-    assert get_preset().epochs == 5
+    monkeypatch.setenv("NBGRADER_EXCHANGE", str(tmp_path / "exchange"))
+    config = load_config(out, monkeypatch)
+    assert get_preset().epochs == 5 and config.Exchange.root == str(tmp_path / "exchange")
     (out / "nbgrader_config.py").write_text("# edited by the instructor\n")
     assert tool.main(["nbgrader", str(out), str(exercise)]) == 0
     assert (out / "nbgrader_config.py").read_text() == "# edited by the instructor\n"
+
+
+class FakeExecute:
+    """Stands in for nbgrader's Execute preprocessor: records the runs folder its kernel would get, and trains."""
+    seen = []
+
+    def preprocess(self, nb, resources):
+        runs = Path(os.environ["CLCOURSE_RUNS"])
+        (runs / "simclr").mkdir(parents=True)
+        (runs / "simclr" / "last.pt").write_bytes(b"checkpoint")
+        FakeExecute.seen.append(runs)
+        return nb, resources
+
+
+class FakeTrait:
+    @staticmethod
+    def default():
+        return ["Sanitize", FakeExecute, "SaveAutoGrades"]
+
+
+CONFIG_VARIABLES = ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_DATA",
+                    "CLCOURSE_RUNS")
+
+
+def load_config(out, monkeypatch):
+    """Execute out/nbgrader_config.py as nbgrader does, with nbgrader's Execute and Autograde stood in for (the
+    tests do not need nbgrader installed). Every variable the config sets is restored after the test."""
+    for name in CONFIG_VARIABLES:
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    preprocessors = types.ModuleType("nbgrader.preprocessors")
+    preprocessors.Execute = FakeExecute
+    converters = types.ModuleType("nbgrader.converters")
+    converters.Autograde = types.SimpleNamespace(class_traits=lambda: {"autograde_preprocessors": FakeTrait})
+    monkeypatch.setitem(sys.modules, "nbgrader", types.ModuleType("nbgrader"))
+    monkeypatch.setitem(sys.modules, "nbgrader.preprocessors", preprocessors)
+    monkeypatch.setitem(sys.modules, "nbgrader.converters", converters)
+    config = Config()
+    exec((out / "nbgrader_config.py").read_text(), {"get_config": lambda: config, "__file__": str(out / "x.py")})
+    return config
+
+
+def test_each_graded_submission_trains_in_a_temporary_runs_folder_deleted_afterwards(tmp_path, monkeypatch):
+    for name in ("CLCOURSE_RUNS", "CLCOURSE_KEEP_GRADING_RUNS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert tool.main(["nbgrader", str(tmp_path), str(NOTEBOOKS[1])]) == 0
+    steps = load_config(tmp_path, monkeypatch).Autograde.autograde_preprocessors
+    assert steps[0] == "Sanitize" and steps[2] == "SaveAutoGrades" and issubclass(steps[1], FakeExecute)
+    FakeExecute.seen.clear()
+    for _ in range(2):
+        steps[1]().preprocess({}, {})
+    first, second = FakeExecute.seen
+    assert first != second and not first.exists() and not second.exists()
+    assert "CLCOURSE_RUNS" not in os.environ
+
+    monkeypatch.setenv("CLCOURSE_KEEP_GRADING_RUNS", "1")   # kept on purpose: runs/ beside each graded notebook
+    config = load_config(tmp_path, monkeypatch)
+    assert "autograde_preprocessors" not in config.Autograde and os.environ["CLCOURSE_RUNS"] == "runs"
+
+
+def test_the_hidden_tests_checksum_warning_alone_is_silenced(tmp_path, monkeypatch):
+    assert tool.main(["nbgrader", str(tmp_path), str(NOTEBOOKS[1])]) == 0
+    logger = logging.getLogger("AutogradeApp")
+    monkeypatch.setattr(logger, "filters", [])
+    load_config(tmp_path, monkeypatch)
+
+    def shown(message):
+        return logger.filter(logger.makeRecord("AutogradeApp", logging.WARNING, __file__, 1, message, (), None))
+
+    assert not shown("Attribute 'checksum' for cell test_info_nce_loss has changed! (should be: a, got: b)")
+    assert shown("Attribute 'checksum' for cell cell-12 has changed! (should be: a, got: b)")
+    assert shown("No submitted file: x.ipynb")
+
+
+def test_a_source_notebook_changed_since_it_was_written_is_not_overwritten(tmp_path, capsys):
+    assert tool.main(["nbgrader", str(tmp_path), str(NOTEBOOKS[1])]) == 0
+    source = tmp_path / "source" / NOTEBOOKS[1].stem / NOTEBOOKS[1].name
+    source.write_text(source.read_text().replace("Contrastive learning", "EDITED BY HAND", 1))
+    assert tool.main(["nbgrader", str(tmp_path), str(NOTEBOOKS[1])]) == 1
+    assert f"{source}: changed since `tools/notebooks.py nbgrader` last wrote it" in capsys.readouterr().out
+    assert tool.main(["nbgrader", str(tmp_path), str(NOTEBOOKS[1]), "--force"]) == 0
+    assert "EDITED BY HAND" not in source.read_text()
+
+
+def test_the_assignment_is_the_student_copy_says_what_it_is_and_keeps_expected_outputs():
+    path = NOTEBOOKS[1]
+    source = tool.nbgrader_source(tool.read(path), str(path))
+    repository = tool.read_repository()
+    header = source.cells[0].source.split("\n\n")[0]
+    assert header == tool.copy_header(repository, "assignment", path.name)
+    assert repository.colab(f"student/{path.name}") in header and "solutions" not in header.lower()
+    expected = [cell for cell in source.cells if tool.EXPECTED_OUTPUT in cell.source]
+    assert expected and all(cell.outputs == [] for cell in source.cells if cell.cell_type == "code")
 
 
 BAD_NOTEBOOKS = {

@@ -1,5 +1,6 @@
 """Dependencies have lower bounds only (Colab and other hosted notebooks bring their own torch, and a pin
-would make pip replace it), and the lower bounds admit what Colab ships."""
+would make pip replace it), and the lower bounds admit what Colab ships. The version is written once, and the
+licences are stated."""
 import re
 from pathlib import Path
 
@@ -44,3 +45,25 @@ def test_ipywidgets_admits_colabs_7_7():
     (name, specifiers), = [bounds(r) for r in pyproject_requirements() if bounds(r)[0] == "ipywidgets"]
     version = tuple(int(part) for part in specifiers[0][1].split("."))
     assert version <= (7, 7), "Colab ships ipywidgets 7.7; the widgets are written for 7.7 and 8.x"
+
+
+def test_the_version_is_written_once_and_repeated_where_a_release_needs_it():
+    import clcourse
+
+    version = clcourse.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'version = { attr = "clcourse.__version__" }' in pyproject
+    assert not re.search(r'^version\s*=\s*"', pyproject, re.MULTILINE), "pyproject.toml writes a version of its own"
+    citation = (REPO / "CITATION.cff").read_text()
+    assert re.search(rf"^version: {re.escape(version)}$", citation, re.MULTILINE), "CITATION.cff's version differs"
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    sections = re.findall(r"^## \[(?:Unreleased\]: )?(\d+\.\d+\.\d+)", changelog, re.MULTILINE)
+    assert version in sections, f"CHANGELOG.md has no section for {version}"
+
+
+def test_the_licences_are_there_and_stated():
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert "Creative Commons Attribution 4.0" in (REPO / "LICENSE-text.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "[MIT licence](LICENSE)" in readme and "(CC BY 4.0)" in readme

@@ -4,6 +4,8 @@ The first half tests the tool on a small notebook built here; the second half wr
 of every notebooks/*.ipynb in memory and checks that no solution is left, that the code still compiles,
 and that each exercise's checker, run on the bare stub, says the exercise is not implemented yet."""
 import ast
+import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -47,9 +49,7 @@ def tiny_notebook():
     """Badge, a code exercise inside a function, a top-level one, a written answer, and a checked cell."""
     nb = new_notebook()
     nb.cells = [
-        new_markdown_cell("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-                          "(https://colab.research.google.com/github/clcourse/clcourse/blob/main/"
-                          "notebooks/tiny.ipynb)\n\n# Tiny"),
+        new_markdown_cell(tool.colab_badge(tool.read_repository(), "notebooks/tiny.ipynb") + "\n\n# Tiny"),
         new_code_cell(EXERCISE, execution_count=1, outputs=[new_output("stream", name="stdout", text="0.69\n")]),
         new_code_cell(f"{BEGIN}\nhidden_answer = 42\n{END}\nprint('done')"),
         new_markdown_cell(f"Why does it saturate?\n\n{BEGIN}\nBecause of the secret reason.\n{END}\n\nNext."),
@@ -78,7 +78,17 @@ def test_code_stub_is_indented_like_the_begin_marker_and_the_rest_is_untouched()
     student, _ = student_tiny()
     assert student.cells[1].source == EXERCISE_STUDENT
     assert student.cells[2].source == "# YOUR CODE HERE\nraise NotImplementedError()\nprint('done')"
-    assert student.cells[4].source == tiny_notebook().cells[4].source
+    assert student.cells[4].source.startswith(tiny_notebook().cells[4].source + "\n")
+
+
+def test_a_checked_cell_keeps_its_stored_output_as_comment_lines_under_its_code():
+    nb = tiny_notebook()
+    nb.cells[4].outputs = [new_output("stream", name="stdout", text="42\n  indented\n"),
+                           new_output("execute_result", data={"text/plain": "'last'"}, execution_count=3)]
+    student, _ = tool.student_notebook(nb, "tiny.ipynb")
+    assert student.cells[4].source == ("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)\n\n" + tool.EXPECTED_OUTPUT
+                                       + "\n# 42\n#   indented\n# 'last'")
+    assert student.cells[1].source == EXERCISE_STUDENT   # an unchecked cell's output is not kept
 
 
 def test_markdown_answer_is_replaced():
@@ -102,10 +112,21 @@ def test_every_output_is_cleared_checked_cells_included_and_metadata_stripped():
     assert student.metadata["kernelspec"]["name"] == "python3"
 
 
-def test_colab_badge_points_at_the_student_copy():
+def test_colab_badge_points_at_the_student_copy_and_says_what_the_copy_is():
     student, _ = student_tiny()
-    assert "/blob/main/student/tiny.ipynb)" in student.cells[0].source
-    assert "/notebooks/" not in student.cells[0].source
+    repository = tool.read_repository()
+    badge, note, rest = student.cells[0].source.split("\n", 2)
+    assert badge == tool.colab_badge(repository, "student/tiny.ipynb")
+    assert note.startswith("**Student copy** of [notebooks/tiny.ipynb](" + repository.github("notebooks/tiny.ipynb"))
+    assert rest == "\n# Tiny"
+
+
+def test_a_notebook_without_a_badge_gets_the_header_in_front_of_its_first_cell():
+    nb = tiny_notebook()
+    nb.cells[0].source = "# Tiny\n\nSome text."
+    student, _ = tool.student_notebook(nb, "tiny.ipynb")
+    assert student.cells[0].source.startswith(tool.BADGE_START)
+    assert student.cells[0].source.endswith("\n\n# Tiny\n\nSome text.")
 
 
 def test_prose_that_mentions_the_markers_is_left_alone():
@@ -148,6 +169,53 @@ def test_student_command_writes_the_copies_and_reports_bad_notebooks(tmp_path, c
     assert tool.main(["student", str(bad), str(good), "--out", str(out)]) == 1
     assert "bad.ipynb: cell 1" in capsys.readouterr().out
     assert not (out / "bad.ipynb").exists()
+
+
+def test_student_command_takes_the_output_folder_as_its_last_argument_too(tmp_path, capsys):
+    good = tmp_path / "good.ipynb"
+    nbformat.write(tiny_notebook(), good)
+    assert tool.main(["student", str(good), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "good.ipynb").is_file()
+    for arguments in ([str(good), str(tmp_path / "a"), str(tmp_path / "b")],
+                      [str(good), str(tmp_path / "a"), "--out", str(tmp_path / "b")]):
+        with pytest.raises(SystemExit):
+            tool.main(["student", *arguments])
+        assert "student [NOTEBOOK.ipynb ...] [OUT], or --out OUT" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_copy_changed_since_it_was_written_stops_the_run_until_forced(tmp_path, capsys):
+    first, second = tmp_path / "first.ipynb", tmp_path / "second.ipynb"
+    for path in (first, second):
+        nbformat.write(tiny_notebook(), path)
+    out = tmp_path / "student"
+    assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 0
+    assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 0   # unchanged: rewritten freely
+    edited = (out / "second.ipynb").read_text().replace("Why does it saturate?", "My own notes")
+    (out / "second.ipynb").write_text(edited)
+    nb = tiny_notebook()
+    nb.cells[3].source = "A changed question."
+    nbformat.write(nb, first)
+    capsys.readouterr()
+    assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{out / 'second.ipynb'}: changed since `tools/notebooks.py student` last wrote it" in printed
+    assert "--force" in printed
+    assert "A changed question" not in (out / "first.ipynb").read_text()   # nothing written, not even the others
+    assert (out / "second.ipynb").read_text() == edited
+    assert tool.main(["student", str(first), str(second), "--out", str(out), "--force"]) == 0
+    assert "A changed question" in (out / "first.ipynb").read_text()
+    assert "My own notes" not in (out / "second.ipynb").read_text()
+
+
+def test_a_file_the_tool_never_wrote_is_not_overwritten(tmp_path, capsys):
+    notebook, out = tmp_path / "tiny.ipynb", tmp_path / "student"
+    nbformat.write(tiny_notebook(), notebook)
+    out.mkdir()
+    (out / "tiny.ipynb").write_text("someone else's file")
+    assert tool.main(["student", str(notebook), "--out", str(out)]) == 1
+    assert (out / "tiny.ipynb").read_text() == "someone else's file"
+    assert "not written by it" in capsys.readouterr().out
 
 
 def test_student_command_refuses_to_overwrite_the_solutions(tmp_path, capsys):
@@ -227,7 +295,24 @@ def test_student_notebook_code_still_compiles(path):
 def test_student_notebook_badge_points_at_its_student_copy(path):
     _, student = student_version(path)
     first = next(cell for cell in student.cells if cell.cell_type == "markdown")
-    assert f"/student/{path.name}" in first.source and f"/notebooks/{path.name}" not in first.source
+    colab = re.findall(r"colab\.research\.google\.com/github/\S+?\.ipynb", first.source)
+    assert colab == [f"colab.research.google.com/github/{tool.read_repository().slug}/blob/"
+                     f"{tool.read_repository().branch}/student/{path.name}"]
+    assert "**Student copy**" in first.source and "holds the solutions" not in first.source
+
+
+def test_the_committed_student_copies_are_current():
+    """student/ is what `make student` writes from notebooks/ now (regenerated in memory), and its record of what
+    was written matches the files, so that the next `make student` overwrites them without complaint."""
+    folder = REPO / "student"
+    expected, status = tool.student_files(NOTEBOOKS, folder)
+    assert status == 0
+    stale = [path.name for path, text in expected.items() if not path.is_file() or path.read_text() != text]
+    assert not stale, f"student/ is out of date with notebooks/ for {stale}: run make student and commit student/"
+    extra = {path.name for path in folder.iterdir()} - {path.name for path in expected} - {tool.WRITTEN_RECORD}
+    assert not extra, f"student/ holds files that no notebook makes: {sorted(extra)}"
+    record = json.loads((folder / tool.WRITTEN_RECORD).read_text())
+    assert record == {path.name: hashlib.sha256(text.encode()).hexdigest() for path, text in expected.items()}
 
 
 def exercises_with_checkers(cells) -> list[tuple[int, list[str]]]:

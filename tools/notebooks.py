@@ -11,8 +11,10 @@ so plain ``nbstripout`` would silently switch every such check off.
     python tools/notebooks.py strip   [NOTEBOOK ...]   # default: every notebooks/*.ipynb
     python tools/notebooks.py check   [NOTEBOOK ...]   # exit 1 if a notebook is not clean
     python tools/notebooks.py execute NOTEBOOK [...]   # run with CLCOURSE_PRESET=smoke, save, strip
-    python tools/notebooks.py student [NOTEBOOK ...] [--out DIR]   # solutions removed, into student/
+    python tools/notebooks.py student [NOTEBOOK ...] [OUT]         # solutions removed, into student/ (or OUT)
     python tools/notebooks.py nbgrader OUT [NOTEBOOK ...]          # an nbgrader course folder in OUT
+    python tools/notebooks.py links [--repo OWNER/NAME] [--branch B] [--check]   # every link to the repository
+    python tools/notebooks.py timings [--junit DIR] [--check]     # run times, from notebooks/timings.json
 
 ``strip`` clears the outputs and execution counts of every other code cell, drops the widget state
 (it is large and names widget models that no longer exist), drops per-cell run timings, and sets the
@@ -26,25 +28,39 @@ notebook's metadata: CI then compares at one thread per notebook (two notebooks 
 which changes the order of floating-point reductions the way another CPU does, so a checked output that depends on
 training (and would differ on a student's laptop) fails in CI first.
 
-``student`` writes the version handed out to students (default: into ``student/``, which git ignores),
+``student`` writes the version handed out to students (default: into ``student/``, committed),
 following nbgrader's ``ClearSolutions`` convention: every region from a ``### BEGIN SOLUTION`` line to its
 ``### END SOLUTION`` line, both included, becomes ``# YOUR CODE HERE`` and ``raise NotImplementedError()``
 in a code cell, ``YOUR ANSWER HERE`` in a markdown cell, indented like the BEGIN line. Every output is
-cleared, the checked cells' too: those are the solution's results, and nbval does not run the student
-versions. The Colab badge is pointed at the copy in ``student/``.
+cleared; a checked cell's stored output is written under its code as comment lines (*Expected output*), as
+nbval does not run the student versions. The Colab badge points at the copy in ``student/``, and the line under
+it says what the copy is.
+
+``links`` writes every link to the repository from its one definition, pyproject.toml's ``[tool.clcourse]``
+(``repository = "owner/name"``, ``branch``): the Colab badge and the note under it in each notebook's first cell,
+the Colab install cell, the links in README.md, docs/, CITATION.cff and CONTRIBUTING.md, and the student copies.
+``--repo`` and ``--branch`` (a fork) are written into pyproject.toml first.
+
+``student`` and ``nbgrader`` (and ``links``, for the student copies) record a hash of each file they write
+(``.clcourse-written.json`` in the output folder) and stop, naming the file, before overwriting one that changed
+since: ``--force`` overwrites it.
 
 ``nbgrader`` writes a course folder for nbgrader (``OUT/nbgrader_config.py``, ``OUT/source/<stem>/<stem>.ipynb``
 for every notebook with exercises): solution cells, each checker call split off into an autograded test cell with
-hidden tests (``clcourse/checks/hidden.py``), everything else read-only; see `nbgrader_source`. It checks every
-notebook before it writes anything.
+hidden tests (``clcourse/checks/hidden.py``), everything else read-only; see `nbgrader_source`. The assignments
+are made like the student copies (the badge of the student copy, the expected outputs), their note saying that
+they are graded. It checks every notebook before it writes anything.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -70,6 +86,141 @@ STUDENT_DIR = REPO / "student"
 # Checked outputs are recorded with two threads (see `execute`); the notebook's metadata says so.
 RECORDING_THREADS = 2
 RECORDING_METADATA = "clcourse"
+
+
+# ---- the repository: written once, in pyproject.toml; every link to it is generated ------------------------
+
+PYPROJECT = REPO / "pyproject.toml"
+REPOSITORY_TABLE = "tool.clcourse"
+REPOSITORY_SLUG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+$")
+BRANCH_NAME = re.compile(r"^[A-Za-z0-9._/-]+$")
+COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BADGE_START = "[![Open In Colab]"
+# The text files whose links to the repository `links` rewrites (the notebooks' badges and install cells it writes
+# whole); a link to the repository anywhere else is a copy that would go stale (tests/test_repository_links.py).
+LINKED_TEXT_FILES = ("README.md", "CITATION.cff", "CONTRIBUTING.md", "docs/*.md")
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The course's GitHub repository (`owner/name`) and the branch its links point at."""
+    slug: str
+    branch: str
+
+    def __post_init__(self):
+        if not REPOSITORY_SLUG.match(self.slug):
+            raise ValueError(f"repository must be OWNER/NAME as GitHub spells it, got {self.slug!r}")
+        if not BRANCH_NAME.match(self.branch) or ".." in self.branch:
+            raise ValueError(f"branch must be a git branch name, got {self.branch!r}")
+
+    def github(self, path: str = "") -> str:
+        """The page of `path` (a file or folder of the repository) on GitHub; the repository's page without one."""
+        page = f"https://github.com/{self.slug}"
+        return f"{page}/blob/{self.branch}/{path}" if path else page
+
+    def colab(self, path: str) -> str:
+        return f"https://colab.research.google.com/github/{self.slug}/blob/{self.branch}/{path}"
+
+    @property
+    def requirement(self) -> str:
+        """What `pip install` takes to install the course from this repository and branch."""
+        return f"clcourse @ git+https://github.com/{self.slug}@{self.branch}"
+
+
+def _table(text: str, table: str) -> tuple[int, int]:
+    """Where the body of the TOML `table` of `text` starts and ends."""
+    start = re.search(rf"^\[{re.escape(table)}\]\s*$", text, re.MULTILINE)
+    if start is None:
+        raise ValueError(f"pyproject.toml has no [{table}] table")
+    end = re.search(r"^\[", text[start.end():], re.MULTILINE)
+    return start.end(), start.end() + end.start() if end else len(text)
+
+
+def read_repository(pyproject: Path = PYPROJECT) -> Repository:
+    """The repository that pyproject.toml's [tool.clcourse] names (`repository = "owner/name"`, `branch`)."""
+    text = pyproject.read_text()
+    start, end = _table(text, REPOSITORY_TABLE)
+    values = dict(re.findall(r'^(repository|branch)\s*=\s*"([^"]*)"', text[start:end], re.MULTILINE))
+    missing = {"repository", "branch"} - values.keys()
+    if missing:
+        raise ValueError(f"{pyproject}: [{REPOSITORY_TABLE}] needs {' and '.join(sorted(missing))} "
+                         '(repository = "owner/name", branch = "main")')
+    return Repository(values["repository"], values["branch"])
+
+
+def write_repository(repository: Repository, pyproject: Path = PYPROJECT) -> None:
+    text = pyproject.read_text()
+    start, end = _table(text, REPOSITORY_TABLE)
+    body = re.sub(r'^repository\s*=\s*"[^"]*"', f'repository = "{repository.slug}"', text[start:end],
+                  flags=re.MULTILINE)
+    body = re.sub(r'^branch\s*=\s*"[^"]*"', f'branch = "{repository.branch}"', body, flags=re.MULTILINE)
+    pyproject.write_text(text[:start] + body + text[end:])
+
+
+def retarget(text: str, old: Repository, new: Repository) -> str:
+    """`text` with every link to the `old` repository (its GitHub pages, Colab links, clone and pip URLs, the CI
+    badge) pointing at the `new` one instead, the branch too where a link names it."""
+    hosts = r"(github\.com/|colab\.research\.google\.com/github/)"
+    slug = re.escape(old.slug)
+    text = re.sub(rf"{hosts}{slug}/(blob|tree)/{re.escape(old.branch)}(?=[/)\s\"'#?]|$)",
+                  lambda m: f"{m.group(1)}{new.slug}/{m.group(2)}/{new.branch}", text)
+    text = re.sub(rf"github\.com/{slug}(\.git)?@{re.escape(old.branch)}(?![\w./-])",
+                  lambda m: f"github.com/{new.slug}{m.group(1) or ''}@{new.branch}", text)
+    text = re.sub(rf"(github\.com/{slug}/actions/\S*?\?branch=){re.escape(old.branch)}(?![\w./-])",
+                  lambda m: f"{m.group(1)}{new.branch}", text)
+    # Not a longer name that starts the same (owner/name-fork, owner/name.io); `.git` and a full stop may follow.
+    return re.sub(rf"{hosts}{slug}(?![\w-])(?!\.(?!git\b)\w)", lambda m: f"{m.group(1)}{new.slug}", text)
+
+
+def colab_badge(repository: Repository, path: str) -> str:
+    return f"[![Open In Colab]({COLAB_BADGE_IMAGE})]({repository.colab(path)})"
+
+
+# The line under each copy's badge that says what the copy is. A notebook is handed out in three forms: the course
+# notebook with its solutions (notebooks/), the student copy (student/, `make student`), an nbgrader assignment.
+COPY_NOTES = {
+    "solutions": "**Solutions.** This copy has every exercise solved. To learn, work in the student copy, "
+                 "[student/{name}]({student}), and check yourself against this one.",
+    "student": "**Student copy** of [notebooks/{name}]({solutions}), written by `make student`: write each exercise "
+               "where it says `raise NotImplementedError()` (a written answer where it says YOUR ANSWER HERE); the "
+               "checker after it tells you whether it is right, and a checked cell shows under *Expected output* "
+               "what it prints. The solutions are in notebooks/{name}, to check yourself against.",
+    "assignment": "**Assignment.** Write each exercise where it says `raise NotImplementedError()` (a written answer "
+                  "where it says YOUR ANSWER HERE); the checker after it tells you whether it is right, and the "
+                  "exercises are graded when you submit the notebook.",
+}
+# The Colab install cell, the same in every notebook and every copy.
+INSTALL_CELL = ('import sys\n'
+                'if "google.colab" in sys.modules:  # on Colab: install the course package (JupyterLab users ran '
+                '`make lab`)\n'
+                '    !pip install -q "{requirement}"')
+INSTALL_CELL_PATTERN = re.compile(r"google\.colab.*\bpip\s+install", re.DOTALL)
+
+
+def copy_header(repository: Repository, kind: str, name: str) -> str:
+    """The first lines of a copy's first cell: its Colab badge (the solutions' in notebooks/, every other copy's in
+    student/) and the note saying what the copy is."""
+    folder = "notebooks" if kind == "solutions" else "student"
+    note = COPY_NOTES[kind].format(name=name, student=repository.github(f"student/{name}"),
+                                   solutions=repository.github(f"notebooks/{name}"))
+    return f"{colab_badge(repository, f'{folder}/{name}')}\n{note}"
+
+
+def with_links(nb, name: str, kind: str, repository: Repository):
+    """A copy of `nb` whose first markdown cell starts with the `kind` copy's header and whose Colab install cell (if
+    it has one) installs from `repository`. The header replaces the first paragraph when that is a badge, and is put
+    in front otherwise."""
+    nb = copy.deepcopy(nb)
+    first = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
+    if first is not None:
+        paragraph, blank, rest = first.source.partition("\n\n")
+        body = rest if paragraph.startswith(BADGE_START) else first.source
+        first.source = copy_header(repository, kind, name) + "\n\n" + body
+    install = next((cell for cell in nb.cells
+                    if cell.cell_type == "code" and INSTALL_CELL_PATTERN.search(cell.source)), None)
+    if install is not None:
+        install.source = INSTALL_CELL.format(requirement=repository.requirement)
+    return nb
 
 
 def default_notebooks() -> list[Path]:
@@ -266,11 +417,33 @@ def clear_solutions(source: str, stub: tuple[str, ...]) -> tuple[str, int]:
     return "\n".join(kept), regions
 
 
-def student_notebook(nb, name: str):
+EXPECTED_OUTPUT = "# Expected output (recorded in the smoke preset):"
+
+
+def with_expected_outputs(nb):
+    """A copy of `nb` in which every checked cell's stored output is written under its code as comment lines, after
+    an EXPECTED_OUTPUT line, and then cleared: a copy that nbval does not compare still shows what it should print."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if not is_checked(cell):
+            continue
+        text = "".join(output.get("text", "") if output.get("output_type") == "stream"
+                       else output.get("data", {}).get("text/plain", "") for output in cell.outputs)
+        if text.strip():
+            lines = [f"# {line}".rstrip() for line in text.rstrip("\n").split("\n")]
+            cell.source = "\n".join([cell.source.rstrip("\n"), "", EXPECTED_OUTPUT, *lines])
+        cell.outputs = []
+        cell.execution_count = None
+    return nb
+
+
+def student_notebook(nb, name: str, repository: Repository | None = None):
     """The student version of notebook `nb`, saved as `name`: solutions replaced by stubs, every output
-    cleared, the Colab badge pointing at student/`name`. Returns (notebook, number of solution regions).
+    cleared (a checked cell's written under it as its expected output), the Colab badge pointing at
+    student/`name` with a line saying what the copy is. Returns (notebook, number of solution regions).
     Raises SolutionMarkerError naming the cell whose markers do not pair up."""
-    student = strip_notebook(nb)
+    repository = repository or read_repository()
+    student = with_expected_outputs(with_links(strip_notebook(nb), name, "student", repository))
     regions = 0
     for number, cell in enumerate(student.cells):
         stub = {"code": CODE_STUB, "markdown": ANSWER_STUB}.get(cell.cell_type)
@@ -281,40 +454,259 @@ def student_notebook(nb, name: str):
         except SolutionMarkerError as error:
             raise SolutionMarkerError(f"cell {number} ({_first_line(cell)}), {error}") from None
         regions += cleared
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-    badge_cell = next((cell for cell in student.cells if cell.cell_type == "markdown"), None)
-    if badge_cell is not None:
-        badge_cell.source = badge_cell.source.replace(f"/{NOTEBOOK_DIR.name}/{name}",
-                                                      f"/{STUDENT_DIR.name}/{name}")
     return student, regions
 
 
-def write_students(paths: list[Path], out_dir: Path) -> int:
-    """Write the student version of each notebook into `out_dir`. A notebook whose markers do not pair up
-    is reported and skipped, and the exit status is 1."""
-    status = 0
+# ---- writing generated files without overwriting someone's changes -------------------------------------------
+
+WRITTEN_RECORD = ".clcourse-written.json"
+
+
+def notebook_text(nb) -> str:
+    """The file nbformat.write makes of `nb`."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_generated(files: dict[Path, str], folder: Path, command: str, force: bool = False) -> bool:
+    """Write `files` (path in `folder` -> text), and record the hash of each in folder/WRITTEN_RECORD. A file that
+    exists, differs from its new text, and is not what the last run wrote (someone changed it since, or it was never
+    written by this tool) stops the run before anything is written: the message names it. `force` overwrites it.
+    Returns whether the files were written."""
+    record_path = folder / WRITTEN_RECORD
+    try:
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    except ValueError:
+        record = {}   # an unreadable record vouches for no file
+    changed = []
+    for path, text in files.items():
+        if path.is_file():
+            current = path.read_bytes()
+            key = path.relative_to(folder).as_posix()
+            if current != text.encode() and _sha256(current) != record.get(key):
+                changed.append(path)
+    if changed and not force:
+        for path in changed:
+            print(f"{path}: changed since `{command}` last wrote it (or not written by it): nothing written. "
+                  "Move it away, or rerun with --force to overwrite it.")
+        return False
+    written = 0
+    for path, text in files.items():
+        data = text.encode()
+        if not path.is_file() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(data)
+            partial.replace(path)
+            written += 1
+            print(f"wrote {path}")
+        record[path.relative_to(folder).as_posix()] = _sha256(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"{written} written, {len(files) - written} already up to date in {folder}")
+    return True
+
+
+def student_files(paths: list[Path], out_dir: Path, repository: Repository | None = None,
+                  notebooks: dict[Path, object] | None = None) -> tuple[dict[Path, str], int]:
+    """(target path -> text of the student version, for each notebook that can have one; exit status). A notebook
+    that cannot be read or whose markers do not pair up is reported and left out, and the status is 1. `notebooks`
+    (path -> notebook) stands in for files not written yet."""
+    status, files, repository = 0, {}, repository or read_repository()
     for path in paths:
         target = out_dir / path.name
         if target.resolve() == path.resolve():
             print(f"{path}: refusing to overwrite the notebook with its student version; choose another --out")
             status = 1
             continue
-        nb = read_or_report(path)
+        nb = (notebooks or {}).get(path) or read_or_report(path)
         if nb is None:
             status = 1
             continue
         try:
-            student, regions = student_notebook(nb, path.name)
+            student, _ = student_notebook(nb, path.name, repository)
         except SolutionMarkerError as error:
             print(f"{path}: {error}")
             status = 1
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write(student, target)
-        print(f"wrote {target} (solution regions cleared: {regions})")
+        files[target] = notebook_text(student)
+    return files, status
+
+
+def write_students(paths: list[Path], out_dir: Path, force: bool = False) -> int:
+    """Write the student version of each notebook into `out_dir`. A notebook whose markers do not pair up
+    is reported and skipped, and the exit status is 1; a copy changed since it was written stops the run."""
+    files, status = student_files(paths, out_dir)
+    if not write_generated(files, out_dir, "tools/notebooks.py student", force):
+        return 1
     return status
+
+
+def links(root: Path = REPO, slug: str | None = None, branch: str | None = None, check: bool = False,
+          force: bool = False) -> int:
+    """Point every link to the repository at the one pyproject.toml names ([tool.clcourse]), or at `slug` and
+    `branch` (a fork), written into pyproject.toml first: the notebooks' Colab badges, notes and install cells, the
+    links in the LINKED_TEXT_FILES, and the student copies. With `check`, write nothing and return 1 when a file is
+    not what this would write."""
+    pyproject = root / "pyproject.toml"
+    old = read_repository(pyproject)
+    new = Repository(slug or old.slug, branch or old.branch)
+    files, notebooks = {}, {}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = read_or_report(path)
+        if nb is None:
+            return 1
+        notebooks[path] = with_links(nb, path.name, "solutions", new)
+        files[path] = notebook_text(notebooks[path])
+    for pattern in LINKED_TEXT_FILES:
+        for path in sorted(root.glob(pattern)):
+            files[path] = retarget(path.read_text(), old, new)
+    changed = [path for path, text in files.items() if path.read_text() != text]
+    student, status = student_files(sorted(notebooks), root / "student", new, notebooks)
+    if check:
+        stale = [path for path, text in student.items() if not path.is_file() or path.read_text() != text]
+        for path in changed + stale:
+            print(f"{path}: its links to the repository are not generated from pyproject.toml's [{REPOSITORY_TABLE}]")
+        if changed or stale:
+            print("Fix with: python tools/notebooks.py links (and make student)")
+        return int(bool(changed or stale) or bool(status))
+    if not write_generated(student, root / "student", "tools/notebooks.py student", force):
+        return 1
+    if new != old:
+        write_repository(new, pyproject)
+        print(f"{pyproject}: [{REPOSITORY_TABLE}] repository = {new.slug!r}, branch = {new.branch!r}")
+    for path in changed:
+        path.write_text(files[path])
+        print(f"wrote {path}")
+    return status
+
+
+# ---- the course's run times: one source, notebooks/timings.json ----------------------------------------------
+
+TIMINGS = NOTEBOOK_DIR / "timings.json"
+# A figure written from timings.json: <!-- timings:KEY -->text<!-- /timings -->, on one line, in README.md or a
+# notebook's markdown (notebook 00). `timings` rewrites the text between the markers.
+TIMING_SPAN = re.compile(r"(<!-- timings:([\w:.-]+) -->)(.*?)(<!-- /timings -->)")
+TIMING_FILES = ("README.md", "notebooks/00_setup_and_tour.ipynb")
+
+
+def duration(seconds: float) -> str:
+    """11 s, 55 s, 2 min, 2 min 55 s."""
+    seconds = round(seconds)
+    minutes, rest = divmod(seconds, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def timing_texts(timings: dict, smoke_train_images: int) -> dict[str, str]:
+    """The text of each timing figure (KEY -> text), from timings.json's content."""
+    smoke, colab, views = timings["smoke"], timings["colab"], timings["cpu_views_per_second"]
+    estimate = "" if colab["measured"] else " (estimated, not yet measured)"
+    texts = {}
+    for name, seconds in smoke["seconds"].items():
+        alone = colab.get("alone_minutes", {}).get(name)
+        texts[f"notebook:{name}"] = (f"{duration(seconds)} / ≈ {colab['minutes'][name]} min"
+                                     + (f" ({alone} min alone)" if alone else ""))
+    texts["smoke-range"] = (f"{duration(min(smoke['seconds'].values()))} to "
+                            f"{duration(max(smoke['seconds'].values()))} per notebook on {smoke['machine']}")
+    texts["smoke-how"] = f"measured on {smoke['machine']}, {smoke['date']}, by {smoke['how']}"
+    texts["colab-range"] = (f"≈ {min(colab['minutes'].values())}–{max(colab['minutes'].values())} min per notebook "
+                            f"on a T4{estimate}")
+    texts["colab-how"] = colab["how"]
+    subsets = sorted(colab.get("train_images", {}).items())
+    texts["colab-data"] = "all of CIFAR-10" + (
+        " (" + "; ".join(f"notebook {name[:2]}: {images:,} training images" for name, images in subsets) + ")"
+        if subsets else "")
+    epoch = [2 * smoke_train_images / rate for rate in (views["high"], views["low"])]
+    texts["cpu-views"] = (f"about {views['low']:,}–{views['high']:,} views/s, {epoch[0]:.0f}–{epoch[1]:.0f} s per "
+                          f"epoch of {smoke_train_images:,} images (measured on {views['machine']}, {views['date']})")
+    return texts
+
+
+def with_timings(text: str, texts: dict[str, str], where: str) -> str:
+    """`text` with each timing span's text written from `texts`; an unknown KEY raises ValueError naming it."""
+    def replace(match):
+        key = match.group(2)
+        if key not in texts:
+            raise ValueError(f"{where}: unknown timing figure {key!r} (known: {', '.join(sorted(texts))})")
+        return match.group(1) + texts[key] + match.group(4)
+
+    return TIMING_SPAN.sub(replace, text)
+
+
+def junit_seconds(folder: Path) -> dict[str, float]:
+    """Seconds per notebook (its stem) in the JUnit reports of nbval runs in `folder`: the sum of its cells' times."""
+    import xml.etree.ElementTree as ElementTree
+
+    seconds = {}
+    for report in sorted(folder.glob("*.xml")):
+        for case in ElementTree.parse(report).getroot().iter("testcase"):
+            notebook = re.search(r"([^./]+)\.ipynb$", case.get("classname", ""))
+            if notebook:
+                seconds[notebook.group(1)] = seconds.get(notebook.group(1), 0.0) + float(case.get("time", 0))
+    return seconds
+
+
+def this_machine() -> str:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = f" ({found.group(1).strip()})" if found else ""
+    return f"a {os.cpu_count()}-core CPU{model}"
+
+
+def timing_files(root: Path, timings: dict) -> dict[Path, str]:
+    """README.md and notebook 00 with their timing figures written from `timings` (path -> new text)."""
+    from clcourse.presets import PRESETS
+
+    texts = timing_texts(timings, PRESETS["smoke"].train_subset)
+    files = {}
+    for name in TIMING_FILES:
+        path = root / name
+        if path.suffix == ".ipynb":
+            nb = read(path)
+            for cell in nb.cells:
+                if cell.cell_type == "markdown":
+                    cell.source = with_timings(cell.source, texts, str(path))
+            files[path] = notebook_text(nb)
+        else:
+            files[path] = with_timings(path.read_text(), texts, str(path))
+    return files
+
+
+def update_timings(root: Path = REPO, junit: Path | None = None, how: str | None = None, check: bool = False) -> int:
+    """Write the timing figures of README.md and notebook 00 from notebooks/timings.json; with `junit`, first take
+    the smoke times of the notebooks those reports ran (nbval's, per notebook) into timings.json, with this machine
+    and today's date. With `check`, write nothing and return 1 when a figure differs from timings.json."""
+    import datetime
+
+    path = root / "notebooks" / "timings.json"
+    timings = json.loads(path.read_text())
+    if junit is not None:
+        seconds = junit_seconds(junit)
+        if not seconds:
+            print(f"{junit}: no JUnit report of a notebook run (make test-notebooks JUNIT_DIR={junit})")
+            return 1
+        known = set(timings["smoke"]["seconds"])
+        timings["smoke"]["seconds"].update({name: round(value) for name, value in seconds.items() if name in known})
+        timings["smoke"].update(machine=this_machine(), date=datetime.date.today().isoformat(),
+                                how=how or "nbval's time per notebook (JUnit reports of make test-notebooks)")
+        path.write_text(json.dumps(timings, indent=1, ensure_ascii=False) + "\n")
+        print(f"{path}: smoke times of {', '.join(sorted(seconds.keys() & known))}")
+    changed = {file: text for file, text in timing_files(root, timings).items() if file.read_text() != text}
+    for file in changed:
+        if check:
+            print(f"{file}: its run times differ from {path}; run python tools/notebooks.py timings")
+        else:
+            file.write_text(changed[file])
+            print(f"wrote {file}")
+    return int(check and bool(changed))
 
 
 # ---- nbgrader: the course as graded assignments --------------------------------------------------------
@@ -329,12 +721,19 @@ EXERCISE_POINTS = 1   # per exercise: its checker and hidden tests, autograded
 ANSWER_POINTS = 1     # per written answer (a markdown solution region), graded by hand in formgrader
 NBGRADER_CONFIG = '''"""nbgrader's configuration for the clcourse assignments (written by tools/notebooks.py nbgrader).
 
-Assignments are the notebooks in source/; see the README's "Teaching with the course" for the commands."""
+Assignments are the notebooks in source/. docs/teaching.md in the course's repository gives every command, from
+making this folder to the students' feedback."""
+import logging
 import os
+import re
+import tempfile
 
 c = get_config()  # noqa: F821 (nbgrader's config loader defines it)
 c.CourseDirectory.course_id = "clcourse"
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+# Where assignments are handed out and submissions collected: nbgrader's default folder unless NBGRADER_EXCHANGE
+# names another. Every student's nbgrader must use the same one (docs/teaching.md says how to create it).
+c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE", "/srv/nbgrader/exchange")
 # Grading runs every notebook in the smoke preset (a small CNN), each training run capped at one epoch over 512
 # images: the exercises' tests depend on neither, and the training cells take seconds instead of minutes.
 # (Set CLCOURSE_MAX_EPOCHS and CLCOURSE_MAX_TRAIN_IMAGES in the environment to grade with more.)
@@ -342,10 +741,47 @@ os.environ["CLCOURSE_PRESET"] = "smoke"
 os.environ.setdefault("CLCOURSE_MAX_EPOCHS", "1")
 os.environ.setdefault("CLCOURSE_MAX_TRAIN_IMAGES", "512")
 os.environ.setdefault("CLCOURSE_DATA", {data_root!r})
-# Each submission trains its own runs, in runs/ beside it (a relative folder is resolved in the kernel's working
-# directory, the submission's folder): a finished run of another submission is never reused.
-os.environ["CLCOURSE_RUNS"] = "runs"
 c.ExecutePreprocessor.timeout = 600   # seconds per cell; a smoke training cell takes well under a minute
+
+# Each submission trains its own runs, in a temporary folder deleted once it is graded: a finished run of another
+# submission is never reused, and no checkpoint stays in autograded/ or is copied into the students' feedback.
+# CLCOURSE_KEEP_GRADING_RUNS=1 keeps them, in runs/ beside each graded notebook (the kernel's working directory).
+if os.environ.get("CLCOURSE_KEEP_GRADING_RUNS") == "1":
+    os.environ["CLCOURSE_RUNS"] = "runs"
+else:
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+
+    class ExecuteWithTemporaryRuns(Execute):
+        """nbgrader's Execute, with CLCOURSE_RUNS pointing at a new temporary folder while the kernel runs."""
+
+        def preprocess(self, nb, resources):
+            before = os.environ.get("CLCOURSE_RUNS")
+            with tempfile.TemporaryDirectory(prefix="clcourse-grading-runs-") as runs:
+                os.environ["CLCOURSE_RUNS"] = runs   # the kernel, started by Execute, inherits it
+                try:
+                    return super().preprocess(nb, resources)
+                finally:
+                    if before is None:
+                        os.environ.pop("CLCOURSE_RUNS", None)
+                    else:
+                        os.environ["CLCOURSE_RUNS"] = before
+
+    c.Autograde.autograde_preprocessors = [
+        ExecuteWithTemporaryRuns if step is Execute else step
+        for step in Autograde.class_traits()["autograde_preprocessors"].default()]
+
+
+class HiddenTestsChecksum(logging.Filter):
+    """Drops nbgrader's "Attribute 'checksum' for cell test_... has changed!" about the autograded test cells: the
+    released copy leaves their hidden tests out, so its checksum differs from the source's by design, and nbgrader
+    grades with the source's cell anyway. A changed read-only cell (cell-N, a student's edit) is still reported."""
+
+    def filter(self, record):
+        return not re.match(r"Attribute 'checksum' for cell test_\\w+ has changed", record.getMessage())
+
+
+logging.getLogger("AutogradeApp").addFilter(HiddenTestsChecksum())
 '''
 
 
@@ -380,13 +816,14 @@ def nbgrader_source(nb, name: str):
     solution cell, each checker call (a line ``check_*(function)``) split off into an autograded test cell with
     EXERCISE_POINTS points and the exercise's hidden tests, every other cell read-only (a checker run again later,
     as a guard before training with an exercise already graded, too). Markdown answers are manually graded answer
-    cells (nbgrader has no other kind of markdown solution). Outputs are stripped.
+    cells (nbgrader has no other kind of markdown solution). The header and the expected outputs are the student
+    copy's (`with_links`, `with_expected_outputs`), the header saying that this is an assignment.
 
     Grade ids are names, stable while the notebook changes around them: the exercise's function (`info_nce_loss`,
     its test `test_info_nce_loss`), a written answer's heading (`check-your-understanding`), `cell-N` for a
     read-only cell. Raises NbgraderSourceError (notebook, cell and line) on markers that do not pair up, a checker
     with no solution before it, a checker without hidden tests, and a grade id used twice."""
-    source = strip_notebook(nb)
+    source = with_expected_outputs(with_links(strip_notebook(nb), Path(name).name, "assignment", read_repository()))
     cells, used = [], {}
     pending = None   # the solution cell whose checker has not come yet: (grade id, cell number)
     graded = set()   # the functions an autograded test cell already checks
@@ -471,10 +908,11 @@ def nbgrader_source(nb, name: str):
     return source
 
 
-def write_nbgrader(paths: list[Path], out_dir: Path) -> int:
+def write_nbgrader(paths: list[Path], out_dir: Path, force: bool = False) -> int:
     """Write the nbgrader course folder `out_dir`: nbgrader_config.py (kept when it exists, as an instructor may
     have edited it) and source/<stem>/<stem>.ipynb for every notebook with exercises. Checks every notebook
-    first and writes nothing when one is not usable."""
+    first and writes nothing when one is not usable, or when a source notebook was changed since it was written
+    (`force` overwrites it)."""
     sources = {}
     for path in paths:
         nb = read_or_report(path)
@@ -485,14 +923,17 @@ def write_nbgrader(paths: list[Path], out_dir: Path) -> int:
         except NbgraderSourceError as error:
             print(f"{error}\nnothing written")
             return 1
-        if any(cell.metadata["nbgrader"]["grade"] for cell in source.cells if cell.cell_type == "code"):
-            sources[path.stem] = source
+        exercises = sum(bool(cell.metadata["nbgrader"]["grade"]) for cell in source.cells if cell.cell_type == "code")
+        if exercises:
+            sources[out_dir / "source" / path.stem / path.name] = notebook_text(source)
+            print(f"{path.stem}: {exercises} autograded exercises")
         else:
             print(f"{path}: no exercises, not an assignment")
     from clcourse.data import DATA_ENV_VAR
     from clcourse.presets import course_root
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not write_generated(sources, out_dir, "tools/notebooks.py nbgrader", force):
+        return 1
     config = out_dir / "nbgrader_config.py"
     if config.exists():
         print(f"kept {config}")
@@ -500,12 +941,6 @@ def write_nbgrader(paths: list[Path], out_dir: Path) -> int:
         config.write_text(NBGRADER_CONFIG.format(
             data_root=str(Path(os.environ.get(DATA_ENV_VAR) or course_root() / "data").resolve())))
         print(f"wrote {config}")
-    for stem, source in sources.items():
-        target = out_dir / "source" / stem / f"{stem}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write(source, target)
-        exercises = sum(bool(cell.metadata["nbgrader"]["grade"]) for cell in source.cells if cell.cell_type == "code")
-        print(f"wrote {target} ({exercises} autograded exercises)")
     return 0
 
 
@@ -550,6 +985,18 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
     return status
 
 
+def _student_out(parser, args) -> Path:
+    """The student copies' folder: --out, or the one argument that is not a notebook (`student OUT`)."""
+    folders = [path for path in args.notebooks if path.suffix != ".ipynb"]
+    args.notebooks = [path for path in args.notebooks if path.suffix == ".ipynb"]
+    if not folders:
+        return args.out or STUDENT_DIR
+    if len(folders) > 1 or args.out is not None:
+        parser.error(f"{str(folders[-1])!r} is not a notebook (.ipynb), and the output folder is given once: "
+                     "tools/notebooks.py student [NOTEBOOK.ipynb ...] [OUT], or --out OUT")
+    return folders[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -560,15 +1007,38 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("execute", help="run notebooks with the smoke preset, save them stripped")
     command.add_argument("notebooks", nargs="+", type=Path)
     command.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell (default 1800)")
+    force = "overwrite a file changed since this command last wrote it"
     command = commands.add_parser("student", help="write the notebooks without their solutions")
-    command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
-    command.add_argument("--out", type=Path, default=STUDENT_DIR,
+    command.add_argument("notebooks", nargs="*", type=Path,
+                         help="default: notebooks/*.ipynb; an argument that is not a .ipynb file is the output folder")
+    command.add_argument("--out", type=Path, default=None,
                          help=f"output folder (default: {STUDENT_DIR.relative_to(REPO)}/)")
+    command.add_argument("--force", action="store_true", help=force)
     command = commands.add_parser("nbgrader", help="write an nbgrader course folder: the notebooks as assignments")
     command.add_argument("out", type=Path, help="the course folder (nbgrader_config.py, source/)")
     command.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    command.add_argument("--force", action="store_true", help=force)
+    command = commands.add_parser("links", help="point the badges, install cells and links at the repository "
+                                                f"of pyproject.toml's [{REPOSITORY_TABLE}], or at a fork's")
+    command.add_argument("--repo", help="OWNER/NAME of the repository (a fork), written into pyproject.toml")
+    command.add_argument("--branch", help="the branch the links point at, written into pyproject.toml")
+    command.add_argument("--check", action="store_true", help="write nothing; exit 1 if a link is not generated")
+    command.add_argument("--force", action="store_true", help=force + " (the student copies)")
+    command = commands.add_parser("timings", help="write README's and notebook 00's run times from "
+                                                  "notebooks/timings.json")
+    command.add_argument("--junit", type=Path, help="first take the smoke times from the JUnit reports in this folder")
+    command.add_argument("--how", help="how the JUnit reports were made (written into timings.json)")
+    command.add_argument("--check", action="store_true", help="write nothing; exit 1 if a figure differs")
     args = parser.parse_args(argv)
 
+    if args.command == "timings":
+        return update_timings(REPO, args.junit, args.how, args.check)
+    if args.command == "links":
+        try:
+            return links(REPO, args.repo, args.branch, args.check, args.force)
+        except ValueError as error:
+            parser.error(str(error))
+    out = _student_out(parser, args) if args.command == "student" else None
     paths = args.notebooks or default_notebooks()
     if not paths:
         print(f"no notebooks in {NOTEBOOK_DIR}")
@@ -578,9 +1048,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return check(paths)
     if args.command == "student":
-        return write_students(paths, args.out)
+        return write_students(paths, out, args.force)
     if args.command == "nbgrader":
-        return write_nbgrader(paths, args.out)
+        return write_nbgrader(paths, args.out, args.force)
     return execute(paths, args.cell_timeout)
 
 

@@ -41,7 +41,7 @@ def test_view_holds_the_weights_of_the_loss_ranked():
                                              q.false_negative):
         assert math.isclose(weight, terms.repulsion_weights[0, 4, j].item(), abs_tol=1e-6)
         assert math.isclose(d2, ((u[0, 4] - u[1, j]) ** 2).sum().item(), abs_tol=1e-5)
-        assert false_negative == (labels[j] == labels[4])
+        assert bool(false_negative) == bool(labels[j] == labels[4])
     others = [j for j in range(B) if j != 4]
     hcl = torch.softmax(2.0 * (u[1, others] @ u[0, 4]), dim=0)           # beta / t = 1 / 0.5
     assert np.allclose(np.sort(q.hcl_weights), np.sort(hcl.numpy()), atol=1e-6)
