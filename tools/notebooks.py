@@ -121,6 +121,11 @@ class Repository:
     def colab(self, path: str) -> str:
         return f"https://colab.research.google.com/github/{self.slug}/blob/{self.branch}/{path}"
 
+    def raw(self, path: str) -> str:
+        """The file at `path` itself, as a browser (and Colab, which cannot see the repository's other files)
+        loads it: how the notebooks show the method diagrams of notebooks/figures/."""
+        return f"https://raw.githubusercontent.com/{self.slug}/{self.branch}/{path}"
+
     @property
     def requirement(self) -> str:
         """What `pip install` takes to install the course from this repository and branch."""
@@ -206,11 +211,25 @@ def copy_header(repository: Repository, kind: str, name: str) -> str:
     return f"{colab_badge(repository, f'{folder}/{name}')}\n{note}"
 
 
+# A diagram of notebooks/figures/ in a markdown cell, written `![...](figures/NAME.svg)` or already generated (for
+# any repository and branch): `with_links` points it at the file in the repository, so that it shows on Colab and in
+# every copy (student/, nbgrader), wherever the notebook lies.
+FIGURE_LINK = re.compile(r"\]\((?:https://raw\.githubusercontent\.com/[^/\s]+/[^/\s]+/[^/\s]+/notebooks/)?figures/"
+                         r"([\w.-]+\.svg)\)")
+
+
+def with_figure_links(source: str, repository: Repository) -> str:
+    return FIGURE_LINK.sub(lambda m: f"]({repository.raw(f'notebooks/figures/{m.group(1)}')})", source)
+
+
 def with_links(nb, name: str, kind: str, repository: Repository):
-    """A copy of `nb` whose first markdown cell starts with the `kind` copy's header and whose Colab install cell (if
-    it has one) installs from `repository`. The header replaces the first paragraph when that is a badge, and is put
-    in front otherwise."""
+    """A copy of `nb` whose first markdown cell starts with the `kind` copy's header, whose diagrams are shown from
+    `repository` (`with_figure_links`), and whose Colab install cell (if it has one) installs from `repository`. The
+    header replaces the first paragraph when that is a badge, and is put in front otherwise."""
     nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = with_figure_links(cell.source, repository)
     first = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
     if first is not None:
         paragraph, blank, rest = first.source.partition("\n\n")
