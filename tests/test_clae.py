@@ -256,8 +256,8 @@ def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded
     student = tiny_clae(attack=students_fgsm, objective=students_objective)
     assert torch.allclose(student.training_step(batch_of(views)).loss, library, atol=1e-12)
     assert student.config()["functions"] == {"loss": "clcourse.losses.info_nce",
-                                             "attack": "test_clae.students_fgsm",
-                                             "objective": "test_clae.students_objective"}
+                                             "attack": f"{__name__}.students_fgsm",
+                                             "objective": f"{__name__}.students_objective"}
     assert tiny_clae().config()["functions"] == {"loss": "clcourse.losses.info_nce",
                                                  "attack": "clcourse.attacks.contrastive_attack",
                                                  "objective": "clcourse.methods.clae.clae_objective"}

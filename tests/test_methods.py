@@ -526,7 +526,7 @@ def test_config_holds_the_hyperparameters_and_stable_descriptions():
     config = make("mochi", n_hardest=3).config()
     assert config["name"] == "MoCHi" and config["n_hardest"] == 3 and config["queue_size"] == 32
     assert config["temperature"] == 0.1 and config["bn_splits"] == 2 and config["symmetric"] is False
-    assert config["views"] == ["test_methods.noisy_views"] * 2
+    assert config["views"] == [f"{__name__}.noisy_views"] * 2
     assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
                                    "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
@@ -609,7 +609,7 @@ def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     for a, b in zip(student.key_parameters(), library.key_parameters()):
         assert torch.allclose(a, b, atol=1e-4)
-    assert student.config()["functions"]["enqueue"] == "test_methods.student_enqueue"
+    assert student.config()["functions"]["enqueue"] == f"{__name__}.student_enqueue"
 
 
 def student_step(moco, query_views, key_views, index):
@@ -633,7 +633,7 @@ def test_moco_trains_with_a_students_step(images, symmetric):
         assert [r[key] for r in histories[0].steps] == pytest.approx([r[key] for r in histories[1].steps], abs=1e-4)
     assert torch.equal(student.queue_index, library.queue_index)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
-    assert student.config()["functions"]["step"] == "test_methods.student_step"
+    assert student.config()["functions"]["step"] == f"{__name__}.student_step"
     assert library.config()["functions"]["step"] == "clcourse.methods.moco.moco_step"
 
 

@@ -334,7 +334,7 @@ def test_a_students_loss_is_what_trains(images):
     assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     assert seen[-1] == (torch.float32, False, (0.1, 0.05, 0.5), True)
-    assert student.config()["functions"]["loss"] == "test_sce.test_a_students_loss_is_what_trains.<locals>.spying"
+    assert student.config()["functions"]["loss"] == f"{__name__}.test_a_students_loss_is_what_trains.<locals>.spying"
 
     def no_soft_target(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
         return student_sce(q, k, queue, temperature, temperature_momentum, 1.0, queue_mask)
@@ -370,7 +370,7 @@ def test_bad_method_options_are_refused(options, message):
 def test_config_records_the_new_hyperparameters_and_views():
     config = make(lam=0.3, temperature_momentum=0.07).config()
     assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
-    assert config["views"] == ["test_sce.noisy_views", "test_sce.flipped_views"]
+    assert config["views"] == [f"{__name__}.noisy_views", f"{__name__}.flipped_views"]
     assert config["functions"] == {"loss": "clcourse.losses.sce",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
                                    "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
