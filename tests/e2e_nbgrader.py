@@ -19,8 +19,7 @@ import time
 import nbformat
 import pytest
 
-from repository import NOTEBOOKS, REPO, load_script
-from test_nbgrader import PLANTED
+from repository import NOTEBOOKS, PLANTED, REPO, load_script
 
 nbgrader_api = pytest.importorskip("nbgrader.api", reason="nbgrader is not installed: pip install -e '.[instructor]'")
 tool = load_script(REPO / "tools" / "notebooks.py")

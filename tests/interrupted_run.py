@@ -12,27 +12,9 @@ import time
 
 import torch
 
-from clcourse.methods import SimCLR
-from clcourse.models import Backbone, SmallCNN
-from helpers import fit
+from helpers import make_images, short_run, tiny_simclr
 
-OPTIONS = dict(epochs=3, batch_size=16, lr=0.1, warmup_epochs=1, progress=False, log_every=2)   # 3 steps an epoch
 MOMENTS = ("mid-epoch", "mid-write-last", "mid-write-snapshot")
-
-
-def noisy_views(images, generator=None):
-    """A cheap augmentation that still draws from the generator, so resuming must restore it."""
-    x = images.float() / 255
-    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def make_method(seed=0):
-    torch.manual_seed(seed)
-    return SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
-
-
-def make_images():
-    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 def wait_for_the_kill():
@@ -44,7 +26,7 @@ def wait_for_the_kill():
 def main(folder: str, moment: str, threads: str) -> None:
     assert moment in MOMENTS, moment
     torch.set_num_threads(int(threads))     # the same as the test process, so the numbers are the same
-    method = make_method()
+    method = tiny_simclr()
     if moment == "mid-epoch":
         steps = {"n": 0}
 
@@ -69,6 +51,6 @@ def main(folder: str, moment: str, threads: str) -> None:
                     wait_for_the_kill()
             return real_save(obj, f, *args, **kwargs)
         torch.save = save_half_then_stop
-    fit(method, make_images(), checkpoint_dir=folder, **OPTIONS)
+    short_run(make_images(), method, checkpoint_dir=folder)
     raise SystemExit("the run finished without reaching the moment to be killed")
 

@@ -154,13 +154,6 @@ def test_epsilon_zero_returns_the_input():
 
 # ---------------------------------------------------------------- torchattacks as the oracle
 
-@pytest.fixture
-def torchattacks():
-    return pytest.importorskip(
-        "torchattacks", reason="torchattacks (the test oracle for clcourse.attacks) is not installed; `make venv` "
-                               "installs it with pip install --no-deps 'torchattacks>=3.5'")
-
-
 @pytest.mark.parametrize("name, options", [
     ("FGSM", dict(eps=8 / 255)),
     ("PGD", dict(eps=8 / 255, alpha=2 / 255, steps=7, random_start=False)),

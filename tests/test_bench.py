@@ -7,22 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from repository import REPO, load_script
-
-
-def load(name):
-    return load_script(REPO / "bench" / f"{name}.py")
+from helpers import write_notebook
+from repository import REPO, load_bench
 
 
 def test_throughput_smoke(capsys):
-    results = load("throughput").main(["--smoke", "--skip-pil"])
+    results = load_bench("throughput").main(["--smoke", "--skip-pil"])
     assert len(results) == 2 and all(v > 0 for v in results.values())
     assert "end to end / model step alone" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("method, options", [("simclr", []), ("moco", ["--option", "queue_size=256"])])
 def test_accuracy_smoke(method, options, capsys):
-    result, = load("accuracy").main(["--smoke", "--method", method, *options])
+    result, = load_bench("accuracy").main(["--smoke", "--method", method, *options])
     assert result["method"] == method and [r["epoch"] for r in result["history"].epochs] == [1, 2]
     assert 0 <= result["knn"] <= 1 and result["median_epoch_seconds"] > 0
     assert "final kNN top-1" in capsys.readouterr().out
@@ -30,7 +27,7 @@ def test_accuracy_smoke(method, options, capsys):
 
 @pytest.mark.heavy     # make test-heavy; make test runs test_accuracy_smoke's two methods
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
-    results = load("accuracy").main(["--smoke", "--method", "all"])
+    results = load_bench("accuracy").main(["--smoke", "--method", "all"])
     assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
                                               "cacr", "supcon", "supervised", "adversarial"]
     assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
@@ -41,13 +38,13 @@ def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     assert "CLAE's time per epoch over SimCLR: " in out
     assert "Adversarial SimCLR's time per epoch over SimCLR: " in out
     with pytest.raises(SystemExit):
-        load("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
+        load_bench("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
     with pytest.raises(SystemExit):
-        load("accuracy").main(["--smoke", "--method", "simclr,byol"])
+        load_bench("accuracy").main(["--smoke", "--method", "simclr,byol"])
 
 
 def test_accuracy_compares_many_views_on_imbalanced_data(capsys):
-    results = load("accuracy").main(["--smoke", "--method", "simclr,cacr", "--imbalanced", "--linear-probe"])
+    results = load_bench("accuracy").main(["--smoke", "--method", "simclr,cacr", "--imbalanced", "--linear-probe"])
     assert [r["method"] for r in results] == ["simclr", "cacr"]
     assert all(0 <= r["linear"] <= 1 and len(r["per_class"]) == 10 for r in results)
     out = capsys.readouterr().out
@@ -59,14 +56,14 @@ def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):
     # Random images would give ~10% "accuracy" that looks like a result: the script must stop instead.
     monkeypatch.setenv("CLCOURSE_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="CIFAR-10 train split not found"):
-        load("accuracy").main(["--smoke", "--method", "simclr"])
+        load_bench("accuracy").main(["--smoke", "--method", "simclr"])
 
 
 # ---------------------------------------------------------------- bench/suite.py
 
 @pytest.fixture(scope="module")
 def suite():
-    return load("suite")
+    return load_bench("suite")
 
 
 def test_phase_caps_trim_the_method_costs_first(suite):
@@ -84,7 +81,7 @@ def test_methods_are_measured_references_first_then_those_with_a_target(suite):
     names = ["simclr", "dcl", "hcl", "moco", "mochi", "brand_new", "sce"]
     assert suite.method_order(names) == ["simclr", "moco", "mochi", "sce", "dcl", "hcl", "brand_new"]
     assert suite.method_order(["dcl", "mochi"]) == ["mochi", "dcl"]      # references not registered: no reorder
-    targets = load("targets")
+    targets = load_bench("targets")
     assert targets.method_cost("brand_new") == ("simclr", None)          # no line: against SimCLR, no target
     assert targets.method_cost("mochi") == ("moco", 1.10)
 
@@ -149,16 +146,8 @@ def test_a_phase_keeps_its_results_when_it_stops_at_its_cap_or_fails(suite, monk
     assert record["status"] == "interrupted"
 
 
-def write_notebook(path, *cells):
-    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
-             for source in cells]
-    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# a title"}, *cells],
-                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    return path
-
-
 def test_notebooks_run_without_jupyter(tmp_path, capsys):
-    runner = load("notebook")
+    runner = load_bench("notebook")
     install = 'import sys\nif "google.colab" in sys.modules:\n    !pip install -q clcourse\n%matplotlib inline'
     notebook = write_notebook(tmp_path / "n.ipynb", install, "x = 6 * 7\nprint('answer', x)")
     assert runner.code_cells(notebook) == [
@@ -201,7 +190,7 @@ def make_pack(path, n_train, n_test):
 def test_the_jpeg_pack_is_unpacked_in_the_build_machines_layout(tmp_path):
     import numpy as np
     from clcourse.data import load_dataset
-    common = load("common")
+    common = load_bench("common")
     pack, originals = make_pack(tmp_path / "pack.npz", 13, 4)
     root = common.unpack_cifar10(tmp_path / "pack.npz", tmp_path / "ours")
     images, labels = load_dataset("cifar10", root=root, train=True, download=False)
@@ -221,7 +210,7 @@ def test_the_real_pack_decodes_to_the_build_machines_cifar10(tmp_path):
 
     import numpy as np
     from clcourse.data import load_dataset
-    common = load("common")
+    common = load_bench("common")
     pack = Path(os.environ.get("CLCOURSE_SHARED", REPO.parent / "shared")) / "data" / "cifar10-jpeg.npz"
     try:
         train_images, train_labels = load_dataset("cifar10", train=True, download=False)
@@ -288,7 +277,7 @@ def test_suite_smoke_runs_every_phase_on_the_cpu(tmp_path):
 # ---------------------------------------------------------------- bench/cka.py
 
 def test_cka_smoke(capsys):
-    result = load("cka").main(["--smoke"])
+    result = load_bench("cka").main(["--smoke"])
     assert result["images"] == 32 and result["seconds"] > 0 and result["meets_target"] is None
     pairs = result["results"]
     assert len(pairs) == 10                               # 4 representations: every pair, each with itself

@@ -2,18 +2,13 @@
 each known mistake and report a bare stub as unfinished."""
 import pytest
 import torch
-import torch.nn.functional as F
 
-from clcourse.checks import (ExerciseError, check_attraction_term, check_attraction_weights, check_repulsion_term,
+from clcourse.checks import (check_attraction_term, check_attraction_weights, check_repulsion_term,
                              check_repulsion_weights)
 from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant, repulsion_term_variant,
                                   repulsion_weights_variant, unit_views)
 from clcourse.losses import cacr_terms
-
-
-def fails_with(check, fn, hint):
-    with pytest.raises(ExerciseError, match=hint):
-        check(fn)
+from helpers import fails_with
 
 
 # ---------------------------------------------------------------- solutions a student might write

@@ -4,14 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_sce_loss, check_soft_target
+from clcourse.checks import check_sce_loss, check_soft_target
 from clcourse.checks.sce import soft_target_variant
 from clcourse.losses import sce_target
-
-
-def fails_with(check, fn, hint):
-    with pytest.raises(ExerciseError, match=hint):
-        check(fn)
+from helpers import fails_with
 
 
 # ---------------------------------------------------------------- the soft target

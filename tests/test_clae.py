@@ -8,50 +8,14 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from clcourse.attacks import contrastive_attack
 from clcourse.losses import info_nce
-from clcourse.methods import CLAE, Batch, SimCLR, build_method, clae_objective
+from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
 from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
 from clcourse.negatives import off_diagonal, rank_among_negatives
-from helpers import fit
-
-
-class Tiny(nn.Module):
-    """conv -> BN -> ReLU -> average pool: small enough for finite differences over every pixel."""
-    feature_dim = 4
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return F.adaptive_avg_pool2d(F.relu(self.bn(self.conv(x))), 1).flatten(1)
-
-
-def noisy_views(images, generator=None):
-    x = images.float() / 255
-    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def tiny_clae(seed=0, **options):
-    torch.manual_seed(seed)
-    options = {"projector_hidden": 6, "projector_out": 5, "augment": noisy_views, "epsilon": 0.05, "alpha": 0.7,
-               **options}
-    return CLAE(Backbone(Tiny()), **options).double()
-
-
-def tiny_views(seed=0, n=4, size=5):
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.rand(n, 3, size, size, generator=generator, dtype=torch.float64) for _ in range(2))
-
-
-def batch_of(views):
-    n = len(views[0])
-    return Batch(views, torch.zeros(n, 3, 1, 1, dtype=torch.uint8), None, torch.arange(n))
+from helpers import TinyBatchNormBackbone, batch_from_views, fit, noisy_views, tiny_clae, tiny_views
 
 
 # ---------------------------------------------------------------- the slow reference
@@ -120,7 +84,7 @@ def test_loss_and_gradient_match_a_reference_that_builds_delta_pixel_by_pixel(ba
     method = tiny_clae(base=base, **options)
     view1, view2 = tiny_views()
     expected, reference_model, x_adv = reference_clae(method, view1, view2, base_loss, 0.05, 0.7)
-    loss = method.training_step(batch_of((view1, view2))).loss      # the method's losses run in float32
+    loss = method.training_step(batch_from_views((view1, view2))).loss      # the method's losses run in float32
     assert torch.allclose(loss.double(), expected, atol=1e-6), (loss, expected)
     assert (x_adv - view1).abs().max() > 0.04          # the attack moved the pixels, a few of them clipped
 
@@ -137,7 +101,7 @@ def test_the_attack_and_adversarial_term_use_the_adversarial_branch_and_move_onl
     clean_only = copy.deepcopy(method)
     with torch.no_grad():
         clean_only.projector(clean_only.backbone(torch.cat([view1, view2])))   # the one clean pass of the step
-    output = method.training_step(batch_of((view1, view2)))
+    output = method.training_step(batch_from_views((view1, view2)))
     layers, expected_layers = dual_batchnorm_layers(method), dual_batchnorm_layers(clean_only)
     for layer, expected in zip(layers, expected_layers):
         assert torch.equal(layer.clean.running_mean, expected.clean.running_mean)
@@ -206,7 +170,7 @@ def test_logs_are_the_diagnostics_they_name():
     method = tiny_clae()
     view1, view2 = tiny_views(3, n=6)
     probe = copy.deepcopy(method)
-    output = method.training_step(batch_of((view1, view2)))
+    output = method.training_step(batch_from_views((view1, view2)))
     with torch.no_grad():
         z1, z2 = probe.encode(torch.cat([view1, view2])).chunk(2)
         at_zero = probe.encode_adversarial(view1)            # the attack's own first pass, at delta = 0
@@ -227,9 +191,9 @@ def test_logs_are_the_diagnostics_they_name():
 def test_training_step_runs_under_bf16_autocast_with_channels_last():
     method = tiny_clae().float().to(memory_format=torch.channels_last)
     view1, view2 = (v.float().contiguous(memory_format=torch.channels_last) for v in tiny_views(4, size=8))
-    reference = tiny_clae().float().training_step(batch_of((view1.contiguous(), view2.contiguous()))).loss
+    reference = tiny_clae().float().training_step(batch_from_views((view1.contiguous(), view2.contiguous()))).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = method.training_step(batch_of((view1, view2)))
+        output = method.training_step(batch_from_views((view1, view2)))
     assert output.loss.dtype == torch.float32 and torch.isfinite(output.loss)
     assert abs(output.loss.item() - reference.item()) < 0.05
     assert all(p.grad is None for p in method.parameters())
@@ -252,9 +216,9 @@ def students_objective(encode, encode_adversarial, attack, loss, view1, view2, a
 
 def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded_by_name():
     views = tiny_views(5)
-    library = tiny_clae().training_step(batch_of(views)).loss
+    library = tiny_clae().training_step(batch_from_views(views)).loss
     student = tiny_clae(attack=students_fgsm, objective=students_objective)
-    assert torch.allclose(student.training_step(batch_of(views)).loss, library, atol=1e-12)
+    assert torch.allclose(student.training_step(batch_from_views(views)).loss, library, atol=1e-12)
     assert student.config()["functions"] == {"loss": "clcourse.losses.info_nce",
                                              "attack": f"{__name__}.students_fgsm",
                                              "objective": f"{__name__}.students_objective"}
@@ -267,8 +231,8 @@ def test_a_wrong_objective_changes_the_loss():
     def attacks_the_second_view(encode, encode_adversarial, attack, loss, view1, view2, alpha):
         return clae_objective(encode, encode_adversarial, attack, loss, view2, view1, alpha)
     views = tiny_views(6)
-    library = tiny_clae().training_step(batch_of(views)).loss
-    wrong = tiny_clae(objective=attacks_the_second_view).training_step(batch_of(views)).loss
+    library = tiny_clae().training_step(batch_from_views(views)).loss
+    wrong = tiny_clae(objective=attacks_the_second_view).training_step(batch_from_views(views)).loss
     assert not torch.allclose(wrong, library)
 
 
@@ -277,7 +241,7 @@ def test_an_objective_that_skips_the_adversarial_branch_is_refused():
         z1, z2 = encode(torch.cat([view1, view2])).chunk(2)
         return loss(z1, z2), z1, z2, z2
     with pytest.raises(ValueError, match="never called encode_adversarial"):
-        tiny_clae(objective=no_adversarial_branch).training_step(batch_of(tiny_views()))
+        tiny_clae(objective=no_adversarial_branch).training_step(batch_from_views(tiny_views()))
 
 
 # ---------------------------------------------------------------- bases, configuration, arguments
@@ -378,7 +342,7 @@ def test_adversarial_views_measures_what_training_logs_and_leaves_the_method_alo
     state = copy.deepcopy(method.state_dict())
     report = adversarial_views(method, images, 0.05, generator=torch.Generator().manual_seed(3))
     assert all(torch.equal(value, method.state_dict()[key]) for key, value in state.items())
-    logs = method.training_step(batch_of(method.make_views(images, torch.Generator().manual_seed(3)))).logs
+    logs = method.training_step(batch_from_views(method.make_views(images, torch.Generator().manual_seed(3)))).logs
     assert torch.allclose(report.loss_after, logs["adversarial_loss"], atol=1e-6)
     assert torch.allclose(report.attack_raise, logs["attack_raise"], atol=1e-6)
     assert torch.allclose(report.rank.mean(), logs["adversarial_negative_rank"])
@@ -395,7 +359,7 @@ def test_adversarial_views_measures_what_training_logs_and_leaves_the_method_alo
 def test_adversarial_views_of_a_simclr_encoder_and_of_other_methods():
     from clcourse.diagnostics import adversarial_views
     torch.manual_seed(0)
-    simclr = SimCLR(Backbone(Tiny()), projector_hidden=6, projector_out=5, augment=noisy_views)
+    simclr = SimCLR(Backbone(TinyBatchNormBackbone()), projector_hidden=6, projector_out=5, augment=noisy_views)
     images = torch.randint(0, 256, (5, 3, 5, 5), dtype=torch.uint8)
     report = adversarial_views(simclr, images, 0.03, steps=3)
     assert report.rank.shape == (5, 4) and report.attack_raise > 0

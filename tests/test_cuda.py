@@ -17,7 +17,7 @@ pytestmark = pytest.mark.cuda
 
 
 @pytest.fixture(scope="module")
-def images():
+def cifar_sized_images():
     generator = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=generator)
 
@@ -41,12 +41,12 @@ def test_split_batchnorm_in_bf16_channels_last_matches_each_group_in_float32():
 
 
 @pytest.mark.parametrize("make_method", [SimCLR, MoCo], ids=["simclr", "moco"])
-def test_training_loop_on_the_gpu(images, make_method):
+def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
     torch.manual_seed(0)
     method = make_method(build_backbone("small_cnn"))
-    labels = torch.arange(len(images)) % 10
-    knn = KnnData(images[:192], labels[:192], images[192:], labels[192:])
-    history = fit(method, images, epochs=2, batch_size=64, lr=0.1, knn_data=knn, knn_k=20, progress=False,
+    labels = torch.arange(len(cifar_sized_images)) % 10
+    knn = KnnData(cifar_sized_images[:192], labels[:192], cifar_sized_images[192:], labels[192:])
+    history = fit(method, cifar_sized_images, epochs=2, batch_size=64, lr=0.1, knn_data=knn, knn_k=20, progress=False,
                     log_every=2, device="cuda")
     assert autocast_dtype(torch.device("cuda")) == (torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8
                                                     else torch.float16)

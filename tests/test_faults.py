@@ -18,7 +18,6 @@ import nbformat
 import numpy as np
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import clcourse.data as data
 import clcourse.runs
@@ -26,48 +25,20 @@ from clcourse.augment import simclr_cifar
 from clcourse.data import load_dataset
 from clcourse.evaluate import extract_features, knn_accuracy, linear_probe
 from clcourse.losses import info_nce, moco_info_nce
-from clcourse.methods import METHODS, MoCo, SimCLR, build_method
+from clcourse.methods import METHODS, SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.negatives import effective_negatives, hardest_negatives
 from clcourse.runs import load_weights, snapshots_by_epoch
 from clcourse.train import KnnData, NonFiniteLossError
-from helpers import fit
-from interrupted_run import OPTIONS, make_images, make_method, noisy_views
+from helpers import notebook_with, noisy_views, short_run, step_losses, tiny_method, tiny_simclr
 from repository import REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 
 
-@pytest.fixture(scope="module")
-def images():
-    return make_images()
-
-
-def run(images, method=None, **kwargs):
-    return fit(method or make_method(), images, **{**OPTIONS, **kwargs})
-
-
-def losses(history):
-    return [r["loss"] for r in history.steps]
-
-
 def assert_same_weights(a, b):
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x.cpu(), y.cpu()), name
-
-
-def tiny_method(name, **options):
-    torch.manual_seed(0)
-    options = {"projector_hidden": 16, "projector_out": 8, "augment": noisy_views, **options}
-    if issubclass(METHODS[name], MoCo):
-        options = {"queue_size": 32, "bn_splits": 2, **options}
-    if name == "sce":
-        options = {"key_augment": options["augment"], **options}
-    if name == "mochi":
-        options = {"n_hardest": 4, "n_mix_negatives": 3, "n_mix_query": 2, **options}
-    if name == "supervised":      # a linear classifier where the others have their projector
-        options = {key: value for key, value in options.items() if not key.startswith("projector_")}
-    return build_method(name, Backbone(SmallCNN(width=4)), **options)
 
 
 # ================================================================ silent wrong results and data loss
@@ -82,57 +53,37 @@ def tiny_method(name, **options):
     ("dcl", "simclr", "method.name: 'DCL' (now: 'SimCLR')"),
 ])
 def test_build_method_with_another_name_over_a_finished_run_is_refused(images, tmp_path, first, then, field):
-    finished = run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1)
+    finished = short_run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1)
     with pytest.raises(ValueError, match="another configuration") as error:
-        run(images, tiny_method(then), checkpoint_dir=tmp_path, epochs=1)
+        short_run(images, tiny_method(then), checkpoint_dir=tmp_path, epochs=1)
     assert field in str(error.value) and "another run name" in str(error.value)
-    assert run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1).epochs == finished.epochs
-
-
-def fake_cifar10(root, per_batch=4):
-    """A cifar-10-batches-py with 5 x per_batch training images in the official pickle format."""
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    generator = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        rows = generator.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": rows, "labels": [int(v) for v in generator.integers(0, 10, per_batch)]}, f,
-                        protocol=2)
-    return folder
-
-
-@pytest.fixture
-def cifar_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_CACHE", {})
-    fake_cifar10(tmp_path / "data")
-    return tmp_path / "data"
+    assert short_run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1).epochs == finished.epochs
 
 
 def test_another_training_subset_is_refused(cifar_root, tmp_path):
     subset_10, _ = load_dataset("cifar10", root=cifar_root, subset=10)
     subset_12, _ = load_dataset("cifar10", root=cifar_root, subset=12)
-    run(subset_10, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
+    short_run(subset_10, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
     with pytest.raises(ValueError, match=r"data.images: \[10, 3, 32, 32\] \(now: \[12, 3, 32, 32\]\)"):
-        run(subset_12, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
+        short_run(subset_12, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
 
 
 # ---------------------------------------------------------------- starting afresh over an existing run
 # (resume=False over a run: tests/test_train.py test_a_fresh_start_over_an_existing_run_is_refused)
 
 def test_a_refused_fresh_start_leaves_the_old_run_untouched(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path, epochs=2, checkpoint_every=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=2, checkpoint_every=1)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(ValueError, match="resume=False would mix"):
-        run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
+        short_run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_snapshots_without_last_pt_are_not_mixed_with_a_new_run(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path, epochs=2)
+    short_run(images, checkpoint_dir=tmp_path, epochs=2)
     (tmp_path / "last.pt").unlink()
     with pytest.raises(ValueError, match=r"holds snapshots \(epoch_0001.pt, epoch_0002.pt\) but no last.pt"):
-        run(images, checkpoint_dir=tmp_path, epochs=2)
+        short_run(images, checkpoint_dir=tmp_path, epochs=2)
     assert sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
 
 
@@ -160,9 +111,9 @@ def kill_at(folder: Path, moment: str) -> None:
 def reference(images, tmp_path_factory):
     """The uninterrupted run: its losses, its final weights and its snapshot of epoch 2."""
     folder = tmp_path_factory.mktemp("reference")
-    method = make_method()
-    history = run(images, method, checkpoint_dir=folder)
-    return losses(history), method, folder / "epoch_0002.pt"
+    method = tiny_simclr()
+    history = short_run(images, method, checkpoint_dir=folder)
+    return step_losses(history), method, folder / "epoch_0002.pt"
 
 
 @pytest.mark.parametrize("moment, left_behind", [
@@ -176,14 +127,14 @@ def test_a_run_killed_mid_epoch_or_mid_write_resumes_exactly(images, tmp_path, r
     if moment == "mid-write-snapshot":
         assert not (tmp_path / "epoch_0002.pt").exists()
 
-    resumed = make_method(seed=123)
-    history = run(images, resumed, checkpoint_dir=tmp_path)
+    resumed = tiny_simclr(seed=123)
+    history = short_run(images, resumed, checkpoint_dir=tmp_path)
     reference_losses, reference_method, reference_snapshot = reference
-    assert losses(history) == reference_losses
+    assert step_losses(history) == reference_losses
     assert_same_weights(resumed, reference_method)
     assert not list(tmp_path.glob("*.tmp"))
     assert sorted(snapshots_by_epoch(tmp_path)) == [1, 2, 3]
-    again, expected = make_method(seed=5), make_method(seed=6)
+    again, expected = tiny_simclr(seed=5), tiny_simclr(seed=6)
     load_weights(again, tmp_path / "epoch_0002.pt")
     load_weights(expected, reference_snapshot)
     assert_same_weights(again, expected)
@@ -192,17 +143,17 @@ def test_a_run_killed_mid_epoch_or_mid_write_resumes_exactly(images, tmp_path, r
 # ---------------------------------------------------------------- snapshots that are missing
 
 def test_the_snapshot_of_the_checkpoints_epoch_is_recreated_and_older_losses_are_reported(images, tmp_path):
-    method = make_method()
-    run(images, method, checkpoint_dir=tmp_path)
+    method = tiny_simclr()
+    short_run(images, method, checkpoint_dir=tmp_path)
     (tmp_path / "epoch_0003.pt").unlink()           # its write was interrupted: last.pt holds those weights
-    run(images, checkpoint_dir=tmp_path)            # a finished run, returned at once
-    recreated = make_method(seed=7)
+    short_run(images, checkpoint_dir=tmp_path)            # a finished run, returned at once
+    recreated = tiny_simclr(seed=7)
     assert load_weights(recreated, tmp_path / "epoch_0003.pt")["epoch"] == 3
     assert_same_weights(recreated, method)
 
     (tmp_path / "epoch_0001.pt").unlink()           # an older epoch's weights are gone for good
     with pytest.warns(UserWarning, match=r"snapshots of epochs \[1\] are missing .* cannot be re-created"):
-        run(images, checkpoint_dir=tmp_path)
+        short_run(images, checkpoint_dir=tmp_path)
     assert sorted(snapshots_by_epoch(tmp_path)) == [2, 3]
 
 
@@ -234,11 +185,11 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_file(images, tmp_path,
         return fail(obj, f) if calls["n"] == 2 else real_save(obj, f, *args, **kwargs)   # epoch 2's checkpoint
     monkeypatch.setattr(torch, "save", save_then_fill_the_disk)
     with pytest.raises(OSError, match=f"could not write {tmp_path / 'last.pt'} .*intact.*writable"):
-        run(images, checkpoint_dir=tmp_path)
+        short_run(images, checkpoint_dir=tmp_path)
     monkeypatch.undo()
     assert not list(tmp_path.glob("*.tmp"))
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
-    assert len(run(images, checkpoint_dir=tmp_path).epochs) == 3     # space again: the run continues
+    assert len(short_run(images, checkpoint_dir=tmp_path).epochs) == 3     # space again: the run continues
 
 
 # ---------------------------------------------------------------- image ranges and dtypes
@@ -251,9 +202,9 @@ def test_float_pixels_in_0_255_are_refused_where_images_enter(images):
     with pytest.raises(ValueError, match=f"images holds float pixels in \\[0, 255\\].*{hint}"):
         extract_features(Backbone(SmallCNN(width=4)), pixels_0_255)
     with pytest.raises(ValueError, match="images must be uint8 pixels 0..255.*to_uint8_images"):
-        run(images.float() / 255)
+        short_run(images.float() / 255)
     with pytest.raises(ValueError, match="knn_data.test_images holds float pixels"):
-        run(images, knn_data=KnnData(images, torch.zeros(48), pixels_0_255, torch.zeros(48)), knn_k=5)
+        short_run(images, knn_data=KnnData(images, torch.zeros(48), pixels_0_255, torch.zeros(48)), knn_k=5)
     with pytest.raises(ValueError, match=r"holds float pixels in \[nan, nan\]"):
         simclr_cifar(16)(torch.full((2, 3, 16, 16), float("nan")))
 
@@ -283,18 +234,18 @@ def test_load_dataset_takes_booleans_only(cifar_root, argument):
 @pytest.mark.parametrize("argument", ["resume", "progress", "compile"])
 def test_train_takes_booleans_only(images, argument):
     with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
-        run(images, **{argument: "no"})
+        short_run(images, **{argument: "no"})
 
 
 # ---------------------------------------------------------------- losses with nothing to contrast
 
 def test_simclr_with_a_batch_of_one_image_is_refused_before_training(images):
-    method = make_method()
+    method = tiny_simclr()
     steps = []
     step = method.training_step
     method.training_step = lambda batch: (steps.append(1), step(batch))[1]
     with pytest.raises(ValueError, match="batch_size must be at least 2 for SimCLR"):
-        run(images, method, batch_size=1)
+        short_run(images, method, batch_size=1)
     assert not steps
     with pytest.raises(ValueError, match="info_nce needs at least 2 images"):
         info_nce(torch.randn(1, 8), torch.randn(1, 8))
@@ -313,7 +264,7 @@ def test_moco_info_nce_with_every_queue_entry_masked_is_refused():
 def test_moco_proves_once_that_every_query_keeps_a_negative(images, monkeypatch):
     import clcourse.methods.moco
     with pytest.raises(ValueError, match="queue_size must be larger than 1"):
-        run(images, tiny_method("moco", queue_size=1), batch_size=8)
+        short_run(images, tiny_method("moco", queue_size=1), batch_size=8)
     checked = []
     real_loss = clcourse.methods.moco.moco_info_nce
 
@@ -321,7 +272,7 @@ def test_moco_proves_once_that_every_query_keeps_a_negative(images, monkeypatch)
         checked.append(check_mask)
         return real_loss(*args, check_mask=check_mask, **kwargs)
     monkeypatch.setattr(clcourse.methods.moco, "moco_info_nce", spy)
-    run(images, tiny_method("moco"), batch_size=8, epochs=2)
+    short_run(images, tiny_method("moco"), batch_size=8, epochs=2)
     assert len(checked) == 12 and not any(checked)      # no host sync per step for the check
 
 
@@ -353,12 +304,6 @@ def test_non_finite_features_are_refused(bad):
 
 
 # ---------------------------------------------------------------- solution markers students would receive
-
-def notebook_with(source: str):
-    nb = new_notebook()
-    nb.cells = [new_markdown_cell("# Title"), new_code_cell("x = 1"), new_code_cell(source)]
-    return nb
-
 
 @pytest.mark.parametrize("marker", ["### begin solution", "### Begin Solution", "### BEGIN  SOLUTION",
                                     "## BEGIN SOLUTION", "#### BEGIN SOLUTION", "#BEGIN SOLUTION",
@@ -398,7 +343,7 @@ def damage(folder: Path, how: str, other_runs: Path) -> None:
 @pytest.fixture(scope="module")
 def other_runs(images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("other_runs")
-    run(images, tiny_method("moco"), checkpoint_dir=folder / "moco", epochs=1, batch_size=8)
+    short_run(images, tiny_method("moco"), checkpoint_dir=folder / "moco", epochs=1, batch_size=8)
     return folder
 
 
@@ -409,10 +354,10 @@ def other_runs(images, tmp_path_factory):
     ("a MoCo checkpoint", "trained with another configuration"),
 ])
 def test_a_damaged_or_foreign_last_pt_is_one_error_naming_the_file(images, tmp_path, other_runs, how, says):
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     damage(tmp_path, how, other_runs)
     with pytest.raises(ValueError) as error:
-        run(images, checkpoint_dir=tmp_path, epochs=1)
+        short_run(images, checkpoint_dir=tmp_path, epochs=1)
     message = str(error.value)
     assert says in message and str(tmp_path) in message
     assert "another run name" in message and "delete the folder" in message
@@ -421,10 +366,10 @@ def test_a_damaged_or_foreign_last_pt_is_one_error_naming_the_file(images, tmp_p
 def test_load_weights_names_a_damaged_or_foreign_file(tmp_path, other_runs):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=f"{tmp_path / 'empty.pt'} cannot be read as a checkpoint"):
-        load_weights(make_method(), tmp_path / "empty.pt")
+        load_weights(tiny_simclr(), tmp_path / "empty.pt")
     with pytest.raises(ValueError, match=f"the weights in {other_runs / 'moco' / 'epoch_0001.pt'} do not fit this "
                                          "SimCLR"):
-        load_weights(make_method(), other_runs / "moco" / "epoch_0001.pt")
+        load_weights(tiny_simclr(), other_runs / "moco" / "epoch_0001.pt")
 
 
 # ---------------------------------------------------------------- a folder that cannot be written
@@ -435,17 +380,17 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
     real_access = os.access
     monkeypatch.setattr(clcourse.runs.os, "access",
                         lambda path, mode: False if Path(path) == folder else real_access(path, mode))
-    method = make_method()
+    method = tiny_simclr()
     steps = []
     step = method.training_step
     method.training_step = lambda batch: (steps.append(1), step(batch))[1]
     with pytest.raises(PermissionError, match=f"the run folder {folder} is not writable"):
-        run(images, method, checkpoint_dir=folder)
+        short_run(images, method, checkpoint_dir=folder)
     assert not steps and not list(folder.iterdir())
 
     finished, unfinished = tmp_path / "finished", tmp_path / "unfinished"
-    first = run(images, checkpoint_dir=finished)
-    interrupted, steps_done = make_method(), {"n": 0}
+    first = short_run(images, checkpoint_dir=finished)
+    interrupted, steps_done = tiny_simclr(), {"n": 0}
 
     def stop_in_second_epoch(batch, output):
         steps_done["n"] += 1
@@ -453,12 +398,12 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
             raise KeyboardInterrupt
     interrupted.on_step_end = stop_in_second_epoch
     with pytest.raises(KeyboardInterrupt):
-        run(images, interrupted, checkpoint_dir=unfinished)
+        short_run(images, interrupted, checkpoint_dir=unfinished)
     monkeypatch.setattr(clcourse.runs.os, "access",
                         lambda path, mode: False if Path(path).parent == tmp_path else real_access(path, mode))
-    assert run(images, checkpoint_dir=finished).epochs == first.epochs      # only read: returned as it is
+    assert short_run(images, checkpoint_dir=finished).epochs == first.epochs      # only read: returned as it is
     with pytest.raises(PermissionError, match=f"the run folder {unfinished} is not writable"):
-        run(images, checkpoint_dir=unfinished)                               # would train: refused at once
+        short_run(images, checkpoint_dir=unfinished)                               # would train: refused at once
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="permissions do not bind root")
@@ -468,7 +413,7 @@ def test_a_folder_made_read_only_fails_before_the_first_epoch(images, tmp_path):
     folder.chmod(0o555)
     try:
         with pytest.raises(PermissionError, match=f"the run folder {folder} is not writable"):
-            run(images, checkpoint_dir=folder)
+            short_run(images, checkpoint_dir=folder)
     finally:
         folder.chmod(0o755)
 
@@ -476,7 +421,7 @@ def test_a_folder_made_read_only_fails_before_the_first_epoch(images, tmp_path):
 def test_a_folder_that_cannot_be_created_is_named(images, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot create the run folder {tmp_path / 'a_file' / 'run'}"):
-        run(images, checkpoint_dir=tmp_path / "a_file" / "run")
+        short_run(images, checkpoint_dir=tmp_path / "a_file" / "run")
 
 
 # ---------------------------------------------------------------- damaged dataset files
@@ -536,7 +481,7 @@ def test_numpy_scalars_and_0d_tensors_are_numbers(images, tmp_path, temperature)
     assert type(method.temperature) is float and method.temperature == pytest.approx(0.3)
     z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
     assert torch.allclose(info_nce(z1, z2, temperature), info_nce(z1, z2, float(temperature)))
-    history = run(images, method, checkpoint_dir=tmp_path, epochs=np.int64(1), batch_size=torch.tensor(16),
+    history = short_run(images, method, checkpoint_dir=tmp_path, epochs=np.int64(1), batch_size=torch.tensor(16),
                   lr=np.float32(0.1), seed=np.int32(0))
     assert len(history.epochs) == 1
     json.loads((tmp_path / "config.json").read_text())        # stored as plain numbers
@@ -554,11 +499,11 @@ def test_numpy_and_tensor_subsets_are_integers(cifar_root):
 def test_labels_as_lists_tuples_and_small_integer_types_are_accepted(images):
     labels = torch.arange(48) % 4
     seen = []
-    method = make_method()
+    method = tiny_simclr()
     step = method.training_step
     method.training_step = lambda batch: (seen.append(batch.labels), step(batch))[1]
     knn = (images, labels.to(torch.uint8), images[:16], labels[:16].tolist())        # a plain tuple
-    history = run(images, method, labels=labels.tolist(), knn_data=knn, knn_k=5, epochs=1)
+    history = short_run(images, method, labels=labels.tolist(), knn_data=knn, knn_k=5, epochs=1)
     assert 0 <= history.final_knn_accuracy <= 1
     assert all(y.dtype == torch.int64 for y in seen)
 
@@ -578,12 +523,12 @@ def test_labels_as_lists_tuples_and_small_integer_types_are_accepted(images):
 ])
 def test_labels_that_are_not_integers_are_a_clear_error(images, bad, says):
     with pytest.raises(ValueError, match=says):
-        run(images, labels=bad)
+        short_run(images, labels=bad)
 
 
 def test_knn_data_that_is_not_four_fields_is_a_clear_error(images):
     with pytest.raises(ValueError, match="knn_data must be KnnData"):
-        run(images, knn_data=(images, torch.zeros(48)))
+        short_run(images, knn_data=(images, torch.zeros(48)))
 
 
 # ---------------------------------------------------------------- after a NaN stop
@@ -591,7 +536,7 @@ def test_knn_data_that_is_not_four_fields_is_a_clear_error(images):
 # test_knn_k_larger_than_the_knn_training_set_is_refused_at_start)
 
 def exploding_method(at_call: int):
-    method = make_method()
+    method = tiny_simclr()
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
@@ -605,14 +550,14 @@ def exploding_method(at_call: int):
 
 def test_the_nan_message_says_intact_only_when_a_checkpoint_exists(images, tmp_path):
     with pytest.raises(NonFiniteLossError) as error:
-        run(images, exploding_method(at_call=2), checkpoint_dir=tmp_path / "early")   # in epoch 1: no checkpoint
+        short_run(images, exploding_method(at_call=2), checkpoint_dir=tmp_path / "early")   # in epoch 1: no checkpoint
     assert "step 1" in str(error.value) and "intact" not in str(error.value)
     assert not (tmp_path / "early" / "last.pt").exists()
     with pytest.raises(NonFiniteLossError) as error:
-        run(images, exploding_method(at_call=2))                                     # no checkpoints at all
+        short_run(images, exploding_method(at_call=2))                                     # no checkpoints at all
     assert "intact" not in str(error.value)
     with pytest.raises(NonFiniteLossError) as error:
-        run(images, exploding_method(at_call=5), checkpoint_dir=tmp_path / "later")   # in epoch 2
+        short_run(images, exploding_method(at_call=5), checkpoint_dir=tmp_path / "later")   # in epoch 2
     assert f"the last checkpoint ({tmp_path / 'later' / 'last.pt'}) is intact" in str(error.value)
 
 
@@ -646,4 +591,4 @@ def test_a_training_step_reads_nothing_on_the_host(images, monkeypatch, name):
     method.training_step = inside_step(method.training_step)
     method.on_step_end = inside_step(method.on_step_end)
     labels = torch.arange(len(images)) % 4 if method.requires_labels else None
-    run(images, method, epochs=2, batch_size=8, log_every=100, labels=labels)
+    short_run(images, method, epochs=2, batch_size=8, log_every=100, labels=labels)

@@ -6,14 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from clcourse.losses import dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce, positive_index
+from helpers import randn
 
 SHAPES = [(2, 3), (2, 16), (5, 3), (5, 16)]  # (B, D)
 TEMPERATURES = [0.1, 0.5, 1.0]
 SEEDS = [0, 1, 2]
-
-
-def randn(seed, *shape):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def views(seed, batch, dim):

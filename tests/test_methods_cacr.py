@@ -8,8 +8,7 @@ import torch.nn as nn
 
 from clcourse.losses import cacr, multiview_info_nce
 from clcourse.methods import CACR, Batch, MultiViewSimCLR, SimCLR
-from helpers import fit
-from test_methods import images, make, noisy_views  # noqa: F401  (images: the shared fixture)
+from helpers import fit, noisy_views, tiny_method
 
 
 def batch_of(method, images, size=8):
@@ -37,7 +36,7 @@ def test_views_are_made_in_one_call_and_encoded_in_one_batch(images, name):
         calls.append(len(batch_images))
         return noisy_views(batch_images, generator)
 
-    method = make(name, num_views=4, augment=recipe)
+    method = tiny_method(name, num_views=4, augment=recipe)
     assert method.view_recipes == (recipe,) * 4
     batch = batch_of(method, images, size=6)
     assert calls == [24] and len(batch.views) == 4
@@ -50,20 +49,20 @@ def test_views_are_made_in_one_call_and_encoded_in_one_batch(images, name):
 def test_cacr_trains_with_cacr_and_its_variant(images):
     for options in ({}, dict(tau_pos=2.0, tau_neg=0.5, alpha=0.5, beta=2.0),
                     dict(weights="repulsion_only", detach_weights=True)):
-        method = make("cacr", **options)
+        method = tiny_method("cacr", **options)
         batch = batch_of(method, images)
         output = method.training_step(batch)
         settings = {"tau_pos": 1.0, "tau_neg": 0.9, "alpha": 1.0, "beta": 1.0, **options}
         assert torch.allclose(output.loss, cacr(projected(method, batch.views), **settings), atol=1e-6)
         assert output.loss.requires_grad and set(output.logs) == {"positive_similarity"}
-    unweighted = make("cacr", weights="none")
+    unweighted = tiny_method("cacr", weights="none")
     batch = batch_of(unweighted, images)
     assert not torch.allclose(unweighted.training_step(batch).loss, cacr(projected(unweighted, batch.views)),
                               atol=1e-4)
 
 
 def test_positive_similarity_is_the_mean_cosine_of_two_views_of_an_image(images):
-    method = make("cacr", num_views=3)
+    method = tiny_method("cacr", num_views=3)
     batch = batch_of(method, images)
     z = [nn.functional.normalize(e, dim=1) for e in projected(method, batch.views)]
     pairs = [(z[a] * z[b]).sum(dim=1).mean() for a in range(3) for b in range(3) if a != b]
@@ -72,11 +71,11 @@ def test_positive_similarity_is_the_mean_cosine_of_two_views_of_an_image(images)
 
 
 def test_multiview_simclr_trains_with_multiview_info_nce_and_with_two_views_is_simclr(images):
-    method = make("simclr_multiview", temperature=0.3)
+    method = tiny_method("simclr_multiview", temperature=0.3)
     batch = batch_of(method, images)
     assert torch.allclose(method.training_step(batch).loss,
                           multiview_info_nce(projected(method, batch.views), 0.3), atol=1e-6)
-    two_views, simclr = make("simclr_multiview", num_views=2), make("simclr")
+    two_views, simclr = tiny_method("simclr_multiview", num_views=2), tiny_method("simclr")
     assert isinstance(simclr, SimCLR) and not isinstance(simclr, MultiViewSimCLR)
     simclr.load_state_dict(two_views.state_dict())
     batch = batch_of(simclr, images)
@@ -91,7 +90,7 @@ def test_a_students_loss_is_what_trains_in_float32(images, monkeypatch):
         seen.append(([z.dtype for z in views], torch.is_autocast_enabled("cpu"), (tau_pos, tau_neg, alpha, beta)))
         return 2 * cacr(views, tau_pos, tau_neg, alpha, beta)
 
-    method = make("cacr", loss=my_cacr, tau_neg=2.0)
+    method = tiny_method("cacr", loss=my_cacr, tau_neg=2.0)
     batch = batch_of(method, images)
     assert torch.allclose(method.training_step(batch).loss, 2 * cacr(projected(method, batch.views), tau_neg=2.0),
                           atol=1e-6)
@@ -104,17 +103,17 @@ def test_a_students_loss_is_what_trains_in_float32(images, monkeypatch):
         seen.append(len(views))
         return multiview_info_nce(views, temperature)
 
-    run(make("simclr_multiview", loss=my_info_nce, num_views=3), images)
+    run(tiny_method("simclr_multiview", loss=my_info_nce, num_views=3), images)
     assert seen[-1] == 3
 
 
 def test_config_records_the_settings_and_the_default_loss():
-    config = make("cacr", num_views=3, tau_neg=2.0, weights="attraction_only").config()
+    config = tiny_method("cacr", num_views=3, tau_neg=2.0, weights="attraction_only").config()
     assert config["name"] == "CACR" and config["num_views"] == 3 and config["tau_neg"] == 2.0
     assert config["weights"] == "attraction_only" and config["detach_weights"] is False
-    assert config["views"] == ["test_methods.noisy_views"] * 3
+    assert config["views"] == ["helpers.noisy_views"] * 3
     assert config["functions"] == {"loss": "clcourse.methods.cacr.CACR.default_loss"}
-    multiview = make("simclr_multiview").config()
+    multiview = tiny_method("simclr_multiview").config()
     assert multiview["num_views"] == 5 and multiview["functions"] == {"loss": "clcourse.losses.multiview_info_nce"}
     assert CACR.lr == 0.12
 
@@ -134,7 +133,7 @@ def test_config_records_the_settings_and_the_default_loss():
 ])
 def test_bad_settings_name_the_argument_the_value_and_what_is_allowed(name, options, message):
     with pytest.raises(ValueError, match=message):
-        make(name, **options)
+        tiny_method(name, **options)
 
 
 @pytest.mark.parametrize("name", ["simclr_multiview", "cacr"])
@@ -143,6 +142,6 @@ def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
     torch._dynamo.reset()
     losses = []
     for compile in (False, True):
-        method = make(name, num_views=3)
+        method = tiny_method(name, num_views=3)
         losses.append([r["loss"] for r in run(method, images, epochs=2, compile=compile).steps])
     assert losses[0] == losses[1]

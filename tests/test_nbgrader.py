@@ -24,7 +24,7 @@ import clcourse.checks
 from clcourse.checks import ExerciseError
 from clcourse.checks.hidden import HIDDEN_CASES
 from clcourse.presets import get_preset
-from repository import NOTEBOOKS, REPO, load_script
+from repository import NOTEBOOKS, PLANTED, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
@@ -262,26 +262,6 @@ def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_wr
     assert re.search(f"{re.escape(str(bad))}: {message}", printed), printed
     assert "nothing written" in printed
     assert not out.exists()
-
-
-# The planted mistakes (here and in tests/e2e_nbgrader.py). Per notebook (its number): the exercise to get wrong,
-# a text in its solution, what replaces it, and a piece of the hint the checker gives for that mistake. The last
-# exercise of a notebook is picked where later exercises call earlier ones, so that the mistake costs it alone.
-PLANTED = {
-    "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
-    "02": ("anchor_gradient", "(1 - p[0]) * u_positive", "p[0] * u_positive", "The positive's weight is 1 - p+"),
-    "03": ("moco_step", 'masked_fill(own_image, float("-inf"))', "masked_fill(own_image, 0.0)",
-           "Mask with -inf, not 0"),
-    "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()", "return -torch.log(pos / (pos + ng)).sum()",
-           "Average over the anchors (mean), not a sum."),
-    "05": ("fgsm_contrastive", "gradient.sign()", "gradient", "steps along the"),
-    "06": ("repulsion_term", "torch.stack(pair_terms).mean()", "torch.stack(pair_terms).sum()",
-           "Average over the V(V − 1)/2 pairs of views, don't sum them."),
-    "07": ("sce_loss", ".sum(dim=1).mean()", ".sum(dim=1).sum()", "Average over the queries (mean), not a sum."),
-    "08": ("threat_model_1_objective", "encode(x_prime), temperature)", "encode(x_prime), 1.0)",
-           "Use the temperature you are given."),
-    "09": ("hsic_unbiased", "/ (b * (b - 3))", "/ (b * (b - 1))", "not by n (n - 1)"),
-}
 
 
 # ---- the course's exercises and their hidden tests --------------------------------------------------------

@@ -1,7 +1,6 @@
 """Issue 13 (CL-Robustness): the SupCon loss against a loop over anchors, SupCon and the supervised baseline in the
 shared loop, adversarial pretraining of the three schemes against a slow reference, the fine-tuning scenarios,
 the two threat models (L-infinity and L2) and robust accuracy, torchattacks as an oracle, bad input."""
-import math
 
 import pytest
 import torch
@@ -12,24 +11,10 @@ from clcourse import robustness as R
 from clcourse.losses import info_nce, supcon
 from clcourse.methods import AdversarialPretraining, Batch, Supervised, SupCon, build_method
 from clcourse.models import Backbone, SmallCNN, batchnorm_statistics_frozen
-from helpers import fit
+from helpers import TinyBackbone, fit, identity_views, pixels, reference_supcon, tiny_encoder, uint8_images
 
 
 # ---------------------------------------------------------------- the SupCon loss
-
-def reference_supcon(z1, z2, labels, temperature):
-    """L_out of Khosla et al., one anchor at a time, in float64."""
-    u = F.normalize(torch.cat([z1, z2]).double(), dim=1)
-    y = torch.cat([labels, labels]).tolist()
-    total = 0.0
-    for i in range(len(u)):
-        others = [a for a in range(len(u)) if a != i]
-        denominator = sum(torch.exp(u[i] @ u[a] / temperature) for a in others)
-        positives = [p for p in others if y[p] == y[i]]
-        total = total + sum(-torch.log(torch.exp(u[i] @ u[p] / temperature) / denominator)
-                            for p in positives) / len(positives)
-    return total / len(u)
-
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_supcon_and_its_gradient_match_a_loop_over_anchors(temperature):
@@ -59,31 +44,6 @@ def test_supcon_refuses_bad_labels(labels, says):
 
 
 # ---------------------------------------------------------------- SupCon and the supervised baseline in the loop
-
-class TinyBackbone(nn.Module):
-    """Without batch-norm, so that the result of a batch does not depend on what else is in it."""
-    feature_dim = 6
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                                 nn.Linear(16, 6))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def pixels(n=8, seed=0, side=8):
-    return torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def uint8_images(n=32, side=8):
-    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-
-
-def identity_views(images, generator=None):
-    return images.float() / 255
-
 
 @pytest.mark.parametrize("name, options", [("supcon", {}), ("supervised", {}), ("adversarial", {"scheme": "scl"}),
                                            ("adversarial", {"scheme": "sl"})])
@@ -234,15 +194,9 @@ def test_batchnorm_statistics_frozen_uses_batch_statistics_and_leaves_the_averag
 
 # ---------------------------------------------------------------- fine-tuning scenarios
 
-def pretrained(scheme="cl"):
-    torch.manual_seed(0)
-    options = dict(num_classes=3) if scheme == "sl" else dict(projector_hidden=16, projector_out=8)
-    return build_method(R.SCHEMES[scheme], Backbone(SmallCNN(width=4)), augment=identity_views, **options)
-
-
 @pytest.mark.parametrize("mode", R.FINE_TUNING)
 def test_fine_tuning_trains_the_head_and_only_full_at_the_encoder(mode):
-    encoder = pretrained()
+    encoder = tiny_encoder()
     images, labels = uint8_images(32), torch.arange(32) % 3
     model = R.FineTune(encoder, mode, num_classes=3, steps=2)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
@@ -256,7 +210,7 @@ def test_fine_tuning_trains_the_head_and_only_full_at_the_encoder(mode):
 
 
 def test_partial_at_trains_on_adversarial_examples_within_the_ball():
-    model = R.FineTune(pretrained(), "partial", num_classes=3, epsilon=8 / 255, steps=2, step_size=4 / 255)
+    model = R.FineTune(tiny_encoder(), "partial", num_classes=3, epsilon=8 / 255, steps=2, step_size=4 / 255)
     seen = []
     model.attack_fn = lambda *args, **kwargs: seen.append((args[1], R.pgd(*args, **kwargs))) or seen[-1][1]
     x, labels = pixels(8), torch.arange(8) % 3
@@ -319,7 +273,7 @@ def test_robust_accuracy_of_an_identity_attack_is_the_clean_accuracy_counted_in_
 
 
 def test_evaluation_is_reproducible_and_threat_model_1_uses_the_projector():
-    model = R.FineTune(pretrained(), "standard", num_classes=3)
+    model = R.FineTune(tiny_encoder(), "standard", num_classes=3)
     x, labels = uint8_images(16), torch.arange(16) % 3
     first = R.evaluate_robustness(model, x, labels, steps=2, progress=False)
     assert first == R.evaluate_robustness(model, x, labels, steps=2, progress=False)
@@ -328,11 +282,6 @@ def test_evaluation_is_reproducible_and_threat_model_1_uses_the_projector():
     R.evaluate_robustness(model, x, labels, steps=1, progress=False,
                           objective=lambda encode, x, t: used.append(encode) or (lambda x_prime: encode(x_prime).sum()))
     assert used and used[0] == model.encode
-
-
-@pytest.fixture
-def torchattacks():
-    return pytest.importorskip("torchattacks", reason="torchattacks (the test oracle) is not installed")
 
 
 @pytest.mark.parametrize("name, norm, epsilon, step", [("PGD", "linf", 4 / 255, 1 / 255), ("PGDL2", "l2", 0.5, 0.1)])
@@ -352,7 +301,7 @@ def test_threat_model_2_is_torchattacks_pgd(torchattacks, name, norm, epsilon, s
     (lambda: AdversarialPretraining(TinyBackbone(), "byol"), r"scheme must be one of .*got 'byol'"),
     (lambda: AdversarialPretraining(TinyBackbone(), "cl", epsilon=-1.0), "epsilon"),
     (lambda: AdversarialPretraining(TinyBackbone(), "cl", steps=0), "steps must be"),
-    (lambda: R.FineTune(pretrained(), "half"), r"mode must be one of \['standard', 'partial', 'full'\], got 'half'"),
+    (lambda: R.FineTune(tiny_encoder(), "half"), r"mode must be one of \['standard', 'partial', 'full'\], got 'half'"),
     (lambda: R.FineTune(nn.Linear(2, 2), "full"), "encoder must be a pretrained clcourse Method"),
     (lambda: R.require_scenario("AT-full"), r"scenario must be one of \['ST', 'AT', 'Partial-AT', 'Full-AT'\]"),
     (lambda: R.require_scheme("ssl"), r"scheme must be one of \['cl', 'scl', 'sl'\]"),

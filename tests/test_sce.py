@@ -16,18 +16,16 @@ from clcourse.diagnostics import (keys, queries, same_class_similarity, soft_tar
 from clcourse.losses import moco_info_nce, sce, sce_in_batch, sce_target
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from helpers import fit
+from helpers import fit, flipped_views, noisy_views, randn, random_unit, reference_sce, tiny_sce
 
 DIM = 8
 
 
-def randn(seed, *shape, dtype=torch.float64):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
 def inputs(seed=0, batch=5, size=11, dim=DIM, masked=False):
     """Raw (not unit) q, k, queue, and optionally a mask that leaves every query at least one entry."""
-    q, k, queue = randn(seed, batch, dim) * 2, randn(seed + 1, batch, dim) * 0.5, randn(seed + 2, size, dim) * 3
+    q, k, queue = (randn(seed, batch, dim, dtype=torch.float64) * 2,
+                   randn(seed + 1, batch, dim, dtype=torch.float64) * 0.5,
+                   randn(seed + 2, size, dim, dtype=torch.float64) * 3)
     mask = None
     if masked:
         mask = torch.rand(batch, size, generator=torch.Generator().manual_seed(seed + 3)) < 0.3
@@ -36,19 +34,6 @@ def inputs(seed=0, batch=5, size=11, dim=DIM, masked=False):
 
 
 # ---------------------------------------------------------------- slow references
-
-def reference_sce(q, k, queue, temperature, temperature_momentum, lam, excluded=None):
-    """One query at a time: candidates [k_b, allowed queue entries]; target [lam, (1 - lam) relation]."""
-    q, k, queue = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1), F.normalize(queue.detach(), dim=1)
-    losses = []
-    for b in range(len(q)):
-        allowed = [j for j in range(len(queue)) if excluded is None or not excluded[b][j]]
-        log_p = torch.log_softmax(torch.stack([q[b] @ k[b]] + [q[b] @ queue[j] for j in allowed]) / temperature, 0)
-        weights = [math.exp(float(k[b] @ queue[j]) / temperature_momentum) for j in allowed]
-        target = [lam] + [(1 - lam) * w / sum(weights) for w in weights]
-        losses.append(-sum(t * lp for t, lp in zip(target, log_p)))
-    return torch.stack(losses).mean()
-
 
 def reference_in_batch(z1, z2, temperature, temperature_momentum, lam):
     """The paper's equation, term by term: s2_ik, w2_ik, p1_ik."""
@@ -154,7 +139,7 @@ def test_sce_is_finite_and_float32_at_small_temperatures_and_under_autocast():
 
 @pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
 def test_in_batch_form_matches_the_papers_equation_and_the_queue_form(lam):
-    z1, z2 = randn(20, 6, DIM), randn(21, 6, DIM)
+    z1, z2 = randn(20, 6, DIM, dtype=torch.float64), randn(21, 6, DIM, dtype=torch.float64)
     value, gradient = value_and_grad(lambda x: sce_in_batch(x, z2, 0.2, 0.1, lam), z1)
     expected, expected_gradient = value_and_grad(lambda x: reference_in_batch(x, z2, 0.2, 0.1, lam), z1)
     assert torch.allclose(value.double(), expected, atol=1e-5)
@@ -192,36 +177,9 @@ def test_bad_input_names_the_argument_the_value_and_the_range(call, message):
 
 # ---------------------------------------------------------------- the method
 
-def noisy_views(images, generator=None):
-    x = images.float() / 255
-    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def flipped_views(images, generator=None):
-    return noisy_views(images, generator).flip(-1)
-
-
-def make(seed=0, cls=SCE, **options):
-    torch.manual_seed(seed)
-    options = {"projector_hidden": 16, "projector_out": DIM, "augment": noisy_views, "queue_size": 32,
-               "bn_splits": 2, **options}
-    if cls is SCE:
-        options.setdefault("key_augment", flipped_views)
-    return cls(Backbone(SmallCNN(width=4)), **options)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-
-
 def batch_of(method, images, index, seed=1):
     views = method.make_views(images[index], torch.Generator().manual_seed(seed))
     return Batch(views, images[index], None, index)
-
-
-def unit(n, seed):
-    return F.normalize(randn(seed, n, DIM, dtype=torch.float32), dim=1)
 
 
 def test_defaults_are_the_authors_cifar10_configuration():
@@ -245,11 +203,11 @@ def test_the_weak_view_goes_to_the_momentum_encoder_and_the_strong_one_to_the_on
         calls.append("weak")
         return flipped_views(x, generator)
 
-    method = make(augment=strong, key_augment=weak_recipe).eval()
+    method = tiny_sce(augment=strong, key_augment=weak_recipe).eval()
     index = torch.arange(8)
     batch = batch_of(method, images, index)
     assert calls == ["strong", "weak"]
-    method.enqueue(unit(32, 0), torch.arange(32) + 100)
+    method.enqueue(random_unit(32, 0), torch.arange(32) + 100)
     queue_before = method.queue.clone()
     output = method.training_step(batch)
     with torch.no_grad():
@@ -261,7 +219,7 @@ def test_the_weak_view_goes_to_the_momentum_encoder_and_the_strong_one_to_the_on
 
 
 def test_split_batchnorm_only_in_the_momentum_encoder_and_the_ema_pairs_every_parameter():
-    method = make(bn_splits=4)
+    method = tiny_sce(bn_splits=4)
     assert not any(isinstance(m, SplitBatchNorm2d) for m in method.backbone.modules())
     norms = [m for m in method.key_backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, SplitBatchNorm2d) and m.num_splits == 4 for m in norms)
@@ -277,21 +235,21 @@ def test_split_batchnorm_only_in_the_momentum_encoder_and_the_ema_pairs_every_pa
 
 
 def test_lambda_one_gives_moco_v2s_loss_on_the_same_weights_and_queue():
-    sce_method, moco = make(lam=1.0).eval(), make(cls=MoCo, bn_splits=1).eval()
+    sce_method, moco = tiny_sce(lam=1.0).eval(), tiny_sce(cls=MoCo, bn_splits=1).eval()
     moco.load_state_dict(sce_method.state_dict())     # SplitBatchNorm2d keeps BatchNorm2d's parameters and buffers
     index = torch.tensor([0, 1, 2, 3])
-    sce_method.enqueue(unit(32, 0), torch.arange(32) % 6)
+    sce_method.enqueue(random_unit(32, 0), torch.arange(32) % 6)
     moco.enqueue(sce_method.queue, sce_method.queue_index)
-    q, k = unit(4, 1), unit(4, 2)
+    q, k = random_unit(4, 1), random_unit(4, 2)
     assert torch.allclose(sce_method.query_loss(q, k, index), moco.query_loss(q, k, index), atol=1e-6)
-    assert not torch.allclose(make(lam=0.5).query_loss(q, k, index), moco.query_loss(q, k, index), atol=1e-3)
+    assert not torch.allclose(tiny_sce(lam=0.5).query_loss(q, k, index), moco.query_loss(q, k, index), atol=1e-3)
 
 
 def test_same_image_keys_are_masked_in_the_target_and_the_prediction():
-    method = make(queue_size=12).eval()
+    method = tiny_sce(queue_size=12).eval()
     index = torch.tensor([3, 5, 7, 9])
-    method.enqueue(unit(12, 0), torch.tensor([3, 5, 7, 9, 3, 20, 21, 22, 23, 24, 25, 9]))
-    q, k = unit(4, 1).requires_grad_(), unit(4, 2)
+    method.enqueue(random_unit(12, 0), torch.tensor([3, 5, 7, 9, 3, 20, 21, 22, 23, 24, 25, 9]))
+    q, k = random_unit(4, 1).requires_grad_(), random_unit(4, 2)
     excluded = index[:, None] == method.queue_index[None, :]
     loss = method.query_loss(q, k, index)
     expected = reference_sce(q.double(), k.double(), method.queue.double(), 0.1, 0.05, 0.5, excluded)
@@ -299,11 +257,11 @@ def test_same_image_keys_are_masked_in_the_target_and_the_prediction():
 
 
 def test_no_gradient_into_the_momentum_encoder_and_momentum_one_freezes_it(images):
-    method = make()
+    method = tiny_sce()
     method.training_step(batch_of(method, images, torch.arange(8))).loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in method.key_parameters())
     assert all(p.grad is not None for p in method.query_parameters())
-    frozen = make(momentum=1.0)
+    frozen = tiny_sce(momentum=1.0)
     before = [p.clone() for p in frozen.key_parameters()]
     fit(frozen, images, epochs=1, batch_size=8, lr=0.1, progress=False)
     assert all(torch.equal(p, b) for p, b in zip(frozen.key_parameters(), before))
@@ -328,7 +286,7 @@ def test_a_students_loss_is_what_trains(images):
         seen.append((args[0].dtype, torch.is_autocast_enabled("cpu"), args[3:6], "queue_mask" in kwargs))
         return student_sce(*args, **kwargs)
 
-    library, student = make(queue_size=24), make(queue_size=24, loss=spying)
+    library, student = tiny_sce(queue_size=24), tiny_sce(queue_size=24, loss=spying)
     histories = [fit(m, images, epochs=2, batch_size=16, lr=0.1, progress=False, log_every=1)
                  for m in (library, student)]
     assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
@@ -338,9 +296,9 @@ def test_a_students_loss_is_what_trains(images):
 
     def no_soft_target(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
         return student_sce(q, k, queue, temperature, temperature_momentum, 1.0, queue_mask)
-    wrong = make(loss=no_soft_target).eval()
-    right = make().eval()
-    q, k = unit(4, 1), unit(4, 2)
+    wrong = tiny_sce(loss=no_soft_target).eval()
+    right = tiny_sce().eval()
+    q, k = random_unit(4, 1), random_unit(4, 2)
     assert not torch.allclose(wrong.query_loss(q, k, torch.arange(4)), right.query_loss(q, k, torch.arange(4)))
 
 
@@ -349,7 +307,7 @@ def test_compiled_step_gives_the_eager_numbers(images, monkeypatch):
     torch._dynamo.reset()
     losses = []
     for compile in (False, True):
-        history = fit(make(), images, epochs=1, batch_size=16, lr=0.1, compile=compile, log_every=1, progress=False)
+        history = fit(tiny_sce(), images, epochs=1, batch_size=16, lr=0.1, compile=compile, log_every=1, progress=False)
         losses.append([r["loss"] for r in history.steps])
     assert losses[0] == losses[1]
 
@@ -364,13 +322,13 @@ def test_compiled_step_gives_the_eager_numbers(images, monkeypatch):
 ])
 def test_bad_method_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
-        make(**options)
+        tiny_sce(**options)
 
 
 def test_config_records_the_new_hyperparameters_and_views():
-    config = make(lam=0.3, temperature_momentum=0.07).config()
+    config = tiny_sce(lam=0.3, temperature_momentum=0.07).config()
     assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
-    assert config["views"] == [f"{__name__}.noisy_views", f"{__name__}.flipped_views"]
+    assert config["views"] == ["helpers.noisy_views", "helpers.flipped_views"]
     assert config["functions"] == {"loss": "clcourse.losses.sce",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
                                    "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
@@ -379,36 +337,29 @@ def test_config_records_the_new_hyperparameters_and_views():
 
 # ---------------------------------------------------------------- diagnostics
 
-@pytest.fixture(scope="module")
-def trained(images):
-    method = make(queue_size=24)
-    fit(method, images, epochs=2, batch_size=8, lr=0.1, progress=False)
-    return method
-
-
-def test_keys_are_the_momentum_encoders_unit_embeddings_in_eval_mode(trained, images):
-    k = keys(trained, images[:10], batch_size=3)
-    trained.eval()
+def test_keys_are_the_momentum_encoders_unit_embeddings_in_eval_mode(trained_sce, images):
+    k = keys(trained_sce, images[:10], batch_size=3)
+    trained_sce.eval()
     with torch.no_grad():
-        expected = F.normalize(trained.key_projector(trained.key_backbone(images[:10].float() / 255)), dim=1)
-    trained.train()
-    assert torch.allclose(k, expected, atol=1e-5) and trained.training
+        expected = F.normalize(trained_sce.key_projector(trained_sce.key_backbone(images[:10].float() / 255)), dim=1)
+    trained_sce.train()
+    assert torch.allclose(k, expected, atol=1e-5) and trained_sce.training
 
 
-def test_soft_targets_of_the_method_are_the_losss_target_and_prediction(trained, images):
+def test_soft_targets_of_the_method_are_the_losss_target_and_prediction(trained_sce, images):
     index = torch.arange(6)
-    targets = soft_targets(trained, images[:6], index=index)
-    q, k = queries(trained, images[:6]), keys(trained, images[:6])
-    mask = index[:, None] == trained.queue_index[None, :]
+    targets = soft_targets(trained_sce, images[:6], index=index)
+    q, k = queries(trained_sce, images[:6]), keys(trained_sce, images[:6])
+    mask = index[:, None] == trained_sce.queue_index[None, :]
     assert mask.any()          # 2 epochs of 48 images through a queue of 24: some keys are the queries' own
-    assert torch.allclose(targets.target, sce_target(k, trained.queue, 0.05, 0.5, mask), atol=1e-6)
-    logits = torch.cat([(q * k).sum(1, keepdim=True), (q @ trained.queue.T).masked_fill(mask, float("-inf"))], 1) / 0.1
+    assert torch.allclose(targets.target, sce_target(k, trained_sce.queue, 0.05, 0.5, mask), atol=1e-6)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), (q @ trained_sce.queue.T).masked_fill(mask, float("-inf"))], 1) / 0.1
     assert torch.allclose(targets.prediction, torch.softmax(logits, dim=1), atol=1e-6)
     assert torch.allclose(targets.push, targets.prediction - targets.target)
 
 
 def test_a_moco_method_defaults_to_its_one_hot_target(images):
-    moco = make(cls=MoCo, queue_size=24)
+    moco = tiny_sce(cls=MoCo, queue_size=24)
     fit(moco, images, epochs=1, batch_size=8, lr=0.1, progress=False)
     targets = soft_targets(moco, images[:4])
     assert targets.lam == 1.0 and torch.equal(targets.target[:, 1:], torch.zeros(4, 24))

@@ -10,13 +10,13 @@ from clcourse.presets import get_preset
 from helpers import fit
 
 
-def method(seed=0, **options):
+def tiny_supervised(seed=0, **options):
     torch.manual_seed(seed)
     return Supervised(Backbone(SmallCNN(width=4)), **options)
 
 
 def test_loss_is_the_cross_entropy_of_the_linear_classifier_on_the_backbone_features():
-    supervised = method(num_classes=3)
+    supervised = tiny_supervised(num_classes=3)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=g)
     labels = torch.tensor([0, 1, 2, 2, 1, 0])
@@ -34,9 +34,9 @@ def test_loss_is_the_cross_entropy_of_the_linear_classifier_on_the_backbone_feat
 def test_it_needs_labels_and_a_sensible_number_of_classes():
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
     with pytest.raises(ValueError, match="labels"):
-        fit(method(), images, preset=get_preset("smoke"), epochs=1, batch_size=4, progress=False)
+        fit(tiny_supervised(), images, preset=get_preset("smoke"), epochs=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="num_classes"):
-        method(num_classes=1)
+        tiny_supervised(num_classes=1)
 
 
 def test_it_learns_a_task_that_colour_separates(tmp_path):
@@ -44,7 +44,7 @@ def test_it_learns_a_task_that_colour_separates(tmp_path):
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(64) % 2
     images = (torch.rand(64, 3, 16, 16, generator=g) * 100 + 120 * labels[:, None, None, None]).to(torch.uint8)
-    history = fit(method(num_classes=2), images, labels=labels, preset=get_preset("smoke"), epochs=4, batch_size=16,
+    history = fit(tiny_supervised(num_classes=2), images, labels=labels, preset=get_preset("smoke"), epochs=4, batch_size=16,
                     lr=0.05, progress=False, seed=0)
     accuracies = history.series("train_accuracy", per="step")[1]
     assert sum(accuracies[-4:]) / 4 > 0.8

@@ -10,54 +10,27 @@ from clcourse.methods import DCL, SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.presets import autocast_dtype
 from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
-from clcourse.train import KnnData, NonFiniteLossError, learning_rate, train
-from helpers import fit
-
-
-def noisy_views(images, generator=None):
-    """A cheap augmentation that still draws from the generator, so resuming must restore it."""
-    x = images.float() / 255
-    return (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def make_method(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def images():
-    generator = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=generator)
-
-
-def run(images, method=None, **kwargs):
-    options = dict(epochs=3, batch_size=16, lr=0.1, warmup_epochs=1, progress=False, log_every=2)
-    options.update(kwargs)
-    return fit(method or make_method(), images, **options)
-
-
-def losses(history):
-    return [r["loss"] for r in history.steps]
+from clcourse.train import KnnData, NonFiniteLossError, learning_rate
+from helpers import fit, noisy_views, short_run, step_losses, tiny_simclr
 
 
 def test_same_seed_gives_same_numbers(images):
-    assert losses(run(images)) == losses(run(images))
-    assert losses(run(images, seed=1)) != losses(run(images))
+    assert step_losses(short_run(images)) == step_losses(short_run(images))
+    assert step_losses(short_run(images, seed=1)) != step_losses(short_run(images))
 
 
 def test_loss_decreases_on_a_learnable_problem(images):
-    history = run(images, epochs=6, lr=0.3)
+    history = short_run(images, epochs=6, lr=0.3)
     first, last = history.epochs[0]["loss"], history.epochs[-1]["loss"]
     assert last < first - 0.1
 
 
 def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
-    method = make_method()
-    run(images, method, epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2)
+    method = tiny_simclr()
+    short_run(images, method, epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2)
     snapshots = snapshots_by_epoch(tmp_path)
     assert sorted(snapshots) == [2, 4, 5] and (tmp_path / "last.pt").is_file()
-    final = make_method(seed=123)
+    final = tiny_simclr(seed=123)
     assert load_weights(final, snapshots[5])["epoch"] == 5
     for (name, a), b in zip(method.state_dict().items(), final.state_dict().values()):
         assert torch.equal(a, b), name
@@ -68,10 +41,10 @@ def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
 def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch):
     # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the CPU.
     monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
-    reference_method = make_method()
-    reference = run(images, reference_method, checkpoint_dir=tmp_path / "reference")
+    reference_method = tiny_simclr()
+    reference = short_run(images, reference_method, checkpoint_dir=tmp_path / "reference")
 
-    interrupted = make_method()
+    interrupted = tiny_simclr()
     steps_done = {"n": 0}
 
     def crash_in_third_epoch(batch, output):
@@ -80,12 +53,12 @@ def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch)
             raise KeyboardInterrupt
     interrupted.on_step_end = crash_in_third_epoch
     with pytest.raises(KeyboardInterrupt):
-        run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
+        short_run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
     assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
 
-    resumed_method = make_method(seed=123)  # different initial weights: the checkpoint must replace them
-    resumed = run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
-    assert losses(resumed) == losses(reference)
+    resumed_method = tiny_simclr(seed=123)  # different initial weights: the checkpoint must replace them
+    resumed = short_run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
+    assert step_losses(resumed) == step_losses(reference)
     for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
         assert torch.equal(a, b), name
     scaler_state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["scaler"]
@@ -93,24 +66,24 @@ def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch)
 
 
 def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
-    first = run(images, checkpoint_dir=tmp_path)
-    method = make_method(seed=5)
-    again = run(images, method, checkpoint_dir=tmp_path, resume=True)
+    first = short_run(images, checkpoint_dir=tmp_path)
+    method = tiny_simclr(seed=5)
+    again = short_run(images, method, checkpoint_dir=tmp_path, resume=True)
     assert again.epochs == first.epochs
-    reloaded = make_method(seed=9)
+    reloaded = tiny_simclr(seed=9)
     load_weights(reloaded, tmp_path / "last.pt")
     for a, b in zip(method.state_dict().values(), reloaded.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_resume_rejects_a_different_schedule(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path)
+    short_run(images, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match=r"schedule\.epochs: 3 \(now: 5\)"):
-        run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
+        short_run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path):
-    method = make_method()
+    method = tiny_simclr()
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
@@ -120,7 +93,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path)
         return loss * float("nan") if calls["n"] == 5 else loss
     method.contrastive_loss = loss_that_explodes
     with pytest.raises(NonFiniteLossError, match="step 4"):
-        run(images, method, checkpoint_dir=tmp_path)
+        short_run(images, method, checkpoint_dir=tmp_path)
     saved = torch.load(tmp_path / "last.pt", weights_only=False)
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["method"].values() if v.is_floating_point())
@@ -128,19 +101,19 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path)
 
 def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(images, tmp_path, monkeypatch):
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
-    history = run(images, epochs=5, checkpoint_dir=tmp_path)
+    history = short_run(images, epochs=5, checkpoint_dir=tmp_path)
     assert [r["epoch"] for r in history.epochs] == [1, 2] and sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
-    assert run(images, epochs=1).epochs[-1]["epoch"] == 1               # a cap above the epochs changes nothing
-    assert losses(run(images, epochs=7)) == losses(history)              # the same run as epochs=2
+    assert short_run(images, epochs=1).epochs[-1]["epoch"] == 1               # a cap above the epochs changes nothing
+    assert step_losses(short_run(images, epochs=7)) == step_losses(history)              # the same run as epochs=2
     monkeypatch.delenv("CLCOURSE_MAX_EPOCHS")
     with pytest.raises(ValueError, match="epochs"):                      # the capped run was a 2-epoch run
-        run(images, epochs=5, checkpoint_dir=tmp_path)
+        short_run(images, epochs=5, checkpoint_dir=tmp_path)
 
 
 def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images):
     labels = torch.arange(48) % 4
     knn = KnnData(images, labels, images[:16], labels[:16])
-    history = run(images, epochs=3, knn_data=knn, knn_every=2, knn_k=5)
+    history = short_run(images, epochs=3, knn_data=knn, knn_every=2, knn_k=5)
     evaluated = [r["epoch"] for r in history.epochs if "knn_accuracy" in r]
     assert evaluated == [2, 3]
     assert 0.0 <= history.final_knn_accuracy <= 1.0
@@ -184,12 +157,12 @@ def test_cpu_runs_in_float32():
 ])
 def test_bad_arguments(images, kwargs, name):
     with pytest.raises(ValueError, match=name):
-        run(images, **kwargs)
+        short_run(images, **kwargs)
 
 
 def test_mismatched_labels(images):
     with pytest.raises(ValueError, match="labels"):
-        run(images, labels=torch.zeros(3, dtype=torch.long))
+        short_run(images, labels=torch.zeros(3, dtype=torch.long))
 
 
 def test_run_dir(monkeypatch, tmp_path):
@@ -205,7 +178,7 @@ def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypa
     from clcourse.presets import PRESETS
     monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
     preset = PRESETS["smoke"].with_overrides(epochs=2, batch_size=16, warmup_epochs=0, checkpoint_every=5)
-    method = make_method()
+    method = tiny_simclr()
     history = fit(method, images, preset=preset, run="tiny", progress=False, log_every=100)
     assert [r["epoch"] for r in history.epochs] == [1, 2]
     assert [r["step"] for r in history.steps] == [3, 6]                 # 48 images / 16 per batch, per epoch
@@ -214,7 +187,7 @@ def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypa
     saved = json.loads((folder / "config.json").read_text())
     assert saved["schedule"] == {"epochs": 2, "batch_size": 16, "warmup_epochs": 0}
     assert saved["preset"] == "smoke" and saved["optimiser"]["lr_per_256_images"] == SimCLR.lr
-    shorter = fit(make_method(), images, preset=preset, run="other", epochs=1, progress=False)
+    shorter = fit(tiny_simclr(), images, preset=preset, run="other", epochs=1, progress=False)
     assert len(shorter.epochs) == 1
 
 
@@ -228,7 +201,7 @@ def test_the_learning_rate_defaults_to_the_methods_own(images):
 
 
 def test_step_records_hold_the_interval_means(images):
-    history = run(images, epochs=2, log_every=2)
+    history = short_run(images, epochs=2, log_every=2)
     assert [r["step"] for r in history.steps] == [2, 3, 4, 6]          # every 2nd step and at each epoch's end
     assert [r["epoch"] for r in history.steps] == pytest.approx([2 / 3, 1, 4 / 3, 2])
     first_epoch = history.epochs[0]["loss"]
@@ -241,7 +214,7 @@ def test_step_records_hold_the_interval_means(images):
 # ---------------------------------------------------------------- a run's configuration
 
 def test_a_run_stores_its_configuration(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
     assert saved == json.loads((tmp_path / "config.json").read_text())
     assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
@@ -250,7 +223,7 @@ def test_a_run_stores_its_configuration(images, tmp_path):
 
 
 @pytest.mark.parametrize("change, field", [
-    (dict(method=lambda: make_method(temperature=0.2)), "method.temperature: 0.5 (now: 0.2)"),
+    (dict(method=lambda: tiny_simclr(temperature=0.2)), "method.temperature: 0.5 (now: 0.2)"),
     (dict(method=lambda: DCL(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
                              augment=noisy_views)), "method.name: 'SimCLR' (now: 'DCL')"),
     (dict(lr=0.2), "optimiser.lr_per_256_images: 0.1 (now: 0.2)"),
@@ -261,42 +234,42 @@ def test_a_run_stores_its_configuration(images, tmp_path):
     (dict(batch_size=8), "schedule.batch_size: 16 (now: 8)"),
 ])
 def test_resuming_with_another_configuration_is_refused(images, tmp_path, change, field):
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     options = dict(change)
-    method = options.pop("method", make_method)()
+    method = options.pop("method", tiny_simclr)()
     data = options.pop("images", lambda x: x)(images)
     with pytest.raises(ValueError, match="another configuration") as error:
-        run(data, method, checkpoint_dir=tmp_path, epochs=1, **options)
+        short_run(data, method, checkpoint_dir=tmp_path, epochs=1, **options)
     assert field in str(error.value)
     assert "another run name" in str(error.value)
 
 
 def test_the_same_configuration_with_another_loss_function_resumes(images, tmp_path):
     # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses the run.
-    first = run(images, checkpoint_dir=tmp_path, epochs=1, method=make_method(loss=info_nce))
-    again = run(images, checkpoint_dir=tmp_path, epochs=1)
+    first = short_run(images, checkpoint_dir=tmp_path, epochs=1, method=tiny_simclr(loss=info_nce))
+    again = short_run(images, checkpoint_dir=tmp_path, epochs=1)
     assert again.epochs == first.epochs
 
 
 def test_a_fresh_start_over_an_existing_run_is_refused(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     with pytest.raises(ValueError, match="resume=False would mix"):
-        run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
-    run(images, checkpoint_dir=tmp_path / "new", epochs=1, resume=False)   # an empty folder is fine
+        short_run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
+    short_run(images, checkpoint_dir=tmp_path / "new", epochs=1, resume=False)   # an empty folder is fine
 
 
 def test_a_checkpoint_without_configuration_is_refused(images, tmp_path):
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     del state["config"]
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="older version"):
-        run(images, checkpoint_dir=tmp_path, epochs=1)
+        short_run(images, checkpoint_dir=tmp_path, epochs=1)
 
 
 def test_stale_temporary_files_are_removed_at_start(images, tmp_path):
     (tmp_path / "epoch_0001.pt.tmp").write_bytes(b"half")
-    run(images, checkpoint_dir=tmp_path, epochs=1)
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -308,12 +281,12 @@ def test_a_method_that_needs_labels_refuses_to_start_without_them(images):
     torch.manual_seed(0)
     method = Supervised(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
     with pytest.raises(ValueError, match="Supervised learns from class labels: pass labels"):
-        run(images, method)
+        short_run(images, method)
     seen = []
     step = method.training_step
     method.training_step = lambda batch: (seen.append(batch.labels.clone()), step(batch))[1]
     labels = torch.arange(48) % 3
-    run(images, method, labels=labels, epochs=1)
+    short_run(images, method, labels=labels, epochs=1)
     assert all(y.shape == (16,) for y in seen)
     assert torch.equal(torch.cat(seen).sort().values, labels.sort().values)   # every label once per epoch
 
@@ -322,4 +295,4 @@ def test_knn_k_larger_than_the_knn_training_set_is_refused_at_start(images):
     labels = torch.arange(48) % 4
     knn = KnnData(images[:10], labels[:10], images[10:20], labels[10:20])
     with pytest.raises(ValueError, match="knn_k must be at most the number of kNN training images \\(10\\), got 50"):
-        run(images, knn_data=knn, knn_k=50)
+        short_run(images, knn_data=knn, knn_k=50)

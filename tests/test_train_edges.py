@@ -9,12 +9,7 @@ import torch
 import clcourse.train
 from clcourse.runs import snapshots_by_epoch
 from clcourse.train import NonFiniteLossError
-from test_train import make_method, run
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+from helpers import short_run, tiny_simclr
 
 
 def recording(method, clock=None):
@@ -32,12 +27,12 @@ def recording(method, clock=None):
     return seen
 
 
-def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(images, monkeypatch):
+def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(small_images, monkeypatch):
     clock = types.SimpleNamespace(now=100.0)
     monkeypatch.setattr(clcourse.train, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
-    method = make_method()
+    method = tiny_simclr()
     seen = recording(method, clock)
-    history = run(images, method, epochs=2, batch_size=8, log_every=3, warmup_epochs=0)  # 4 steps per epoch
+    history = short_run(small_images, method, epochs=2, batch_size=8, log_every=3, warmup_epochs=0)  # 4 steps per epoch
     assert [r["step"] for r in history.steps] == [3, 4, 6, 8]      # every 3rd and each epoch's last
     assert [r["epoch"] for r in history.steps] == pytest.approx([0.75, 1, 1.5, 2])
     bounds = [0, 3, 4, 6, 8]
@@ -53,25 +48,25 @@ def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(images, monk
         [sum(loss for loss, _ in seen[e * 4:(e + 1) * 4]) / 4 for e in range(2)], rel=1e-5)
 
 
-def test_snapshots_every_third_epoch_and_at_the_end(images, tmp_path):
-    run(images, epochs=4, batch_size=16, checkpoint_dir=tmp_path, checkpoint_every=3)
+def test_snapshots_every_third_epoch_and_at_the_end(small_images, tmp_path):
+    short_run(small_images, epochs=4, batch_size=16, checkpoint_dir=tmp_path, checkpoint_every=3)
     assert sorted(snapshots_by_epoch(tmp_path)) == [3, 4]
 
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
-def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_type(images, monkeypatch, amp_dtype):
+def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_type(small_images, monkeypatch, amp_dtype):
     monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)   # a GPU's answer, on the CPU
-    method = make_method()
+    method = tiny_simclr()
     dtypes = []
     method.projector.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    run(images, method, epochs=1, batch_size=16)
+    short_run(small_images, method, epochs=1, batch_size=16)
     assert dtypes == [amp_dtype or torch.float32] * 2
 
 
-def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
+def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(small_images):
     """On the CPU the loss is checked after every step (free there); on a GPU only when a record is made,
     so up to log_every - 1 more steps may run there before the error."""
-    method = make_method()
+    method = tiny_simclr()
     calls = {"n": 0}
     original_loss = method.contrastive_loss
 
@@ -80,24 +75,24 @@ def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(images):
         return original_loss(views, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
     method.contrastive_loss = loss_that_explodes
     with pytest.raises(NonFiniteLossError, match="step 1 "):
-        run(images, method, epochs=2, batch_size=8, log_every=10)
+        short_run(small_images, method, epochs=2, batch_size=8, log_every=10)
     assert calls["n"] == 2
 
 
-def test_a_nan_loss_at_the_very_first_step_is_step_0(images):
-    method = make_method()
+def test_a_nan_loss_at_the_very_first_step_is_step_0(small_images):
+    method = tiny_simclr()
     method.contrastive_loss = lambda views, labels=None: (views[0] * views[1]).sum() * float("nan")
     with pytest.raises(NonFiniteLossError, match="step 0 "):
-        run(images, method, epochs=1, batch_size=8)
+        short_run(small_images, method, epochs=1, batch_size=8)
 
 
 @pytest.mark.parametrize("kwargs, says", [
     (dict(weight_decay=float("inf")), r"weight_decay must be in \[0.0, inf\), got inf"),
     (dict(momentum=1.0), r"momentum must be in \[0.0, 1.0\), got 1.0"),
 ])
-def test_the_open_ends_of_the_optimiser_settings_are_refused(images, kwargs, says):
+def test_the_open_ends_of_the_optimiser_settings_are_refused(small_images, kwargs, says):
     with pytest.raises(ValueError, match=says):
-        run(images, epochs=1, batch_size=8, **kwargs)
+        short_run(small_images, epochs=1, batch_size=8, **kwargs)
 
 
 class FakeBar:
@@ -118,10 +113,10 @@ class FakeBar:
         pass
 
 
-def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(images, tmp_path, monkeypatch):
+def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(small_images, tmp_path, monkeypatch):
     monkeypatch.setattr(clcourse.train, "tqdm", FakeBar)
     FakeBar.made = []
-    method = make_method()
+    method = tiny_simclr()
     calls = {"n": 0}
 
     def crash_in_second_epoch(batch, output):
@@ -130,8 +125,8 @@ def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(imag
             raise KeyboardInterrupt
     method.on_step_end = crash_in_second_epoch
     with pytest.raises(KeyboardInterrupt):
-        run(images, method, epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
-    run(images, make_method(), epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
+        short_run(small_images, method, epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
+    short_run(small_images, tiny_simclr(), epochs=2, batch_size=8, log_every=3, checkpoint_dir=tmp_path)
     (first, resumed) = FakeBar.made
     assert (first.total, first.initial) == (8, 0)
     assert (resumed.total, resumed.initial, resumed.n) == (8, 4, 8)
