@@ -111,7 +111,7 @@ test-heavy: $(STAMP)
 
 # Notebooks run with the kernel's inline plotting backend, as students see them (and it closes figures
 # after each cell), so MPLBACKEND is unset. No notebooks is reported loudly; notebooks that yield no
-# test make pytest exit 5, which fails the run. tests/test_notebook_hygiene.py checks that the stored
+# test make pytest exit 5, which fails the run. tests/tools/test_notebooks.py checks that the stored
 # outputs nbval compares against are there.
 test-notebooks: $(STAMP)
 ifeq ($(NOTEBOOKS),)
@@ -150,7 +150,7 @@ student: $(STAMP)
 OLDEST_PYTHON ?= python3.10
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.clcourse-installed
-OLDEST_TESTS ?= $(shell grep -L -E 'nbformat|nbval|nbclient|nbgrader' tests/test_*.py)
+OLDEST_TESTS ?= $(shell grep -rL -E 'nbformat|nbval|nbclient|nbgrader' --include='test_*.py' tests)
 
 $(OLDEST_STAMP): pyproject.toml tools/lower_bounds.py
 	test -x $(OLDEST_VENV)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
@@ -170,7 +170,7 @@ test-oldest: $(OLDEST_STAMP)
 		--durations=10 $(call junit,oldest) $(PYTEST_ARGS)
 
 # The method diagrams the notebooks show, drawn by tools/diagrams.py (matplotlib);
-# tests/test_diagrams.py fails when the committed SVG files differ from what it draws.
+# tests/tools/test_diagrams.py fails when the committed SVG files differ from what it draws.
 diagrams: $(STAMP)
 	$(BIN)/python tools/diagrams.py
 

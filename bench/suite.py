@@ -49,7 +49,7 @@ Sizing for one H100/H200 (estimates from published speeds and FLOP counts; nothi
 Expected ~9 minutes in all; the caps add up to 13. `--budget-minutes` sets the deadline: each phase gets
 its cap or what is left, whichever is less, phase 3 minus phase 4's cap, so phase 3 shrinks first.
 `--smoke` shrinks everything (small CNN, 256-512 images, a few steps, phase 2 eager) and compiles with the
-aot_eager backend (graph capture without inductor's C++ build); tests/test_bench.py runs it.
+aot_eager backend (graph capture without inductor's C++ build); tests/bench/test_suite.py runs it.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""A tiny training run that a test kills for real (tests/test_faults.py): run as a script, it trains until the
-chosen moment, prints "ready" and waits for the SIGKILL; imported, it gives the same run to compare with.
+"""A tiny training run that a test kills for real (tests/test_runs.py): run as a script, it trains
+until the chosen moment, prints "ready" and waits for the SIGKILL; imported, it gives the same run
+to compare with.
 
     python -c "import sys, interrupted_run; interrupted_run.main(*sys.argv[1:])" FOLDER MOMENT THREADS
 

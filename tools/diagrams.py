@@ -12,11 +12,11 @@ gradient, `GREEN` positives and attraction, `RED` negatives, repulsion and attac
 synthetic points and CKA's chosen layers). The notation is the course's: f the backbone, g the
 projector, z = g(f(x)) / ||g(f(x))||, tau the temperature.
 
-The SVG files are committed; tests/test_diagrams.py draws them again and compares. A run writes the
-same bytes every time: matplotlib's ids come from a fixed hash salt, there is no date, nothing is
-random, and every number drawn is computed from fixed inputs and rounded. Text stays text
-(`svg.fonttype: none`): the notebook's font renders it, and the files stay small. Every figure is
-9 inches wide, which a notebook shows at about 860 pixels.
+The SVG files are committed; tests/tools/test_diagrams.py draws them again and compares. A run
+writes the same bytes every time: matplotlib's ids come from a fixed hash salt, there is no date,
+nothing is random, and every number drawn is computed from fixed inputs and rounded. Text stays text
+(`svg.fonttype: none`): the notebook's font renders it, and the files stay small. Every figure is 9
+inches wide, which a notebook shows at about 860 pixels.
 """
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ BRANCH_NAME = re.compile(r"^[A-Za-z0-9._/-]+$")
 COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_START = "[![Open In Colab]"
 # The text files whose links to the repository `links` rewrites (the notebooks' badges and install cells it writes
-# whole); a link to the repository anywhere else is a copy that would go stale (tests/test_repository_links.py).
+# whole); a link to the repository anywhere else is a copy that would go stale
+# (tests/tools/test_notebooks_links.py).
 LINKED_TEXT_FILES = ("README.md", "CITATION.cff", "CONTRIBUTING.md", "docs/*.md")
 
 

@@ -2,8 +2,8 @@
 
 The exercises work on unit embeddings z [V, B, D] of V = M + 1 views of B images, with squared distances
 d^2 = ||u - v||^2 = 2 - 2 u . v. Every reference below is written term by term with switches that reproduce
-the usual mistakes, each paired with the hint that fixes it; `tests/test_checks_cacr.py` checks that the
-references are `clcourse.losses.cacr_terms`."""
+the usual mistakes, each paired with the hint that fixes it; `tests/checks/test_cacr.py` checks that
+the references are `clcourse.losses.cacr_terms`."""
 from __future__ import annotations
 
 import torch

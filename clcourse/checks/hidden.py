@@ -4,7 +4,8 @@ between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``, and nbgrader ta
 For each checker, the keyword arguments of one more run of it on other inputs than the notebook's visible call:
 other seeds and shapes, and the edge cases a function tuned to the visible inputs gets wrong (the smallest batch,
 a single negative, a queue pointer that wraps, masks, λ at 0 and 1, extreme temperatures). Every checker of
-`clcourse.checks` has an entry (tests/test_nbgrader.py checks it, and that each solution passes its hidden tests)."""
+`clcourse.checks` has an entry (tests/tools/test_notebooks_nbgrader.py checks it, and that each
+solution passes its hidden tests)."""
 
 __all__ = ["HIDDEN_CASES"]
 

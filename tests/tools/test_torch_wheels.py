@@ -116,7 +116,7 @@ def test_make_test_oldest_pins_every_lower_bound_in_its_own_venv(tmp_path):
     assert f"{venv}/bin/python -m pip install -c {venv}/lower-bounds.txt torch torchvision" in lines
     assert f"{venv}/bin/python -m pip install -c {venv}/lower-bounds.txt -e . pytest" in lines
     tests = next(line for line in lines.splitlines() if "-m pytest" in line)
-    assert "tests/test_losses.py" in tests and "tests/test_notebook_hygiene.py" not in tests
+    assert "tests/test_losses.py" in tests and "tests/tools/test_notebooks.py" not in tests
 
 
 def test_make_lab_opens_the_student_copies_at_the_repositorys_root(tmp_path):
