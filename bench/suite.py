@@ -348,7 +348,7 @@ def run_method_costs(ctx: Context, results: dict, ends_at: float) -> None:
 def cuda_test_files() -> list[str]:
     """The test files that use the `cuda` marker (collecting every test module would need the notebook
     tools and ipywidgets, which a bare GPU image lacks)."""
-    return sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").glob("test_*.py")
+    return sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("test_*.py")
                   if "pytest.mark.cuda" in path.read_text())
 
 

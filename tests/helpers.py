@@ -32,9 +32,9 @@ from clcourse.robustness import SCHEMES
 from clcourse.train import train
 
 # The budget fields of a Preset that a test sets per run (the rest describe the course's data and sweeps).
-BUDGET_FIELDS = frozenset({"epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
-                           "knn_every", "knn_k", "knn_temperature", "checkpoint_every", "compile",
-                           "log_every"})
+BUDGET_FIELDS = frozenset({"epochs", "batch_size", "lr", "momentum", "weight_decay",
+                           "warmup_epochs", "knn_every", "knn_k", "knn_temperature",
+                           "checkpoint_every", "compile", "log_every"})
 assert BUDGET_FIELDS <= {f.name for f in fields(Preset)}
 
 TEST_PRESET = Preset(name="test", backbone="small_cnn", train_subset=None, test_subset=None,
@@ -111,8 +111,8 @@ def uint8_images(n=32, side=8):
 # ---------------------------------------------------------------- tiny methods and short runs
 
 def tiny_method(name, seed=0, **options):
-    """The registered method `name` on a width-4 SmallCNN, with an 8-d projector, noisy views, a queue of 32
-    and 2 batch-norm splits (the MoCo family) and small MoCHi mixes."""
+    """The registered method `name` on a width-4 SmallCNN, with an 8-d projector, noisy views, a
+    queue of 32 and 2 batch-norm splits (the MoCo family) and small MoCHi mixes."""
     torch.manual_seed(seed)
     options = {"projector_hidden": 16, "projector_out": 8, "augment": noisy_views, **options}
     if issubclass(METHODS[name], MoCo):
@@ -127,7 +127,8 @@ def tiny_method(name, seed=0, **options):
 
 
 def noisy_batch(method, images, index):
-    """The batch of `images[index]`: two noisy views and, for a method that learns from labels, labels."""
+    """The batch of `images[index]`: two noisy views and, for a method that learns from labels,
+    labels."""
     return Batch(views_of(images[index]), images[index],
                  some_labels(len(images))[index] if method.requires_labels else None, index)
 
@@ -143,8 +144,8 @@ def train_briefly(method, images, **options):
 
 def tiny_simclr(seed=0, **options):
     torch.manual_seed(seed)
-    return SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views,
-                  **options)
+    return SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                  augment=noisy_views, **options)
 
 
 def short_run(images, method=None, **options):
@@ -158,7 +159,8 @@ def step_losses(history):
 
 
 def tiny_sce(seed=0, cls=SCE, **options):
-    """SCE (or `cls`, e.g. MoCo) with a queue of 32 and 2 batch-norm splits; SCE's key view is flipped."""
+    """SCE (or `cls`, e.g. MoCo) with a queue of 32 and 2 batch-norm splits; SCE's key view is
+    flipped."""
     torch.manual_seed(seed)
     options = {"projector_hidden": 16, "projector_out": 8, "augment": noisy_views, "queue_size": 32,
                "bn_splits": 2, **options}
@@ -215,7 +217,8 @@ def tiny_encoder(scheme="cl"):
     """An untrained encoder of a robustness scheme ('cl', 'scl' or 'sl') on a width-4 SmallCNN."""
     torch.manual_seed(0)
     options = dict(num_classes=3) if scheme == "sl" else dict(projector_hidden=16, projector_out=8)
-    return build_method(SCHEMES[scheme], Backbone(SmallCNN(width=4)), augment=identity_views, **options)
+    return build_method(SCHEMES[scheme], Backbone(SmallCNN(width=4)), augment=identity_views,
+                        **options)
 
 
 def reference_supcon(z1, z2, labels, temperature):
@@ -280,8 +283,8 @@ def write_notebook(path, *cells):
     """A notebook file of a title and the code `cells`, written as plain JSON."""
     cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
              for source in cells]
-    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# a title"},
-                                          *cells],
+    title = {"cell_type": "markdown", "metadata": {}, "source": "# a title"}
+    path.write_text(json.dumps({"cells": [title, *cells],
                                 "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     return path
 

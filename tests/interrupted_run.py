@@ -6,8 +6,8 @@ to compare with.
 
 (imported, not run as __main__: the run's configuration names the augmentation by its module).
 
-MOMENT: "mid-epoch" (the first step of epoch 3), "mid-write-last" (half of the epoch-2 last.pt written) or
-"mid-write-snapshot" (half of epoch_0002.pt written, after the epoch-2 last.pt)."""
+MOMENT: "mid-epoch" (the first step of epoch 3), "mid-write-last" (half of the epoch-2 last.pt
+written) or "mid-write-snapshot" (half of epoch_0002.pt written, after the epoch-2 last.pt)."""
 import io
 import time
 

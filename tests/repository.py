@@ -1,8 +1,12 @@
-"""Paths of this repository, its scripts (tools/, bench/) loaded as modules for the tests, and the
-mistakes planted in its notebooks' exercises."""
+"""Paths of this repository, its scripts (tools/, bench/) loaded as modules for the tests, a dry run
+of its Makefile, and the mistakes planted in its notebooks' exercises."""
 import importlib.util
+import shutil
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -22,10 +26,19 @@ def load_bench(name: str):
     return load_script(REPO / "bench" / f"{name}.py")
 
 
-# The planted mistakes (tests/tools/test_notebooks_nbgrader.py and tests/e2e_nbgrader.py). Per notebook
-# (its number): the exercise to get wrong, a text in its solution, what replaces it, and a piece of the
-# hint the checker gives for that mistake. The last exercise of a notebook is picked where later
-# exercises call earlier ones, so that the mistake costs it alone.
+def make_dry_run(*arguments):
+    """What `make -n -B ARGUMENTS` would run (the test is skipped without make)."""
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    done = subprocess.run(["make", "-n", "-B", *arguments], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# The planted mistakes (tests/tools/test_notebooks_nbgrader.py and tests/e2e_nbgrader.py). Per
+# notebook (its number): the exercise to get wrong, a text in its solution, what replaces it, and a
+# piece of the hint the checker gives for that mistake. The last exercise of a notebook is picked
+# where later exercises call earlier ones, so that the mistake costs it alone.
 PLANTED = {
     "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
     "02": ("anchor_gradient", "(1 - p[0]) * u_positive", "p[0] * u_positive",
@@ -33,7 +46,8 @@ PLANTED = {
     "03": ("moco_step", 'masked_fill(own_image, float("-inf"))', "masked_fill(own_image, 0.0)",
            "Mask with -inf, not 0"),
     "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()",
-           "return -torch.log(pos / (pos + ng)).sum()", "Average over the anchors (mean), not a sum."),
+           "return -torch.log(pos / (pos + ng)).sum()",
+           "Average over the anchors (mean), not a sum."),
     "05": ("fgsm_contrastive", "gradient.sign()", "gradient", "steps along the"),
     "06": ("repulsion_term", "torch.stack(pair_terms).mean()", "torch.stack(pair_terms).sum()",
            "Average over the V(V − 1)/2 pairs of views, don't sum them."),

@@ -1,6 +1,8 @@
 """Tests for clcourse.data on tiny fake datasets written in the official on-disk formats.
 
-Nothing here downloads: the torchvision downloader is replaced by fakes.
+Nothing here downloads: the torchvision downloader is replaced by fakes. Damaged files name
+themselves and how to recreate them; booleans and integers of other types are accepted or refused
+clearly.
 """
 import importlib.util
 import os
@@ -458,3 +460,49 @@ def test_load_dataset_imbalanced_cifar100_uses_its_100_classes(tmp_path):
 def test_real_imbalanced_cifar10_has_27500_images():
     _, labels = load_dataset("cifar10", root=REAL_CIFAR10, imbalanced=True)
     assert torch.bincount(labels).tolist() == [500 * (c + 1) for c in range(10)]
+
+
+# ---------------------------------------------------------------- damaged files
+
+def test_a_truncated_cifar_batch_names_the_file_and_how_to_recreate_it(cifar_root):
+    batch = cifar_root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{batch} is damaged .*delete .*load_dataset\\('cifar10', download=True\\)"):
+        load_dataset("cifar10", root=cifar_root)
+    assert len(load_dataset("cifar10", root=cifar_root, train=False)[0]) == 4     # the other split still loads
+
+
+def test_a_cifar_batch_of_the_wrong_shape_names_the_file(cifar_root):
+    batch = cifar_root / "cifar-10-batches-py" / "test_batch"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": np.zeros((4, 100), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+    with pytest.raises(ValueError, match=f"{batch} is damaged .*not N rows of 3072 pixels"):
+        load_dataset("cifar10", root=cifar_root, train=False)
+
+
+def test_a_truncated_stl10_file_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_CACHE", {})
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    (folder / "test_X.bin").write_bytes(bytes(3 * 96 * 96 + 10))
+    (folder / "test_y.bin").write_bytes(bytes([1]))
+    with pytest.raises(ValueError, match=f"{folder / 'test_X.bin'} is damaged .*not a whole number"):
+        load_dataset("stl10", root=tmp_path, train=False, download=False)
+
+
+# ---------------------------------------------------------------- arguments of other types
+
+@pytest.mark.parametrize("argument", ["train", "download"])
+def test_load_dataset_takes_booleans_only(cifar_root, argument):
+    with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
+        load_dataset("cifar10", root=cifar_root, **{argument: "no"})
+    assert len(load_dataset("cifar10", root=cifar_root, train=np.bool_(False))[0]) == 4     # the test split
+
+
+def test_numpy_and_tensor_subsets_are_integers(cifar_root):
+    expected, _ = load_dataset("cifar10", root=cifar_root, subset=10)
+    for subset in (np.int64(10), torch.tensor(10), np.array(10)):
+        assert torch.equal(load_dataset("cifar10", root=cifar_root, subset=subset)[0], expected)
+    for bad in (np.float64(2.5), torch.tensor([10]), np.bool_(True)):
+        with pytest.raises(ValueError, match=r"subset must be an integer in \[1, 20\]"):
+            load_dataset("cifar10", root=cifar_root, subset=bad)

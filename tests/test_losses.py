@@ -1,16 +1,21 @@
-"""Losses against slow references that loop over anchors in float64, one formula line per paper equation."""
+"""Losses (clcourse/losses.py) against slow references that loop over anchors in float64, one
+formula line per paper equation: InfoNCE, DCL and HCL, MoCo's InfoNCE, MoCHi's synthetic negatives,
+SCE's soft target and both forms of its loss, SupCon; bad input; edges found by tools/mutate.py.
+(CACR and multi-view InfoNCE: tests/test_losses_cacr.py.)"""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.losses import dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce, positive_index
-from helpers import randn
+from clcourse.losses import (dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce,
+                             positive_index, sce, sce_in_batch, sce_target, supcon)
+from helpers import randn, reference_sce, reference_supcon
 
 SHAPES = [(2, 3), (2, 16), (5, 3), (5, 16)]  # (B, D)
 TEMPERATURES = [0.1, 0.5, 1.0]
 SEEDS = [0, 1, 2]
+DIM = 8
 
 
 def views(seed, batch, dim):
@@ -282,6 +287,16 @@ def test_moco_info_nce_with_mochi_negatives_matches_the_loop():
     assert torch.equal(moco_info_nce(q, k, queue, extra_negatives=empty), moco_info_nce(q, k, queue))
 
 
+def test_moco_info_nce_with_every_queue_entry_masked_is_refused():
+    q, k, queue = torch.randn(4, 8), torch.randn(4, 8), torch.randn(6, 8)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[1] = True
+    with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query"):
+        moco_info_nce(q, k, queue, queue_mask=mask)
+    extra = torch.randn(4, 2, 8)            # synthetic negatives are negatives too
+    assert moco_info_nce(q, k, queue, queue_mask=mask, extra_negatives=extra) > 0
+
+
 # ---------------------------------------------------------------- MoCHi
 
 def mochi_inputs(seed=0, batch=4, queue_size=30, dim=8):
@@ -401,6 +416,187 @@ def test_mochi_with_no_mixes_returns_an_empty_set():
     assert mochi_negatives(q, queue, 4, 0, 2).shape == (4, 2, 8)
 
 
+# ---------------------------------------------------------------- SCE: soft target, both forms
+
+def inputs(seed=0, batch=5, size=11, dim=DIM, masked=False):
+    """Raw (not unit) q, k, queue, and optionally a mask that leaves every query at least one entry."""
+    q, k, queue = (randn(seed, batch, dim, dtype=torch.float64) * 2,
+                   randn(seed + 1, batch, dim, dtype=torch.float64) * 0.5,
+                   randn(seed + 2, size, dim, dtype=torch.float64) * 3)
+    mask = None
+    if masked:
+        mask = torch.rand(batch, size, generator=torch.Generator().manual_seed(seed + 3)) < 0.3
+        mask[:, -1] = False
+    return q, k, queue, mask
+
+
+def reference_in_batch(z1, z2, temperature, temperature_momentum, lam):
+    """The paper's equation, term by term: s2_ik, w2_ik, p1_ik."""
+    u1, u2 = F.normalize(z1, dim=1), F.normalize(z2.detach(), dim=1)
+    n, total = len(u1), 0.0
+    for i in range(n):
+        others = [math.exp(float(u2[i] @ u2[j]) / temperature_momentum) for j in range(n) if j != i]
+        denominator = torch.stack([torch.exp(u1[i] @ u2[j] / temperature) for j in range(n)]).sum()
+        for kk in range(n):
+            s2 = 0.0 if kk == i else math.exp(float(u2[i] @ u2[kk]) / temperature_momentum) / sum(others)
+            w2 = lam * (kk == i) + (1 - lam) * s2
+            total = total - w2 * torch.log(torch.exp(u1[i] @ u2[kk] / temperature) / denominator)
+    return total / n
+
+
+def value_and_grad(fn, q):
+    q = q.clone().requires_grad_()
+    value = fn(q)
+    gradient, = torch.autograd.grad(value, q)
+    return value.detach(), gradient
+
+
+@pytest.mark.parametrize("temperature, temperature_momentum, lam, masked", [
+    (0.1, 0.05, 0.5, False), (0.2, 0.1, 0.3, True), (0.5, 0.5, 0.0, True), (0.07, 0.04, 0.9, False),
+])
+def test_sce_value_and_gradient_match_the_loop(temperature, temperature_momentum, lam, masked):
+    q, k, queue, mask = inputs(masked=masked)
+    value, gradient = value_and_grad(lambda x: sce(x, k, queue, temperature, temperature_momentum, lam, mask), q)
+    expected, expected_gradient = value_and_grad(
+        lambda x: reference_sce(x, k, queue, temperature, temperature_momentum, lam, mask), q)
+    assert torch.allclose(value.double(), expected, atol=1e-5)
+    assert torch.allclose(gradient.double(), expected_gradient, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_lambda_one_is_moco_info_nce(masked):
+    q, k, queue, mask = inputs(seed=4, masked=masked)
+    value, gradient = value_and_grad(lambda x: sce(x, k, queue, 0.2, 0.05, 1.0, mask), q)
+    expected, expected_gradient = value_and_grad(lambda x: moco_info_nce(x, k, queue, 0.2, queue_mask=mask), q)
+    assert torch.allclose(value, expected, atol=1e-6) and torch.allclose(gradient, expected_gradient, atol=1e-6)
+
+
+def test_loss_is_linear_in_lambda_between_infonce_and_the_relational_loss():
+    q, k, queue, mask = inputs(seed=6, masked=True)
+    relational, infonce = (sce(q, k, queue, 0.1, 0.05, lam, mask) for lam in (0.0, 1.0))
+    for lam in (0.25, 0.5, 0.8):
+        assert torch.allclose(sce(q, k, queue, 0.1, 0.05, lam, mask), lam * infonce + (1 - lam) * relational, atol=1e-5)
+    assert not torch.allclose(relational, infonce, atol=1e-2)
+
+
+@pytest.mark.parametrize("lam, masked", [(0.5, False), (0.3, True), (0.0, True), (1.0, False)])
+def test_targets_are_distributions_with_exactly_lambda_on_the_positive(lam, masked):
+    _, k, queue, mask = inputs(seed=8, masked=masked)
+    target = sce_target(k, queue, 0.05, lam, mask)
+    assert target.shape == (5, 12) and not target.requires_grad
+    assert (target >= 0).all() and torch.allclose(target.sum(1), torch.ones(5), atol=1e-6)
+    assert torch.equal(target[:, 0], torch.full((5,), lam))
+    if masked:
+        assert (target[:, 1:][mask] == 0).all() and (target[:, 1:][~mask] > 0).all()
+    unit_k, unit_queue = F.normalize(k, dim=1), F.normalize(queue, dim=1)
+    for b in range(5):     # the queue part, one query at a time: (1 - lam) exp(k.n / tau_m) / sum over the allowed n
+        allowed = [j for j in range(11) if mask is None or not mask[b, j]]
+        weights = torch.exp(unit_queue[allowed] @ unit_k[b] / 0.05)
+        assert torch.allclose(target[b, 1:][allowed].double(), (1 - lam) * weights / weights.sum(), atol=1e-6)
+
+
+def test_target_leaves_the_self_slot_out_unlike_the_deprecated_code():
+    # The deprecated code puts the key itself into the relation with logit 0: a small, nonzero weight.
+    _, k, queue, _ = inputs(seed=9)
+    target = sce_target(k, queue, 0.05, 0.5)
+    scores = F.normalize(k, dim=1) @ F.normalize(queue, dim=1).T / 0.05
+    with_self_slot = torch.cat([torch.zeros(5, 1, dtype=scores.dtype), scores], dim=1)
+    deprecated_positive = 0.5 + 0.5 * torch.softmax(with_self_slot, dim=1)[:, 0]
+    assert (deprecated_positive > target[:, 0]).all()
+
+
+def test_no_gradient_reaches_the_key_the_queue_or_the_target():
+    q, k, queue, mask = inputs(seed=10, masked=True)
+    q, k, queue = (t.clone().requires_grad_() for t in (q, k, queue))
+    sce(q, k, queue, 0.1, 0.05, 0.5, mask).backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert k.grad is None and queue.grad is None
+    assert not sce_target(k, queue, 0.05, 0.5).requires_grad
+
+
+def test_masked_entries_count_as_if_they_were_not_in_the_queue():
+    q, k, queue, _ = inputs(seed=12, batch=1)
+    mask = torch.zeros(1, 11, dtype=torch.bool)
+    mask[0, [2, 5, 6]] = True
+    kept = [j for j in range(11) if not mask[0, j]]
+    assert torch.allclose(sce(q, k, queue, 0.1, 0.05, 0.5, mask), sce(q, k, queue[kept], 0.1, 0.05, 0.5), atol=1e-6)
+
+
+def test_sce_is_finite_and_float32_at_small_temperatures_and_under_autocast():
+    q, k, queue, mask = inputs(seed=14, masked=True)
+    assert math.isfinite(sce(q * 10, k, queue, 0.01, 0.005, 0.5, mask).item())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sce(q.float(), k.float(), queue.float(), 0.1, 0.05, 0.5, mask)
+    assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_in_batch_form_matches_the_papers_equation_and_the_queue_form(lam):
+    z1, z2 = randn(20, 6, DIM, dtype=torch.float64), randn(21, 6, DIM, dtype=torch.float64)
+    value, gradient = value_and_grad(lambda x: sce_in_batch(x, z2, 0.2, 0.1, lam), z1)
+    expected, expected_gradient = value_and_grad(lambda x: reference_in_batch(x, z2, 0.2, 0.1, lam), z1)
+    assert torch.allclose(value.double(), expected, atol=1e-5)
+    assert torch.allclose(gradient.double(), expected_gradient, atol=1e-5)
+    # image i with key z2_i and the other images' z2 as its queue
+    per_image = torch.stack([sce(z1[i:i + 1], z2[i:i + 1], z2[[j for j in range(6) if j != i]], 0.2, 0.1, lam)
+                             for i in range(6)])
+    assert torch.allclose(value, per_image.mean(), atol=1e-5)
+    z1, z2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    sce_in_batch(z1, z2, 0.2, 0.1, lam).backward()
+    assert z1.grad is not None and z2.grad is None
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda q, k, Q: sce(q, k, Q, lam=1.5), r"lam must be in \[0.0, 1.0\], got 1.5"),
+    (lambda q, k, Q: sce(q, k, Q, lam=-0.1), r"lam must be in \[0.0, 1.0\], got -0.1"),
+    (lambda q, k, Q: sce(q, k, Q, temperature=0.0), "temperature must be a finite number > 0, got 0.0"),
+    (lambda q, k, Q: sce(q, k, Q, temperature_momentum=-1.0),
+     "temperature_momentum must be a finite number > 0, got -1.0"),
+    (lambda q, k, Q: sce(q, k, Q[:, :4]), r"queue must have the embedding size of k \(8\).*got shape \(11, 4\)"),
+    (lambda q, k, Q: sce(q, k[:3], Q), r"q and k must have the same shape, got \(5, 8\) and \(3, 8\)"),
+    (lambda q, k, Q: sce(q[:, :4], k, Q), r"q and k must have the same shape"),
+    (lambda q, k, Q: sce(q, k, Q, queue_mask=torch.zeros(5, 10, dtype=torch.bool)), r"queue_mask .* \[5, 11\]"),
+    (lambda q, k, Q: sce_target(k, Q, lam=2), r"lam must be in \[0.0, 1.0\], got 2"),
+    (lambda q, k, Q: sce_target(k, Q, temperature_momentum=0), "temperature_momentum must be a finite number > 0"),
+    (lambda q, k, Q: sce_in_batch(q, k[:, :4]), "z1 and z2 must have the same shape"),
+    (lambda q, k, Q: sce_in_batch(q[:1], k[:1]), "at least 2 images"),
+    (lambda q, k, Q: sce_in_batch(q, k, lam=float("nan")), r"lam must be in \[0.0, 1.0\], got nan"),
+])
+def test_bad_input_names_the_argument_the_value_and_the_range(call, message):
+    q, k, queue, _ = inputs()
+    with pytest.raises(ValueError, match=message):
+        call(q.float(), k.float(), queue.float())
+
+
+# ---------------------------------------------------------------- SupCon
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_supcon_and_its_gradient_match_a_loop_over_anchors(temperature):
+    z1, z2 = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    ours = supcon(z1, z2, labels, temperature)
+    ours_grad = torch.autograd.grad(ours, (z1, z2))
+    expected = reference_supcon(z1, z2, labels, temperature)
+    expected_grad = torch.autograd.grad(expected, (z1, z2))
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+    for a, b in zip(ours_grad, expected_grad):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5)
+
+
+def test_supcon_with_distinct_labels_is_info_nce():
+    z1, z2 = torch.randn(8, 4), torch.randn(8, 4)
+    assert torch.allclose(supcon(z1, z2, torch.arange(8), 0.2), info_nce(z1, z2, 0.2), atol=1e-6)
+    # ...and a shared label changes it (the positives are more than the other view)
+    assert not torch.allclose(supcon(z1, z2, torch.zeros(8, dtype=torch.long), 0.2), info_nce(z1, z2, 0.2))
+
+
+@pytest.mark.parametrize("labels, says", [(None, "labels"), (torch.arange(5), "labels has 5 entries"),
+                                           (torch.rand(6), "integer")])
+def test_supcon_refuses_bad_labels(labels, says):
+    with pytest.raises(ValueError, match=says):
+        supcon(torch.randn(6, 4), torch.randn(6, 4), labels, 0.1)
+
+
 # ---------------------------------------------------------------- bad input
 
 Z = torch.randn(4, 8)
@@ -446,3 +642,116 @@ def test_bad_input_names_the_argument(call, argname):
 def test_n_hardest_error_gives_the_queue_size():
     with pytest.raises(ValueError, match=r"n_hardest.*K = 10.*11"):
         mochi_negatives(Z, QUEUE, 11, 1, 1)
+
+
+# ---------------------------------------------------------------- edges found by tools/mutate.py
+
+Q, K, SMALL_QUEUE = randn(0, 3, 6), randn(1, 3, 6), randn(2, 5, 6)
+
+
+def test_mochi_with_two_hardest_never_pairs_an_entry_with_itself():
+    mix = mochi_mix(Q, SMALL_QUEUE, n_hardest=2, n_mix_negatives=40, n_mix_query=0,
+                    generator=torch.Generator().manual_seed(0))
+    assert (mix.pair_index[..., 0] != mix.pair_index[..., 1]).all()
+
+
+def test_mochi_draws_every_ordered_pair_of_the_hardest_set():
+    mix = mochi_mix(Q, SMALL_QUEUE, n_hardest=3, n_mix_negatives=200, n_mix_query=0,
+                    generator=torch.Generator().manual_seed(0))
+    for b in range(len(Q)):
+        position = {int(j): p for p, j in enumerate(mix.hardest_index[b])}
+        pairs = [(position[int(i)], position[int(j)]) for i, j in mix.pair_index[b]]
+        counts = {pair: pairs.count(pair) for pair in set(pairs)}
+        assert set(counts) == {(a, c) for a in range(3) for c in range(3) if a != c}
+        assert min(counts.values()) > 200 / 6 / 2          # about evenly: 33 each expected
+
+
+def test_mochi_coefficients_cover_their_whole_ranges():
+    mix = mochi_mix(Q, SMALL_QUEUE, n_hardest=3, n_mix_negatives=100, n_mix_query=100,
+                    generator=torch.Generator().manual_seed(0))
+    assert 0 <= mix.alpha.min() < 0.05 and 0.95 < mix.alpha.max() <= 1           # alpha ~ U(0, 1)
+    assert 0 <= mix.beta.min() < 0.03 and 0.47 < mix.beta.max() < 0.5            # beta ~ U(0, 0.5)
+
+
+def test_mochi_n_hardest_may_be_the_whole_queue_or_all_the_mask_leaves():
+    assert mochi_mix(Q, SMALL_QUEUE, n_hardest=5, n_mix_negatives=2,
+                     n_mix_query=2).hardest_index.shape == (3, 5)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[:, :2] = True                                                            # 3 entries left to each query
+    mix = mochi_mix(Q, SMALL_QUEUE, n_hardest=3, n_mix_negatives=2, n_mix_query=2, queue_mask=mask)
+    assert sorted(mix.hardest_index[0].tolist()) == [2, 3, 4]
+    with pytest.raises(ValueError, match="n_hardest"):
+        mochi_mix(Q, SMALL_QUEUE, n_hardest=4, n_mix_negatives=2, n_mix_query=2, queue_mask=mask)
+    with pytest.raises(ValueError, match="n_hardest"):
+        mochi_mix(Q, SMALL_QUEUE, n_hardest=6, n_mix_negatives=2, n_mix_query=2)
+
+
+def test_moco_extra_negatives_are_normalised():
+    extra = randn(3, 3, 4, 6)
+    unit = extra / extra.norm(dim=2, keepdim=True)
+    assert torch.allclose(moco_info_nce(Q, K, SMALL_QUEUE, extra_negatives=5 * extra),
+                          moco_info_nce(Q, K, SMALL_QUEUE, extra_negatives=unit), atol=1e-6)
+
+
+def test_moco_mask_check_counts_extra_negatives_as_negatives():
+    everything = torch.ones(3, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="queue_mask"):
+        moco_info_nce(Q, K, SMALL_QUEUE, queue_mask=everything)
+    with pytest.raises(ValueError, match="queue_mask"):
+        moco_info_nce(Q, K, SMALL_QUEUE, queue_mask=everything,
+                      extra_negatives=Q.new_zeros(3, 0, 6))
+    loss = moco_info_nce(Q, K, SMALL_QUEUE, queue_mask=everything,
+                         extra_negatives=randn(3, 3, 2, 6))
+    assert torch.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize("loss", [dcl, hcl])
+def test_tau_plus_one_divides_by_zero_and_is_refused(loss):
+    with pytest.raises(ValueError, match=r"tau_plus must be in \[0.0, 1.0\), got 1.0"):
+        loss(Q, K, tau_plus=1.0)
+    assert torch.isfinite(loss(Q, K, tau_plus=0.999))
+    assert torch.isfinite(loss(Q, K, tau_plus=0.0))
+
+
+def test_hcl_beta_range_is_zero_to_infinity_open():
+    with pytest.raises(ValueError, match=r"beta must be in \[0.0, inf\), got inf"):
+        hcl(Q, K, beta=math.inf)
+    assert torch.allclose(hcl(Q, K, beta=0.0), dcl(Q, K))
+    with pytest.raises(ValueError, match="beta"):
+        hcl(Q, K, beta=-1e-9)
+
+
+@pytest.mark.parametrize("loss,documented,other", [
+    (info_nce, dict(temperature=0.5), dict(temperature=0.2)),
+    (dcl, dict(temperature=0.5, tau_plus=0.1), dict(temperature=0.2, tau_plus=0.2)),
+    (hcl, dict(temperature=0.5, tau_plus=0.1, beta=1.0), dict(temperature=0.2, tau_plus=0.2, beta=2.0)),
+    (sce_in_batch, dict(temperature=0.1, temperature_momentum=0.05, lam=0.5),
+     dict(temperature=0.2, temperature_momentum=0.1, lam=0.25)),
+])
+def test_pair_loss_defaults_are_the_documented_values(loss, documented, other):
+    assert torch.equal(loss(Q, K), loss(Q, K, **documented))
+    for name, value in other.items():                       # each default matters on these inputs
+        assert not torch.allclose(loss(Q, K, **documented), loss(Q, K, **{**documented, name: value}))
+
+
+@pytest.mark.parametrize("loss,documented,other", [
+    (moco_info_nce, dict(temperature=0.2), dict(temperature=0.1)),
+    (sce, dict(temperature=0.1, temperature_momentum=0.05, lam=0.5),
+     dict(temperature=0.2, temperature_momentum=0.1, lam=0.25)),
+    (lambda q, k, queue, **kw: sce_target(k, queue, **kw), dict(temperature_momentum=0.05, lam=0.5),
+     dict(temperature_momentum=0.1, lam=0.25)),
+])
+def test_queue_loss_defaults_are_the_documented_values(loss, documented, other):
+    assert torch.equal(loss(Q, K, SMALL_QUEUE), loss(Q, K, SMALL_QUEUE, **documented))
+    for name, value in other.items():
+        assert not torch.allclose(loss(Q, K, SMALL_QUEUE, **documented),
+                                  loss(Q, K, SMALL_QUEUE, **{**documented, name: value}))
+
+
+def test_mochi_mixes_in_float32_whatever_the_input_precision():
+    mix = mochi_mix(Q.bfloat16(), SMALL_QUEUE.bfloat16(), n_hardest=3, n_mix_negatives=2,
+                    n_mix_query=2, generator=torch.Generator().manual_seed(0))
+    reference = mochi_mix(Q.bfloat16().float(), SMALL_QUEUE.bfloat16().float(), n_hardest=3,
+                          n_mix_negatives=2, n_mix_query=2,
+                          generator=torch.Generator().manual_seed(0))
+    assert mix.negatives.dtype == torch.float32 and torch.equal(mix.negatives, reference.negatives)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import clcourse.negatives as negatives
 from clcourse.negatives import (EmbeddingMap, MapCache, effective_negatives, embedding_map, false_negative_rate,
                                 features_fingerprint, fit_embedding_map, hardest_negatives, negative_gradient_weights,
-                                negative_weights, negative_weights_from_similarities, same_class_gradient_share,
+                                negative_weights, negative_weights_from_similarities, off_diagonal,
+                                rank_among_negatives, same_class_gradient_share,
                                 similarity_distributions, view_pair_negatives, weight_entropy)
 
 
@@ -422,6 +423,55 @@ def test_umap_map_is_seeded_and_places_new_points():
     assert emb_map.project(features[:5]).shape == (5, 2)
 
 
+# ------------------------------------------------------------------ rank among negatives (CLAE)
+
+def loop_rank(anchors, negatives, candidates):
+    a, c = F.normalize(anchors, dim=1), F.normalize(candidates, dim=1)
+    real = [F.normalize(v, dim=1) for v in negatives]
+    batch = len(a)
+    rows = []
+    for k in range(batch):
+        reals = [float(a[k] @ view[n]) for view in real for n in range(batch) if n != k]
+        rows.append([sum(s < float(a[k] @ c[m]) for s in reals) / len(reals) for m in range(batch) if m != k])
+    return torch.tensor(rows)
+
+
+@pytest.mark.parametrize("batch, views", [(2, 1), (5, 2), (7, 3)])
+def test_rank_among_negatives_matches_a_loop(batch, views):
+    generator = torch.Generator().manual_seed(batch)
+    anchors, candidates = torch.randn(batch, 4, generator=generator), torch.randn(batch, 4, generator=generator)
+    negatives = [torch.randn(batch, 4, generator=generator) for _ in range(views)]
+    expected = loop_rank(anchors, negatives, candidates)
+    assert torch.allclose(rank_among_negatives(anchors, negatives, candidates), expected)
+
+
+def test_rank_is_one_for_a_copy_of_the_anchor_and_zero_for_its_opposite():
+    generator = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
+    # candidate m = anchor 0's own embedding: for anchor 0 it is harder than every real negative
+    ranks = rank_among_negatives(z1, (z1, z2), z1[[0] * 6])
+    assert torch.equal(ranks[0], torch.ones(5))
+    assert torch.equal(rank_among_negatives(z1, (z1, z2), -z1[[0] * 6])[0], torch.zeros(5))
+
+
+def test_off_diagonal_keeps_each_row_in_column_order():
+    matrix = torch.arange(9).view(3, 3)
+    assert off_diagonal(matrix).tolist() == [[1, 2], [3, 5], [6, 7]]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: rank_among_negatives(torch.randn(1, 3), [torch.randn(1, 3)], torch.randn(1, 3)), "at least 2 images"),
+    (lambda: rank_among_negatives(torch.randn(3, 3), [], torch.randn(3, 3)), "at least one"),
+    (lambda: rank_among_negatives(torch.randn(3, 3), [torch.randn(4, 3)], torch.randn(3, 3)),
+     r"negatives\[0\] must have the shape of anchors"),
+    (lambda: rank_among_negatives(torch.randn(3, 3), [torch.randn(3, 3)], torch.randn(3, 2)),
+     "candidates must have the shape of anchors"),
+])
+def test_rank_bad_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 # ------------------------------------------------------------------ bad input
 
 def test_bad_input_raises_value_errors_naming_the_argument():
@@ -487,3 +537,11 @@ def test_bad_input_raises_value_errors_naming_the_argument():
         embedding_map(z, "pca", n_components=5)
     with pytest.raises(ValueError, match="features must have the fitted feature dimension 4"):
         fit_embedding_map(z, "pca", cache=None).project(torch.randn(2, 3))
+
+
+def test_effective_negatives_of_zero_weights_is_refused():
+    with pytest.raises(ValueError, match="weights must have a positive sum .* row of zeros"):
+        effective_negatives(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="weights must be finite"):
+        effective_negatives(torch.tensor([1.0, float("nan")]))
+    assert effective_negatives(torch.ones(2, 5)).tolist() == pytest.approx([5.0, 5.0])

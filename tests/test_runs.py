@@ -1,39 +1,31 @@
-"""Faults and bad input (issue 16): every probe of a hostile user is a test here, so that none gives a silent
-wrong result or loses a run, and every error names the file or argument and says what to do.
-
-Training faults happen for real where they can: a training subprocess killed with SIGKILL mid-epoch and
-mid-write, files corrupted on disk, a full disk as a writer that fails. A read-only folder is mocked through
-os.access (tests may run as root, for whom permissions do not bite) and tried with chmod where they do."""
+"""The run store (clcourse/runs.py) as training uses it: run folders, atomic checkpoints, snapshots,
+exact resume (bf16 and fp16 included), the configuration a run stores and a resume with another one
+refused; and its faults, for real where they can happen: a training subprocess killed with SIGKILL
+mid-epoch and mid-write, files corrupted on disk, a full disk as a writer that fails. A read-only
+folder is mocked through os.access (tests may run as root, for whom permissions do not bite) and
+tried with chmod where they do."""
 import errno
 import json
 import os
-import pickle
 import select
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
 
-import clcourse.data as data
 import clcourse.runs
-from clcourse.augment import simclr_cifar
+import clcourse.train
 from clcourse.data import load_dataset
-from clcourse.evaluate import extract_features, knn_accuracy, linear_probe
-from clcourse.losses import info_nce, moco_info_nce
-from clcourse.methods import METHODS, SimCLR
+from clcourse.losses import info_nce
+from clcourse.methods import DCL
 from clcourse.models import Backbone, SmallCNN
-from clcourse.negatives import effective_negatives, hardest_negatives
-from clcourse.runs import load_weights, snapshots_by_epoch
-from clcourse.train import KnnData, NonFiniteLossError
-from helpers import notebook_with, noisy_views, short_run, step_losses, tiny_method, tiny_simclr
-from repository import REPO, load_script
-
-tool = load_script(REPO / "tools" / "notebooks.py")
+from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
+from helpers import noisy_views, short_run, step_losses, tiny_method, tiny_simclr
+from repository import REPO
 
 
 def assert_same_weights(a, b):
@@ -41,11 +33,126 @@ def assert_same_weights(a, b):
         assert torch.equal(x.cpu(), y.cpu()), name
 
 
-# ================================================================ silent wrong results and data loss
+# ---------------------------------------------------------------- folders, atomic writes, snapshots
 
-# ---------------------------------------------------------------- a resumed run with another configuration
-# (temperature, lr, weight decay, data, seed and batch size: tests/test_train.py
-# test_resuming_with_another_configuration_is_refused)
+def test_run_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
+    monkeypatch.setenv("CLCOURSE_PRESET", "smoke")
+    assert run_dir("simclr") == tmp_path / "smoke" / "simclr"
+    assert run_dir("simclr", preset="full") == tmp_path / "full" / "simclr"
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomically({"value": 1}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_atomically({"value": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["value"] == 1
+
+
+def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
+    method = tiny_simclr()
+    short_run(images, method, epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2)
+    snapshots = snapshots_by_epoch(tmp_path)
+    assert sorted(snapshots) == [2, 4, 5] and (tmp_path / "last.pt").is_file()
+    final = tiny_simclr(seed=123)
+    assert load_weights(final, snapshots[5])["epoch"] == 5
+    for (name, a), b in zip(method.state_dict().items(), final.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert snapshots_by_epoch(tmp_path / "missing") == {}
+
+
+def test_snapshots_every_third_epoch_and_at_the_end(small_images, tmp_path):
+    short_run(small_images, epochs=4, batch_size=16, checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert sorted(snapshots_by_epoch(tmp_path)) == [3, 4]
+
+
+# ---------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
+def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch):
+    # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the CPU.
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
+    reference_method = tiny_simclr()
+    reference = short_run(images, reference_method, checkpoint_dir=tmp_path / "reference")
+
+    interrupted = tiny_simclr()
+    steps_done = {"n": 0}
+
+    def crash_in_third_epoch(batch, output):
+        steps_done["n"] += 1
+        if steps_done["n"] == 7:  # 3 steps per epoch: epoch 3 has started
+            raise KeyboardInterrupt
+    interrupted.on_step_end = crash_in_third_epoch
+    with pytest.raises(KeyboardInterrupt):
+        short_run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
+
+    resumed_method = tiny_simclr(seed=123)  # other weights: the checkpoint must replace them
+    resumed = short_run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
+    assert step_losses(resumed) == step_losses(reference)
+    for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
+        assert torch.equal(a, b), name
+    scaler_state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["scaler"]
+    assert bool(scaler_state) == (amp_dtype == torch.float16)   # the scaler's scale is saved, and only for fp16
+
+
+def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
+    first = short_run(images, checkpoint_dir=tmp_path)
+    method = tiny_simclr(seed=5)
+    again = short_run(images, method, checkpoint_dir=tmp_path, resume=True)
+    assert again.epochs == first.epochs
+    reloaded = tiny_simclr(seed=9)
+    load_weights(reloaded, tmp_path / "last.pt")
+    for a, b in zip(method.state_dict().values(), reloaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_rejects_a_different_schedule(images, tmp_path):
+    short_run(images, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"schedule\.epochs: 3 \(now: 5\)"):
+        short_run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
+
+
+# ---------------------------------------------------------------- a run's configuration
+
+def test_a_run_stores_its_configuration(images, tmp_path):
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
+    assert saved == json.loads((tmp_path / "config.json").read_text())
+    assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
+    assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] == "test"
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(method=lambda: tiny_simclr(temperature=0.2)), "method.temperature: 0.5 (now: 0.2)"),
+    (dict(method=lambda: DCL(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                             augment=noisy_views)), "method.name: 'SimCLR' (now: 'DCL')"),
+    (dict(lr=0.2), "optimiser.lr_per_256_images: 0.1 (now: 0.2)"),
+    (dict(weight_decay=1e-4), "optimiser.weight_decay"),
+    (dict(images=lambda images: images[:32]), "data.images: [48, 3, 16, 16] (now: [32, 3, 16, 16])"),
+    (dict(images=lambda images: images.flip(0)), "data.fingerprint"),
+    (dict(seed=3), "seed: 0 (now: 3)"),
+    (dict(batch_size=8), "schedule.batch_size: 16 (now: 8)"),
+])
+def test_resuming_with_another_configuration_is_refused(images, tmp_path, change, field):
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    options = dict(change)
+    method = options.pop("method", tiny_simclr)()
+    data = options.pop("images", lambda x: x)(images)
+    with pytest.raises(ValueError, match="another configuration") as error:
+        short_run(data, method, checkpoint_dir=tmp_path, epochs=1, **options)
+    assert field in str(error.value)
+    assert "another run name" in str(error.value)
+
 
 @pytest.mark.parametrize("first, then, field", [
     ("simclr", "dcl", "method.name: 'SimCLR' (now: 'DCL')"),
@@ -57,7 +164,8 @@ def test_build_method_with_another_name_over_a_finished_run_is_refused(images, t
     with pytest.raises(ValueError, match="another configuration") as error:
         short_run(images, tiny_method(then), checkpoint_dir=tmp_path, epochs=1)
     assert field in str(error.value) and "another run name" in str(error.value)
-    assert short_run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1).epochs == finished.epochs
+    assert short_run(images, tiny_method(first), checkpoint_dir=tmp_path,
+                     epochs=1).epochs == finished.epochs
 
 
 def test_another_training_subset_is_refused(cifar_root, tmp_path):
@@ -68,8 +176,30 @@ def test_another_training_subset_is_refused(cifar_root, tmp_path):
         short_run(subset_12, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
 
 
+def test_the_same_configuration_with_another_loss_function_resumes(images, tmp_path):
+    # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses the run.
+    first = short_run(images, checkpoint_dir=tmp_path, epochs=1, method=tiny_simclr(loss=info_nce))
+    again = short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    assert again.epochs == first.epochs
+
+
+def test_a_checkpoint_without_configuration_is_refused(images, tmp_path):
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    del state["config"]
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="older version"):
+        short_run(images, checkpoint_dir=tmp_path, epochs=1)
+
+
 # ---------------------------------------------------------------- starting afresh over an existing run
-# (resume=False over a run: tests/test_train.py test_a_fresh_start_over_an_existing_run_is_refused)
+
+def test_a_fresh_start_over_an_existing_run_is_refused(images, tmp_path):
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    with pytest.raises(ValueError, match="resume=False would mix"):
+        short_run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
+    short_run(images, checkpoint_dir=tmp_path / "new", epochs=1, resume=False)   # empty: fine
+
 
 def test_a_refused_fresh_start_leaves_the_old_run_untouched(images, tmp_path):
     short_run(images, checkpoint_dir=tmp_path, epochs=2, checkpoint_every=1)
@@ -85,6 +215,12 @@ def test_snapshots_without_last_pt_are_not_mixed_with_a_new_run(images, tmp_path
     with pytest.raises(ValueError, match=r"holds snapshots \(epoch_0001.pt, epoch_0002.pt\) but no last.pt"):
         short_run(images, checkpoint_dir=tmp_path, epochs=2)
     assert sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
+
+
+def test_stale_temporary_files_are_removed_at_start(images, tmp_path):
+    (tmp_path / "epoch_0001.pt.tmp").write_bytes(b"half")
+    short_run(images, checkpoint_dir=tmp_path, epochs=1)
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 # ---------------------------------------------------------------- a training process killed for real
@@ -189,138 +325,8 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_file(images, tmp_path,
     monkeypatch.undo()
     assert not list(tmp_path.glob("*.tmp"))
     assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 1
-    assert len(short_run(images, checkpoint_dir=tmp_path).epochs) == 3     # space again: the run continues
+    assert len(short_run(images, checkpoint_dir=tmp_path).epochs) == 3   # space again: it continues
 
-
-# ---------------------------------------------------------------- image ranges and dtypes
-
-def test_float_pixels_in_0_255_are_refused_where_images_enter(images):
-    pixels_0_255 = images.float()
-    hint = "look like 0..255 pixel values"
-    with pytest.raises(ValueError, match=f"images holds float pixels in \\[0, 255\\].*{hint}"):
-        simclr_cifar(16)(pixels_0_255)
-    with pytest.raises(ValueError, match=f"images holds float pixels in \\[0, 255\\].*{hint}"):
-        extract_features(Backbone(SmallCNN(width=4)), pixels_0_255)
-    with pytest.raises(ValueError, match="images must be uint8 pixels 0..255.*to_uint8_images"):
-        short_run(images.float() / 255)
-    with pytest.raises(ValueError, match="knn_data.test_images holds float pixels"):
-        short_run(images, knn_data=KnnData(images, torch.zeros(48), pixels_0_255, torch.zeros(48)), knn_k=5)
-    with pytest.raises(ValueError, match=r"holds float pixels in \[nan, nan\]"):
-        simclr_cifar(16)(torch.full((2, 3, 16, 16), float("nan")))
-
-
-def test_float_pixels_in_the_unit_range_are_what_uint8_means(images):
-    backbone = Backbone(SmallCNN(width=4))
-    assert torch.equal(extract_features(backbone, images), extract_features(backbone, images.float() / 255))
-    generator = torch.Generator().manual_seed(0)
-    views = simclr_cifar(16)(images.float() / 255, generator)
-    assert torch.allclose(views, simclr_cifar(16)(images, torch.Generator().manual_seed(0)))
-
-
-def test_uint8_images_straight_into_a_backbone_are_refused(images):
-    with pytest.raises(ValueError, match="takes float pixels in \\[0, 1\\], got torch.uint8.*to_float_images"):
-        Backbone(SmallCNN(width=4))(images)
-
-
-# ---------------------------------------------------------------- booleans
-
-@pytest.mark.parametrize("argument", ["train", "download"])
-def test_load_dataset_takes_booleans_only(cifar_root, argument):
-    with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
-        load_dataset("cifar10", root=cifar_root, **{argument: "no"})
-    assert len(load_dataset("cifar10", root=cifar_root, train=np.bool_(False))[0]) == 4     # the test split
-
-
-@pytest.mark.parametrize("argument", ["resume", "progress", "compile"])
-def test_train_takes_booleans_only(images, argument):
-    with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
-        short_run(images, **{argument: "no"})
-
-
-# ---------------------------------------------------------------- losses with nothing to contrast
-
-def test_simclr_with_a_batch_of_one_image_is_refused_before_training(images):
-    method = tiny_simclr()
-    steps = []
-    step = method.training_step
-    method.training_step = lambda batch: (steps.append(1), step(batch))[1]
-    with pytest.raises(ValueError, match="batch_size must be at least 2 for SimCLR"):
-        short_run(images, method, batch_size=1)
-    assert not steps
-    with pytest.raises(ValueError, match="info_nce needs at least 2 images"):
-        info_nce(torch.randn(1, 8), torch.randn(1, 8))
-
-
-def test_moco_info_nce_with_every_queue_entry_masked_is_refused():
-    q, k, queue = torch.randn(4, 8), torch.randn(4, 8), torch.randn(6, 8)
-    mask = torch.zeros(4, 6, dtype=torch.bool)
-    mask[1] = True
-    with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query"):
-        moco_info_nce(q, k, queue, queue_mask=mask)
-    extra = torch.randn(4, 2, 8)            # synthetic negatives are negatives too
-    assert moco_info_nce(q, k, queue, queue_mask=mask, extra_negatives=extra) > 0
-
-
-def test_moco_proves_once_that_every_query_keeps_a_negative(images, monkeypatch):
-    import clcourse.methods.moco
-    with pytest.raises(ValueError, match="queue_size must be larger than 1"):
-        short_run(images, tiny_method("moco", queue_size=1), batch_size=8)
-    checked = []
-    real_loss = clcourse.methods.moco.moco_info_nce
-
-    def spy(*args, check_mask=True, **kwargs):
-        checked.append(check_mask)
-        return real_loss(*args, check_mask=check_mask, **kwargs)
-    monkeypatch.setattr(clcourse.methods.moco, "moco_info_nce", spy)
-    short_run(images, tiny_method("moco"), batch_size=8, epochs=2)
-    assert len(checked) == 12 and not any(checked)      # no host sync per step for the check
-
-
-def test_effective_negatives_of_zero_weights_is_refused():
-    with pytest.raises(ValueError, match="weights must have a positive sum .* row of zeros"):
-        effective_negatives(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match="weights must be finite"):
-        effective_negatives(torch.tensor([1.0, float("nan")]))
-    assert effective_negatives(torch.ones(2, 5)).tolist() == pytest.approx([5.0, 5.0])
-
-
-# ---------------------------------------------------------------- non-finite features
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_features_are_refused(bad):
-    features, labels = torch.randn(20, 4), torch.arange(20) % 2
-    broken = features.clone()
-    broken[3, 1] = bad
-    with pytest.raises(ValueError, match="train_features holds 1 NaN or infinite values"):
-        knn_accuracy(broken, labels, features, labels, k=3)
-    with pytest.raises(ValueError, match="test_features holds 1 NaN or infinite values"):
-        knn_accuracy(features, labels, broken, labels, k=3)
-    with pytest.raises(ValueError, match="train_features holds 1 NaN or infinite values"):
-        linear_probe(broken, labels, features, labels, epochs=1)
-    with pytest.raises(ValueError, match="anchors holds 1 NaN or infinite values"):
-        hardest_negatives(broken, features, k=2)
-    with pytest.raises(ValueError, match="candidates holds 1 NaN or infinite values"):
-        hardest_negatives(features, broken, k=2)
-
-
-# ---------------------------------------------------------------- solution markers students would receive
-
-@pytest.mark.parametrize("marker", ["### begin solution", "### Begin Solution", "### BEGIN  SOLUTION",
-                                    "## BEGIN SOLUTION", "#### BEGIN SOLUTION", "#BEGIN SOLUTION",
-                                    "BEGIN SOLUTION", "### BEGIN_SOLUTION", "### BEGINSOLUTION", "### end solution"])
-def test_near_miss_solution_markers_are_errors_naming_notebook_cell_and_line(tmp_path, capsys, marker):
-    bad, good = tmp_path / "bad.ipynb", tmp_path / "good.ipynb"
-    nbformat.write(notebook_with(f"y = 0\n{marker}\nsecret = 42\n### END SOLUTION"), bad)
-    nbformat.write(notebook_with(f"{tool.SOLUTION_BEGIN}\nsecret = 42\n{tool.SOLUTION_END}"), good)
-    out = tmp_path / "student"
-    assert tool.main(["student", str(bad), str(good), "--out", str(out)]) == 1
-    printed = capsys.readouterr().out
-    assert f"{bad}: cell 2 (y = 0), line 2: malformed marker {marker!r}" in printed
-    assert not (out / "bad.ipynb").exists()
-    assert "secret" not in (out / "good.ipynb").read_text()        # the rest of the batch is still written
-
-
-# ================================================================ unclear errors and tracebacks
 
 # ---------------------------------------------------------------- a damaged or foreign last.pt
 
@@ -401,9 +407,10 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
         short_run(images, interrupted, checkpoint_dir=unfinished)
     monkeypatch.setattr(clcourse.runs.os, "access",
                         lambda path, mode: False if Path(path).parent == tmp_path else real_access(path, mode))
-    assert short_run(images, checkpoint_dir=finished).epochs == first.epochs      # only read: returned as it is
+    # only read: returned as it is
+    assert short_run(images, checkpoint_dir=finished).epochs == first.epochs
     with pytest.raises(PermissionError, match=f"the run folder {unfinished} is not writable"):
-        short_run(images, checkpoint_dir=unfinished)                               # would train: refused at once
+        short_run(images, checkpoint_dir=unfinished)             # would train: refused at once
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="permissions do not bind root")
@@ -422,173 +429,3 @@ def test_a_folder_that_cannot_be_created_is_named(images, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot create the run folder {tmp_path / 'a_file' / 'run'}"):
         short_run(images, checkpoint_dir=tmp_path / "a_file" / "run")
-
-
-# ---------------------------------------------------------------- damaged dataset files
-
-def test_a_truncated_cifar_batch_names_the_file_and_how_to_recreate_it(cifar_root):
-    batch = cifar_root / "cifar-10-batches-py" / "data_batch_3"
-    batch.write_bytes(batch.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=f"{batch} is damaged .*delete .*load_dataset\\('cifar10', download=True\\)"):
-        load_dataset("cifar10", root=cifar_root)
-    assert len(load_dataset("cifar10", root=cifar_root, train=False)[0]) == 4     # the other split still loads
-
-
-def test_a_cifar_batch_of_the_wrong_shape_names_the_file(cifar_root):
-    batch = cifar_root / "cifar-10-batches-py" / "test_batch"
-    with open(batch, "wb") as f:
-        pickle.dump({"data": np.zeros((4, 100), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
-    with pytest.raises(ValueError, match=f"{batch} is damaged .*not N rows of 3072 pixels"):
-        load_dataset("cifar10", root=cifar_root, train=False)
-
-
-def test_a_truncated_stl10_file_names_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_CACHE", {})
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
-    (folder / "test_X.bin").write_bytes(bytes(3 * 96 * 96 + 10))
-    (folder / "test_y.bin").write_bytes(bytes([1]))
-    with pytest.raises(ValueError, match=f"{folder / 'test_X.bin'} is damaged .*not a whole number"):
-        load_dataset("stl10", root=tmp_path, train=False, download=False)
-
-
-# ---------------------------------------------------------------- notebooks that cannot be read
-
-@pytest.mark.parametrize("command", ["student", "check", "strip"])
-def test_unreadable_notebooks_are_one_line_each_and_the_rest_is_processed(tmp_path, capsys, command):
-    missing, empty, not_json = tmp_path / "missing.ipynb", tmp_path / "empty.ipynb", tmp_path / "not_json.ipynb"
-    empty.write_text("")
-    not_json.write_text("{ not json")
-    good = tmp_path / "good.ipynb"
-    nbformat.write(tool.strip_notebook(notebook_with("x = 2")), good)
-    out = ["--out", str(tmp_path / "student")] if command == "student" else []
-    assert tool.main([command, str(missing), str(empty), str(good), str(not_json), *out]) == 1
-    printed = capsys.readouterr().out.splitlines()
-    for path in (missing, empty, not_json):
-        lines = [line for line in printed if line.startswith(f"{path}: cannot read this notebook")]
-        assert len(lines) == 1, printed
-    if command == "student":
-        assert (tmp_path / "student" / "good.ipynb").is_file()
-    assert not any(line.startswith(str(good)) for line in printed)   # read, clean, processed
-
-
-# ---------------------------------------------------------------- numbers and labels in other types
-
-@pytest.mark.parametrize("temperature", [np.float32(0.3), np.float64(0.3), torch.tensor(0.3), np.array(0.3)])
-def test_numpy_scalars_and_0d_tensors_are_numbers(images, tmp_path, temperature):
-    method = SimCLR(Backbone(SmallCNN(width=4)), temperature=temperature, projector_hidden=16, projector_out=8,
-                    augment=noisy_views)
-    assert type(method.temperature) is float and method.temperature == pytest.approx(0.3)
-    z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
-    assert torch.allclose(info_nce(z1, z2, temperature), info_nce(z1, z2, float(temperature)))
-    history = short_run(images, method, checkpoint_dir=tmp_path, epochs=np.int64(1), batch_size=torch.tensor(16),
-                  lr=np.float32(0.1), seed=np.int32(0))
-    assert len(history.epochs) == 1
-    json.loads((tmp_path / "config.json").read_text())        # stored as plain numbers
-
-
-def test_numpy_and_tensor_subsets_are_integers(cifar_root):
-    expected, _ = load_dataset("cifar10", root=cifar_root, subset=10)
-    for subset in (np.int64(10), torch.tensor(10), np.array(10)):
-        assert torch.equal(load_dataset("cifar10", root=cifar_root, subset=subset)[0], expected)
-    for bad in (np.float64(2.5), torch.tensor([10]), np.bool_(True)):
-        with pytest.raises(ValueError, match=r"subset must be an integer in \[1, 20\]"):
-            load_dataset("cifar10", root=cifar_root, subset=bad)
-
-
-def test_labels_as_lists_tuples_and_small_integer_types_are_accepted(images):
-    labels = torch.arange(48) % 4
-    seen = []
-    method = tiny_simclr()
-    step = method.training_step
-    method.training_step = lambda batch: (seen.append(batch.labels), step(batch))[1]
-    knn = (images, labels.to(torch.uint8), images[:16], labels[:16].tolist())        # a plain tuple
-    history = short_run(images, method, labels=labels.tolist(), knn_data=knn, knn_k=5, epochs=1)
-    assert 0 <= history.final_knn_accuracy <= 1
-    assert all(y.dtype == torch.int64 for y in seen)
-
-    features = torch.randn(48, 4)
-    expected = knn_accuracy(features, labels, features[:16], labels[:16], k=5)
-    for dtype in (torch.uint8, torch.int32):
-        assert knn_accuracy(features, labels.to(dtype), features[:16], labels[:16].to(dtype), k=5) == expected
-    probe = linear_probe(features, labels.to(torch.int32), features[:16], labels[:16].numpy().astype(np.uint8),
-                         epochs=2)
-    assert probe.test_accuracy == linear_probe(features, labels, features[:16], labels[:16], epochs=2).test_accuracy
-
-
-@pytest.mark.parametrize("bad, says", [
-    (torch.zeros(48), "labels must be a 1-D integer tensor"),
-    (["a"] * 48, "labels must be a 1-D integer tensor"),
-    ([0, 1], "labels has 2 entries but images has 48 rows"),
-])
-def test_labels_that_are_not_integers_are_a_clear_error(images, bad, says):
-    with pytest.raises(ValueError, match=says):
-        short_run(images, labels=bad)
-
-
-def test_knn_data_that_is_not_four_fields_is_a_clear_error(images):
-    with pytest.raises(ValueError, match="knn_data must be KnnData"):
-        short_run(images, knn_data=(images, torch.zeros(48)))
-
-
-# ---------------------------------------------------------------- after a NaN stop
-# (knn_k larger than the kNN set is refused at start: tests/test_train.py
-# test_knn_k_larger_than_the_knn_training_set_is_refused_at_start)
-
-def exploding_method(at_call: int):
-    method = tiny_simclr()
-    calls = {"n": 0}
-    original_loss = method.contrastive_loss
-
-    def loss(views, labels=None):
-        calls["n"] += 1
-        value = original_loss(views, labels)
-        return value * float("nan") if calls["n"] == at_call else value
-    method.contrastive_loss = loss
-    return method
-
-
-def test_the_nan_message_says_intact_only_when_a_checkpoint_exists(images, tmp_path):
-    with pytest.raises(NonFiniteLossError) as error:
-        short_run(images, exploding_method(at_call=2), checkpoint_dir=tmp_path / "early")   # in epoch 1: no checkpoint
-    assert "step 1" in str(error.value) and "intact" not in str(error.value)
-    assert not (tmp_path / "early" / "last.pt").exists()
-    with pytest.raises(NonFiniteLossError) as error:
-        short_run(images, exploding_method(at_call=2))                                     # no checkpoints at all
-    assert "intact" not in str(error.value)
-    with pytest.raises(NonFiniteLossError) as error:
-        short_run(images, exploding_method(at_call=5), checkpoint_dir=tmp_path / "later")   # in epoch 2
-    assert f"the last checkpoint ({tmp_path / 'later' / 'last.pt'}) is intact" in str(error.value)
-
-
-# ---------------------------------------------------------------- the checks stay out of the training step
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_a_training_step_reads_nothing_on_the_host(images, monkeypatch, name):
-    """The checks above run where data enters, once; inside a step (views, loss, after-step update) no value
-    is read on the host, which on a GPU would stall every step. Seen here as a Tensor that refuses to become a
-    Python value while a step runs."""
-    method = tiny_method(name, augment=simclr_cifar(16))
-    in_step = {"now": False}
-
-    def refuse(original):
-        def guarded(self, *args, **kwargs):
-            assert not in_step["now"], "a training step read a tensor's value on the host"
-            return original(self, *args, **kwargs)
-        return guarded
-    for attribute in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, attribute, refuse(getattr(torch.Tensor, attribute)))
-
-    def inside_step(function):
-        def wrapped(*args, **kwargs):
-            in_step["now"] = True
-            try:
-                return function(*args, **kwargs)
-            finally:
-                in_step["now"] = False
-        return wrapped
-    method.make_views = inside_step(method.make_views)
-    method.training_step = inside_step(method.training_step)
-    method.on_step_end = inside_step(method.on_step_end)
-    labels = torch.arange(len(images)) % 4 if method.requires_labels else None
-    short_run(images, method, epochs=2, batch_size=8, log_every=100, labels=labels)

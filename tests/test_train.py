@@ -1,15 +1,21 @@
+"""The training loop (clcourse/train.py): the same seed gives the same numbers and a learnable
+problem is learnt; NaN losses stop it with the step named; the learning-rate schedule, kNN every few
+epochs, a preset's budget with overrides, step records of interval means on a fake clock, autocast
+exactly where the device has it, a progress bar that resumes; bad arguments named, what a method
+asks of the loop; on a GPU, bf16 and channels_last. (Checkpoints and resume: tests/test_runs.py.)"""
 import json
 import math
+import types
 
 import pytest
 import torch
+import torch.nn as nn
 
 import clcourse.train
-from clcourse.losses import info_nce
-from clcourse.methods import DCL, SimCLR
-from clcourse.models import Backbone, SmallCNN
+from clcourse.methods import MoCo, SimCLR
+from clcourse.models import Backbone, SmallCNN, build_backbone
 from clcourse.presets import autocast_dtype
-from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
+from clcourse.runs import snapshots_by_epoch
 from clcourse.train import KnnData, NonFiniteLossError, learning_rate
 from helpers import fit, noisy_views, short_run, step_losses, tiny_simclr
 
@@ -23,63 +29,6 @@ def test_loss_decreases_on_a_learnable_problem(images):
     history = short_run(images, epochs=6, lr=0.3)
     first, last = history.epochs[0]["loss"], history.epochs[-1]["loss"]
     assert last < first - 0.1
-
-
-def test_snapshots_every_few_epochs_and_at_the_end(images, tmp_path):
-    method = tiny_simclr()
-    short_run(images, method, epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2)
-    snapshots = snapshots_by_epoch(tmp_path)
-    assert sorted(snapshots) == [2, 4, 5] and (tmp_path / "last.pt").is_file()
-    final = tiny_simclr(seed=123)
-    assert load_weights(final, snapshots[5])["epoch"] == 5
-    for (name, a), b in zip(method.state_dict().items(), final.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert snapshots_by_epoch(tmp_path / "missing") == {}
-
-
-@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
-def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch):
-    # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the CPU.
-    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
-    reference_method = tiny_simclr()
-    reference = short_run(images, reference_method, checkpoint_dir=tmp_path / "reference")
-
-    interrupted = tiny_simclr()
-    steps_done = {"n": 0}
-
-    def crash_in_third_epoch(batch, output):
-        steps_done["n"] += 1
-        if steps_done["n"] == 7:  # 3 steps per epoch: epoch 3 has started
-            raise KeyboardInterrupt
-    interrupted.on_step_end = crash_in_third_epoch
-    with pytest.raises(KeyboardInterrupt):
-        short_run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
-    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
-
-    resumed_method = tiny_simclr(seed=123)  # different initial weights: the checkpoint must replace them
-    resumed = short_run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
-    assert step_losses(resumed) == step_losses(reference)
-    for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
-        assert torch.equal(a, b), name
-    scaler_state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["scaler"]
-    assert bool(scaler_state) == (amp_dtype == torch.float16)   # the scaler's scale is saved, and only for fp16
-
-
-def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
-    first = short_run(images, checkpoint_dir=tmp_path)
-    method = tiny_simclr(seed=5)
-    again = short_run(images, method, checkpoint_dir=tmp_path, resume=True)
-    assert again.epochs == first.epochs
-    reloaded = tiny_simclr(seed=9)
-    load_weights(reloaded, tmp_path / "last.pt")
-    for a, b in zip(method.state_dict().values(), reloaded.state_dict().values()):
-        assert torch.equal(a, b)
-
-
-def test_resume_rejects_a_different_schedule(images, tmp_path):
-    short_run(images, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"schedule\.epochs: 3 \(now: 5\)"):
-        short_run(images, checkpoint_dir=tmp_path, resume=True, epochs=5)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path):
@@ -103,8 +52,8 @@ def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(images, tm
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
     history = short_run(images, epochs=5, checkpoint_dir=tmp_path)
     assert [r["epoch"] for r in history.epochs] == [1, 2] and sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
-    assert short_run(images, epochs=1).epochs[-1]["epoch"] == 1               # a cap above the epochs changes nothing
-    assert step_losses(short_run(images, epochs=7)) == step_losses(history)              # the same run as epochs=2
+    assert short_run(images, epochs=1).epochs[-1]["epoch"] == 1     # a cap above: no change
+    assert step_losses(short_run(images, epochs=7)) == step_losses(history)   # as epochs=2
     monkeypatch.delenv("CLCOURSE_MAX_EPOCHS")
     with pytest.raises(ValueError, match="epochs"):                      # the capped run was a 2-epoch run
         short_run(images, epochs=5, checkpoint_dir=tmp_path)
@@ -119,21 +68,6 @@ def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images):
     assert 0.0 <= history.final_knn_accuracy <= 1.0
 
 
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    save_atomically({"value": 1}, path)
-
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"half a file")
-        raise OSError("disk full")
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        save_atomically({"value": 2}, path)
-    monkeypatch.undo()
-    assert torch.load(path)["value"] == 1
-
-
 def test_learning_rate_schedule():
     peak, total, warmup = 0.4, 100, 10
     assert learning_rate(0, total, warmup, peak) == pytest.approx(0.04)
@@ -142,10 +76,6 @@ def test_learning_rate_schedule():
     assert learning_rate(55, total, warmup, peak) == pytest.approx(peak * 0.5)
     assert learning_rate(99, total, warmup, peak) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
     assert learning_rate(0, total, 0, peak) == pytest.approx(peak)
-
-
-def test_cpu_runs_in_float32():
-    assert autocast_dtype(torch.device("cpu")) is None
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -165,14 +95,7 @@ def test_mismatched_labels(images):
         short_run(images, labels=torch.zeros(3, dtype=torch.long))
 
 
-def test_run_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
-    monkeypatch.setenv("CLCOURSE_PRESET", "smoke")
-    assert run_dir("simclr") == tmp_path / "smoke" / "simclr"
-    assert run_dir("simclr", preset="full") == tmp_path / "full" / "simclr"
-
-
-# ---------------------------------------------------------------- presets, run names, defaults
+# ---------------------------------------------------------------- presets and defaults
 
 def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypatch, tmp_path):
     from clcourse.presets import PRESETS
@@ -211,68 +134,6 @@ def test_step_records_hold_the_interval_means(images):
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
 
 
-# ---------------------------------------------------------------- a run's configuration
-
-def test_a_run_stores_its_configuration(images, tmp_path):
-    short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
-    assert saved == json.loads((tmp_path / "config.json").read_text())
-    assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
-    assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
-    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] == "test"
-
-
-@pytest.mark.parametrize("change, field", [
-    (dict(method=lambda: tiny_simclr(temperature=0.2)), "method.temperature: 0.5 (now: 0.2)"),
-    (dict(method=lambda: DCL(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
-                             augment=noisy_views)), "method.name: 'SimCLR' (now: 'DCL')"),
-    (dict(lr=0.2), "optimiser.lr_per_256_images: 0.1 (now: 0.2)"),
-    (dict(weight_decay=1e-4), "optimiser.weight_decay"),
-    (dict(images=lambda images: images[:32]), "data.images: [48, 3, 16, 16] (now: [32, 3, 16, 16])"),
-    (dict(images=lambda images: images.flip(0)), "data.fingerprint"),
-    (dict(seed=3), "seed: 0 (now: 3)"),
-    (dict(batch_size=8), "schedule.batch_size: 16 (now: 8)"),
-])
-def test_resuming_with_another_configuration_is_refused(images, tmp_path, change, field):
-    short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    options = dict(change)
-    method = options.pop("method", tiny_simclr)()
-    data = options.pop("images", lambda x: x)(images)
-    with pytest.raises(ValueError, match="another configuration") as error:
-        short_run(data, method, checkpoint_dir=tmp_path, epochs=1, **options)
-    assert field in str(error.value)
-    assert "another run name" in str(error.value)
-
-
-def test_the_same_configuration_with_another_loss_function_resumes(images, tmp_path):
-    # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses the run.
-    first = short_run(images, checkpoint_dir=tmp_path, epochs=1, method=tiny_simclr(loss=info_nce))
-    again = short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    assert again.epochs == first.epochs
-
-
-def test_a_fresh_start_over_an_existing_run_is_refused(images, tmp_path):
-    short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    with pytest.raises(ValueError, match="resume=False would mix"):
-        short_run(images, checkpoint_dir=tmp_path, epochs=1, resume=False)
-    short_run(images, checkpoint_dir=tmp_path / "new", epochs=1, resume=False)   # an empty folder is fine
-
-
-def test_a_checkpoint_without_configuration_is_refused(images, tmp_path):
-    short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
-    del state["config"]
-    torch.save(state, tmp_path / "last.pt")
-    with pytest.raises(ValueError, match="older version"):
-        short_run(images, checkpoint_dir=tmp_path, epochs=1)
-
-
-def test_stale_temporary_files_are_removed_at_start(images, tmp_path):
-    (tmp_path / "epoch_0001.pt.tmp").write_bytes(b"half")
-    short_run(images, checkpoint_dir=tmp_path, epochs=1)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
 # ---------------------------------------------------------------- what a method asks of the loop
 
 def test_a_method_that_needs_labels_refuses_to_start_without_them(images):
@@ -296,3 +157,205 @@ def test_knn_k_larger_than_the_knn_training_set_is_refused_at_start(images):
     knn = KnnData(images[:10], labels[:10], images[10:20], labels[10:20])
     with pytest.raises(ValueError, match="knn_k must be at most the number of kNN training images \\(10\\), got 50"):
         short_run(images, knn_data=knn, knn_k=50)
+
+
+# ---------------------------------------------------------------- records, autocast, progress bar
+# (edges a wrong line would slip past, found by tools/mutate.py)
+
+def recording(method, clock=None):
+    """Wrap the method's step: remember each step's loss and logs; each step takes 1 s on `clock`."""
+    seen = []
+    step = method.training_step
+
+    def training_step(batch):
+        output = step(batch)
+        seen.append((float(output.loss.detach()), {k: float(v) for k, v in output.logs.items()}))
+        if clock is not None:
+            clock.now += 1.0
+        return output
+    method.training_step = training_step
+    return seen
+
+
+def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(small_images, monkeypatch):
+    clock = types.SimpleNamespace(now=100.0)
+    monkeypatch.setattr(clcourse.train, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    method = tiny_simclr()
+    seen = recording(method, clock)
+    # 4 steps per epoch
+    history = short_run(small_images, method, epochs=2, batch_size=8, log_every=3, warmup_epochs=0)
+    assert [r["step"] for r in history.steps] == [3, 4, 6, 8]      # every 3rd and each epoch's last
+    assert [r["epoch"] for r in history.steps] == pytest.approx([0.75, 1, 1.5, 2])
+    bounds = [0, 3, 4, 6, 8]
+    for record, start, end in zip(history.steps, bounds, bounds[1:]):
+        interval = seen[start:end]
+        assert record["loss"] == pytest.approx(sum(loss for loss, _ in interval) / len(interval), rel=1e-5)
+        assert record["positive_similarity"] == pytest.approx(
+            sum(logs["positive_similarity"] for _, logs in interval) / len(interval), rel=1e-5)
+        assert record["images_per_sec"] == pytest.approx(8.0)              # 8 images a step, 1 s a step
+        assert record["elapsed"] == pytest.approx(end)
+    assert [r["seconds"] for r in history.epochs] == pytest.approx([4.0, 4.0])
+    assert [r["loss"] for r in history.epochs] == pytest.approx(
+        [sum(loss for loss, _ in seen[e * 4:(e + 1) * 4]) / 4 for e in range(2)], rel=1e-5)
+
+
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
+def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_type(
+        small_images, monkeypatch, amp_dtype):
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)   # a GPU's answer, on the CPU
+    method = tiny_simclr()
+    dtypes = []
+    method.projector.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    short_run(small_images, method, epochs=1, batch_size=16)
+    assert dtypes == [amp_dtype or torch.float32] * 2
+
+
+def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(small_images):
+    """On the CPU the loss is checked after every step (free there); on a GPU only when a record is made,
+    so up to log_every - 1 more steps may run there before the error."""
+    method = tiny_simclr()
+    calls = {"n": 0}
+    original_loss = method.contrastive_loss
+
+    def loss_that_explodes(views, labels=None):
+        calls["n"] += 1
+        return original_loss(views, labels) * (float("nan") if calls["n"] >= 2 else 1.0)
+    method.contrastive_loss = loss_that_explodes
+    with pytest.raises(NonFiniteLossError, match="step 1 "):
+        short_run(small_images, method, epochs=2, batch_size=8, log_every=10)
+    assert calls["n"] == 2
+
+
+def test_a_nan_loss_at_the_very_first_step_is_step_0(small_images):
+    method = tiny_simclr()
+    method.contrastive_loss = lambda views, labels=None: (views[0] * views[1]).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="step 0 "):
+        short_run(small_images, method, epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(weight_decay=float("inf")), r"weight_decay must be in \[0.0, inf\), got inf"),
+    (dict(momentum=1.0), r"momentum must be in \[0.0, 1.0\), got 1.0"),
+])
+def test_the_open_ends_of_the_optimiser_settings_are_refused(small_images, kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        short_run(small_images, epochs=1, batch_size=8, **kwargs)
+
+
+class FakeBar:
+    """Stands in for tqdm: remembers where the bar starts and how far it is moved."""
+    made = []
+
+    def __init__(self, total, initial, disable, desc, unit):
+        self.total, self.initial, self.n = total, initial, initial
+        FakeBar.made.append(self)
+
+    def update(self, count):
+        self.n += count
+
+    def set_postfix(self, **values):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(
+        small_images, tmp_path, monkeypatch):
+    monkeypatch.setattr(clcourse.train, "tqdm", FakeBar)
+    FakeBar.made = []
+    method = tiny_simclr()
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(batch, output):
+        calls["n"] += 1
+        if calls["n"] == 6:                        # 4 steps per epoch: the second epoch has started
+            raise KeyboardInterrupt
+    method.on_step_end = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        short_run(small_images, method, epochs=2, batch_size=8, log_every=3,
+                  checkpoint_dir=tmp_path)
+    short_run(small_images, tiny_simclr(), epochs=2, batch_size=8, log_every=3,
+              checkpoint_dir=tmp_path)
+    (first, resumed) = FakeBar.made
+    assert (first.total, first.initial) == (8, 0)
+    assert (resumed.total, resumed.initial, resumed.n) == (8, 4, 8)
+
+
+# ---------------------------------------------------------------- arguments of other types
+
+@pytest.mark.parametrize("argument", ["resume", "progress", "compile"])
+def test_train_takes_booleans_only(images, argument):
+    with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
+        short_run(images, **{argument: "no"})
+
+
+@pytest.mark.parametrize("bad, says", [
+    (torch.zeros(48), "labels must be a 1-D integer tensor"),
+    (["a"] * 48, "labels must be a 1-D integer tensor"),
+    ([0, 1], "labels has 2 entries but images has 48 rows"),
+])
+def test_labels_that_are_not_integers_are_a_clear_error(images, bad, says):
+    with pytest.raises(ValueError, match=says):
+        short_run(images, labels=bad)
+
+
+def test_knn_data_that_is_not_four_fields_is_a_clear_error(images):
+    with pytest.raises(ValueError, match="knn_data must be KnnData"):
+        short_run(images, knn_data=(images, torch.zeros(48)))
+
+
+# ---------------------------------------------------------------- after a NaN stop
+
+def exploding_method(at_call: int):
+    method = tiny_simclr()
+    calls = {"n": 0}
+    original_loss = method.contrastive_loss
+
+    def loss(views, labels=None):
+        calls["n"] += 1
+        value = original_loss(views, labels)
+        return value * float("nan") if calls["n"] == at_call else value
+    method.contrastive_loss = loss
+    return method
+
+
+def test_the_nan_message_says_intact_only_when_a_checkpoint_exists(images, tmp_path):
+    with pytest.raises(NonFiniteLossError) as error:
+        # in epoch 1: no checkpoint
+        short_run(images, exploding_method(at_call=2), checkpoint_dir=tmp_path / "early")
+    assert "step 1" in str(error.value) and "intact" not in str(error.value)
+    assert not (tmp_path / "early" / "last.pt").exists()
+    with pytest.raises(NonFiniteLossError) as error:
+        short_run(images, exploding_method(at_call=2))                 # no checkpoints at all
+    assert "intact" not in str(error.value)
+    with pytest.raises(NonFiniteLossError) as error:
+        short_run(images, exploding_method(at_call=5), checkpoint_dir=tmp_path / "later")  # epoch 2
+    assert f"the last checkpoint ({tmp_path / 'later' / 'last.pt'}) is intact" in str(error.value)
+
+
+# ---------------------------------------------------------------- on a GPU
+
+@pytest.fixture(scope="module")
+def cifar_sized_images():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("make_method", [SimCLR, MoCo], ids=["simclr", "moco"])
+def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
+    torch.manual_seed(0)
+    method = make_method(build_backbone("small_cnn"))
+    labels = torch.arange(len(cifar_sized_images)) % 10
+    knn = KnnData(cifar_sized_images[:192], labels[:192], cifar_sized_images[192:], labels[192:])
+    history = fit(method, cifar_sized_images, epochs=2, batch_size=64, lr=0.1, knn_data=knn,
+                  knn_k=20, progress=False, log_every=2, device="cuda")
+    assert autocast_dtype(torch.device("cuda")) == (torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8
+                                                    else torch.float16)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history.steps)
+    assert 0 <= history.final_knn_accuracy <= 1
+    convolution = next(m for m in method.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert convolution.weight.is_cuda and convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    if isinstance(method, MoCo):   # 2 epochs x 4 steps x 64 keys enqueued, on the GPU, after the optimiser steps
+        assert method.queue.is_cuda and int((method.queue_index >= 0).sum()) == 2 * 4 * 64

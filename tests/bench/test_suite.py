@@ -1,65 +1,14 @@
-"""The benchmark scripts keep working: each runs its --smoke configuration on the CPU.
-(Speeds are reported by running the scripts on a GPU, never by these tests.) Also the suite's parts: its
-schedule, its phases' bookkeeping, the notebook runner and the JPEG pack, and the suite itself at toy size."""
+"""bench/suite.py: its schedule and caps, the order and cost of the methods, its results files (a
+smoke run's outside the committed folder), a phase that stops at its cap or fails keeps its results,
+and the whole suite at toy size on the CPU. (The other scripts: their own tests here.)"""
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 from helpers import write_notebook
 from repository import REPO, load_bench
 
-
-def test_throughput_smoke(capsys):
-    results = load_bench("throughput").main(["--smoke", "--skip-pil"])
-    assert len(results) == 2 and all(v > 0 for v in results.values())
-    assert "end to end / model step alone" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("method, options", [("simclr", []), ("moco", ["--option", "queue_size=256"])])
-def test_accuracy_smoke(method, options, capsys):
-    result, = load_bench("accuracy").main(["--smoke", "--method", method, *options])
-    assert result["method"] == method and [r["epoch"] for r in result["history"].epochs] == [1, 2]
-    assert 0 <= result["knn"] <= 1 and result["median_epoch_seconds"] > 0
-    assert "final kNN top-1" in capsys.readouterr().out
-
-
-@pytest.mark.heavy     # make test-heavy; make test runs test_accuracy_smoke's two methods
-def test_accuracy_runs_every_method_with_the_same_budget(capsys):
-    results = load_bench("accuracy").main(["--smoke", "--method", "all"])
-    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
-                                              "cacr", "supcon", "supervised", "adversarial"]
-    assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
-    out = capsys.readouterr().out
-    assert "lr 0.12/256" in out and "lr 0.03/256" in out           # each method's own default rate
-    assert "MoCHi's extra time per epoch over MoCo v2" in out
-    assert "SCE's extra time per epoch over MoCo v2" in out and "lr 0.06/256" in out
-    assert "CLAE's time per epoch over SimCLR: " in out
-    assert "Adversarial SimCLR's time per epoch over SimCLR: " in out
-    with pytest.raises(SystemExit):
-        load_bench("accuracy").main(["--smoke", "--method", "all", "--option", "queue_size=256"])
-    with pytest.raises(SystemExit):
-        load_bench("accuracy").main(["--smoke", "--method", "simclr,byol"])
-
-
-def test_accuracy_compares_many_views_on_imbalanced_data(capsys):
-    results = load_bench("accuracy").main(["--smoke", "--method", "simclr,cacr", "--imbalanced", "--linear-probe"])
-    assert [r["method"] for r in results] == ["simclr", "cacr"]
-    assert all(0 <= r["linear"] <= 1 and len(r["per_class"]) == 10 for r in results)
-    out = capsys.readouterr().out
-    assert "simclr {} on small_cnn, 558 images" in out       # (c + 1)/10 of each class's 102 or 103 of 1,024
-    assert "cacr's epoch over SimCLR's" in out and "linear probe per class" in out
-
-
-def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):
-    # Random images would give ~10% "accuracy" that looks like a result: the script must stop instead.
-    monkeypatch.setenv("CLCOURSE_DATA", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="CIFAR-10 train split not found"):
-        load_bench("accuracy").main(["--smoke", "--method", "simclr"])
-
-
-# ---------------------------------------------------------------- bench/suite.py
 
 @pytest.fixture(scope="module")
 def suite():
@@ -146,90 +95,6 @@ def test_a_phase_keeps_its_results_when_it_stops_at_its_cap_or_fails(suite, monk
     assert record["status"] == "interrupted"
 
 
-def test_notebooks_run_without_jupyter(tmp_path, capsys):
-    runner = load_bench("notebook")
-    install = 'import sys\nif "google.colab" in sys.modules:\n    !pip install -q clcourse\n%matplotlib inline'
-    notebook = write_notebook(tmp_path / "n.ipynb", install, "x = 6 * 7\nprint('answer', x)")
-    assert runner.code_cells(notebook) == [
-        'import sys\nif "google.colab" in sys.modules:\n    pass\npass', "x = 6 * 7\nprint('answer', x)"]
-    assert runner.main([str(notebook)]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.splitlines()[-1].removeprefix(runner.RESULT_PREFIX))
-    assert "answer 42" in out and len(result["cell_seconds"]) == 2 and result["peak_memory_gb"] is None
-    write_notebook(notebook, "x = 1", "raise KeyError('missing')", "x = 3")
-    assert runner.main([str(notebook)]) == 1
-    assert "code cell 2 of" in capsys.readouterr().err
-    assert runner.main([str(tmp_path / "absent.ipynb")]) == 2
-
-
-def make_pack(path, n_train, n_test):
-    """A CIFAR-10 JPEG pack in the layout of ../shared/data/cifar10-jpeg.npz, with smooth random images."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-    generator = np.random.default_rng(0)
-    pack, originals = {"classes": np.array(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                            "ship", "truck"])}, {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        coarse = generator.integers(0, 256, (n, 4, 4, 3)).astype(np.uint8)
-        images = np.stack([np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR)) for image in coarse])
-        encoded = []
-        for image in images:
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="JPEG", quality=95)
-            encoded.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
-        pack[f"{split}_bytes"] = np.concatenate(encoded)
-        pack[f"{split}_offsets"] = np.cumsum([0] + [len(e) for e in encoded])
-        pack[f"{split}_labels"] = generator.integers(0, 10, n).astype(np.uint8)
-        originals[split] = images
-    np.savez(path, **pack)
-    return pack, originals
-
-
-def test_the_jpeg_pack_is_unpacked_in_the_build_machines_layout(tmp_path):
-    import numpy as np
-    from clcourse.data import load_dataset
-    common = load_bench("common")
-    pack, originals = make_pack(tmp_path / "pack.npz", 13, 4)
-    root = common.unpack_cifar10(tmp_path / "pack.npz", tmp_path / "ours")
-    images, labels = load_dataset("cifar10", root=root, train=True, download=False)
-    order = np.random.default_rng(0).permutation(13)         # the training images in a fixed shuffle, seed 0
-    assert labels.tolist() == pack["train_labels"][order].tolist()
-    assert (images.permute(0, 2, 3, 1).float() - torch.from_numpy(originals["train"][order]).float()).abs().mean() < 4
-    test_images, test_labels = load_dataset("cifar10", root=root, train=False, download=False)
-    assert test_images.shape == (4, 3, 32, 32) and test_labels.tolist() == pack["test_labels"].tolist()
-    with pytest.raises(FileNotFoundError, match="pack"):
-        common.unpack_cifar10(tmp_path / "absent.npz", tmp_path / "other")
-
-
-def test_the_real_pack_decodes_to_the_build_machines_cifar10(tmp_path):
-    # The data root that ../shared/tools/cifar10_unpack.py wrote (CI unpacks it before the tests) against the
-    # same pack decoded here: the first training images after the fixed shuffle, and the first test images.
-    import os
-
-    import numpy as np
-    from clcourse.data import load_dataset
-    common = load_bench("common")
-    pack = Path(os.environ.get("CLCOURSE_SHARED", REPO.parent / "shared")) / "data" / "cifar10-jpeg.npz"
-    try:
-        train_images, train_labels = load_dataset("cifar10", train=True, download=False)
-        test_images, _ = load_dataset("cifar10", train=False, subset=None, download=False)
-    except FileNotFoundError:
-        pytest.skip("no CIFAR-10 in the data root")
-    if not pack.is_file():
-        pytest.skip(f"no {pack}")
-    with np.load(pack) as data:
-        order = np.random.default_rng(0).permutation(len(data["train_offsets"]) - 1)[:32]
-        raw, offsets = data["train_bytes"], data["train_offsets"]
-        ours = common._decode_jpegs([raw[offsets[i]:offsets[i + 1]].tobytes() for i in order])
-        assert data["train_labels"][order].tolist() == train_labels[:32].tolist()
-        raw, offsets = data["test_bytes"], data["test_offsets"]
-        ours_test = common._decode_jpegs([raw[offsets[i]:offsets[i + 1]].tobytes() for i in range(32)])
-    assert torch.equal(torch.from_numpy(ours).permute(0, 3, 1, 2), train_images[:32])
-    assert torch.equal(torch.from_numpy(ours_test).permute(0, 3, 1, 2), test_images[:32])
-
-
 @pytest.mark.slow
 def test_suite_smoke_runs_every_phase_on_the_cpu(tmp_path):
     # The whole suite at toy size in its own process, as `python bench/suite.py --smoke` (a phase that stopped
@@ -272,19 +137,3 @@ def test_suite_smoke_runs_every_phase_on_the_cpu(tmp_path):
 
     assert "| 2 | SimCLR kNN top-1 after 2 epochs (last epoch, k=200) |" in done.stdout
     assert f"results: {path}" in done.stdout
-
-
-# ---------------------------------------------------------------- bench/cka.py
-
-def test_cka_smoke(capsys):
-    result = load_bench("cka").main(["--smoke"])
-    assert result["images"] == 32 and result["seconds"] > 0 and result["meets_target"] is None
-    pairs = result["results"]
-    assert len(pairs) == 10                               # 4 representations: every pair, each with itself
-    for (a, b), cka in pairs.items():
-        assert cka.matrix.shape == (4, 4) and cka.num_batches == 2
-        if a == b:
-            assert torch.allclose(cka.matrix.diagonal(), torch.ones(4, dtype=torch.float64))
-    out = capsys.readouterr().out
-    assert "10 pairs of representations x 4 x 4 layers, 2 minibatches" in out
-    assert "CKA of network A's clean and PGD-1 layers" in out

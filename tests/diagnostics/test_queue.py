@@ -1,11 +1,13 @@
-"""Queue diagnostics: hardest queue negatives and their class-oracle false-negative rate, over training too,
-and MoCHi's synthetic negatives against the real ones, each against a brute-force loop."""
+"""Queue diagnostics (clcourse/diagnostics/queue.py): queries and keys, hardest queue negatives and
+their class-oracle false-negative rate, over training too, and MoCHi's synthetic negatives against
+the real ones, each against a brute-force loop."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.diagnostics import (queries, queue_false_negative_rate, queue_false_negative_rate_over_training,
-                                  queue_hardest_negatives, synthetic_negative_similarities)
+from clcourse.diagnostics import (keys, queries, queue_false_negative_rate,
+                                  queue_false_negative_rate_over_training, queue_hardest_negatives,
+                                  synthetic_negative_similarities)
 from clcourse.methods import build_method
 from clcourse.models import Backbone, SmallCNN
 from helpers import fit
@@ -38,7 +40,8 @@ def test_queries_are_the_unit_query_embeddings_in_eval_mode(twenty_images):
     method = make()
     q = queries(method, twenty_images, batch_size=7)
     with torch.no_grad():
-        expected = F.normalize(method.eval().projector(method.backbone(twenty_images.float() / 255)), dim=1)
+        expected = F.normalize(method.eval().projector(method.backbone(
+            twenty_images.float() / 255)), dim=1)
     assert torch.allclose(q, expected, atol=1e-5)
 
 
@@ -65,19 +68,22 @@ def test_false_negative_rate_counts_same_class_keys(twenty_images):
     same_class = (train_labels[key_index] == labels[:, None]).float()
     assert torch.allclose(rates, torch.stack([same_class[:, :1].mean(), same_class.mean()]))
     # Every key of a class-2 query's negatives is of another class (class 2 never entered the queue).
-    assert queue_false_negative_rate(method, twenty_images[2:3], labels[2:3], train_labels, ks=5).item() == 0.0
+    assert queue_false_negative_rate(method, twenty_images[2:3], labels[2:3], train_labels,
+                                     ks=5).item() == 0.0
 
 
 def test_false_negative_rate_over_training_reads_every_snapshot(twenty_images, tmp_path):
     method = make(queue_size=8)
     labels = torch.arange(20) % 3
-    fit(method, twenty_images, labels=labels, epochs=2, batch_size=4, lr=0.05, progress=False, checkpoint_dir=tmp_path)
+    fit(method, twenty_images, labels=labels, epochs=2, batch_size=4, lr=0.05, progress=False,
+        checkpoint_dir=tmp_path)
     queue_before = method.queue.clone()
-    epochs, rates = queue_false_negative_rate_over_training(method, tmp_path, twenty_images[:6], labels[:6], labels,
-                                                            ks=[1, 3], index=torch.arange(6))
+    epochs, rates = queue_false_negative_rate_over_training(method, tmp_path, twenty_images[:6],
+                                                            labels[:6], labels, ks=[1, 3],
+                                                            index=torch.arange(6))
     assert epochs == [1, 2] and rates.shape == (2, 2) and ((rates >= 0) & (rates <= 1)).all()
-    assert torch.equal(rates[-1], queue_false_negative_rate(method, twenty_images[:6], labels[:6], labels, [1, 3],
-                                                            torch.arange(6)))
+    assert torch.equal(rates[-1], queue_false_negative_rate(method, twenty_images[:6], labels[:6],
+                                                            labels, [1, 3], torch.arange(6)))
     assert torch.equal(method.queue, queue_before)
 
 
@@ -109,7 +115,19 @@ def test_bad_input(twenty_images):
     with pytest.raises(ValueError, match="k must be"):
         queue_hardest_negatives(method, twenty_images, k=11)
     with pytest.raises(ValueError, match="labels"):
-        queue_false_negative_rate(method, twenty_images[:4], torch.zeros(3, dtype=torch.long), torch.zeros(20), ks=1)
+        queue_false_negative_rate(method, twenty_images[:4], torch.zeros(3, dtype=torch.long),
+                                  torch.zeros(20), ks=1)
     with pytest.raises(ValueError, match="checkpoint_dir"):
-        queue_false_negative_rate_over_training(method, "/nonexistent", twenty_images, torch.zeros(20, dtype=torch.long),
+        queue_false_negative_rate_over_training(method, "/nonexistent", twenty_images,
+                                                torch.zeros(20, dtype=torch.long),
                                                 torch.zeros(20, dtype=torch.long), ks=1)
+
+
+def test_keys_are_the_momentum_encoders_unit_embeddings_in_eval_mode(trained_sce, images):
+    k = keys(trained_sce, images[:10], batch_size=3)
+    trained_sce.eval()
+    with torch.no_grad():
+        expected = F.normalize(trained_sce.key_projector(trained_sce.key_backbone(
+            images[:10].float() / 255)), dim=1)
+    trained_sce.train()
+    assert torch.allclose(k, expected, atol=1e-5) and trained_sce.training

@@ -1,6 +1,8 @@
-"""CLAE: its loss and gradient against a slow reference that builds the perturbation pixel by pixel from
-finite differences; dual batch-norm inside the method (which branch moves when); its diagnostics; the
-student's functions plugged in; SimCLR, DCL and HCL as bases; bad arguments."""
+"""CLAE (clcourse/methods/clae.py): its loss and gradient against a slow reference that builds the
+perturbation pixel by pixel from finite differences; dual batch-norm inside the method (which branch
+moves when); its logs; the student's functions plugged in; SimCLR, DCL and HCL as bases; bad
+arguments. (Its adversarial views: tests/diagnostics/test_adversarial.py; rank among negatives:
+tests/test_negatives.py.)"""
 import copy
 import itertools
 import math
@@ -14,8 +16,8 @@ from clcourse.attacks import contrastive_attack
 from clcourse.losses import info_nce
 from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
 from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
-from clcourse.negatives import off_diagonal, rank_among_negatives
-from helpers import TinyBatchNormBackbone, batch_from_views, fit, noisy_views, tiny_clae, tiny_views
+from clcourse.negatives import rank_among_negatives
+from helpers import batch_from_views, fit, noisy_views, tiny_clae, tiny_views
 
 
 # ---------------------------------------------------------------- the slow reference
@@ -84,7 +86,7 @@ def test_loss_and_gradient_match_a_reference_that_builds_delta_pixel_by_pixel(ba
     method = tiny_clae(base=base, **options)
     view1, view2 = tiny_views()
     expected, reference_model, x_adv = reference_clae(method, view1, view2, base_loss, 0.05, 0.7)
-    loss = method.training_step(batch_from_views((view1, view2))).loss      # the method's losses run in float32
+    loss = method.training_step(batch_from_views((view1, view2))).loss   # the losses run in float32
     assert torch.allclose(loss.double(), expected, atol=1e-6), (loss, expected)
     assert (x_adv - view1).abs().max() > 0.04          # the attack moved the pixels, a few of them clipped
 
@@ -191,7 +193,8 @@ def test_logs_are_the_diagnostics_they_name():
 def test_training_step_runs_under_bf16_autocast_with_channels_last():
     method = tiny_clae().float().to(memory_format=torch.channels_last)
     view1, view2 = (v.float().contiguous(memory_format=torch.channels_last) for v in tiny_views(4, size=8))
-    reference = tiny_clae().float().training_step(batch_from_views((view1.contiguous(), view2.contiguous()))).loss
+    reference = tiny_clae().float().training_step(batch_from_views((view1.contiguous(),
+                                                                    view2.contiguous()))).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = method.training_step(batch_from_views((view1, view2)))
     assert output.loss.dtype == torch.float32 and torch.isfinite(output.loss)
@@ -277,91 +280,8 @@ def test_bad_arguments_name_the_argument_the_value_and_the_allowed_range(options
         tiny_clae(**options)
 
 
-# ---------------------------------------------------------------- rank among the real negatives
-
-def loop_rank(anchors, negatives, candidates):
-    a, c = F.normalize(anchors, dim=1), F.normalize(candidates, dim=1)
-    real = [F.normalize(v, dim=1) for v in negatives]
-    batch = len(a)
-    rows = []
-    for k in range(batch):
-        reals = [float(a[k] @ view[n]) for view in real for n in range(batch) if n != k]
-        rows.append([sum(s < float(a[k] @ c[m]) for s in reals) / len(reals) for m in range(batch) if m != k])
-    return torch.tensor(rows)
-
-
-@pytest.mark.parametrize("batch, views", [(2, 1), (5, 2), (7, 3)])
-def test_rank_among_negatives_matches_a_loop(batch, views):
-    generator = torch.Generator().manual_seed(batch)
-    anchors, candidates = torch.randn(batch, 4, generator=generator), torch.randn(batch, 4, generator=generator)
-    negatives = [torch.randn(batch, 4, generator=generator) for _ in range(views)]
-    expected = loop_rank(anchors, negatives, candidates)
-    assert torch.allclose(rank_among_negatives(anchors, negatives, candidates), expected)
-
-
-def test_rank_is_one_for_a_copy_of_the_anchor_and_zero_for_its_opposite():
-    generator = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
-    # candidate m = anchor 0's own embedding: for anchor 0 it is harder than every real negative
-    ranks = rank_among_negatives(z1, (z1, z2), z1[[0] * 6])
-    assert torch.equal(ranks[0], torch.ones(5))
-    assert torch.equal(rank_among_negatives(z1, (z1, z2), -z1[[0] * 6])[0], torch.zeros(5))
-
-
-def test_off_diagonal_keeps_each_row_in_column_order():
-    matrix = torch.arange(9).view(3, 3)
-    assert off_diagonal(matrix).tolist() == [[1, 2], [3, 5], [6, 7]]
-
-
-@pytest.mark.parametrize("call, message", [
-    (lambda: rank_among_negatives(torch.randn(1, 3), [torch.randn(1, 3)], torch.randn(1, 3)), "at least 2 images"),
-    (lambda: rank_among_negatives(torch.randn(3, 3), [], torch.randn(3, 3)), "at least one"),
-    (lambda: rank_among_negatives(torch.randn(3, 3), [torch.randn(4, 3)], torch.randn(3, 3)),
-     r"negatives\[0\] must have the shape of anchors"),
-    (lambda: rank_among_negatives(torch.randn(3, 3), [torch.randn(3, 3)], torch.randn(3, 2)),
-     "candidates must have the shape of anchors"),
-])
-def test_rank_bad_inputs(call, message):
-    with pytest.raises(ValueError, match=message):
-        call()
-
-
 def test_contrastive_attack_on_a_method_is_what_the_method_uses():
     method = tiny_clae()
     view1, _ = tiny_views(7)
     expected = contrastive_attack(copy.deepcopy(method).encode_adversarial, view1, 0.05, method.attack_loss)
     assert torch.equal(method.perturb(method.encode_adversarial, view1), expected)
-
-
-# ---------------------------------------------------------------- the measurement of notebook 05
-
-def test_adversarial_views_measures_what_training_logs_and_leaves_the_method_alone():
-    from clcourse.diagnostics import adversarial_views
-    method = tiny_clae().float()
-    images = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    state = copy.deepcopy(method.state_dict())
-    report = adversarial_views(method, images, 0.05, generator=torch.Generator().manual_seed(3))
-    assert all(torch.equal(value, method.state_dict()[key]) for key, value in state.items())
-    logs = method.training_step(batch_from_views(method.make_views(images, torch.Generator().manual_seed(3)))).logs
-    assert torch.allclose(report.loss_after, logs["adversarial_loss"], atol=1e-6)
-    assert torch.allclose(report.attack_raise, logs["attack_raise"], atol=1e-6)
-    assert torch.allclose(report.rank.mean(), logs["adversarial_negative_rank"])
-    assert torch.allclose((report.z1 * report.z_adv).sum(1).mean(), logs["adversarial_similarity"], atol=1e-6)
-    assert (report.adversarial - report.view1).abs().max() <= 0.05 + 1e-6
-
-    # anchor 0's negatives in the adversarial term: the other clean views z1_m and adversarial views z_adv_m
-    z1, z_adv = report.z1, report.z_adv
-    logits = torch.cat([(z1[0] * z_adv[0]).sum()[None], z1[0] @ z1[1:].T, z1[0] @ z_adv[1:].T]) / 0.5
-    weights = torch.softmax(logits, 0)[1:]
-    assert torch.allclose(report.adversarial_weight_share[0], weights[5:].sum() / weights.sum(), atol=1e-6)
-
-
-def test_adversarial_views_of_a_simclr_encoder_and_of_other_methods():
-    from clcourse.diagnostics import adversarial_views
-    torch.manual_seed(0)
-    simclr = SimCLR(Backbone(TinyBatchNormBackbone()), projector_hidden=6, projector_out=5, augment=noisy_views)
-    images = torch.randint(0, 256, (5, 3, 5, 5), dtype=torch.uint8)
-    report = adversarial_views(simclr, images, 0.03, steps=3)
-    assert report.rank.shape == (5, 4) and report.attack_raise > 0
-    with pytest.raises(ValueError, match="method must be CLAE or a SimCLR-family method"):
-        adversarial_views(build_method("moco", Backbone(SmallCNN(width=4)), queue_size=8), images, 0.03)

@@ -1,18 +1,16 @@
-"""Methods: MoCo's queue, momentum encoder and split BN; MoCHi's mixing schedule; DCL and HCL as SimCLR
-variants; every method through the shared training loop, with exact resume; bad arguments."""
-import functools
-import math
-
+"""MoCo and MoCHi (clcourse/methods/moco.py): the queue, a ring buffer that never shows a query its
+own image; the momentum encoder and split batch-norm; MoCHi's mixing schedule; exact resume with the
+queue; bad arguments; a student's logits, momentum update, enqueue and step training the method."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.losses import dcl, hcl, info_nce, mochi_negatives
-from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method, update_key_encoder
-from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
+from clcourse.losses import mochi_negatives
+from clcourse.methods import update_key_encoder
+from clcourse.models import SplitBatchNorm2d
 from clcourse.runs import list_checkpoints
-from helpers import noisy_batch, noisy_views, random_unit, tiny_method, train_briefly, views_of
+from helpers import noisy_batch, random_unit, short_run, tiny_method, train_briefly, views_of
 
 DIM = 8
 
@@ -99,7 +97,8 @@ def test_a_query_never_sees_a_key_of_its_own_image(images):
 
 
 def test_training_step_is_the_queue_loss_and_keys_are_enqueued_after_the_optimiser_step(images):
-    method = tiny_method("moco", queue_size=32).eval()     # eval: BN uses running statistics, keys are deterministic
+    # eval: BN uses running statistics, keys are deterministic
+    method = tiny_method("moco", queue_size=32).eval()
     method.enqueue(random_unit(32, 0), torch.arange(32) % 5)
     index = torch.arange(8)
     batch = noisy_batch(method, images, index)
@@ -272,48 +271,14 @@ def test_mochi_never_enqueues_synthetic_negatives(images):
     assert method.queue_index.tolist() == list(range(8)) + list(range(108, 132))
 
 
-# ---------------------------------------------------------------- DCL and HCL
-
-@pytest.mark.parametrize("name, loss", [
-    ("simclr", lambda m, z1, z2: info_nce(z1, z2, m.temperature)),
-    ("dcl", lambda m, z1, z2: dcl(z1, z2, m.temperature, m.tau_plus)),
-    ("hcl", lambda m, z1, z2: hcl(z1, z2, m.temperature, m.tau_plus, m.beta)),
-])
-def test_simclr_family_uses_its_loss(images, name, loss):
-    options = {"dcl": dict(tau_plus=0.2), "hcl": dict(tau_plus=0.2, beta=2.0)}.get(name, {})
-    method = tiny_method(name, **options)
-    batch = noisy_batch(method, images, torch.arange(8))
-    value = method.training_step(batch).loss
-    with torch.no_grad():  # both views in one batch of 2B, as SimCLR's BN sees them
-        z1, z2 = method.projector(method.backbone(torch.cat(batch.views))).chunk(2)
-    assert torch.allclose(value, loss(method, z1, z2), atol=1e-6)
-    if name != "simclr":
-        assert not torch.allclose(value, info_nce(z1, z2, method.temperature), atol=1e-3)
-
-
-def test_build_method_passes_options_and_rejects_unknown_names():
-    assert isinstance(tiny_method("hcl", beta=0.5), HCL) and tiny_method("hcl", beta=0.5).beta == 0.5
-    assert isinstance(tiny_method("dcl"), DCL) and isinstance(tiny_method("simclr"), SimCLR)
-    assert isinstance(tiny_method("mochi"), MoCHi) and isinstance(tiny_method("moco"), MoCo)
-    with pytest.raises(ValueError, match="method name"):
-        build_method("byol", Backbone(SmallCNN(width=4)))
-
-
-# ---------------------------------------------------------------- the training loop
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_trains_in_the_shared_loop(images, name):
-    history = train_briefly(tiny_method(name), images, epochs=1, batch_size=16)
-    assert len(history.epochs) == 1 and math.isfinite(history.epochs[0]["loss"])
-    monitor = "train_accuracy" if name == "supervised" else "positive_similarity"
-    assert all(math.isfinite(r["loss"]) and monitor in r for r in history.steps)
-
+# ---------------------------------------------------------------- resume
 
 @pytest.mark.parametrize("name, options", [("moco", dict(symmetric=True)), ("mochi", dict(mixing_warmup_epochs=1)),
                                            ("sce", dict())])
 def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, name, options):
     reference_method = tiny_method(name, **options)
-    reference = train_briefly(reference_method, images, epochs=3, checkpoint_dir=tmp_path / "reference")
+    reference = train_briefly(reference_method, images, epochs=3,
+                              checkpoint_dir=tmp_path / "reference")
 
     interrupted = tiny_method(name, **options)
     steps_done = {"n": 0}
@@ -329,8 +294,10 @@ def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, n
         train_briefly(interrupted, images, epochs=3, checkpoint_dir=tmp_path / "resumed")
     assert len(list_checkpoints(tmp_path / "resumed")) == 2
 
-    resumed_method = tiny_method(name, seed=123, **options)  # other weights and queue: the checkpoint must replace them
-    resumed = train_briefly(resumed_method, images, epochs=3, checkpoint_dir=tmp_path / "resumed", resume=True)
+    # other weights and queue: the checkpoint must replace them
+    resumed_method = tiny_method(name, seed=123, **options)
+    resumed = train_briefly(resumed_method, images, epochs=3, checkpoint_dir=tmp_path / "resumed",
+                            resume=True)
     assert [r["loss"] for r in resumed.steps] == [r["loss"] for r in reference.steps]
     state = resumed_method.state_dict()
     assert {"queue", "queue_index", "queue_pointer"} <= set(state)
@@ -340,29 +307,6 @@ def test_moco_resumes_exactly_with_its_queue_and_key_encoder(images, tmp_path, n
 
 
 # ---------------------------------------------------------------- bad arguments
-
-@pytest.mark.parametrize("name, options, argument", [
-    ("moco", dict(momentum=-0.1), "momentum"),
-    ("moco", dict(momentum=1.01), "momentum"),
-    ("moco", dict(temperature=0.0), "temperature"),
-    ("moco", dict(queue_size=0), "queue_size"),
-    ("moco", dict(bn_splits=0), "bn_splits"),
-    ("mochi", dict(queue_size=32, n_hardest=33), "n_hardest"),
-    ("mochi", dict(n_hardest=0), "n_hardest"),
-    ("mochi", dict(n_mix_negatives=-1), "n_mix_negatives"),
-    ("mochi", dict(n_mix_query=-1), "n_mix_query"),
-    ("mochi", dict(mixing_warmup_epochs=-1), "mixing_warmup_epochs"),
-    ("dcl", dict(tau_plus=1.0), "tau_plus"),
-    ("dcl", dict(tau_plus=-0.1), "tau_plus"),
-    ("hcl", dict(tau_plus=1.0), "tau_plus"),
-    ("hcl", dict(tau_plus=-0.01), "tau_plus"),
-    ("hcl", dict(beta=-1.0), "beta"),
-    ("hcl", dict(beta=float("inf")), "beta"),
-])
-def test_bad_arguments_name_the_argument_and_the_range(name, options, argument):
-    with pytest.raises(ValueError, match=argument):
-        tiny_method(name, **options)
-
 
 def test_momentum_error_gives_the_allowed_range():
     with pytest.raises(ValueError, match=r"momentum must be in \[0.0, 1.0\], got 1.5"):
@@ -386,145 +330,22 @@ def test_queue_smaller_than_a_batch_is_refused(images):
         train_briefly(tiny_method("moco", queue_size=4), images, epochs=1, batch_size=8)
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco", "mochi"])
-def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
-    # aot_eager runs TorchDynamo's graph capture and AOTAutograd (where a side effect such as a queue write
-    # or a pending key would be lost or replayed wrongly) without generating code, so it is fast on a CPU
-    # and must reproduce eager exactly.
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    torch._dynamo.reset()
-    runs = []
-    for compile in (False, True):
-        method = tiny_method(name)
-        history = train_briefly(method, images, epochs=2, batch_size=16, compile=compile, log_every=1)
-        runs.append((method, [r["loss"] for r in history.steps]))
-    (eager, eager_losses), (compiled, compiled_losses) = runs
-    assert compiled_losses == eager_losses
-    for (key, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
-        assert torch.equal(a, b), key
+def test_moco_proves_once_that_every_query_keeps_a_negative(images, monkeypatch):
+    import clcourse.methods.moco
+    with pytest.raises(ValueError, match="queue_size must be larger than 1"):
+        short_run(images, tiny_method("moco", queue_size=1), batch_size=8)
+    checked = []
+    real_loss = clcourse.methods.moco.moco_info_nce
 
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_trains_under_bf16_autocast(images, name, monkeypatch):
-    # The GPU path (autocast_dtype gives bf16 on an A100/H100), run on the CPU, which autocasts to bf16 too.
-    import clcourse.train
-    losses = {}
-    for dtype in (None, torch.bfloat16):
-        monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device, dtype=dtype: dtype)
-        method = tiny_method(name)
-        losses[dtype] = [r["loss"] for r in train_briefly(method, images, epochs=1, batch_size=16, log_every=1).steps]
-        if isinstance(method, MoCo):
-            assert method.queue.dtype == torch.float32      # keys from bf16 activations are stored in float32
-    assert all(math.isfinite(loss) for loss in losses[torch.bfloat16])
-    assert losses[torch.bfloat16] != losses[None]          # the bf16 path really ran...
-    assert abs(losses[torch.bfloat16][0] - losses[None][0]) < 0.02   # ...and agrees with float32 at the first step
-
-
-# ---------------------------------------------------------------- views, embeddings, configuration
-
-def test_views_sharing_a_recipe_are_made_in_one_call():
-    calls = []
-
-    def recipe(images, generator=None):
-        calls.append(len(images))
-        return noisy_views(images, generator)
-
-    def other(images, generator=None):
-        calls.append(-len(images))
-        return images.float() / 255
-
-    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    method = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=DIM, augment=recipe)
-    method.view_recipes = (recipe, other, recipe, recipe)
-    views = method.make_views(images, torch.Generator().manual_seed(0))
-    assert calls == [12, -4]                      # three views of one recipe in one call of 3 x 4 images
-    assert len(views) == 4 and all(v.shape == (4, 3, 8, 8) for v in views)
-    assert torch.equal(views[1], images.float() / 255)
-    for view in (views[0], views[2], views[3]):   # each a noisy copy of the same 4 images, in order
-        assert (view - images.float() / 255).abs().max() < 0.3
-    assert not torch.equal(views[0], views[2])    # independent draws
-
-
-def test_a_method_needs_at_least_one_view_recipe():
-    with pytest.raises(ValueError, match="view_recipes"):
-        from clcourse.methods import Method
-        Method(Backbone(SmallCNN(width=4)), ())
-
-
-def test_embed_gives_unit_embeddings_or_backbone_features(images):
-    from clcourse.evaluate import extract_features
-    for name in ("simclr", "moco"):
-        method = tiny_method(name)
-        method.train()
-        z = method.embed(images[:10])
-        h = method.embed(images[:10], projected=False)
-        with torch.no_grad():
-            method.eval()
-            x = images[:10].float() / 255
-            assert torch.allclose(z, F.normalize(method.projector(method.backbone(x)), dim=1), atol=1e-6)
-            assert torch.allclose(h, method.backbone(x), atol=1e-6)
-            method.train()
-        assert torch.allclose(z.norm(dim=1), torch.ones(10)) and method.training   # modes restored
-        assert torch.equal(h, extract_features(method.backbone, images[:10]))
-
-
-def test_config_holds_the_hyperparameters_and_stable_descriptions():
-    config = tiny_method("mochi", n_hardest=3).config()
-    assert config["name"] == "MoCHi" and config["n_hardest"] == 3 and config["queue_size"] == 32
-    assert config["temperature"] == 0.1 and config["bn_splits"] == 2 and config["symmetric"] is False
-    assert config["views"] == ["helpers.noisy_views"] * 2
-    assert config["functions"] == {"logits": "clcourse.losses.moco_logits",
-                                   "momentum_update": "clcourse.methods.moco.update_key_encoder",
-                                   "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
-                                   "step": "clcourse.methods.moco.moco_step"}
-    assert config["architecture"].startswith("Backbone(SmallCNN), ")
-    from clcourse.augment import simclr_cifar
-    described = SimCLR(Backbone(SmallCNN(width=4)), augment=simclr_cifar()).config()["views"][0]
-    assert described == repr(simclr_cifar()) and "0x" not in described
-    assert tiny_method("hcl", beta=2.0).config()["beta"] == 2.0 and tiny_method("dcl").config()["functions"]["loss"] == \
-        "clcourse.losses.dcl"
-
-
-def test_every_method_returns_a_step_output(images):
-    from clcourse.methods import StepOutput
-    for name in sorted(METHODS):
-        method = tiny_method(name)
-        output = method.training_step(noisy_batch(method, images, torch.arange(8)))
-        assert isinstance(output, StepOutput) and output.loss.dim() == 0 and output.loss.requires_grad
-        assert all(value.dim() == 0 for value in output.logs.values())
+    def spy(*args, check_mask=True, **kwargs):
+        checked.append(check_mask)
+        return real_loss(*args, check_mask=check_mask, **kwargs)
+    monkeypatch.setattr(clcourse.methods.moco, "moco_info_nce", spy)
+    short_run(images, tiny_method("moco"), batch_size=8, epochs=2)
+    assert len(checked) == 12 and not any(checked)      # no host sync per step for the check
 
 
 # ---------------------------------------------------------------- a student's functions train the method
-
-def test_simclr_trains_with_the_loss_it_is_given_in_float32(images, monkeypatch):
-    import clcourse.train
-    seen = []
-
-    def my_loss(z1, z2, temperature):
-        seen.append((z1.dtype, torch.is_autocast_enabled("cpu"), temperature))
-        return info_nce(z1, z2, temperature) * 2
-
-    method = tiny_method("simclr", loss=my_loss, temperature=0.3)
-    batch = noisy_batch(method, images, torch.arange(8))
-    with torch.no_grad():
-        z1, z2 = method.projector(method.backbone(torch.cat(batch.views))).chunk(2)
-    assert torch.allclose(method.training_step(batch).loss, 2 * info_nce(z1, z2, 0.3), atol=1e-6)
-    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: torch.bfloat16)
-    train_briefly(method, images, epochs=1, batch_size=16)
-    assert seen[-1] == (torch.float32, False, 0.3)      # no half precision inside the loss
-
-
-@pytest.mark.parametrize("name, loss", [("dcl", dcl), ("hcl", hcl)])
-def test_dcl_and_hcl_pass_their_hyperparameters_to_the_given_loss(images, name, loss):
-    calls = []
-
-    def my_loss(*args):
-        calls.append(args[2:])
-        return loss(*args)
-    method = tiny_method(name, loss=my_loss, tau_plus=0.05, **({"beta": 0.5} if name == "hcl" else {}))
-    method.training_step(noisy_batch(method, images, torch.arange(8)))
-    assert calls == [(0.5, 0.05, 0.5) if name == "hcl" else (0.5, 0.05)]
-
 
 def student_logits(q, k, queue, temperature):
     positive = (q * k.detach()).sum(dim=1, keepdim=True)
@@ -546,8 +367,10 @@ def student_enqueue(queue, pointer, keys):
 
 def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
     students = dict(logits=student_logits, momentum_update=student_momentum_update, enqueue=student_enqueue)
-    library, student = tiny_method("moco", queue_size=24), tiny_method("moco", queue_size=24, **students)
-    histories = [train_briefly(method, images, epochs=2, batch_size=16, log_every=1) for method in (library, student)]
+    library, student = (tiny_method("moco", queue_size=24),
+                        tiny_method("moco", queue_size=24, **students))
+    histories = [train_briefly(method, images, epochs=2, batch_size=16, log_every=1)
+                 for method in (library, student)]
     losses = [[r["loss"] for r in history.steps] for history in histories]
     assert losses[0] == pytest.approx(losses[1], abs=1e-4)
     assert int(student.queue_pointer) == (2 * 48) % 24 == int(library.queue_pointer)
@@ -573,8 +396,10 @@ def student_step(moco, query_views, key_views, index):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_moco_trains_with_a_students_step(images, symmetric):
     library = tiny_method("moco", queue_size=24, symmetric=symmetric)
-    student = tiny_method("moco", queue_size=24, symmetric=symmetric, step=student_step, enqueue=student_enqueue)
-    histories = [train_briefly(method, images, epochs=2, batch_size=16, log_every=1) for method in (library, student)]
+    student = tiny_method("moco", queue_size=24, symmetric=symmetric, step=student_step,
+                          enqueue=student_enqueue)
+    histories = [train_briefly(method, images, epochs=2, batch_size=16, log_every=1)
+                 for method in (library, student)]
     for key in ("loss", "positive_similarity", "queue_similarity"):
         assert [r[key] for r in histories[0].steps] == pytest.approx([r[key] for r in histories[1].steps], abs=1e-4)
     assert torch.equal(student.queue_index, library.queue_index)
@@ -591,12 +416,6 @@ def test_a_wrong_students_logits_changes_the_loss(images):
     reference.load_state_dict(method.state_dict())
     q, k, index = random_unit(4, 1), random_unit(4, 2), torch.arange(4)
     assert not torch.allclose(method.query_loss(q, k, index), reference.query_loss(q, k, index))
-
-
-@pytest.mark.parametrize("option", ["loss"])
-def test_a_loss_that_is_not_a_function_is_refused(option):
-    with pytest.raises(ValueError, match=option):
-        tiny_method("simclr", **{option: 0.5})
 
 
 @pytest.mark.parametrize("option", ["logits", "momentum_update", "enqueue", "step"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from helpers import notebook_with
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
@@ -171,6 +172,24 @@ def test_nbval_still_compares_checked_cells_after_strip(tmp_path):
     nbformat.write(stripped, notebook)
     run = _nbval(notebook)
     assert run.returncode == 1 and "Cell outputs differ" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("command", ["student", "check", "strip"])
+def test_unreadable_notebooks_are_one_line_each_and_the_rest_is_processed(tmp_path, capsys, command):
+    missing, empty, not_json = tmp_path / "missing.ipynb", tmp_path / "empty.ipynb", tmp_path / "not_json.ipynb"
+    empty.write_text("")
+    not_json.write_text("{ not json")
+    good = tmp_path / "good.ipynb"
+    nbformat.write(tool.strip_notebook(notebook_with("x = 2")), good)
+    out = ["--out", str(tmp_path / "student")] if command == "student" else []
+    assert tool.main([command, str(missing), str(empty), str(good), str(not_json), *out]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    for path in (missing, empty, not_json):
+        lines = [line for line in printed if line.startswith(f"{path}: cannot read this notebook")]
+        assert len(lines) == 1, printed
+    if command == "student":
+        assert (tmp_path / "student" / "good.ipynb").is_file()
+    assert not any(line.startswith(str(good)) for line in printed)   # read, clean, processed
 
 
 # ---- the course notebooks ------------------------------------------------------------------------------

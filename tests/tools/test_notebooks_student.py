@@ -15,6 +15,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from clcourse.checks import ExerciseError
+from helpers import notebook_with
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
@@ -224,6 +225,21 @@ def test_student_command_refuses_to_overwrite_the_solutions(tmp_path, capsys):
     assert tool.main(["student", str(notebook), "--out", str(tmp_path)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().out
     assert "secret_sauce" in notebook.read_text()
+
+
+@pytest.mark.parametrize("marker", ["### begin solution", "### Begin Solution", "### BEGIN  SOLUTION",
+                                    "## BEGIN SOLUTION", "#### BEGIN SOLUTION", "#BEGIN SOLUTION",
+                                    "BEGIN SOLUTION", "### BEGIN_SOLUTION", "### BEGINSOLUTION", "### end solution"])
+def test_near_miss_solution_markers_are_errors_naming_notebook_cell_and_line(tmp_path, capsys, marker):
+    bad, good = tmp_path / "bad.ipynb", tmp_path / "good.ipynb"
+    nbformat.write(notebook_with(f"y = 0\n{marker}\nsecret = 42\n### END SOLUTION"), bad)
+    nbformat.write(notebook_with(f"{tool.SOLUTION_BEGIN}\nsecret = 42\n{tool.SOLUTION_END}"), good)
+    out = tmp_path / "student"
+    assert tool.main(["student", str(bad), str(good), "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{bad}: cell 2 (y = 0), line 2: malformed marker {marker!r}" in printed
+    assert not (out / "bad.ipynb").exists()
+    assert "secret" not in (out / "good.ipynb").read_text()        # the rest of the batch is still written
 
 
 # ---- the course notebooks ------------------------------------------------------------------------------

@@ -1,14 +1,11 @@
-"""What `make venv` installs: the torch wheels tools/torch_wheels.py chooses (its machine checks stood in for), the
-Makefile's use of it, and the lower bounds `make test-oldest` pins (tools/lower_bounds.py)."""
-import shutil
-import subprocess
-
+"""What `make venv` installs: the torch wheels tools/torch_wheels.py chooses (its machine checks
+stood in for), and the Makefile's use of it; `make lab` opens the student copies. (The lower bounds:
+tests/tools/test_lower_bounds.py.)"""
 import pytest
 
-from repository import REPO, load_script
+from repository import REPO, load_script, make_dry_run
 
 wheels = load_script(REPO / "tools" / "torch_wheels.py")
-bounds = load_script(REPO / "tools" / "lower_bounds.py")
 CPU = ["--index-url", wheels.CPU_INDEX]
 
 
@@ -90,14 +87,6 @@ def test_an_index_that_cannot_be_reached_does_not_answer():
     assert not wheels.index_answers("not a url")
 
 
-def make_dry_run(*arguments):
-    if shutil.which("make") is None:
-        pytest.skip("needs make")
-    done = subprocess.run(["make", "-n", "-B", *arguments], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_make_venv_installs_the_wheels_the_script_chose_or_the_given_line(tmp_path):
     venv = tmp_path / "venv"
     lines = make_dry_run("venv", f"VENV={venv}", "TORCH_WHEELS=cpu", "TORCH_INDEX_URL=https://x.example/i")
@@ -109,61 +98,8 @@ def test_make_venv_installs_the_wheels_the_script_chose_or_the_given_line(tmp_pa
     assert f"{venv}/bin/python -m pip install  torch==2.5.1 torchvision==0.20.1" in lines
 
 
-def test_make_test_oldest_pins_every_lower_bound_in_its_own_venv(tmp_path):
-    venv = tmp_path / "oldest"
-    lines = make_dry_run("test-oldest", f"OLDEST_VENV={venv}")
-    assert f"tools/lower_bounds.py --with pytest > {venv}/lower-bounds.txt" in lines
-    assert f"{venv}/bin/python -m pip install -c {venv}/lower-bounds.txt torch torchvision" in lines
-    assert f"{venv}/bin/python -m pip install -c {venv}/lower-bounds.txt -e . pytest" in lines
-    tests = next(line for line in lines.splitlines() if "-m pytest" in line)
-    assert "tests/test_losses.py" in tests and "tests/tools/test_notebooks.py" not in tests
-
-
 def test_make_lab_opens_the_student_copies_at_the_repositorys_root(tmp_path):
     lines = make_dry_run("lab", f"VENV={tmp_path / 'venv'}")
     assert f'--ServerApp.root_dir="{REPO}" --LabApp.default_url=/lab/tree/student' in lines
     assert "--LabApp.default_url=/lab/tree/notebooks" in make_dry_run("lab", f"VENV={tmp_path / 'v'}",
                                                                        "LAB_FOLDER=notebooks")
-
-
-# ---- the lower bounds -----------------------------------------------------------------------------------------
-
-PYPROJECT = '''[project]
-name = "x"
-dependencies = [
-    "torch>=2.3",            # a comment
-    "numpy >= 1.23, != 1.24.0",
-    "tqdm",
-]
-
-[project.optional-dependencies]
-test = [
-    "pytest>=7.4",
-    "nbval>=0.11",
-]
-dev = [
-    "clcourse[test]",
-    "jupytext>=1.16",
-]
-
-[tool.other]
-dependencies = ["ignored>=1"]
-'''
-
-
-def test_every_lower_bound_is_pinned_and_an_unbounded_requirement_named(tmp_path, capsys):
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text(PYPROJECT)
-    assert bounds.main(["--pyproject", str(pyproject), "--with", "pytest"]) == 0
-    printed = capsys.readouterr()
-    assert printed.out.split() == ["torch==2.3", "numpy==1.23", "pytest==7.4"]
-    assert "'tqdm' has no lower bound" in printed.err
-    assert bounds.main(["--pyproject", str(pyproject), "--extra", "dev"]) == 0
-    assert capsys.readouterr().out.split() == ["torch==2.3", "numpy==1.23", "pytest==7.4", "nbval==0.11",
-                                               "jupytext==1.16"]
-
-
-def test_the_courses_own_lower_bounds_are_read(capsys):
-    assert bounds.main([]) == 0
-    pins = dict(line.split("==") for line in capsys.readouterr().out.split())
-    assert pins["umap-learn"] == "0.5.8" and pins["matplotlib"] == "3.8.4" and pins["torch"] == "2.4"
