@@ -30,7 +30,7 @@ endif
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-x -k info_nce"
 PYTEST_ARGS ?=
-# Extra bench/suite.py arguments, e.g. make bench BENCH_ARGS="--pack ../shared/data/cifar10-jpeg.npz"
+# Extra bench/suite.py arguments, e.g. make bench BENCH_ARGS="--pack path/to/cifar10-jpeg.npz" (bench/README.md)
 BENCH_ARGS ?=
 # A notebook cell running longer than this fails with a traceback instead of hanging the run.
 NBVAL_CELL_TIMEOUT ?= 900
