@@ -49,7 +49,8 @@ def anchors(page: Path) -> set[str]:
 
 
 def links(page: Path) -> list[str]:
-    return [a or b for a, b in LINK.findall(prose(page))]
+    """The targets of the page's links and images outside code (code shows markdown as text)."""
+    return [a or b for a, b in LINK.findall(INLINE_CODE.sub("", prose(page)))]
 
 
 def test_the_pages_are_found():
