@@ -1,6 +1,6 @@
 # The course in two commands, on a Linux or macOS machine with Python 3.10+ (Windows: docs/install.md):
 #   make lab    set up .venv if needed, then open JupyterLab on the student copies (student/)
-#   make test   set up .venv if needed, then run the unit tests and every notebook (smoke preset)
+#   make test   set up .venv if needed, then run ruff, the unit tests and every notebook (smoke preset)
 # Setting up installs torch and torchvision first, then this package in editable mode.
 
 PYTHON ?= python3
@@ -55,12 +55,13 @@ STAMP := $(VENV)/.clcourse-installed
 
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
-.PHONY: mutate venv lab test test-oldest test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
+.PHONY: mutate venv lab lint test test-oldest test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
 	nbgrader test-nbgrader test-browser diagrams
 
 help:
 	@echo "make lab              set up .venv if needed, open JupyterLab on student/ (LAB_FOLDER=notebooks: solutions)"
-	@echo "make test             set up .venv if needed, run unit tests and notebooks (CLCOURSE_PRESET=smoke)"
+	@echo "make test             set up .venv if needed, run lint, unit tests and notebooks (CLCOURSE_PRESET=smoke)"
+	@echo "make lint             only ruff check (clcourse, tools, bench; rules in pyproject.toml)"
 	@echo "make test-unit        only pytest tests/ (heavy checks: one representative case each)"
 	@echo "make test-heavy       the full set of each heavy check (e.g. bench/accuracy.py for every method)"
 	@echo "make test-notebooks   only the notebooks, under nbval"
@@ -95,12 +96,17 @@ LAB_FOLDER ?= student
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_ARGS) --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/$(LAB_FOLDER)
 
-# Runs both parts even when the first fails, so one run reports everything; fails if either failed.
+# Runs all three parts even when one fails, so one run reports everything; fails if any failed.
 test: $(STAMP)
 	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory test-unit || status=1; \
 	$(MAKE) --no-print-directory test-notebooks || status=1; \
 	exit $$status
+
+# The code's style: pyproject.toml's [tool.ruff] (lines of at most 100 characters, import order, likely bugs).
+lint: $(STAMP)
+	$(BIN)/ruff check clcourse tools bench
 
 # Heavy checks run one representative case here (CI's budget); their full set is `make test-heavy`.
 test-unit: $(STAMP)

@@ -1,5 +1,6 @@
-"""Shared set-up for the benchmarks: the device and the sizes a command line chooses, data on the device, timing
-that waits for the GPU, peak memory, the device's description, and CIFAR-10 unpacked from the offline JPEG pack."""
+"""Shared set-up for the benchmarks: the device and the sizes a command line chooses, data on the
+device, timing that waits for the GPU, peak memory, the device's description, and CIFAR-10 unpacked
+from the offline JPEG pack."""
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,17 @@ from clcourse.presets import get_device
 
 
 def bench_device(smoke: bool) -> torch.device:
-    """The CPU for a smoke run (a quick check of the script itself), else this machine's device (`get_device`)."""
+    """The CPU for a smoke run (a quick check of the script itself), else this machine's
+    device (`get_device`)."""
     return torch.device("cpu") if smoke else get_device()
 
 
 def sizes_from_args(sizes, args: argparse.Namespace):
-    """`sizes` (a dataclass) with every field that the command line sets (an argument of that name, not None)
-    replaced by its value."""
+    """`sizes` (a dataclass) with every field that the command line sets (an argument of that name,
+    not None) replaced by its value."""
     given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(sizes)}
-    return dataclasses.replace(sizes, **{name: value for name, value in given.items() if value is not None})
+    return dataclasses.replace(sizes, **{name: value for name, value in given.items()
+                                         if value is not None})
 
 
 def synchronize(device: torch.device) -> None:
@@ -71,7 +74,8 @@ def describe_device(device: torch.device) -> str:
 
 
 def device_summary(device: torch.device) -> dict:
-    """What a results file records about the machine: name, memory, compute capability, CPUs, torch."""
+    """What a results file records about the machine: name, memory, compute
+    capability, CPUs, torch."""
     summary = {"type": device.type, "torch": torch.__version__, "cpus": available_cpus()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
@@ -97,8 +101,9 @@ def peak_memory_gb(device: torch.device) -> float | None:
 @contextmanager
 def compile_backend(backend: str | None):
     """Make `torch.compile` use `backend` inside the block (None: leave it alone). The CPU smoke run
-    captures graphs with "aot_eager" (Dynamo and AOTAutograd, as on a GPU, without inductor's C++ build,
-    which takes about 40 s per graph on 2 cores); code that calls torch.compile itself (`train`) follows."""
+    captures graphs with "aot_eager" (Dynamo and AOTAutograd, as on a GPU, without inductor's C++
+    build, which takes about 40 s per graph on 2 cores); code that calls torch.compile itself
+    (`train`) follows."""
     if backend is None:
         yield
         return
@@ -110,7 +115,7 @@ def compile_backend(backend: str | None):
         torch.compile = original
 
 
-# ---------------------------------------------------------------- CIFAR-10 from the offline JPEG pack
+# -------------------------------------------------------------- CIFAR-10 from the offline JPEG pack
 
 def _decode_jpegs(chunk: list[bytes]) -> np.ndarray:
     from PIL import Image
@@ -138,15 +143,17 @@ def _write_batch(path: Path, name: str, images: np.ndarray, labels: np.ndarray) 
 
 
 def unpack_cifar10(pack: str | Path, root: str | Path, workers: int | None = None) -> Path:
-    """Write CIFAR-10 from the offline JPEG pack (`cifar10-jpeg.npz`) into `root/cifar-10-batches-py/`, in
-    the layout and order of the build machines' `cifar10_unpack.py` (the training images in a fixed shuffle,
-    seed 0, five batches of 10,000), decoding on `workers` processes (default: every core). Returns `root`.
+    """Write CIFAR-10 from the offline JPEG pack (`cifar10-jpeg.npz`) into
+    `root/cifar-10-batches-py/`, in the layout and order of the build machines' `cifar10_unpack.py`
+    (the training images in a fixed shuffle, seed 0, five batches of 10,000), decoding on `workers`
+    processes (default: every core). Returns `root`.
 
-    The GPU machine has the pack but not that script; the suite calls this to make its data root there."""
+    The GPU machine has the pack but not that script; the suite calls this to make its
+    data root there."""
     pack, root = Path(pack), Path(root)
     if not pack.is_file():
-        raise FileNotFoundError(f"pack must be the CIFAR-10 JPEG pack (cifar10-jpeg.npz), got {str(pack)!r}: "
-                                "no such file")
+        raise FileNotFoundError("pack must be the CIFAR-10 JPEG pack (cifar10-jpeg.npz), got "
+                                f"{str(pack)!r}: no such file")
     folder = root / "cifar-10-batches-py"
     if (folder / "test_batch").is_file():
         return root
@@ -160,10 +167,11 @@ def unpack_cifar10(pack: str | Path, root: str | Path, workers: int | None = Non
     train_images, train_labels = train_images[order], train_labels[order]
     parts = np.array_split(np.arange(len(train_images)), 5)
     for b, part in enumerate(parts):
-        _write_batch(folder / f"data_batch_{b + 1}", f"training batch {b + 1} of 5", train_images[part],
-                     train_labels[part])
+        _write_batch(folder / f"data_batch_{b + 1}", f"training batch {b + 1} of 5",
+                     train_images[part], train_labels[part])
     meta = {"label_names": classes, "num_cases_per_batch": len(parts[0]), "num_vis": 3072}
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump(meta, f, protocol=4)
-    _write_batch(folder / "test_batch", "testing batch 1 of 1", test_images, test_labels)  # last: marks "done"
+    # Written last: marks the folder "done".
+    _write_batch(folder / "test_batch", "testing batch 1 of 1", test_images, test_labels)
     return root

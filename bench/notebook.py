@@ -1,12 +1,13 @@
-"""Run a notebook's code cells top to bottom in one Python namespace, without Jupyter, and time them.
+"""Run a notebook's code cells top to bottom in one Python namespace, without
+Jupyter, and time them.
 
     CLCOURSE_PRESET=colab python bench/notebook.py notebooks/00_setup_and_tour.ipynb
 
 For timing a notebook where no Jupyter kernel is installed (a bare GPU image): shell and magic lines
-(`!pip ...`, `%matplotlib ...`) become `pass`, figures go to matplotlib's Agg backend, and the last line
-printed is `NOTEBOOK_RESULT {...}` (JSON: seconds, per-cell seconds, peak GPU memory) for `bench/suite.py`.
-Checked outputs are not compared: the notebook tests (`make test-notebooks`, nbval) do that.
-Exits with status 1, naming the cell, when a cell raises.
+(`!pip ...`, `%matplotlib ...`) become `pass`, figures go to matplotlib's Agg backend, and the last
+line printed is `NOTEBOOK_RESULT {...}` (JSON: seconds, per-cell seconds, peak GPU memory) for
+`bench/suite.py`. Checked outputs are not compared: the notebook tests (`make test-notebooks`,
+nbval) do that. Exits with status 1, naming the cell, when a cell raises.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ RESULT_PREFIX = "NOTEBOOK_RESULT "
 
 
 def code_cells(path: Path) -> list[str]:
-    """The source of every code cell, with IPython's shell (`!`) and magic (`%`) lines made `pass`."""
+    """The source of every code cell, with IPython's shell (`!`) and magic (`%`)
+    lines made `pass`."""
     cells = []
     for cell in json.loads(path.read_text())["cells"]:
         if cell["cell_type"] != "code":
@@ -30,7 +32,8 @@ def code_cells(path: Path) -> list[str]:
         lines = []
         for line in source.splitlines():
             stripped = line.lstrip()
-            lines.append(line[:len(line) - len(stripped)] + "pass" if stripped.startswith(("!", "%")) else line)
+            lines.append(line[:len(line) - len(stripped)] + "pass"
+                         if stripped.startswith(("!", "%")) else line)
         cells.append("\n".join(lines))
     return cells
 
@@ -49,8 +52,8 @@ def run(path: Path) -> dict:
             traceback.print_exc()
             raise RuntimeError(f"code cell {number} of {path} raised (traceback above)") from None
         cell_seconds.append(round(time.perf_counter() - cell_start, 2))
-    result = {"notebook": str(path), "seconds": round(time.perf_counter() - start, 2), "cell_seconds": cell_seconds,
-              "peak_memory_gb": None}
+    result = {"notebook": str(path), "seconds": round(time.perf_counter() - start, 2),
+              "cell_seconds": cell_seconds, "peak_memory_gb": None}
     import torch
     if torch.cuda.is_available():
         result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)

@@ -1,12 +1,12 @@
 """The benchmark suite's results as markdown, and README.md's Performance figures written from them.
 
-    python bench/report.py            # rewrite the block between the markers in README.md
-    python bench/report.py --check    # exit 1 if that block differs from what the results files give
+    python bench/report.py          # rewrite the block between the markers in README.md
+    python bench/report.py --check  # exit 1 if that block differs from what the results files give
 
-The GPU table comes from the newest results file of a GPU run in bench/results/ (by its start time), the
-CPU table from the newest `--smoke` run. Every figure has a fixed row, so an unmeasured one reads
-"not measured" instead of disappearing, and every measured one has the device's name and the date beside it.
-`bench/suite.py` prints the same table at the end of a run.
+The GPU table comes from the newest results file of a GPU run in bench/results/ (by its start time),
+the CPU table from the newest `--smoke` run. Every figure has a fixed row, so an unmeasured one
+reads "not measured" instead of disappearing, and every measured one has the device's name and the
+date beside it. `bench/suite.py` prints the same table at the end of a run.
 """
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from targets import (END_TO_END_OVER_MODEL_STEP, END_TO_END_OVER_PIL, SIMCLR_KNN_ACCURACY,  # noqa: E402
-                     SIMCLR_WALL_MINUTES, method_cost)
+from targets import (  # noqa: E402
+    END_TO_END_OVER_MODEL_STEP,
+    END_TO_END_OVER_PIL,
+    SIMCLR_KNN_ACCURACY,
+    SIMCLR_WALL_MINUTES,
+    method_cost,
+)
 
 RESULTS_DIR = REPO / "bench" / "results"
 README = REPO / "README.md"
@@ -32,7 +37,8 @@ NOT_MEASURED = "not measured"
 PIPELINES = {"model_step": "model step alone", "end_to_end": "clcourse end to end",
              "pil": "torchvision PIL + DataLoader ({workers})"}
 MODES = {"eager": "eager", "compile": "torch.compile"}
-PHASE_TITLES = {"throughput": "1 throughput", "simclr_200": "2 SimCLR 200 epochs", "method_costs": "3 method costs",
+PHASE_TITLES = {"throughput": "1 throughput", "simclr_200": "2 SimCLR 200 epochs",
+                "method_costs": "3 method costs",
                 "cuda_tests_and_notebook": "4 CUDA tests, notebook"}
 
 
@@ -71,7 +77,8 @@ def throughput_rows(results: dict | None) -> list[Row]:
                         f"{end_to_end / model_step:.2f}" if end_to_end and model_step else None,
                         f"≥ {END_TO_END_OVER_MODEL_STEP:.2f}"))
         rows.append(Row("1", f"end to end / PIL pipeline, {mode_name}",
-                        f"{end_to_end / pil:.1f}x" if end_to_end and pil else None, f"≥ {END_TO_END_OVER_PIL:.0f}x"))
+                        f"{end_to_end / pil:.1f}x" if end_to_end and pil else None,
+                        f"≥ {END_TO_END_OVER_PIL:.0f}x"))
     return rows
 
 
@@ -91,7 +98,8 @@ def simclr_rows(results: dict | None) -> list[Row]:
         Row("2", f"SimCLR kNN top-1 after {epochs} epochs (last epoch, k=200)", knn,
             f"≥ {100 * SIMCLR_KNN_ACCURACY:.0f}%"),
         Row("2", f"wall time of {epochs} epochs, kNN evaluations included",
-            f"{wall / 60:.1f} min ({measured['median_epoch_seconds']:.2f} s/epoch, median)" if wall else None,
+            (f"{wall / 60:.1f} min ({measured['median_epoch_seconds']:.2f} s/epoch, median)"
+             if wall else None),
             f"≤ {SIMCLR_WALL_MINUTES:.0f} min"),
         Row("2", "kNN top-1 along the way (epoch: %)",
             ", ".join(f"{epoch}: {100 * accuracy:.1f}" for epoch, accuracy in curve) or None),
@@ -133,7 +141,8 @@ def phase4_rows(results: dict | None) -> list[Row]:
     tests, notebook = measured.get("tests"), measured.get("notebook")
     tests_value = None
     if tests and tests.get("status") in ("done", "failed"):
-        counts = ", ".join(f"{tests[word]} {word}" for word in ("passed", "failed", "skipped", "error", "errors")
+        counts = ", ".join(f"{tests[word]} {word}"
+                           for word in ("passed", "failed", "skipped", "error", "errors")
                            if tests.get(word))
         tests_value = f"{counts or 'no tests'} in {tests['seconds']:.0f} s"
     notebook_value, notebook_name = None, "a notebook, colab preset"
@@ -151,13 +160,16 @@ def memory_rows(results: dict | None) -> list[Row]:
     rows = []
     for name, title in PHASE_TITLES.items():
         phase = (results or {}).get("phases", {}).get(name, {})
-        peak = phase.get("peak_memory_gb") if phase.get("status") in ("done", "stopped at cap") else None
-        rows.append(Row("5", f"peak GPU memory, phase {title}", f"{peak:.1f} GB" if peak is not None else None))
+        peak = (phase.get("peak_memory_gb") if phase.get("status") in ("done", "stopped at cap")
+                else None)
+        rows.append(Row("5", f"peak GPU memory, phase {title}",
+                        f"{peak:.1f} GB" if peak is not None else None))
     return rows
 
 
 def rows(results: dict | None, registered: list[str] | None = None) -> list[Row]:
-    """Every figure of the suite, in a fixed order; `value` is None where `results` (None: no run) has none."""
+    """Every figure of the suite, in a fixed order; `value` is None where `results`
+    (None: no run) has none."""
     registered = _registered_methods() if registered is None else registered
     return [*throughput_rows(results), *simclr_rows(results), *method_rows(results, registered),
             *phase4_rows(results), *memory_rows(results)]
@@ -167,7 +179,8 @@ def measured_on(results: dict) -> str:
     return f"{results['device']['name']}, {results['date']}"
 
 
-def markdown_table(results: dict | None, registered: list[str] | None = None, targets: bool = True) -> str:
+def markdown_table(results: dict | None, registered: list[str] | None = None,
+                   targets: bool = True) -> str:
     """The figures as a markdown table: phase, figure, measured value, where and when, target."""
     on = measured_on(results) if results else ""
     header = ["phase", "figure", "measured", "on"] + (["target"] if targets else [])
@@ -180,14 +193,18 @@ def markdown_table(results: dict | None, registered: list[str] | None = None, ta
 
 
 def describe_run(results: dict) -> str:
-    """One line on a run: the machine, when, which code, the command, how long, what did not finish."""
+    """One line on a run: the machine, when, which code, the command, how long,
+    what did not finish."""
     device = results["device"]
     threads = device.get("threads")
-    where = device["name"] if device["type"] == "cuda" else f"CPU, {threads} thread{'s' * (threads != 1)}"
-    parts = [f"{where} (torch {device['torch']})", results["started"], f"commit {results.get('commit') or 'unknown'}",
-             f"`{results['command']}`", f"{results.get('total_seconds', 0) / 60:.1f} min"]
+    where = device["name"] if device["type"] == "cuda" else (f"CPU, {threads} "
+                                                             f"thread{'s' * (threads != 1)}")
+    parts = [f"{where} (torch {device['torch']})", results["started"],
+             f"commit {results.get('commit') or 'unknown'}", f"`{results['command']}`",
+             f"{results.get('total_seconds', 0) / 60:.1f} min"]
     load = results.get("load_average")
-    if load and "end" in load:   # other work on the machine slows every figure: timings under load are upper bounds
+    if load and "end" in load:   # other work on the machine slows every figure: timings under load
+                                 # are upper bounds
         parts.append(f"load average {load['start']:.1f} at the start, {load['end']:.1f} at the end")
     not_done = [f"{name} {phase['status']}" for name, phase in results["phases"].items()
                 if phase.get("status") != "done"]
@@ -203,20 +220,24 @@ def newest(results_dir: Path, smoke: bool) -> dict | None:
     return max(runs, key=lambda r: r["started"], default=None)
 
 
-def performance_block(gpu: dict | None, smoke: dict | None, registered: list[str] | None = None) -> str:
-    """README.md's generated figures: the GPU table (every row, measured or not) and the CPU smoke table."""
+def performance_block(gpu: dict | None, smoke: dict | None,
+                      registered: list[str] | None = None) -> str:
+    """README.md's generated figures: the GPU table (every row, measured or not) and the
+    CPU smoke table."""
     parts = [BEGIN, ""]
     if gpu:
         parts.append(f"**Measured on a GPU** ({describe_run(gpu)}):")
     else:
-        parts.append("**Measured on a GPU: not yet.** No GPU run's results file is in `bench/results/`; the "
-                     "targets stand until one is.")
+        parts.append("**Measured on a GPU: not yet.** No GPU run's results file is in "
+                     "`bench/results/`; the targets stand until one is.")
     parts += ["", markdown_table(gpu, registered), "",
-              "Images/s count both views; s/epoch is one pass over CIFAR-10's 50,000 training images. Method costs: "
-              "eager, the fastest of the epochs after the first, each method's defaults, same data and batch.", ""]
+              "Images/s count both views; s/epoch is one pass over CIFAR-10's 50,000 training "
+              "images. Method costs: eager, the fastest of the epochs after the first, each "
+              "method's defaults, same data and batch.", ""]
     if smoke:
-        parts += ["<details><summary>The CPU smoke run (<code>python bench/suite.py --smoke</code>): every phase "
-                  "at toy size, which checks that the suite runs and says nothing about GPU speed</summary>", "",
+        parts += ["<details><summary>The CPU smoke run (<code>python bench/suite.py "
+                  "--smoke</code>): every phase at toy size, which checks that the suite runs "
+                  "and says nothing about GPU speed</summary>", "",
                   f"{describe_run(smoke)}; a small CNN on a few hundred images.", "",
                   markdown_table(smoke, registered, targets=False), "", "</details>", ""]
     parts.append(END)
@@ -226,7 +247,8 @@ def performance_block(gpu: dict | None, smoke: dict | None, registered: list[str
 def replace_block(text: str, block: str) -> str:
     """`text` with everything from BEGIN to END (the markers included) replaced by `block`."""
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"the README must hold the markers {BEGIN!r} and {END!r} once each, in that order")
+        raise ValueError(f"the README must hold the markers {BEGIN!r} and {END!r} "
+                         "once each, in that order")
     return text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
 
 
@@ -234,14 +256,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is not up to date")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the README's block is not up to date")
     args = parser.parse_args(argv)
-    block = performance_block(newest(args.results_dir, smoke=False), newest(args.results_dir, smoke=True))
+    block = performance_block(newest(args.results_dir, smoke=False),
+                              newest(args.results_dir, smoke=True))
     text = args.readme.read_text()
     updated = replace_block(text, block)
     if args.check:
         if updated != text:
-            print(f"{args.readme}: the Performance figures differ from {args.results_dir}; run python bench/report.py",
+            print(f"{args.readme}: the Performance figures differ from {args.results_dir}; run "
+                  "python bench/report.py",
                   file=sys.stderr)
             return 1
         return 0

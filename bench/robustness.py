@@ -1,18 +1,23 @@
-"""The CL-Robustness grid (notebook 08) at a stated budget: clean / threat-model-I / threat-model-II accuracy of
-each scheme x scenario cell, and the time of each phase.
+"""The CL-Robustness grid (notebook 08) at a stated budget: clean / threat-model-I / threat-model-II
+accuracy of each scheme x scenario cell, and the time of each phase.
 
-    python bench/robustness.py --budget full                      # the paper's grid on ResNet-18 (hours, a GPU)
-    python bench/robustness.py --budget colab --schemes cl,scl    # notebook 08's colab budget, two schemes
-    python bench/robustness.py --budget full --timing-only        # the two timing targets alone (minutes)
-    python bench/robustness.py --smoke                            # quick CPU check of the script
+    # the paper's grid on ResNet-18 (hours, a GPU)
+    python bench/robustness.py --budget full
+    # notebook 08's colab budget, two schemes
+    python bench/robustness.py --budget colab --schemes cl,scl
+    # the two timing targets alone (minutes)
+    python bench/robustness.py --budget full --timing-only
+    # quick CPU check of the script
+    python bench/robustness.py --smoke
 
 Timing targets (issue 13), on the budget's backbone and batch:
-- an epoch of 5-step PGD adversarial pretraining costs at most 6.5x a standard epoch of the same method
-  (5 attack forward/backward passes, one anchor pass, plus twice the method's step);
+- an epoch of 5-step PGD adversarial pretraining costs at most 6.5x a standard epoch of the same
+  method (5 attack forward/backward passes, one anchor pass, plus twice the method's step);
 - robust accuracy of 10,000 test images under PGD-40 on a ResNet-18: under 60 s on one H100/H200.
 
-Runs go to runs/<budget>/bench08_* (a finished run is loaded, not retrained: delete the folder to re-measure).
-Results are printed and written as JSON to --output (default bench/results/robustness_<budget>.json).
+Runs go to runs/<budget>/bench08_* (a finished run is loaded, not retrained: delete the folder to
+re-measure). Results are printed and written as JSON to --output (default
+bench/results/robustness_<budget>.json).
 """
 from __future__ import annotations
 
@@ -44,19 +49,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_epoch(scheme: str, adversarial: bool, budget: RobustnessBudget, images, labels, device,
-                      epochs: int = 2) -> float:
-    """The fastest epoch (after the first, which warms up) of the scheme's pretraining, without saving a run."""
+def seconds_per_epoch(scheme: str, adversarial: bool, budget: RobustnessBudget, images, labels,
+                      device, epochs: int = 2) -> float:
+    """The fastest epoch (after the first, which warms up) of the scheme's pretraining,
+    without saving a run."""
     method = R.build_encoder_method(scheme, adversarial, budget)
-    run_budget = PRESETS["full"].with_overrides(epochs=epochs, batch_size=budget.batch_size, warmup_epochs=0,
-                                                compile=False, log_every=10_000)
+    run_budget = PRESETS["full"].with_overrides(epochs=epochs, batch_size=budget.batch_size,
+                                                warmup_epochs=0, compile=False, log_every=10_000)
     history = train(method, images, labels=labels, preset=run_budget, device=device, progress=False)
     times = [record["seconds"] for record in history.epochs]
     return min(times[1:] or times)
 
 
-def evaluation_seconds(model: R.FineTune, images, labels, budget: RobustnessBudget, steps: int, device) -> dict:
-    """Seconds of clean, threat-model-I and threat-model-II evaluation of `images` with PGD-`steps`."""
+def evaluation_seconds(model: R.FineTune, images, labels, budget: RobustnessBudget, steps: int,
+                       device) -> dict:
+    """Seconds of clean, threat-model-I and threat-model-II evaluation of `images`
+    with PGD-`steps`."""
     timings, accuracies = {}, {}
     classifier = R.classifier_of(model)
     attacks = {"clean": None,
@@ -65,24 +73,31 @@ def evaluation_seconds(model: R.FineTune, images, labels, budget: RobustnessBudg
     for name, attack in attacks.items():
         synchronize(device)
         start = time.perf_counter()
-        accuracies[name] = R.robust_accuracy(classifier, images, labels, attack, batch_size=budget.eval_batch_size,
-                                             progress=False)
+        accuracies[name] = R.robust_accuracy(classifier, images, labels, attack,
+                                             batch_size=budget.eval_batch_size, progress=False)
         synchronize(device)
         timings[name] = round(time.perf_counter() - start, 2)
     return {"seconds": timings, "accuracy": accuracies}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", choices=sorted(PRESETS), default="full", help="notebook 08's budget by preset")
-    parser.add_argument("--schemes", default="cl,scl,sl", help="comma-separated, from " + ",".join(R.SCHEMES))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", choices=sorted(PRESETS), default="full",
+                        help="notebook 08's budget by preset")
+    parser.add_argument("--schemes", default="cl,scl,sl",
+                        help="comma-separated, from " + ",".join(R.SCHEMES))
     parser.add_argument("--scenarios", default=",".join(R.SCENARIOS), help="comma-separated, from "
                         + ",".join(R.SCENARIOS))
-    parser.add_argument("--epsilon", type=float, default=4.0, help="test attack budget in /255 (default 4)")
-    parser.add_argument("--test-steps", type=int, default=None, help="PGD steps of the test attacks "
-                        "(default: the budget's; the paper's 40 in full)")
-    parser.add_argument("--timing-only", action="store_true", help="measure the two timing targets, skip the grid")
-    parser.add_argument("--smoke", action="store_true", help="the smoke budget, one scheme, two scenarios, tiny")
+    parser.add_argument("--epsilon", type=float, default=4.0,
+                        help="test attack budget in /255 (default 4)")
+    parser.add_argument("--test-steps", type=int, default=None,
+                        help="PGD steps of the test attacks (default: the budget's; the "
+                             "paper's 40 in full)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="measure the two timing targets, skip the grid")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smoke budget, one scheme, two scenarios, tiny")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -91,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     budget_name = "smoke" if args.smoke else args.budget
     budget = PRESETS[budget_name].robustness
     if args.smoke:
-        budget = replace(budget, train_subset=256, test_subset=64, pretrain_epochs=1, eval_batch_size=64)
+        budget = replace(budget, train_subset=256, test_subset=64, pretrain_epochs=1,
+                         eval_batch_size=64)
         schemes, scenarios = ["cl"], ["ST", "Full-AT"]
     preset = PRESETS[budget_name].with_overrides(robustness=budget)
-    prefix = f"{PREFIX}_tiny" if args.smoke else PREFIX     # the tiny budget's runs apart from the smoke budget's
+    prefix = f"{PREFIX}_tiny" if args.smoke else PREFIX     # the tiny budget's runs apart from the
+                                                            # smoke budget's
     device = get_device()
     test_steps = args.test_steps or budget.test_steps
     epsilon = args.epsilon / 255
@@ -103,14 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     results = {"budget": asdict(budget), "device": describe_device(device), "test_epsilon": epsilon,
                "test_steps": test_steps, "phases": {}, "grid": {}}
 
-    # Timing targets: adversarial over standard epoch (CL), and PGD-40 evaluation of the whole test set.
+    # Timing targets: adversarial over standard epoch (CL), and PGD-40 evaluation of
+    # the whole test set.
     standard = seconds_per_epoch("cl", False, budget, images, labels, device)
     adversarial = seconds_per_epoch("cl", True, budget, images, labels, device)
-    results["phases"]["epoch_seconds"] = {"standard": round(standard, 3), "adversarial": round(adversarial, 3),
+    results["phases"]["epoch_seconds"] = {"standard": round(standard, 3),
+                                          "adversarial": round(adversarial, 3),
                                           "ratio": round(adversarial / standard, 2),
                                           "target": ADVERSARIAL_COST_TARGET}
-    print(f"CL epoch: standard {standard:.2f} s, adversarial ({budget.train_steps}-step PGD) {adversarial:.2f} s, "
-          f"ratio {adversarial / standard:.2f} (target <= {ADVERSARIAL_COST_TARGET})")
+    print(f"CL epoch: standard {standard:.2f} s, adversarial ({budget.train_steps}-step PGD) "
+          f"{adversarial:.2f} s, ratio {adversarial / standard:.2f} (target <= "
+          f"{ADVERSARIAL_COST_TARGET})")
 
     if not args.timing_only:
         encoders = {}
@@ -118,23 +138,28 @@ def main(argv: list[str] | None = None) -> int:
             for adversarial_pretraining in sorted({R.SCENARIOS[s][0] for s in scenarios}):
                 start = time.perf_counter()
                 encoders[scheme, adversarial_pretraining], _ = R.pretrain_encoder(
-                    scheme, adversarial_pretraining, preset=preset, data=(images, labels), prefix=prefix)
-                results["phases"][f"pretrain_{scheme}_{'at' if adversarial_pretraining else 'st'}"] = round(
-                    time.perf_counter() - start, 1)
+                    scheme, adversarial_pretraining, preset=preset, data=(images, labels),
+                    prefix=prefix)
+                results["phases"][
+                    f"pretrain_{scheme}_{'at' if adversarial_pretraining else 'st'}"
+                ] = round(time.perf_counter() - start, 1)
         for scheme in schemes:
             for scenario in scenarios:
                 adversarial_pretraining, mode = R.SCENARIOS[scenario]
                 start = time.perf_counter()
                 run = R.encoder_run_name(scheme, adversarial_pretraining, budget, prefix)
-                model, _ = R.fine_tune(encoders[scheme, adversarial_pretraining], run, mode, preset=preset,
-                                       data=(images, labels))
+                model, _ = R.fine_tune(encoders[scheme, adversarial_pretraining], run, mode,
+                                       preset=preset, data=(images, labels))
                 fine_tuning = round(time.perf_counter() - start, 1)
-                evaluation = evaluation_seconds(model, test_images, test_labels, budget, test_steps, device)
-                results["grid"][f"{scheme}/{scenario}"] = {"fine_tune_seconds": fine_tuning, **evaluation}
+                evaluation = evaluation_seconds(model, test_images, test_labels, budget, test_steps,
+                                                device)
+                results["grid"][f"{scheme}/{scenario}"] = {"fine_tune_seconds": fine_tuning,
+                                                           **evaluation}
                 accuracy = evaluation["accuracy"]
-                print(f"{scheme.upper():<4}{scenario:<11} clean {100 * accuracy['clean']:5.1f}%  threat I "
-                      f"{100 * accuracy['threat_model_1']:5.1f}%  threat II {100 * accuracy['threat_model_2']:5.1f}%  "
-                      f"(fine-tune {fine_tuning} s, evaluation {evaluation['seconds']})", flush=True)
+                print(f"{scheme.upper():<4}{scenario:<11} clean {100 * accuracy['clean']:5.1f}%  "
+                      f"threat I {100 * accuracy['threat_model_1']:5.1f}%  threat II "
+                      f"{100 * accuracy['threat_model_2']:5.1f}%  (fine-tune {fine_tuning} s, "
+                      f"evaluation {evaluation['seconds']})", flush=True)
     else:
         scheme = schemes[0]
         encoder = R.build_encoder_method(scheme, False, budget)
@@ -142,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = evaluation_seconds(model, test_images, test_labels, budget, test_steps, device)
         results["phases"]["evaluation"] = {**evaluation, "images": len(test_images),
                                            "target_seconds": EVALUATION_SECONDS_TARGET}
-        print(f"evaluation of {len(test_images)} images with PGD-{test_steps}: {evaluation['seconds']} s "
-              f"(target: threat model II under {EVALUATION_SECONDS_TARGET:.0f} s for 10,000 on an H100/H200)")
+        print(f"evaluation of {len(test_images)} images with PGD-{test_steps}: "
+              f"{evaluation['seconds']} s (target: threat model II under "
+              f"{EVALUATION_SECONDS_TARGET:.0f} s for 10,000 on an H100/H200)")
 
-    output = args.output or Path(__file__).resolve().parent / "results" / f"robustness_{budget_name}.json"
+    output = (args.output
+              or Path(__file__).resolve().parent / "results" / f"robustness_{budget_name}.json")
     if not args.smoke or args.output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=1))

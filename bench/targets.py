@@ -2,32 +2,35 @@
 `bench/report.py` prints them beside the measurements."""
 from __future__ import annotations
 
-# Phase 1, throughput (ResNet-18, batch 512, SimCLR, torch.compile): clcourse end to end within 10% of the
-# model step alone, and at least 3x torchvision's PIL pipeline with a DataLoader on every core.
+# Phase 1, throughput (ResNet-18, batch 512, SimCLR, torch.compile): clcourse end to end
+# within 10% of the model step alone, and at least 3x torchvision's PIL pipeline with a
+# DataLoader on every core.
 END_TO_END_OVER_MODEL_STEP = 0.90
 END_TO_END_OVER_PIL = 3.0
 
-# Phase 2, SimCLR for 200 epochs on CIFAR-10 (lightly: 84.8% kNN at 200 epochs, in 87 min on an A6000).
+# Phase 2, SimCLR for 200 epochs on CIFAR-10 (lightly: 84.8% kNN at 200 epochs, in 87
+# min on an A6000).
 SIMCLR_KNN_ACCURACY = 0.84
 SIMCLR_WALL_MINUTES = 6.0
 
-# Phase 3, the cost of an epoch of each method as a multiple of its reference method's (same data, batch
-# and precision). One line per method: name -> (reference, the most that multiple may be; None: no target).
-# A method without a line is measured against SimCLR, without a target; a line for a method that is not
-# registered yet waits for it.
+# Phase 3, the cost of an epoch of each method as a multiple of its reference method's (same data,
+# batch and precision). One line per method: name -> (reference, the most that multiple may be;
+# None: no target). A method without a line is measured against SimCLR, without a target; a line for
+# a method that is not registered yet waits for it.
 METHOD_COSTS: dict[str, tuple[str, float | None]] = {
     "simclr": ("simclr", None),
     "dcl": ("simclr", None),
     "hcl": ("simclr", None),
     "moco": ("simclr", None),
-    "mochi": ("moco", 1.10),             # MoCHi: at most 10% over MoCo v2
-    "clae": ("simclr", 2.2),             # issue 10: one attack forward/backward, one adversarial forward
+    "mochi": ("moco", 1.10),  # MoCHi: at most 10% over MoCo v2
+    "clae": ("simclr", 2.2),  # issue 10: one attack forward/backward, one adversarial forward
     "simclr_multiview": ("simclr", 2.5),  # issue 11: 5 views, 2.5x the images of a 2-view epoch
     "cacr": ("simclr", 2.5),             # issue 11: CACR on the same 5 views
     "sce": ("moco", 1.05),               # issue 12: one extra softmax over the queue
     "supcon": ("simclr", None),          # issue 13: SimCLR's step with a label mask
     "supervised": ("simclr", None),      # issue 13: one view, cross-entropy
-    "adversarial": ("simclr", 6.5),      # issue 13: adversarial SimCLR, 5 PGD passes + anchors + 2 steps
+    "adversarial": ("simclr", 6.5),      # issue 13: adversarial SimCLR, 5 PGD passes + anchors + 2
+                                         # steps
 }
 DEFAULT_REFERENCE = "simclr"
 

@@ -3,7 +3,8 @@
 1. the model step alone, on views made once in advance (the ceiling for this model and precision):
    `clcourse.train.optimisation_step`, exactly what the training loop calls each step;
 2. clcourse end to end: the shared training loop with views made on the device every step;
-3. the usual pipeline: torchvision PIL transforms in a DataLoader with all CPU workers, then the same step.
+3. the usual pipeline: torchvision PIL transforms in a DataLoader with all CPU workers,
+   then the same step.
 
     python bench/throughput.py                     # ResNet-18, batch 512, bf16 on a GPU
     python bench/throughput.py --compile           # with torch.compile
@@ -24,7 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import available_cpus, cifar10_or_synthetic, describe_device, sizes_from_args, timed  # noqa: E402
+from common import (  # noqa: E402
+    available_cpus,
+    cifar10_or_synthetic,
+    describe_device,
+    sizes_from_args,
+    timed,
+)
 
 from clcourse.methods import Batch, SimCLR  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
@@ -63,8 +70,8 @@ def make_method(backbone: str, device: torch.device) -> SimCLR:
 
 
 class StepRunner:
-    """One SimCLR method, its optimiser and scaler, and `run(batch)`: `optimisation_step` with the method's
-    `training_step`, compiled or not, shared by the model-step and PIL measurements."""
+    """One SimCLR method, its optimiser and scaler, and `run(batch)`: `optimisation_step` with the
+    method's `training_step`, compiled or not, shared by the model-step and PIL measurements."""
 
     def __init__(self, sizes: Sizes, device: torch.device, compile: bool):
         self.device = device
@@ -74,20 +81,28 @@ class StepRunner:
         self.amp_dtype = autocast_dtype(device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        self.step_fn = torch.compile(self.method.training_step) if compile else self.method.training_step
+        self.step_fn = (torch.compile(self.method.training_step) if compile
+                        else self.method.training_step)
 
-    def run(self, views: tuple[torch.Tensor, ...], images: torch.Tensor, index: torch.Tensor) -> None:
-        views = tuple(v.to(self.device, non_blocking=True).contiguous(memory_format=self.layout) for v in views)
-        optimisation_step(self.method, self.step_fn, Batch(views, images, None, index), self.optimizer,
-                          self.scaler, self.amp_dtype)
+    def run(self, views: tuple[torch.Tensor, ...], images: torch.Tensor,
+            index: torch.Tensor) -> None:
+        views = tuple(
+            v.to(self.device, non_blocking=True).contiguous(memory_format=self.layout)
+            for v in views)
+        optimisation_step(self.method, self.step_fn, Batch(views, images, None, index),
+                          self.optimizer, self.scaler, self.amp_dtype)
 
 
 def model_step_alone(runner: StepRunner, sizes: Sizes) -> float:
     """Images/s of `optimisation_step` (forward, backward, SGD step) on fixed, pre-made views."""
     device = runner.device
     # Already on the device and in the step's layout, so `run` adds no copy to `optimisation_step`.
-    views = tuple(torch.rand(sizes.batch_size, 3, 32, 32, device=device).contiguous(memory_format=runner.layout)
-                  for _ in range(2))
+    views = tuple(
+        torch.rand(sizes.batch_size, 3, 32, 32, device=device).contiguous(
+            memory_format=runner.layout
+        )
+        for _ in range(2)
+    )
     images = torch.zeros(sizes.batch_size, 3, 32, 32, dtype=torch.uint8, device=device)
     index = torch.arange(sizes.batch_size, device=device)
 
@@ -100,11 +115,13 @@ def model_step_alone(runner: StepRunner, sizes: Sizes) -> float:
     return 2 * sizes.batch_size * sizes.steps / seconds
 
 
-def clcourse_end_to_end(sizes: Sizes, device: torch.device, compile: bool, images: torch.Tensor) -> float:
-    """Images/s of the shared training loop (device-side augmentation included), from its second epoch."""
+def clcourse_end_to_end(sizes: Sizes, device: torch.device, compile: bool,
+                        images: torch.Tensor) -> float:
+    """Images/s of the shared training loop (device-side augmentation included), from
+    its second epoch."""
     method = make_method(sizes.backbone, device)
-    budget = PRESETS["full"].with_overrides(epochs=sizes.epochs, batch_size=sizes.batch_size, lr=0.1,
-                                            warmup_epochs=0, compile=compile, log_every=50)
+    budget = PRESETS["full"].with_overrides(epochs=sizes.epochs, batch_size=sizes.batch_size,
+                                            lr=0.1, warmup_epochs=0, compile=compile, log_every=50)
     history = train(method, images, preset=budget, device=device, progress=False)
     seconds = min(record["seconds"] for record in history.epochs[1:] or history.epochs)
     steps_per_epoch = images.shape[0] // sizes.batch_size
@@ -112,14 +129,21 @@ def clcourse_end_to_end(sizes: Sizes, device: torch.device, compile: bool, image
 
 
 class TwoViews:
-    """The torchvision way: the SimCLR CIFAR recipe as PIL transforms, applied per image in workers."""
+    """The torchvision way: the SimCLR CIFAR recipe as PIL transforms, applied per
+    image in workers."""
 
     def __init__(self, images):
         import torchvision.transforms as T
         self.images = images  # uint8 [N, H, W, 3] numpy
-        self.transform = T.Compose([
-            T.RandomResizedCrop(32, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2), T.ToTensor()])
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(32, scale=(0.08, 1.0)),
+                T.RandomHorizontalFlip(),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+                T.ToTensor(),
+            ]
+        )
 
     def __len__(self):
         return len(self.images)
@@ -131,11 +155,13 @@ class TwoViews:
 
 
 def pil_dataloader(runner: StepRunner, sizes: Sizes, images: torch.Tensor) -> float:
-    """Images/s of the same step fed by a DataLoader with PIL transforms on `sizes.workers` CPU processes."""
+    """Images/s of the same step fed by a DataLoader with PIL transforms on
+    `sizes.workers` CPU processes."""
     device = runner.device
     dataset = TwoViews(images.cpu().permute(0, 2, 3, 1).numpy())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=sizes.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=sizes.workers, pin_memory=device.type == "cuda",
+    loader = torch.utils.data.DataLoader(dataset, batch_size=sizes.batch_size, shuffle=True,
+                                         drop_last=True, num_workers=sizes.workers,
+                                         pin_memory=device.type == "cuda",
                                          persistent_workers=sizes.workers > 0)
     dummy = torch.zeros(sizes.batch_size, 3, 32, 32, dtype=torch.uint8, device=device)
     index = torch.arange(sizes.batch_size, device=device)
@@ -149,10 +175,11 @@ def pil_dataloader(runner: StepRunner, sizes: Sizes, images: torch.Tensor) -> fl
     return 2 * sizes.batch_size * len(loader) / seconds
 
 
-def measure(sizes: Sizes, device: torch.device, compile: bool, images: torch.Tensor, pil: bool = True,
-            into: dict | None = None) -> dict[str, float]:
-    """Images/s of each pipeline (keys of PIPELINES) on `images` (uint8 [N, 3, 32, 32], on `device`), written
-    into `into` as each finishes, so a caller that stops this part-way keeps what was measured."""
+def measure(sizes: Sizes, device: torch.device, compile: bool, images: torch.Tensor,
+            pil: bool = True, into: dict | None = None) -> dict[str, float]:
+    """Images/s of each pipeline (keys of PIPELINES) on `images` (uint8 [N, 3, 32, 32], on
+    `device`), written into `into` as each finishes, so a caller that stops this part-way keeps what
+    was measured."""
     results = into if into is not None else {}
     runner = StepRunner(sizes, device, compile)
     results["model_step"] = model_step_alone(runner, sizes)
@@ -172,20 +199,24 @@ def print_table(results: dict[str, float], workers: int) -> None:
     for key, images_per_second in results.items():
         name = PIPELINES[key].format(workers=workers)
         print(f"{name:<48} {images_per_second:>10.0f} {seconds_per_epoch(images_per_second):>9.2f}")
-    print(f"\nend to end / model step alone: {results['end_to_end'] / results['model_step']:.2f} (target >= 0.90)")
+    print("\nend to end / model step alone: "
+          f"{results['end_to_end'] / results['model_step']:.2f} (target >= 0.90)")
     if "pil" in results:
-        print(f"end to end / PIL pipeline: {results['end_to_end'] / results['pil']:.1f}x (target >= 3x)")
+        print("end to end / PIL pipeline: "
+              f"{results['end_to_end'] / results['pil']:.1f}x (target >= 3x)")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", default=Sizes.backbone)
     parser.add_argument("--batch-size", type=int, default=Sizes.batch_size)
-    parser.add_argument("--steps", type=int, default=Sizes.steps, help="timed steps for the model-step-alone figure")
+    parser.add_argument("--steps", type=int, default=Sizes.steps,
+                        help="timed steps for the model-step-alone figure")
     parser.add_argument("--warmup-steps", type=int, default=Sizes.warmup_steps)
     parser.add_argument("--epochs", type=int, default=Sizes.epochs,
                         help="epochs of the end-to-end run (the fastest after the first counts)")
-    parser.add_argument("--images", type=int, default=None, help="training images (default: all 50,000)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="training images (default: all 50,000)")
     parser.add_argument("--workers", type=int, default=Sizes.workers)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--skip-pil", action="store_true")
@@ -195,8 +226,9 @@ def main(argv=None):
 
     device = get_device()
     torch.backends.cudnn.benchmark = True
-    print(f"device: {describe_device(device)}; backbone {sizes.backbone}, batch {sizes.batch_size}, "
-          f"precision {autocast_dtype(device) or torch.float32}, compile={args.compile}")
+    print(f"device: {describe_device(device)}; backbone {sizes.backbone}, batch "
+          f"{sizes.batch_size}, precision {autocast_dtype(device) or torch.float32}, "
+          f"compile={args.compile}")
     images, _ = cifar10_or_synthetic(device, sizes.images)
     results = measure(sizes, device, args.compile, images, pil=not args.skip_pil)
     print_table(results, sizes.workers)

@@ -1,29 +1,29 @@
-"""Adversarial examples, from scratch: FGSM and PGD over a loss closure, and the attack on a contrastive loss
-that CLAE trains with.
+"""Adversarial examples, from scratch: FGSM and PGD over a loss closure, and the attack on a
+contrastive loss that CLAE trains with.
 
-Units. Every model of the course takes pixels in [0, 1] and normalises inside (`models.Normalize`), so an
-attack perturbs those pixels and every epsilon here is in [0, 1] pixel units. Papers often state epsilon in
-the units of their normalised inputs; convert before comparing:
-- CLAE's epsilon = 0.03 is in inputs normalised with mean 0.5 / std 0.5 (pixels in [-1, 1]), so it is
-  0.03 x 0.5 = 0.015 in pixels (about 3.8/255);
+Units. Every model of the course takes pixels in [0, 1] and normalises inside (`models.Normalize`),
+so an attack perturbs those pixels and every epsilon here is in [0, 1] pixel units. Papers often
+state epsilon in the units of their normalised inputs; convert before comparing:
+- CLAE's epsilon = 0.03 is in inputs normalised with mean 0.5 / std 0.5 (pixels in [-1, 1]), so it
+  is 0.03 x 0.5 = 0.015 in pixels (about 3.8/255);
 - robustness papers' 8/255 (about 0.031) is already in pixels.
 
 Every function here
 - raises `loss_fn` (gradient *ascent*): pass the loss the attacker wants to be high;
-- takes the gradient with `torch.autograd.grad` with respect to the input only, so no attack leaves a
-  gradient in any weight's `.grad`, and the attack's graph is freed at once;
-- never changes a model's train/eval mode nor touches its batch-norm statistics: the forward passes inside
-  `loss_fn` run in whatever mode the caller set (in train mode each of them updates the running statistics
-  of the BN layers it passes through, as any training-mode forward does; evaluate in eval mode to leave
-  them alone);
+- takes the gradient with `torch.autograd.grad` with respect to the input only, so no attack leaves
+  a gradient in any weight's `.grad`, and the attack's graph is freed at once;
+- never changes a model's train/eval mode nor touches its batch-norm statistics: the forward passes
+  inside `loss_fn` run in whatever mode the caller set (in train mode each of them updates the
+  running statistics of the BN layers it passes through, as any training-mode forward does; evaluate
+  in eval mode to leave them alone);
 - projects onto the epsilon-ball around the clean input and onto [0, 1] after every step;
-- runs on the device of its input without a host synchronisation (no `.item()`), also inside a training
-  step under autocast, and returns a detached tensor.
+- runs on the device of its input without a host synchronisation (no `.item()`), also inside a
+  training step under autocast, and returns a detached tensor.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +39,16 @@ NORMS = ("linf", "l2")
 
 def _require_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
-        raise ValueError(f"x must be a floating-point tensor [B, ...] of pixels in [0, 1], got {describe_tensor(x)}")
+        raise ValueError("x must be a floating-point tensor [B, ...] of pixels in [0, 1], "
+                         f"got {describe_tensor(x)}")
 
 
 def _require_epsilon(epsilon: float) -> None:
     require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
 
 
-def require_attack_budget(epsilon: float, steps: int, step_size: float | None) -> tuple[float, int, float]:
+def require_attack_budget(epsilon: float, steps: int,
+                          step_size: float | None) -> tuple[float, int, float]:
     """(epsilon >= 0, steps >= 1, step size > 0: default epsilon / 4) as plain numbers."""
     epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
     steps = require_int_at_least("steps", steps, 1)
@@ -62,9 +64,10 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def input_gradient(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """d loss_fn(x) / dx at x, by `torch.autograd.grad` with respect to x only (no weight's `.grad` changes),
-    with gradient recording on even inside `torch.no_grad()`."""
+def input_gradient(loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                   x: torch.Tensor) -> torch.Tensor:
+    """d loss_fn(x) / dx at x, by `torch.autograd.grad` with respect to x only (no weight's `.grad`
+    changes), with gradient recording on even inside `torch.no_grad()`."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = loss_fn(x)
@@ -74,14 +77,16 @@ def input_gradient(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     return gradient
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str = "linf") -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float,
+            norm: str = "linf") -> torch.Tensor:
     r"""Onto the epsilon-ball around x, then onto the valid pixels [0, 1]:
 
         linf: \delta \leftarrow \mathrm{clip}(\delta, -\epsilon, \epsilon)
-        l2:   \delta \leftarrow \delta \cdot \min(1, \epsilon / \lVert \delta \rVert_2)   (per sample)
+        l2:   \delta \leftarrow \delta \cdot \min(1, \epsilon / \lVert \delta \rVert_2)
+              (per sample)
 
-    with delta = x_adv - x, then x + delta clipped to [0, 1] (which keeps it in the ball: clipping to the
-    box moves each pixel towards x)."""
+    with delta = x_adv - x, then x + delta clipped to [0, 1] (which keeps it in the ball: clipping
+    to the box moves each pixel towards x)."""
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-epsilon, epsilon)
@@ -90,16 +95,19 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float, norm: str = "l
     return (x + delta).clamp(0.0, 1.0)
 
 
-def fgsm(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float) -> torch.Tensor:
-    r"""Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
-    ICLR 2015, https://arxiv.org/abs/1412.6572): one step of size epsilon along the sign of the gradient,
+def fgsm(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+         epsilon: float) -> torch.Tensor:
+    r"""Fast gradient sign method (Goodfellow et al., "Explaining and Harnessing Adversarial
+    Examples", ICLR 2015, https://arxiv.org/abs/1412.6572): one step of size epsilon along the sign
+    of the gradient,
 
         x_{adv} = \mathrm{clip}_{[0, 1]}\big( x + \epsilon \, \mathrm{sign}(\nabla_x L(x)) \big)
 
     Args:
         loss_fn: x -> scalar loss to raise (e.g. ``lambda x: F.cross_entropy(model(x), y)``).
         x: clean inputs [B, ...], pixels in [0, 1].
-        epsilon: L-infinity budget in pixel units, >= 0 (CLAE's 0.03 on [-1, 1] inputs is 0.015 here).
+        epsilon: L-infinity budget in pixel units, >= 0 (CLAE's 0.03 on [-1, 1]
+            inputs is 0.015 here).
     """
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be a function x -> scalar loss, got {loss_fn!r}")
@@ -112,8 +120,8 @@ def fgsm(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsil
 def random_start_point(x: torch.Tensor, epsilon: float, norm: str = "linf",
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """A random point near x for PGD to start from, clipped to [0, 1]: linf, uniform noise in
-    [-epsilon, epsilon] per pixel; l2, a random direction at a radius drawn uniformly from [0, epsilon]
-    (the draws of torchattacks' PGD and PGDL2, in the same order)."""
+    [-epsilon, epsilon] per pixel; l2, a random direction at a radius drawn uniformly from
+    [0, epsilon] (the draws of torchattacks' PGD and PGDL2, in the same order)."""
     if norm == "linf":
         noise = torch.empty_like(x).uniform_(-epsilon, epsilon, generator=generator)
     else:
@@ -124,18 +132,19 @@ def random_start_point(x: torch.Tensor, epsilon: float, norm: str = "linf",
     return (x + noise).clamp(0.0, 1.0)
 
 
-def pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float, step_size: float,
-        steps: int, random_start: bool = False, norm: str = "linf",
+def pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float,
+        step_size: float, steps: int, random_start: bool = False, norm: str = "linf",
         generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""Projected gradient descent (here: ascent) on the loss (Madry et al., "Towards Deep Learning Models
-    Resistant to Adversarial Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083). From x^0 = x (or a
-    random point of the ball, `random_start`), `steps` times
+    r"""Projected gradient descent (here: ascent) on the loss (Madry et al., "Towards Deep Learning
+    Models Resistant to Adversarial Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083). From
+    x^0 = x (or a random point of the ball, `random_start`), `steps` times
 
         linf:  x^{t+1} = \Pi\big( x^t + \eta \, \mathrm{sign}(\nabla_x L(x^t)) \big)
-        l2:    x^{t+1} = \Pi\big( x^t + \eta \, \nabla_x L(x^t) / \lVert \nabla_x L(x^t) \rVert_2 \big)
+        l2:    x^{t+1} = \Pi\big( x^t
+                                + \eta \, \nabla_x L(x^t) / \lVert \nabla_x L(x^t) \rVert_2 \big)
 
-    where eta is `step_size` and Pi projects onto the epsilon-ball around x and onto [0, 1] (`project`).
-    One step of size epsilon without random start is FGSM.
+    where eta is `step_size` and Pi projects onto the epsilon-ball around x and onto [0, 1]
+    (`project`). One step of size epsilon without random start is FGSM.
 
     Args:
         loss_fn: x -> scalar loss to raise.
@@ -167,27 +176,30 @@ def pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilo
     return x_adv
 
 
-def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilon: float,
-                       loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int = 1,
-                       step_size: float | None = None) -> torch.Tensor:
-    r"""Adversarial views for a contrastive loss, without labels (CLAE, Ho & Vasconcelos, NeurIPS 2020,
-    https://arxiv.org/abs/2010.12050): move each view x so that the batch's contrastive loss between the
-    clean embeddings and the perturbed ones rises,
+def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                       epsilon: float, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                       steps: int = 1, step_size: float | None = None) -> torch.Tensor:
+    r"""Adversarial views for a contrastive loss, without labels (CLAE, Ho & Vasconcelos, NeurIPS
+    2020, https://arxiv.org/abs/2010.12050): move each view x so that the batch's contrastive loss
+    between the clean embeddings and the perturbed ones rises,
 
-        \delta = \epsilon \, \mathrm{sign}\, \nabla_{x'} L\big(\mathrm{sg}[z(x)],\, z(x')\big) \big|_{x' = x},
+        \delta = \epsilon \, \mathrm{sign}\,
+                 \nabla_{x'} L\big(\mathrm{sg}[z(x)],\, z(x')\big) \big|_{x' = x},
         \qquad x_{adv} = \mathrm{clip}_{[0, 1]}(x + \delta)
 
-    with z = `encode` (pixels -> embeddings), L = `loss` (e.g. InfoNCE over the batch) and sg a stop-gradient:
-    the anchors z(x) are constants. `steps` = 1 is this FGSM step (CLAE); more steps run PGD from x on the
-    same objective, with the anchors of the first forward pass and `step_size` (default 2.5 epsilon / steps).
+    with z = `encode` (pixels -> embeddings), L = `loss` (e.g. InfoNCE over the batch) and sg a
+    stop-gradient: the anchors z(x) are constants. `steps` = 1 is this FGSM step (CLAE); more steps
+    run PGD from x on the same objective, with the anchors of the first forward pass and `step_size`
+    (default 2.5 epsilon / steps).
 
-    At x' = x each anchor equals its own perturbed view, so the positive term has no gradient (the cosine of
-    a unit vector with itself is at its maximum): the first step is driven by the negatives alone. It moves
-    each view towards the other images of the batch, and so away from its own positive.
+    At x' = x each anchor equals its own perturbed view, so the positive term has no gradient (the
+    cosine of a unit vector with itself is at its maximum): the first step is driven by the
+    negatives alone. It moves each view towards the other images of the batch, and so away from
+    its own positive.
 
-    One forward pass per step (the anchors come from the first); in train mode each updates the running
-    statistics of the BN layers it passes through. CLAE runs it through the adversarial branch of dual
-    batch-norm (`models.adversarial_batchnorm`).
+    One forward pass per step (the anchors come from the first); in train mode each updates the
+    running statistics of the BN layers it passes through. CLAE runs it through the adversarial
+    branch of dual batch-norm (`models.adversarial_batchnorm`).
 
     Args:
         encode: x [B, 3, H, W] -> embeddings [B, D].
@@ -205,7 +217,7 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
 
     def objective(x_prime: torch.Tensor) -> torch.Tensor:
         z = encode(x_prime)
-        if not anchors:              # the first forward pass is at x itself: its embeddings are the anchors
+        if not anchors:  # the first forward pass is at x itself: its embeddings are the anchors
             anchors.append(z.detach())
         return loss(anchors[0], z)
 
@@ -219,16 +231,17 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
 def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                           loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                           ) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""The label-free objective of an attack on an encoder (CL-Robustness' threat model I, and the attack of
-    contrastive adversarial training): the contrastive loss between the clean embeddings and those of the
-    perturbed images,
+    r"""The label-free objective of an attack on an encoder (CL-Robustness' threat model I, and the
+    attack of contrastive adversarial training): the contrastive loss between the clean embeddings
+    and those of the perturbed images,
 
         x' \mapsto L\big(\mathrm{sg}[z(x)],\, z(x')\big)
 
-    with z = `encode` and L = `loss(z_anchor, z)` (InfoNCE, or SupCon with the labels bound in). The anchors
-    sg[z(x)] are computed here, once, without gradient, by their own forward pass; the returned function
-    embeds x' alone, one forward pass per attack step. Unlike `contrastive_attack`, whose anchors come from
-    the attack's first pass at x itself, this lets the attack start from a random point of the ball.
+    with z = `encode` and L = `loss(z_anchor, z)` (InfoNCE, or SupCon with the labels bound in). The
+    anchors sg[z(x)] are computed here, once, without gradient, by their own forward pass; the
+    returned function embeds x' alone, one forward pass per attack step. Unlike
+    `contrastive_attack`, whose anchors come from the attack's first pass at x itself, this lets the
+    attack start from a random point of the ball.
 
     Returns a function x' -> scalar, to hand to `pgd` as its `loss_fn`.
     """
@@ -242,11 +255,11 @@ def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: tor
 
 def cross_entropy_objective(classifier: Callable[[torch.Tensor], torch.Tensor],
                             labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""The objective of an attack with labels (CL-Robustness' threat model II, and the attack of supervised
-    and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32.
+    r"""The objective of an attack with labels (CL-Robustness' threat model II, and the attack of
+    supervised and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32.
 
-    Summed rather than averaged: the sign of its gradient is the same, and under fp16 autocast (a T4) the
-    input gradient of a sum stays clear of underflow."""
+    Summed rather than averaged: the sign of its gradient is the same, and under fp16 autocast
+    (a T4) the input gradient of a sum stays clear of underflow."""
     if not callable(classifier):
         raise ValueError(f"classifier must be a function x -> logits, got {classifier!r}")
     return lambda x_prime: F.cross_entropy(classifier(x_prime).float(), labels, reduction="sum")

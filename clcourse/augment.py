@@ -13,10 +13,10 @@ Every operation comes in two parts, so that each can be used, tested and plotted
   (`resized_crop`, `horizontal_flip`, `adjust_brightness`, `adjust_contrast`, `adjust_saturation`,
   `adjust_hue`, `color_jitter`, `grayscale`, `gaussian_blur`, `solarize`).
 
-`Augment` chains them into a recipe (SimCLR's: crop, flip, colour jitter, grayscale, optional blur and
-solarisation); `simclr_cifar`, `simclr_stl10` and `weak` build the recipes the course uses.
-`Augment.sample` draws all the random parameters of a batch and `Augment.apply` applies them; there is
-no Python loop over images and no device-to-host sync, and `apply` compiles as one graph.
+`Augment` chains them into a recipe (SimCLR's: crop, flip, colour jitter, grayscale, optional blur
+and solarisation); `simclr_cifar`, `simclr_stl10` and `weak` build the recipes the course uses.
+`Augment.sample` draws all the random parameters of a batch and `Augment.apply` applies them; there
+is no Python loop over images and no device-to-host sync, and `apply` compiles as one graph.
 
 The random parameters follow torchvision's transforms (`RandomResizedCrop`, `RandomHorizontalFlip`,
 `RandomApply(ColorJitter)`, `RandomGrayscale`, `GaussianBlur`, `RandomSolarize`), and the colour
@@ -35,8 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import (require_images, require_in_range, require_int_at_least, require_probability,
-                         require_unit_range)
+from .validation import (
+    require_images,
+    require_in_range,
+    require_int_at_least,
+    require_probability,
+    require_unit_range,
+)
 
 __all__ = ["LUMA_WEIGHTS", "BRIGHTNESS", "CONTRAST", "SATURATION", "HUE", "to_float_images",
            "to_uint8_images", "sample_apply", "CropBoxes", "sample_crop_boxes", "resized_crop",
@@ -46,23 +51,23 @@ __all__ = ["LUMA_WEIGHTS", "BRIGHTNESS", "CONTRAST", "SATURATION", "HUE", "to_fl
            "solarize", "default_blur_kernel_size", "AugmentParams", "Augment", "simclr_cifar",
            "simclr_stl10", "weak"]
 
-# Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that our
-# grayscale, contrast and saturation agree with torchvision's to float precision.
+# Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that
+# our grayscale, contrast and saturation agree with torchvision's to float precision.
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 
 # Colour-jitter operations, as numbered in ColorJitterParams.order.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Inputs and random draws
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def to_float_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels 0..255 -> float32 in [0, 1]; float images (assumed in [0, 1]) -> float32.
 
-    The range of float images is not checked here, a device-to-host sync every call: it is checked once where
-    images enter (`require_unit_range`)."""
+    The range of float images is not checked here, a device-to-host sync every call: it is checked
+    once where images enter (`require_unit_range`)."""
     require_images("images", images)
     if images.dtype == torch.uint8:
         return images.to(torch.float32) / 255
@@ -70,11 +75,14 @@ def to_float_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8_images(images: torch.Tensor) -> torch.Tensor:
-    """float pixels in [0, 1] -> uint8 0..255 (rounded, clamped); uint8 images are returned as they are."""
-    return images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    """float pixels in [0, 1] -> uint8 0..255 (rounded, clamped); uint8 images are
+    returned as they are."""
+    return (images if images.dtype == torch.uint8
+            else (images.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-def _require_interval(name: str, value, low: float, high: float | None = None) -> tuple[float, float]:
+def _require_interval(name: str, value, low: float,
+                      high: float | None = None) -> tuple[float, float]:
     """A pair (a, b) with low < a <= b (<= high when given); returned as a tuple of floats."""
     allowed = f"{low} < low <= high" + (f" <= {high}" if high is not None else "")
     ok = (isinstance(value, (tuple, list)) and len(value) == 2
@@ -92,19 +100,22 @@ def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
 
-def sample_apply(n: int, p: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Which of n images an op with probability p touches: bool [n], each True with probability p."""
+def sample_apply(n: int, p: float, generator: torch.Generator | None = None,
+                 device=None) -> torch.Tensor:
+    """Which of n images an op with probability p touches: bool [n], each True
+    with probability p."""
     return torch.rand(n, generator=generator, device=device) < p
 
 
 def _per_image(value, images: torch.Tensor) -> torch.Tensor:
-    """A float or a per-image tensor [N] -> a tensor [N or 1, 1, 1, 1] that broadcasts over images."""
+    """A float or a per-image tensor [N] -> a tensor [N or 1, 1, 1, 1] that
+    broadcasts over images."""
     return torch.as_tensor(value, dtype=images.dtype, device=images.device).reshape(-1, 1, 1, 1)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Geometry: random resized crop and horizontal flip
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 class CropBoxes(NamedTuple):
     """Crop boxes in pixels, one per image, each a float32 tensor [N] holding whole numbers."""
@@ -115,8 +126,9 @@ class CropBoxes(NamedTuple):
 
 
 def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float] = (0.08, 1.0),
-                      ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
-                      device=None, attempts: int = 10) -> CropBoxes:
+                      ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                      generator: torch.Generator | None = None, device=None,
+                      attempts: int = 10) -> CropBoxes:
     r"""Random crop boxes with the distribution of torchvision's `RandomResizedCrop.get_params`.
 
     For each image, up to `attempts` candidate boxes are drawn with
@@ -151,12 +163,14 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
     crop_h = torch.round(torch.sqrt(area / aspect))
     fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
 
-    # argmax of a 0/1 tensor returns the first maximum: the first attempt that fits (0 if none does).
+    # argmax of a 0/1 tensor returns the first maximum: the first attempt that fits
+    # (0 if none does).
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
     crop_h, crop_w = crop_h.gather(1, first).squeeze(1), crop_w.gather(1, first).squeeze(1)
-    u_top, u_left = uniforms[..., 2].gather(1, first).squeeze(1), uniforms[..., 3].gather(1, first).squeeze(1)
-    # Uniform integer offset in 0..(H - h), as torch.randint; the clamp guards against u * (H - h + 1)
-    # rounding up to H - h + 1 in float32 when u is just below 1.
+    u_top, u_left = (uniforms[..., 2].gather(1, first).squeeze(1),
+                     uniforms[..., 3].gather(1, first).squeeze(1))
+    # Uniform integer offset in 0..(H - h), as torch.randint; the clamp guards against
+    # u * (H - h + 1) rounding up to H - h + 1 in float32 when u is just below 1.
     top = torch.minimum(torch.floor(u_top * (height - crop_h + 1)), height - crop_h)
     left = torch.minimum(torch.floor(u_left * (width - crop_w + 1)), width - crop_w)
 
@@ -166,9 +180,10 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
                      crop_h.where(found, fallback_h), crop_w.where(found, fallback_w))
 
 
-def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[float, float, float, float]:
-    """torchvision's box when no attempt fits: the whole image, cut to the nearest allowed aspect ratio
-    and centred."""
+def _fallback_box(height: int, width: int,
+                  ratio: tuple[float, float]) -> tuple[float, float, float, float]:
+    """torchvision's box when no attempt fits: the whole image, cut to the nearest allowed aspect
+    ratio and centred."""
     image_ratio = width / height
     if image_ratio < min(ratio):
         crop_w, crop_h = width, int(round(width / min(ratio)))
@@ -184,19 +199,20 @@ def resized_crop(images: torch.Tensor, boxes: CropBoxes, size: int,
     """Cut box i out of image i and resize it to size x size (bilinear), optionally mirrored.
 
     Each crop-and-resize is an affine map from output to input coordinates. In the normalised
-    coordinates of `F.affine_grid` (align_corners=False: the image spans [-1, 1] edge to edge), the box
-    (top, left, h, w) of an H x W image is
+    coordinates of `F.affine_grid` (align_corners=False: the image spans [-1, 1] edge to edge), the
+    box (top, left, h, w) of an H x W image is
 
         x_in = (w / W) x_out + (2 left + w) / W - 1,     y_in = (h / H) y_out + (2 top + h) / H - 1,
 
-    so one `affine_grid` + `grid_sample` resamples the whole batch. A horizontal flip is the same map
-    with the sign of w / W reversed, so it costs nothing extra here.
+    so one `affine_grid` + `grid_sample` resamples the whole batch. A horizontal flip is the same
+    map with the sign of w / W reversed, so it costs nothing extra here.
 
-    Two small differences from torchvision's crop-then-resize: when a box is enlarged, the outermost
-    output pixels interpolate with the image pixels just outside the box (torchvision repeats the
-    box's own edge pixels; at the image border both repeat the edge, padding_mode="border"); and there
-    is no antialiasing, so shrinking a box (larger than the output) aliases. Neither matters in the
-    course's recipes, where the output size is the image size, so boxes are only ever enlarged.
+    Two small differences from torchvision's crop-then-resize: when a box is enlarged, the
+    outermost output pixels interpolate with the image pixels just outside the box (torchvision
+    repeats the box's own edge pixels; at the image border both repeat the edge,
+    padding_mode="border"); and there is no antialiasing, so shrinking a box
+    (larger than the output) aliases. Neither matters in the course's recipes, where the output
+    size is the image size, so boxes are only ever enlarged.
 
     Args:
         images: float [N, C, H, W].
@@ -226,14 +242,15 @@ def horizontal_flip(images: torch.Tensor, apply: torch.Tensor | None = None) -> 
     return torch.where(apply.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Colour
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
     """Luma L = 0.2989 R + 0.587 G + 0.114 B of float images [N, 3, H, W] -> [N, 1, H, W]."""
     red_weight, green_weight, blue_weight = LUMA_WEIGHTS
-    return red_weight * images[:, 0:1] + green_weight * images[:, 1:2] + blue_weight * images[:, 2:3]
+    return (red_weight * images[:, 0:1] + green_weight * images[:, 1:2]
+            + blue_weight * images[:, 2:3])
 
 
 def _blend(images: torch.Tensor, reference: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -247,7 +264,8 @@ def _blend(images: torch.Tensor, reference: torch.Tensor, factor: torch.Tensor) 
 def adjust_brightness(images: torch.Tensor, factor) -> torch.Tensor:
     """x -> clip(f x, 0, 1) per image; f = 1 leaves the image unchanged, 0 makes it black.
 
-    `factor`: a float or a tensor [N] of per-image factors >= 0 (torchvision's adjust_brightness)."""
+    `factor`: a float or a tensor [N] of per-image factors >= 0 (torchvision's
+    adjust_brightness)."""
     return _blend(images, torch.zeros_like(images[:, :1]), _per_image(factor, images))
 
 
@@ -262,7 +280,8 @@ def adjust_contrast(images: torch.Tensor, factor) -> torch.Tensor:
 def adjust_saturation(images: torch.Tensor, factor) -> torch.Tensor:
     """x -> clip(f x + (1 - f) L(x), 0, 1), with L(x) each pixel's luma; f = 0 gives grayscale.
 
-    `factor`: a float or a tensor [N] of per-image factors >= 0 (torchvision's adjust_saturation)."""
+    `factor`: a float or a tensor [N] of per-image factors >= 0 (torchvision's
+    adjust_saturation)."""
     return _blend(images, rgb_to_grayscale(images), _per_image(factor, images))
 
 
@@ -275,8 +294,8 @@ def _hue_value_chroma(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
               (R - G) / C + 4    otherwise.
 
     Grey pixels (C = 0) get 6 H = 0, as in torchvision and PIL: every difference is then 0, so any
-    nonzero divisor will do. The three cases are picked with 0/1 float masks rather than torch.where:
-    the same numbers, and many times faster on CPU for full-size masks."""
+    nonzero divisor will do. The three cases are picked with 0/1 float masks rather than
+    torch.where: the same numbers, and many times faster on CPU for full-size masks."""
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
     value = images.amax(dim=1, keepdim=True)
     chroma = value - images.amin(dim=1, keepdim=True)
@@ -284,11 +303,13 @@ def _hue_value_chroma(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     is_green = (value == green).to(images.dtype) * (1 - is_red)
     is_blue = 1 - is_red - is_green
     differences = is_red * (green - blue) + is_green * (blue - red) + is_blue * (red - green)
-    hue_sixths = differences / chroma.clamp_min(torch.finfo(images.dtype).tiny) + 2 * is_green + 4 * is_blue
+    hue_sixths = (differences / chroma.clamp_min(torch.finfo(images.dtype).tiny)
+                  + 2 * is_green + 4 * is_blue)
     return hue_sixths, value, chroma
 
 
-def _rgb_from_hue(hue_sixths: torch.Tensor, value: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+def _rgb_from_hue(hue_sixths: torch.Tensor, value: torch.Tensor,
+                  chroma: torch.Tensor) -> torch.Tensor:
     r"""RGB [N, 3, H, W] from hue (in sixths of a turn, any real), value V and chroma C = V S:
     channel n in (R, G, B) = (5, 3, 1) is, with k_n = (n + 6 H) mod 6,
 
@@ -296,7 +317,8 @@ def _rgb_from_hue(hue_sixths: torch.Tensor, value: torch.Tensor, chroma: torch.T
 
     a closed form of the six-sector table of torchvision and PIL (Wikipedia, "HSL and HSV")."""
     # arange, not a tensor built from a list: that would be a host-to-device copy on every call.
-    channel_offset = torch.arange(5.0, 0.0, -2.0, dtype=value.dtype, device=value.device).view(1, 3, 1, 1)
+    channel_offset = torch.arange(5.0, 0.0, -2.0, dtype=value.dtype,
+                                  device=value.device).view(1, 3, 1, 1)
     k = torch.remainder(channel_offset + hue_sixths, 6.0)
     return value - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
 
@@ -322,14 +344,16 @@ def adjust_hue(images: torch.Tensor, shift) -> torch.Tensor:
     """Rotate the hue of each image by `shift` turns (a float or a tensor [N], each in [-0.5, 0.5]);
     saturation and value are kept. shift = 0 returns the image up to float rounding.
 
-    torchvision's adjust_hue on float images goes RGB -> HSV -> H + shift -> RGB; this is the same map
-    with the round trip through S = C / V and back (V S = C) cancelled out."""
+    torchvision's adjust_hue on float images goes RGB -> HSV -> H + shift -> RGB; this is the same
+    map with the round trip through S = C / V and back (V S = C) cancelled out."""
     hue_sixths, value, chroma = _hue_value_chroma(images)
     return _rgb_from_hue(hue_sixths + 6 * _per_image(shift, images), value, chroma)
 
 
-def _require_jitter_strengths(brightness: float, contrast: float, saturation: float, hue: float) -> None:
-    for name, strength in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+def _require_jitter_strengths(brightness: float, contrast: float, saturation: float,
+                              hue: float) -> None:
+    for name, strength in (("brightness", brightness), ("contrast", contrast),
+                           ("saturation", saturation)):
         require_in_range(name, strength, 0.0, math.inf, high_inclusive=False)
     require_in_range("hue", hue, 0.0, 0.5)
 
@@ -340,7 +364,8 @@ class ColorJitterParams(NamedTuple):
     contrast: torch.Tensor       # [N] factors, 1 = unchanged
     saturation: torch.Tensor     # [N] factors, 1 = unchanged
     hue: torch.Tensor | None     # [N] shifts in turns, 0 = unchanged; None: hue jitter switched off
-    order: torch.Tensor          # [N, 4] int64, each row a permutation of BRIGHTNESS, CONTRAST, SATURATION, HUE
+    order: torch.Tensor          # [N, 4] int64, each row a permutation of BRIGHTNESS, CONTRAST,
+                                 # SATURATION, HUE
 
 
 def sample_color_jitter(n: int, brightness: float, contrast: float, saturation: float, hue: float,
@@ -351,8 +376,8 @@ def sample_color_jitter(n: int, brightness: float, contrast: float, saturation: 
     As torchvision: factors ~ U(max(0, 1 - s), 1 + s) for strength s of brightness, contrast and
     saturation, hue shift ~ U(-hue, hue), and the four ops in a uniformly random order (a random
     permutation per image, here the argsort of 4 uniforms). An image left alone (probability 1 - p),
-    and every op of strength 0, gets the identity parameters (factor 1, shift 0). hue = 0 switches the
-    hue op off altogether (hue=None in the result), which saves its HSV round trip."""
+    and every op of strength 0, gets the identity parameters (factor 1, shift 0). hue = 0 switches
+    the hue op off altogether (hue=None in the result), which saves its HSV round trip."""
     _require_jitter_strengths(brightness, contrast, saturation, hue)
     require_probability("p", p)
 
@@ -360,7 +385,8 @@ def sample_color_jitter(n: int, brightness: float, contrast: float, saturation: 
         return _uniform(n, max(0.0, 1 - strength), 1 + strength, generator, device)
 
     applied = sample_apply(n, p, generator, device)
-    b, c, s = (torch.where(applied, factors(strength), 1.0) for strength in (brightness, contrast, saturation))
+    b, c, s = (torch.where(applied, factors(strength), 1.0)
+               for strength in (brightness, contrast, saturation))
     h = torch.where(applied, _uniform(n, -hue, hue, generator, device), 0.0) if hue > 0 else None
     order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)
     return ColorJitterParams(b, c, s, h, order)
@@ -369,11 +395,12 @@ def sample_color_jitter(n: int, brightness: float, contrast: float, saturation: 
 def color_jitter(images: torch.Tensor, params: ColorJitterParams) -> torch.Tensor:
     """Brightness, contrast, saturation and hue changes, each image with its own factors and order.
 
-    Vectorised over a per-image order in 4 stages: at stage t, image i gets the op order[i, t] with its
-    factor. Brightness, contrast and saturation are all `_blend`s (towards black, the mean luma, the
-    pixel luma), so one blend per stage does whichever of the three each image picked; the hue op runs
-    at every stage with shift 0 for the images that did not pick it. The result equals applying
-    torchvision's adjust_* one image at a time in each image's order (up to float rounding).
+    Vectorised over a per-image order in 4 stages: at stage t, image i gets the op order[i, t] with
+    its factor. Brightness, contrast and saturation are all `_blend`s (towards black, the mean luma,
+    the pixel luma), so one blend per stage does whichever of the three each image picked; the hue
+    op runs at every stage with shift 0 for the images that did not pick it. The result equals
+    applying torchvision's adjust_* one image at a time in each image's order
+    (up to float rounding).
 
     Args:
         images: float [N, 3, H, W] in [0, 1].
@@ -383,12 +410,13 @@ def color_jitter(images: torch.Tensor, params: ColorJitterParams) -> torch.Tenso
         float [N, 3, H, W] in [0, 1].
     """
     ones = torch.ones_like(params.brightness)
-    blend_factors = torch.stack([params.brightness, params.contrast, params.saturation, ones], dim=1)
+    blend_factors = torch.stack([params.brightness, params.contrast, params.saturation, ones],
+                                dim=1)
     for stage in range(4):
         op = params.order[:, stage]
         luma = rgb_to_grayscale(images)
-        # Blend towards the pixel's luma (saturation), the image's mean luma (contrast) or black (brightness;
-        # also the hue images, whose factor is 1), chosen by 0/1 masks.
+        # Blend towards the pixel's luma (saturation), the image's mean luma (contrast) or black
+        # (brightness; also the hue images, whose factor is 1), chosen by 0/1 masks.
         picks_saturation = (op == SATURATION).to(images.dtype).view(-1, 1, 1, 1)
         picks_contrast = (op == CONTRAST).to(images.dtype).view(-1, 1, 1, 1)
         reference = picks_saturation * luma + picks_contrast * luma.mean(dim=(2, 3), keepdim=True)
@@ -407,9 +435,9 @@ def grayscale(images: torch.Tensor, apply: torch.Tensor | None = None) -> torch.
     return torch.where(apply.view(-1, 1, 1, 1), gray, images)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Blur and solarisation
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     r"""1-D Gaussian kernels, one per sigma: [N] -> [N, kernel_size], each row summing to 1.
@@ -439,8 +467,8 @@ def gaussian_blur(images: torch.Tensor, sigma, kernel_size: int,
     sigma = torch.as_tensor(sigma, dtype=images.dtype, device=images.device).expand(n)
     kernels = gaussian_kernels(sigma, kernel_size).repeat_interleave(channels, dim=0)   # [N*C, K]
     pad = kernel_size // 2
-    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect").reshape(1, n * channels, height + 2 * pad,
-                                                                         width + 2 * pad)
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect").reshape(
+        1, n * channels, height + 2 * pad, width + 2 * pad)
     blurred = F.conv2d(padded, kernels.view(n * channels, 1, kernel_size, 1), groups=n * channels)
     blurred = F.conv2d(blurred, kernels.view(n * channels, 1, 1, kernel_size), groups=n * channels)
     blurred = blurred.view(n, channels, height, width)
@@ -449,7 +477,8 @@ def gaussian_blur(images: torch.Tensor, sigma, kernel_size: int,
     return torch.where(apply.view(-1, 1, 1, 1), blurred, images)
 
 
-def solarize(images: torch.Tensor, threshold: float = 0.5, apply: torch.Tensor | None = None) -> torch.Tensor:
+def solarize(images: torch.Tensor, threshold: float = 0.5,
+             apply: torch.Tensor | None = None) -> torch.Tensor:
     """Invert every pixel value >= threshold: x -> 1 - x if x >= threshold else x (torchvision's
     solarize); `apply` (bool [N], None = all) selects the images."""
     solarized = torch.where(images >= threshold, 1 - images, images)
@@ -458,18 +487,20 @@ def solarize(images: torch.Tensor, threshold: float = 0.5, apply: torch.Tensor |
     return torch.where(apply.view(-1, 1, 1, 1), solarized, images)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Recipes
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def default_blur_kernel_size(size: int) -> int:
-    """SimCLR's blur kernel: 10% of the image side, made odd (23 at 224 px, 9 at 96 px, 3 at 32 px)."""
+    """SimCLR's blur kernel: 10% of the image side, made odd (23 at 224 px, 9 at 96
+    px, 3 at 32 px)."""
     kernel_size = int(0.1 * size)
     return kernel_size + 1 if kernel_size % 2 == 0 else kernel_size
 
 
 class AugmentParams(NamedTuple):
-    """The random parameters of N views (see `Augment.sample`); None where the recipe skips the op."""
+    """The random parameters of N views (see `Augment.sample`); None where the
+    recipe skips the op."""
     boxes: CropBoxes                     # crop boxes in pixels
     flip: torch.Tensor | None            # bool [N]
     jitter: ColorJitterParams | None
@@ -486,20 +517,21 @@ class Augment:
     random resized crop -> horizontal flip -> colour jitter (with probability jitter_p) ->
     grayscale (grayscale_p) -> Gaussian blur (blur_p) -> solarisation (solarize_p).
 
-    Defaults are SimCLR's CIFAR recipe (see `simclr_cifar`). Call it as `augment(images, generator)`:
-    images uint8 [N, 3, H, W] (0..255) or float in [0, 1] (float images have their range checked, one host
-    sync; the training loop passes uint8); returns float32 [N, 3, size, size] in [0, 1]. The generator must
-    live on the images' device; None uses torch's default generator.
-    Two calls give two independent views. Autocast is switched off inside (views stay float32).
-    A call is `apply(images, sample(...))`: the random parameters of every view are drawn first, then
-    applied by deterministic tensor code.
+    Defaults are SimCLR's CIFAR recipe (see `simclr_cifar`). Call it as
+    `augment(images, generator)`: images uint8 [N, 3, H, W] (0..255) or float in [0, 1] (float
+    images have their range checked, one host sync; the training loop passes uint8); returns float32
+    [N, 3, size, size] in [0, 1]. The generator must live on the images' device; None uses torch's
+    default generator. Two calls give two independent views. Autocast is switched off inside
+    (views stay float32). A call is `apply(images, sample(...))`: the random parameters of every
+    view are drawn first, then applied by deterministic tensor code.
 
     Args:
         size: output height and width in pixels.
         crop_scale: range of the crop area as a fraction of the image area, 0 < low <= high <= 1.
         crop_ratio: range of the crop aspect ratio width / height, 0 < low <= high.
         flip_p: probability of a horizontal flip.
-        brightness, contrast, saturation: jitter strengths s >= 0 (factor ~ U(max(0, 1 - s), 1 + s)).
+        brightness, contrast, saturation: jitter strengths s >= 0 (factor ~ U(max(0,
+            1 - s), 1 + s)).
         hue: hue jitter strength in [0, 0.5] (shift ~ U(-hue, hue) turns).
         jitter_p: probability that an image is colour-jittered at all.
         grayscale_p: probability of converting to grayscale.
@@ -512,16 +544,18 @@ class Augment:
 
     def __init__(self, size: int = 32, crop_scale: tuple[float, float] = (0.08, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5,
-                 brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1,
-                 jitter_p: float = 0.8, grayscale_p: float = 0.2, blur_p: float = 0.0,
-                 blur_sigma: tuple[float, float] = (0.1, 2.0), blur_kernel_size: int | None = None,
-                 solarize_p: float = 0.0, solarize_threshold: float = 0.5):
+                 brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.1, jitter_p: float = 0.8, grayscale_p: float = 0.2,
+                 blur_p: float = 0.0, blur_sigma: tuple[float, float] = (0.1, 2.0),
+                 blur_kernel_size: int | None = None, solarize_p: float = 0.0,
+                 solarize_threshold: float = 0.5):
         require_int_at_least("size", size, 1)
         self.size = size
         self.crop_scale = _require_interval("crop_scale", crop_scale, 0.0, 1.0)
         self.crop_ratio = _require_interval("crop_ratio", crop_ratio, 0.0)
         _require_jitter_strengths(brightness, contrast, saturation, hue)
-        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.hue = saturation, hue
         for name, p in (("flip_p", flip_p), ("jitter_p", jitter_p), ("grayscale_p", grayscale_p),
                         ("blur_p", blur_p), ("solarize_p", solarize_p)):
             require_probability(name, p)
@@ -540,11 +574,14 @@ class Augment:
 
     @property
     def _jitters(self) -> bool:
-        return self.jitter_p > 0 and max(self.brightness, self.contrast, self.saturation, self.hue) > 0
+        return (self.jitter_p > 0
+                and max(self.brightness, self.contrast, self.saturation, self.hue) > 0)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         require_images("images", images)
-        require_unit_range("images", images)    # a no-op for uint8, what the training loop passes: no sync per step
+        require_unit_range("images", images)    # a no-op for uint8, what the training loop passes:
+                                                # no sync per step
         images = to_float_images(images)
         if generator is not None and generator.device.type != images.device.type:
             raise ValueError(f"generator must be on the images' device ({images.device}), "
@@ -556,9 +593,10 @@ class Augment:
     def _apply(self):
         return getattr(self, "_compiled_apply", self.apply)
 
-    def compile(self) -> "Augment":
-        """Compile `apply` with torch.compile (one graph: a few fused kernels instead of ~250 small ones
-        per call); `sample` stays eager, since generator arguments break graphs. Returns self."""
+    def compile(self) -> Augment:
+        """Compile `apply` with torch.compile (one graph: a few fused kernels instead of ~250
+        small ones per call); `sample` stays eager, since generator arguments break graphs.
+        Returns self."""
         self._compiled_apply = torch.compile(self.apply, dynamic=False)
         return self
 
@@ -572,21 +610,25 @@ class Augment:
         def maybe_apply(p: float) -> torch.Tensor | None:
             return sample_apply(n, p, generator, device) if p > 0 else None
 
-        boxes = sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, generator, device)
+        boxes = sample_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, generator,
+                                  device)
         flip = maybe_apply(self.flip_p)
-        jitter = (sample_color_jitter(n, self.brightness, self.contrast, self.saturation, self.hue, self.jitter_p,
-                                      generator, device) if self._jitters else None)
+        jitter = (sample_color_jitter(n, self.brightness, self.contrast, self.saturation, self.hue,
+                                      self.jitter_p, generator, device)
+                  if self._jitters else None)
         grayscale_apply = maybe_apply(self.grayscale_p)
         blur_sigma = _uniform(n, *self.blur_sigma, generator, device) if self.blur_p > 0 else None
         blur_apply = maybe_apply(self.blur_p)
         solarize_apply = maybe_apply(self.solarize_p)
-        return AugmentParams(boxes, flip, jitter, grayscale_apply, blur_sigma, blur_apply, solarize_apply)
+        return AugmentParams(boxes, flip, jitter, grayscale_apply, blur_sigma, blur_apply,
+                             solarize_apply)
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Views of images [N, 3, H, W] (uint8, or float in [0, 1]) with the given parameters: pure
         tensor code without randomness, so `torch.compile(augment.apply)` traces it as one graph."""
         images = to_float_images(images)
-        # Views stay float32 under autocast (conv2d and the blends would otherwise run in half precision).
+        # Views stay float32 under autocast (conv2d and the blends would otherwise run in
+        # half precision).
         with no_autocast(images.device):
             views = resized_crop(images, params.boxes, self.size, params.flip)
             if params.jitter is not None:
@@ -610,7 +652,8 @@ class Augment:
                 f"        grayscale_p={self.grayscale_p:g},\n"
                 f"        blur_p={self.blur_p:g}, blur_sigma={pair(self.blur_sigma)}, "
                 f"blur_kernel_size={self.blur_kernel_size},\n"
-                f"        solarize_p={self.solarize_p:g}, solarize_threshold={self.solarize_threshold:g})")
+                f"        solarize_p={self.solarize_p:g}, "
+                f"solarize_threshold={self.solarize_threshold:g})")
 
 
 def simclr_cifar(size: int = 32) -> Augment:
@@ -623,8 +666,8 @@ def simclr_cifar(size: int = 32) -> Augment:
 
 
 def simclr_stl10(size: int = 96) -> Augment:
-    """SimCLR's views for larger images such as STL-10's 96 px: the CIFAR recipe plus a Gaussian blur
-    with p=0.5, sigma ~ U(0.1, 2) px and a kernel of 10% of the side (9 taps at 96 px)."""
+    """SimCLR's views for larger images such as STL-10's 96 px: the CIFAR recipe plus a Gaussian
+    blur with p=0.5, sigma ~ U(0.1, 2) px and a kernel of 10% of the side (9 taps at 96 px)."""
     return Augment(size=size, crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_p=0.5,
                    brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, jitter_p=0.8,
                    grayscale_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0))

@@ -21,8 +21,18 @@ import torch.nn.functional as F
 
 from .augment import to_float_images
 from .presets import autocast_dtype, no_autocast
-from .validation import (describe_tensor, require_embeddings, require_finite, require_images, require_in_range,
-                         require_int_at_least, require_labels, require_positive, require_same_shape, require_unit_range)
+from .validation import (
+    describe_tensor,
+    require_embeddings,
+    require_finite,
+    require_images,
+    require_in_range,
+    require_int_at_least,
+    require_labels,
+    require_positive,
+    require_same_shape,
+    require_unit_range,
+)
 
 __all__ = ["extract_features", "eval_mode", "knn_predict", "knn_accuracy", "ProbeResult",
            "linear_probe", "alignment", "uniformity", "per_class_accuracy"]
@@ -30,7 +40,8 @@ __all__ = ["extract_features", "eval_mode", "knn_predict", "knn_accuracy", "Prob
 
 # ---------------------------------------------------------------- features
 
-def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def extract_features(backbone: nn.Module, images: torch.Tensor,
+                     batch_size: int = 1024) -> torch.Tensor:
     """Run `backbone` over `images` in eval mode and return its features, float32 [N, D].
 
     Args:
@@ -41,8 +52,8 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
         batch_size: images per forward pass; the result does not depend on it (eval mode).
 
     Runs on the backbone's device (batches of images are moved there), under torch.no_grad, so the
-    features are detached, and under autocast on a GPU (bf16, or fp16 on GPUs without native bf16). Every submodule's train/eval mode is restored afterwards. The features are
-    not normalised.
+    features are detached, and under autocast on a GPU (bf16, or fp16 on GPUs without native bf16).
+    Every submodule's train/eval mode is restored afterwards. The features are not normalised.
     """
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
@@ -54,7 +65,8 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
     device = parameter.device if parameter is not None else images.device
     amp_dtype = autocast_dtype(device)
     with eval_mode(backbone), torch.no_grad(), \
-            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                           enabled=amp_dtype is not None):
         features = []
         for start in range(0, images.shape[0], batch_size):
             batch = to_float_images(images[start:start + batch_size].to(device, non_blocking=True))
@@ -64,10 +76,12 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, batch_size: int 
 
 @contextmanager
 def eval_mode(*modules: nn.Module):
-    """Every submodule of `modules` in eval mode inside the context (batch-norm uses its running statistics and
-    leaves them alone); on leaving, also after an error, each submodule gets back its own train/eval flag (so a
-    network with, say, a frozen BN layer inside a training model keeps that mix)."""
-    previous_modes = [(submodule, submodule.training) for module in modules for submodule in module.modules()]
+    """Every submodule of `modules` in eval mode inside the context (batch-norm uses its running
+    statistics and leaves them alone); on leaving, also after an error, each submodule gets back
+    its own train/eval flag (so a network with, say, a frozen BN layer inside a training model
+    keeps that mix)."""
+    previous_modes = [(submodule, submodule.training) for module in modules
+                      for submodule in module.modules()]
     for module in modules:
         module.eval()
     try:
@@ -81,14 +95,15 @@ def eval_mode(*modules: nn.Module):
 
 def _check_knn_inputs(train_features, train_labels, test_features, k, temperature,
                       chunk_size) -> tuple[torch.Tensor, int, float, int]:
-    """Checks the arguments of `knn_predict`; returns train_labels (int64), k, temperature and chunk_size as
-    plain values."""
+    """Checks the arguments of `knn_predict`; returns train_labels (int64), k, temperature and
+    chunk_size as plain values."""
     require_embeddings("train_features", train_features)
     require_embeddings("test_features", test_features)
-    train_labels = require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
+    train_labels = require_labels("train_labels", train_labels, train_features.shape[0],
+                                  "train_features")
     if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(f"test_features has dimension {test_features.shape[1]} but train_features has "
-                         f"{train_features.shape[1]}; they must match")
+        raise ValueError(f"test_features has dimension {test_features.shape[1]} but "
+                         f"train_features has {train_features.shape[1]}; they must match")
     if test_features.device != train_features.device:
         raise ValueError(f"test_features is on {test_features.device} but train_features on "
                          f"{train_features.device}; put them on the same device")
@@ -110,8 +125,9 @@ def _num_classes(labels: torch.Tensor, name: str) -> int:
     return high + 1
 
 
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                k: int = 200, temperature: float = 0.1, chunk_size: int = 1024) -> torch.Tensor:
+def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor,
+                test_features: torch.Tensor, k: int = 200, temperature: float = 0.1,
+                chunk_size: int = 1024) -> torch.Tensor:
     r"""Weighted cosine k-nearest-neighbour predictions (InstDisc, Wu et al. 2018), int64 [N_test].
 
     With unit vectors u = f / ||f||, the k train points N_k(q) most similar to a test point q vote
@@ -120,11 +136,13 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
         \hat y(q) = \arg\max_c \sum_{i \in N_k(q)} \exp(s_{qi} / T) [y_i = c]
 
     The number of classes is max(train_labels) + 1. Test points are handled `chunk_size` at a time,
-    so the full N_test x N_train similarity matrix is never built. Inputs are not modified. Features with a
-    NaN or inf (a diverged encoder) raise a ValueError rather than vote: top-k over NaN picks arbitrary neighbours.
+    so the full N_test x N_train similarity matrix is never built. Inputs are not modified. Features
+    with a NaN or inf (a diverged encoder) raise a ValueError rather than vote: top-k over NaN picks
+    arbitrary neighbours.
     """
-    train_labels, k, temperature, chunk_size = _check_knn_inputs(train_features, train_labels, test_features, k,
-                                                                 temperature, chunk_size)
+    train_labels, k, temperature, chunk_size = _check_knn_inputs(train_features, train_labels,
+                                                                 test_features, k, temperature,
+                                                                 chunk_size)
     num_classes = _num_classes(train_labels, "train_labels")
     bank = F.normalize(train_features.detach().float(), dim=1)                       # [N_train, D]
     bank_labels = train_labels.to(bank.device)
@@ -142,17 +160,19 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
     return torch.cat(predictions)
 
 
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1,
-                 chunk_size: int = 1024) -> float:
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
+                 test_features: torch.Tensor, test_labels: torch.Tensor, k: int = 200,
+                 temperature: float = 0.1, chunk_size: int = 1024) -> float:
     """Fraction of test points whose weighted kNN prediction (see `knn_predict`) is their label.
 
     The course's default monitor: L2-normalised backbone features, k = 200, T = 0.1 (the MoCo
     CIFAR demo and InstDisc settings). Returns a Python float in [0, 1].
     """
     require_embeddings("test_features", test_features)
-    test_labels = require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
-    predictions = knn_predict(train_features, train_labels, test_features, k, temperature, chunk_size)
+    test_labels = require_labels("test_labels", test_labels, test_features.shape[0],
+                                 "test_features")
+    predictions = knn_predict(train_features, train_labels, test_features, k, temperature,
+                              chunk_size)
     return (predictions == test_labels.to(predictions.device)).float().mean().item()
 
 
@@ -170,16 +190,19 @@ def _accuracy(classifier: nn.Linear, features: torch.Tensor, labels: torch.Tenso
     return (classifier(features).argmax(dim=1) == labels).float().mean()
 
 
-def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, epochs: int = 100, lr: float = 3e-2,
-                 weight_decay: float = 1e-5, batch_size: int = 1024, seed: int = 0) -> ProbeResult:
-    r"""Multinomial logistic regression on frozen, precomputed features (the linear evaluation protocol).
+def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor,
+                 test_features: torch.Tensor, test_labels: torch.Tensor, epochs: int = 100,
+                 lr: float = 3e-2, weight_decay: float = 1e-5, batch_size: int = 1024,
+                 seed: int = 0) -> ProbeResult:
+    r"""Multinomial logistic regression on frozen, precomputed features (the linear
+    evaluation protocol).
 
     The features are standardised with the train set's per-dimension mean and standard deviation,
     x' = (x - mu) / sigma, so one learning rate suits any backbone's feature scale. Then a linear
     layer W x' + b (started at zero, so the result depends only on `seed`) minimises
 
-        L = -\frac{1}{N} \sum_i \log \mathrm{softmax}(W x'_i + b)_{y_i}   (+ weight_decay ||W||^2 / 2 via Adam)
+        L = -\frac{1}{N} \sum_i \log \mathrm{softmax}(W x'_i + b)_{y_i}
+            (+ weight_decay ||W||^2 / 2 via Adam)
 
     with Adam, minibatches in a seeded random order, and a cosine learning-rate decay to zero over
     all steps. The standardisation is folded into the returned classifier,
@@ -195,14 +218,17 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     """
     require_embeddings("train_features", train_features)
     require_embeddings("test_features", test_features)
-    train_labels = require_labels("train_labels", train_labels, train_features.shape[0], "train_features")
-    test_labels = require_labels("test_labels", test_labels, test_features.shape[0], "test_features")
+    train_labels = require_labels("train_labels", train_labels, train_features.shape[0],
+                                  "train_features")
+    test_labels = require_labels("test_labels", test_labels, test_features.shape[0],
+                                 "test_features")
     if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(f"test_features has dimension {test_features.shape[1]} but train_features has "
-                         f"{train_features.shape[1]}; they must match")
+        raise ValueError(f"test_features has dimension {test_features.shape[1]} but "
+                         f"train_features has {train_features.shape[1]}; they must match")
     epochs = require_int_at_least("epochs", epochs, 1)
     lr = require_positive("lr", lr)
-    weight_decay = require_in_range("weight_decay", weight_decay, 0.0, math.inf, high_inclusive=False)
+    weight_decay = require_in_range("weight_decay", weight_decay, 0.0, math.inf,
+                                    high_inclusive=False)
     batch_size = require_int_at_least("batch_size", batch_size, 1)
     seed = require_int_at_least("seed", seed, 0)
     require_finite("train_features", train_features)
@@ -240,9 +266,11 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         classifier.bias -= scaled_weight @ mean
         classifier.weight.copy_(scaled_weight)
         train_accuracy = _accuracy(classifier, features, labels)
-        test_accuracy = _accuracy(classifier, test_features.detach().float().to(device), test_labels.to(device))
+        test_accuracy = _accuracy(classifier, test_features.detach().float().to(device),
+                                  test_labels.to(device))
         train_accuracy, test_accuracy = torch.stack([train_accuracy, test_accuracy]).tolist()
-    return ProbeResult(test_accuracy=test_accuracy, train_accuracy=train_accuracy, classifier=classifier)
+    return ProbeResult(test_accuracy=test_accuracy, train_accuracy=train_accuracy,
+                       classifier=classifier)
 
 
 # ---------------------------------------------------------------- alignment and uniformity
@@ -266,7 +294,8 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2) -> torch.Ten
 
 
 def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.Tensor:
-    r"""Uniformity of the embedding distribution (Wang & Isola, ICML 2020), a scalar tensor; lower is better.
+    r"""Uniformity of the embedding distribution (Wang & Isola, ICML 2020), a scalar tensor;
+    lower is better.
 
         L_uniform = \log \frac{1}{N(N-1)} \sum_{i \ne j} \exp(-t || f(x_i) - f(x_j) ||_2^2)
 
@@ -291,8 +320,9 @@ def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.T
         u = F.normalize(z.float(), dim=1)
         for start in range(0, n, chunk_size):
             rows = u[start:start + chunk_size]
-            squared_distance = (2 - 2 * rows @ u.T).clamp_min(0)                # [c, N]
-            self_pair = columns[None, :] == (start + torch.arange(len(rows), device=u.device))[:, None]
+            squared_distance = (2 - 2 * rows @ u.T).clamp_min(0)  # [c, N]
+            self_pair = (columns[None, :]
+                         == (start + torch.arange(len(rows), device=u.device))[:, None])
             log_kernel = (-t * squared_distance).masked_fill(self_pair, float("-inf"))
             chunk_logsumexps.append(torch.logsumexp(log_kernel.flatten(), dim=0))
         return torch.logsumexp(torch.stack(chunk_logsumexps), dim=0) - math.log(n * (n - 1))
@@ -300,13 +330,16 @@ def uniformity(z: torch.Tensor, t: float = 2, chunk_size: int = 1024) -> torch.T
 
 # ---------------------------------------------------------------- per-class accuracy
 
-def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
-    """Accuracy within each class, float32 [C]: entry c is the fraction of the examples labelled c that are
-    predicted c (NaN for a class with no examples). C defaults to max(labels) + 1.
+def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor,
+                       num_classes: int | None = None) -> torch.Tensor:
+    """Accuracy within each class, float32 [C]: entry c is the fraction of the examples labelled c
+    that are predicted c (NaN for a class with no examples). C defaults to max(labels) + 1.
 
-    On a class-imbalanced training set, the mean accuracy hides what happens to the rare classes; this does not.
+    On a class-imbalanced training set, the mean accuracy hides what happens to the rare
+    classes; this does not.
     """
-    if not isinstance(predictions, torch.Tensor) or predictions.dim() != 1 or predictions.is_floating_point():
+    if (not isinstance(predictions, torch.Tensor) or predictions.dim() != 1
+            or predictions.is_floating_point()):
         raise ValueError(f"predictions must be a 1-D integer tensor of class indices, "
                          f"got {describe_tensor(predictions)}")
     require_labels("labels", labels, predictions.shape[0], "predictions")
@@ -314,6 +347,7 @@ def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_clas
         num_classes = _num_classes(labels, "labels")
     require_int_at_least("num_classes", num_classes, 1)
     labels = labels.to(predictions.device)
-    correct = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, (predictions == labels).float())
+    correct = torch.zeros(num_classes, device=labels.device).index_add_(
+        0, labels, (predictions == labels).float())
     counts = torch.bincount(labels, minlength=num_classes).float()
     return correct / counts

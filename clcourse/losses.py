@@ -14,14 +14,22 @@ many views (multiview_info_nce, cacr) take a sequence of M + 1 view embeddings i
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .presets import no_autocast
-from .validation import (describe_tensor, require_embeddings, require_in_range, require_int_at_least, require_labels,
-                         require_positive, require_same_shape)
+from .validation import (
+    describe_tensor,
+    require_embeddings,
+    require_in_range,
+    require_int_at_least,
+    require_labels,
+    require_positive,
+    require_same_shape,
+)
 
 __all__ = ["positive_index", "info_nce", "dcl", "hcl", "moco_logits", "moco_info_nce", "MochiMix",
            "mochi_mix", "mochi_negatives", "sce_target", "sce", "sce_in_batch",
@@ -38,15 +46,16 @@ def _normalised_pair(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
 
 
 def positive_index(batch_size: int, device=None) -> torch.Tensor:
-    """p(i) for the 2B views [z1; z2]: view i of image k is paired with the other view of image k."""
+    """p(i) for the 2B views [z1; z2]: view i of image k is paired with the other
+    view of image k."""
     half = torch.arange(batch_size, device=device)
     return torch.cat([half + batch_size, half])
 
 
 def _require_two_images(name: str, z: torch.Tensor, loss_name: str) -> None:
     if z.shape[0] < 2:
-        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has 2B - 2 >= 1 negatives; "
-                         f"{name} has {z.shape[0]} row")
+        raise ValueError(f"{loss_name} needs at least 2 images so that each anchor has "
+                         f"2B - 2 >= 1 negatives; {name} has {z.shape[0]} row")
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -54,7 +63,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
 
     With u = normalize([z1; z2]) and p(i) the other view of anchor i's image,
 
-        \ell_i = -\log \frac{\exp(u_i \cdot u_{p(i)} / \tau)}{\sum_{k \ne i} \exp(u_i \cdot u_k / \tau)},
+        \ell_i = -\log \frac{\exp(u_i \cdot u_{p(i)} / \tau)}
+                            {\sum_{k \ne i} \exp(u_i \cdot u_k / \tau)},
         L = \frac{1}{2B} \sum_{i=1}^{2B} \ell_i
 
     The denominator holds the positive and the 2B - 2 negatives (every view of every other image).
@@ -63,8 +73,9 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
     Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020.
 
     Args:
-        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images (with one image
-            the positive is the only other entry of its row, and the loss is 0 whatever the encoder).
+        z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images (with
+            one image the positive is the only other entry of its row, and the loss is 0
+            whatever the encoder).
         temperature: tau > 0; smaller values concentrate the loss on the hardest negatives.
     """
     temperature = require_positive("temperature", temperature)
@@ -80,29 +91,31 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
 
 def _require_feature_dim(name: str, t: torch.Tensor, dim: int, ref_name: str) -> None:
     if t.shape[-1] != dim:
-        raise ValueError(f"{name} must have the embedding size of {ref_name} ({dim}) in its last dimension, "
-                         f"got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must have the embedding size of {ref_name} ({dim}) in its last "
+                         f"dimension, got shape {tuple(t.shape)}")
 
 
 def _require_queue_mask(queue_mask: torch.Tensor, batch_size: int, queue_size: int) -> None:
     """A boolean [B, K] mask, True where a queue entry is excluded from a query's negatives."""
     if (not isinstance(queue_mask, torch.Tensor) or queue_mask.dtype != torch.bool
             or tuple(queue_mask.shape) != (batch_size, queue_size)):
-        raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, {queue_size}], "
-                         f"got {describe_tensor(queue_mask)}")
+        raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, "
+                         f"{queue_size}], got {describe_tensor(queue_mask)}")
 
 
-def _pair_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits s / tau of the 2B anchors [z1; z2]: the positive [2B] and the 2B - 2 negatives [2B, 2B - 2]
-    (every view except the anchor itself and its positive), in float32."""
+def _pair_logits(z1: torch.Tensor, z2: torch.Tensor,
+                 temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits s / tau of the 2B anchors [z1; z2]: the positive [2B] and the 2B - 2 negatives
+    [2B, 2B - 2] (every view except the anchor itself and its positive), in float32."""
     u = _normalised_pair(z1, z2)
     logits = u @ u.T / temperature
     n = len(u)
     anchors = torch.arange(n, device=u.device)
     partner = positive_index(z1.shape[0], u.device)
-    # Column of each of the 2B - 2 negatives: 0..2B-3, shifted past the two excluded columns (the anchor
-    # and its partner). A gather of fixed shape, where a boolean mask would need a host sync.
-    first, second = torch.minimum(anchors, partner)[:, None], torch.maximum(anchors, partner)[:, None]
+    # Column of each of the 2B - 2 negatives: 0..2B-3, shifted past the two excluded columns (the
+    # anchor and its partner). A gather of fixed shape, where a boolean mask would need a host sync.
+    first, second = (torch.minimum(anchors, partner)[:, None],
+                     torch.maximum(anchors, partner)[:, None])
     columns = torch.arange(n - 2, device=u.device).expand(n, n - 2)
     columns = columns + (columns >= first)
     columns = columns + (columns >= second)
@@ -122,17 +135,20 @@ def _debiased_hard_loss(positive: torch.Tensor, negatives: torch.Tensor, tempera
     """
     n_negatives = negatives.shape[1]
     log_n = math.log(n_negatives)
-    log_mass = log_n + torch.logsumexp(negatives + torch.log_softmax(beta * negatives, dim=1), dim=1)
+    log_mass = log_n + torch.logsumexp(negatives + torch.log_softmax(beta * negatives, dim=1),
+                                       dim=1)
     shift = torch.maximum(positive, negatives.amax(dim=1)).detach()
     pos = torch.exp(positive - shift)
     mass = torch.exp(log_mass - shift)
     # N e^{-1/t}: the smallest negative mass there can be (every negative at cosine -1).
     floor = torch.exp(log_n - 1.0 / temperature - shift)
-    negative_estimate = torch.maximum((mass - tau_plus * n_negatives * pos) / (1.0 - tau_plus), floor)
+    negative_estimate = torch.maximum((mass - tau_plus * n_negatives * pos) / (1.0 - tau_plus),
+                                      floor)
     return (torch.log(pos + negative_estimate) - (positive - shift)).mean()
 
 
-def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: float = 0.1) -> torch.Tensor:
+def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+        tau_plus: float = 0.1) -> torch.Tensor:
     r"""Debiased Contrastive Learning loss over the 2B anchors of two views (SimCLR form).
 
     Some "negatives" in a batch share the anchor's class (false negatives). If a fraction tau^+ of
@@ -143,20 +159,20 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         N_g = \max\left( \frac{\sum_j neg_j - \tau^+ N \, pos}{1 - \tau^+},\; N e^{-1/t} \right),
         \ell_i = -\log \frac{pos}{pos + N_g},        L = \frac{1}{2B} \sum_i \ell_i
 
-    The lower bound N e^{-1/t} is the smallest possible negative mass (all N negatives at cosine -1):
-    it stops the corrected estimate from going to zero or below. Nothing is detached.
+    The lower bound N e^{-1/t} is the smallest possible negative mass (all N negatives at cosine
+    -1): it stops the corrected estimate from going to zero or below. Nothing is detached.
 
     With tau_plus = 0 this is info_nce exactly: the bound is then only reached when every negative
     sits at cosine -1, where it equals the sum anyway (up to rounding). With tau_plus > 0 the bound
     can bind (a very close positive among far negatives) and the loss then differs from the formula
     without it.
 
-    Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020; defaults t = 0.5, tau^+ = 0.1 as in
-    the authors' code (chingyaoc/DCL main.py). Two traps around that name:
-    - lightly's `DCLLoss` is a different method with the same acronym (Decoupled Contrastive Learning,
-      Yeh et al. 2021, which drops the positive from the denominator);
-    - chingyaoc/DCL's `--debiased` flag is parsed with argparse `type=bool`, so any string given on the
-      command line, "False" included, turns debiasing on.
+    Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020; defaults t = 0.5, tau^+ = 0.1 as
+    in the authors' code (chingyaoc/DCL main.py). Two traps around that name:
+    - lightly's `DCLLoss` is a different method with the same acronym (Decoupled Contrastive
+      Learning, Yeh et al. 2021, which drops the positive from the denominator);
+    - chingyaoc/DCL's `--debiased` flag is parsed with argparse `type=bool`, so any string given on
+      the command line, "False" included, turns debiasing on.
 
     Computed through logs, each anchor's terms divided by exp(its largest logit), so it stays finite
     for small temperatures.
@@ -164,7 +180,8 @@ def dcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
     Args:
         z1, z2: [B, D] embeddings of two views of the same B >= 2 images.
         temperature: t > 0.
-        tau_plus: class prior tau^+ in [0, 1): the assumed probability that a negative shares the anchor's class.
+        tau_plus: class prior tau^+ in [0, 1): the assumed probability that a negative shares
+            the anchor's class.
     """
     temperature = require_positive("temperature", temperature)
     tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
@@ -179,9 +196,9 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         beta: float = 1.0) -> torch.Tensor:
     r"""Hard negative sampling with debiasing (HCL) over the 2B anchors of two views.
 
-    Negatives are drawn from a distribution tilted toward those similar to the anchor,
-    q_beta(x^-) \propto e^{\beta f(x) \cdot f(x^-)} p(x^-), estimated by importance weights over the
-    batch, then debiased as in DCL. With the notation of `dcl` (N = 2B - 2, pos, neg_j = exp(s_j / t)):
+    Negatives are drawn from a distribution tilted toward those similar to the anchor, q_beta(x^-)
+    \propto e^{\beta f(x) \cdot f(x^-)} p(x^-), estimated by importance weights over the batch, then
+    debiased as in DCL. With the notation of `dcl` (N = 2B - 2, pos, neg_j = exp(s_j / t)):
 
         imp_j = \exp(\beta s_j / t) = neg_j^\beta,
         R = \frac{\sum_j imp_j \, neg_j}{\frac{1}{N} \sum_j imp_j},
@@ -195,12 +212,12 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
     through the weighting (it is part of the loss, not a sampling constant).
 
     Robinson et al., "Contrastive Learning with Hard Negative Samples", ICLR 2021. This follows the
-    authors' code (joshr17/HCL image/main.py), defaults t = 0.5, tau^+ = 0.1, beta = 1.0. The paper's
-    pseudo-code has two typos, divide by neg.mean() and no beta in the exponent; the authors confirm
-    the code is right (HCL issues #1 and #5).
+    authors' code (joshr17/HCL image/main.py), defaults t = 0.5, tau^+ = 0.1, beta = 1.0. The
+    paper's pseudo-code has two typos, divide by neg.mean() and no beta in the exponent; the authors
+    confirm the code is right (HCL issues #1 and #5).
 
-    Computed through logs (imp_j / mean(imp) = N softmax(beta s / t)_j), each anchor's terms divided by
-    exp(its largest logit).
+    Computed through logs (imp_j / mean(imp) = N softmax(beta s / t)_j), each anchor's terms divided
+    by exp(its largest logit).
 
     Args:
         z1, z2: [B, D] embeddings of two views of the same B >= 2 images.
@@ -218,21 +235,24 @@ def hcl(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, tau_plus: 
         return _debiased_hard_loss(positive, negatives, temperature, tau_plus, beta)
 
 
-def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+                temperature: float) -> torch.Tensor:
     r"""MoCo's logits of unit queries against their keys and the queue, [B, 1 + K]:
 
         [q_b \cdot k_b, \; q_b \cdot n_1, \dots, q_b \cdot n_K] / \tau
 
-    the positive in column 0. k and the queue are detached (the keys come from the momentum encoder, the
-    queue holds constants). Inputs are assumed unit vectors; `moco_info_nce` normalises them first.
+    the positive in column 0. k and the queue are detached (the keys come from the momentum
+    encoder, the queue holds constants). Inputs are assumed unit vectors; `moco_info_nce`
+    normalises them first.
     """
     positive = (q * k.detach()).sum(dim=1, keepdim=True)
     return torch.cat([positive, q @ queue.detach().T], dim=1) / temperature
 
 
 def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2,
-                  queue_mask: torch.Tensor | None = None, extra_negatives: torch.Tensor | None = None,
-                  logits: Callable = moco_logits, check_mask: bool = True) -> torch.Tensor:
+                  queue_mask: torch.Tensor | None = None,
+                  extra_negatives: torch.Tensor | None = None, logits: Callable = moco_logits,
+                  check_mask: bool = True) -> torch.Tensor:
     r"""MoCo's InfoNCE: each query against its positive key and a queue of negatives.
 
     With q, k, queue and the extra negatives L2-normalised,
@@ -255,15 +275,15 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
         queue: [K, D] negative keys.
         temperature: tau > 0.
         queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b
-            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf. A query left
-            without any negative would have loss 0 whatever its embedding: checking that none is reads the
-            mask on the host (one sync);
+            (e.g. a stale key of the same image: a false negative). Its logit becomes -inf. A query
+            left without any negative would have loss 0 whatever its embedding: checking that none
+            is reads the mask on the host (one sync);
         extra_negatives: optional [B, M, D] negatives of each query alone, appended after the queue
             (MoCHi's synthetic negatives, see `mochi_negatives`).
         logits: the function that makes the [B, 1 + K] logits of unit q, k and queue (`moco_logits`,
             or a student's own in notebook 03).
-        check_mask: False skips the mask check, for callers that guarantee it once (MoCo does, at the start
-            of training) and must not synchronise every step.
+        check_mask: False skips the mask check, for callers that guarantee it once (MoCo does, at
+            the start of training) and must not synchronise every step.
     """
     temperature = require_positive("temperature", temperature)
     require_embeddings("q", q)
@@ -276,21 +296,24 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
         _require_queue_mask(queue_mask, batch_size, queue.shape[0])
     if extra_negatives is not None:
         if (not isinstance(extra_negatives, torch.Tensor) or extra_negatives.dim() != 3
-                or not extra_negatives.is_floating_point() or extra_negatives.shape[0] != batch_size):
+                or not extra_negatives.is_floating_point()
+                or extra_negatives.shape[0] != batch_size):
             raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
                              f"with B = {batch_size}, got {describe_tensor(extra_negatives)}")
         _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
-    if queue_mask is not None and check_mask and (extra_negatives is None or extra_negatives.shape[1] == 0):
+    if queue_mask is not None and check_mask and (extra_negatives is None
+                                                  or extra_negatives.shape[1] == 0):
         if int((~queue_mask).sum(dim=1).min()) == 0:
-            raise ValueError("queue_mask masks every queue entry of some query and there are no extra_negatives: "
-                             "that query has no negative, so its loss is 0 whatever its embedding. Mask fewer "
-                             "entries or use a larger queue")
+            raise ValueError("queue_mask masks every queue entry of some query and there are no "
+                             "extra_negatives: that query has no negative, so its loss is 0 "
+                             "whatever its embedding. Mask fewer entries or use a larger queue")
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
-        scores = logits(q, F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),
-                        temperature)
+        scores = logits(q, F.normalize(k.detach().float(), dim=1),
+                        F.normalize(queue.detach().float(), dim=1), temperature)
         if queue_mask is not None:
-            scores = torch.cat([scores[:, :1], scores[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
+            scores = torch.cat(
+                [scores[:, :1], scores[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
         if extra_negatives is not None:
             extra = F.normalize(extra_negatives.detach().float(), dim=2)
             scores = torch.cat([scores, torch.einsum("bd,bmd->bm", q, extra) / temperature], dim=1)
@@ -302,36 +325,40 @@ class MochiMix(NamedTuple):
     """MoCHi's synthetic negatives and how each was made (B queries, N hardest, s + s' mixes).
 
     Indices are rows of the queue. Everything is detached."""
-    negatives: torch.Tensor         # [B, s + s', D] unit vectors: the s type-1 mixes, then the s' type-2 mixes
-    hardest_index: torch.Tensor     # [B, N] each query's N hardest (unmasked) queue entries, hardest first
+    negatives: torch.Tensor         # [B, s + s', D] unit vectors: the s type-1 mixes, then the s'
+                                    # type-2 mixes
+    hardest_index: torch.Tensor     # [B, N] each query's N hardest (unmasked) queue entries,
+                                    # hardest first
     pair_index: torch.Tensor        # [B, s, 2] the two queue entries of each type-1 mix
-    alpha: torch.Tensor             # [B, s] weight of pair_index[..., 0] (1 - alpha on pair_index[..., 1])
-    query_pair_index: torch.Tensor  # [B, s'] the queue entry mixed with the query in each type-2 mix
+    alpha: torch.Tensor             # [B, s] weight of pair_index[..., 0] (1 - alpha on
+                                    # pair_index[..., 1])
+    query_pair_index: torch.Tensor  # [B, s'] the queue entry mixed with the query in each type-2
+                                    # mix
     beta: torch.Tensor              # [B, s'] weight of the query (1 - beta on the queue entry)
 
 
 @torch.no_grad()
-def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
-              generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None,
-              check_mask: bool = True) -> MochiMix:
-    r"""MoCHi hard negative mixing: synthetic negatives for each query, with the recipe used for each.
+def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int,
+              n_mix_query: int, generator: torch.Generator | None = None,
+              queue_mask: torch.Tensor | None = None, check_mask: bool = True) -> MochiMix:
+    r"""MoCHi hard negative mixing: synthetic negatives for each query, with each one's recipe.
 
-    For query q (unit vector) let \tilde{Q}^N be its N hardest negatives: the N queue entries with the
-    largest q . n, excluding entries masked by queue_mask. Then, for that query alone,
+    For query q (unit vector) let \tilde{Q}^N be its N hardest negatives: the N queue entries with
+    the largest q . n, excluding entries masked by queue_mask. Then, for that query alone,
 
-        type 1 (s = n_mix_negatives):   h  = normalize(\alpha n_i + (1 - \alpha) n_j),
-                                        n_i != n_j drawn uniformly from \tilde{Q}^N, \alpha ~ U(0, 1);
-        type 2 (s' = n_mix_query):      h' = normalize(\beta q + (1 - \beta) n_k),
-                                        n_k drawn uniformly from \tilde{Q}^N,     \beta ~ U(0, 0.5)
+        type 1 (s = n_mix_negatives): h  = normalize(\alpha n_i + (1 - \alpha) n_j),
+                                      n_i != n_j drawn uniformly from \tilde{Q}^N, \alpha ~ U(0, 1);
+        type 2 (s' = n_mix_query):    h' = normalize(\beta q + (1 - \beta) n_k),
+                                      n_k drawn uniformly from \tilde{Q}^N,     \beta ~ U(0, 0.5)
 
     (beta < 0.5 keeps the negative dominant in h'). If N = 1 the type-1 pair is that entry twice.
     The hardest set, the pairs and the coefficients are drawn per query: index tensors [B, s] select
     from each query's own row (a flattened [B*N, D] indexed by [0, N) would give every query the
     hardest negatives of query 0).
 
-    Everything returned is detached (no gradient, also through q in type 2): the synthetic points are
-    constants, as in every reimplementation. They are never enqueued: append them to the logits with
-    `moco_info_nce(..., extra_negatives=...)` and enqueue only the keys.
+    Everything returned is detached (no gradient, also through q in type 2): the synthetic points
+    are constants, as in every reimplementation. They are never enqueued: append them to the logits
+    with `moco_info_nce(..., extra_negatives=...)` and enqueue only the keys.
 
     Kalantidis et al., "Hard Negative Mixing for Contrastive Learning", NeurIPS 2020, written
     MoCHi(N, s, s'); the paper has no CIFAR setting and no official code.
@@ -346,10 +373,10 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
         n_mix_negatives: s >= 0 type-1 mixes per query.
         n_mix_query: s' >= 0 type-2 mixes per query.
         generator: random source on q's device (default: torch's global one).
-        queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query b.
-            Checking that enough entries are left reads the mask on the host (one sync);
-        check_mask: False skips that check, for callers that guarantee it once (the MoCHi method does,
-            at the start of training) and must not synchronise every step.
+        queue_mask: optional bool [B, K], True where queue entry j must not be a negative of query
+            b. Checking that enough entries are left reads the mask on the host (one sync);
+        check_mask: False skips that check, for callers that guarantee it once (the MoCHi method
+            does, at the start of training) and must not synchronise every step.
 
     Returns:
         MochiMix(negatives, hardest_index, pair_index, alpha, query_pair_index, beta), see MochiMix.
@@ -361,7 +388,8 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
     _require_feature_dim("queue", queue, dim, "q")
     require_int_at_least("n_hardest", n_hardest, 1)
     if n_hardest > queue_size:
-        raise ValueError(f"n_hardest must be at most the queue size K = {queue_size}, got {n_hardest}")
+        raise ValueError("n_hardest must be at most the queue size "
+                         f"K = {queue_size}, got {n_hardest}")
     require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
     require_int_at_least("n_mix_query", n_mix_query, 0)
     if queue_mask is not None:
@@ -369,8 +397,8 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
     if queue_mask is not None and check_mask:
         fewest_left = int((~queue_mask).sum(dim=1).min())
         if n_hardest > fewest_left:
-            raise ValueError(f"n_hardest = {n_hardest} but queue_mask leaves only {fewest_left} queue entries "
-                             f"to some query; n_hardest must be at most that")
+            raise ValueError(f"n_hardest = {n_hardest} but queue_mask leaves only {fewest_left} "
+                             "queue entries to some query; n_hardest must be at most that")
 
     def draw_index(high: int, count: int) -> torch.Tensor:
         return torch.randint(high, (batch_size, count), generator=generator, device=q.device)
@@ -386,13 +414,16 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
             similarity = similarity.masked_fill(queue_mask, float("-inf"))
         hardest_index = similarity.topk(n_hardest, dim=1).indices                       # [B, N]
 
-        # Type 1: positions a != b in [0, N) of each query's hardest list (b = a + 1 + offset, mod N).
+        # Type 1: positions a != b in [0, N) of each query's hardest list
+        # (b = a + 1 + offset, mod N).
         first = draw_index(n_hardest, n_mix_negatives)
         second = (first + 1 + draw_index(max(n_hardest - 1, 1), n_mix_negatives)) % n_hardest
-        pair_index = torch.stack([hardest_index.gather(1, first), hardest_index.gather(1, second)], dim=2)
+        pair_index = torch.stack([hardest_index.gather(1, first), hardest_index.gather(1, second)],
+                                 dim=2)
         alpha = draw_uniform(n_mix_negatives)
         a = alpha.unsqueeze(2)
-        mixed_negatives = F.normalize(a * queue[pair_index[..., 0]] + (1 - a) * queue[pair_index[..., 1]], dim=2)
+        mixed_negatives = F.normalize(
+            a * queue[pair_index[..., 0]] + (1 - a) * queue[pair_index[..., 1]], dim=2)
 
         # Type 2: the query mixed into one of its hardest negatives.
         query_pair_index = hardest_index.gather(1, draw_index(n_hardest, n_mix_query))
@@ -404,20 +435,23 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
     return MochiMix(negatives, hardest_index, pair_index, alpha, query_pair_index, beta)
 
 
-def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
-                    generator: torch.Generator | None = None, queue_mask: torch.Tensor | None = None,
+def mochi_negatives(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int,
+                    n_mix_query: int, generator: torch.Generator | None = None,
+                    queue_mask: torch.Tensor | None = None,
                     check_mask: bool = True) -> torch.Tensor:
     """MoCHi's synthetic negatives [B, s + s', D] (detached unit vectors, never to be enqueued).
 
-    The same as `mochi_mix(...).negatives`; see `mochi_mix` for the equations and arguments. Typical use:
+    The same as `mochi_mix(...).negatives`; see `mochi_mix` for the equations and
+    arguments. Typical use:
 
         extra = mochi_negatives(q, queue, n_hardest=64, n_mix_negatives=128, n_mix_query=32)
         loss = moco_info_nce(q, k, queue, extra_negatives=extra)
     """
-    return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask, check_mask).negatives
+    return mochi_mix(q, queue, n_hardest, n_mix_negatives, n_mix_query, generator, queue_mask,
+                     check_mask).negatives
 
 
-# ---------------------------------------------------------------- SCE: soft targets instead of one-hot
+# ------------------------------------------------------------- SCE: soft targets instead of one-hot
 
 def _soft_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float, lam: float,
                  queue_mask: torch.Tensor | None) -> torch.Tensor:
@@ -430,8 +464,8 @@ def _soft_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: flo
         return torch.cat([torch.full_like(scores[:, :1], lam), (1 - lam) * relational], dim=1)
 
 
-def _require_sce_inputs(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float, lam: float,
-                        queue_mask: torch.Tensor | None) -> None:
+def _require_sce_inputs(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float,
+                        lam: float, queue_mask: torch.Tensor | None) -> None:
     require_positive("temperature_momentum", temperature_momentum)
     require_in_range("lam", lam, 0.0, 1.0)
     require_embeddings("k", k)
@@ -441,19 +475,22 @@ def _require_sce_inputs(k: torch.Tensor, queue: torch.Tensor, temperature_moment
         _require_queue_mask(queue_mask, k.shape[0], queue.shape[0])
 
 
-def sce_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float = 0.05, lam: float = 0.5,
-               queue_mask: torch.Tensor | None = None) -> torch.Tensor:
-    r"""SCE's target distribution over each query's candidates [k_b, n_1, ..., n_K], shape [B, 1 + K].
+def sce_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float = 0.05,
+               lam: float = 0.5, queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""SCE's target distribution over each query's candidates [k_b, n_1, ..., n_K],
+    shape [B, 1 + K].
 
     With the key k_b (momentum encoder, weak view) and the queue entries n_j, all L2-normalised,
 
         s_{bj} = \frac{\exp(k_b \cdot n_j / \tau_m)}{\sum_{j'} \exp(k_b \cdot n_{j'} / \tau_m)},
-        \qquad w_b = \big[\, \lambda,\; (1 - \lambda)\, s_{b1},\; \dots,\; (1 - \lambda)\, s_{bK} \,\big]
+        \qquad w_b = \big[\, \lambda,\; (1 - \lambda)\, s_{b1},\; \dots,\;
+                          (1 - \lambda)\, s_{bK} \,\big]
 
-    Column 0 is the positive (one-hot part, weight exactly lambda); the rest is the key's *relation* to the
-    queue, sharpened by the small temperature tau_m. The key's own slot is left out of the relational
-    softmax, as in the authors' later code (eztorch); the deprecated CEA-LIST/SCE code gives it logit 0
-    instead, a weight of about 1e-6 to 1e-8 at K = 4096, tau_m = 0.05. Each row sums to 1.
+    Column 0 is the positive (one-hot part, weight exactly lambda); the rest is the key's
+    *relation* to the queue, sharpened by the small temperature tau_m. The key's own slot is left
+    out of the relational softmax, as in the authors' later code (eztorch); the deprecated
+    CEA-LIST/SCE code gives it logit 0 instead, a weight of about 1e-6 to 1e-8 at K = 4096,
+    tau_m = 0.05. Each row sums to 1.
 
     Computed without gradient: the target is a constant for the loss (Denize et al., WACV 2023).
 
@@ -462,48 +499,54 @@ def sce_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float
         queue: [K, D] negative keys.
         temperature_momentum: tau_m > 0 (CIFAR-10: 0.05).
         lam: lambda in [0, 1], the weight of the one-hot part (CIFAR-10: 0.5).
-        queue_mask: optional bool [B, K], True where queue entry j is not a candidate of query b (a key of
-            its own image): it gets weight 0 and the relational part is spread over the others.
+        queue_mask: optional bool [B, K], True where queue entry j is not a candidate of query
+            b (a key of its own image): it gets weight 0 and the relational part is spread
+            over the others.
     """
     _require_sce_inputs(k, queue, temperature_momentum, lam, queue_mask)
     with no_autocast(k.device):
-        return _soft_target(F.normalize(k.detach().float(), dim=1), F.normalize(queue.detach().float(), dim=1),
-                            temperature_momentum, lam, queue_mask)
+        return _soft_target(F.normalize(k.detach().float(), dim=1),
+                            F.normalize(queue.detach().float(), dim=1), temperature_momentum, lam,
+                            queue_mask)
 
 
 def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of -sum_j target_j log softmax(logits)_j. Candidates with logit -inf have target 0 and
-    are left out of the sum (0 * log 0 would be NaN)."""
+    """Mean over rows of -sum_j target_j log softmax(logits)_j. Candidates with logit -inf have
+    target 0 and are left out of the sum (0 * log 0 would be NaN)."""
     log_p = torch.log_softmax(logits, dim=1)
     return -(target * log_p.masked_fill(target == 0, 0.0)).sum(dim=1).mean()
 
 
 def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.1,
-        temperature_momentum: float = 0.05, lam: float = 0.5, queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+        temperature_momentum: float = 0.05, lam: float = 0.5,
+        queue_mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Similarity Contrastive Estimation (SCE) in the queue form the authors train with.
 
-    The query q_b (online encoder, strong view) predicts a distribution over the candidates: its positive
-    key k_b (momentum encoder, weak view) and the queue entries n_1..n_K, all L2-normalised,
+    The query q_b (online encoder, strong view) predicts a distribution over the
+    candidates: its positive key k_b (momentum encoder, weak view) and the queue entries
+    n_1..n_K, all L2-normalised,
 
-        p_b = \mathrm{softmax}\big( [\, q_b \cdot k_b,\; q_b \cdot n_1,\; \dots,\; q_b \cdot n_K \,] / \tau \big),
+        p_b = \mathrm{softmax}\big(
+                  [\, q_b \cdot k_b,\; q_b \cdot n_1,\; \dots,\; q_b \cdot n_K \,] / \tau \big),
 
     and the loss is its cross-entropy with the target w_b of `sce_target`,
 
         w_b = [\, \lambda,\; (1 - \lambda)\, \mathrm{softmax}_j(k_b \cdot n_j / \tau_m) \,],
         \qquad L = -\frac{1}{B} \sum_b \sum_{c=0}^{K} w_{bc} \log p_{bc} .
 
-    lambda = 1 gives MoCo's InfoNCE (`moco_info_nce`) exactly. lambda = 0 is a purely relational loss
-    (ReSSL-like: match the query's similarity distribution to the key's; the positive keeps only the
-    relational weight its slot has, 0 here). In between, a negative n_j that the key finds similar gets
-    target weight (1 - lambda) s_j: the gradient on its logit is p_j - w_j, so it is pushed away less than
-    by InfoNCE (p_j), or even pulled when w_j > p_j.
+    lambda = 1 gives MoCo's InfoNCE (`moco_info_nce`) exactly. lambda = 0 is a purely relational
+    loss (ReSSL-like: match the query's similarity distribution to the key's; the positive keeps
+    only the relational weight its slot has, 0 here). In between, a negative n_j that the key finds
+    similar gets target weight (1 - lambda) s_j: the gradient on its logit is p_j - w_j, so it is
+    pushed away less than by InfoNCE (p_j), or even pulled when w_j > p_j.
 
-    Gradient flows into q only: k and the queue are detached, and the target is computed without gradient
-    (the momentum encoder is not trained by gradient). Enqueuing k afterwards is the caller's job.
+    Gradient flows into q only: k and the queue are detached, and the target is computed
+    without gradient (the momentum encoder is not trained by gradient). Enqueuing k afterwards
+    is the caller's job.
 
-    Denize et al., "Similarity Contrastive Estimation for Self-Supervised Soft Contrastive Learning", WACV
-    2023 (arXiv 2111.14585); CIFAR-10: tau = 0.1, tau_m = 0.05, lambda = 0.5, K = 4096. `sce_in_batch` is
-    the paper's in-batch equation.
+    Denize et al., "Similarity Contrastive Estimation for Self-Supervised Soft Contrastive
+    Learning", WACV 2023 (arXiv 2111.14585); CIFAR-10: tau = 0.1, tau_m = 0.05, lambda = 0.5,
+    K = 4096. `sce_in_batch` is the paper's in-batch equation.
 
     Args:
         q: [B, D] queries (strong views).
@@ -512,8 +555,8 @@ def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: floa
         temperature: tau > 0 of the prediction.
         temperature_momentum: tau_m > 0 of the target (smaller than tau: a sharper target).
         lam: lambda in [0, 1].
-        queue_mask: optional bool [B, K], True where a queue entry is not a candidate of that query (a
-            stale key of its own image): logit -inf, target 0.
+        queue_mask: optional bool [B, K], True where a queue entry is not a candidate of that query
+            (a stale key of its own image): logit -inf, target 0.
     """
     require_positive("temperature", temperature)
     _require_sce_inputs(k, queue, temperature_momentum, lam, queue_mask)
@@ -525,16 +568,18 @@ def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: floa
         queue = F.normalize(queue.detach().float(), dim=1)
         logits = moco_logits(q, k, queue, temperature)
         if queue_mask is not None:
-            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
-        return _soft_cross_entropy(logits, _soft_target(k, queue, temperature_momentum, lam, queue_mask))
+            logits = torch.cat(
+                [logits[:, :1], logits[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
+        return _soft_cross_entropy(logits,
+                                   _soft_target(k, queue, temperature_momentum, lam, queue_mask))
 
 
-def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, temperature_momentum: float = 0.05,
-                 lam: float = 0.5) -> torch.Tensor:
+def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+                 temperature_momentum: float = 0.05, lam: float = 0.5) -> torch.Tensor:
     r"""SCE in the paper's in-batch form: the N images of a batch are each other's candidates.
 
-    With z^1 = normalize(online embeddings of the strong views) and z^2 = normalize(target embeddings of the
-    weak views), both [N, D],
+    With z^1 = normalize(online embeddings of the strong views) and z^2 = normalize(target
+    embeddings of the weak views), both [N, D],
 
         s^2_{ik} = \frac{\mathbb{1}[i \ne k]\, \exp(z^2_i \cdot z^2_k / \tau_m)}
                         {\sum_{j} \mathbb{1}[i \ne j]\, \exp(z^2_i \cdot z^2_j / \tau_m)},
@@ -543,9 +588,9 @@ def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, t
         p^1_{ik} = \frac{\exp(z^1_i \cdot z^2_k / \tau)}{\sum_j \exp(z^1_i \cdot z^2_j / \tau)},
         \qquad L = -\frac{1}{N} \sum_i \sum_k w^2_{ik} \log p^1_{ik} .
 
-    For image i this is `sce` with key z^2_i and the other N - 1 target embeddings as its queue. z2 is
-    detached (the target branch gets no gradient). lambda = 1: InfoNCE between the two views' embeddings
-    with the targets' as candidates.
+    For image i this is `sce` with key z^2_i and the other N - 1 target embeddings as its queue. z2
+    is detached (the target branch gets no gradient). lambda = 1: InfoNCE between the two views'
+    embeddings with the targets' as candidates.
 
     Denize et al., WACV 2023 (arXiv 2111.14585), the equation of the paper.
 
@@ -561,31 +606,35 @@ def sce_in_batch(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, t
     require_embeddings("z2", z2)
     require_same_shape("z1", z1, "z2", z2)
     if z1.shape[0] < 2:
-        raise ValueError(f"sce_in_batch needs at least 2 images (each image's candidates are the batch's target "
-                         f"embeddings, its own and the others'); z1 has {z1.shape[0]} row")
+        raise ValueError("sce_in_batch needs at least 2 images (each image's candidates "
+                         "are the batch's target embeddings, its own and the others'); z1 "
+                         f"has {z1.shape[0]} row")
     with no_autocast(z1.device):
         u1 = F.normalize(z1.float(), dim=1)
         u2 = F.normalize(z2.detach().float(), dim=1)
         with torch.no_grad():
             self_pairs = torch.eye(len(u2), dtype=torch.bool, device=u2.device)
-            relational = torch.softmax((u2 @ u2.T / temperature_momentum).masked_fill(self_pairs, float("-inf")), dim=1)
+            relational = torch.softmax(
+                (u2 @ u2.T / temperature_momentum).masked_fill(self_pairs, float("-inf")), dim=1)
             target = lam * self_pairs.float() + (1 - lam) * relational
         log_p = torch.log_softmax(u1 @ u2.T / temperature, dim=1)
         return -(target * log_p).sum(dim=1).mean()
 
 
-# ---------------------------------------------------------------- many views: multi-view InfoNCE and CACR
+# ---------------------------------------------------------- many views: multi-view InfoNCE and CACR
 
 def _require_views(views, loss_name: str) -> None:
-    """M + 1 >= 2 view embeddings of the same B >= 2 images: a sequence of [B, D] tensors, or one tensor
-    [M + 1, B, D]."""
+    """M + 1 >= 2 view embeddings of the same B >= 2 images: a sequence of [B, D] tensors, or one
+    tensor [M + 1, B, D]."""
     if isinstance(views, torch.Tensor) and views.dim() != 3:
-        raise ValueError(f"views must be a sequence of [B, D] embeddings (one per view) or a tensor [V, B, D], "
-                         f"got a tensor of {describe_tensor(views)}")
+        raise ValueError("views must be a sequence of [B, D] embeddings (one per view) or a "
+                         f"tensor [V, B, D], got a tensor of {describe_tensor(views)}")
     if not isinstance(views, (torch.Tensor, list, tuple)):
-        raise ValueError(f"views must be a sequence of [B, D] embeddings (one per view), got {type(views).__name__}")
+        raise ValueError("views must be a sequence of [B, D] embeddings (one per view), got "
+                         f"{type(views).__name__}")
     if len(views) < 2:
-        raise ValueError(f"views must hold at least 2 views of every image (M + 1 >= 2), got {len(views)}")
+        raise ValueError("views must hold at least 2 views of every image "
+                         f"(M + 1 >= 2), got {len(views)}")
     for position, z in enumerate(views):
         require_embeddings(f"views[{position}]", z)
         require_same_shape("views[0]", views[0], f"views[{position}]", z)
@@ -598,7 +647,8 @@ def _unit_views(views) -> torch.Tensor:
 
 
 def multiview_info_nce(views, temperature: float = 0.5) -> torch.Tensor:
-    r"""InfoNCE with V = M + 1 views of every image, every pair of views of an image a positive pair.
+    r"""InfoNCE with V = M + 1 views of every image, every pair of views of an image
+    a positive pair.
 
     With u^a_i = normalize(z^a_i) the a-th view of image i, s the dot product of unit vectors and
     A = {(b, j) != (a, i)} all the other VB - 1 views of the batch,
@@ -607,10 +657,11 @@ def multiview_info_nce(views, temperature: float = 0.5) -> torch.Tensor:
                    {\sum_{(b', j) \in A} \exp(s(u^a_i, u^{b'}_j) / \tau)},
         L = \frac{1}{VB} \sum_{a, i} \ell^a_i
 
-    Each of the VB views is an anchor, its V - 1 sibling views are its positives, and the denominator holds
-    every other view of the batch (the other positives too): SupCon's L^sup_out with the image as the
-    label (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020). With two views this is
-    `info_nce`. It is CACR's baseline with the same views and no weighting. Nothing is detached.
+    Each of the VB views is an anchor, its V - 1 sibling views are its positives, and the
+    denominator holds every other view of the batch (the other positives too): SupCon's L^sup_out
+    with the image as the label (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020).
+    With two views this is `info_nce`. It is CACR's baseline with the same views and no weighting.
+    Nothing is detached.
 
     Args:
         views: V >= 2 embeddings [B, D] of the same B >= 2 images (a list, or a tensor [V, B, D]).
@@ -627,8 +678,9 @@ def multiview_info_nce(views, temperature: float = 0.5) -> torch.Tensor:
         log_normaliser = torch.logsumexp(logits.masked_fill(self_pairs, float("-inf")), dim=1)
         # positive logits s(u^a_i, u^b_i) / tau for all view pairs (a, b) of each image i: [B, V, V]
         positive = torch.einsum("aid,bid->iab", u, u) / temperature
-        other_views = positive.sum(dim=2) - positive.diagonal(dim1=1, dim2=2)          # sum over b != a: [B, V]
-        mean_positive = other_views.T.reshape(-1) / (num_views - 1)                   # [V B], view-major like flat
+        # sum over b != a: [B, V]
+        other_views = positive.sum(dim=2) - positive.diagonal(dim1=1, dim2=2)
+        mean_positive = other_views.T.reshape(-1) / (num_views - 1)  # [V B], view-major like flat
         return (log_normaliser - mean_positive).mean()
 
 
@@ -638,11 +690,14 @@ CACR_WEIGHTS = ("both", "none", "attraction_only", "repulsion_only")
 class CacrTerms(NamedTuple):
     """CACR's two terms and the conditional weights inside them (V = M + 1 views, B images).
 
-    `view_pairs` lists the P = V(V - 1)/2 pairs (a, b), a < b, in the order of `repulsion_weights`."""
+    `view_pairs` lists the P = V(V - 1)/2 pairs (a, b), a < b, in the order of
+    `repulsion_weights`."""
     attraction: torch.Tensor           # scalar L_CA
     repulsion: torch.Tensor            # scalar L_CR (<= 0)
-    attraction_weights: torch.Tensor   # [B, V, V]: w+[i, a, b] over the positives b of query view a; 0 at b = a
-    repulsion_weights: torch.Tensor    # [P, B, B]: w-[p, i, j] over the negatives j of z^a_i in view b; 0 at j = i
+    attraction_weights: torch.Tensor   # [B, V, V]: w+[i, a, b] over the positives b of query view
+                                       # a; 0 at b = a
+    repulsion_weights: torch.Tensor    # [P, B, B]: w-[p, i, j] over the negatives j of z^a_i in
+                                       # view b; 0 at j = i
     view_pairs: torch.Tensor           # [P, 2] the pairs (a, b), a < b
 
 
@@ -654,24 +709,26 @@ def require_cacr_arguments(tau_pos: float, tau_neg: float, alpha: float, beta: f
     require_positive("alpha", alpha)
     require_positive("beta", beta)
     if weights not in CACR_WEIGHTS:
-        raise ValueError(f"weights must be one of {', '.join(map(repr, CACR_WEIGHTS))}, got {weights!r}")
+        raise ValueError("weights must be one of "
+                         f"{', '.join(map(repr, CACR_WEIGHTS))}, got {weights!r}")
     if not isinstance(detach_weights, bool):
         raise ValueError(f"detach_weights must be True or False, got {detach_weights!r}")
 
 
-def _conditional_weights(logits: torch.Tensor, excluded: torch.Tensor, uniform: bool, detach: bool) -> torch.Tensor:
-    """softmax over the last dimension of `logits` with the `excluded` entries left out (weight 0); uniform
-    over the others when `uniform`; detached when `detach`."""
+def _conditional_weights(logits: torch.Tensor, excluded: torch.Tensor, uniform: bool,
+                         detach: bool) -> torch.Tensor:
+    """softmax over the last dimension of `logits` with the `excluded` entries left out (weight 0);
+    uniform over the others when `uniform`; detached when `detach`."""
     if uniform:
         logits = torch.zeros_like(logits)
     weights = torch.softmax(logits.masked_fill(excluded, float("-inf")), dim=-1)
     return weights.detach() if detach else weights
 
 
-def cacr_terms(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0, beta: float = 1.0,
-               weights: str = "both", detach_weights: bool = False) -> CacrTerms:
-    """CACR's attraction and repulsion terms and their conditional weights; see `cacr` for the equations
-    and the arguments. `cacr` returns their sum."""
+def cacr_terms(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0,
+               beta: float = 1.0, weights: str = "both", detach_weights: bool = False) -> CacrTerms:
+    """CACR's attraction and repulsion terms and their conditional weights; see `cacr` for the
+    equations and the arguments. `cacr` returns their sum."""
     _require_views(views, "cacr")
     require_cacr_arguments(tau_pos, tau_neg, alpha, beta, weights, detach_weights)
     with no_autocast(views[0].device):
@@ -679,19 +736,23 @@ def cacr_terms(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float =
         num_views, batch_size, _ = u.shape
         device = u.device
 
-        # Attraction: the V views of each image, every view a query, its M other views the positives.
+        # Attraction: the V views of each image, every view a query, its M other
+        # views the positives.
         same_view = torch.eye(num_views, dtype=torch.bool, device=device)
         positive_d2 = 2 - 2 * torch.einsum("aid,bid->iab", u, u)                      # [B, V, V]
         positive_weights = _conditional_weights(tau_pos * positive_d2, same_view,
-                                                uniform=weights in ("none", "repulsion_only"), detach=detach_weights)
+                                                uniform=weights in ("none", "repulsion_only"),
+                                                detach=detach_weights)
         attraction = alpha * (positive_weights * positive_d2).sum(dim=2).mean()
 
-        # Repulsion: for each view pair a < b, query z^a_i against the other images' views z^b_j, j != i.
-        view_pairs = torch.triu_indices(num_views, num_views, offset=1, device=device).T     # [P, 2]
+        # Repulsion: for each view pair a < b, query z^a_i against the other images'
+        # views z^b_j, j != i.
+        view_pairs = torch.triu_indices(num_views, num_views, offset=1, device=device).T  # [P, 2]
         same_image = torch.eye(batch_size, dtype=torch.bool, device=device)
-        negative_d2 = 2 - 2 * u[view_pairs[:, 0]] @ u[view_pairs[:, 1]].transpose(1, 2)    # [P, B, B]
+        negative_d2 = 2 - 2 * u[view_pairs[:, 0]] @ u[view_pairs[:, 1]].transpose(1, 2)  # [P, B, B]
         negative_weights = _conditional_weights(-tau_neg * negative_d2, same_image,
-                                                uniform=weights in ("none", "attraction_only"), detach=detach_weights)
+                                                uniform=weights in ("none", "attraction_only"),
+                                                detach=detach_weights)
         repulsion = -beta * (negative_weights * negative_d2).sum(dim=2).mean()
         return CacrTerms(attraction, repulsion, positive_weights, negative_weights, view_pairs)
 
@@ -700,77 +761,87 @@ def cacr(views, tau_pos: float = 1.0, tau_neg: float = 0.9, alpha: float = 1.0, 
          weights: str = "both", detach_weights: bool = False) -> torch.Tensor:
     r"""Contrastive attraction and contrastive repulsion (CACR) over V = M + 1 views of every image.
 
-    With z^a_i = normalize(views[a][i]) and d^2(u, v) = ||u - v||^2 the squared distance of unit vectors,
+    With z^a_i = normalize(views[a][i]) and d^2(u, v) = ||u - v||^2 the squared distance
+    of unit vectors,
 
     attraction (every view a a query, its M other views b the positives, hardest = farthest):
 
-        w^+_{i,ab} = \frac{\exp(\tau^+ d^2(z^a_i, z^b_i))}{\sum_{b' \ne a} \exp(\tau^+ d^2(z^a_i, z^{b'}_i))},
-        L_{CA} = \frac{1}{V} \sum_a \frac{1}{B} \sum_i \sum_{b \ne a} w^+_{i,ab} \, \alpha \, d^2(z^a_i, z^b_i)
+        w^+_{i,ab} = \frac{\exp(\tau^+ d^2(z^a_i, z^b_i))}
+                          {\sum_{b' \ne a} \exp(\tau^+ d^2(z^a_i, z^{b'}_i))},
+        L_{CA} = \frac{1}{V} \sum_a \frac{1}{B} \sum_i \sum_{b \ne a}
+                 w^+_{i,ab} \, \alpha \, d^2(z^a_i, z^b_i)
 
     repulsion (each view pair a < b, the query z^a_i, the other images' views z^b_j as negatives,
     hardest = nearest):
 
-        w^-_{i,j} = \frac{\exp(-\tau^- d^2(z^a_i, z^b_j))}{\sum_{j' \ne i} \exp(-\tau^- d^2(z^a_i, z^b_{j'}))},
-        L_{CR} = \frac{1}{P} \sum_{a < b} \frac{1}{B} \sum_i \sum_{j \ne i} w^-_{i,j} \, (-\beta \, d^2(z^a_i, z^b_j))
+        w^-_{i,j} = \frac{\exp(-\tau^- d^2(z^a_i, z^b_j))}
+                         {\sum_{j' \ne i} \exp(-\tau^- d^2(z^a_i, z^b_{j'}))},
+        L_{CR} = \frac{1}{P} \sum_{a < b} \frac{1}{B} \sum_i \sum_{j \ne i}
+                 w^-_{i,j} \, (-\beta \, d^2(z^a_i, z^b_j))
 
-    and L = L_CA + L_CR, with P = V(V - 1)/2 pairs. The weights are "conditional distributions": a softmax
-    of the cost over a query's positives, or over its negatives.
+    and L = L_CA + L_CR, with P = V(V - 1)/2 pairs. The weights are "conditional distributions": a
+    softmax of the cost over a query's positives, or over its negatives.
 
     For unit vectors d^2 = 2 - 2 s, s = u . v the cosine similarity, so the softmaxes read
 
-        w^-_{i,j} = softmax_j(2 \tau^- s(z^a_i, z^b_j)),        w^+_{i,ab} = softmax_b(-2 \tau^+ s(z^a_i, z^b_i)):
+        w^-_{i,j} = softmax_j(2 \tau^- s(z^a_i, z^b_j)),
+        w^+_{i,ab} = softmax_b(-2 \tau^+ s(z^a_i, z^b_i)):
 
-    the repulsion weights are HCL's exponential tilting of the negatives, q(x^-) \propto e^{\beta s} p(x^-),
-    with beta_HCL = 2 tau^- on the raw cosine (`hcl`'s beta multiplies s / t, so there beta = 2 tau^- t),
-    applied to a linear cost rather than inside a log-sum-exp. The attraction weights tilt the other way,
-    towards the least similar positives: hard positives.
+    the repulsion weights are HCL's exponential tilting of the negatives, q(x^-) \propto e^{\beta s}
+    p(x^-), with beta_HCL = 2 tau^- on the raw cosine (`hcl`'s beta multiplies s / t, so there
+    beta = 2 tau^- t), applied to a linear cost rather than inside a log-sum-exp. The attraction
+    weights tilt the other way, towards the least similar positives: hard positives.
 
-    What is detached: nothing by default, as in the authors' small-scale code (the gradient also flows
-    through the softmax weights: a soft-max / soft-min objective). detach_weights=True computes the
-    weights as constants, a reweighted loss, as the authors' ImageNet code does (there under no_grad).
-    weights="none" (uniform weights on positives and negatives), "attraction_only" (uniform weights on the
-    negatives) and "repulsion_only" (uniform weights on the positives) are the paper's ablations, the
-    authors' `--choice none / without_w2 / without_w1`; tau = 0 also makes a softmax uniform.
+    What is detached: nothing by default, as in the authors' small-scale code (the gradient also
+    flows through the softmax weights: a soft-max / soft-min objective). detach_weights=True
+    computes the weights as constants, a reweighted loss, as the authors' ImageNet code does
+    (there under no_grad). weights="none" (uniform weights on positives and negatives),
+    "attraction_only" (uniform weights on the negatives) and "repulsion_only" (uniform weights on
+    the positives) are the paper's ablations, the authors' `--choice
+    none / without_w2 / without_w1`; tau = 0 also makes a softmax uniform.
 
-    Zheng et al., "Contrastive Attraction and Contrastive Repulsion for Representation Learning", TMLR 2023
-    (JegZheng/CACR-SSL, small_scale_experiments/losses). Defaults: the README's CIFAR-10 settings,
-    tau^+ = 1, tau^- = 0.9, alpha = beta = 1, with M = 4 (5 views); the code's own default is tau^- = 1.0,
-    and CIFAR-100 and STL-10 use tau^- = 2.
+    Zheng et al., "Contrastive Attraction and Contrastive Repulsion for Representation Learning",
+    TMLR 2023 (JegZheng/CACR-SSL, small_scale_experiments/losses). Defaults: the README's CIFAR-10
+    settings, tau^+ = 1, tau^- = 0.9, alpha = beta = 1, with M = 4 (5 views); the code's own default
+    is tau^- = 1.0, and CIFAR-100 and STL-10 use tau^- = 2.
 
     Args:
-        views: V = M + 1 >= 2 embeddings [B, D] of the same B >= 2 images (a list, or a tensor [V, B, D]).
+        views: V = M + 1 >= 2 embeddings [B, D] of the same B >= 2 images (a list, or a
+            tensor [V, B, D]).
         tau_pos: tau^+ >= 0, concentration of the attraction weights on the farthest positives.
         tau_neg: tau^- >= 0, concentration of the repulsion weights on the nearest negatives.
         alpha: alpha > 0, the attraction cost's scale.
         beta: beta > 0, the repulsion cost's scale.
-        weights: "both" (default), "none", "attraction_only" or "repulsion_only": which conditional weights
-            are used, the others being uniform.
+        weights: "both" (default), "none", "attraction_only" or "repulsion_only": which conditional
+            weights are used, the others being uniform.
         detach_weights: compute the weights without gradient (the ImageNet code's reweighted loss).
     """
     terms = cacr_terms(views, tau_pos, tau_neg, alpha, beta, weights, detach_weights)
     return terms.attraction + terms.repulsion
 
 
-def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    r"""Supervised contrastive loss over the 2B anchors of two views (SupCon, the paper's L^{sup}_{out}).
+def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+           temperature: float = 0.1) -> torch.Tensor:
+    r"""Supervised contrastive loss over the 2B anchors of two views (SupCon, the
+    paper's L^{sup}_{out}).
 
     With u = normalize([z1; z2]), y = [labels; labels] (both views of an image carry its label) and
-    P(i) = {p \ne i : y_p = y_i}, the other view of anchor i's image and both views of every other image of
-    its class,
+    P(i) = {p \ne i : y_p = y_i}, the other view of anchor i's image and both views of every other
+    image of its class,
 
         \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)}
                  \log \frac{\exp(u_i \cdot u_p / \tau)}{\sum_{a \ne i} \exp(u_i \cdot u_a / \tau)},
         \qquad L = \frac{1}{2B} \sum_{i=1}^{2B} \ell_i
 
-    The mean over the positives sits outside the log (L_out; the paper's L_in, with the mean inside, trains
-    worse). The denominator is InfoNCE's: every view but the anchor itself, positives included. P(i) always
-    holds the other view of the same image, so |P(i)| >= 1. With all labels distinct P(i) is that view alone
-    and the loss is `info_nce`. Nothing is detached.
+    The mean over the positives sits outside the log (L_out; the paper's L_in, with the mean inside,
+    trains worse). The denominator is InfoNCE's: every view but the anchor itself, positives
+    included. P(i) always holds the other view of the same image, so |P(i)| >= 1. With all labels
+    distinct P(i) is that view alone and the loss is `info_nce`. Nothing is detached.
 
-    Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020 (https://arxiv.org/abs/2004.11362). The
-    authors' code (HobbitLong/SupContrast `SupConLoss`) also multiplies by tau / tau_base (tau_base = 0.07),
-    which only rescales the loss (SupContrast issue #1); it is left out here, so that distinct labels give
-    InfoNCE exactly.
+    Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
+    (https://arxiv.org/abs/2004.11362). The authors' code (HobbitLong/SupContrast `SupConLoss`) also
+    multiplies by tau / tau_base (tau_base = 0.07), which only rescales the loss
+    (SupContrast issue #1); it is left out here, so that distinct labels give InfoNCE exactly.
 
     Args:
         z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images.
@@ -786,6 +857,7 @@ def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature
         same_class = torch.cat([labels, labels]).to(u.device)
         self_pairs = torch.eye(len(u), dtype=torch.bool, device=u.device)
         positives = (same_class[:, None] == same_class[None, :]) & ~self_pairs
-        log_probability = torch.log_softmax((u @ u.T / temperature).masked_fill(self_pairs, float("-inf")), dim=1)
+        log_probability = torch.log_softmax(
+            (u @ u.T / temperature).masked_fill(self_pairs, float("-inf")), dim=1)
         per_anchor = -log_probability.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)
         return per_anchor.mean()

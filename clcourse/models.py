@@ -2,8 +2,8 @@
 the projection MLP, split batch-norm for MoCo on one device, and dual batch-norm (a second set of BN
 layers for adversarial examples, AdvProp / CLAE).
 
-Every backbone starts with its own `Normalize` layer, so every model takes pixels in [0, 1]. Attacks in
-later notebooks perturb those pixels directly, with epsilons in [0, 1] pixel units.
+Every backbone starts with its own `Normalize` layer, so every model takes pixels in [0, 1]. Attacks
+in later notebooks perturb those pixels directly, with epsilons in [0, 1] pixel units.
 """
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A dtype check costs no host sync (a range check would, every forward pass: that one is made where
-        # images enter, see `require_unit_range`).
+        # A dtype check costs no host sync (a range check would, every forward pass: that one is
+        # made where images enter, see `require_unit_range`).
         if not x.is_floating_point():
-            raise ValueError(f"the model takes float pixels in [0, 1], got {x.dtype} images: convert them with "
+            raise ValueError(f"the model takes float pixels in [0, 1], got {x.dtype} "
+                             "images: convert them with "
                              "clcourse.augment.to_float_images(images) (uint8 / 255) first")
         return (x - self.mean) / self.std
 
@@ -64,7 +65,8 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -73,8 +75,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 with the CIFAR stem: a 3x3 convolution with stride 1 and no max-pool, so 32x32 inputs
-    keep their resolution in the first stage. Returns the 512-d pooled features."""
+    """ResNet-18 with the CIFAR stem: a 3x3 convolution with stride 1 and no max-pool, so 32x32
+    inputs keep their resolution in the first stage. Returns the 512-d pooled features."""
 
     feature_dim = 512
 
@@ -85,7 +87,8 @@ class ResNet18(nn.Module):
         stages, in_channels = [], 64
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(in_channels, width, stride), BasicBlock(width, width)))
+            stages.append(nn.Sequential(BasicBlock(in_channels, width, stride),
+                                        BasicBlock(width, width)))
             in_channels = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -114,7 +117,8 @@ class SmallCNN(nn.Module):
 
 
 class Backbone(nn.Module):
-    """`Normalize` followed by a feature extractor; takes [0, 1] pixels and returns `feature_dim` features."""
+    """`Normalize` followed by a feature extractor; takes [0, 1] pixels and returns
+    `feature_dim` features."""
 
     def __init__(self, net: nn.Module, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         super().__init__()
@@ -136,28 +140,31 @@ def build_backbone(name: str, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Backbone:
     return Backbone(BACKBONES[name](), mean, std)
 
 
-def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128, batch_norm: bool = True) -> nn.Sequential:
-    """The projection head g: Linear -> BN -> ReLU -> Linear (SimCLR). The loss sees g(h); evaluation uses h.
+def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128,
+                   batch_norm: bool = True) -> nn.Sequential:
+    """The projection head g: Linear -> BN -> ReLU -> Linear (SimCLR). The loss sees g(h);
+    evaluation uses h.
 
-    MoCo v2's head has no batch-norm (`batch_norm=False`): BN statistics shared across a batch of keys
-    would leak which key belongs to which query."""
+    MoCo v2's head has no batch-norm (`batch_norm=False`): BN statistics shared across a batch of
+    keys would leak which key belongs to which query."""
     for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
         require_int_at_least(name, value, 1)
     if not batch_norm:
-        return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+                             nn.Linear(hidden_dim, out_dim))
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim))
+        nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """Batch-norm whose training statistics are computed separately on `num_splits` interleaved groups
-    of the batch, as if each group ran on its own GPU.
+    """Batch-norm whose training statistics are computed separately on `num_splits` interleaved
+    groups of the batch, as if each group ran on its own GPU.
 
-    MoCo's shuffled BN stops the query and its key from sharing batch statistics, which would let the
-    model find the positive through BN instead of through the image ("cheating"). On one device the
-    MoCo CIFAR demo emulates it this way: reshape [N, C, H, W] to [N / S, S * C, H, W], so each of the
-    S channel copies sees the samples with index = s (mod S).
+    MoCo's shuffled BN stops the query and its key from sharing batch statistics, which would let
+    the model find the positive through BN instead of through the image ("cheating"). On one device
+    the MoCo CIFAR demo emulates it this way: reshape [N, C, H, W] to [N / S, S * C, H, W], so each
+    of the S channel copies sees the samples with index = s (mod S).
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs):
@@ -171,7 +178,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         n, c, h, w = x.shape
         splits = self.num_splits
         if n % splits:
-            raise ValueError(f"batch size must be divisible by num_splits={splits} in SplitBatchNorm2d, got {n}")
+            raise ValueError(f"batch size must be divisible by num_splits={splits} in "
+                             f"SplitBatchNorm2d, got {n}")
         running_mean = self.running_mean.repeat(splits)
         running_var = self.running_var.repeat(splits)
         out = F.batch_norm(
@@ -185,11 +193,13 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
 
 
 def use_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
-    """Replace every BatchNorm2d in `module` (in place) by a SplitBatchNorm2d with the same parameters."""
+    """Replace every BatchNorm2d in `module` (in place) by a SplitBatchNorm2d with the
+    same parameters."""
     require_int_at_least("num_splits", num_splits, 1)
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
-            split = SplitBatchNorm2d(child.num_features, num_splits, eps=child.eps, momentum=child.momentum)
+            split = SplitBatchNorm2d(child.num_features, num_splits, eps=child.eps,
+                                     momentum=child.momentum)
             split.load_state_dict(child.state_dict())
             split.to(device=child.weight.device, dtype=child.weight.dtype)
             setattr(module, name, split)
@@ -201,22 +211,24 @@ def use_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
 # ---------------------------------------------------------------- dual batch-norm (AdvProp, CLAE)
 
 class DualBatchNorm(nn.Module):
-    """Two batch-norm layers of the same shape behind one switch: `clean` for ordinary images and for every
-    evaluation, `adversarial` for adversarial examples, while every other weight of the network is shared
-    (AdvProp: Xie et al., "Adversarial Examples Improve Image Recognition", CVPR 2020; CLAE uses it too).
+    """Two batch-norm layers of the same shape behind one switch: `clean` for ordinary images and
+    for every evaluation, `adversarial` for adversarial examples, while every other weight of the
+    network is shared (AdvProp: Xie et al., "Adversarial Examples Improve Image Recognition", CVPR
+    2020; CLAE uses it too).
 
-    Adversarial inputs have other activation statistics than clean ones; one shared BN would mix the two
-    in its batch statistics and in its running averages. The adversarial copy starts as a copy of the clean
-    layer (weights and running statistics) and keeps its running averages with `adversarial_momentum`
-    (0.01 in CLAE's code, against PyTorch's default 0.1 on the clean layer).
+    Adversarial inputs have other activation statistics than clean ones; one shared BN would mix the
+    two in its batch statistics and in its running averages. The adversarial copy starts as a copy
+    of the clean layer (weights and running statistics) and keeps its running averages with
+    `adversarial_momentum` (0.01 in CLAE's code, against PyTorch's default 0.1 on the clean layer).
 
-    Which layer runs is decided by `route_adversarial` (False: clean), set for a whole network with the
-    `adversarial_batchnorm` context manager; a layer only ever updates its own running statistics, so
-    clean passes never move the adversarial averages and vice versa. Under torch.compile the switch is a
-    guarded attribute: each route gets its own graph.
+    Which layer runs is decided by `route_adversarial` (False: clean), set for a whole network with
+    the `adversarial_batchnorm` context manager; a layer only ever updates its own running
+    statistics, so clean passes never move the adversarial averages and vice versa. Under
+    torch.compile the switch is a guarded attribute: each route gets its own graph.
     """
 
-    def __init__(self, batch_norm: nn.modules.batchnorm._BatchNorm, adversarial_momentum: float = 0.01):
+    def __init__(self, batch_norm: nn.modules.batchnorm._BatchNorm,
+                 adversarial_momentum: float = 0.01):
         super().__init__()
         if not isinstance(batch_norm, nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"batch_norm must be a batch-norm layer (nn.BatchNorm1d/2d/3d), got "
@@ -232,8 +244,9 @@ class DualBatchNorm(nn.Module):
 
 
 def use_dual_batchnorm(module: nn.Module, adversarial_momentum: float = 0.01) -> nn.Module:
-    """Replace every batch-norm layer of `module` (in place) by a `DualBatchNorm` whose clean branch is that
-    layer, so a trained network keeps its weights and statistics on the clean route. Returns `module`."""
+    """Replace every batch-norm layer of `module` (in place) by a `DualBatchNorm` whose clean
+    branch is that layer, so a trained network keeps its weights and statistics on the clean route.
+    Returns `module`."""
     require_in_range("adversarial_momentum", adversarial_momentum, 0.0, 1.0)
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
@@ -250,17 +263,17 @@ def dual_batchnorm_layers(module: nn.Module) -> list[DualBatchNorm]:
 
 @contextmanager
 def adversarial_batchnorm(module: nn.Module):
-    """Within this context every forward pass of `module` goes through the adversarial batch-norm branch of
-    its `DualBatchNorm` layers (in training mode it updates that branch's running statistics, as any BN
-    forward does); on leaving, each layer's previous route is restored.
+    """Within this context every forward pass of `module` goes through the adversarial batch-norm
+    branch of its `DualBatchNorm` layers (in training mode it updates that branch's running
+    statistics, as any BN forward does); on leaving, each layer's previous route is restored.
 
         with adversarial_batchnorm(model):
             z_adv = model(x_adv)
     """
     layers = dual_batchnorm_layers(module)
     if not layers:
-        raise ValueError(f"module ({type(module).__name__}) has no DualBatchNorm layer to route through: convert it "
-                         "with use_dual_batchnorm(module) first")
+        raise ValueError(f"module ({type(module).__name__}) has no DualBatchNorm layer to route "
+                         "through: convert it with use_dual_batchnorm(module) first")
     previous = [layer.route_adversarial for layer in layers]
     for layer in layers:
         layer.route_adversarial = True
@@ -271,20 +284,23 @@ def adversarial_batchnorm(module: nn.Module):
             layer.route_adversarial = route
 
 
-# ---------------------------------------------------------------- batch-norm statistics during an attack
+# ----------------------------------------------------------- batch-norm statistics during an attack
 
 @contextmanager
 def batchnorm_statistics_frozen(module: nn.Module):
-    """Within this context the batch-norm layers of `module` that are in training mode still normalise with the
-    statistics of each batch, but leave their running averages (and batch counters) as they were.
+    """Within this context the batch-norm layers of `module` that are in training mode still
+    normalise with the statistics of each batch, but leave their running averages
+    (and batch counters) as they were.
 
-    An attack inside a training step (adversarial training) makes several forward passes of perturbed copies
-    of the batch. In training mode each would move the running averages that evaluation uses, so that they end
-    up describing mostly the attack's intermediate images (a bug of CL-Robustness' code, which attacks in
-    training mode). Here the attack sees the network the step trains (batch statistics) and only the step's
-    own forward passes update the averages. The layers run with momentum 0, restored on leaving."""
+    An attack inside a training step (adversarial training) makes several forward passes of
+    perturbed copies of the batch. In training mode each would move the running averages that
+    evaluation uses, so that they end up describing mostly the attack's intermediate images (a bug
+    of CL-Robustness' code, which attacks in training mode). Here the attack sees the network the
+    step trains (batch statistics) and only the step's own forward passes update the averages. The
+    layers run with momentum 0, restored on leaving."""
     layers = [layer for layer in module.modules()
-              if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training and layer.track_running_stats]
+              if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training
+              and layer.track_running_stats]
     saved = [(layer, layer.momentum, layer.num_batches_tracked.clone()) for layer in layers]
     for layer in layers:
         layer.momentum = 0.0     # running = (1 - 0) * running + 0 * batch statistic
@@ -297,9 +313,11 @@ def batchnorm_statistics_frozen(module: nn.Module):
 
 
 def weights_fingerprint(module: nn.Module) -> str:
-    """A short hash of every value in `module`'s state dict: changes when any weight or statistic does."""
+    """A short hash of every value in `module`'s state dict: changes when any weight
+    or statistic does."""
     digest = hashlib.sha1()
     for key, value in module.state_dict().items():
         digest.update(key.encode())
-        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()
+                      .tobytes())
     return digest.hexdigest()[:16]

@@ -1,61 +1,88 @@
-"""How robust is a contrastive encoder? The fine-tuning scenarios, threat models and grid of CL-Robustness
-(Ghofrani, Yaghouti & Jamshidi, "Rethinking Robust Contrastive Learning from the Adversarial Perspective",
-https://arxiv.org/abs/2302.02502), notebook 08.
+"""How robust is a contrastive encoder? The fine-tuning scenarios, threat models and grid of
+CL-Robustness (Ghofrani, Yaghouti & Jamshidi, "Rethinking Robust Contrastive Learning from the
+Adversarial Perspective", https://arxiv.org/abs/2302.02502), notebook 08.
 
-Three learning schemes (`clcourse.methods.SCHEMES`): CL (SimCLR), SCL (SupCon) and SL (cross-entropy), each
-pretrained in the standard way or adversarially (`clcourse.methods.AdversarialPretraining`). Then a linear
-classifier on top, trained by the shared loop (`FineTune`), in one of three ways (`FINE_TUNING`):
+Three learning schemes (`clcourse.methods.SCHEMES`): CL (SimCLR), SCL (SupCon) and SL
+(cross-entropy), each pretrained in the standard way or adversarially
+(`clcourse.methods.AdversarialPretraining`). Then a linear classifier on top, trained by the shared
+loop (`FineTune`), in one of three ways (`FINE_TUNING`):
 
     standard  min_W CE(W f(x))                         encoder frozen
     partial   min_W CE(W f(x)) + CE(W f(x + delta))    encoder frozen: an adversarial linear head
     full      the same loss, encoder trained too
 
-with delta from PGD on the cross-entropy through encoder and head. The paper's four scenarios (`SCENARIOS`)
-pair a pretraining with a fine-tuning: ST (standard, standard), AT (adversarial, standard), Partial-AT
-(adversarial, partial) and Full-AT (adversarial, full).
+with delta from PGD on the cross-entropy through encoder and head. The paper's four scenarios
+(`SCENARIOS`) pair a pretraining with a fine-tuning: ST (standard, standard), AT
+(adversarial, standard), Partial-AT (adversarial, partial) and Full-AT (adversarial, full).
 
 Evaluation (`evaluate_robustness`), on held-out images, in batches on the device:
 - clean accuracy;
-- threat model I: PGD on the contrastive loss through encoder and projector, without labels: the attacker
-  moves each image's embedding away from its clean embedding and towards the other images of the batch
-  (`threat_model_1`);
-- threat model II: PGD on the cross-entropy through encoder and linear head, end to end (`threat_model_2`);
-- optionally AutoAttack (`autoattack_accuracy`, through torchattacks when it is installed), a stronger check.
+- threat model I: PGD on the contrastive loss through encoder and projector, without labels: the
+  attacker moves each image's embedding away from its clean embedding and towards the other images
+  of the batch (`threat_model_1`);
+- threat model II: PGD on the cross-entropy through encoder and linear head, end to end
+  (`threat_model_2`);
+- optionally AutoAttack (`autoattack_accuracy`, through torchattacks when it is installed),
+  a stronger check.
 
-Every epsilon is in [0, 1] pixel units (the models normalise inside). Defaults are the paper's: adversarial
-training at 8/255 with 5 steps of 2/255, test attacks at 4/255 with 40 steps (ours of 1/255, epsilon / 4;
-the authors' 0.01 is larger than epsilon / 2), from a random start (the authors start at delta = 0).
+Every epsilon is in [0, 1] pixel units (the models normalise inside). Defaults are the paper's:
+adversarial training at 8/255 with 5 steps of 2/255, test attacks at 4/255 with 40 steps (ours of
+1/255, epsilon / 4; the authors' 0.01 is larger than epsilon / 2), from a random start (the authors
+start at delta = 0).
 
-`pretrain_encoder` and `fine_tune` train with the preset's `RobustnessBudget` (`preset.robustness`) and keep
-every model under a run name (`runs/<preset>/nb08_...`, `encoder_run_name`), so that later notebooks (09,
-layer-wise analysis) load the same encoders.
+`pretrain_encoder` and `fine_tune` train with the preset's `RobustnessBudget` (`preset.robustness`)
+and keep every model under a run name (`runs/<preset>/nb08_...`, `encoder_run_name`), so that later
+notebooks (09, layer-wise analysis) load the same encoders.
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .attacks import NORMS, contrastive_objective, cross_entropy_objective, pgd, require_attack_budget
+from .attacks import (
+    NORMS,
+    contrastive_objective,
+    cross_entropy_objective,
+    pgd,
+    require_attack_budget,
+)
 from .augment import to_float_images
 from .losses import info_nce
-from .methods import (FINE_TUNING, SCHEMES, TRAIN_EPSILON, TRAIN_STEP_SIZE, TRAIN_STEPS, AdversarialPretraining,
-                      FineTune, Method, build_method)
+from .methods import (
+    FINE_TUNING,
+    SCHEMES,
+    TRAIN_EPSILON,
+    TRAIN_STEP_SIZE,
+    TRAIN_STEPS,
+    AdversarialPretraining,
+    FineTune,
+    Method,
+    build_method,
+)
 from .models import build_backbone
 from .presets import Preset, RobustnessBudget, autocast_dtype, get_preset
-from .validation import require_images, require_int_at_least, require_labels, require_positive, require_unit_range
+from .validation import (
+    require_images,
+    require_int_at_least,
+    require_labels,
+    require_positive,
+    require_unit_range,
+)
 
-__all__ = ["SCHEMES", "SCENARIOS", "FINE_TUNING", "FineTune", "TRAIN_EPSILON", "TRAIN_STEPS", "TRAIN_STEP_SIZE",
-           "TEST_EPSILON", "TEST_STEPS", "THREAT_MODEL_1_TEMPERATURE", "require_scheme", "require_scenario",
-           "require_norm", "threat_model_1", "threat_model_2", "robust_accuracy", "RobustAccuracy",
-           "evaluate_robustness", "classifier_of", "autoattack_accuracy", "encoder_run_name",
-           "build_encoder_method", "training_data", "pretrain_encoder", "fine_tune"]
+__all__ = ["SCHEMES", "SCENARIOS", "FINE_TUNING", "FineTune", "TRAIN_EPSILON", "TRAIN_STEPS",
+           "TRAIN_STEP_SIZE", "TEST_EPSILON", "TEST_STEPS", "THREAT_MODEL_1_TEMPERATURE",
+           "require_scheme", "require_scenario", "require_norm", "threat_model_1", "threat_model_2",
+           "robust_accuracy", "RobustAccuracy", "evaluate_robustness", "classifier_of",
+           "autoattack_accuracy", "encoder_run_name", "build_encoder_method", "training_data",
+           "pretrain_encoder", "fine_tune"]
 
-TEST_EPSILON, TEST_STEPS = 4 / 255, 40                              # test attacks (the paper's); step epsilon / 4
-THREAT_MODEL_1_TEMPERATURE = 0.5                                    # InfoNCE's temperature in threat model I
+TEST_EPSILON, TEST_STEPS = 4 / 255, 40  # test attacks (the paper's); step epsilon / 4
+THREAT_MODEL_1_TEMPERATURE = 0.5        # InfoNCE's temperature in threat model I
 # scenario -> (adversarial pretraining?, fine-tuning)
 SCENARIOS = {"ST": (False, "standard"), "AT": (True, "standard"), "Partial-AT": (True, "partial"),
              "Full-AT": (True, "full")}
@@ -63,8 +90,8 @@ SCENARIOS = {"ST": (False, "standard"), "AT": (True, "standard"), "Partial-AT": 
 
 def require_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {list(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: cross-entropy), "
-                         f"got {scheme!r}")
+        raise ValueError(f"scheme must be one of {list(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: "
+                         f"cross-entropy), got {scheme!r}")
     return scheme
 
 
@@ -76,32 +103,37 @@ def require_scenario(scenario: str) -> str:
 
 def require_norm(norm: str) -> str:
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {list(NORMS)} (the threat model's ball), got {norm!r}")
+        raise ValueError(f"norm must be one of {list(NORMS)} (the threat "
+                         f"model's ball), got {norm!r}")
     return norm
 
 
 # ---------------------------------------------------------------- attacks and robust accuracy
 
 def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int = TEST_STEPS,
-                   step_size: float | None = None, temperature: float = THREAT_MODEL_1_TEMPERATURE, *,
-                   objective: Callable | None = None, attack: Callable | None = None, random_start: bool = True,
-                   norm: str = "linf", seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    r"""Threat model I: an attacker without labels, who knows the encoder f and projector g (`encode`) and moves
-    each image so that the contrastive loss between the batch's clean embeddings and the perturbed ones rises,
+                   step_size: float | None = None, temperature: float = THREAT_MODEL_1_TEMPERATURE,
+                   *, objective: Callable | None = None, attack: Callable | None = None,
+                   random_start: bool = True, norm: str = "linf",
+                   seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    r"""Threat model I: an attacker without labels, who knows the encoder f and projector g
+    (`encode`) and moves each image so that the contrastive loss between the batch's clean
+    embeddings and the perturbed ones rises,
 
         \delta^* = \mathrm{PGD}\big[\max_{\lVert\delta\rVert_\infty \le \epsilon}
-                   \mathrm{InfoNCE}_\tau\big(\mathrm{sg}[z(x)],\, z(x + \delta)\big)\big],   z = g \circ f
+                   \mathrm{InfoNCE}_\tau\big(\mathrm{sg}[z(x)],\, z(x + \delta)\big)\big],
+        z = g \circ f
 
-    (the other images of the batch are the negatives, so the batch size is part of the threat). The labels
-    are never read. Returns attack(x, y) -> x + delta* for `robust_accuracy`.
+    (the other images of the batch are the negatives, so the batch size is part of the threat). The
+    labels are never read. Returns attack(x, y) -> x + delta* for `robust_accuracy`.
 
-    `objective(encode, x, temperature) -> (x' -> loss)` builds the objective (default: InfoNCE through
-    `clcourse.attacks.contrastive_objective`, e.g. a student's own in notebook 08); the attack raises it times
-    the number of anchors 2B (a sum: the same gradient sign, and fp16 input gradients clear of underflow).
-    `attack(loss_fn, x, epsilon, step_size, steps, random_start=..., norm=..., generator=...)` replaces
-    `clcourse.attacks.pgd`. `norm`: the ball, "linf" (the paper's) or "l2" (epsilon is then the L2 radius in
-    pixel units, e.g. 0.5 on CIFAR-10 as RobustBench). Step size default epsilon / 4; the random start is drawn
-    from a generator seeded with `seed`, so an evaluation gives the same numbers every time.
+    `objective(encode, x, temperature) -> (x' -> loss)` builds the objective (default: InfoNCE
+    through `clcourse.attacks.contrastive_objective`, e.g. a student's own in notebook 08); the
+    attack raises it times the number of anchors 2B (a sum: the same gradient sign, and fp16 input
+    gradients clear of underflow). `attack(loss_fn, x, epsilon, step_size, steps, random_start=...,
+    norm=..., generator=...)` replaces `clcourse.attacks.pgd`. `norm`: the ball, "linf"
+    (the paper's) or "l2" (epsilon is then the L2 radius in pixel units, e.g. 0.5 on CIFAR-10 as
+    RobustBench). Step size default epsilon / 4; the random start is drawn from a generator seeded
+    with `seed`, so an evaluation gives the same numbers every time.
     """
     epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
     temperature = require_positive("temperature", temperature)
@@ -113,8 +145,8 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
 
     def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss_fn = make_objective(encode, x, temperature)
-        return run_attack(lambda x_prime: loss_fn(x_prime) * (2 * len(x_prime)), x, epsilon, step_size, steps,
-                          random_start)
+        return run_attack(lambda x_prime: loss_fn(x_prime) * (2 * len(x_prime)), x, epsilon,
+                          step_size, steps, random_start)
     return perturb
 
 
@@ -123,15 +155,17 @@ def _info_nce_objective(encode: Callable, x: torch.Tensor, temperature: float) -
 
 
 def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: int = TEST_STEPS,
-                   step_size: float | None = None, *, attack: Callable | None = None, random_start: bool = True,
-                   norm: str = "linf", seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    r"""Threat model II: the usual white-box attack with labels, end to end through encoder and linear head,
+                   step_size: float | None = None, *, attack: Callable | None = None,
+                   random_start: bool = True, norm: str = "linf",
+                   seed: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    r"""Threat model II: the usual white-box attack with labels, end to end through encoder
+    and linear head,
 
         \delta^* = \mathrm{PGD}\big[\max_{\lVert\delta\rVert_\infty \le \epsilon}
                    \sum_i CE(W f(x_i + \delta_i), y_i)\big]
 
-    Returns attack(x, y) -> x + delta* for `robust_accuracy`. `attack`, `step_size`, `random_start`, `norm`
-    and `seed` as in `threat_model_1`."""
+    Returns attack(x, y) -> x + delta* for `robust_accuracy`. `attack`, `step_size`, `random_start`,
+    `norm` and `seed` as in `threat_model_1`."""
     epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
     for name, fn in (("classifier", classifier), ("attack", attack)):
         if fn is not None and not callable(fn):
@@ -139,18 +173,20 @@ def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: i
     run_attack = _seeded(attack or pgd, seed, require_norm(norm))
 
     def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return run_attack(cross_entropy_objective(classifier, labels), x, epsilon, step_size, steps, random_start)
+        return run_attack(cross_entropy_objective(classifier, labels), x, epsilon, step_size, steps,
+                          random_start)
     return perturb
 
 
 def _seeded(attack: Callable, seed: int, norm: str) -> Callable:
-    """`attack` in the `norm` ball, called with a generator of its own, seeded once with `seed` on the images'
-    device."""
+    """`attack` in the `norm` ball, called with a generator of its own, seeded once with `seed` on
+    the images' device."""
     seed = require_int_at_least("seed", seed, 0)
     generators: dict[torch.device, torch.Generator] = {}
 
     def run(loss_fn, x, epsilon, step_size, steps, random_start):
-        generator = generators.setdefault(x.device, torch.Generator(device=x.device).manual_seed(seed))
+        generator = generators.setdefault(x.device,
+                                          torch.Generator(device=x.device).manual_seed(seed))
         return attack(loss_fn, x, epsilon, step_size, steps, random_start=random_start, norm=norm,
                       generator=generator)
     return run
@@ -158,19 +194,22 @@ def _seeded(attack: Callable, seed: int, norm: str) -> Callable:
 
 def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    batch_size: int = 500, progress: bool = True, description: str = "robust accuracy") -> float:
-    """The fraction of `images` that `classifier` (pixels in [0, 1] -> logits) still classifies right after
-    `attack(x, y) -> x_adv` moved them (None: no attack, the clean accuracy).
+                    batch_size: int = 500, progress: bool = True,
+                    description: str = "robust accuracy") -> float:
+    """The fraction of `images` that `classifier` (pixels in [0, 1] -> logits) still classifies
+    right after `attack(x, y) -> x_adv` moved them (None: no attack, the clean accuracy).
 
-    The whole set goes through in batches of `batch_size` on the classifier's device (uint8 images are
-    converted one batch at a time), in eval mode (every module's mode is restored afterwards), under autocast
-    on a GPU (bf16, fp16 on a T4) in channels_last layout, with a progress bar; the count stays on the device
-    and is read once at the end. Each batch is attacked on its own, so an attack that uses the batch (threat
-    model I) sees `batch_size` images at a time."""
+    The whole set goes through in batches of `batch_size` on the classifier's device (uint8 images
+    are converted one batch at a time), in eval mode (every module's mode is restored afterwards),
+    under autocast on a GPU (bf16, fp16 on a T4) in channels_last layout, with a progress bar; the
+    count stays on the device and is read once at the end. Each batch is attacked on its own, so an
+    attack that uses the batch (threat model I) sees `batch_size` images at a time."""
     if not isinstance(classifier, nn.Module):
-        raise ValueError(f"classifier must be a torch.nn.Module (pixels -> logits), got {type(classifier).__name__}")
+        raise ValueError("classifier must be a torch.nn.Module (pixels -> logits), got "
+                         f"{type(classifier).__name__}")
     if labels is None:
-        raise ValueError("labels must be given (one per image): robust accuracy compares predictions with them")
+        raise ValueError("labels must be given (one per image): robust accuracy "
+                         "compares predictions with them")
     require_images("images", images)
     require_unit_range("images", images)
     labels = require_labels("labels", labels, images.shape[0], "images")
@@ -186,10 +225,12 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
     classifier.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     try:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress,
-                              leave=False):
-                x = to_float_images(images[start:start + batch_size].to(device)).contiguous(memory_format=layout)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch",
+                              disable=not progress, leave=False):
+                x = (to_float_images(images[start:start + batch_size].to(device))
+                     .contiguous(memory_format=layout))
                 y = labels[start:start + batch_size].to(device)
                 if attack is not None:
                     x = attack(x, y).detach()
@@ -202,38 +243,44 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
 
 
 class RobustAccuracy(NamedTuple):
-    """Accuracy on held-out images: clean, under threat model I (no labels) and under threat model II."""
+    """Accuracy on held-out images: clean, under threat model I (no labels) and under
+    threat model II."""
     clean: float
     threat_model_1: float
     threat_model_2: float
 
 
-def evaluate_robustness(model: FineTune, images: torch.Tensor, labels: torch.Tensor, epsilon: float = TEST_EPSILON,
-                        steps: int = TEST_STEPS, step_size: float | None = None,
+def evaluate_robustness(model: FineTune, images: torch.Tensor, labels: torch.Tensor,
+                        epsilon: float = TEST_EPSILON, steps: int = TEST_STEPS,
+                        step_size: float | None = None,
                         temperature: float = THREAT_MODEL_1_TEMPERATURE, batch_size: int = 500, *,
-                        objective: Callable | None = None, attack: Callable | None = None, norm: str = "linf",
-                        progress: bool = True) -> RobustAccuracy:
-    """Clean accuracy and robust accuracy under both threat models of a fine-tuned classifier (`FineTune`):
-    threat model I through its encoder and pretrained projector, II through its encoder and linear head, both
-    with `epsilon`, `steps`, `step_size` in the `norm` ball ("linf" or "l2"; `threat_model_1`, `threat_model_2`;
-    `objective` and `attack` go to them), over all `images` in batches of `batch_size`."""
+                        objective: Callable | None = None, attack: Callable | None = None,
+                        norm: str = "linf", progress: bool = True) -> RobustAccuracy:
+    """Clean accuracy and robust accuracy under both threat models of a fine-tuned classifier
+    (`FineTune`): threat model I through its encoder and pretrained projector, II through its
+    encoder and linear head, both with `epsilon`, `steps`, `step_size` in the `norm` ball ("linf" or
+    "l2"; `threat_model_1`, `threat_model_2`; `objective` and `attack` go to them), over all
+    `images` in batches of `batch_size`."""
     if not isinstance(model, FineTune):
-        raise ValueError(f"model must be a FineTune (encoder, pretrained projector and linear head), "
-                         f"got {type(model).__name__}")
+        raise ValueError("model must be a FineTune (encoder, pretrained projector and linear "
+                         f"head), got {type(model).__name__}")
     classifier = _Classifier(model)
     common = dict(batch_size=batch_size, progress=progress)
     return RobustAccuracy(
         robust_accuracy(classifier, images, labels, None, description="clean", **common),
         robust_accuracy(classifier, images, labels,
-                        threat_model_1(model.encode, epsilon, steps, step_size, temperature, objective=objective,
-                                       attack=attack, norm=norm), description="threat model I", **common),
+                        threat_model_1(model.encode, epsilon, steps, step_size, temperature,
+                                       objective=objective, attack=attack,
+                                       norm=norm), description="threat model I", **common),
         robust_accuracy(classifier, images, labels,
-                        threat_model_2(model.classify, epsilon, steps, step_size, attack=attack, norm=norm),
+                        threat_model_2(model.classify, epsilon, steps, step_size,
+                                       attack=attack, norm=norm),
                         description="threat model II", **common))
 
 
 class _Classifier(nn.Module):
-    """A FineTune's classify as a module (pixels -> logits) whose mode switches the whole FineTune."""
+    """A FineTune's classify as a module (pixels -> logits) whose mode switches
+    the whole FineTune."""
 
     def __init__(self, model: FineTune):
         super().__init__()
@@ -244,7 +291,8 @@ class _Classifier(nn.Module):
 
 
 def classifier_of(model: FineTune) -> nn.Module:
-    """The fine-tuned classifier as a module, pixels in [0, 1] -> logits (for `robust_accuracy`, torchattacks)."""
+    """The fine-tuned classifier as a module, pixels in [0, 1] -> logits (for
+    `robust_accuracy`, torchattacks)."""
     if not isinstance(model, FineTune):
         raise ValueError(f"model must be a FineTune, got {type(model).__name__}")
     return _Classifier(model)
@@ -253,30 +301,33 @@ def classifier_of(model: FineTune) -> nn.Module:
 def autoattack_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         epsilon: float = TEST_EPSILON, num_classes: int = 10, batch_size: int = 500,
                         norm: str = "linf", progress: bool = True) -> float | None:
-    """Robust accuracy under AutoAttack (Croce & Hein, ICML 2020, https://arxiv.org/abs/2003.01690; the standard
-    version: APGD-CE, APGD-T, FAB-T, Square; RobustBench's reference) in the `norm` ball, as implemented by the
-    torchattacks package: a stronger check of the PGD figures, not the course's own code. Returns None, with a
-    message, when torchattacks is not installed. Runs in float32 (no autocast)."""
+    """Robust accuracy under AutoAttack (Croce & Hein, ICML 2020, https://arxiv.org/abs/2003.01690;
+    the standard version: APGD-CE, APGD-T, FAB-T, Square; RobustBench's reference) in the `norm`
+    ball, as implemented by the torchattacks package: a stronger check of the PGD figures, not the
+    course's own code. Returns None, with a message, when torchattacks is not installed. Runs in
+    float32 (no autocast)."""
     try:
         import torchattacks
     except ImportError:
-        print("AutoAttack skipped: it runs through the torchattacks package, which is not installed "
-              "(pip install torchattacks)")
+        print("AutoAttack skipped: it runs through the torchattacks package, which is not "
+              "installed (pip install torchattacks)")
         return None
     epsilon, _, _ = require_attack_budget(epsilon, 1, None)
     norm = {"linf": "Linf", "l2": "L2"}[require_norm(norm)]
-    auto = torchattacks.AutoAttack(classifier, norm=norm, eps=epsilon, version="standard", n_classes=num_classes,
-                                   seed=0)
+    auto = torchattacks.AutoAttack(classifier, norm=norm, eps=epsilon, version="standard",
+                                   n_classes=num_classes, seed=0)
 
     def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return auto(x.float().contiguous(), y)
-    return robust_accuracy(classifier, images, labels, attack, batch_size, progress, description="AutoAttack")
+    return robust_accuracy(classifier, images, labels, attack, batch_size, progress,
+                           description="AutoAttack")
 
 
-# ---------------------------------------------------------------- budgets and runs, shared with notebook 09
+# -------------------------------------------------------- budgets and runs, shared with notebook 09
 
-def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget, prefix: str = "nb08") -> str:
+def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget,
+                     prefix: str = "nb08") -> str:
     """`nb08_cl_st`, `nb08_scl_at_eps8_steps5`, ...: the run of a pretrained encoder."""
     require_scheme(scheme)
     if not adversarial:
@@ -284,21 +335,25 @@ def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget, p
     return f"{prefix}_{scheme}_at_eps{round(255 * TRAIN_EPSILON)}_steps{budget.train_steps}"
 
 
-def build_encoder_method(scheme: str, adversarial: bool, budget: RobustnessBudget, attack: Callable | None = None,
-                         **options) -> Method:
-    """The pretraining method of `scheme` (seeded, so the same call builds the same initial weights):
-    `AdversarialPretraining` with the budget's attack when `adversarial`, else the scheme's own method."""
+def build_encoder_method(scheme: str, adversarial: bool, budget: RobustnessBudget,
+                         attack: Callable | None = None, **options) -> Method:
+    """The pretraining method of `scheme` (seeded, so the same call builds the same initial
+    weights): `AdversarialPretraining` with the budget's attack when `adversarial`, else the
+    scheme's own method."""
     require_scheme(scheme)
     torch.manual_seed(0)
     backbone = build_backbone(budget.backbone)
     if adversarial:
-        return AdversarialPretraining(backbone, scheme, epsilon=TRAIN_EPSILON, steps=budget.train_steps,
-                                      step_size=budget.train_step_size, attack=attack, **options)
+        return AdversarialPretraining(backbone, scheme, epsilon=TRAIN_EPSILON,
+                                      steps=budget.train_steps, step_size=budget.train_step_size,
+                                      attack=attack, **options)
     return build_method(SCHEMES[scheme], backbone, **options)
 
 
-def training_data(budget: RobustnessBudget, device=None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10's training (or test) images and labels of the budget, on `device` (default: the course's)."""
+def training_data(budget: RobustnessBudget, device=None,
+                  train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's training (or test) images and labels of the budget, on `device`
+    (default: the course's)."""
     from .data import load_dataset
     from .presets import get_device
     subset = budget.train_subset if train else budget.test_subset
@@ -308,24 +363,27 @@ def training_data(budget: RobustnessBudget, device=None, train: bool = True) -> 
 def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]:
     preset = preset or get_preset()
     if preset.robustness is None:
-        raise ValueError(f"preset {preset.name!r} has no robustness budget (preset.robustness is None): give it one "
-                         "with preset.with_overrides(robustness=RobustnessBudget(...))")
+        raise ValueError(f"preset {preset.name!r} has no robustness budget (preset.robustness is "
+                         "None): give it one with "
+                         "preset.with_overrides(robustness=RobustnessBudget(...))")
     return preset, preset.robustness
 
 
 def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = None,
                      data: tuple[torch.Tensor, torch.Tensor] | None = None, prefix: str = "nb08",
                      attack: Callable | None = None, progress: bool = True, **options):
-    """Pretrain (or load, when the run exists) the encoder of `scheme` ("cl", "scl", "sl"), standard or
-    adversarial, with the preset's `RobustnessBudget` (`preset.robustness`), as run `encoder_run_name(...)` in
-    runs/<preset>/. `data` = (uint8 images, labels) (default: the budget's CIFAR-10 subset); `options` go to the
-    method (e.g. a student's `loss=`), `attack` to the adversarial pretraining. Returns (method, History)."""
+    """Pretrain (or load, when the run exists) the encoder of `scheme` ("cl", "scl", "sl"), standard
+    or adversarial, with the preset's `RobustnessBudget` (`preset.robustness`), as run
+    `encoder_run_name(...)` in runs/<preset>/. `data` = (uint8 images, labels) (default: the
+    budget's CIFAR-10 subset); `options` go to the method (e.g. a student's `loss=`), `attack` to
+    the adversarial pretraining. Returns (method, History)."""
     from .train import train
     preset, budget = _robustness_budget(preset)
     images, labels = data if data is not None else training_data(budget)
     method = build_encoder_method(scheme, adversarial, budget, attack=attack, **options)
     history = train(method, images, labels=labels,
-                    preset=preset.with_overrides(epochs=budget.pretrain_epochs, batch_size=budget.batch_size),
+                    preset=preset.with_overrides(epochs=budget.pretrain_epochs,
+                                                 batch_size=budget.batch_size),
                     run=encoder_run_name(scheme, adversarial, budget, prefix), progress=progress)
     return method, history
 
@@ -333,16 +391,17 @@ def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = 
 def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | None = None,
               data: tuple[torch.Tensor, torch.Tensor] | None = None, attack: Callable | None = None,
               progress: bool = True):
-    """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial", "full") with
-    the preset's robustness budget, as run `<encoder_run>_<mode>`. Returns (FineTune, History)."""
+    """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial",
+    "full") with the preset's robustness budget, as run `<encoder_run>_<mode>`. Returns
+    (FineTune, History)."""
     from .train import train
     preset, budget = _robustness_budget(preset)
     images, labels = data if data is not None else training_data(budget)
     torch.manual_seed(0)
-    model = FineTune(encoder, mode, epsilon=TRAIN_EPSILON, steps=budget.train_steps, step_size=budget.train_step_size,
-                     attack=attack)
-    budget_of_run = preset.with_overrides(epochs=budget.finetune_epochs, batch_size=budget.finetune_batch_size,
-                                          warmup_epochs=0)
+    model = FineTune(encoder, mode, epsilon=TRAIN_EPSILON, steps=budget.train_steps,
+                     step_size=budget.train_step_size, attack=attack)
+    budget_of_run = preset.with_overrides(epochs=budget.finetune_epochs,
+                                          batch_size=budget.finetune_batch_size, warmup_epochs=0)
     history = train(model, images, labels=labels, preset=budget_of_run, run=f"{encoder_run}_{mode}",
                     progress=progress)
     return model, history

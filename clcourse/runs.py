@@ -1,13 +1,15 @@
 """The run store: where a training run keeps its checkpoints, and how it is resumed.
 
-A run lives in a folder, `run_dir(name)` (``$CLCOURSE_RUNS/<preset>/<name>``) or one the caller gives:
-`config.json` (the run's configuration), `last.pt` (everything needed to continue the run: weights, optimiser
-and scaler state, the history, the random-number generators and the configuration) and weight snapshots
-`epoch_XXXX.pt`. Every file is written atomically (`save_atomically`). A run resumes only with the same
-configuration (`run_config`, `config_differences`), and a damaged or foreign checkpoint is refused by name.
+A run lives in a folder, `run_dir(name)` (``$CLCOURSE_RUNS/<preset>/<name>``) or one the caller
+gives: `config.json` (the run's configuration), `last.pt` (everything needed to continue the run:
+weights, optimiser and scaler state, the history, the random-number generators and the
+configuration) and weight snapshots `epoch_XXXX.pt`. Every file is written atomically
+(`save_atomically`). A run resumes only with the same configuration (`run_config`,
+`config_differences`), and a damaged or foreign checkpoint is refused by name.
 
-Notebooks share runs by name: `simclr_run` and `moco_run` name the runs that notebooks 02 and 04 reuse from
-notebooks 01 and 03 (notebook 09 reuses notebook 08's encoders through `clcourse.robustness.encoder_run_name`).
+Notebooks share runs by name: `simclr_run` and `moco_run` name the runs that notebooks 02 and 04
+reuse from notebooks 01 and 03 (notebook 09 reuses notebook 08's encoders through
+`clcourse.robustness.encoder_run_name`).
 """
 from __future__ import annotations
 
@@ -24,21 +26,22 @@ import torch
 from .methods import Method
 from .presets import Preset
 
-__all__ = ["History", "CHECKPOINT_NAME", "CONFIG_NAME", "run_dir", "simclr_run", "moco_run", "run_folder",
-           "save_atomically", "list_checkpoints", "snapshots_by_epoch", "load_weights", "run_config",
-           "config_differences", "start_or_resume", "save_checkpoint"]
+__all__ = ["History", "CHECKPOINT_NAME", "CONFIG_NAME", "run_dir", "simclr_run", "moco_run",
+           "run_folder", "save_atomically", "list_checkpoints", "snapshots_by_epoch",
+           "load_weights", "run_config", "config_differences", "start_or_resume", "save_checkpoint"]
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
-# What `last.pt` holds besides the run's configuration ("config"); a weights-only snapshot holds "method" and "epoch".
+# What `last.pt` holds besides the run's configuration ("config"); a weights-only snapshot holds
+# "method" and "epoch".
 TRAINING_STATE_KEYS = ("method", "optimizer", "scaler", "history", "epoch", "rng")
 
 
 @dataclass
 class History:
     """What happened during training, for plotting: `steps` holds one record per `log_every` steps
-    (step, epoch, loss, lr, images_per_sec, elapsed seconds and the method's logs); `epochs` one record
-    per epoch (epoch, loss, seconds, and knn_accuracy where it was evaluated)."""
+    (step, epoch, loss, lr, images_per_sec, elapsed seconds and the method's logs); `epochs` one
+    record per epoch (epoch, loss, seconds, and knn_accuracy where it was evaluated)."""
     steps: list[dict] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
 
@@ -56,12 +59,13 @@ class History:
 
 
 def save_atomically(state, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written file.
-    A dict is saved with torch.save; a str (e.g. JSON) as text.
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a
+    half-written file. A dict is saved with torch.save; a str (e.g. JSON) as text.
 
-    A write that fails (a full disk, a folder made read-only) removes its temporary file, which on a full disk
-    would only fill it further, and raises an OSError that names `path`; the previous file stays as it was.
-    A process killed mid-write leaves the temporary file behind: `train` removes such files when it starts."""
+    A write that fails (a full disk, a folder made read-only) removes its temporary file, which on a
+    full disk would only fill it further, and raises an OSError that names `path`; the previous file
+    stays as it was. A process killed mid-write leaves the temporary file behind: `train` removes
+    such files when it starts."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         if isinstance(state, str):
@@ -72,18 +76,20 @@ def save_atomically(state, path: Path) -> None:
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        # torch.save reports a failed write as a RuntimeError ("unexpected pos ...", "file write failed").
+        # torch.save reports a failed write as a RuntimeError ("unexpected pos ...",
+        # "file write failed").
         if isinstance(error, (OSError, RuntimeError)):
-            raise OSError(f"could not write {path} ({type(error).__name__}: {error}); the previous {path.name}, if "
-                          "any, is intact. Check that the folder is writable and its disk has room, or write the run "
-                          "elsewhere (another checkpoint_dir, or CLCOURSE_RUNS)") from error
+            raise OSError(f"could not write {path} ({type(error).__name__}: {error}); the "
+                          f"previous {path.name}, if any, is intact. Check that the folder is "
+                          "writable and its disk has room, or write the run elsewhere (another "
+                          "checkpoint_dir, or CLCOURSE_RUNS)") from error
         raise
 
 
 def run_dir(name: str, preset: str | None = None) -> Path:
-    """Where the run called `name` keeps its checkpoints: ``$CLCOURSE_RUNS`` (else ``<repo>/runs``), then
-    the preset, then the name (`<repo>` is the current folder when the package is not installed from a
-    checkout). Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
+    """Where the run called `name` keeps its checkpoints: ``$CLCOURSE_RUNS`` (else ``<repo>/runs``),
+    then the preset, then the name (`<repo>` is the current folder when the package is not installed
+    from a checkout). Notebooks share runs this way: notebook 02 reuses notebook 01's encoders."""
     from .presets import course_root, get_preset
     root = Path(os.environ.get("CLCOURSE_RUNS") or course_root() / "runs")
     return root / (preset or get_preset().name) / name
@@ -95,23 +101,27 @@ def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
 
 
 def snapshots_by_epoch(checkpoint_dir: str | Path) -> dict[int, Path]:
-    """{epoch: snapshot path} for the weight snapshots `train` wrote (every `checkpoint_every` epochs)."""
-    return {int(path.stem.removeprefix("epoch_")): path for path in list_checkpoints(checkpoint_dir)}
+    """{epoch: snapshot path} for the weight snapshots `train` wrote (every
+    `checkpoint_every` epochs)."""
+    return {int(path.stem.removeprefix("epoch_")): path
+            for path in list_checkpoints(checkpoint_dir)}
 
 
 def _read_checkpoint(path: Path, keys: tuple[str, ...], remedy: str) -> dict:
-    """The dict that `train` saved at `path`, which must hold `keys`. A file that cannot be read (empty,
-    truncated, random bytes) or holds something else raises one ValueError naming the file and what to do
-    (`remedy`)."""
+    """The dict that `train` saved at `path`, which must hold `keys`. A file that cannot be read
+    (empty, truncated, random bytes) or holds something else raises one ValueError naming the file
+    and what to do (`remedy`)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+        # RNG states must stay on the CPU
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:   # whatever a damaged file raises, the file is unusable
-        raise ValueError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}); it is damaged "
-                         f"or not a checkpoint. {remedy}") from error
+        raise ValueError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: "
+                         f"{error}); it is damaged or not a checkpoint. {remedy}") from error
     missing = [key for key in keys if not isinstance(state, dict) or key not in state]
     if missing:
-        raise ValueError(f"{path} is not the checkpoint expected here: it lacks {', '.join(missing)} (a weights-only "
-                         f"snapshot, or a file written by something else?). {remedy}")
+        raise ValueError(f"{path} is not the checkpoint expected here: it lacks "
+                         f"{', '.join(missing)} (a weights-only snapshot, or a file written by "
+                         f"something else?). {remedy}")
     return state
 
 
@@ -125,40 +135,44 @@ def load_weights(method: Method, path: str | Path) -> dict:
     try:
         method.load_state_dict(checkpoint["method"])
     except RuntimeError as error:
-        raise ValueError(f"the weights in {path} do not fit this {type(method).__name__} ({error}); load a "
-                         "checkpoint of a run of the same method and architecture") from error
+        raise ValueError(f"the weights in {path} do not fit this "
+                         f"{type(method).__name__} ({error}); load a checkpoint of a "
+                         "run of the same method and architecture") from error
     return checkpoint
 
 
 def simclr_run(temperature: float, sweep: bool = False) -> str:
-    """The name of notebook 01's SimCLR run at `temperature` (the main run, or a run of its temperature
-    sweep with `sweep=True`), which notebooks 02 and 04 reuse."""
+    """The name of notebook 01's SimCLR run at `temperature` (the main run, or a run of its
+    temperature sweep with `sweep=True`), which notebooks 02 and 04 reuse."""
     return f"simclr_{'sweep_' if sweep else ''}t{temperature}"
 
 
 def moco_run(queue_size: int, momentum: float) -> str:
-    """The name of notebook 03's MoCo v2 run with this queue and momentum, which notebook 04 reuses."""
+    """The name of notebook 03's MoCo v2 run with this queue and momentum, which
+    notebook 04 reuses."""
     return f"moco_k{queue_size}_m{momentum}"
 
 
 def _fingerprint(images: torch.Tensor) -> str:
     """A short hash of 64 images spread over the set: changes when the training data does."""
-    sample = images[torch.linspace(0, len(images) - 1, min(len(images), 64)).long().to(images.device)]
+    sample = images[torch.linspace(0, len(images) - 1,
+                                   min(len(images), 64)).long().to(images.device)]
     return hashlib.sha1(sample.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def run_config(method: Method, images: torch.Tensor, labels: torch.Tensor | None, budget: Preset,
                seed: int) -> dict:
-    """Everything that decides what a run computes: the method, the optimiser, the schedule, the data, the
-    seed and the preset (`budget`, its learning rate resolved). Stored in every checkpoint and in the run's
-    config.json."""
+    """Everything that decides what a run computes: the method, the optimiser, the schedule, the
+    data, the seed and the preset (`budget`, its learning rate resolved). Stored in every checkpoint
+    and in the run's config.json."""
     return {
         "method": method.config(),
         "optimiser": {"name": "SGD", "lr_per_256_images": budget.lr, "momentum": budget.momentum,
                       "weight_decay": budget.weight_decay},
         "schedule": {"epochs": budget.epochs, "batch_size": budget.batch_size,
                      "warmup_epochs": budget.warmup_epochs},
-        "data": {"images": list(images.shape), "fingerprint": _fingerprint(images), "labels": labels is not None},
+        "data": {"images": list(images.shape), "fingerprint": _fingerprint(images),
+                 "labels": labels is not None},
         "seed": seed,
         "preset": budget.name,
     }
@@ -175,10 +189,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """The fields in which two run configurations differ, as "field: saved value (now: current value)".
+    """The fields in which two run configurations differ, as "field: saved value
+    (now: current value)".
 
-    The functions a method was given (`method.functions`) are not compared: an exercise that passed its
-    checker computes the library's function, and the notebooks reuse each other's runs."""
+    The functions a method was given (`method.functions`) are not compared: an exercise that passed
+    its checker computes the library's function, and the notebooks reuse each other's runs."""
     saved, current = _flatten(saved), _flatten(current)
     return [f"{key}: {saved.get(key, '(absent)')!r} (now: {current.get(key, '(absent)')!r})"
             for key in sorted(set(saved) | set(current))
@@ -186,11 +201,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 
 def run_folder(run: str | None, checkpoint_dir: str | Path | None, preset: str) -> Path | None:
-    """The folder of the run called `run` (under `run_dir`) or `checkpoint_dir`; None when neither is given
-    (a run that keeps no checkpoint)."""
+    """The folder of the run called `run` (under `run_dir`) or `checkpoint_dir`; None when neither
+    is given (a run that keeps no checkpoint)."""
     if run is not None and checkpoint_dir is not None:
-        raise ValueError(f"give run (a name under runs/) or checkpoint_dir (a folder), not both; got run={run!r} "
-                         f"and checkpoint_dir={str(checkpoint_dir)!r}")
+        raise ValueError("give run (a name under runs/) or checkpoint_dir (a folder), not both; "
+                         f"got run={run!r} and checkpoint_dir={str(checkpoint_dir)!r}")
     if run is not None:
         if not isinstance(run, str) or not run or "/" in run or "\\" in run:
             raise ValueError(f"run must be a non-empty name without slashes, got {run!r}")
@@ -203,18 +218,20 @@ def _prepare_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OSError(f"cannot create the run folder {folder} ({type(error).__name__}: {error}); choose another "
+        raise OSError(f"cannot create the run folder {folder} "
+                      f"({type(error).__name__}: {error}); choose another "
                       "checkpoint_dir, or set CLCOURSE_RUNS to a writable folder") from error
     for stale in folder.glob("*.tmp"):      # left by a write that was interrupted
         stale.unlink()
 
 
 def _require_writable(folder: Path) -> None:
-    """Called before a run trains (a finished run is only read): a folder where no checkpoint can be saved
-    fails now, not after the first epoch."""
+    """Called before a run trains (a finished run is only read): a folder where no checkpoint can be
+    saved fails now, not after the first epoch."""
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"the run folder {folder} is not writable, so no checkpoint could be saved: make it "
-                              "writable, choose another checkpoint_dir, or set CLCOURSE_RUNS to a writable folder")
+        raise PermissionError(f"the run folder {folder} is not writable, so no checkpoint could "
+                              "be saved: make it writable, choose another checkpoint_dir, or set "
+                              "CLCOURSE_RUNS to a writable folder")
 
 
 def _snapshot_path(folder: Path, epoch: int) -> Path:
@@ -222,26 +239,28 @@ def _snapshot_path(folder: Path, epoch: int) -> Path:
 
 
 def _restore_snapshots(folder: Path, state: dict) -> list[int]:
-    """The epochs of the run's snapshots. The snapshot of the checkpoint's own epoch is written again when its
-    write was interrupted (the checkpoint holds those very weights); older snapshots that are gone cannot be
-    re-created, and a warning says so."""
+    """The epochs of the run's snapshots. The snapshot of the checkpoint's own epoch is written
+    again when its write was interrupted (the checkpoint holds those very weights); older snapshots
+    that are gone cannot be re-created, and a warning says so."""
     epoch = state["epoch"]
     snapshot_epochs = state.get("snapshots", [epoch])
     if epoch in snapshot_epochs and not _snapshot_path(folder, epoch).is_file():
         save_atomically({"method": state["method"], "epoch": epoch}, _snapshot_path(folder, epoch))
     lost = [e for e in snapshot_epochs if not _snapshot_path(folder, e).is_file()]
     if lost:
-        warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be re-created (their "
-                      f"weights are gone; only the epoch of {CHECKPOINT_NAME}, {epoch}, could be); "
-                      "snapshots_by_epoch will not list them", stacklevel=3)
+        warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be "
+                      f"re-created (their weights are gone; only the epoch of {CHECKPOINT_NAME}, "
+                      f"{epoch}, could be); snapshots_by_epoch will not list them", stacklevel=3)
     return snapshot_epochs
 
 
-def start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device, method: Method,
-                     optimizer, scaler, generators) -> tuple[History, int, list[int]]:
-    """Resume phase: the history, first epoch and snapshot epochs of the run in `folder` (restoring weights,
-    optimiser, scaler and random generators), or a fresh History, epoch 0 and no snapshots. Refuses a run of
-    another configuration, a fresh start over an existing run, and a damaged or foreign checkpoint."""
+def start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device,
+                    method: Method, optimizer, scaler,
+                    generators) -> tuple[History, int, list[int]]:
+    """Resume phase: the history, first epoch and snapshot epochs of the run in `folder` (restoring
+    weights, optimiser, scaler and random generators), or a fresh History, epoch 0 and no snapshots.
+    Refuses a run of another configuration, a fresh start over an existing run, and a damaged or
+    foreign checkpoint."""
     if folder is None:
         return History(), 0, []
     checkpoint_path = folder / CHECKPOINT_NAME
@@ -249,33 +268,37 @@ def start_or_resume(folder: Path | None, resume: bool, config: dict, device: tor
     listing = f"{', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}"
     if existing and not resume:
         raise ValueError(
-            f"the run folder {folder} already holds a run ({listing}) and resume=False would mix a new run's files "
-            "with it: pass resume=True to continue it, choose another run name, or delete the folder")
+            f"the run folder {folder} already holds a run ({listing}) and resume=False would mix "
+            "a new run's files with it: pass resume=True to continue it, choose another run "
+            "name, or delete the folder")
     if existing and not checkpoint_path.is_file():
         raise ValueError(
-            f"the run folder {folder} holds snapshots ({listing}) but no {CHECKPOINT_NAME} to continue from, and a "
-            "new run would mix its snapshots with them: choose another run name, or delete the folder")
+            f"the run folder {folder} holds snapshots ({listing}) but no {CHECKPOINT_NAME} to "
+            "continue from, and a new run would mix its snapshots with them: choose another run "
+            "name, or delete the folder")
     _prepare_folder(folder)
     if not checkpoint_path.is_file():
         _require_writable(folder)
         save_atomically(json.dumps(config, indent=2), folder / CONFIG_NAME)
         return History(), 0, []
 
-    remedy = f"Choose another run name to start a new run, or delete the folder {folder} to start this one afresh."
+    remedy = (f"Choose another run name to start a new run, or delete the folder {folder} to "
+              "start this one afresh.")
     state = _read_checkpoint(checkpoint_path, TRAINING_STATE_KEYS, remedy)
     if "config" not in state:
-        raise ValueError(f"the checkpoint {checkpoint_path} was written by an older version of clcourse and holds no "
-                         "configuration, so it cannot be checked: delete the folder or choose another run name")
+        raise ValueError(f"the checkpoint {checkpoint_path} was written by an older version of "
+                         "clcourse and holds no configuration, so it cannot be checked: delete "
+                         "the folder or choose another run name")
     differences = config_differences(state["config"], config)
     if differences:
         raise ValueError(
-            f"the run in {folder} was trained with another configuration, so it is not continued. Differences: "
-            + "; ".join(differences) + ". Use the same settings to continue it, another run name to start a new "
-            "run, or delete the folder.")
+            f"the run in {folder} was trained with another configuration, so it is not "
+            "continued. Differences: " + "; ".join(differences) + ". Use the same settings to "
+            "continue it, another run name to start a new run, or delete the folder.")
     data_generator, augment_generator = generators
     if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
-        raise ValueError(f"the checkpoint in {folder} was written on another kind of device than {device}; resume "
-                         "it there, or start a new run under another name")
+        raise ValueError(f"the checkpoint in {folder} was written on another kind of device than "
+                         f"{device}; resume it there, or start a new run under another name")
     try:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
@@ -283,21 +306,24 @@ def start_or_resume(folder: Path | None, resume: bool, config: dict, device: tor
             scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], data_generator, augment_generator)
         history = History(**state["history"])
-    except Exception as error:   # a checkpoint whose configuration matches but whose contents do not fit
-        raise ValueError(f"{checkpoint_path} could not be restored ({type(error).__name__}: {error}). "
-                         f"{remedy}") from error
+    except Exception as error:   # a checkpoint whose configuration matches but whose contents do
+                                 # not fit
+        raise ValueError(f"{checkpoint_path} could not be restored "
+                         f"({type(error).__name__}: {error}). {remedy}") from error
     if state["epoch"] < config["schedule"]["epochs"]:
         _require_writable(folder)
     return history, state["epoch"], _restore_snapshots(folder, state)
 
 
-def save_checkpoint(folder: Path, epoch: int, config: dict, method: Method, optimizer, scaler, history: History,
-                     generators, snapshot_epochs: list[int]) -> None:
-    """Checkpoint phase: `last.pt` (everything to continue the run, and the epochs of its snapshots, this one
-    included) and a weights-only `epoch_XXXX.pt`. A resume re-creates the latter if its write was interrupted."""
-    state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch, "config": config,
-             "rng": _rng_state(*generators), "snapshots": snapshot_epochs}
+def save_checkpoint(folder: Path, epoch: int, config: dict, method: Method, optimizer, scaler,
+                    history: History, generators, snapshot_epochs: list[int]) -> None:
+    """Checkpoint phase: `last.pt` (everything to continue the run, and the epochs of its snapshots,
+    this one included) and a weights-only `epoch_XXXX.pt`. A resume re-creates the latter if its
+    write was interrupted."""
+    state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict(),
+             "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch,
+             "config": config, "rng": _rng_state(*generators), "snapshots": snapshot_epochs}
     save_atomically(state, folder / CHECKPOINT_NAME)
     save_atomically({"method": method.state_dict(), "epoch": epoch}, _snapshot_path(folder, epoch))
 

@@ -4,17 +4,18 @@
 
 The whole training set lives on the device as uint8; each step indexes a batch, the method makes its
 views on the device, and the step runs under mixed precision (bf16 where the GPU has it, fp16 with a
-gradient scaler otherwise, fp32 on the CPU) in channels_last layout, optionally compiled. The learning
-rate warms up linearly, then follows a cosine. Nothing synchronises with the host inside a step: the
-loss is accumulated on the device and read every `log_every` steps.
+gradient scaler otherwise, fp32 on the CPU) in channels_last layout, optionally compiled. The
+learning rate warms up linearly, then follows a cosine. Nothing synchronises with the host inside a
+step: the loss is accumulated on the device and read every `log_every` steps.
 
-The budget is one object, a `clcourse.presets.Preset` (`preset.with_overrides(epochs=3)` for one run).
+The budget is one object, a `clcourse.presets.Preset`
+(`preset.with_overrides(epochs=3)` for one run).
 
 The loop has five phases: resume (or start), step, log, evaluate (kNN), checkpoint. The run store
-(`clcourse.runs`) keeps the checkpoints: everything needed to continue the same run, written atomically,
-with the run's configuration (the method and its hyperparameters, optimiser, schedule, preset, data). A run
-resumes only with the same configuration and then gives the same numbers as an uninterrupted run with the
-same seed.
+(`clcourse.runs`) keeps the checkpoints: everything needed to continue the same run, written
+atomically, with the run's configuration (the method and its hyperparameters, optimiser, schedule,
+preset, data). A run resumes only with the same configuration and then gives the same numbers as an
+uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
@@ -29,15 +30,22 @@ from tqdm.auto import tqdm
 from .methods import Batch, Method, StepOutput
 from .presets import MAX_EPOCHS_ENV_VAR, Preset, autocast_dtype, capped, get_device, get_preset
 from .runs import CHECKPOINT_NAME, History, run_config, run_folder, save_checkpoint, start_or_resume
-from .validation import (describe_tensor, require_bool, require_images, require_int_at_least, require_labels,
-                         require_unit_range)
+from .validation import (
+    describe_tensor,
+    require_bool,
+    require_images,
+    require_int_at_least,
+    require_labels,
+    require_unit_range,
+)
 
-__all__ = ["train", "KnnData", "NonFiniteLossError", "learning_rate", "optimisation_step", "evaluate_knn",
-           "resolve_budget"]
+__all__ = ["train", "KnnData", "NonFiniteLossError", "learning_rate", "optimisation_step",
+           "evaluate_knn", "resolve_budget"]
 
 
 class KnnData(NamedTuple):
-    """Images and labels for the periodic kNN monitor (uint8 images, ideally already on the device)."""
+    """Images and labels for the periodic kNN monitor (uint8 images, ideally
+    already on the device)."""
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
@@ -45,27 +53,33 @@ class KnnData(NamedTuple):
 
 
 def _require_knn_data(knn_data) -> KnnData:
-    """`knn_data` as a KnnData (a plain tuple of the four is accepted), its labels as int64, its images checked
-    once here, so that a bad set fails when training starts rather than at the first evaluation."""
+    """`knn_data` as a KnnData (a plain tuple of the four is accepted), its labels as int64, its
+    images checked once here, so that a bad set fails when training starts rather than at the
+    first evaluation."""
     if not isinstance(knn_data, (tuple, list)) or len(knn_data) != 4:
-        raise ValueError("knn_data must be KnnData(train_images, train_labels, test_images, test_labels) or a tuple "
-                         f"of those four, got {describe_tensor(knn_data)}")
+        raise ValueError("knn_data must be KnnData(train_images, train_labels, test_images, "
+                         f"test_labels) or a tuple of those four, got {describe_tensor(knn_data)}")
     train_images, train_labels, test_images, test_labels = knn_data
-    for name, images in (("knn_data.train_images", train_images), ("knn_data.test_images", test_images)):
+    for name, images in (("knn_data.train_images", train_images),
+                         ("knn_data.test_images", test_images)):
         require_images(name, images)
         require_unit_range(name, images)
-    return KnnData(train_images, require_labels("knn_data.train_labels", train_labels, len(train_images),
-                                                "knn_data.train_images"),
-                   test_images, require_labels("knn_data.test_labels", test_labels, len(test_images),
-                                               "knn_data.test_images"))
+    return KnnData(train_images,
+                   require_labels("knn_data.train_labels", train_labels, len(train_images),
+                                  "knn_data.train_images"),
+                   test_images,
+                   require_labels("knn_data.test_labels", test_labels, len(test_images),
+                                  "knn_data.test_images"))
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last checkpoint is left as it was."""
+    """The loss became NaN or infinite; training stopped and the last checkpoint
+    is left as it was."""
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Linear warm-up to `peak_lr` over `warmup_steps`, then a cosine decay to 0 at `total_steps`."""
+    """Linear warm-up to `peak_lr` over `warmup_steps`, then a cosine decay to 0
+    at `total_steps`."""
     if step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -78,16 +92,18 @@ def evaluate_knn(method: Method, knn_data: KnnData, k: int, temperature: float) 
     train_features = method.embed(knn_data.train_images, projected=False)
     test_features = method.embed(knn_data.test_images, projected=False)
     return knn_accuracy(train_features, knn_data.train_labels.to(train_features.device),
-                        test_features, knn_data.test_labels.to(test_features.device), k=k, temperature=temperature)
+                        test_features, knn_data.test_labels.to(test_features.device), k=k,
+                        temperature=temperature)
 
 
 def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.optim.Optimizer,
                       scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None) -> StepOutput:
-    """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under autocast
-    to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser step, then the
-    method's after-step work (`on_step_end`: a momentum update, enqueuing keys)."""
+    """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under
+    autocast to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser
+    step, then the method's after-step work (`on_step_end`: a momentum update, enqueuing keys)."""
     device_type = batch.views[0].device.type
-    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
         output = step_fn(batch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(output.loss).backward()
@@ -100,8 +116,8 @@ def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.op
 # ---------------------------------------------------------------- phases
 
 class _IntervalLog:
-    """Log phase: sums of the loss and of the method's logs since the last record, kept on the device so that
-    a step never waits for the host; read (one sync) when a record is made."""
+    """Log phase: sums of the loss and of the method's logs since the last record, kept on the
+    device so that a step never waits for the host; read (one sync) when a record is made."""
 
     def __init__(self, device: torch.device, start: float):
         self.device, self.run_start = device, start
@@ -124,7 +140,8 @@ class _IntervalLog:
         now = time.perf_counter()
         count = self.steps
         record = {"step": step, "epoch": epoch, "loss": self.loss.item() / count, "lr": lr,
-                  "images_per_sec": count * batch_size / (now - self.start), "elapsed": now - self.run_start}
+                  "images_per_sec": count * batch_size / (now - self.start),
+                  "elapsed": now - self.run_start}
         record.update({key: value.item() / count for key, value in self.logs.items()})
         self._reset()
         return record
@@ -136,64 +153,69 @@ def _raise_if_nonfinite(first_bad_step: torch.Tensor, checkpoint_path: Path | No
         kept = (f"; the last checkpoint ({checkpoint_path}) is intact"
                 if checkpoint_path is not None and checkpoint_path.is_file() else "")
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite at step {bad_step} (counting from 0); training stopped{kept}. "
-            "Try a lower learning rate or a higher temperature.")
+            f"the loss became NaN or infinite at step {bad_step} (counting from 0); training "
+            f"stopped{kept}. Try a lower learning rate or a higher temperature.")
 
 
 # ---------------------------------------------------------------- the loop
 
 def resolve_budget(preset: Preset | None, method: Method) -> Preset:
     """The budget a run trains with: `preset` (default `get_preset()`), its epochs at most
-    ``$CLCOURSE_MAX_EPOCHS`` (the grading cap), its learning rate the method's own (`method.lr`) unless the
-    preset sets one."""
+    ``$CLCOURSE_MAX_EPOCHS`` (the grading cap), its learning rate the method's own (`method.lr`)
+    unless the preset sets one."""
     preset = preset if preset is not None else get_preset()
     if not isinstance(preset, Preset):
-        raise ValueError(f"preset must be a clcourse.presets.Preset (e.g. get_preset().with_overrides(epochs=3)), "
-                         f"got {preset!r}")
+        raise ValueError("preset must be a clcourse.presets.Preset (e.g. "
+                         f"get_preset().with_overrides(epochs=3)), got {preset!r}")
     return preset.with_overrides(epochs=capped(preset.epochs, MAX_EPOCHS_ENV_VAR),
                                  lr=preset.lr if preset.lr is not None else method.lr)
 
 
 def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
-          labels: torch.Tensor | None = None, run: str | None = None, checkpoint_dir: str | Path | None = None,
-          resume: bool = True, knn_data: KnnData | None = None, seed: int = 0,
-          device: str | torch.device | None = None, progress: bool = True) -> History:
+          labels: torch.Tensor | None = None, run: str | None = None,
+          checkpoint_dir: str | Path | None = None, resume: bool = True,
+          knn_data: KnnData | None = None, seed: int = 0, device: str | torch.device | None = None,
+          progress: bool = True) -> History:
     """Train `method` on `images` (uint8 [N, 3, H, W]) and return its History.
 
-    Budget: `preset` (a `clcourse.presets.Preset`, default `get_preset()`) gives epochs, batch_size, the
-    learning rate (`lr`: the peak SGD learning rate for a batch of 256, scaled linearly with the batch size;
-    None, the default, means the method's own `method.lr`), momentum, weight_decay, warmup_epochs, knn_every,
-    knn_k, knn_temperature, checkpoint_every, compile and log_every; `preset.with_overrides(...)` changes any of
-    them for one run. Each epoch visits a fresh random permutation of the images in full batches (the last
-    partial batch is dropped so every step has the same shape).
+    Budget: `preset` (a `clcourse.presets.Preset`, default `get_preset()`) gives epochs, batch_size,
+    the learning rate (`lr`: the peak SGD learning rate for a batch of 256, scaled linearly with the
+    batch size; None, the default, means the method's own `method.lr`), momentum, weight_decay,
+    warmup_epochs, knn_every, knn_k, knn_temperature, checkpoint_every, compile and log_every;
+    `preset.with_overrides(...)` changes any of them for one run. Each epoch visits a fresh random
+    permutation of the images in full batches (the last partial batch is dropped so every step has
+    the same shape).
 
-    Checkpoints: `run="simclr_t0.5"` keeps the run in `clcourse.runs.run_dir(run, preset.name)` (or give
-    `checkpoint_dir`). `last.pt` is written every `checkpoint_every` epochs and at the end, with a weights-only
-    snapshot `epoch_XXXX.pt` beside it. With `resume=True` (the default) an existing run in that folder is
-    continued (or returned at once when complete), provided its configuration is the same; `resume=False`
-    refuses to start over an existing run. A snapshot whose write was interrupted is written again on resume; a
-    checkpoint folder that is not writable stops the run before its first epoch. `labels` [N] (a tensor,
-    array or list of integers) reach the method in each batch as int64; methods with `requires_labels` need
-    them. `knn_data` (a KnnData or a tuple of its four fields) is checked when training starts.
+    Checkpoints: `run="simclr_t0.5"` keeps the run in `clcourse.runs.run_dir(run, preset.name)` (or
+    give `checkpoint_dir`). `last.pt` is written every `checkpoint_every` epochs and at the end,
+    with a weights-only snapshot `epoch_XXXX.pt` beside it. With `resume=True` (the default) an
+    existing run in that folder is continued (or returned at once when complete), provided its
+    configuration is the same; `resume=False` refuses to start over an existing run. A snapshot
+    whose write was interrupted is written again on resume; a checkpoint folder that is not writable
+    stops the run before its first epoch. `labels` [N] (a tensor, array or list of integers) reach
+    the method in each batch as int64; methods with `requires_labels` need them. `knn_data` (a
+    KnnData or a tuple of its four fields) is checked when training starts.
     """
     budget = resolve_budget(preset, method)
     seed = require_int_at_least("seed", seed, 0)
     resume, progress = require_bool("resume", resume), require_bool("progress", progress)
     require_images("images", images)
     if images.dtype != torch.uint8:
-        # uint8 only: float pixels in 0..255 would otherwise saturate every view, silently, and the range check of
-        # float pixels would cost a host sync per step where they enter the augmentation.
-        raise ValueError(f"images must be uint8 pixels 0..255 (the training set stays on the device as uint8), got "
-                         f"{describe_tensor(images)}: convert float pixels in [0, 1] with "
-                         "clcourse.augment.to_uint8_images(images), float pixels in 0..255 with "
-                         "images.round().to(torch.uint8)")
+        # uint8 only: float pixels in 0..255 would otherwise saturate every view, silently,
+        # and the range check of float pixels would cost a host sync per step where they enter
+        # the augmentation.
+        raise ValueError("images must be uint8 pixels 0..255 (the training set stays on the "
+                         f"device as uint8), got {describe_tensor(images)}: convert float pixels "
+                         "in [0, 1] with clcourse.augment.to_uint8_images(images), float pixels "
+                         "in 0..255 with images.round().to(torch.uint8)")
     if images.shape[0] < budget.batch_size:
         raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}), "
                          f"got {budget.batch_size}")
     if labels is not None:
         labels = require_labels("labels", labels, images.shape[0], "images")
     if method.requires_labels and labels is None:
-        raise ValueError(f"{type(method).__name__} learns from class labels: pass labels=... (one per image) to train")
+        raise ValueError(f"{type(method).__name__} learns from class labels: pass labels=... "
+                         "(one per image) to train")
     if knn_data is not None:
         knn_data = _require_knn_data(knn_data)
         if budget.knn_k > len(knn_data.train_images):
@@ -208,7 +230,8 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
     channels_last = device.type == "cuda"
     if channels_last:
         method.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest
+                                               # kernels once
     amp_dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=budget.lr,
@@ -221,12 +244,12 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
 
     generators = (torch.Generator().manual_seed(seed),                    # order of the images
                   torch.Generator(device=device).manual_seed(seed + 1))   # the views
-    torch.manual_seed(seed + 2)                                            # anything else a method draws
+    torch.manual_seed(seed + 2)  # anything else a method draws
 
     # Resume (or start).
     config = run_config(method, images, labels, budget, seed)
-    history, start_epoch, snapshot_epochs = start_or_resume(folder, resume, config, device, method, optimizer,
-                                                            scaler, generators)
+    history, start_epoch, snapshot_epochs = start_or_resume(folder, resume, config, device, method,
+                                                            optimizer, scaler, generators)
     checkpoint_path = folder / CHECKPOINT_NAME if folder is not None else None
     step_fn = method.training_step
     if budget.compile and method.compilable:
@@ -257,7 +280,8 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
             views = method.make_views(images[index], generators[1])
             if channels_last:
                 views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
-            batch = Batch(views, images[index], labels[index] if labels is not None else None, index)
+            batch = Batch(views, images[index], labels[index] if labels is not None else None,
+                          index)
             output = optimisation_step(method, step_fn, batch, optimizer, scaler, amp_dtype)
 
             # Log.
@@ -269,23 +293,28 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
             if device.type == "cpu" or (step + 1) % budget.log_every == 0 or last_in_epoch:
                 _raise_if_nonfinite(first_bad_step, checkpoint_path)
             if (step + 1) % budget.log_every == 0 or last_in_epoch:
-                record = log.record(step + 1, epoch + (i + 1) / steps_per_epoch, optimizer.param_groups[0]["lr"],
-                                    budget.batch_size)
+                record = log.record(step + 1, epoch + (i + 1) / steps_per_epoch,
+                                    optimizer.param_groups[0]["lr"], budget.batch_size)
                 history.steps.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_sec']:.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                img_s=f"{record['images_per_sec']:.0f}")
                 bar.update((step + 1) - bar.n)
 
         epoch_record = {"epoch": epoch + 1, "loss": log.epoch_loss.item() / steps_per_epoch,
                         "seconds": time.perf_counter() - epoch_start}
         # Evaluate.
-        if knn_data is not None and ((epoch + 1) % budget.knn_every == 0 or epoch + 1 == budget.epochs):
-            epoch_record["knn_accuracy"] = evaluate_knn(method, knn_data, budget.knn_k, budget.knn_temperature)
-            bar.set_postfix(loss=f"{epoch_record['loss']:.3f}", knn=f"{epoch_record['knn_accuracy']:.3f}")
+        if knn_data is not None and ((epoch + 1) % budget.knn_every == 0
+                                     or epoch + 1 == budget.epochs):
+            epoch_record["knn_accuracy"] = evaluate_knn(method, knn_data, budget.knn_k,
+                                                        budget.knn_temperature)
+            bar.set_postfix(loss=f"{epoch_record['loss']:.3f}",
+                            knn=f"{epoch_record['knn_accuracy']:.3f}")
         history.epochs.append(epoch_record)
         # Checkpoint.
-        if folder is not None and ((epoch + 1) % budget.checkpoint_every == 0 or epoch + 1 == budget.epochs):
+        if folder is not None and ((epoch + 1) % budget.checkpoint_every == 0
+                                   or epoch + 1 == budget.epochs):
             snapshot_epochs = [*snapshot_epochs, epoch + 1]
-            save_checkpoint(folder, epoch + 1, config, method, optimizer, scaler, history, generators,
-                            snapshot_epochs)
+            save_checkpoint(folder, epoch + 1, config, method, optimizer, scaler, history,
+                            generators, snapshot_epochs)
     bar.close()
     return history

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Every dependency of pyproject.toml pinned to its lower bound, one requirement a line: the constraints of
-`make test-oldest`, which runs the unit tests in a virtual environment at those versions.
+"""Every dependency of pyproject.toml pinned to its lower bound, one requirement a line:
+the constraints of `make test-oldest`, which runs the unit tests in a virtual environment
+at those versions.
 
     python tools/lower_bounds.py                 # [project] dependencies
     python tools/lower_bounds.py --extra test    # and those of the `test` extra
     python tools/lower_bounds.py --with pytest   # and pytest's, from whichever extra names it
 
-A requirement without a lower bound has none to test and is left out (named on stderr). Standard library only:
-it runs with whatever Python makes the environment, 3.10 included (which has no tomllib).
+A requirement without a lower bound has none to test and is left out (named on stderr). Standard
+library only: it runs with whatever Python makes the environment, 3.10 included
+(which has no tomllib).
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ LOWER_BOUND = re.compile(r">=\s*([^,\s;]+)")
 
 
 def toml_list(text: str, key: str, table: str) -> list[str]:
-    """The quoted strings of the list `key = [...]` in the TOML `table` of `text` (one string a line or
-    several; comments after them are ignored)."""
+    """The quoted strings of the list `key = [...]` in the TOML `table` of `text` (one string a line
+    or several; comments after them are ignored)."""
     start = re.search(rf"^\[{re.escape(table)}\]\s*$", text, re.MULTILINE)
     if start is None:
         raise ValueError(f"pyproject.toml has no [{table}] table")
@@ -38,7 +40,8 @@ def toml_list(text: str, key: str, table: str) -> list[str]:
 
 
 def lower_bound_pins(requirements: list[str]) -> tuple[list[str], list[str]]:
-    """(`name==lower bound` for each requirement with a `>=` bound, the requirements without one)."""
+    """(`name==lower bound` for each requirement with a `>=` bound, the
+    requirements without one)."""
     pins, unbounded = [], []
     for requirement in requirements:
         match = REQUIREMENT.match(requirement.strip())
@@ -61,14 +64,16 @@ def requirements(text: str, extras: list[str]) -> list[str]:
         for requirement in toml_list(text, extra, "project.optional-dependencies"):
             nested = re.match(r"^clcourse\[([^\]]+)\]$", requirement.strip())
             if nested:
-                found += [r for r in requirements(text, nested.group(1).split(",")) if r not in found]
+                found += [r for r in requirements(text, nested.group(1).split(","))
+                          if r not in found]
             elif requirement not in found:
                 found.append(requirement)
     return found
 
 
 def named(text: str, names: list[str]) -> list[str]:
-    """The requirements of any extra whose package is one of `names`; a name no extra has raises ValueError."""
+    """The requirements of any extra whose package is one of `names`; a name no extra has
+    raises ValueError."""
     start = re.search(r"^\[project\.optional-dependencies\]\s*$", text, re.MULTILINE)
     table = text[start.end():].split("\n[", 1)[0] if start else ""
     extras = re.findall(r"^([A-Za-z0-9_-]+)\s*=\s*\[", table, re.MULTILINE)
@@ -85,7 +90,8 @@ def named(text: str, names: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--extra", action="append", default=[], help="an optional-dependencies group to add")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="an optional-dependencies group to add")
     parser.add_argument("--with", dest="names", action="append", default=[], metavar="NAME",
                         help="a requirement of an extra to add by its name (e.g. pytest)")
     parser.add_argument("--pyproject", type=Path, default=PYPROJECT)

@@ -1,26 +1,30 @@
 #!/usr/bin/env python3
 """Mutation testing: would the tests notice a wrong line?
 
-Each *mutant* is the module with one small edit a slip of the keyboard could make: an arithmetic or comparison
-operator swapped, a constant nudged (default argument values and the bounds of argument checks included), a
-boolean flipped, a ``F.normalize(...)``, ``.detach()`` or ``.float()`` dropped. The module's tests run against
-every mutant; a mutant that the tests still pass *survived*, and each survivor is a line whose behaviour no test
-pins down, or an *equivalent* mutant: an edit that changes nothing observable (``<`` to ``<=`` where equality
-never happens). Equivalent mutants are listed, each with its reason, in tools/mutation_equivalents.txt; they
-are not run and are left out of the score.
+Each *mutant* is the module with one small edit a slip of the keyboard could make: an arithmetic
+or comparison operator swapped, a constant nudged (default argument values and the bounds of
+argument checks included), a boolean flipped, a ``F.normalize(...)``, ``.detach()`` or
+``.float()`` dropped. The module's tests run against every mutant; a mutant that the tests still
+pass *survived*, and each survivor is a line whose behaviour no test pins down, or an *equivalent*
+mutant: an edit that changes nothing observable (``<`` to ``<=`` where equality never happens).
+Equivalent mutants are listed, each with its reason, in tools/mutation_equivalents.txt; they are
+not run and are left out of the score.
 
-    python tools/mutate.py clcourse/losses.py                 # its tests (MODULES): tests/test_losses.py, ...
+    # its tests (MODULES): tests/test_losses.py, ...
+    python tools/mutate.py clcourse/losses.py
     python tools/mutate.py clcourse/train.py --tests tests/test_runs.py \\
         --pytest-args "-k 'not killed'"
-    python tools/mutate.py all --jobs 2                       # losses, evaluate, augment, train
-    python tools/mutate.py clcourse/augment.py --sample 80 --seed 0    # a seeded random 80 of its mutants
+    # losses, evaluate, augment, train
+    python tools/mutate.py all --jobs 2
+    # a seeded random 80 of its mutants
+    python tools/mutate.py clcourse/augment.py --sample 80 --seed 0
 
-Prints every survivor as `file:line  edit  in: code` (add `  # why it changes nothing` and it is an entry of
-the equivalents file), then a summary line per module, and exits 0: the scores are a measurement, not a gate
-(`make mutate` runs all four modules). Each mutant runs in a copy of the package (the checkout is never
-modified), in its own pytest process that stops at the first failure, so a killed mutant costs a few seconds
-and a survivor the whole test selection. Measured on fewer tests than CI runs (--tests, -k), a score is a
-lower bound.
+Prints every survivor as `file:line  edit  in: code` (add `  # why it changes nothing` and it is an
+entry of the equivalents file), then a summary line per module, and exits 0: the scores are a
+measurement, not a gate (`make mutate` runs all four modules). Each mutant runs in a copy of the
+package (the checkout is never modified), in its own pytest process that stops at the first
+failure, so a killed mutant costs a few seconds and a survivor the whole test selection. Measured
+on fewer tests than CI runs (--tests, -k), a score is a lower bound.
 """
 from __future__ import annotations
 
@@ -58,14 +62,14 @@ MODULES = {
 SWAPS = {
     ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
     ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.MatMult: ast.Mult,
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-    ast.And: ast.Or, ast.Or: ast.And, ast.USub: ast.UAdd, ast.Invert: ast.Not,
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq, ast.And: ast.Or, ast.Or: ast.And, ast.USub: ast.UAdd, ast.Invert: ast.Not,
 }
 DROPPED_CALLS = ("normalize", "detach", "float", "clamp", "clamp_min", "contiguous")
-# Calls whose arguments are messages, not behaviour: mutating them only changes an error text. (The bounds given
-# to the `require_*` checks are behaviour, what a function accepts, and are mutated.)
-MESSAGE_CALLS = ("ValueError", "TypeError", "RuntimeError", "FileNotFoundError", "OSError", "PermissionError",
-                 "warn", "print")
+# Calls whose arguments are messages, not behaviour: mutating them only changes an error text. (The
+# bounds given to the `require_*` checks are behaviour, what a function accepts, and are mutated.)
+MESSAGE_CALLS = ("ValueError", "TypeError", "RuntimeError", "FileNotFoundError", "OSError",
+                 "PermissionError", "warn", "print")
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,14 @@ class Mutant:
     source: str
 
     def key(self, module: str) -> tuple[str, str, str]:
-        """What identifies the mutant in the equivalents file: not the line number, which other edits shift."""
+        """What identifies the mutant in the equivalents file: not the line number, which
+        other edits shift."""
         return module, self.description, self.code
 
 
 class _Mutator(ast.NodeTransformer):
-    """Applies the `target`-th mutation opportunity of a tree (counting in visiting order), or only counts."""
+    """Applies the `target`-th mutation opportunity of a tree (counting in visiting
+    order), or only counts."""
 
     def __init__(self, target: int | None):
         self.target, self.count, self.applied = target, 0, None
@@ -95,7 +101,8 @@ class _Mutator(ast.NodeTransformer):
         return hit
 
     def visit_Call(self, node):
-        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        name = (node.func.attr if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", ""))
         if name in MESSAGE_CALLS:
             return node       # error messages have their own tests; their text is not behaviour
         self.generic_visit(node)
@@ -103,13 +110,15 @@ class _Mutator(ast.NodeTransformer):
             if name in ("normalize", "clamp", "clamp_min") and node.args:
                 if self._opportunity(node, f"{name}(x, ...) -> x"):
                     return node.args[0]
-            elif isinstance(node.func, ast.Attribute) and self._opportunity(node, f"x.{name}() -> x"):
+            elif isinstance(node.func, ast.Attribute) and self._opportunity(
+                    node, f"x.{name}() -> x"):
                 return node.func.value
         return node
 
     def _swap(self, node, op_attr: str):
         op = getattr(node, op_attr)
-        if type(op) in SWAPS and self._opportunity(node, f"{type(op).__name__} -> {SWAPS[type(op)].__name__}"):
+        if type(op) in SWAPS and self._opportunity(
+                node, f"{type(op).__name__} -> {SWAPS[type(op)].__name__}"):
             setattr(node, op_attr, SWAPS[type(op)]())
         return node
 
@@ -162,7 +171,8 @@ class _Mutator(ast.NodeTransformer):
     def visit_FunctionDef(self, node):
         node.body = [self.visit(statement) for statement in node.body]
         node.args.defaults = [self.visit(d) for d in node.args.defaults]
-        node.args.kw_defaults = [self.visit(d) if d is not None else None for d in node.args.kw_defaults]
+        node.args.kw_defaults = [self.visit(d) if d is not None else None
+                                 for d in node.args.kw_defaults]
         return node
 
     def visit_Raise(self, node):
@@ -196,13 +206,15 @@ def mutants(path: Path) -> list[Mutant]:
     return sorted(result, key=lambda m: (m.line, m.column))
 
 
-_ENTRY = re.compile(r"^(?P<module>[^\s:]+)(?::\d+)*\s+(?P<edit>.+?)\s+in:\s+(?P<code>.*?)\s+#\s*(?P<reason>.*)$")
+_ENTRY = re.compile(
+    r"^(?P<module>[^\s:]+)(?::\d+)*\s+(?P<edit>.+?)\s+in:\s+(?P<code>.*?)\s+#\s*(?P<reason>.*)$")
 
 
 def read_equivalents(path: Path) -> dict[tuple[str, str, str], str]:
-    """{(module, edit, code): reason} from the equivalents file: one mutant a line, as the survivors print,
-    `clcourse/x.py:LINE  EDIT  in: CODE  # REASON` (the line number is optional and ignored). Every entry needs
-    its reason; blank lines and lines starting with # are skipped."""
+    """{(module, edit, code): reason} from the equivalents file: one mutant a line, as the
+    survivors print, `clcourse/x.py:LINE  EDIT  in: CODE  # REASON` (the line number is optional
+    and ignored). Every entry needs its reason; blank lines and lines starting with # are
+    skipped."""
     entries = {}
     if not path.is_file():
         return entries
@@ -211,30 +223,35 @@ def read_equivalents(path: Path) -> dict[tuple[str, str, str], str]:
             continue
         match = _ENTRY.match(text.strip())
         if match is None or not match["reason"].strip():
-            raise SystemExit(f"{path}:{number}: expected `module[:line]  edit  in: code  # why it changes nothing`, "
-                             f"got {text!r}")
+            raise SystemExit(f"{path}:{number}: expected `module[:line]  edit  in: code  # why it "
+                             f"changes nothing`, got {text!r}")
         entries[match["module"], match["edit"], match["code"]] = match["reason"].strip()
     return entries
 
 
-def _run_tests(mutant: Mutant, module: str, tests: list[str], pytest_args: list[str], timeout: float) -> bool:
+def _run_tests(mutant: Mutant, module: str, tests: list[str], pytest_args: list[str],
+               timeout: float) -> bool:
     """True when the tests fail against `mutant` (it is killed)."""
     with tempfile.TemporaryDirectory(prefix="mutant-") as folder:
         shutil.copytree(REPO / "clcourse", Path(folder) / "clcourse")
         (Path(folder) / module).write_text(mutant.source)
-        # Run from the copy: `python -m` puts the current folder first on sys.path, so the mutant is imported.
-        environment = {**os.environ, "PYTHONPATH": folder, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
-                   *pytest_args, *(str(REPO / test) for test in tests)]
+        # Run from the copy: `python -m` puts the current folder first on sys.path, so the
+        # mutant is imported.
+        environment = {**os.environ, "PYTHONPATH": folder, "PYTHONDONTWRITEBYTECODE": "1",
+                       "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                   "--no-header", *pytest_args, *(str(REPO / test) for test in tests)]
         try:
-            completed = subprocess.run(command, cwd=folder, env=environment, capture_output=True, timeout=timeout)
+            completed = subprocess.run(command, cwd=folder, env=environment, capture_output=True,
+                                       timeout=timeout)
         except subprocess.TimeoutExpired:
             return True       # a mutant that hangs the tests is noticed
         return completed.returncode != 0
 
 
 def baseline_passes(tests: list[str], pytest_args: list[str]) -> bool:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args, *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *pytest_args,
+               *tests]
     return subprocess.run(command, cwd=REPO, capture_output=True).returncode == 0
 
 
@@ -250,8 +267,8 @@ class Score:
         return 100 * self.killed / max(self.mutants - self.equivalent, 1)
 
     def summary(self) -> str:
-        return (f"{self.module}: {self.killed}/{self.mutants - self.equivalent} killed, score {self.percent:.1f}% "
-                f"({self.mutants} mutants, {self.equivalent} equivalent)")
+        return (f"{self.module}: {self.killed}/{self.mutants - self.equivalent} killed, score "
+                f"{self.percent:.1f}% ({self.mutants} mutants, {self.equivalent} equivalent)")
 
 
 def mutate(module: str, tests: list[str], jobs: int, sample: int | None, seed: int, timeout: float,
@@ -262,23 +279,30 @@ def mutate(module: str, tests: list[str], jobs: int, sample: int | None, seed: i
         raise SystemExit(f"{module}: its tests {tests} fail on the unmutated code; fix them first")
     equivalents = read_equivalents(EQUIVALENTS) if equivalents is None else equivalents
     candidates = mutants(REPO / module)
-    stale = set(key for key in equivalents if key[0] == module) - {m.key(module) for m in candidates}
+    stale = (set(key for key in equivalents if key[0] == module)
+             - {m.key(module) for m in candidates})
     for key in sorted(stale):
-        print(f"  warning: no such mutant, stale equivalents entry: {key[0]}  {key[1]}  in: {key[2]}")
+        print(f"  warning: no such mutant, stale equivalents entry: {key[0]}  "
+              f"{key[1]}  in: {key[2]}")
     if sample is not None and sample < len(candidates):
-        candidates = sorted(random.Random(seed).sample(candidates, sample), key=lambda m: (m.line, m.column))
+        candidates = sorted(random.Random(seed).sample(candidates, sample),
+                            key=lambda m: (m.line, m.column))
     equivalent = [m for m in candidates if m.key(module) in equivalents]
     tested = [m for m in candidates if m.key(module) not in equivalents]
-    print(f"{module}: {len(candidates)} mutants ({len(equivalent)} equivalent, not run), tests {' '.join(tests)}"
+    print(f"{module}: {len(candidates)} mutants ({len(equivalent)} equivalent, not run), "
+          f"tests {' '.join(tests)}"
           + (f" {' '.join(pytest_args)}" if pytest_args else ""), flush=True)
     killed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        # Survivors are printed as their turn comes (a long run interrupted still shows what it found).
-        for mutant, was_killed in zip(tested, pool.map(lambda m: _run_tests(m, module, tests, pytest_args, timeout),
-                                                        tested)):
+        # Survivors are printed as their turn comes (a long run interrupted still
+        # shows what it found).
+        for mutant, was_killed in zip(tested, pool.map(
+                lambda m: _run_tests(m, module, tests, pytest_args, timeout), tested)):
             killed.append(was_killed)
             if not was_killed:
-                print(f"  survived  {module}:{mutant.line}  {mutant.description}  in: {mutant.code}", flush=True)
+                print(
+                    f"  survived  {module}:{mutant.line}  {mutant.description}  in: {mutant.code}",
+                    flush=True)
     score = Score(module, len(candidates), len(equivalent), sum(killed))
     print(score.summary() + "\n", flush=True)
     return score
@@ -287,12 +311,17 @@ def mutate(module: str, tests: list[str], jobs: int, sample: int | None, seed: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("module", help=f"a module path, or 'all' ({', '.join(MODULES)})")
-    parser.add_argument("--tests", nargs="+", help="test files to run (default: the module's own, see MODULES)")
-    parser.add_argument("--pytest-args", default="", help="more pytest arguments, e.g. \"-k 'not killed'\"")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants tested at once")
-    parser.add_argument("--sample", type=int, default=None, help="test a random sample of this many mutants")
+    parser.add_argument("--tests", nargs="+", help="test files to run (default: the "
+                                                   "module's own, see MODULES)")
+    parser.add_argument("--pytest-args", default="",
+                        help="more pytest arguments, e.g. \"-k 'not killed'\"")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="mutants tested at once")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="test a random sample of this many mutants")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds before a mutant's tests count as killed")
+    parser.add_argument("--timeout", type=float, default=600,
+                        help="seconds before a mutant's tests count as killed")
     parser.add_argument("--list", action="store_true", help="only list the mutants")
     args = parser.parse_args(argv)
     modules = list(MODULES) if args.module == "all" else [args.module]

@@ -1,15 +1,21 @@
-"""Exercise checkers. Each `check_*` takes the student's function, compares it with the reference on
-seeded inputs, prints a ✓ line when it matches, and otherwise raises an ExerciseError whose message
-points at the mistake (a missing normalisation, an unmasked diagonal, a temperature applied twice...).
+"""Exercise checkers. Each `check_*` takes the student's function, compares it with the reference
+on seeded inputs, prints a ✓ line when it matches, and otherwise raises an ExerciseError whose
+message points at the mistake (a missing normalisation, an unmasked diagonal, a temperature
+applied twice...).
 
     from clcourse.checks import check_info_nce
     check_info_nce(my_info_nce)
 
-Each checker also takes `cases=`: other inputs of the form of its default ones (seeds, shapes, hyperparameters),
-which the hidden tests of graded assignments pass (clcourse/checks/hidden.py).
+Each checker also takes `cases=`: other inputs of the form of its default ones (seeds, shapes,
+hyperparameters), which the hidden tests of graded assignments pass (clcourse/checks/hidden.py).
 """
 from ._core import ExerciseError
-from .cacr import check_attraction_term, check_attraction_weights, check_repulsion_term, check_repulsion_weights
+from .cacr import (
+    check_attraction_term,
+    check_attraction_weights,
+    check_repulsion_term,
+    check_repulsion_weights,
+)
 from .cka import check_hsic_unbiased, check_linear_cka
 from .clae import check_clae_objective, check_fgsm_contrastive
 from .geometry import check_anchor_gradient, check_false_negative_rate
@@ -32,7 +38,8 @@ __all__ = [
     # notebook 05: adversarial examples, CLAE
     "check_fgsm_contrastive", "check_clae_objective",
     # notebook 06: CACR
-    "check_attraction_weights", "check_repulsion_weights", "check_attraction_term", "check_repulsion_term",
+    "check_attraction_weights", "check_repulsion_weights", "check_attraction_term",
+    "check_repulsion_term",
     # notebook 07: SCE
     "check_soft_target", "check_sce_loss",
     # notebook 08: robustness of CL, SupCon and supervised learning

@@ -1,9 +1,10 @@
-"""Checkers for notebook 06 (CACR): the two conditional weight matrices, and the attraction and repulsion terms.
+"""Checkers for notebook 06 (CACR): the two conditional weight matrices, and the attraction and
+repulsion terms.
 
-The exercises work on unit embeddings z [V, B, D] of V = M + 1 views of B images, with squared distances
-d^2 = ||u - v||^2 = 2 - 2 u . v. Every reference below is written term by term with switches that reproduce
-the usual mistakes, each paired with the hint that fixes it; `tests/checks/test_cacr.py` checks that
-the references are `clcourse.losses.cacr_terms`."""
+The exercises work on unit embeddings z [V, B, D] of V = M + 1 views of B images, with squared
+distances d^2 = ||u - v||^2 = 2 - 2 u . v. Every reference below is written term by term with
+switches that reproduce the usual mistakes, each paired with the hint that fixes it;
+`tests/checks/test_cacr.py` checks that the references are `clcourse.losses.cacr_terms`."""
 from __future__ import annotations
 
 import torch
@@ -16,17 +17,21 @@ __all__ = ["CASES", "unit_views", "squared_distances", "attraction_weights_varia
            "attraction_term_variant", "repulsion_term_variant", "check_attraction_term",
            "check_repulsion_term"]
 
-# (V views, B images, D, tau, scale): V, B and V(V - 1)/2 differ so that a wrong layout or sum shows; tau != 1 so that a
-# temperature multiplied, divided or forgotten gives three different numbers.
+# (V views, B images, D, tau, scale): V, B and V(V - 1)/2 differ so that a wrong layout or
+# sum shows; tau != 1 so that a temperature multiplied, divided or forgotten gives three
+# different numbers.
 CASES = ((4, 7, 5, 1.3, 0.7), (3, 5, 8, 0.5, 2.0), (5, 3, 4, 2.5, 1.0))
 
 
-def unit_views(seed: int, num_views: int, batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def unit_views(seed: int, num_views: int, batch: int,
+               dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw vectors x [V, B, D] (float64, requiring grad) and their unit versions z = normalize(x).
 
-    Gradients are compared with respect to x: a student may compute d^2 as ||u - v||^2 or as 2 - 2 u . v,
-    which agree on unit vectors but differ in their gradient along u, a direction normalize projects out."""
-    x = torch.randn(num_views, batch, dim, generator=seeded(seed), dtype=torch.float64).requires_grad_(True)
+    Gradients are compared with respect to x: a student may compute d^2 as ||u - v||^2 or as 2 - 2
+    u . v, which agree on unit vectors but differ in their gradient along u, a direction normalize
+    projects out."""
+    x = torch.randn(num_views, batch, dim, generator=seeded(seed),
+                    dtype=torch.float64).requires_grad_(True)
     return x, F.normalize(x, dim=2)
 
 
@@ -39,9 +44,10 @@ def _excluded(size: int) -> torch.Tensor:
     return torch.eye(size, dtype=torch.bool)
 
 
-def _softmax_without(logits: torch.Tensor, excluded: torch.Tensor, dim: int = -1, mask: str = "before"):
-    """softmax over `dim` with `excluded` entries left out ("before"), zeroed after a softmax over all
-    ("after"), or kept in ("none")."""
+def _softmax_without(logits: torch.Tensor, excluded: torch.Tensor, dim: int = -1,
+                     mask: str = "before"):
+    """softmax over `dim` with `excluded` entries left out ("before"), zeroed after a softmax over
+    all ("after"), or kept in ("none")."""
     if mask == "before":
         return torch.softmax(logits.masked_fill(excluded, float("-inf")), dim=dim)
     weights = torch.softmax(logits, dim=dim)
@@ -51,9 +57,11 @@ def _softmax_without(logits: torch.Tensor, excluded: torch.Tensor, dim: int = -1
 # ---------------------------------------------------------------- the two weight matrices
 
 def attraction_weights_variant(z: torch.Tensor, tau: float, *, sign: float = 1.0, cost: str = "d2",
-                               temperature: str = "multiply", mask: str = "before", dim: int = -1) -> torch.Tensor:
-    """w+ [B, V, V]: for image i and query view a, softmax over the positives b != a of tau d^2(z^a_i, z^b_i).
-    With the defaults this is the reference; each switch reproduces one mistake."""
+                               temperature: str = "multiply", mask: str = "before",
+                               dim: int = -1) -> torch.Tensor:
+    """w+ [B, V, V]: for image i and query view a, softmax over the positives b != a of
+    tau d^2(z^a_i, z^b_i). With the defaults this is the reference; each switch
+    reproduces one mistake."""
     per_image = z.transpose(0, 1)                                                   # [B, V, D]
     d2 = squared_distances(per_image, per_image)
     value = {"d2": d2, "d": d2.clamp_min(0).sqrt(), "s": (2 - d2) / 2}[cost]
@@ -62,11 +70,11 @@ def attraction_weights_variant(z: torch.Tensor, tau: float, *, sign: float = 1.0
 
 
 def repulsion_weights_variant(za: torch.Tensor, zb: torch.Tensor, tau: float, *, sign: float = -1.0,
-                              cost: str = "d2", temperature: str = "multiply", mask: str = "before", dim: int = 1,
-                              pairing: str = "za,zb") -> torch.Tensor:
-    """w- [B, B]: for query za_i, softmax over the negatives j != i of -tau d^2(za_i, zb_j). With the defaults
-    this is the reference; each switch reproduces one mistake (`pairing`: which rows are the queries, which the
-    negatives)."""
+                              cost: str = "d2", temperature: str = "multiply", mask: str = "before",
+                              dim: int = 1, pairing: str = "za,zb") -> torch.Tensor:
+    """w- [B, B]: for query za_i, softmax over the negatives j != i of -tau d^2(za_i, zb_j). With
+    the defaults this is the reference; each switch reproduces one mistake (`pairing`: which rows
+    are the queries, which the negatives)."""
     rows, columns = {"za,zb": (za, zb), "zb,za": (zb, za), "za,za": (za, za)}[pairing]
     d2 = squared_distances(rows, columns)
     value = {"d2": d2, "d": d2.clamp_min(0).sqrt(), "s": (2 - d2) / 2}[cost]
@@ -75,65 +83,75 @@ def repulsion_weights_variant(za: torch.Tensor, zb: torch.Tensor, tau: float, *,
 
 
 def _cost_and_concentration_mistakes(wrong, tau: str) -> dict[str, torch.Tensor]:
-    """The last hints of both weight matrices: the distance instead of d², and the concentration `tau` (τ⁺ or
-    τ⁻) dividing or left out; `wrong(**switches)` is the matrix with a mistake's switches."""
+    """The last hints of both weight matrices: the distance instead of d², and the
+    concentration `tau` (τ⁺ or τ⁻) dividing or left out; `wrong(**switches)` is the matrix with
+    a mistake's switches."""
     return {
         "Use the squared distance d², not the distance d.": wrong(cost="d"),
-        f"Multiply d² by {tau}: in CACR {tau} is a concentration (larger: sharper weights), not a temperature that "
-        "divides.": wrong(temperature="divide"),
-        f"Scale d² by {tau} before the softmax: this looks like {tau} = 1.": wrong(temperature="none"),
+        f"Multiply d² by {tau}: in CACR {tau} is a concentration (larger: sharper weights), not a "
+        "temperature that divides.": wrong(temperature="divide"),
+        f"Scale d² by {tau} before the softmax: this looks like {tau} = 1.":
+            wrong(temperature="none"),
     }
 
 
 def _attraction_weight_mistakes(z: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
-    wrong = lambda **switches: attraction_weights_variant(z, tau, **switches)  # noqa: E731
+    wrong = lambda **switches: attraction_weights_variant(z, tau, **switches)
     return {
-        "The attraction weights favour the FARTHEST positives (the hard ones): softmax of +τ⁺ d², not −τ⁺ d².":
+        "The attraction weights favour the FARTHEST positives (the hard ones): softmax "
+        "of +τ⁺ d², not −τ⁺ d².":
             wrong(sign=-1.0),
-        "Leave the query view out of its own positives: fill b = a with −inf BEFORE the softmax (its d² is 0, so "
-        "it would take a share of the weight).": wrong(mask="none"),
-        "Mask b = a before the softmax, not after: zeroing it afterwards leaves weights that no longer sum to 1 "
-        "over the M positives.": wrong(mask="after"),
-        "Normalise over the positives b of each query view a (the last dimension): every row w⁺[i, a, :] sums "
-        "to 1.": wrong(dim=1),
-        "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(τ⁺ s) favours the closest "
-        "positives.": wrong(cost="s"),
+        "Leave the query view out of its own positives: fill b = a with −inf BEFORE the softmax "
+        "(its d² is 0, so it would take a share of the weight).": wrong(mask="none"),
+        "Mask b = a before the softmax, not after: zeroing it afterwards leaves weights that no "
+        "longer sum to 1 over the M positives.": wrong(mask="after"),
+        "Normalise over the positives b of each query view a (the last dimension): every row "
+        "w⁺[i, a, :] sums to 1.": wrong(dim=1),
+        "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(τ⁺ s) "
+        "favours the closest positives.": wrong(cost="s"),
         **_cost_and_concentration_mistakes(wrong, "τ⁺"),
     }
 
 
-def _repulsion_weight_mistakes(za: torch.Tensor, zb: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
-    wrong = lambda **switches: repulsion_weights_variant(za, zb, tau, **switches)  # noqa: E731
+def _repulsion_weight_mistakes(za: torch.Tensor, zb: torch.Tensor,
+                               tau: float) -> dict[str, torch.Tensor]:
+    wrong = lambda **switches: repulsion_weights_variant(za, zb, tau, **switches)
     return {
-        "The repulsion weights favour the NEAREST negatives (the hard ones): softmax of −τ⁻ d², not +τ⁻ d².":
+        "The repulsion weights favour the NEAREST negatives (the hard ones): softmax "
+        "of −τ⁻ d², not +τ⁻ d².":
             wrong(sign=1.0),
-        "Leave out j = i: zb[i] is the other view of the query's own image (its positive), not a negative. Fill "
-        "the diagonal with −inf BEFORE the softmax.": wrong(mask="none"),
-        "Mask j = i before the softmax, not after: zeroing it afterwards leaves weights that no longer sum to 1 "
-        "over the B − 1 negatives.": wrong(mask="after"),
-        "Normalise over the negatives j of each query i: every row sums to 1 (softmax over dim=1, the columns).":
+        "Leave out j = i: zb[i] is the other view of the query's own image (its positive), not a "
+        "negative. Fill the diagonal with −inf BEFORE the softmax.": wrong(mask="none"),
+        "Mask j = i before the softmax, not after: zeroing it afterwards leaves weights that no "
+        "longer sum to 1 over the B − 1 negatives.": wrong(mask="after"),
+        "Normalise over the negatives j of each query i: every row sums to 1 (softmax "
+        "over dim=1, the columns).":
             wrong(dim=0),
-        "The queries are the rows of za and the negatives the rows of zb: d²[i, j] = ‖za_i − zb_j‖²; this looks "
-        "like zb's rows as the queries.": wrong(pairing="zb,za"),
-        "The negatives come from the OTHER view: d²(za_i, zb_j), not d²(za_i, za_j).": wrong(pairing="za,za"),
-        "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(−τ⁻ s) favours the farthest "
-        "negatives.": wrong(cost="s"),
+        "The queries are the rows of za and the negatives the rows of zb: d²[i, j] = ‖za_i − "
+        "zb_j‖²; this looks like zb's rows as the queries.": wrong(pairing="zb,za"),
+        "The negatives come from the OTHER view: d²(za_i, zb_j), not d²(za_i, za_j).":
+            wrong(pairing="za,za"),
+        "Use the squared distance d² = 2 − 2s, not the cosine similarity s: softmax(−τ⁻ s) "
+        "favours the farthest negatives.": wrong(cost="s"),
         **_cost_and_concentration_mistakes(wrong, "τ⁻"),
     }
 
 
 def _check_weights(fn, name: str, inputs_fn, reference_fn, mistakes_fn, what: str, cases) -> None:
-    """The loop both weight checkers share. For each case, `inputs_fn(seed, case)` gives the embeddings (a tuple),
-    tau, the context for messages, the expected shape and the wrong shapes it names ({shape: what the message says
-    after "returned"}); the student's `fn(*embeddings, tau)`, on copies, must match `reference_fn(*embeddings, tau)`,
-    else `diagnose` names the mistake among `mistakes_fn(*embeddings, tau)` that it matches."""
+    """The loop both weight checkers share. For each case, `inputs_fn(seed, case)` gives the
+    embeddings (a tuple), tau, the context for messages, the expected shape and the wrong shapes it
+    names ({shape: what the message says after "returned"}); the student's `fn(*embeddings, tau)`,
+    on copies, must match `reference_fn(*embeddings, tau)`, else `diagnose` names the mistake among
+    `mistakes_fn(*embeddings, tau)` that it matches."""
     for seed, case in enumerate(cases):
         embeddings, tau, context, expected, wrong_shapes = inputs_fn(seed, case)
-        student = as_tensor(call_student(fn, *(e.clone() for e in embeddings), tau, name=name), name)
+        student = as_tensor(call_student(fn, *(e.clone() for e in embeddings), tau, name=name),
+                            name)
         shape = tuple(student.shape)
         if shape != expected and shape in wrong_shapes:
             raise ExerciseError(f"{name} ({context}) returned {wrong_shapes[shape]}")
-        diagnose(name, student, reference_fn(*embeddings, tau), mistakes_fn(*embeddings, tau), context)
+        diagnose(name, student, reference_fn(*embeddings, tau), mistakes_fn(*embeddings, tau),
+                 context)
     passed(name, what)
 
 
@@ -143,41 +161,48 @@ def _attraction_inputs(seed: int, case: tuple):
     image_first = "index it as w[i, a, b], image first: [B, V, V]."
     wrong_shapes = {shape: f"shape {shape}: {image_first}"
                     for shape in ((num_views, batch, num_views), (num_views, num_views, batch))}
-    return ((z.detach(),), tau, f"V={num_views} views, B={batch} images, τ⁺={tau}", (batch, num_views, num_views),
-            wrong_shapes)
+    return ((z.detach(),), tau, f"V={num_views} views, B={batch} images, τ⁺={tau}",
+            (batch, num_views, num_views), wrong_shapes)
 
 
 def _repulsion_inputs(seed: int, case: tuple):
     num_views, batch, dim, tau, _ = case
-    _, z = unit_views(seed, num_views, batch + 2, dim)      # B + 2 >= 5 images, so each query has negatives
+    _, z = unit_views(seed, num_views, batch + 2, dim)      # B + 2 >= 5 images, so each query has
+                                                            # negatives
     size = batch + 2
-    wrong_shapes = {(size, size - 1): "[B, B − 1]: keep all B columns and give the query's own image (j = i) "
-                                      "weight 0, so that column j stays image j."}
-    return (z[0].detach(), z[1].detach()), tau, f"B={size} images, τ⁻={tau}", (size, size), wrong_shapes
+    wrong_shapes = {(size, size - 1): "[B, B − 1]: keep all B columns and give the query's own "
+                                      "image (j = i) weight 0, so that column j stays image j."}
+    return ((z[0].detach(), z[1].detach()), tau, f"B={size} images, τ⁻={tau}", (size, size),
+            wrong_shapes)
 
 
 def check_attraction_weights(fn, cases=CASES) -> None:
-    """fn(z [V, B, D] unit embeddings, tau_pos) -> w+ [B, V, V], row (i, a) the softmax over the positives b != a
-    of tau_pos d^2(z^a_i, z^b_i), 0 at b = a."""
+    """fn(z [V, B, D] unit embeddings, tau_pos) -> w+ [B, V, V], row (i, a) the softmax over the
+    positives b != a of tau_pos d^2(z^a_i, z^b_i), 0 at b = a."""
     _check_weights(fn, "attraction_weights", _attraction_inputs, attraction_weights_variant,
                    _attraction_weight_mistakes,
-                   "each query view's M positives weighted by softmax(τ⁺ d²), itself left out", cases)
+                   "each query view's M positives weighted by softmax(τ⁺ d²), itself left out",
+                   cases)
 
 
 def check_repulsion_weights(fn, cases=CASES) -> None:
-    """fn(za [B, D], zb [B, D] unit embeddings, tau_neg) -> w- [B, B], row i the softmax over the negatives
-    j != i of -tau_neg d^2(za_i, zb_j), 0 at j = i."""
-    _check_weights(fn, "repulsion_weights", _repulsion_inputs, repulsion_weights_variant, _repulsion_weight_mistakes,
-                   "each query's B − 1 negatives weighted by softmax(−τ⁻ d²), its own image left out", cases)
+    """fn(za [B, D], zb [B, D] unit embeddings, tau_neg) -> w- [B, B], row i the softmax over the
+    negatives j != i of -tau_neg d^2(za_i, zb_j), 0 at j = i."""
+    _check_weights(fn, "repulsion_weights", _repulsion_inputs, repulsion_weights_variant,
+                   _repulsion_weight_mistakes,
+                   "each query's B − 1 negatives weighted by softmax(−τ⁻ d²), "
+                   "its own image left out", cases)
 
 
 # ---------------------------------------------------------------- the two terms
 
-def attraction_term_variant(z: torch.Tensor, tau: float, alpha: float, *, weights: str = "conditional",
-                            cost: str = "d2", use_alpha: bool = True, sign: float = 1.0,
-                            reduce_views: str = "mean", reduce_images: str = "mean",
+def attraction_term_variant(z: torch.Tensor, tau: float, alpha: float, *,
+                            weights: str = "conditional", cost: str = "d2", use_alpha: bool = True,
+                            sign: float = 1.0, reduce_views: str = "mean",
+                            reduce_images: str = "mean",
                             reduce_positives: str = "sum") -> torch.Tensor:
-    """L_CA = alpha mean_{i, a} sum_{b != a} w+_{i,ab} d^2(z^a_i, z^b_i). Reference with the defaults."""
+    """L_CA = alpha mean_{i, a} sum_{b != a} w+_{i,ab} d^2(z^a_i, z^b_i). Reference
+    with the defaults."""
     per_image = z.transpose(0, 1)
     d2 = squared_distances(per_image, per_image)                                         # [B, V, V]
     num_views = z.shape[0]
@@ -187,17 +212,20 @@ def attraction_term_variant(z: torch.Tensor, tau: float, alpha: float, *, weight
         w = attraction_weights_variant(z, tau)
         w = w.detach() if weights == "detached" else w
     value = {"d2": d2, "d": d2.clamp_min(1e-12).sqrt(), "s": (2 - d2) / 2}[cost]
-    per_query = (w * value).sum(dim=2) if reduce_positives == "sum" else (w * value).mean(dim=2)   # [B, V]
+    # [B, V]
+    per_query = (w * value).sum(dim=2) if reduce_positives == "sum" else (w * value).mean(dim=2)
     per_query = per_query.sum(dim=1) if reduce_views == "sum" else per_query.mean(dim=1)
     total = per_query.sum() if reduce_images == "sum" else per_query.mean()
     return sign * (alpha if use_alpha else 1.0) * total
 
 
-def repulsion_term_variant(z: torch.Tensor, tau: float, beta: float, *, weights: str = "conditional",
-                           pairs: str = "a<b", cost: str = "d2", use_beta: bool = True, sign: float = -1.0,
-                           reduce_pairs: str = "mean", reduce_images: str = "mean",
+def repulsion_term_variant(z: torch.Tensor, tau: float, beta: float, *,
+                           weights: str = "conditional", pairs: str = "a<b", cost: str = "d2",
+                           use_beta: bool = True, sign: float = -1.0, reduce_pairs: str = "mean",
+                           reduce_images: str = "mean",
                            reduce_negatives: str = "sum") -> torch.Tensor:
-    """L_CR = -beta mean_{a < b} mean_i sum_{j != i} w-_{ij} d^2(z^a_i, z^b_j). Reference with the defaults."""
+    """L_CR = -beta mean_{a < b} mean_i sum_{j != i} w-_{ij} d^2(z^a_i, z^b_j). Reference
+    with the defaults."""
     num_views, batch = z.shape[:2]
     view_pairs = {"a<b": [(a, b) for a in range(num_views) for b in range(a + 1, num_views)],
                   "a!=b": [(a, b) for a in range(num_views) for b in range(num_views) if a != b],
@@ -220,40 +248,45 @@ def repulsion_term_variant(z: torch.Tensor, tau: float, beta: float, *, weights:
 
 
 def _attraction_term_mistakes(z, tau, alpha) -> dict[str, torch.Tensor]:
-    wrong = lambda **switches: attraction_term_variant(z, tau, alpha, **switches)  # noqa: E731
+    wrong = lambda **switches: attraction_term_variant(z, tau, alpha, **switches)
     return {
-        "Weight each positive's cost by its attraction weight, Σ_b w⁺ α d²: this is the plain mean over the "
-        "positives (uniform weights, the paper's ablation).": wrong(weights="uniform"),
+        "Weight each positive's cost by its attraction weight, Σ_b w⁺ α "
+        "d²: this is the plain mean over the positives (uniform weights, "
+        "the paper's ablation).": wrong(weights="uniform"),
         "Multiply by α.": wrong(use_alpha=False),
-        "The attraction is a cost to minimise: +α Σ w⁺ d² (pulling positives together lowers it).": wrong(sign=-1.0),
+        "The attraction is a cost to minimise: +α Σ w⁺ d² (pulling positives together lowers it).":
+            wrong(sign=-1.0),
         "The cost is α d², the squared distance, not the cosine similarity.": wrong(cost="s"),
         "The cost is the squared distance d², not the distance d.": wrong(cost="d"),
-        "Sum over the positives b (the weights already average them), then average: this looks like a mean over "
-        "b.": wrong(reduce_positives="mean"),
+        "Sum over the positives b (the weights already average them), then average: this "
+        "looks like a mean over b.": wrong(reduce_positives="mean"),
         "Average over the query views a (1/V Σ_a), don't sum them.": wrong(reduce_views="sum"),
         "Average over the images (1/B Σ_i), don't sum them.": wrong(reduce_images="sum"),
     }
 
 
 def _repulsion_term_mistakes(z, tau, beta) -> dict[str, torch.Tensor]:
-    wrong = lambda **switches: repulsion_term_variant(z, tau, beta, **switches)  # noqa: E731
+    wrong = lambda **switches: repulsion_term_variant(z, tau, beta, **switches)
     return {
-        "Repulsion pushes the negatives away: the term is −β Σ w⁻ d² (growing distances lower it), so mind the "
-        "minus sign.": wrong(sign=1.0),
-        "Weight each negative's cost by its repulsion weight, Σ_j w⁻ d²: this is the plain mean over the "
-        "negatives (uniform weights, the paper's ablation).": wrong(weights="uniform"),
+        "Repulsion pushes the negatives away: the term is −β Σ w⁻ d² (growing distances lower "
+        "it), so mind the minus sign.": wrong(sign=1.0),
+        "Weight each negative's cost by its repulsion weight, Σ_j w⁻ d²: this is the plain mean "
+        "over the negatives (uniform weights, the paper's ablation).": wrong(weights="uniform"),
         "Multiply by β.": wrong(use_beta=False),
-        "Use each pair of views once, a < b, with the query from the earlier view a (the authors' code): this "
-        "looks like all ordered pairs a ≠ b.": wrong(pairs="a!=b"),
-        "Only pairs of two different views, a < b: this looks like a ≤ b, a view paired with itself too.":
+        "Use each pair of views once, a < b, with the query from the earlier view a "
+        "(the authors' code): this looks like all ordered pairs a ≠ b.": wrong(pairs="a!=b"),
+        "Only pairs of two different views, a < b: this looks like a ≤ b, a view "
+        "paired with itself too.":
             wrong(pairs="a<=b"),
-        "Use every pair a < b of the V views: this looks like the pair (0, 1) only.": wrong(pairs="first"),
-        "Use every pair a < b of the V views, not only neighbours (a, a + 1).": wrong(pairs="consecutive"),
+        "Use every pair a < b of the V views: this looks like the pair (0, 1) only.":
+            wrong(pairs="first"),
+        "Use every pair a < b of the V views, not only neighbours (a, a + 1).":
+            wrong(pairs="consecutive"),
         "Average over the V(V − 1)/2 pairs of views, don't sum them.": wrong(reduce_pairs="sum"),
         "The cost is β d², the squared distance, not the cosine similarity.": wrong(cost="s"),
         "The cost is the squared distance d², not the distance d.": wrong(cost="d"),
-        "Sum over the negatives j (the weights already average them), then average: this looks like a mean over "
-        "j.": wrong(reduce_negatives="mean"),
+        "Sum over the negatives j (the weights already average them), then average: this "
+        "looks like a mean over j.": wrong(reduce_negatives="mean"),
         "Average over the images (1/B Σ_i), don't sum them.": wrong(reduce_images="sum"),
     }
 
@@ -264,15 +297,16 @@ def _check_term(fn, name: str, reference_fn, mistakes_fn, what: str, cases) -> N
         student_x, student_z = unit_views(seed, num_views, batch, dim)
         student = as_tensor(call_student(fn, student_z, tau, scale, name=name), name)
         if student.dim() != 0:
-            raise ExerciseError(f"{name} ({context}) must return a scalar (averaged over images and views), got "
-                                f"shape {tuple(student.shape)}.")
+            raise ExerciseError(f"{name} ({context}) must return a scalar (averaged over images "
+                                f"and views), got shape {tuple(student.shape)}.")
         reference_x, reference_z = unit_views(seed, num_views, batch, dim)
         reference = reference_fn(reference_z, tau, scale)
         z = reference_z.detach()
         diagnose(name, student, reference.detach(), mistakes_fn(z, tau, scale), context)
         if not student.requires_grad:
-            raise ExerciseError(f"{name} ({context}) has the right value but no gradient flows: don't detach, and "
-                                "don't convert to numpy or Python numbers inside the term.")
+            raise ExerciseError(f"{name} ({context}) has the right value but no gradient "
+                                "flows: don't detach, and don't convert to numpy or Python "
+                                "numbers inside the term.")
         student.backward()
         reference.backward()
         if student_x.grad is not None and same(student_x.grad, reference_x.grad):
@@ -280,22 +314,26 @@ def _check_term(fn, name: str, reference_fn, mistakes_fn, what: str, cases) -> N
         detached_x, detached_z = unit_views(seed, num_views, batch, dim)
         reference_fn(detached_z, tau, scale, weights="detached").backward()
         if student_x.grad is not None and same(student_x.grad, detached_x.grad):
-            raise ExerciseError(f"{name} ({context}) has the right value but the gradient of detached weights: the "
-                                "authors' small-scale code lets the gradient flow through the softmax weights too. "
-                                "Remove the .detach() (or torch.no_grad) around the weights.")
-        raise ExerciseError(f"{name} ({context}) has the right value but the wrong gradient: is something detached?")
+            raise ExerciseError(f"{name} ({context}) has the right value but the gradient of "
+                                "detached weights: the authors' small-scale code lets the "
+                                "gradient flow through the softmax weights too. Remove the "
+                                ".detach() (or torch.no_grad) around the weights.")
+        raise ExerciseError(f"{name} ({context}) has the right value but the wrong gradient: "
+                            "is something detached?")
     passed(name, what)
 
 
 def check_attraction_term(fn, cases=CASES) -> None:
-    """fn(z [V, B, D] unit embeddings, tau_pos, alpha) -> L_CA = alpha mean_{i, a} sum_{b != a} w+ d^2, compared
-    with the reference in value and gradient."""
+    """fn(z [V, B, D] unit embeddings, tau_pos, alpha) -> L_CA = alpha mean_{i, a} sum_{b != a} w+
+    d^2, compared with the reference in value and gradient."""
     _check_term(fn, "attraction_term", attraction_term_variant, _attraction_term_mistakes,
-                "value and gradient match the reference (α Σ_b w⁺ d², averaged over images and query views)", cases)
+                "value and gradient match the reference (α Σ_b w⁺ d², averaged over "
+                "images and query views)", cases)
 
 
 def check_repulsion_term(fn, cases=CASES) -> None:
-    """fn(z [V, B, D] unit embeddings, tau_neg, beta) -> L_CR = -beta mean_{a < b} mean_i sum_{j != i} w- d^2,
-    compared with the reference in value and gradient."""
+    """fn(z [V, B, D] unit embeddings, tau_neg, beta) -> L_CR = -beta mean_{a < b} mean_i
+    sum_{j != i} w- d^2, compared with the reference in value and gradient."""
     _check_term(fn, "repulsion_term", repulsion_term_variant, _repulsion_term_mistakes,
-                "value and gradient match the reference (−β Σ_j w⁻ d², averaged over images and pairs a < b)", cases)
+                "value and gradient match the reference (−β Σ_j w⁻ d², averaged over "
+                "images and pairs a < b)", cases)

@@ -1,9 +1,9 @@
-"""Checkers for notebook 05 (adversarial examples, CLAE): FGSM on a contrastive loss, and CLAE's objective
-(which views go through which batch-norm branch, which embeddings each term compares)."""
+"""Checkers for notebook 05 (adversarial examples, CLAE): FGSM on a contrastive loss, and CLAE's
+objective (which views go through which batch-norm branch, which embeddings each term compares)."""
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -20,11 +20,12 @@ __all__ = ["check_fgsm_contrastive", "check_clae_objective"]
 def _encoder(seed: int, dual: bool = False) -> nn.Module:
     """A small conv encoder with batch-norm, in float64 and training mode (as during training)."""
     torch.manual_seed(seed)
-    encoder = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                            nn.Flatten(), nn.Linear(24, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 5))
+    encoder = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 12),
+                            nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 5))
     if dual:
         use_dual_batchnorm(encoder)
-        with torch.no_grad():               # branches that differ, so that a pass on the wrong route shows
+        with torch.no_grad():  # branches that differ, so that a pass on the wrong route shows
             for layer in dual_batchnorm_layers(encoder):
                 layer.adversarial.weight.uniform_(0.5, 1.5, generator=seeded(seed))
                 layer.adversarial.bias.uniform_(-0.3, 0.3, generator=seeded(seed + 1))
@@ -37,7 +38,8 @@ def _views(seed: int, batch_size: int, count: int = 1) -> list[torch.Tensor]:
     views = []
     for _ in range(count):
         x = torch.rand(batch_size, 3, 6, 6, generator=g, dtype=torch.float64)
-        views.append(torch.where(x < 0.1, torch.zeros_like(x), torch.where(x > 0.9, torch.ones_like(x), x)))
+        views.append(torch.where(x < 0.1, torch.zeros_like(x),
+                                 torch.where(x > 0.9, torch.ones_like(x), x)))
     return views
 
 
@@ -48,24 +50,28 @@ def _contrastive_loss(temperature: float) -> Callable:
 # ---------------------------------------------------------------- FGSM on a contrastive loss
 
 def check_fgsm_contrastive(fn, cases=((6, 0.03, 0.5), (5, 0.1, 0.2), (4, 0.05, 1.0))) -> None:
-    """fn(encode, x, epsilon, loss) -> x + epsilon sign(grad_x loss(sg[encode(x)], encode(x))), clipped to [0, 1]."""
+    """fn(encode, x, epsilon, loss) -> x + epsilon sign(grad_x loss(sg[encode(x)], encode(x))),
+    clipped to [0, 1]."""
     for seed, (batch_size, epsilon, temperature) in enumerate(cases):
         encoder, (x,) = _encoder(seed), _views(seed, batch_size)
         loss = _contrastive_loss(temperature)
         context = f"B={batch_size}, epsilon={epsilon}, temperature={temperature}"
         student_encoder = copy.deepcopy(encoder)
-        student = as_tensor(call_student(fn, student_encoder, x.clone(), epsilon, loss, name="fgsm_contrastive"),
+        student = as_tensor(call_student(fn, student_encoder, x.clone(), epsilon, loss,
+                                         name="fgsm_contrastive"),
                             "fgsm_contrastive")
         if any(parameter.grad is not None for parameter in student_encoder.parameters()):
-            raise ExerciseError("fgsm_contrastive left gradients in the encoder's weights: take the gradient with "
-                                "torch.autograd.grad(loss, x), which computes it for x alone. loss.backward() also "
-                                "writes every weight's .grad, and the training step's optimiser would use them.")
+            raise ExerciseError("fgsm_contrastive left gradients in the encoder's weights: take "
+                                "the gradient with torch.autograd.grad(loss, x), which computes "
+                                "it for x alone. loss.backward() also writes every weight's "
+                                ".grad, and the training step's optimiser would use them.")
         if not student_encoder.training:
-            raise ExerciseError("fgsm_contrastive switched the encoder to eval mode: leave the mode as the caller set "
-                                "it (CLAE attacks in training mode, through the adversarial batch-norm).")
+            raise ExerciseError("fgsm_contrastive switched the encoder to eval mode: leave the "
+                                "mode as the caller set it (CLAE attacks in training mode, "
+                                "through the adversarial batch-norm).")
         if student.requires_grad:
-            raise ExerciseError("fgsm_contrastive returns images that still require a gradient: return "
-                                "x_adv.detach(), a constant for the training step.")
+            raise ExerciseError("fgsm_contrastive returns images that still require a gradient: "
+                                "return x_adv.detach(), a constant for the training step.")
         reference = contrastive_attack(copy.deepcopy(encoder), x, epsilon, loss)
         with torch.no_grad():
             anchors = copy.deepcopy(encoder)(x)
@@ -74,19 +80,25 @@ def check_fgsm_contrastive(fn, cases=((6, 0.03, 0.5), (5, 0.1, 0.2), (4, 0.05, 1
         diagnose("fgsm_contrastive", student.to(reference.dtype), reference, {
             "Return the adversarial images x + delta, not the perturbation delta.": step,
             "The images are unchanged: take one step, x + epsilon * sign(gradient).": x,
-            "Step *up* the loss (gradient ascent): x + epsilon * sign(gradient), not minus.": (x - step).clamp(0, 1),
-            "Clip the adversarial images to the valid pixel range: (x + delta).clamp(0, 1).": x + step,
-            "FGSM steps along the *sign* of the gradient, epsilon * gradient.sign(), not the gradient itself.":
+            "Step *up* the loss (gradient ascent): x + epsilon * sign(gradient), not minus.":
+                (x - step).clamp(0, 1),
+            "Clip the adversarial images to the valid pixel range: (x + delta).clamp(0, 1).":
+                x + step,
+            "FGSM steps along the *sign* of the gradient, epsilon * gradient.sign(), "
+            "not the gradient itself.":
                 (x + epsilon * gradient).clamp(0, 1),
-            "The step has size epsilon: x + epsilon * sign(gradient).": (x + gradient.sign()).clamp(0, 1),
+            "The step has size epsilon: x + epsilon * sign(gradient).":
+                (x + gradient.sign()).clamp(0, 1),
         }, context)
-    passed("fgsm_contrastive", "one signed-gradient step up the contrastive loss, in [0, 1], weights untouched")
+    passed("fgsm_contrastive", "one signed-gradient step up the contrastive loss, in "
+                               "[0, 1], weights untouched")
 
 
 # ---------------------------------------------------------------- CLAE's objective
 
 class _Branches:
-    """A dual-BN encoder with its clean and adversarial routes, and the attack CLAE uses, for one check."""
+    """A dual-BN encoder with its clean and adversarial routes, and the attack CLAE
+    uses, for one check."""
 
     def __init__(self, encoder: nn.Module, epsilon: float, temperature: float):
         self.encoder = encoder
@@ -108,10 +120,11 @@ class _Branches:
                 if f".{branch}.running_" in key]
 
 
-def _clae_variant(encoder, views, epsilon, temperature, alpha, *, joint=True, attacked=0, attack_route="adversarial",
-                  embed_route="adversarial", clean_route="clean", attack=True):
-    """CLAE's objective on a copy of `encoder`, with switches that reproduce the usual mistakes; the defaults
-    are the right objective. Returns (z1, z2, z_adv, the copy's branches)."""
+def _clae_variant(encoder, views, epsilon, temperature, alpha, *, joint=True, attacked=0,
+                  attack_route="adversarial", embed_route="adversarial", clean_route="clean",
+                  attack=True):
+    """CLAE's objective on a copy of `encoder`, with switches that reproduce the usual mistakes; the
+    defaults are the right objective. Returns (z1, z2, z_adv, the copy's branches)."""
     b = _Branches(copy.deepcopy(encoder), epsilon, temperature)
     routes = {"clean": b.encode, "adversarial": b.encode_adversarial}
     view1, view2 = views
@@ -128,42 +141,53 @@ def _unpack(result) -> tuple[torch.Tensor, ...]:
     if not isinstance(result, (tuple, list)) or len(result) != 4:
         raise ExerciseError("clae_objective must return four things: (loss, z1, z2, z_adv), e.g. "
                             f"`return total, z1, z2, z_adv`; got {type(result).__name__}"
-                            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+                            + (f" of length {len(result)}"
+                               if isinstance(result, (tuple, list)) else ""))
     return tuple(as_tensor(value, f"clae_objective's {name}")
                  for value, name in zip(result, ("loss", "z1", "z2", "z_adv")))
 
 
 def check_clae_objective(fn, cases=((5, 0.05, 0.5, 0.7), (4, 0.1, 0.2, 2.0))) -> None:
-    """fn(encode, encode_adversarial, attack, loss, view1, view2, alpha) -> (L(z1, z2) + alpha L(z1, z_adv), z1, z2,
-    z_adv), z1 and z2 from one clean pass, z_adv from the attacked view1 through the adversarial branch."""
+    """fn(encode, encode_adversarial, attack, loss, view1, view2, alpha) -> (L(z1, z2) + alpha
+    L(z1, z_adv), z1, z2, z_adv), z1 and z2 from one clean pass, z_adv from the attacked view1
+    through the adversarial branch."""
     for seed, (batch_size, epsilon, temperature, alpha) in enumerate(cases):
         encoder, views = _encoder(seed, dual=True), _views(seed, batch_size, count=2)
         context = f"B={batch_size}, alpha={alpha}"
-        variant = lambda **wrong: _clae_variant(encoder, views, epsilon, temperature, alpha, **wrong)  # noqa: E731
+        variant = lambda **wrong: _clae_variant(encoder, views, epsilon, temperature, alpha,
+                                                **wrong)
         student_branches = _Branches(copy.deepcopy(encoder), epsilon, temperature)
-        result = call_student(fn, student_branches.encode, student_branches.encode_adversarial, student_branches.attack,
-                              student_branches.loss, views[0].clone(), views[1].clone(), alpha, name="clae_objective")
+        result = call_student(fn, student_branches.encode, student_branches.encode_adversarial,
+                              student_branches.attack, student_branches.loss, views[0].clone(),
+                              views[1].clone(), alpha, name="clae_objective")
         loss, z1, z2, z_adv = _unpack(result)
 
         reference_branches = _Branches(copy.deepcopy(encoder), epsilon, temperature)
         reference = clae_objective(reference_branches.encode, reference_branches.encode_adversarial,
-                                   reference_branches.attack, reference_branches.loss, *views, alpha)
+                                   reference_branches.attack, reference_branches.loss, *views,
+                                   alpha)
 
         separate = variant(joint=False)
         diagnose("clae_objective's z1", z1, reference.z1, {
-            "Embed both views in ONE clean pass, encode(torch.cat([view1, view2])), then split it with .chunk(2): "
-            "batch-norm then normalises the 2B views together, as in SimCLR.": separate[0],
-            "The clean views go through encode, the clean batch-norm branch; encode_adversarial is for the "
-            "adversarial view (and the attack).": variant(clean_route="adversarial")[0],
-            "z1 is the embedding of view1 (the first half of the clean pass), z2 that of view2.": reference.z2,
+            "Embed both views in ONE clean pass, encode(torch.cat([view1, view2])), "
+            "then split it with .chunk(2): batch-norm then normalises the 2B views "
+            "together, as in SimCLR.": separate[0],
+            "The clean views go through encode, the clean batch-norm branch; encode_adversarial "
+            "is for the adversarial view (and the attack).": variant(clean_route="adversarial")[0],
+            "z1 is the embedding of view1 (the first half of the clean pass), z2 that of view2.":
+                reference.z2,
         }, context)
-        diagnose("clae_objective's z2", z2, reference.z2, {"z2 is the embedding of view2.": reference.z1}, context)
+        diagnose("clae_objective's z2", z2, reference.z2,
+                 {"z2 is the embedding of view2.": reference.z1}, context)
         diagnose("clae_objective's z_adv", z_adv, reference.z_adv, {
-            "Attack view1 (x_i), the anchor's own crop: the adversarial view is a perturbed copy of the view that "
-            "z1 embeds, so that it is a hard positive for z1.": variant(attacked=1)[2],
-            "Run the attack through encode_adversarial: attack(encode_adversarial, view1). Adversarial inputs "
-            "have their own batch-norm statistics.": variant(attack_route="clean")[2],
-            "Embed the adversarial view with encode_adversarial (the adversarial batch-norm branch), not encode.":
+            "Attack view1 (x_i), the anchor's own crop: the adversarial "
+            "view is a perturbed copy of the view that z1 embeds, so that "
+            "it is a hard positive for z1.": variant(attacked=1)[2],
+            "Run the attack through encode_adversarial: "
+            "attack(encode_adversarial, view1). Adversarial inputs have their own "
+            "batch-norm statistics.": variant(attack_route="clean")[2],
+            "Embed the adversarial view with encode_adversarial (the adversarial "
+            "batch-norm branch), not encode.":
                 variant(embed_route="clean")[2],
             "Perturb the view before embedding it: x_adv = attack(encode_adversarial, view1).":
                 variant(attack=False)[2],
@@ -172,33 +196,39 @@ def check_clae_objective(fn, cases=((5, 0.05, 0.5, 0.7), (4, 0.1, 0.2, 2.0))) ->
         term = reference_branches.loss
         r1, r2, radv = (t.detach() for t in reference[1:])
         diagnose("clae_objective's loss", loss.detach(), reference.loss.detach(), {
-            "The adversarial term compares z_adv with z1, the embedding of the view it was made from: "
-            "L(z1, z2) + alpha * L(z1, z_adv).": term(r1, r2) + alpha * term(r2, radv),
+            "The adversarial term compares z_adv with z1, the embedding of the view it was made "
+            "from: L(z1, z2) + alpha * L(z1, z_adv).": term(r1, r2) + alpha * term(r2, radv),
             "alpha weighs the adversarial term: L(z1, z2) + alpha * L(z1, z_adv).":
                 alpha * term(r1, r2) + term(r1, radv),
-            "Weigh the adversarial term by alpha: L(z1, z2) + alpha * L(z1, z_adv).": term(r1, r2) + term(r1, radv),
-            "Keep the clean term: CLAE adds the adversarial term to the loss, L(z1, z2) + alpha * L(z1, z_adv).":
+            "Weigh the adversarial term by alpha: L(z1, z2) + alpha * L(z1, z_adv).":
+                term(r1, r2) + term(r1, radv),
+            "Keep the clean term: CLAE adds the adversarial term to the loss, "
+            "L(z1, z2) + alpha * L(z1, z_adv).":
                 alpha * term(r1, radv),
         }, context)
         if not loss.requires_grad:
-            raise ExerciseError("clae_objective returns the right loss but no gradient flows: don't detach the "
-                                "embeddings or the loss.")
+            raise ExerciseError("clae_objective returns the right loss but no gradient flows: "
+                                "don't detach the embeddings or the loss.")
         for branch in ("clean", "adversarial"):
             if not all(same(a, b) for a, b in zip(student_branches.statistics(branch),
                                                   reference_branches.statistics(branch))):
                 raise ExerciseError(
-                    f"clae_objective gives the right numbers but the {branch} batch-norm branch saw other passes than "
-                    "it should: one clean pass of the 2B views; through the adversarial branch, the attack's pass "
-                    "and the adversarial view's, nothing more.")
+                    f"clae_objective gives the right numbers but the {branch} batch-norm "
+                    "branch saw other passes than it should: one clean pass of the 2B "
+                    "views; through the adversarial branch, the attack's pass and the "
+                    "adversarial view's, nothing more.")
         loss.backward()
         reference.loss.backward()
         gradients = [(name, parameter.grad, expected.grad) for (name, parameter), expected
-                     in zip(student_branches.encoder.named_parameters(), reference_branches.encoder.parameters())]
+                     in zip(student_branches.encoder.named_parameters(),
+                            reference_branches.encoder.parameters())]
         if any(".adversarial." in name and grad is None for name, grad, _ in gradients):
-            raise ExerciseError("clae_objective has the right value but no gradient reaches the adversarial branch: "
-                                "z_adv is detached, and the adversarial term must train the encoder through it too.")
+            raise ExerciseError("clae_objective has the right value but no gradient reaches the "
+                                "adversarial branch: z_adv is detached, and the adversarial term "
+                                "must train the encoder through it too.")
         if not all(grad is not None and same(grad, expected) for _, grad, expected in gradients):
-            raise ExerciseError("clae_objective has the right value but the wrong gradient: is z1 or z2 detached "
-                                "somewhere?")
-    passed("clae_objective", "clean pass of both views, attack and adversarial view through the adversarial "
-                             "branch, L(z1, z2) + alpha L(z1, z_adv); value, gradient and BN statistics match")
+            raise ExerciseError("clae_objective has the right value but the wrong gradient: is "
+                                "z1 or z2 detached somewhere?")
+    passed("clae_objective", "clean pass of both views, attack and adversarial view through the "
+                             "adversarial branch, L(z1, z2) + alpha L(z1, z_adv); value, "
+                             "gradient and BN statistics match")

@@ -1,27 +1,30 @@
-"""What every method is: a backbone, a projection head, the views to make of each image, and a loss per batch.
+"""What every method is: a backbone, a projection head, the views to make of each image, and
+a loss per batch.
 
 A method owns
-- `backbone`: the encoder whose features are evaluated (kNN, linear probe), and `projector`, the head
-  whose output the loss compares; `encode(x) = projector(backbone(x))` is that output in training (with
-  gradient), `embed` gives either in eval mode;
+- `backbone`: the encoder whose features are evaluated (kNN, linear probe), and `projector`, the
+  head whose output the loss compares; `encode(x) = projector(backbone(x))` is that output in
+  training (with gradient), `embed` gives either in eval mode;
 - `view_recipes`: one augmentation per view it wants of every image (`make_views` makes them all);
-- `training_step(batch) -> StepOutput(loss, logs, outputs)`: the loss of one batch, scalar tensors worth
-  logging, and whatever `on_step_end` needs;
-- `on_step_end(batch, output)`: what happens after the optimiser step (a momentum update, enqueuing keys);
-- class-level defaults the training loop reads: `lr` (peak SGD learning rate per 256 images, the course's
-  recipe for this method), `requires_labels` (the loop refuses to start without labels) and
+- `training_step(batch) -> StepOutput(loss, logs, outputs)`: the loss of one batch, scalar tensors
+  worth logging, and whatever `on_step_end` needs;
+- `on_step_end(batch, output)`: what happens after the optimiser step (a momentum update,
+  enqueuing keys);
+- class-level defaults the training loop reads: `lr` (peak SGD learning rate per 256 images, the
+  course's recipe for this method), `requires_labels` (the loop refuses to start without labels) and
   `compilable` (False: the step always runs eagerly, e.g. when it takes input gradients that
   torch.compile would break the graph on);
-- `config()`: its class, hyperparameters, views, architecture and the functions it was given, stored with
-  every run so that a run is never resumed with other settings.
+- `config()`: its class, hyperparameters, views, architecture and the functions it was given, stored
+  with every run so that a run is never resumed with other settings.
 
-`ContrastiveMethod` adds what the methods whose loss compares the embeddings of an image's views share
-(SimCLR and its loss variants, multi-view SimCLR, CACR, SupCon): a projection MLP, a loss function that may
-be a student's, and one way to call it, `contrastive_loss(views, labels)`.
+`ContrastiveMethod` adds what the methods whose loss compares the embeddings of an image's views
+share (SimCLR and its loss variants, multi-view SimCLR, CACR, SupCon): a projection MLP, a loss
+function that may be a student's, and one way to call it, `contrastive_loss(views, labels)`.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -36,9 +39,11 @@ __all__ = ["Batch", "StepOutput", "Method", "ContrastiveMethod", "describe", "de
 
 
 class Batch(NamedTuple):
-    views: tuple[torch.Tensor, ...]   # augmented views, float [B, 3, H, W] in [0, 1], one per view recipe
+    views: tuple[torch.Tensor, ...]   # augmented views, float [B, 3, H, W] in [0, 1], one per view
+                                      # recipe
     images: torch.Tensor              # the original images, uint8 [B, 3, H, W]
-    labels: torch.Tensor | None       # class labels [B] (None unless the training loop was given labels)
+    labels: torch.Tensor | None       # class labels [B] (None unless the training loop was given
+                                      # labels)
     index: torch.Tensor               # position of each image in the training set [B]
 
 
@@ -58,38 +63,45 @@ def describe(component) -> str:
 
 
 def describe_module(module: nn.Module) -> str:
-    """`Backbone(SmallCNN)`-style name of a module and, for a `Backbone`, of the network it wraps."""
+    """`Backbone(SmallCNN)`-style name of a module and, for a `Backbone`, of the
+    network it wraps."""
     inner = getattr(module, "net", None)
-    return f"{type(module).__name__}({type(inner).__name__})" if inner is not None else type(module).__name__
+    return (f"{type(module).__name__}({type(inner).__name__})" if inner is not None
+            else type(module).__name__)
 
 
 def require_function(name: str, fn, signature: str = "") -> None:
     """A pluggable piece (a student's loss, say) must be callable; None means "the library's"."""
     if fn is not None and not callable(fn):
-        raise ValueError(f"{name} must be a function{' ' + signature if signature else ''}, got {fn!r}")
+        raise ValueError(f"{name} must be a "
+                         f"function{' ' + signature if signature else ''}, got {fn!r}")
 
 
 def mean_view_similarity(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean cosine similarity of two different views of the same image, over all view pairs and images (a log,
-    detached)."""
+    """Mean cosine similarity of two different views of the same image, over all view pairs and
+    images (a log, detached)."""
     u = F.normalize(torch.stack([z.detach().float() for z in embeddings]), dim=2)        # [V, B, D]
     num_views = len(u)
-    pair_sums = torch.einsum("aid,bid->i", u, u) - num_views                    # the V self-pairs have s = 1
+    pair_sums = torch.einsum("aid,bid->i", u, u) - num_views  # the V self-pairs have s = 1
     return pair_sums.mean() / (num_views * (num_views - 1))
 
 
 class Method(nn.Module):
-    """Base class: a backbone, a projection head, the views to make of each image, and a loss per batch."""
+    """Base class: a backbone, a projection head, the views to make of each image, and
+    a loss per batch."""
 
-    lr: float = 0.12                 # peak SGD learning rate per 256 images (scaled with the batch size)
-    requires_labels: bool = False    # supervised methods set True; `train` then refuses to start without labels
-    compilable: bool = True          # False: a compiled training loop runs this method's step eagerly
+    lr: float = 0.12                 # peak SGD learning rate per 256 images (scaled with the batch
+                                     # size)
+    requires_labels: bool = False    # supervised methods set True; `train` then refuses to start
+                                     # without labels
+    compilable: bool = True          # False: a compiled training loop runs this method's step
+                                     # eagerly
 
     def __init__(self, backbone: nn.Module, view_recipes: Sequence[Callable]):
         super().__init__()
         if not view_recipes or not all(callable(recipe) for recipe in view_recipes):
-            raise ValueError(f"view_recipes must be a non-empty sequence of augmentations (callables), "
-                             f"got {view_recipes!r}")
+            raise ValueError("view_recipes must be a non-empty sequence of augmentations "
+                             f"(callables), got {view_recipes!r}")
         self.backbone = backbone
         self.projector: nn.Module = nn.Identity()
         self.view_recipes = tuple(view_recipes)
@@ -99,10 +111,11 @@ class Method(nn.Module):
 
     def make_views(self, images: torch.Tensor,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-        """One view of every image per recipe in `view_recipes`. Views that share a recipe are made in one
-        batched call (on a batch of the images repeated), so M views cost one augmentation call, not M."""
+        """One view of every image per recipe in `view_recipes`. Views that share a recipe are
+        made in one batched call (on a batch of the images repeated), so M views cost one
+        augmentation call, not M."""
         views: list[torch.Tensor | None] = [None] * len(self.view_recipes)
-        for recipe in dict.fromkeys(self.view_recipes, None):            # distinct recipes, in order
+        for recipe in dict.fromkeys(self.view_recipes, None):  # distinct recipes, in order
             positions = [i for i, r in enumerate(self.view_recipes) if r is recipe]
             made = recipe(images.repeat(len(positions), 1, 1, 1), generator)
             for position, view in zip(positions, made.chunk(len(positions))):
@@ -110,20 +123,21 @@ class Method(nn.Module):
         return tuple(views)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """g(f(x)): what the loss compares, in the current mode and with gradient (unnormalised: the losses
-        normalise)."""
+        """g(f(x)): what the loss compares, in the current mode and with gradient (unnormalised: the
+        losses normalise)."""
         return self.projector(self.backbone(x))
 
     def encode_views(self, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """g(f(v)) for every view: all V views of the B images go through the backbone and the projector as one
-        batch of V B images (one forward; batch-norm statistics shared by all views, as SimCLR's two share
-        theirs), then are split back into V embeddings [B, D]."""
+        """g(f(v)) for every view: all V views of the B images go through the backbone and the
+        projector as one batch of V B images (one forward; batch-norm statistics shared by all
+        views, as SimCLR's two share theirs), then are split back into V embeddings [B, D]."""
         return self.encode(torch.cat(list(views))).chunk(len(views))
 
-    def embed(self, images: torch.Tensor, projected: bool = True, batch_size: int = 1024) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, projected: bool = True,
+              batch_size: int = 1024) -> torch.Tensor:
         """Embeddings of images (uint8, or float in [0, 1]) in eval mode, without gradient, float32:
-        unit vectors z = normalize(g(f(x))), what the loss compares (`projected=True`), or the backbone's
-        features h = f(x), what kNN and the linear probe read (`projected=False`)."""
+        unit vectors z = normalize(g(f(x))), what the loss compares (`projected=True`), or the
+        backbone's features h = f(x), what kNN and the linear probe read (`projected=False`)."""
         if not projected:
             return extract_features(self.backbone, images, batch_size)
         encoder = nn.Sequential(self.backbone, self.projector)
@@ -146,19 +160,20 @@ class Method(nn.Module):
     # ------------------------------------------------------------ configuration
 
     def functions(self) -> dict[str, Callable]:
-        """The pluggable pieces this method computes with (a student's loss, say, or the library's own), by
-        role; recorded in `config`."""
+        """The pluggable pieces this method computes with (a student's loss, say, or the library's
+        own), by role; recorded in `config`."""
         return {}
 
     def config(self) -> dict:
-        """What defines this method in a run's configuration: class, hyperparameters, views, architecture and,
-        under "functions", the pluggable pieces by name (`train` does not compare them when a run resumes,
-        since a checked exercise computes the same function as the library's: notebook 02 reuses the run
-        notebook 01 trained with the student's InfoNCE)."""
+        """What defines this method in a run's configuration: class, hyperparameters, views,
+        architecture and, under "functions", the pluggable pieces by name (`train` does not compare
+        them when a run resumes, since a checked exercise computes the same function as the
+        library's: notebook 02 reuses the run notebook 01 trained with the student's InfoNCE)."""
         values = sum(p.numel() for p in self.state_dict().values())
         config = {"name": type(self).__name__, **self.hyperparameters,
                   "views": [describe(recipe) for recipe in self.view_recipes],
-                  "architecture": f"{describe_module(self.backbone)}, {values:,} values in the state dict"}
+                  "architecture": f"{describe_module(self.backbone)}, {values:,} "
+                                  "values in the state dict"}
         functions = self.functions()
         if functions:
             config["functions"] = {role: describe(fn) for role, fn in functions.items()}
@@ -166,20 +181,21 @@ class Method(nn.Module):
 
 
 class ContrastiveMethod(Method):
-    """A method whose loss compares the embeddings of the views of each image (`num_views` views made by one
-    augmentation, `augment`, default `clcourse.augment.simclr_cifar`), through a projection MLP g.
+    """A method whose loss compares the embeddings of the views of each image (`num_views` views
+    made by one augmentation, `augment`, default `clcourse.augment.simclr_cifar`), through a
+    projection MLP g.
 
-    `loss` is the function the method trains with, `default_loss` unless given (a student's function,
-    recorded in `config` by name); `contrastive_loss(views, labels)` calls it in float32 with autocast off,
-    so that no loss, a student's included, runs its exponentials in half precision. Each subclass says how its
-    loss is called (`apply_loss`); the default `training_step` encodes all views in one batch and returns that
-    loss."""
+    `loss` is the function the method trains with, `default_loss` unless given (a student's
+    function, recorded in `config` by name); `contrastive_loss(views, labels)` calls it in float32
+    with autocast off, so that no loss, a student's included, runs its exponentials in half
+    precision. Each subclass says how its loss is called (`apply_loss`); the default `training_step`
+    encodes all views in one batch and returns that loss."""
 
     default_loss: Callable                # the library's loss, unless `loss=` is given
     loss_signature: str                   # how `loss` is called, for the error a non-function gets
 
-    def __init__(self, backbone: nn.Module, num_views: int, projector_hidden: int, projector_out: int,
-                 augment, loss: Callable | None):
+    def __init__(self, backbone: nn.Module, num_views: int, projector_hidden: int,
+                 projector_out: int, augment, loss: Callable | None):
         if augment is None:
             from ..augment import simclr_cifar
             augment = simclr_cifar()
@@ -195,17 +211,18 @@ class ContrastiveMethod(Method):
         """`self.loss` on the float32 embeddings of the views, with this method's arguments."""
         raise NotImplementedError
 
-    def contrastive_loss(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss of the embeddings `views` ([B, D] each, one per view; `labels` [B] where the loss uses
-        them), in float32 with autocast off."""
+    def contrastive_loss(self, views: Sequence[torch.Tensor],
+                         labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of the embeddings `views` ([B, D] each, one per view; `labels` [B] where the
+        loss uses them), in float32 with autocast off."""
         with no_autocast(views[0].device):
             return self.apply_loss([z.float() for z in views], labels)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
         if batch_size < 2:
             # One image has no negatives: its only other views are positives, and the loss is 0.
-            raise ValueError(f"batch_size must be at least 2 for {type(self).__name__} (the other images of the "
-                             f"batch are the negatives), got {batch_size}")
+            raise ValueError(f"batch_size must be at least 2 for {type(self).__name__} (the other "
+                             f"images of the batch are the negatives), got {batch_size}")
 
     def training_step(self, batch: Batch) -> StepOutput:
         embeddings = self.encode_views(batch.views)

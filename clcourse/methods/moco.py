@@ -1,9 +1,10 @@
-"""MoCo v2 (a momentum key encoder and a queue of past keys as negatives) and MoCHi (hard negative mixing)."""
+"""MoCo v2 (a momentum key encoder and a queue of past keys as negatives) and MoCHi
+(hard negative mixing)."""
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -19,69 +20,76 @@ __all__ = ["MoCo", "MoCHi", "update_key_encoder", "ring_buffer_enqueue", "moco_s
 
 @torch.no_grad()
 def update_key_encoder(key_encoder: nn.Module, query_encoder: nn.Module, momentum: float) -> None:
-    """theta_k <- m theta_k + (1 - m) theta_q for every parameter of the key encoder, in place (one fused
-    update over all parameters; the query encoder is left alone)."""
-    torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()), 1.0 - momentum)
+    """theta_k <- m theta_k + (1 - m) theta_q for every parameter of the key encoder, in place (one
+    fused update over all parameters; the query encoder is left alone)."""
+    torch._foreach_lerp_(list(key_encoder.parameters()), list(query_encoder.parameters()),
+                         1.0 - momentum)
 
 
-def moco_step(method: "MoCo", query_views: torch.Tensor, key_views: torch.Tensor,
+def moco_step(method: MoCo, query_views: torch.Tensor, key_views: torch.Tensor,
               index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One direction of a MoCo step: queries q = normalize(g(f(query_views))), keys from the momentum encoder
-    on a shuffled batch without gradient (`MoCo.keys`), and the InfoNCE of q against its key and the queue,
-    with the keys of each query's own image masked (`MoCo.query_loss`). Returns (loss, q, k); the keys are
-    enqueued after the optimiser step (`MoCo.on_step_end`)."""
+    """One direction of a MoCo step: queries q = normalize(g(f(query_views))), keys from the
+    momentum encoder on a shuffled batch without gradient (`MoCo.keys`), and the InfoNCE of q
+    against its key and the queue, with the keys of each query's own image masked
+    (`MoCo.query_loss`). Returns (loss, q, k); the keys are enqueued after the optimiser step
+    (`MoCo.on_step_end`)."""
     q, k = method.queries(query_views), method.keys(key_views)
     return method.query_loss(q, k, index), q, k
 
 
 def ring_buffer_enqueue(queue: torch.Tensor, pointer: torch.Tensor | int,
                         rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
-    """Write `rows` [B, ...] over the B oldest rows of `queue` [K, ...], starting at `pointer`, wrapping
-    around (a ring buffer: no data moves, the pointer advances). Returns (queue, new pointer)."""
+    """Write `rows` [B, ...] over the B oldest rows of `queue` [K, ...], starting at `pointer`,
+    wrapping around (a ring buffer: no data moves, the pointer advances). Returns
+    (queue, new pointer)."""
     slots = (pointer + torch.arange(len(rows), device=queue.device)) % len(queue)
     queue[slots] = rows.to(queue.dtype)
     return queue, (pointer + len(rows)) % len(queue)
 
 
 class MoCo(Method):
-    """MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder trained by gradient, a key encoder that
-    follows it as an exponential moving average, and a FIFO queue of past keys as negatives.
+    """MoCo v2 (He et al. 2020; Chen et al. 2020): a query encoder trained by gradient, a
+    key encoder that follows it as an exponential moving average, and a FIFO queue of past
+    keys as negatives.
 
-    Per step: q = g(f(v1)), k = g_k(f_k(v2)) without gradient, the InfoNCE of q against k and the queue
-    (`moco_info_nce`). After the optimiser step (`on_step_end`), theta_k <- m theta_k + (1 - m) theta_q and
-    the keys are enqueued, replacing the oldest. The queue remembers which image each key came from, and a
-    query never uses a key of its own image as a negative (a stale copy of its positive).
+    Per step: q = g(f(v1)), k = g_k(f_k(v2)) without gradient, the InfoNCE of q against k and the
+    queue (`moco_info_nce`). After the optimiser step (`on_step_end`), theta_k <- m
+    theta_k + (1 - m) theta_q and the keys are enqueued, replacing the oldest. The queue remembers
+    which image each key came from, and a query never uses a key of its own image as a negative (a
+    stale copy of its positive).
 
     On one device, shuffled BN is emulated as in the MoCo CIFAR-10 demo: every BatchNorm2d becomes a
-    SplitBatchNorm2d with `bn_splits` groups and keys are computed on a shuffled batch, so a query and its
-    key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key) pair,
-    adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x epochs",
-    per the demo).
+    SplitBatchNorm2d with `bn_splits` groups and keys are computed on a shuffled batch, so a query
+    and its key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key)
+    pair, adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x
+    epochs", per the demo).
 
-    The moving parts can be replaced by a student's own (notebook 03), each with the signature of the
-    library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
-    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`),
-    `enqueue(queue, pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for
-    their image indices), and the step itself, `step(method, query_views, key_views, index) -> (loss, q, k)`
-    (`moco_step`; a given step replaces `queries`, `keys` and `query_loss`, MoCHi's mixing included).
+    The moving parts can be replaced by a student's own (notebook 03), each with the signature of
+    the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
+    `momentum_update(key_encoder, query_encoder, momentum)` (`update_key_encoder`), `enqueue(queue,
+    pointer, rows) -> (queue, pointer)` (`ring_buffer_enqueue`, used for the keys and for their
+    image indices), and the step itself, `step(method, query_views, key_views,
+    index) -> (loss, q, k)` (`moco_step`; a given step replaces `queries`, `keys` and `query_loss`,
+    MoCHi's mixing included).
 
-    Both views are made with `augment` unless `key_augment` gives the key view (views[1]) its own recipe, as
-    SCE's weak view.
+    Both views are made with `augment` unless `key_augment` gives the key view (views[1]) its own
+    recipe, as SCE's weak view.
 
-    Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits, learning
-    rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
+    Defaults follow the MoCo CIFAR-10 demo (queue 4096, momentum 0.99, temperature 0.1, 8 BN splits,
+    learning rate 0.06 for a batch of 512) with MoCo v2's MLP head (no batch-norm in the head).
     """
 
     lr = 0.03   # the MoCo CIFAR-10 demo's 0.06 for a batch of 512
-    # The encoders whose batch-norm is split into `bn_splits` groups (MoCo: both; SCE: the key encoder only).
+    # The encoders whose batch-norm is split into `bn_splits` groups (MoCo: both; SCE: the
+    # key encoder only).
     split_batchnorm_in: tuple[str, ...] = ("backbone", "key_backbone")
 
     def __init__(self, backbone: nn.Module, temperature: float = 0.1, queue_size: int = 4096,
                  momentum: float = 0.99, bn_splits: int = 8, symmetric: bool = False,
-                 mask_same_image: bool = True, projector_hidden: int = 512, projector_out: int = 128,
-                 augment=None, key_augment=None, logits: Callable | None = None,
-                 momentum_update: Callable | None = None, enqueue: Callable | None = None,
-                 step: Callable | None = None):
+                 mask_same_image: bool = True, projector_hidden: int = 512,
+                 projector_out: int = 128, augment=None, key_augment=None,
+                 logits: Callable | None = None, momentum_update: Callable | None = None,
+                 enqueue: Callable | None = None, step: Callable | None = None):
         if augment is None:
             from ..augment import simclr_cifar
             augment = simclr_cifar()
@@ -90,8 +98,8 @@ class MoCo(Method):
         queue_size = require_int_at_least("queue_size", queue_size, 1)
         momentum = require_in_range("momentum", momentum, 0.0, 1.0)
         bn_splits = require_int_at_least("bn_splits", bn_splits, 1)
-        for name, fn in (("logits", logits), ("momentum_update", momentum_update), ("enqueue", enqueue),
-                         ("step", step)):
+        for name, fn in (("logits", logits), ("momentum_update", momentum_update),
+                         ("enqueue", enqueue), ("step", step)):
             require_function(name, fn)
         self.temperature, self.momentum, self.symmetric = temperature, momentum, symmetric
         self.mask_same_image, self.bn_splits = mask_same_image, bn_splits
@@ -112,13 +120,14 @@ class MoCo(Method):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_out), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
-        # How many queue entries can be keys of a query's own image (masked), and whether that leaves every
-        # query a negative: both settled once in on_train_start, so that steps need no host sync to check the
-        # mask.
+        # How many queue entries can be keys of a query's own image (masked), and whether that
+        # leaves every query a negative: both settled once in on_train_start, so that steps need no
+        # host sync to check the mask.
         self.most_masked_entries = queue_size
         self.enough_unmasked_entries = False
-        self.hyperparameters = dict(temperature=temperature, queue_size=queue_size, momentum=momentum,
-                                    bn_splits=bn_splits, symmetric=symmetric, mask_same_image=mask_same_image,
+        self.hyperparameters = dict(temperature=temperature, queue_size=queue_size,
+                                    momentum=momentum, bn_splits=bn_splits, symmetric=symmetric,
+                                    mask_same_image=mask_same_image,
                                     projector_hidden=projector_hidden, projector_out=projector_out)
 
     def functions(self) -> dict[str, Callable]:
@@ -126,8 +135,8 @@ class MoCo(Method):
                 "enqueue": self.enqueue_fn, "step": self.step_fn}
 
     def query_encoder(self) -> nn.Module:
-        """The encoder trained by gradient, backbone then projector (a container made on the fly, so that
-        the modules are not registered twice)."""
+        """The encoder trained by gradient, backbone then projector (a container made on the fly, so
+        that the modules are not registered twice)."""
         return nn.ModuleList([self.backbone, self.projector])
 
     def key_encoder(self) -> nn.Module:
@@ -144,22 +153,25 @@ class MoCo(Method):
         self.enough_unmasked_entries = False
         if not self.mask_same_image and self.queue.shape[0] >= num_images:
             raise ValueError(
-                f"queue_size must be smaller than the training set ({num_images} images) when mask_same_image=False, "
-                f"got {self.queue.shape[0]}: the queue would hold a stale key of every query's own image")
+                f"queue_size must be smaller than the training set ({num_images} images) when "
+                f"mask_same_image=False, got {self.queue.shape[0]}: the queue would hold a stale "
+                "key of every query's own image")
         if batch_size % self.bn_splits:
-            raise ValueError(f"batch_size must be divisible by bn_splits={self.bn_splits}, got {batch_size}")
+            raise ValueError("batch_size must be divisible by "
+                             f"bn_splits={self.bn_splits}, got {batch_size}")
         queue_size = self.queue.shape[0]
         self.most_masked_entries = 0
         if self.mask_same_image:
-            # An epoch enqueues each image's key once per direction, and a query's own key of this epoch is
-            # not enqueued yet: the K keys in the queue reach back over at most ceil(K / keys per epoch)
-            # earlier epochs, each holding at most one key of the query's image per direction.
+            # An epoch enqueues each image's key once per direction, and a query's own key of this
+            # epoch is not enqueued yet: the K keys in the queue reach back over at most
+            # ceil(K / keys per epoch) earlier epochs, each holding at most one key of the query's
+            # image per direction.
             keys_per_epoch = batch_size * (num_images // batch_size)
             self.most_masked_entries = (1 + self.symmetric) * math.ceil(queue_size / keys_per_epoch)
             if self.most_masked_entries >= queue_size:
-                raise ValueError(f"queue_size must be larger than {self.most_masked_entries}, the keys of a query's "
-                                 f"own image it can hold (masked), so that every query keeps a negative; got "
-                                 f"{queue_size}")
+                raise ValueError(f"queue_size must be larger than {self.most_masked_entries}, the "
+                                 "keys of a query's own image it can hold (masked), so that "
+                                 f"every query keeps a negative; got {queue_size}")
         self.enough_unmasked_entries = True
 
     def queries(self, views: torch.Tensor) -> torch.Tensor:
@@ -167,7 +179,8 @@ class MoCo(Method):
 
     @torch.no_grad()
     def keys(self, views: torch.Tensor) -> torch.Tensor:
-        """Keys from the momentum encoder, computed on a shuffled batch so BN splits differ from the queries'."""
+        """Keys from the momentum encoder, computed on a shuffled batch so BN splits differ
+        from the queries'."""
         shuffle = torch.randperm(views.shape[0], device=views.device)
         keys = self.key_projector(self.key_backbone(views[shuffle]))
         return F.normalize(keys.float(), dim=1)[torch.argsort(shuffle)]
@@ -177,19 +190,21 @@ class MoCo(Method):
         return index[:, None] == self.queue_index[None, :] if self.mask_same_image else None
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=self.same_image_mask(index),
-                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
+        return moco_info_nce(q, k, self.queue, self.temperature,
+                             queue_mask=self.same_image_mask(index), logits=self.logits_fn,
+                             check_mask=not self.enough_unmasked_entries)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
         """Write `keys` and the index of their images over the oldest entries, with `enqueue_fn`."""
         if keys.shape[0] > self.queue.shape[0]:
             # more keys than slots would write some slots twice, and which key wins is undefined
-            raise ValueError(f"queue_size ({self.queue.shape[0]}) must be at least the number of keys enqueued "
-                             f"at once (the batch size), got {keys.shape[0]} keys")
+            raise ValueError(f"queue_size ({self.queue.shape[0]}) must be at least the number of "
+                             f"keys enqueued at once (the batch size), got {keys.shape[0]} keys")
         for buffer, rows in ((self.queue, keys), (self.queue_index[:, None], index[:, None])):
             written, pointer = self.enqueue_fn(buffer, self.queue_pointer.clone(), rows)
-            if written is not buffer:      # a function that returns a new tensor instead of writing in place
+            if written is not buffer:      # a function that returns a new tensor instead of writing
+                                           # in place
                 buffer.copy_(written)
         self.queue_pointer.fill_(pointer)
 
@@ -202,51 +217,59 @@ class MoCo(Method):
             loss = loss + loss2   # summed, as in the MoCo CIFAR-10 demo
             keys.append(k1.detach().float())
         q1 = q1.detach().float()
-        logs = {"positive_similarity": (q1 * keys[0]).sum(1).mean(), "queue_similarity": (q1 @ self.queue.T).mean()}
+        logs = {"positive_similarity": (q1 * keys[0]).sum(1).mean(),
+                "queue_similarity": (q1 @ self.queue.T).mean()}
         return StepOutput(loss, logs, {"keys": torch.stack(keys)})
 
     @torch.no_grad()
     def on_step_end(self, batch: Batch, output: StepOutput) -> None:
-        # After the optimiser step, as in MoCo's pseudo-code: the momentum update, then this step's keys
-        # enqueued. Enqueuing here rather than in training_step keeps the queue fixed while the loss still
-        # needs it, and the compiled step free of buffer writes.
+        # After the optimiser step, as in MoCo's pseudo-code: the momentum update, then this step's
+        # keys enqueued. Enqueuing here rather than in training_step keeps the queue fixed while the
+        # loss still needs it, and the compiled step free of buffer writes.
         self.momentum_update_fn(self.key_encoder(), self.query_encoder(), self.momentum)
         for keys in output.outputs["keys"]:
             self.enqueue(keys, batch.index)
 
 
 class MoCHi(MoCo):
-    """MoCo v2 with hard negative mixing (Kalantidis et al. 2020), MoCHi(N, s, s'): each query also meets
-    `n_mix_negatives` (s) mixes of two of its N hardest queue negatives and `n_mix_query` (s') mixes of
-    itself with one of them (`clcourse.losses.mochi_negatives`). The synthetic negatives are detached and
-    never enqueued. Mixing starts after `mixing_warmup_epochs` epochs of plain MoCo.
+    """MoCo v2 with hard negative mixing (Kalantidis et al. 2020), MoCHi(N, s, s'): each query
+    also meets `n_mix_negatives` (s) mixes of two of its N hardest queue negatives and
+    `n_mix_query` (s') mixes of itself with one of them (`clcourse.losses.mochi_negatives`). The
+    synthetic negatives are detached and never enqueued. Mixing starts after
+    `mixing_warmup_epochs` epochs of plain MoCo.
 
-    The paper has no CIFAR experiments; the defaults keep N/K small as on ImageNet (N = 64 of K = 4096).
+    The paper has no CIFAR experiments; the defaults keep N/K small as on ImageNet
+    (N = 64 of K = 4096).
     """
 
-    def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128, n_mix_query: int = 32,
-                 mixing_warmup_epochs: int = 0, **options):
+    def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128,
+                 n_mix_query: int = 32, mixing_warmup_epochs: int = 0, **options):
         super().__init__(backbone, **options)
         n_hardest = require_int_at_least("n_hardest", n_hardest, 1)
         if n_hardest > self.queue.shape[0]:
-            raise ValueError(f"n_hardest must be at most queue_size ({self.queue.shape[0]}), got {n_hardest}")
+            raise ValueError("n_hardest must be at most queue_size "
+                             f"({self.queue.shape[0]}), got {n_hardest}")
         n_mix_negatives = require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
         n_mix_query = require_int_at_least("n_mix_query", n_mix_query, 0)
         mixing_warmup_epochs = require_int_at_least("mixing_warmup_epochs", mixing_warmup_epochs, 0)
-        self.n_hardest, self.n_mix_negatives, self.n_mix_query = n_hardest, n_mix_negatives, n_mix_query
+        self.n_hardest, self.n_mix_negatives = n_hardest, n_mix_negatives
+        self.n_mix_query = n_mix_query
         self.mixing_warmup_epochs = mixing_warmup_epochs
         self.mixing = mixing_warmup_epochs == 0
-        self.hyperparameters.update(n_hardest=n_hardest, n_mix_negatives=n_mix_negatives, n_mix_query=n_mix_query,
+        self.hyperparameters.update(n_hardest=n_hardest, n_mix_negatives=n_mix_negatives,
+                                    n_mix_query=n_mix_query,
                                     mixing_warmup_epochs=mixing_warmup_epochs)
 
     def on_train_start(self, num_images: int, batch_size: int) -> None:
-        super().on_train_start(num_images, batch_size)   # bounds the masked entries (most_masked_entries)
+        super().on_train_start(num_images, batch_size)   # bounds the masked entries
+                                                         # (most_masked_entries)
         queue_size, most_masked = self.queue.shape[0], self.most_masked_entries
         if self.n_hardest > queue_size - most_masked:
             self.enough_unmasked_entries = False
             raise ValueError(
-                f"n_hardest must be at most {queue_size - most_masked} (queue_size {queue_size} minus up to "
-                f"{most_masked} masked keys of the query's own image), got {self.n_hardest}")
+                f"n_hardest must be at most {queue_size - most_masked} (queue_size "
+                f"{queue_size} minus up to {most_masked} masked keys of the query's own "
+                f"image), got {self.n_hardest}")
 
     def on_epoch_start(self, epoch: int) -> None:
         self.mixing = epoch >= self.mixing_warmup_epochs
@@ -255,9 +278,9 @@ class MoCHi(MoCo):
         queue_mask = self.same_image_mask(index)
         synthetic = None
         if self.mixing:
-            synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives, self.n_mix_query,
-                                        queue_mask=queue_mask, check_mask=not self.enough_unmasked_entries)
-        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask, extra_negatives=synthetic,
-                             logits=self.logits_fn, check_mask=not self.enough_unmasked_entries)
-
-
+            synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives,
+                                        self.n_mix_query, queue_mask=queue_mask,
+                                        check_mask=not self.enough_unmasked_entries)
+        return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask,
+                             extra_negatives=synthetic, logits=self.logits_fn,
+                             check_mask=not self.enough_unmasked_entries)

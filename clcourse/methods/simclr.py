@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -15,13 +15,13 @@ __all__ = ["SimCLR", "DCL", "HCL", "MultiViewSimCLR"]
 
 
 class SimCLR(ContrastiveMethod):
-    """SimCLR (Chen et al., ICML 2020): both views go through backbone f and projector g in one batch of
-    2B (so batch-norm statistics are shared, as with SimCLR's global BN), then the loss compares
-    z1 = g(f(v1)) with z2 = g(f(v2)).
+    """SimCLR (Chen et al., ICML 2020): both views go through backbone f and projector g in one
+    batch of 2B (so batch-norm statistics are shared, as with SimCLR's global BN), then the loss
+    compares z1 = g(f(v1)) with z2 = g(f(v2)).
 
-    `loss(z1, z2, temperature)` is `clcourse.losses.info_nce` unless given, e.g. the function a student
-    wrote in notebook 01. Subclasses (DCL, HCL) pass their own hyperparameters to their loss through
-    `loss_arguments`.
+    `loss(z1, z2, temperature)` is `clcourse.losses.info_nce` unless given, e.g. the function a
+    student wrote in notebook 01. Subclasses (DCL, HCL) pass their own hyperparameters to their loss
+    through `loss_arguments`.
     """
 
     default_loss = staticmethod(info_nce)
@@ -44,12 +44,13 @@ class SimCLR(ContrastiveMethod):
 
 
 class DCL(SimCLR):
-    """SimCLR trained with Debiased Contrastive Learning (Chuang et al. 2020), see `clcourse.losses.dcl`;
-    `loss(z1, z2, temperature, tau_plus)`."""
+    """SimCLR trained with Debiased Contrastive Learning (Chuang et al. 2020), see
+    `clcourse.losses.dcl`; `loss(z1, z2, temperature, tau_plus)`."""
 
     default_loss = staticmethod(dcl)
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, **options):
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1,
+                 **options):
         super().__init__(backbone, temperature, **options)
         tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
         self.tau_plus = tau_plus
@@ -65,8 +66,8 @@ class HCL(SimCLR):
 
     default_loss = staticmethod(hcl)
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
-                 **options):
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5, tau_plus: float = 0.1,
+                 beta: float = 1.0, **options):
         super().__init__(backbone, temperature, **options)
         tau_plus = require_in_range("tau_plus", tau_plus, 0.0, 1.0, high_inclusive=False)
         beta = require_in_range("beta", beta, 0.0, math.inf, high_inclusive=False)
@@ -78,12 +79,13 @@ class HCL(SimCLR):
 
 
 class MultiViewSimCLR(ContrastiveMethod):
-    """SimCLR with `num_views` = M + 1 views of every image, every pair of views of an image a positive pair
-    (`clcourse.losses.multiview_info_nce`): CACR's baseline with the same views and no weighting, so that a
-    comparison separates "more views" from "weighting". With num_views = 2 it is SimCLR.
+    """SimCLR with `num_views` = M + 1 views of every image, every pair of views of an image a
+    positive pair (`clcourse.losses.multiview_info_nce`): CACR's baseline with the same views and
+    no weighting, so that a comparison separates "more views" from "weighting". With
+    num_views = 2 it is SimCLR.
 
-    All views go through backbone and projector in one batch of (M + 1) B images. `loss(views, temperature)`
-    is `multiview_info_nce` unless given.
+    All views go through backbone and projector in one batch of (M + 1) B images.
+    `loss(views, temperature)` is `multiview_info_nce` unless given.
     """
 
     default_loss = staticmethod(multiview_info_nce)

@@ -1,11 +1,11 @@
-"""Learning with labels, and adversarially: the three learning schemes of CL-Robustness (notebook 08),
-CL (SimCLR), SCL (SupCon) and SL (cross-entropy), adversarial pretraining for each, and the fine-tuning of a
-linear head on a pretrained encoder (standard, partial, full)."""
+"""Learning with labels, and adversarially: the three learning schemes of CL-Robustness
+(notebook 08), CL (SimCLR), SCL (SupCon) and SL (cross-entropy), adversarial pretraining for each,
+and the fine-tuning of a linear head on a pretrained encoder (standard, partial, full)."""
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -29,12 +29,14 @@ FINE_TUNING = ("standard", "partial", "full")
 
 
 class SupCon(ContrastiveMethod):
-    """Supervised contrastive learning (Khosla et al., NeurIPS 2020): SimCLR's views, backbone and projector, but
-    every view of the anchor's class is a positive (`clcourse.losses.supcon`, L_out). Needs labels.
+    """Supervised contrastive learning (Khosla et al., NeurIPS 2020): SimCLR's views, backbone and
+    projector, but every view of the anchor's class is a positive (`clcourse.losses.supcon`,
+    L_out). Needs labels.
 
-    `loss(z1, z2, labels, temperature)` is `clcourse.losses.supcon` unless given, e.g. the function a student
-    wrote in notebook 08; it receives float32 embeddings with autocast off. Defaults: temperature 0.1 and the
-    learning rate of SupContrast's CIFAR recipe (0.5 for a batch of 1024)."""
+    `loss(z1, z2, labels, temperature)` is `clcourse.losses.supcon` unless given, e.g. the
+    function a student wrote in notebook 08; it receives float32 embeddings with autocast off.
+    Defaults: temperature 0.1 and the learning rate of SupContrast's CIFAR recipe (0.5 for a
+    batch of 1024)."""
 
     requires_labels = True
     lr = 0.125
@@ -54,15 +56,15 @@ class SupCon(ContrastiveMethod):
 
 
 class Supervised(Method):
-    """The supervised baseline (SL): a linear classifier on the backbone's features, trained end to end with
-    cross-entropy on one view of each image (`augment`, default crop + flip: `clcourse.augment.weak`). Needs
-    labels.
+    """The supervised baseline (SL): a linear classifier on the backbone's features, trained end to
+    end with cross-entropy on one view of each image (`augment`, default crop + flip:
+    `clcourse.augment.weak`). Needs labels.
 
     The classifier sits where the other methods have their projector: `encode` gives its logits, and
-    `embed(projected=True)` their L2-normalised version, which threat model I attacks (notebook 08). The loss
-    takes the raw logits, an ordinary classifier. CL-Robustness' baseline L2-normalises them first (a cosine
-    classifier with temperature 1, whose logits stay in [-1, 1]), which handicaps it; the authors' SL also crops
-    with 5 pixels of padding, not ours."""
+    `embed(projected=True)` their L2-normalised version, which threat model I attacks (notebook 08).
+    The loss takes the raw logits, an ordinary classifier. CL-Robustness' baseline L2-normalises
+    them first (a cosine classifier with temperature 1, whose logits stay in [-1, 1]), which
+    handicaps it; the authors' SL also crops with 5 pixels of padding, not ours."""
 
     requires_labels = True
     lr = 0.1
@@ -84,37 +86,42 @@ class Supervised(Method):
         return StepOutput(loss, {"train_accuracy": accuracy})
 
 
-SCHEMES = {"cl": "simclr", "scl": "supcon", "sl": "supervised"}   # CL-Robustness' schemes -> our methods
+SCHEMES = {"cl": "simclr", "scl": "supcon", "sl": "supervised"}   # CL-Robustness' schemes -> our
+                                                                  # methods
 SCHEME_METHODS = {"cl": SimCLR, "scl": SupCon, "sl": Supervised}
 
 
 class AdversarialPretraining(Method):
-    r"""Adversarial pretraining of any of the three schemes of CL-Robustness (Ghofrani, Yaghouti & Jamshidi,
-    "Rethinking Robust Contrastive Learning from the Adversarial Perspective", https://arxiv.org/abs/2302.02502):
-    each step perturbs the clean, un-augmented images x^0 within the L-infinity ball of radius epsilon so that
-    the scheme's own loss rises, and trains on the perturbed copy besides the scheme's usual views,
+    r"""Adversarial pretraining of any of the three schemes of CL-Robustness (Ghofrani, Yaghouti &
+    Jamshidi, "Rethinking Robust Contrastive Learning from the Adversarial Perspective",
+    https://arxiv.org/abs/2302.02502): each step perturbs the clean, un-augmented images x^0 within
+    the L-infinity ball of radius epsilon so that the scheme's own loss rises, and trains on the
+    perturbed copy besides the scheme's usual views,
 
-        \delta^* = \mathrm{PGD}_T\big[\max_{\lVert\delta\rVert_\infty \le \epsilon} L(x^0, x^0 + \delta)\big]
+        \delta^* = \mathrm{PGD}_T\big[\max_{\lVert\delta\rVert_\infty \le \epsilon}
+                                    L(x^0, x^0 + \delta)\big]
         CL, SCL:  \mathcal{L} = L(x^0, x^0 + \delta^*) + L(x^1, x^2)
         SL:       \mathcal{L} = CE(x^0 + \delta^*) + CE(x^1)
 
-    with L the scheme's loss (`scheme`: "cl" SimCLR's InfoNCE, "scl" SupCon with the labels, "sl" the
-    cross-entropy of `Supervised`) and x^1, x^2 its augmented views. For CL and SCL the attack raises
-    L(sg[z(x^0)], z(x')) (`clcourse.attacks.contrastive_objective`: the clean embeddings are constants), for SL
-    CE(x') (`cross_entropy_objective`). The attack's result carries no gradient; the loss sees the adversarial
-    pair (x^0, x^0 + delta*) through the scheme's own training step, in one pass of 2B as its views.
+    with L the scheme's loss (`scheme`: "cl" SimCLR's InfoNCE, "scl" SupCon with the labels, "sl"
+    the cross-entropy of `Supervised`) and x^1, x^2 its augmented views. For CL and SCL the attack
+    raises L(sg[z(x^0)], z(x')) (`clcourse.attacks.contrastive_objective`: the clean embeddings are
+    constants), for SL CE(x') (`cross_entropy_objective`). The attack's result carries no gradient;
+    the loss sees the adversarial pair (x^0, x^0 + delta*) through the scheme's own training step,
+    in one pass of 2B as its views.
 
-    Attack: PGD with `steps` steps of `step_size` (defaults: the paper's 8/255, 5 steps of 2/255, in [0, 1]
-    pixels) from a random point of the ball (`random_start`; the authors' code starts at delta = 0, where the
-    positive term of the contrastive objective has no gradient). It runs in training mode, so with the
-    batch's statistics, but with the running averages of batch-norm frozen (`models.batchnorm_statistics_frozen`;
-    the authors' attack passes move them). `attack(loss_fn, x, epsilon, step_size, steps, random_start=...)`
-    replaces `clcourse.attacks.pgd`, e.g. the one a student builds in notebook 08.
+    Attack: PGD with `steps` steps of `step_size` (defaults: the paper's 8/255, 5 steps of 2/255, in
+    [0, 1] pixels) from a random point of the ball (`random_start`; the authors' code starts at
+    delta = 0, where the positive term of the contrastive objective has no gradient). It runs in
+    training mode, so with the batch's statistics, but with the running averages of batch-norm
+    frozen (`models.batchnorm_statistics_frozen`; the authors' attack passes move them).
+    `attack(loss_fn, x, epsilon, step_size, steps, random_start=...)` replaces
+    `clcourse.attacks.pgd`, e.g. the one a student builds in notebook 08.
 
-    `scheme_options` go to the scheme's method (SimCLR, SupCon or Supervised), whose backbone, projector, views,
-    learning rate and loss this method uses; it needs labels when the scheme does. Cost per step: the
-    attack's `steps` forward and backward passes of B images and one forward pass for the anchors, on top of
-    twice the scheme's own step (about 4.5x a SimCLR step at 5 steps).
+    `scheme_options` go to the scheme's method (SimCLR, SupCon or Supervised), whose backbone,
+    projector, views, learning rate and loss this method uses; it needs labels when the scheme does.
+    Cost per step: the attack's `steps` forward and backward passes of B images and one forward pass
+    for the anchors, on top of twice the scheme's own step (about 4.5x a SimCLR step at 5 steps).
 
     `compilable = False`: the attack takes input gradients inside the step.
     """
@@ -122,26 +129,28 @@ class AdversarialPretraining(Method):
     compilable = False
 
     def __init__(self, backbone: nn.Module, scheme: str = "cl", epsilon: float = TRAIN_EPSILON,
-                 steps: int = TRAIN_STEPS, step_size: float = TRAIN_STEP_SIZE, random_start: bool = True,
-                 attack: Callable | None = None, **scheme_options):
+                 steps: int = TRAIN_STEPS, step_size: float = TRAIN_STEP_SIZE,
+                 random_start: bool = True, attack: Callable | None = None, **scheme_options):
         if scheme not in SCHEME_METHODS:
-            raise ValueError(f"scheme must be one of {sorted(SCHEME_METHODS)} (CL: SimCLR, SCL: SupCon, SL: "
-                             f"cross-entropy), got {scheme!r}")
+            raise ValueError(f"scheme must be one of {sorted(SCHEME_METHODS)} (CL: SimCLR, SCL: "
+                             f"SupCon, SL: cross-entropy), got {scheme!r}")
         base = SCHEME_METHODS[scheme](backbone, **scheme_options)
         super().__init__(base.backbone, base.view_recipes)
         epsilon = require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
         steps = require_int_at_least("steps", steps, 1)
         step_size = require_positive("step_size", step_size)
         random_start = require_bool("random_start", random_start)
-        require_function("attack", attack, "attack(loss_fn, x, epsilon, step_size, steps, random_start=...)")
+        require_function("attack", attack, "attack(loss_fn, x, epsilon, step_size, "
+                                           "steps, random_start=...)")
         # Held, not registered as a submodule: its backbone and projector are this method's own.
         self.__dict__["base"] = base
         self.projector = base.projector
         self.scheme, self.lr, self.requires_labels = scheme, base.lr, base.requires_labels
-        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
+        self.epsilon, self.steps = epsilon, steps
+        self.step_size, self.random_start = step_size, random_start
         self.attack_fn = attack or pgd
-        self.hyperparameters = dict(scheme=scheme, **base.hyperparameters, epsilon=epsilon, steps=steps,
-                                    step_size=step_size, random_start=random_start)
+        self.hyperparameters = dict(scheme=scheme, **base.hyperparameters, epsilon=epsilon,
+                                    steps=steps, step_size=step_size, random_start=random_start)
 
     def functions(self) -> dict[str, Callable]:
         return {**self.base.functions(), "attack": self.attack_fn}
@@ -150,54 +159,59 @@ class AdversarialPretraining(Method):
         self.base.on_train_start(num_images, batch_size)
 
     def attack_objective(self, clean: torch.Tensor, labels: torch.Tensor | None) -> Callable:
-        """x' -> the scheme's loss at x' against the clean batch, summed over its anchors (the attack raises it;
-        a sum has the mean's gradient sign and keeps fp16 input gradients clear of underflow)."""
+        """x' -> the scheme's loss at x' against the clean batch, summed over its anchors (the
+        attack raises it; a sum has the mean's gradient sign and keeps fp16 input gradients clear
+        of underflow)."""
         if self.scheme == "sl":
             return cross_entropy_objective(self.encode, labels)
         return contrastive_objective(
-            self.encode, clean, lambda z_anchor, z: self.base.contrastive_loss((z_anchor, z), labels) * 2 * len(z))
+            self.encode, clean,
+            lambda z_anchor, z: self.base.contrastive_loss((z_anchor, z), labels) * 2 * len(z))
 
     def training_step(self, batch: Batch) -> StepOutput:
-        clean = to_float_images(batch.images)                     # x^0: the images themselves, un-augmented
+        clean = to_float_images(batch.images)  # x^0: the images themselves, un-augmented
         if batch.views[0].is_contiguous(memory_format=torch.channels_last):
             clean = clean.contiguous(memory_format=torch.channels_last)
         with batchnorm_statistics_frozen(self):
-            adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean, self.epsilon,
-                                         self.step_size, self.steps, random_start=self.random_start)
+            adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean,
+                                         self.epsilon, self.step_size, self.steps,
+                                         random_start=self.random_start)
         standard = self.base.training_step(batch)
         pair = (adversarial,) if self.scheme == "sl" else (clean, adversarial)
         attacked = self.base.training_step(batch._replace(views=pair))
-        logs = {**standard.logs, **{f"adversarial_{key}": value for key, value in attacked.logs.items()},
+        logs = {**standard.logs,
+                **{f"adversarial_{key}": value for key, value in attacked.logs.items()},
                 "standard_loss": standard.loss.detach(), "adversarial_loss": attacked.loss.detach()}
         return StepOutput(standard.loss + attacked.loss, logs)
 
 
 def unaugmented(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The images themselves as float pixels in [0, 1]: the views of the fine-tuning, which CL-Robustness trains
-    on un-augmented images (the generator is not used)."""
+    """The images themselves as float pixels in [0, 1]: the views of the fine-tuning, which
+    CL-Robustness trains on un-augmented images (the generator is not used)."""
     return to_float_images(images)
 
 
 class FineTune(Method):
-    r"""A linear classifier W on a pretrained encoder f, trained in the shared loop (`clcourse.train.train`):
-    the fine-tuning of CL-Robustness' scenarios (`mode`):
+    r"""A linear classifier W on a pretrained encoder f, trained in the shared loop
+    (`clcourse.train.train`): the fine-tuning of CL-Robustness' scenarios (`mode`):
 
         standard:  \min_W CE(W f(x), y)                               f frozen (ST, AT)
         partial:   \min_W CE(W f(x), y) + CE(W f(x + \delta), y)       f frozen (Partial-AT)
         full:      \min_{W, f} CE(W f(x), y) + CE(W f(x + \delta), y)  (Full-AT)
 
     \delta: PGD on \sum_i CE(W f(x_i + \delta_i), y_i) through encoder and head, end to end
-    (`clcourse.attacks.cross_entropy_objective`), `steps` steps of `step_size` within `epsilon` (the paper's
-    8/255, 5 steps of 2/255) from a random start, with batch-norm's running averages frozen during the attack;
-    `attack` replaces `clcourse.attacks.pgd` (same arguments).
+    (`clcourse.attacks.cross_entropy_objective`), `steps` steps of `step_size` within `epsilon` (the
+    paper's 8/255, 5 steps of 2/255) from a random start, with batch-norm's running averages frozen
+    during the attack; `attack` replaces `clcourse.attacks.pgd` (same arguments).
 
-    A frozen encoder stays in eval mode whatever the loop asks (its batch-norm statistics do not move) and its
-    weights get no gradient, so the loop's optimiser never sees them. The pretrained projector comes along,
-    frozen, for threat model I (`encode`); it is never trained. The views are the images themselves
-    (`unaugmented`, as the paper) unless `augment` says otherwise.
+    A frozen encoder stays in eval mode whatever the loop asks (its batch-norm statistics do not
+    move) and its weights get no gradient, so the loop's optimiser never sees them. The pretrained
+    projector comes along, frozen, for threat model I (`encode`); it is never trained. The views are
+    the images themselves (`unaugmented`, as the paper) unless `augment` says otherwise.
 
-    `encoder` is the pretrained method (any `Method`: its backbone and projector are copied). Its weights'
-    fingerprint is part of the configuration, so a run under the same name on another encoder is refused.
+    `encoder` is the pretrained method (any `Method`: its backbone and projector are copied). Its
+    weights' fingerprint is part of the configuration, so a run under the same name on another
+    encoder is refused.
     """
 
     requires_labels = True
@@ -205,17 +219,19 @@ class FineTune(Method):
     LEARNING_RATES = {"standard": 0.5, "partial": 0.5, "full": 0.05}
 
     def __init__(self, encoder: Method, mode: str = "standard", num_classes: int = 10,
-                 epsilon: float = TRAIN_EPSILON, steps: int = TRAIN_STEPS, step_size: float = TRAIN_STEP_SIZE,
-                 random_start: bool = True, attack: Callable | None = None, augment=None):
+                 epsilon: float = TRAIN_EPSILON, steps: int = TRAIN_STEPS,
+                 step_size: float = TRAIN_STEP_SIZE, random_start: bool = True,
+                 attack: Callable | None = None, augment=None):
         if not isinstance(encoder, Method):
-            raise ValueError(f"encoder must be a pretrained clcourse Method (its backbone and projector are used), "
-                             f"got {type(encoder).__name__}")
+            raise ValueError("encoder must be a pretrained clcourse Method (its backbone and "
+                             f"projector are used), got {type(encoder).__name__}")
         if mode not in FINE_TUNING:
             raise ValueError(f"mode must be one of {list(FINE_TUNING)}, got {mode!r}")
         num_classes = require_int_at_least("num_classes", num_classes, 2)
         epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
         random_start = require_bool("random_start", random_start)
-        require_function("attack", attack, "attack(loss_fn, x, epsilon, step_size, steps, random_start=...)")
+        require_function("attack", attack, "attack(loss_fn, x, epsilon, step_size, "
+                                           "steps, random_start=...)")
         super().__init__(copy.deepcopy(encoder.backbone), (augment or unaugmented,))
         self.projector = copy.deepcopy(encoder.projector).requires_grad_(False)
         self.head = nn.Linear(self.backbone.feature_dim, num_classes)
@@ -224,9 +240,11 @@ class FineTune(Method):
             self.backbone.requires_grad_(False)
         self.compilable = mode == "standard"      # the adversarial modes take input gradients
         self.lr = self.LEARNING_RATES[mode]
-        self.epsilon, self.steps, self.step_size, self.random_start = epsilon, steps, step_size, random_start
+        self.epsilon, self.steps = epsilon, steps
+        self.step_size, self.random_start = step_size, random_start
         self.attack_fn = attack or pgd
-        self.hyperparameters = dict(mode=mode, num_classes=num_classes, encoder=type(encoder).__name__,
+        self.hyperparameters = dict(mode=mode, num_classes=num_classes,
+                                    encoder=type(encoder).__name__,
                                     encoder_weights=weights_fingerprint(encoder))
         if mode != "standard":
             self.hyperparameters.update(epsilon=epsilon, steps=steps, step_size=step_size,
@@ -236,8 +254,9 @@ class FineTune(Method):
     def functions(self) -> dict[str, Callable]:
         return {"attack": self.attack_fn}
 
-    def train(self, mode: bool = True) -> "FineTune":
-        """Training mode for what is trained; a frozen encoder and the projector stay in eval mode."""
+    def train(self, mode: bool = True) -> FineTune:
+        """Training mode for what is trained; a frozen encoder and the projector
+        stay in eval mode."""
         super().train(mode)
         self.projector.eval()
         if self.mode != "full":
@@ -256,10 +275,11 @@ class FineTune(Method):
         if self.mode == "standard":
             return StepOutput(loss, logs)
         with batchnorm_statistics_frozen(self):
-            x_adv = self.attack_fn(cross_entropy_objective(self.classify, labels), x, self.epsilon, self.step_size,
-                                   self.steps, random_start=self.random_start)
+            x_adv = self.attack_fn(cross_entropy_objective(self.classify, labels), x, self.epsilon,
+                                   self.step_size, self.steps, random_start=self.random_start)
         adversarial_logits = self.classify(x_adv)
         adversarial_loss = F.cross_entropy(adversarial_logits.float(), labels)
-        logs.update(clean_loss=loss.detach(), adversarial_loss=adversarial_loss.detach(),
-                    adversarial_accuracy=(adversarial_logits.detach().argmax(1) == labels).float().mean())
+        logs.update(
+            clean_loss=loss.detach(), adversarial_loss=adversarial_loss.detach(),
+            adversarial_accuracy=(adversarial_logits.detach().argmax(1) == labels).float().mean())
         return StepOutput(loss + adversarial_loss, logs)
