@@ -34,21 +34,27 @@ __all__ = ["DATA_ENV_VAR", "CIFAR10_CLASSES", "STL10_CLASSES", "CIFAR100_CLASSES
 
 DATA_ENV_VAR = "CLCOURSE_DATA"
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
 
-STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+STL10_CLASSES = [
+    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+]
 
 CIFAR100_CLASSES = [
     "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
     "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "worm",
 ]
 
 # The seed of the fixed permutation behind `subset`: changing it changes every course subset.
@@ -89,7 +95,8 @@ _CACHE: dict[tuple[str, str, bool], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder that holds the datasets: `root` if given, else $CLCOURSE_DATA, else <repo>/data."""
+    """The folder that holds the datasets: `root` if given, else $CLCOURSE_DATA,
+    else <repo>/data."""
     if root is None:
         root = os.environ.get(DATA_ENV_VAR) or course_root() / "data"
     return Path(root).expanduser().resolve()
@@ -98,7 +105,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 def _dataset_key(name: str) -> str:
     key = name.lower() if isinstance(name, str) else name
     if key not in _DATASETS:
-        raise ValueError(f"name must be one of {sorted(_DATASETS)} (case-insensitive), got {name!r}")
+        raise ValueError(f"name must be one of {sorted(_DATASETS)} (case-insensitive), "
+                         f"got {name!r}")
     return key
 
 
@@ -111,13 +119,15 @@ def _missing_files(folder: Path, files: tuple[str, ...]) -> list[str]:
     return [f for f in files if not (folder / f).is_file()]
 
 
-def _missing_data_message(key: str, root: Path, train: bool, missing: list[str], reason: str) -> str:
+def _missing_data_message(key: str, root: Path, train: bool, missing: list[str],
+                          reason: str) -> str:
     spec = _DATASETS[key]
     folder = root / spec.folder
     split = "train" if train else "test"
     return (
         f"{spec.title} {split} split not found: {folder}/ lacks {', '.join(missing)} ({reason}). "
-        f"To fix: download {spec.url} and extract it into {root}/ (the archive creates {spec.folder}/), "
+        f"To fix: download {spec.url} and extract it into {root}/ "
+        f"(the archive creates {spec.folder}/), "
         f"or call load_dataset({key!r}, download=True) on a machine with internet access, "
         f"or set {DATA_ENV_VAR} to a folder that contains {spec.folder}/."
     )
@@ -152,8 +162,8 @@ class _DamagedFile(Exception):
 
 
 def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR file: `data` (N x 3072 uint8: 1024 red, then 1024 green, then 1024 blue values, each a
-    32 x 32 row-major image) and a list of N integer labels."""
+    """One CIFAR file: `data` (N x 3072 uint8: 1024 red, then 1024 green, then 1024 blue values,
+    each a 32 x 32 row-major image) and a list of N integer labels."""
     try:
         batch = _unpickle(path)
         images = np.asarray(batch["data"], dtype=np.uint8)
@@ -163,9 +173,10 @@ def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
             raise _DamagedFile(path, f"{type(error).__name__}: {error}") from error
         # NumPy 2 pickles its arrays as numpy._core.*, a module NumPy 1.x before 1.26 does not have.
         raise ValueError(
-            f"{path} was written by NumPy 2, which NumPy {np.__version__} cannot read (it has no {error.name}): "
-            "the file is not damaged. Upgrade NumPy (pip install 'numpy>=1.26'), or write the file again with this "
-            "NumPy (delete the folder and load the dataset with download=True).") from None
+            f"{path} was written by NumPy 2, which NumPy {np.__version__} cannot read "
+            f"(it has no {error.name}): the file is not damaged. Upgrade NumPy "
+            "(pip install 'numpy>=1.26'), or write the file again with this NumPy "
+            "(delete the folder and load the dataset with download=True).") from None
     except Exception as error:   # whatever a truncated or foreign file raises, the file is unusable
         raise _DamagedFile(path, f"{type(error).__name__}: {error}") from error
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or labels.shape != (len(images),):
@@ -174,7 +185,8 @@ def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     return images, labels
 
 
-def _read_cifar(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar(folder: Path, files: tuple[str, ...],
+                label_key: str) -> tuple[np.ndarray, np.ndarray]:
     batches = [_read_cifar_file(folder / f, label_key) for f in files]
     images = np.concatenate([images for images, _ in batches])
     labels = np.concatenate([labels for _, labels in batches])
@@ -189,17 +201,19 @@ def _read_stl10(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     raw = np.fromfile(image_file, dtype=np.uint8)
     image_bytes = 3 * 96 * 96
     if raw.size % image_bytes:
-        raise _DamagedFile(image_file, f"its {raw.size} bytes are not a whole number of {image_bytes}-byte images")
+        raise _DamagedFile(image_file, f"its {raw.size} bytes are not a whole number of "
+                                       f"{image_bytes}-byte images")
     images = np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
     labels = np.fromfile(label_file, dtype=np.uint8).astype(np.int64) - 1
     if len(labels) != len(images):
-        raise _DamagedFile(label_file, f"it holds {len(labels)} labels for the {len(images)} images of "
-                                       f"{image_file.name}")
+        raise _DamagedFile(label_file, f"it holds {len(labels)} labels for the {len(images)} "
+                                       f"images of {image_file.name}")
     return images, labels
 
 
 def _read_split(key: str, folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split; a damaged file raises a ValueError that names it and says how to get it again."""
+    """Read one split; a damaged file raises a ValueError that names it and says how to get
+    it again."""
     try:
         if key == "stl10":
             return _read_stl10(folder, train)
@@ -208,12 +222,14 @@ def _read_split(key: str, folder: Path, train: bool) -> tuple[np.ndarray, np.nda
     except _DamagedFile as damaged:
         spec = _DATASETS[key]
         raise ValueError(
-            f"{damaged.path} is damaged ({damaged.reason}): a download or copy was probably cut short. Re-create it: "
-            f"delete {folder}/ and call load_dataset({key!r}, download=True) on a machine with internet access, or "
-            f"extract {spec.url} into {folder.parent}/ again.") from None
+            f"{damaged.path} is damaged ({damaged.reason}): a download or copy was probably cut "
+            f"short. Re-create it: delete {folder}/ and call load_dataset({key!r}, download=True) "
+            f"on a machine with internet access, or extract {spec.url} into "
+            f"{folder.parent}/ again.") from None
 
 
-def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_SEED) -> np.ndarray:
+def balanced_subset_indices(labels: np.ndarray, subset: int,
+                            seed: int = SUBSET_SEED) -> np.ndarray:
     """Indices of a deterministic, class-balanced subset of `subset` examples, sorted ascending.
 
     Every class gets floor(subset / C) examples and the remainder goes to classes 0, 1, 2, ... .
@@ -227,7 +243,8 @@ def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_
     """
     permutation = np.random.default_rng(seed).permutation(len(labels))
     permuted_labels = labels[permutation]
-    by_class = np.argsort(permuted_labels, kind="stable")       # permutation positions, grouped by class
+    # Permutation positions, grouped by class.
+    by_class = np.argsort(permuted_labels, kind="stable")
     class_sizes = np.bincount(permuted_labels)
     class_starts = np.cumsum(class_sizes) - class_sizes
     rank = np.empty(len(labels), dtype=np.int64)
@@ -238,23 +255,26 @@ def balanced_subset_indices(labels: np.ndarray, subset: int, seed: int = SUBSET_
 
 def imbalanced_subset_indices(labels: np.ndarray, num_classes: int | None = None,
                                seed: int = SUBSET_SEED) -> np.ndarray:
-    """Indices of a class-imbalanced subset, sorted ascending: class c keeps floor((c + 1) n_c / C) of its
-    n_c examples, from 10% of class 0 to all of class 9 on CIFAR-10 (27,500 of 50,000 images), 1% to 100%
-    on CIFAR-100. This is how CACR builds its imbalanced CIFAR (Zheng et al., TMLR 2023, `--imbalanced`).
+    """Indices of a class-imbalanced subset, sorted ascending: class c keeps floor((c + 1) n_c / C)
+    of its n_c examples, from 10% of class 0 to all of class 9 on CIFAR-10 (27,500 of 50,000
+    images), 1% to 100% on CIFAR-100. This is how CACR builds its imbalanced CIFAR (Zheng et al.,
+    TMLR 2023, `--imbalanced`).
 
-    Within a class, examples are taken in the order of one fixed permutation of the whole split (seeded by
-    `seed`), so the same labels and seed always give the same subset. `num_classes` (C) defaults to the
-    largest label + 1.
+    Within a class, examples are taken in the order of one fixed permutation of the whole split
+    (seeded by `seed`), so the same labels and seed always give the same subset. `num_classes` (C)
+    defaults to the largest label + 1.
     """
     labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0 or labels.min() < 0:
-        raise ValueError(f"labels must be a non-empty 1-D array of class indices >= 0, got {labels.dtype} "
-                         f"of shape {labels.shape}")
+    if (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0
+            or labels.min() < 0):
+        raise ValueError("labels must be a non-empty 1-D array of class indices >= 0, "
+                         f"got {labels.dtype} of shape {labels.shape}")
     if num_classes is None:
         num_classes = int(labels.max()) + 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= labels.max():
-        raise ValueError(f"num_classes must be an integer larger than every label (> {labels.max()}), "
-                         f"got {num_classes!r}")
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+            or num_classes <= labels.max()):
+        raise ValueError("num_classes must be an integer larger than every label "
+                         f"(> {labels.max()}), got {num_classes!r}")
     permutation = np.random.default_rng(seed).permutation(len(labels))
     permuted_labels = labels[permutation]
     kept = []
@@ -264,7 +284,8 @@ def imbalanced_subset_indices(labels: np.ndarray, num_classes: int | None = None
     return np.sort(np.concatenate(kept))
 
 
-def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def _load_arrays(key: str, root: Path, train: bool,
+                 download: bool) -> tuple[np.ndarray, np.ndarray]:
     folder = root / _DATASETS[key].folder
     cache_key = (str(folder), key, train)
     if cache_key in _CACHE:
@@ -279,7 +300,8 @@ def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.
         # the user has to put the files there by hand, so say how.
         except Exception as err:
             reason = f"the download failed: {type(err).__name__}: {err}"
-            raise FileNotFoundError(_missing_data_message(key, root, train, missing, reason)) from err
+            raise FileNotFoundError(
+                _missing_data_message(key, root, train, missing, reason)) from err
         missing = _missing_files(folder, _split_files(key, train))
         if missing:
             reason = "the downloaded archive did not contain them"
@@ -290,7 +312,8 @@ def _load_arrays(key: str, root: Path, train: bool, download: bool) -> tuple[np.
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool = True,
                  subset: int | None = None, device: torch.device | str | None = None,
-                 download: bool = True, imbalanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 download: bool = True,
+                 imbalanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One split of CIFAR-10, CIFAR-100 (fine labels) or STL-10 as two tensors on `device`.
 
     Args:
@@ -299,12 +322,13 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
         train: the train split (CIFAR 50,000 images, STL-10 5,000 labelled) or the test split
             (CIFAR 10,000, STL-10 8,000). STL-10's unlabelled split is not used.
         subset: if given, a deterministic class-balanced subset of this many examples, kept in the
-            split's original order (see `balanced_subset_indices`); 1 <= subset <= split size. A train split
-            has at most ``$CLCOURSE_MAX_TRAIN_IMAGES`` examples when that is set (nbgrader's grading sets it).
+            split's original order (see `balanced_subset_indices`); 1 <= subset <= split size. A
+            train split has at most ``$CLCOURSE_MAX_TRAIN_IMAGES`` examples when that is set
+            (nbgrader's grading sets it).
         device: where the tensors go (one copy); None means CPU.
         download: fetch the official archive with torchvision if the files are missing.
-        imbalanced: keep only a fraction (c + 1) / C of class c (of the subset, when one is given), as
-            CACR's class-imbalanced CIFAR; see `imbalanced_subset_indices`.
+        imbalanced: keep only a fraction (c + 1) / C of class c (of the subset, when one is
+            given), as CACR's class-imbalanced CIFAR; see `imbalanced_subset_indices`.
 
     Returns:
         images: uint8 [N, 3, H, W], contiguous (H = W = 32 for CIFAR, 96 for STL-10).
@@ -320,7 +344,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
     train = require_bool("train", train)
     download = require_bool("download", download)
     images, labels = _load_arrays(key, data_root(root), train, download)
-    size = None if subset is None else as_number(subset)     # a numpy or 0-d tensor integer is an integer
+    # A numpy or 0-d tensor integer is an integer.
+    size = None if subset is None else as_number(subset)
     if subset is not None and (not isinstance(size, int) or not 1 <= size <= len(labels)):
         split = "train" if train else "test"
         raise ValueError(f"subset must be an integer in [1, {len(labels)}] (the size of the {key} "

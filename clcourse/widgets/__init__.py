@@ -21,14 +21,29 @@ layer-wise CKA                         ``CKA`` (view: ``CKAResult``) 09
 static renders of a notebook.
 """
 from .base import ExplorerFigure, StateExplorer
-from .cacr import (CacrWeightsExplorer, CacrWeightsState, CacrWeightsView, cacr_weights_explorer,
-                   cacr_weights_figure)
+from .cacr import (
+    CacrWeightsExplorer,
+    CacrWeightsState,
+    CacrWeightsView,
+    cacr_weights_explorer,
+    cacr_weights_figure,
+)
 from .cka import CKAExplorer, CKAState, cka_explorer, cka_figure, static_cka_explorer
-from .neighbourhood import (NeighbourhoodExplorer, NeighbourhoodState, NeighbourhoodView,
-                            neighbourhood_explorer, neighbourhood_figure,
-                            static_neighbourhood_explorer)
-from .soft_target import (SoftTargetExplorer, SoftTargetState, SoftTargetView, soft_target_explorer,
-                          soft_target_figure)
+from .neighbourhood import (
+    NeighbourhoodExplorer,
+    NeighbourhoodState,
+    NeighbourhoodView,
+    neighbourhood_explorer,
+    neighbourhood_figure,
+    static_neighbourhood_explorer,
+)
+from .soft_target import (
+    SoftTargetExplorer,
+    SoftTargetState,
+    SoftTargetView,
+    soft_target_explorer,
+    soft_target_figure,
+)
 
 __all__ = [
     "ExplorerFigure", "StateExplorer",

@@ -32,11 +32,23 @@ import torch.nn.functional as F
 from matplotlib.lines import Line2D
 
 from ..augment import to_uint8_images
-from ..negatives import (DEFAULT_MAP_CACHE, MAP_METHODS, EmbeddingMap, MapCache,
-                         effective_negatives, fit_embedding_map, hardest_negatives,
-                         negative_weights_from_similarities)
-from ..validation import (describe_tensor, require_embeddings, require_int_at_least, require_labels,
-                          require_positive)
+from ..negatives import (
+    DEFAULT_MAP_CACHE,
+    MAP_METHODS,
+    EmbeddingMap,
+    MapCache,
+    effective_negatives,
+    fit_embedding_map,
+    hardest_negatives,
+    negative_weights_from_similarities,
+)
+from ..validation import (
+    describe_tensor,
+    require_embeddings,
+    require_int_at_least,
+    require_labels,
+    require_positive,
+)
 from ..viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile
 from .base import ExplorerFigure, StateExplorer, _as_image, _require_index
 

@@ -16,8 +16,14 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
-from ..validation import (describe_tensor, require_embeddings, require_in_range,
-                          require_int_at_least, require_labels, require_positive)
+from ..validation import (
+    describe_tensor,
+    require_embeddings,
+    require_in_range,
+    require_int_at_least,
+    require_labels,
+    require_positive,
+)
 from ..viz import FALSE_NEGATIVE_COLOUR, NEGATIVE_COLOUR, image_tile
 from .base import ExplorerFigure, StateExplorer, _as_image, _require_index
 
