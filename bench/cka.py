@@ -11,9 +11,9 @@ Four representations: network A and network B (ResNet-18, seeds 0 and 1; the tim
 on the weights), each on the clean images and on its own adversarial images (L-inf PGD raising
 the distance of its pooled features from the clean ones, epsilon 8/255, step 2/255, random
 start); CKA for all 10 pairs, 9 layers each (the 8 residual blocks and the pooled output).
-Targets (issue 14): under 30 s on one H100/H200, and peak memory bounded by the Gram statistics,
-not by the number of images: the pass also runs on a fifth of the images and both peaks are
-printed (they should be about equal).
+Targets: under 30 s on one H100/H200, and peak memory bounded by the Gram statistics, not by the
+number of images: the pass also runs on a fifth of the images and both peaks are printed (they
+should be about equal).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Shared set-up for the benchmarks: the device and the sizes a command line chooses, data on the
 device, timing that waits for the GPU, peak memory, the device's description, and CIFAR-10 unpacked
-from the offline JPEG pack."""
+from a JPEG pack."""
 from __future__ import annotations
 
 import argparse
@@ -115,7 +115,7 @@ def compile_backend(backend: str | None):
         torch.compile = original
 
 
-# -------------------------------------------------------------- CIFAR-10 from the offline JPEG pack
+# ---------------------------------------------------------------------- CIFAR-10 from a JPEG pack
 
 def _decode_jpegs(chunk: list[bytes]) -> np.ndarray:
     from PIL import Image
@@ -143,13 +143,13 @@ def _write_batch(path: Path, name: str, images: np.ndarray, labels: np.ndarray) 
 
 
 def unpack_cifar10(pack: str | Path, root: str | Path, workers: int | None = None) -> Path:
-    """Write CIFAR-10 from the offline JPEG pack (`cifar10-jpeg.npz`) into
-    `root/cifar-10-batches-py/`, in the layout and order of the build machines' `cifar10_unpack.py`
-    (the training images in a fixed shuffle, seed 0, five batches of 10,000), decoding on `workers`
-    processes (default: every core). Returns `root`.
+    """Write CIFAR-10 from a JPEG pack (`cifar10-jpeg.npz`) into
+    `root/cifar-10-batches-py/`, in the layout of the official CIFAR-10 batches (the training
+    images in a fixed shuffle, seed 0, five batches of 10,000), decoding on `workers` processes
+    (default: every core). Returns `root`.
 
-    The GPU machine has the pack but not that script; the suite calls this to make its
-    data root there."""
+    `bench/suite.py --pack PATH` calls this to make its data root from a pack the user
+    provides."""
     pack, root = Path(pack), Path(root)
     if not pack.is_file():
         raise FileNotFoundError("pack must be the CIFAR-10 JPEG pack (cifar10-jpeg.npz), got "

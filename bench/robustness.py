@@ -10,7 +10,7 @@ accuracy of each scheme x scenario cell, and the time of each phase.
     # quick CPU check of the script
     python bench/robustness.py --smoke
 
-Timing targets (issue 13), on the budget's backbone and batch:
+Timing targets, on the budget's backbone and batch:
 - an epoch of 5-step PGD adversarial pretraining costs at most 6.5x a standard epoch of the same
   method (5 attack forward/backward passes, one anchor pass, plus twice the method's step);
 - robust accuracy of 10,000 test images under PGD-40 on a ResNet-18: under 60 s on one H100/H200.

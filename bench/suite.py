@@ -2,7 +2,7 @@
 
     # this machine's GPU, 12-minute budget (make bench)
     python bench/suite.py
-    # CIFAR-10 unpacked from the offline JPEG pack first
+    # CIFAR-10 unpacked from a JPEG pack first
     python bench/suite.py --pack data/cifar10-jpeg.npz
     # a shorter window: phase 3 is trimmed first
     python bench/suite.py --budget-minutes 9.25
@@ -30,17 +30,10 @@ Results: `bench/results/<date>_<gpu>.json` (`--results-dir`; a second run that d
 `--smoke` run's go into the git-ignored `.cache/bench/`), then a markdown table.
 `python bench/report.py` writes the newest results into README.md's Performance section.
 
-The GPU machine: the course's device tool copies the working tree (64 MiB at most) to a machine with
-one H200 and runs one command of at most 10 minutes there. Here, once: `cp
-../shared/data/cifar10-jpeg.npz data/` (git-ignored), then
-
-    run(command="PYTHONUNBUFFERED=1 python3 bench/suite.py --pack data/cifar10-jpeg.npz
-    --budget-minutes 9.25
-                 --results-dir $OUT 2>&1 | tee $OUT/suite.log",
-        carry=["data/cifar10-jpeg.npz"], timeout_s=600)
-
-and copy the results file from `files_at` into bench/results/, run
-`python bench/report.py`, commit both.
+On any GPU machine: `make bench` (= `python bench/suite.py`), or `--pack path/to/cifar10-jpeg.npz`
+for CIFAR-10 from a JPEG pack you provide; under a job time limit, `--budget-minutes 9.25`
+(10-minute limit) and `--results-dir DIR`. Then copy the results file into bench/results/, run
+`python bench/report.py`, and commit both.
 
 Sizing for one H100/H200 (estimates from published speeds and FLOP counts; nothing here
 is measured yet):
@@ -527,7 +520,7 @@ def main(argv=None) -> dict:
                         help="the whole run's deadline, start-up included (default 12); "
                              "phase 3 is trimmed first")
     parser.add_argument("--pack", type=Path, default=None,
-                        help="CIFAR-10 as the offline JPEG pack (cifar10-jpeg.npz), unpacked "
+                        help="CIFAR-10 as a JPEG pack (cifar10-jpeg.npz), unpacked "
                              "into a temporary data root (default: the data root, "
                              "$CLCOURSE_DATA or data/)")
     parser.add_argument("--results-dir", type=Path, default=None,

@@ -22,15 +22,14 @@ METHOD_COSTS: dict[str, tuple[str, float | None]] = {
     "dcl": ("simclr", None),
     "hcl": ("simclr", None),
     "moco": ("simclr", None),
-    "mochi": ("moco", 1.10),  # MoCHi: at most 10% over MoCo v2
-    "clae": ("simclr", 2.2),  # issue 10: one attack forward/backward, one adversarial forward
-    "simclr_multiview": ("simclr", 2.5),  # issue 11: 5 views, 2.5x the images of a 2-view epoch
-    "cacr": ("simclr", 2.5),             # issue 11: CACR on the same 5 views
-    "sce": ("moco", 1.05),               # issue 12: one extra softmax over the queue
-    "supcon": ("simclr", None),          # issue 13: SimCLR's step with a label mask
-    "supervised": ("simclr", None),      # issue 13: one view, cross-entropy
-    "adversarial": ("simclr", 6.5),      # issue 13: adversarial SimCLR, 5 PGD passes + anchors + 2
-                                         # steps
+    "mochi": ("moco", 1.10),              # MoCHi: at most 10% over MoCo v2
+    "clae": ("simclr", 2.2),              # one attack forward/backward, one adversarial forward
+    "simclr_multiview": ("simclr", 2.5),  # 5 views, 2.5x the images of a 2-view epoch
+    "cacr": ("simclr", 2.5),              # CACR on the same 5 views
+    "sce": ("moco", 1.05),                # one extra softmax over the queue
+    "supcon": ("simclr", None),           # SimCLR's step with a label mask
+    "supervised": ("simclr", None),       # one view, cross-entropy
+    "adversarial": ("simclr", 6.5),       # adversarial SimCLR, 5 PGD passes + anchors + 2 steps
 }
 DEFAULT_REFERENCE = "simclr"
 

@@ -5,9 +5,9 @@ batches there (see `augment.py`), so no DataLoader or worker processes are neede
 train split is 150 MB as uint8.
 
 The files are read straight from the official on-disk formats with pickle/numpy, not through
-torchvision's dataset classes, because those check md5 sums and reject the course's offline
-copy of CIFAR-10 (its pixels were re-encoded, so the sums differ). torchvision is only used to
-download and extract the official archive when the files are missing.
+torchvision's dataset classes, because those check md5 sums and reject a copy of CIFAR-10 whose
+pixels were re-encoded (one unpacked from a JPEG pack, say: the sums differ). torchvision is only
+used to download and extract the official archive when the files are missing.
 
 Expected layout under the data root (see `data_root` and data/README.md):
 

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from repository import REPO, load_bench
+from repository import load_bench
 
 
 def make_pack(path, n_train, n_test):
-    """A CIFAR-10 JPEG pack in the layout of ../shared/data/cifar10-jpeg.npz, with smooth random images."""
+    """A CIFAR-10 JPEG pack (`cifar10-jpeg.npz`: the class names and, per split, the JPEG bytes,
+    their offsets and the labels), with smooth random images."""
     import io
 
     import numpy as np
@@ -32,7 +33,7 @@ def make_pack(path, n_train, n_test):
     return pack, originals
 
 
-def test_the_jpeg_pack_is_unpacked_in_the_build_machines_layout(tmp_path):
+def test_the_jpeg_pack_is_unpacked_in_the_official_layout(tmp_path):
     import numpy as np
     from clcourse.data import load_dataset
     common = load_bench("common")
@@ -48,15 +49,18 @@ def test_the_jpeg_pack_is_unpacked_in_the_build_machines_layout(tmp_path):
         common.unpack_cifar10(tmp_path / "absent.npz", tmp_path / "other")
 
 
-def test_the_real_pack_decodes_to_the_build_machines_cifar10(tmp_path):
-    # The data root that ../shared/tools/cifar10_unpack.py wrote (CI unpacks it before the tests) against the
-    # same pack decoded here: the first training images after the fixed shuffle, and the first test images.
+def test_the_real_pack_decodes_to_the_data_roots_cifar10(tmp_path):
+    # The data root's CIFAR-10 (CI unpacks it from the pack before the tests) against the pack named
+    # by $CLCOURSE_JPEG_PACK decoded here: the first training images after the fixed shuffle, and the
+    # first test images.
     import os
 
     import numpy as np
     from clcourse.data import load_dataset
     common = load_bench("common")
-    pack = Path(os.environ.get("CLCOURSE_SHARED", REPO.parent / "shared")) / "data" / "cifar10-jpeg.npz"
+    if not os.environ.get("CLCOURSE_JPEG_PACK"):
+        pytest.skip("CLCOURSE_JPEG_PACK (the CIFAR-10 JPEG pack) is not set")
+    pack = Path(os.environ["CLCOURSE_JPEG_PACK"])
     try:
         train_images, train_labels = load_dataset("cifar10", train=True, download=False)
         test_images, _ = load_dataset("cifar10", train=False, subset=None, download=False)
