@@ -229,7 +229,8 @@ def test_a_budget_too_small_starts_nothing(toy, tmp_path, capsys):
     assert bench.main(["--scale", "toy", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "t.json"),
                        "--budget-minutes", "0.01"]) == 0
     out = capsys.readouterr().out
-    assert "the budget is spent" in out and "36 left: run the same command again to continue" in out
+    left = 3 * len(METHODS)                      # every method on the default seeds 0, 1, 2
+    assert "the budget is spent" in out and f"{left} left: run the same command again to continue" in out
     ledger = json.loads((tmp_path / "t.json").read_text())
     assert all(entry["status"] == "pending" for entry in ledger["methods"].values())
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["scale.json"]
@@ -360,7 +361,8 @@ def test_the_results_section_is_written_from_the_ledgers(toy, tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith("# Course\n\n") and text.endswith("\n\nafter\n")
     machine = _ledger(tmp)["methods"]["simclr"]["runs"][0]["machine"]
-    assert f"| `cpu` | small CNN, CIFAR-10 classes 0-4, 5,000 training images, 30 epochs | 4 of 24 | 0, 1 | " \
+    runs = f"4 of {2 * len(METHODS)}"            # simclr and dcl on seeds 0, 1; of every method on them
+    assert f"| `cpu` | small CNN, CIFAR-10 classes 0-4, 5,000 training images, 30 epochs | {runs} | 0, 1 | " \
            f"{machine['cpu']}, 1 thread, torch {torch.__version__} | " in text
     assert "| `colab` | ResNet-18, all of CIFAR-10, 50 epochs | not measured |  |  |  |  |" in text
     assert results.summary_table(_ledger(tmp)) in text and "**`full` scale**" not in text
