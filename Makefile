@@ -213,8 +213,8 @@ test-browser: $(BROWSER_STAMP)
 	BROWSER_ARTEFACTS="$(BROWSER_ARTEFACTS)" $(BIN)/python -m pytest tests/e2e_browser.py -rA \
 		$(call junit,browser) $(PYTEST_ARGS)
 
-# Every GPU figure the README's Performance section claims, in one process and a 12-minute budget; writes
-# bench/results/<date>_<gpu>.json (then python bench/report.py puts it into README.md).
+# Every GPU figure the course claims (bench/README.md's Performance section), in one process and a 12-minute
+# budget; writes bench/results/<date>_<gpu>.json (then python bench/report.py puts it into bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 

@@ -1,6 +1,7 @@
-"""The benchmark suite's results as markdown, and README.md's Performance figures written from them.
+"""The benchmark suite's results as markdown, and bench/README.md's Performance figures written from
+them.
 
-    python bench/report.py          # rewrite the block between the markers in README.md
+    python bench/report.py          # rewrite the block between the markers in bench/README.md
     python bench/report.py --check  # exit 1 if that block differs from what the results files give
 
 The GPU table comes from the newest results file of a GPU run in bench/results/ (by its start time),
@@ -29,7 +30,7 @@ from targets import (  # noqa: E402
 )
 
 RESULTS_DIR = REPO / "bench" / "results"
-README = REPO / "README.md"
+README = REPO / "bench" / "README.md"
 BEGIN = "<!-- BEGIN bench/report.py: generated from bench/results/, do not edit by hand -->"
 END = "<!-- END bench/report.py -->"
 EPOCH_VIEWS = 2 * 50_000
@@ -222,7 +223,7 @@ def newest(results_dir: Path, smoke: bool) -> dict | None:
 
 def performance_block(gpu: dict | None, smoke: dict | None,
                       registered: list[str] | None = None) -> str:
-    """README.md's generated figures: the GPU table (every row, measured or not) and the
+    """bench/README.md's generated figures: the GPU table (every row, measured or not) and the
     CPU smoke table."""
     parts = [BEGIN, ""]
     if gpu:

@@ -1,4 +1,4 @@
-"""Every GPU figure the README claims, measured by one command in one process, within a time budget.
+"""Every GPU figure the course claims, measured by one command in one process, within a time budget.
 
     # this machine's GPU, 12-minute budget (make bench)
     python bench/suite.py
@@ -28,7 +28,7 @@ after every phase, so a run that is cut short still leaves the first results:
 
 Results: `bench/results/<date>_<gpu>.json` (`--results-dir`; a second run that day gets `_2`; a
 `--smoke` run's go into the git-ignored `.cache/bench/`), then a markdown table.
-`python bench/report.py` writes the newest results into README.md's Performance section.
+`python bench/report.py` writes the newest results into bench/README.md's Performance section.
 
 On any GPU machine: `make bench` (= `python bench/suite.py`), or `--pack path/to/cifar10-jpeg.npz`
 for CIFAR-10 from a JPEG pack you provide; under a job time limit, `--budget-minutes 9.25`

@@ -1,4 +1,4 @@
-"""bench/report.py: the suite's figures as markdown, and README.md's Performance figures written from the
+"""bench/report.py: the suite's figures as markdown, and bench/README.md's Performance figures written from the
 newest results files (fixed rows, "not measured" where nothing was measured, the GPU and date beside each)."""
 import copy
 import json
@@ -130,4 +130,4 @@ def test_the_block_between_the_markers_is_replaced_and_nothing_else(tmp_path):
 
 
 def test_the_readme_shows_the_newest_results():
-    assert report.main(["--check"]) == 0, "run python bench/report.py and commit README.md"
+    assert report.main(["--check"]) == 0, "run python bench/report.py and commit bench/README.md"
