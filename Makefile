@@ -56,7 +56,7 @@ STAMP := $(VENV)/.clcourse-installed
 junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 
 .PHONY: mutate venv lab lint test test-oldest test-unit test-heavy test-notebooks data clean-notebooks check-notebooks student bench clean-venv help \
-	nbgrader test-nbgrader test-browser diagrams
+	nbgrader test-nbgrader test-browser diagrams site test-site
 
 help:
 	@echo "make lab              set up .venv if needed, open JupyterLab on student/ (LAB_FOLDER=notebooks: solutions)"
@@ -73,6 +73,8 @@ help:
 	@echo "make nbgrader         write an nbgrader course folder into classroom/ (NBGRADER_OUT=...)"
 	@echo "make test-nbgrader    nbgrader autogrades notebook 01 three times, docs/teaching.md's commands run on it"
 	@echo "make test-browser     the course in a real JupyterLab, driven by headless Chromium"
+	@echo "make site             the course site in .cache/site/ (PRESET=colab: from colab-preset executions)"
+	@echo "make test-site        two pages of the built site in headless Chromium: an equation, a figure, the sidebar"
 	@echo "make bench            measure every GPU figure of the README (bench/suite.py; BENCH_ARGS=--smoke on a CPU)"
 	@echo "make mutate           mutation scores of losses, evaluate, augment, train (slow; MODULE=... for one)"
 	@echo "make venv             only set up .venv"
@@ -212,6 +214,29 @@ $(BROWSER_STAMP): $(STAMP)
 test-browser: $(BROWSER_STAMP)
 	BROWSER_ARTEFACTS="$(BROWSER_ARTEFACTS)" $(BIN)/python -m pytest tests/e2e_browser.py -rA \
 		$(call junit,browser) $(PYTEST_ARGS)
+
+# The course site (tools/course_site.py; Sphinx, MyST-NB and the book theme: the `site` extra, installed on top of the
+# course's venv when first needed): README.md as the landing page, every notebook with its outputs, the package map
+# and the guides, in .cache/site/, every internal link and anchor checked. The notebooks' outputs come from their
+# executions in .cache/executed/PRESET/, which make test-notebooks saves; the missing or stale ones run first.
+# PRESET=colab builds from colab-preset executions (running the missing ones needs a GPU);
+# SITE_ARGS=--no-execute fails, naming them, instead of running notebooks (CI).
+SITE_STAMP := $(VENV)/.clcourse-site
+PRESET ?= smoke
+SITE_ARGS ?=
+
+$(SITE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[site]'
+	touch $@
+
+site: $(SITE_STAMP)
+	env -u MPLBACKEND $(BIN)/python tools/course_site.py build --preset $(PRESET) $(SITE_ARGS)
+
+# Two pages of the site built by make site, in headless Chromium (tests/e2e_site.py, the browser test's set-up):
+# a rendered equation, a figure, the sidebar with every notebook, no widget left as a box.
+test-site: $(BROWSER_STAMP)
+	BROWSER_ARTEFACTS="$(BROWSER_ARTEFACTS)" $(BIN)/python -m pytest tests/e2e_site.py -rA \
+		$(call junit,site) $(PYTEST_ARGS)
 
 # Every GPU figure the course claims (bench/README.md's Performance section), in one process and a 12-minute
 # budget; writes bench/results/<date>_<gpu>.json (then python bench/report.py puts it into bench/README.md).

@@ -1,0 +1,144 @@
+"""The course site as a reader sees it (make test-site, after make site; CI runs it where Chromium
+is installable).
+
+The built site (.cache/site/, or $SITE_DIR) is served on a local port, and two pages are opened in
+headless Chromium, started as the browser test starts it (tests/e2e_browser.py): notebook 01
+(SimCLR) and notebook 02 (the explorer of hardest negatives). On each, the equations must be typeset
+by the site's own MathJax (its fonts loaded from the site, no MathJax error), the output figures
+must be loaded images, the sidebar must list every notebook, the page must keep its Colab badge and
+say which preset and machine produced its outputs, and every resource it loads from the site must
+answer. Notebook 02's explorer, an ipywidgets view, must leave no widget behind: its static figure
+is there instead. A screenshot of each page goes to $BROWSER_ARTEFACTS (default .cache/browser/).
+
+Not collected by `pytest tests/` (it needs Chromium and a built site): run it by path."""
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import e2e_browser
+from e2e_browser import screenshot, wait_for
+from repository import NOTEBOOKS, REPO, load_script
+from selenium.webdriver.common.by import By
+
+pytestmark = pytest.mark.skipif(
+    not (e2e_browser.CHROMIUM and e2e_browser.CHROMEDRIVER),
+    reason="needs Chromium and its driver: apt-get install chromium chromium-driver")
+browser = e2e_browser.browser   # the fixture: Chromium, started as the browser test starts it
+course_site = load_script(REPO / "tools" / "course_site.py")
+SITE = Path(os.environ.get("SITE_DIR", course_site.SITE_DIR))
+SIMCLR = "notebooks/01_simclr_from_scratch.html"
+EXPLORER = "notebooks/02_embedding_geometry_and_hard_negatives.html"
+EXPLORER_STATIC_CELL = "static_neighbourhood_explorer(state)"
+
+# The resources the page loaded from the site that failed (Chromium's Resource Timing has
+# their status).
+FAILED_RESOURCES = """
+return performance.getEntriesByType('resource')
+    .filter(entry => entry.name.startsWith(location.origin) && entry.responseStatus >= 400)
+    .map(entry => entry.responseStatus + ' ' + entry.name);
+"""
+# MathJax's typeset equations and its web fonts, once its startup has finished.
+MATH = """
+if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) return null;
+const done = arguments[arguments.length - 1];
+MathJax.startup.promise.then(() => document.fonts.ready).then(() => done({
+    equations: document.querySelectorAll('.bd-article mjx-container').length,
+    errors: document.querySelectorAll('.bd-article mjx-merror').length,
+    rendered: [...document.querySelectorAll('.bd-article mjx-container')]
+        .filter(e => e.getBoundingClientRect().width > 0).length,
+    fonts: [...document.fonts]
+        .filter(f => f.family.includes('MJX') && f.status === 'loaded').length,
+}));
+"""
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built site served on a free local port; yields its URL."""
+    if not (SITE / "index.html").is_file():
+        pytest.fail(f"no site in {SITE}: build it first (make site)")
+    handler = functools.partial(Quiet, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def open_page(driver, url, page):
+    driver.get(f"{url}/{page}")
+    wait_for(lambda: driver.execute_script("return document.readyState") == "complete", 30,
+             f"{page} to load", driver, "load")
+
+
+def check_math(driver, name):
+    driver.set_script_timeout(60)
+    math = wait_for(lambda: driver.execute_async_script(MATH), 60, "MathJax to typeset the page",
+                    driver, name)
+    assert math["equations"] > 0 and math["rendered"] == math["equations"], math
+    assert math["errors"] == 0, f"MathJax could not typeset {math['errors']} equations"
+    assert math["fonts"] > 0, "MathJax's fonts did not load from the site"
+
+
+def check_figures(driver, minimum):
+    images = driver.find_elements(By.CSS_SELECTOR, ".cell_output img")
+    loaded = [image for image in images if driver.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", image)]
+    assert len(images) >= minimum and len(loaded) == len(images), \
+        f"{len(loaded)} of the {len(images)} output figures loaded (at least {minimum} expected)"
+
+
+def check_sidebar(driver):
+    links = driver.find_elements(By.CSS_SELECTOR, ".bd-sidebar-primary nav a")
+    targets = {link.get_attribute("href").rsplit("/", 1)[-1].split("#")[0] for link in links}
+    missing = [path.stem for path in NOTEBOOKS if f"{path.stem}.html" not in targets]
+    assert not missing, f"the sidebar does not list {missing}"
+    assert driver.find_element(By.CSS_SELECTOR, ".bd-sidebar-primary").is_displayed()
+
+
+def check_page(driver, page):
+    badge = driver.find_elements(
+        By.CSS_SELECTOR, f"a[href$='/notebooks/{Path(page).stem}.ipynb'] img[alt='Open In Colab']")
+    assert badge, "the page has lost its Colab badge"
+    note = driver.find_element(By.CSS_SELECTOR, ".admonition.note").text
+    assert "smoke preset" in note or "colab preset" in note or "full preset" in note, note
+    assert "CPU" in note or "GPU" in note, note
+    assert driver.execute_script(FAILED_RESOURCES) == []
+
+
+def test_simclr_page_has_its_equations_figures_and_sidebar(site, browser):
+    open_page(browser, site, SIMCLR)
+    check_math(browser, "simclr-math")
+    check_figures(browser, minimum=3)
+    check_sidebar(browser)
+    check_page(browser, SIMCLR)
+    screenshot(browser, "site-01-simclr")
+
+
+def test_explorer_page_shows_the_static_figure_and_no_widget(site, browser):
+    open_page(browser, site, EXPLORER)
+    check_math(browser, "explorer-math")
+    check_figures(browser, minimum=3)
+    check_sidebar(browser)
+    check_page(browser, EXPLORER)
+    static = browser.find_elements(
+        By.XPATH, f"//div[contains(@class, 'cell ')][.//pre[contains(., '{EXPLORER_STATIC_CELL}')]]"
+                  "//div[contains(@class, 'cell_output')]//img")
+    assert static, "the explorer's static figure is not on the page"
+    text = browser.find_element(By.TAG_NAME, "body").text
+    leftovers = [word for word in ("VBox(", "HBox(", "Loading widget", "IntSlider(", "Dropdown(")
+                 if word in text]
+    leftovers += browser.find_elements(By.CSS_SELECTOR, ".jupyter-widgets, .widget-area")
+    assert not leftovers, f"widgets left on the page: {leftovers}"
+    browser.execute_script("arguments[0].scrollIntoView()", static[0])
+    screenshot(browser, "site-02-explorer")
