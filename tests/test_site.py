@@ -104,6 +104,9 @@ def nbval_run(tmp_path_factory):
                       "display(HTML('<b>bold</b>'))\n'a' * 3;"),
         new_code_cell("# NBVAL_SKIP\nraise RuntimeError('not run')"),
         new_code_cell("import ipywidgets\nipywidgets.IntSlider(value=3)"),
+        new_code_cell("explorer = ipywidgets.VBox([ipywidgets.HTML('a summary'),\n"
+                      "    ipywidgets.Image(format='png', value=b'first')])\nexplorer"),
+        new_code_cell("explorer.children[1].value = b'PNG bytes'"),
     ])
     failing = new_notebook(cells=[new_code_cell("print(1)"), new_code_cell("1 / 0"),
                                   new_code_cell("print(3)")])
@@ -131,7 +134,12 @@ def test_nbval_saves_each_notebook_it_ran_whole_with_its_outputs_and_record(nbva
     assert [output.data.get("text/html") for output in code[2].outputs] == ["<b>bold</b>"]
     assert code[3].outputs == [] and code[3].execution_count is None, "NBVAL_SKIP: not run"
     assert site.is_widget_output(code[4].outputs[0])
-    assert [cell.execution_count for cell in code] == [1, 2, 3, None, 4]
+    assert [cell.execution_count for cell in code] == [1, 2, 3, None, 4, 5, 6]
+    state = nb.metadata["widgets"][site.WIDGET_STATE_MIME]["state"]
+    model = code[5].outputs[0].data[site.notebook_tool.WIDGET_VIEW_MIME]["model_id"]
+    assert state[model]["model_name"] == "VBoxModel"
+    assert site.widget_images(model, state) == [("image/png", "UE5HIGJ5dGVz")], \
+        "the image as the last cell left it (b'PNG bytes')"
     record = site.read_record(nb)
     assert record["preset"] == "smoke" and record["device"] == "cpu" and "CPU" in record["machine"]
     assert record["source_sha256"] == site.source_hash(source)
@@ -181,39 +189,74 @@ RECORD = {"preset": "smoke", "device": "cpu", "machine": "a 2-core CPU (Example)
           "source": "x.ipynb", "source_sha256": "0" * 64, "torch": "2.5"}
 
 
+def widget(name: str, state: dict, buffers=None) -> dict:
+    entry = {"model_name": name, "model_module": "@jupyter-widgets/controls",
+             "model_module_version": "2.0.0", "state": {"_model_name": name, **state}}
+    return dict(entry, buffers=buffers) if buffers else entry
+
+
+# An explorer (a VBox of a slider, a summary, its figure and a hidden image) and a progress bar.
+WIDGETS = {
+    "explorer": widget("VBoxModel", {"children": ["IPY_MODEL_slider", "IPY_MODEL_summary",
+                                                  "IPY_MODEL_figure", "IPY_MODEL_hidden"]}),
+    "slider": widget("IntSliderModel", {"value": 3}),
+    "summary": widget("HTMLModel", {"value": "k = 3"}),
+    "figure": widget("ImageModel", {"format": "png", "layout": "IPY_MODEL_shown"},
+                     [{"path": ["value"], "encoding": "base64", "data": "ZmlndXJl"}]),
+    "shown": widget("LayoutModel", {"display": None}),
+    "hidden": widget("ImageModel", {"format": "png", "layout": "IPY_MODEL_none"},
+                     [{"path": ["value"], "encoding": "base64", "data": "aGlkZGVu"}]),
+    "none": widget("LayoutModel", {"display": "none"}),
+    "bar": widget("HBoxModel", {"children": ["IPY_MODEL_summary"]}),
+}
+
+
+def view(model: str):
+    mime = site.notebook_tool.WIDGET_VIEW_MIME
+    return new_output("display_data", data={"text/plain": "VBox(...)", mime: {"model_id": model}})
+
+
 def executed_notebook(record=RECORD):
-    view = site.notebook_tool.WIDGET_VIEW_MIME
-    widget = new_output("display_data", data={"text/plain": "VBox(...)", view: {"model_id": "a"}})
     figure = new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Fig>"})
     nb = new_notebook(cells=[
         new_markdown_cell("[![Open In Colab](badge.svg)](colab)\n\n# 02 · A title"),
         new_markdown_cell("## Check\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"),
-        new_code_cell("show()", outputs=[figure], execution_count=1),
-        new_code_cell("explorer()", outputs=[widget], execution_count=2)])
-    nb.metadata["widgets"] = {"state": {}}
+        new_code_cell("train()", outputs=[view("bar"), figure], execution_count=1),
+        new_code_cell("explorer()", outputs=[view("explorer")], execution_count=2)])
+    nb.metadata["widgets"] = {site.WIDGET_STATE_MIME: {"state": WIDGETS, "version_major": 2,
+                                                       "version_minor": 0}}
     nb.metadata["clcourse"] = {"execution": record}
     return nb
 
 
-def test_a_notebook_page_keeps_its_figures_drops_widgets_and_says_what_ran_it():
+def test_a_notebook_page_shows_an_explorer_as_its_figure_and_says_what_ran_it():
     page = site.notebook_page(executed_notebook())
     assert page.cells[0].source.startswith("[![Open In Colab]")
     note = page.cells[1].source
     assert note.startswith("```{note}") and "**smoke** preset" in note
     assert "a 2-core CPU (Example), 2026-12-01" in note
-    assert "explorers need a running kernel" in note
+    assert "explorer shows here the figure it drew" in note
     assert page.cells[2].source == "## Check\n\nBecause."
-    assert page.cells[3].outputs[0].data["image/png"] == "iVBORw0KGgo="
-    assert page.cells[4].outputs == []
+    assert [output.data for output in page.cells[3].outputs] == [
+        {"image/png": "iVBORw0KGgo=", "text/plain": "<Fig>"}], "the progress bar is gone"
+    assert [output.data for output in page.cells[4].outputs] == [
+        {"image/png": "ZmlndXJl", "text/plain": "<image>"}], "the explorer's shown figure"
     assert "widgets" not in page.metadata
     nbformat.validate(page)
 
 
-def test_a_page_without_widgets_says_nothing_about_explorers_and_names_training_caps():
+def test_a_page_without_explorers_says_nothing_about_them_and_names_training_caps():
     nb = executed_notebook(dict(RECORD, caps={"CLCOURSE_MAX_EPOCHS": "1"}))
     nb.cells.pop()
     note = site.notebook_page(nb).cells[1].source
-    assert "explorers" not in note and "`CLCOURSE_MAX_EPOCHS=1`" in note
+    assert "explorer" not in note and "`CLCOURSE_MAX_EPOCHS=1`" in note
+
+
+def test_a_widget_whose_state_was_not_kept_leaves_nothing():
+    nb = executed_notebook()
+    del nb.metadata["widgets"]
+    page = site.notebook_page(nb)
+    assert page.cells[4].outputs == [] and "explorer" not in page.cells[1].source
 
 
 def test_a_notebook_without_its_record_is_refused():

@@ -34,6 +34,7 @@ offline, and CI's browser check of a typeset equation tests what the published s
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import datetime
 import hashlib
@@ -170,25 +171,92 @@ def silenced(source: str) -> bool:
         return False
 
 
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+IMAGE_MODEL = "ImageModel"
+
+
+class WidgetState:
+    """The widgets' state that a kernel's comm messages build up (opening and updating each widget
+    model), kept as nbclient keeps it in a notebook's metadata ("widgets", @jupyter-widgets'
+    schema): what a page needs to show an explorer's view without a kernel."""
+
+    def __init__(self):
+        self.models = {}    # model id -> its state
+        self.buffers = {}   # model id -> {path: {"path", "encoding", "data"}}: binary values
+
+    def message(self, msg: dict) -> None:
+        content = msg.get("content", {})
+        data = content.get("data", {})
+        if msg.get("msg_type") not in ("comm_open", "comm_msg") or "state" not in data:
+            return
+        model = content["comm_id"]
+        self.models.setdefault(model, {}).update(data["state"])
+        for path, buffer in zip(data.get("buffer_paths", []), msg.get("buffers", [])):
+            self.buffers.setdefault(model, {})[tuple(path)] = {
+                "path": path, "encoding": "base64",
+                "data": base64.b64encode(bytes(buffer)).decode("ascii")}
+
+    def metadata(self) -> dict:
+        state = {}
+        for model, values in self.models.items():
+            if "_model_name" not in values:
+                continue
+            state[model] = {"model_name": values["_model_name"],
+                            "model_module": values.get("_model_module"),
+                            "model_module_version": values.get("_model_module_version"),
+                            "state": values}
+            if self.buffers.get(model):
+                state[model]["buffers"] = list(self.buffers[model].values())
+        return {WIDGET_STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
+
+
 class ExecutionRecorder:
     """Collects the outputs nbval gets from each notebook cell and, once a notebook's last cell is
     done and every cell passed, saves the executed notebook as Jupyter shows it (a result hidden by
-    ';' dropped) with `save_executed`. notebooks/conftest.py feeds it pytest's reports. A notebook
-    with a failed cell, or not run whole (-x, -k), is not saved."""
+    ';' dropped) with `save_executed`, with the widgets' state its kernel's comm messages built (as
+    nbclient keeps it). notebooks/conftest.py lets it watch each notebook's kernel messages
+    (`watch`) and feeds it pytest's reports (`report`). A notebook with a failed cell, or not run
+    whole (-x, -k), is not saved."""
 
     def __init__(self, root: Path | None = None):
         self.root = root
-        self.runs = {}       # path -> {"nb", "sha256", "outputs": {cell: outputs}, "failed"}
+        self.runs = {}       # path -> {"nb", "sha256", "outputs": {cell: outputs}, "failed", ...}
         self.saved = []      # the paths written
         self.problems = []   # the notebooks that could not be saved, and why
 
-    def report(self, item, report) -> None:
+    def _run(self, item) -> dict | None:
+        """The run of `item`'s notebook; None when `item` is not a notebook cell of nbval's."""
         nb = getattr(getattr(item, "parent", None), "nb", None)
         if nb is None or not hasattr(item, "cell_num"):
-            return   # not a notebook cell of nbval's
+            return None
         path = Path(str(item.parent.path))
-        run = self.runs.setdefault(
-            path, {"nb": nb, "sha256": source_hash(path), "outputs": {}, "failed": False})
+        if path not in self.runs:
+            self.runs[path] = {"nb": nb, "sha256": source_hash(path), "outputs": {},
+                               "failed": False, "widgets": WidgetState()}
+        return self.runs[path]
+
+    def watch(self, item) -> None:
+        """Before a cell runs: see every kernel message nbval reads for its notebook (nbval skips
+        the comm messages that create and update widgets, whose state makes an explorer's view)."""
+        run = self._run(item)
+        notebook = getattr(item, "parent", None)
+        if run is None or getattr(notebook, "_widget_state", None) is run["widgets"]:
+            return
+        read = notebook.get_kernel_message
+
+        def get_kernel_message(*args, **kwargs):
+            msg = read(*args, **kwargs)
+            run["widgets"].message(msg)
+            return msg
+
+        notebook.get_kernel_message = get_kernel_message
+        notebook._widget_state = run["widgets"]
+
+    def report(self, item, report) -> None:
+        run = self._run(item)
+        if run is None:
+            return
+        nb, path = run["nb"], Path(str(item.parent.path))
         by_design = report.skipped and item.options.get("skip")   # NBVAL_SKIP
         if report.failed or (report.skipped and not by_design):
             run["failed"] = True
@@ -220,6 +288,8 @@ class ExecutionRecorder:
             for output in cell.outputs:
                 if output.output_type == "execute_result":
                     output.execution_count = count
+        if run["widgets"].models:
+            nb.metadata["widgets"] = run["widgets"].metadata()
         try:
             record = execution_record(path, "nbval (make test-notebooks)", run["sha256"])
             self.saved.append(save_executed(nb, record, self.root))
@@ -292,6 +362,33 @@ def is_widget_output(output) -> bool:
     return notebook_tool.WIDGET_VIEW_MIME in output.get("data", {})
 
 
+def widget_images(model: str, state: dict) -> list[tuple[str, str]]:
+    """The images that the widget `model` shows, itself or among its children, in the widgets'
+    `state` (a notebook's metadata, as `WidgetState.metadata` writes it): (MIME type, base64 data)
+    each, a hidden one (layout display: none) left out."""
+    entry = state.get(model)
+    if entry is None:
+        return []
+    values = entry["state"]
+    layout = state.get(str(values.get("layout", "")).removeprefix("IPY_MODEL_"), {})
+    if layout.get("state", {}).get("display") == "none":
+        return []
+    if entry["model_name"] == IMAGE_MODEL:
+        data = next((buffer["data"] for buffer in entry.get("buffers", [])
+                     if buffer["path"] == ["value"]), None)
+        return [(f"image/{values.get('format', 'png')}", data)] if data else []
+    return [image for child in values.get("children", [])
+            for image in widget_images(str(child).removeprefix("IPY_MODEL_"), state)]
+
+
+def static_outputs(output, state: dict) -> list:
+    """What a page shows for a widget view `output`: the images the widget showed when the notebook
+    ran (an explorer's figure), or nothing (a progress bar, controls)."""
+    model = output["data"][notebook_tool.WIDGET_VIEW_MIME].get("model_id", "")
+    return [nbformat.v4.new_output("display_data", data={mime: data, "text/plain": "<image>"})
+            for mime, data in widget_images(model, state)]
+
+
 def describe_record(record: dict) -> str:
     text = (f"The outputs on this page are one run of the notebook in the **{record['preset']}** "
             "preset (see [Presets](../README.md#presets-one-notebook-three-budgets)), on "
@@ -303,31 +400,33 @@ def describe_record(record: dict) -> str:
 
 
 def notebook_page(nb):
-    """The page of an executed notebook: its widget views dropped (they need a running kernel; each
-    explorer has a static figure before it, and a progress bar means nothing on a page), the
-    markers of written answers dropped, and after the first cell (the Colab badge, the title) a note
-    saying which preset and machine produced the outputs."""
+    """The page of an executed notebook: each widget view (it needs a running kernel) replaced by
+    the images it showed when the notebook ran (an explorer's figure; a progress bar shows none),
+    the markers of written answers dropped, and after the first cell (the Colab badge, the title) a
+    note saying which preset and machine produced the outputs."""
     nb = copy.deepcopy(nb)
     record = read_record(nb)
     if record is None:
         raise ValueError("an executed notebook without its execution record (metadata "
                          f"{notebook_tool.RECORDING_METADATA}.{EXECUTION_METADATA})")
-    nb.metadata.pop("widgets", None)
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE_MIME, {}).get("state", {})
     markers = (notebook_tool.SOLUTION_BEGIN, notebook_tool.SOLUTION_END)
-    dropped = False
+    explorers = False
     for cell in nb.cells:
         if cell.cell_type == "markdown":   # a written answer's markers would read as headings
             lines = cell.source.split("\n")
             cell.source = "\n".join(line for line in lines if line.strip() not in markers)
         elif cell.cell_type == "code":
-            kept = [output for output in cell.outputs if not is_widget_output(output)]
-            dropped = dropped or len(kept) != len(cell.outputs)
-            cell.outputs = kept
+            outputs = []
+            for output in cell.outputs:
+                static = static_outputs(output, state) if is_widget_output(output) else [output]
+                explorers = explorers or (is_widget_output(output) and bool(static))
+                outputs += static
+            cell.outputs = outputs
     note = describe_record(record)
-    if dropped:
-        note += (" Interactive explorers need a running kernel: open the notebook in Colab (the "
-                 "badge above) or JupyterLab to use them; the figure before each shows what it "
-                 "draws.")
+    if explorers:
+        note += (" An interactive explorer shows here the figure it drew when the notebook ran: "
+                 "open the notebook in Colab (the badge above) or JupyterLab to use its controls.")
     first = next((n for n, cell in enumerate(nb.cells) if cell.cell_type == "markdown"), -1)
     nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(f"```{{note}}\n{note}\n```"))
     for cell in nb.cells:
