@@ -7,8 +7,9 @@ headless Chromium, started as the browser test starts it (tests/e2e_browser.py):
 by the site's own MathJax (its fonts loaded from the site, no MathJax error), the output figures
 must be loaded images, the sidebar must list every notebook, the page must keep its Colab badge and
 say which preset and machine produced its outputs, and every resource it loads from the site must
-answer. Notebook 02's explorer, an ipywidgets view, must leave no widget behind: its static figure
-is there instead. A screenshot of each page goes to $BROWSER_ARTEFACTS (default .cache/browser/).
+answer. Notebook 02's explorer, an ipywidgets view, must leave no widget behind: the figure it drew
+is there instead, as is the static figure before it. A screenshot of each page goes to
+$BROWSER_ARTEFACTS (default .cache/browser/).
 
 Not collected by `pytest tests/` (it needs Chromium and a built site): run it by path."""
 import functools
@@ -32,7 +33,7 @@ course_site = load_script(REPO / "tools" / "course_site.py")
 SITE = Path(os.environ.get("SITE_DIR", course_site.SITE_DIR))
 SIMCLR = "notebooks/01_simclr_from_scratch.html"
 EXPLORER = "notebooks/02_embedding_geometry_and_hard_negatives.html"
-EXPLORER_STATIC_CELL = "static_neighbourhood_explorer(state)"
+EXPLORER_CELLS = ("static_neighbourhood_explorer(state)", "\nneighbourhood_explorer(state)")
 
 # The resources the page loaded from the site that failed (Chromium's Resource Timing has
 # their status).
@@ -125,20 +126,23 @@ def test_simclr_page_has_its_equations_figures_and_sidebar(site, browser):
     screenshot(browser, "site-01-simclr")
 
 
-def test_explorer_page_shows_the_static_figure_and_no_widget(site, browser):
+def test_explorer_page_shows_the_explorers_figures_and_no_widget(site, browser):
     open_page(browser, site, EXPLORER)
     check_math(browser, "explorer-math")
     check_figures(browser, minimum=3)
     check_sidebar(browser)
     check_page(browser, EXPLORER)
-    static = browser.find_elements(
-        By.XPATH, f"//div[contains(@class, 'cell ')][.//pre[contains(., '{EXPLORER_STATIC_CELL}')]]"
-                  "//div[contains(@class, 'cell_output')]//img")
-    assert static, "the explorer's static figure is not on the page"
+    cells = browser.find_elements(By.CSS_SELECTOR, "div.cell")
+    for code in EXPLORER_CELLS:   # the static figure's cell, then the explorer's own
+        cell = next((cell for cell in cells if code in "\n" + "\n".join(
+            pre.text for pre in cell.find_elements(By.CSS_SELECTOR, ".cell_input pre"))), None)
+        assert cell is not None, f"no cell runs {code.strip()}"
+        images = cell.find_elements(By.CSS_SELECTOR, ".cell_output img")
+        assert images, f"the cell that runs {code.strip()} shows no figure"
     text = browser.find_element(By.TAG_NAME, "body").text
     leftovers = [word for word in ("VBox(", "HBox(", "Loading widget", "IntSlider(", "Dropdown(")
                  if word in text]
     leftovers += browser.find_elements(By.CSS_SELECTOR, ".jupyter-widgets, .widget-area")
     assert not leftovers, f"widgets left on the page: {leftovers}"
-    browser.execute_script("arguments[0].scrollIntoView()", static[0])
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
     screenshot(browser, "site-02-explorer")
