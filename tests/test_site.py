@@ -174,6 +174,18 @@ def test_the_build_without_execution_names_the_notebooks_that_have_none(tmp_path
     assert NOTEBOOKS[0].name in out and NOTEBOOKS[1].name in out
 
 
+def test_a_colab_build_takes_the_colab_executions_and_its_pages_say_so(tmp_path):
+    source = NOTEBOOKS[0]
+    record = dict(RECORD, preset="colab", device="cuda", machine="an NVIDIA T4 GPU",
+                  source=source.name, source_sha256=site.source_hash(source))
+    site.save_executed(nbformat.read(source, as_version=4), record, tmp_path)
+    found = site.executions([source], "colab", run_missing=False, root=tmp_path)
+    assert site.read_record(found[source]) == record
+    assert site.executions([source], "smoke", run_missing=False, root=tmp_path) is None
+    note = site.notebook_page(found[source]).cells[1].source
+    assert "**colab** preset" in note and "an NVIDIA T4 GPU" in note
+
+
 def test_another_preset_than_smoke_is_not_run_without_a_gpu(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
