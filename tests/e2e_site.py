@@ -36,10 +36,11 @@ EXPLORER = "notebooks/02_embedding_geometry_and_hard_negatives.html"
 EXPLORER_CELLS = ("static_neighbourhood_explorer(state)", "\nneighbourhood_explorer(state)")
 
 # The resources the page loaded from the site that failed (Chromium's Resource Timing has
-# their status).
+# their status); not the favicon.ico the browser asks the server's root for on its own.
 FAILED_RESOURCES = """
 return performance.getEntriesByType('resource')
     .filter(entry => entry.name.startsWith(location.origin) && entry.responseStatus >= 400)
+    .filter(entry => entry.name !== location.origin + '/favicon.ico')
     .map(entry => entry.responseStatus + ' ' + entry.name);
 """
 # MathJax's typeset equations and its web fonts, once its startup has finished.
