@@ -20,8 +20,9 @@ runs the notebooks in the colab preset, or takes the executions a run there left
 .cache/executed/colab/.
 
 **Pages.** Each notebook page keeps its Colab badge and gets a note saying which preset and machine
-produced its outputs. A widget view (an explorer, a progress bar) needs a running kernel: it is
-dropped from the page, which shows the explorer's static figure from the cell before it. A link to
+produced its outputs. A widget view needs a running kernel: an explorer's is replaced by the figure
+it showed when the notebook ran (its ipywidgets Image, from the widgets' state the execution kept),
+and a progress bar's leaves nothing. A link to
 a file of the repository that is not a page of the site (a student copy, the licence) goes to that
 file on GitHub, at the repository and branch of pyproject.toml's [tool.clcourse]; any other link
 that leads nowhere fails the build (Sphinx runs with -W), and `check_links` then checks every
