@@ -22,11 +22,10 @@ runs the notebooks in the colab preset, or takes the executions a run there left
 **Pages.** Each notebook page keeps its Colab badge and gets a note saying which preset and machine
 produced its outputs. A widget view needs a running kernel: an explorer's is replaced by the figure
 it showed when the notebook ran (its ipywidgets Image, from the widgets' state the execution kept),
-and a progress bar's leaves nothing. A link to
-a file of the repository that is not a page of the site (a student copy, the licence) goes to that
-file on GitHub, at the repository and branch of pyproject.toml's [tool.clcourse]; any other link
-that leads nowhere fails the build (Sphinx runs with -W), and `check_links` then checks every
-internal link and anchor of the HTML.
+and a progress bar's leaves nothing. A link to a file of the repository that is not a page of the
+site (a student copy, the licence) goes to that file on GitHub, at the repository and branch of
+pyproject.toml's [tool.clcourse]; any other link that leads nowhere fails the build (Sphinx runs
+with -W), and `check_links` then checks every internal link and anchor of the HTML.
 
 **Math** is typeset by MathJax 3 served from the site itself (the `sphinx-mathjax-offline` package
 ships it) instead of a CDN: the site fetches nothing from another host, so it reads the same
