@@ -18,23 +18,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import nbformat
 import pytest
 
+from chromium import needs_chromium, screenshot, session, wait_for
 from repository import REPO, load_script
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install selenium")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 tool = load_script(REPO / "tools" / "notebooks.py")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Chromium and its driver: apt-get install chromium chromium-driver")
-ARTEFACTS = Path(os.environ.get("BROWSER_ARTEFACTS", REPO / ".cache" / "browser"))
+pytestmark = needs_chromium
 EXPLORER_NOTEBOOK = REPO / "notebooks" / "02_embedding_geometry_and_hard_negatives.ipynb"
 STUDENT_NOTEBOOK = REPO / "notebooks" / "01_simclr_from_scratch.ipynb"
 TOKEN = "clcourse-browser-test"
@@ -85,37 +79,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def screenshot(driver, name):
-    # JupyterLab asks whether to fetch its news; its toast would cover the last cell's output
-    for button in driver.find_elements(By.XPATH, "//div[contains(@class, 'Toastify')]//button[normalize-space()='No']"):
-        button.click()
-    driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))
-
-
-def wait_for(condition, timeout, what, driver=None, name=None):
-    """Poll `condition()` until it returns something truthy; on a timeout, save a screenshot and fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except Exception:   # the page is still changing under us (stale elements, not there yet)
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    if driver is not None:
-        screenshot(driver, f"timeout-{name or 'wait'}")
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    yield from session()
 
 
 def open_notebook(driver, url, path):

@@ -2,14 +2,14 @@
 is installable).
 
 The built site (.cache/site/, or $SITE_DIR) is served on a local port, and two pages are opened in
-headless Chromium, started as the browser test starts it (tests/e2e_browser.py): notebook 01
-(SimCLR) and notebook 02 (the explorer of hardest negatives). On each, the equations must be typeset
-by the site's own MathJax (its fonts loaded from the site, no MathJax error), the output figures
-must be loaded images, the sidebar must list every notebook, the page must keep its Colab badge and
-say which preset and machine produced its outputs, and every resource it loads from the site must
-answer. Notebook 02's explorer, an ipywidgets view, must leave no widget behind: the figure it drew
-is there instead, as is the static figure before it. A screenshot of each page goes to
-$BROWSER_ARTEFACTS (default .cache/browser/).
+headless Chromium, started as the browser test starts it (tests/chromium.py): notebook 01 (SimCLR)
+and notebook 02 (the explorer of hardest negatives). On each, the equations must be typeset by the
+site's own MathJax (its fonts loaded from the site, no MathJax error), the output figures (and
+notebook 01's method diagram) must be loaded images, the sidebar must list every notebook, the page
+must keep its Colab badge and say which preset and machine produced its outputs, and every
+resource it loads from the site must answer. Notebook 02's explorer, an ipywidgets view, must leave
+no widget behind: the figure it drew is there instead, as is the static figure before it. A
+screenshot of each page goes to $BROWSER_ARTEFACTS (default .cache/browser/).
 
 Not collected by `pytest tests/` (it needs Chromium and a built site): run it by path."""
 import functools
@@ -19,16 +19,11 @@ import threading
 from pathlib import Path
 
 import pytest
-
-import e2e_browser
-from e2e_browser import screenshot, wait_for
+from chromium import needs_chromium, screenshot, session, wait_for
 from repository import NOTEBOOKS, REPO, load_script
 from selenium.webdriver.common.by import By
 
-pytestmark = pytest.mark.skipif(
-    not (e2e_browser.CHROMIUM and e2e_browser.CHROMEDRIVER),
-    reason="needs Chromium and its driver: apt-get install chromium chromium-driver")
-browser = e2e_browser.browser   # the fixture: Chromium, started as the browser test starts it
+pytestmark = needs_chromium
 course_site = load_script(REPO / "tools" / "course_site.py")
 SITE = Path(os.environ.get("SITE_DIR", course_site.SITE_DIR))
 SIMCLR = "notebooks/01_simclr_from_scratch.html"
@@ -56,6 +51,11 @@ MathJax.startup.promise.then(() => document.fonts.ready).then(() => done({
         .filter(f => f.family.includes('MJX') && f.status === 'loaded').length,
 }));
 """
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from session()
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +92,20 @@ def check_math(driver, name):
     assert math["fonts"] > 0, "MathJax's fonts did not load from the site"
 
 
-def check_figures(driver, minimum):
-    images = driver.find_elements(By.CSS_SELECTOR, ".cell_output img")
-    loaded = [image for image in images if driver.execute_script(
-        "return arguments[0].complete && arguments[0].naturalWidth > 0", image)]
-    assert len(images) >= minimum and len(loaded) == len(images), \
-        f"{len(loaded)} of the {len(images)} output figures loaded (at least {minimum} expected)"
+def check_figures(driver, minimum, diagram=None):
+    """At least `minimum` output figures, `diagram` (a file of notebooks/figures/) shown, and every
+    image the page has from the site loaded (an image from another host, the Colab badge, aside)."""
+    outputs = driver.find_elements(By.CSS_SELECTOR, ".cell_output img")
+    assert len(outputs) >= minimum, f"{len(outputs)} output figures, at least {minimum} expected"
+    images = driver.execute_script(
+        "return [...document.querySelectorAll('.bd-article img')]"
+        ".filter(image => image.currentSrc.startsWith(location.origin))"
+        ".map(image => [image.currentSrc, image.complete && image.naturalWidth > 0])")
+    broken = [source for source, loaded in images if not loaded]
+    assert not broken, f"images that did not load: {broken}"
+    if diagram is not None:
+        assert any(source.endswith(f"/{diagram}") for source, _ in images), \
+            f"the method diagram {diagram} is not on the page"
 
 
 def check_sidebar(driver):
@@ -118,10 +126,10 @@ def check_page(driver, page):
     assert driver.execute_script(FAILED_RESOURCES) == []
 
 
-def test_simclr_page_has_its_equations_figures_and_sidebar(site, browser):
+def test_simclr_page_has_its_equations_figures_diagram_and_sidebar(site, browser):
     open_page(browser, site, SIMCLR)
     check_math(browser, "simclr-math")
-    check_figures(browser, minimum=3)
+    check_figures(browser, minimum=3, diagram="simclr.svg")
     check_sidebar(browser)
     check_page(browser, SIMCLR)
     screenshot(browser, "site-01-simclr")

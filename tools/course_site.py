@@ -324,7 +324,7 @@ def execute(source: Path, preset: str, cell_timeout: int = 1800, root: Path | No
     client = NotebookClient(nb, km=notebook_tool._current_python_kernel_manager(),
                             timeout=cell_timeout,
                             resources={"metadata": {"path": str(source.parent)}})
-    client.execute()
+    client.execute(cleanup_kc=True)   # and shut the kernel down: it was started by our manager
     record = execution_record(source, "tools/course_site.py execute", sha256)
     return save_executed(nb, record, root)
 
@@ -402,8 +402,9 @@ def describe_record(record: dict) -> str:
 def notebook_page(nb):
     """The page of an executed notebook: each widget view (it needs a running kernel) replaced by
     the images it showed when the notebook ran (an explorer's figure; a progress bar shows none),
-    the markers of written answers dropped, and after the first cell (the Colab badge, the title) a
-    note saying which preset and machine produced the outputs."""
+    the method diagrams shown from the site's own copy of notebooks/figures/ (not from GitHub, where
+    the notebooks show them from), the markers of written answers dropped, and after the first cell
+    (the Colab badge, the title) a note saying which preset and machine produced the outputs."""
     nb = copy.deepcopy(nb)
     record = read_record(nb)
     if record is None:
@@ -416,6 +417,8 @@ def notebook_page(nb):
         if cell.cell_type == "markdown":   # a written answer's markers would read as headings
             lines = cell.source.split("\n")
             cell.source = "\n".join(line for line in lines if line.strip() not in markers)
+            cell.source = notebook_tool.FIGURE_LINK.sub(lambda found: f"](figures/{found[1]})",
+                                                        cell.source)
         elif cell.cell_type == "code":
             outputs = []
             for output in cell.outputs:

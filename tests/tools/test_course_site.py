@@ -271,6 +271,14 @@ def test_a_widget_whose_state_was_not_kept_leaves_nothing():
     assert page.cells[4].outputs == [] and "explorer" not in page.cells[1].source
 
 
+def test_a_page_shows_the_method_diagrams_from_the_sites_own_copy():
+    nb = executed_notebook()
+    raw = site.notebook_tool.read_repository().raw("notebooks/figures/simclr.svg")
+    nb.cells[1].source = f"![SimCLR's two views]({raw})\n\n![MoCo](figures/moco_mochi.svg)"
+    assert site.notebook_page(nb).cells[2].source == \
+        "![SimCLR's two views](figures/simclr.svg)\n\n![MoCo](figures/moco_mochi.svg)"
+
+
 def test_a_notebook_without_its_record_is_refused():
     nb = executed_notebook()
     del nb.metadata["clcourse"]
