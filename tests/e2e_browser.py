@@ -21,7 +21,6 @@ import urllib.request
 
 import nbformat
 import pytest
-
 from chromium import needs_chromium, screenshot, session, wait_for
 from repository import REPO, load_script
 from selenium.webdriver.common.by import By

@@ -11,7 +11,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
-
 from repository import NOTEBOOKS, REPO, load_script
 
 site = load_script(REPO / "tools" / "course_site.py")
