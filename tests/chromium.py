@@ -27,8 +27,11 @@ def session():
     headless, quit afterwards."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1400,1100"):
+    # No GPU, and none of the browser's own traffic (updates, sync, ...): the tests' machines are
+    # offline, and a page must show what it serves itself.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--window-size=1400,1100"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER),
                               options=options)
