@@ -113,13 +113,16 @@ class Scale:
 
     def same_runs(self, values: dict) -> bool:
         """Whether a scale read from a file (as_dict) trains and measures as this one does: the same
-        data, options and measures, and the same budget (a Preset field added or dropped later
-        leaves its runs valid)."""
+        data and measures, the same budget, and the same options for every method both know. A
+        Preset field added or dropped later, or a method registered later (it is simply not run
+        yet), leaves the runs valid."""
         def identity(scale: dict) -> dict:
             preset = scale.get("preset") or {}
-            return {**scale, "description": None,
+            return {**scale, "description": None, "method_options": None, "not_run": None,
                     "preset": {key: preset.get(key) for key in BUDGET_FIELDS}}
-        return identity(values) == identity(self.as_dict())
+        ours, theirs = self.as_dict()["method_options"], values.get("method_options") or {}
+        return (identity(values) == identity(self.as_dict())
+                and all(ours[name] == theirs[name] for name in ours.keys() & theirs.keys()))
 
     @classmethod
     def from_dict(cls, values: dict) -> Scale:

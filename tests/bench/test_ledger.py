@@ -50,6 +50,11 @@ def test_every_method_builds_and_accepts_its_scale(name):
     assert scale.same_runs({**values, "description": "reworded", "preset": {**values["preset"], "new_field": 1}})
     assert not scale.same_runs({**values, "preset": {**values["preset"], "epochs": 7}})
     assert not scale.same_runs({**values, "knn_k": 7})
+    options = values["method_options"]
+    assert scale.same_runs({**values, "method_options": {**options, "a_later_method": {}}})
+    assert scale.same_runs({**values, "method_options": {k: v for k, v in options.items()
+                                                         if k != "dcl"}})
+    assert not scale.same_runs({**values, "method_options": {**options, "dcl": {"tau_plus": 0.5}}})
 
 
 def test_the_cpu_scale():
