@@ -19,6 +19,7 @@ from repository import REPO, load_script
 
 from clcourse import ledger as results
 from clcourse.data import data_root
+from clcourse.ledger.data import first_per_class
 from clcourse.methods import METHODS
 
 bench = load_script(REPO / "bench" / "ledger.py")
@@ -70,8 +71,8 @@ def test_every_method_of_a_seed_starts_from_the_same_backbone():
 
 def test_first_per_class_keeps_the_stored_order():
     labels = torch.tensor([1, 0, 1, 2, 0, 0, 1, 2])
-    assert bench.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
-    assert bench.first_per_class(labels, None).tolist() == list(range(8))
+    assert first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
+    assert first_per_class(labels, None).tolist() == list(range(8))
 
 
 @pytest.mark.skipif(not (data_root() / "cifar-10-batches-py" / "test_batch").is_file(), reason="needs CIFAR-10")
@@ -80,7 +81,7 @@ def test_the_cpu_scale_data():
     assert [len(data.train_images), len(data.pool_images), len(data.test_images)] == [5_000, 25_000, 5_000]
     for labels, per_class in ((data.train_labels, 1_000), (data.pool_labels, 5_000), (data.test_labels, 1_000)):
         assert torch.bincount(labels).tolist() == [per_class] * 5
-    first = bench.first_per_class(data.pool_labels, 1_000)
+    first = first_per_class(data.pool_labels, 1_000)
     assert torch.equal(data.train_images, data.pool_images[first])
 
 
