@@ -464,6 +464,7 @@ def plot(measure: str = "knn", scale_or_ledger="cpu", methods=None, student: dic
     scale = 100 if MEASURES[measure].percent else 1
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    shown = []        # every value drawn, for the axis' range
     for row, name in enumerate(names):
         entry = ledger["methods"].get(name, {})
         if entry.get("runs"):
@@ -472,22 +473,24 @@ def plot(measure: str = "knn", scale_or_ledger="cpu", methods=None, student: dic
             error = None if summary["low"] is None else [[mean - scale * summary["low"]],
                                                          [scale * summary["high"] - mean]]
             ax.barh(row, mean, xerr=error, color="tab:blue", alpha=0.35, capsize=3)
-            ax.plot([scale * run["measures"][measure] for run in entry["runs"]],
-                    [row] * len(entry["runs"]), "o", color="tab:blue", markersize=3)
-        if student and name in student:
+            seeds = [scale * run["measures"][measure] for run in entry["runs"]]
+            ax.plot(seeds, [row] * len(seeds), "o", color="tab:blue", markersize=3)
+            shown += [mean, *seeds] + ([mean - error[0][0]] if error else [])
+        if student and student.get(name) is not None:
+            first = not any(line.get_label() == student_label for line in ax.lines)
             ax.plot(scale * student[name], row, "*", color="tab:red", markersize=12,
-                    label=student_label
-                    if row == names.index(next(n for n in names if n in student)) else None)
+                    label=student_label if first else None)
+            shown.append(scale * student[name])
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     unit = " (%)" if MEASURES[measure].percent else ""
     ax.set_xlabel(f"{MEASURES[measure].title}{unit}")
-    ax.set_title(f"{ledger['scale']['name']} scale: mean and 95% interval over "
-                 f"seeds {ledger['seeds']}")
+    ax.set_title(f"{ledger['scale']['name']} scale: mean and 95% interval over seeds "
+                 f"{', '.join(map(str, ledger['seeds']))}")
     if student:
-        ax.legend(loc="lower right")
-    low = min((bar.get_width() for bar in ax.patches), default=0)
-    if MEASURES[measure].percent and low > 20:   # accuracies: start near the smallest bar, not at 0
+        ax.legend(loc="best")
+    low = min(shown, default=0)
+    if MEASURES[measure].percent and low > 20:   # accuracies: start below the lowest value drawn
         ax.set_xlim(left=max(0, low - 15))
     return ax
 

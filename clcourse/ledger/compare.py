@@ -87,6 +87,7 @@ class Comparison:
     test_per_class: int | None
     device: torch.device
     preset_name: str
+    source: str | None = None      # where the encoders are, when not shipped with the course (`load_encoder`)
 
     @property
     def num_classes(self) -> int:
@@ -147,7 +148,7 @@ class Comparison:
                   f"({_status(self.ledger, method_name)}); `{retrain_command(self.scale, method_name, seed)}` "
                   "trains it.")
             return None
-        return load_encoder(method_name, self.scale, seed, device=self.device)
+        return load_encoder(method_name, self.scale, seed, source=self.source, device=self.device)
 
     def features(self, encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features h of the pool and of the test images: `encoder` is a method (its backbone is used)
@@ -286,10 +287,12 @@ class Comparison:
         return ax
 
 
-def comparison(preset=None, device: str | torch.device | None = None, scale: str | None = None) -> Comparison:
+def comparison(preset=None, device: str | torch.device | None = None, scale: str | None = None,
+               source: str | None = None) -> Comparison:
     """What a notebook run of `preset` (default `get_preset()`) is compared with: the ledger of `scale` (default
     `scale_for(preset)`) and its images, the share of them `preset.ledger` sets (all of them when it is None),
-    on `device` (default `get_device()`)."""
+    on `device` (default `get_device()`). `source`: a folder or http(s) address holding the scale's encoders,
+    for a scale whose encoders do not ship with the course (see `load_encoder`)."""
     from ..presets import get_device, get_preset
 
     preset = preset if preset is not None else get_preset()
@@ -300,5 +303,6 @@ def comparison(preset=None, device: str | torch.device | None = None, scale: str
     test_per_class = budget.test_per_class if budget else None
     device = get_device(device)
     data = scale_data(ledger, pool_per_class, test_per_class, device=device)
-    return Comparison(scale, ledger, data, pool_per_class, test_per_class, device, preset.name)
+    return Comparison(scale, ledger, data, pool_per_class, test_per_class, device, preset.name,
+                      None if source is None else str(source))
 
