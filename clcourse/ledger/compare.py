@@ -27,6 +27,7 @@ __all__ = ["GPU_SCALES", "LABEL_FRACTIONS", "scale_for", "difference_sentence", 
            "comparison"]
 
 GPU_SCALES = ("colab", "full")
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 # The linear probes of the ledger: the share of the labelled pool's labels each one is trained with.
 LABEL_FRACTIONS = {0.01: "linear_1", 0.1: "linear_10", 1.0: "linear"}
 
@@ -111,10 +112,12 @@ class Comparison:
         training = (f"{per_class * len(classes):,} images (the first {per_class:,} of each class)" if per_class
                     else "all of its training images")
         runs = sum(len(entry["runs"]) for entry in self.ledger["methods"].values())
+        warmup = preset["warmup_epochs"]
         lines = [
             f"The long run: the {self.scale} ledger (`{retrain_command(self.scale)}`). Every method trained for "
-            f"{preset['epochs']} epochs (batch {preset['batch_size']}, {preset['warmup_epochs']} warm-up) with a "
-            f"{preset['backbone']} backbone on {training} of {scale['dataset']}, classes "
+            f"{preset['epochs']} epochs (batch {preset['batch_size']}, {warmup} warm-up epoch"
+            f"{'' if warmup == 1 else 's'}) with a {preset['backbone']} backbone on {training} of "
+            f"{DATASET_NAMES.get(scale['dataset'], scale['dataset'])}, classes "
             f"{', '.join(map(str, classes))}{names}; seeds {', '.join(map(str, seeds))} "
             f"({runs} of {len(seeds) * len(self.ledger['methods'])} runs measured so far).",
             f"Its measures: kNN top-1 (k = {scale['knn_k']}, T = {KNN_TEMPERATURE}) and linear probes on the "
