@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from repository import REPO
 
 from clcourse import ledger as results
 from clcourse.ledger.data import synthetic_dataset
 from clcourse.methods import build_method
 from clcourse.models import build_backbone
-from repository import REPO
 
 # ---------------------------------------------------------------- statistics
 

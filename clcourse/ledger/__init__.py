@@ -39,7 +39,8 @@ __all__ = ["SCHEMA", "LEDGER_DIR", "NO_EFFECT", "BASELINES", "Measure", "MEASURE
            "push_weights", "measure", "problems", "ledger_path", "retrain_command", "load_ledger",
            "format_interval", "summary_table", "plot", "sha256_of", "encoder_dir", "encoder_file",
            "load_encoder", "ScaleData", "scale_data", "GPU_SCALES", "LABEL_FRACTIONS", "scale_for",
-           "difference_sentence", "supervised_preset", "Comparison", "comparison"]
+           "difference_sentence", "supervised_preset", "Comparison", "comparison",
+           "SCALE_IMAGES", "unmeasured_ledger"]
 
 SCHEMA = 1
 LEDGER_DIR = Path(__file__).resolve().parent
@@ -591,6 +592,15 @@ def load_encoder(method_name: str, scale: str = "cpu", seed: int = 0,
     return method.to(device or "cpu").eval()
 
 
-from .compare import (GPU_SCALES, LABEL_FRACTIONS, Comparison, comparison,  # noqa: E402
-                      difference_sentence, scale_for, supervised_preset)
+from .compare import (  # noqa: E402
+    GPU_SCALES,
+    LABEL_FRACTIONS,
+    SCALE_IMAGES,
+    Comparison,
+    comparison,
+    difference_sentence,
+    scale_for,
+    supervised_preset,
+    unmeasured_ledger,
+)
 from .data import ScaleData, scale_data  # noqa: E402
