@@ -268,6 +268,13 @@ class Comparison:
         entry = self.ledger["methods"].get(method_name, {"runs": []})
         if not self.measured:
             lines.append(self._not_measured())
+        elif len(entry["runs"]) == 1:
+            run = entry["runs"][0]
+            value = _value(run["measures"][measure], measure)
+            lines.append(f"The {self.scale} ledger's {method_name}, on all of its images: seed "
+                         f"{run['seed']} {value}, its only seed so far (no interval yet; "
+                         f"{_status(self.ledger, method_name)}; "
+                         f"{_measure_command(self.ledger, method_name)}).")
         elif entry["runs"]:
             seed_0 = next((run["measures"][measure] for run in entry["runs"] if run["seed"] == 0),
                           None)

@@ -566,6 +566,15 @@ def test_a_method_measured_without_its_encoder(toy, tmp_path, monkeypatch, capsy
     assert knn == {"the long run": None}
     lines = comparison.side_by_side(knn, "dcl").splitlines()
     assert lines[1].endswith("-") and lines[2].startswith("The toy ledger's dcl, on all of its images")
+    ledger["methods"]["dcl"].update(status="incomplete", reason="seed 0 not run yet",
+                                    runs=ledger["methods"]["dcl"]["runs"][1:])   # seed 1 alone
+    ledger["methods"] = results.summarise(ledger["methods"])
+    (tmp_path / "toy.json").write_text(json.dumps(ledger))
+    seed_1 = ledger["methods"]["dcl"]["runs"][0]["measures"]["knn"]
+    assert _comparison().side_by_side(knn, "dcl").splitlines()[2] == (
+        f"The toy ledger's dcl, on all of its images: seed 1 {100 * seed_1:.1f}%, its only seed so far "
+        "(no interval yet; incomplete: seed 0 not run yet; `python bench/ledger.py --scale toy --methods "
+        "dcl` measures it).")
 
 
 def test_a_comparison_before_the_ledger_exists(toy, tmp_path, monkeypatch, capsys):
