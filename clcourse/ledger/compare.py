@@ -99,6 +99,10 @@ def difference_sentence(ledger: dict, method_name: str, measure: str = "knn") ->
                 f"{_measure_command(ledger)}.")
     unit = " points" if MEASURES[measure].percent else ""
     seeds = ", ".join(map(str, difference["seeds"]))
+    if difference["low"] is None:
+        return (f"{method_name} − {baseline}, {MEASURES[measure].title}: "
+                f"{format_interval(difference, measure, True)}{unit} on seed {seeds} alone: no "
+                f"interval and no verdict yet; {_measure_command(ledger)} on its other seeds.")
     return (f"{method_name} − {baseline}, {MEASURES[measure].title}: "
             f"{format_interval(difference, measure, True)}{unit} (mean and 95% interval of the "
             f"paired differences, seeds {seeds}): {difference['verdict']}.")
@@ -305,14 +309,14 @@ class Comparison:
         """The ledger's summary (`summary_table`) of `methods`: mean and interval per measure, and
         the paired difference in kNN to the baseline with its verdict. Markdown."""
         if not self.measured:
-            return self._not_measured()
+            return f"No table yet. {self._not_measured()}"
         return summary_table(self.ledger, measures, methods=methods)
 
     def verdicts(self, methods, measures=("knn",)) -> str:
         """`difference_sentence` for every method of `methods` that has a baseline, for each of
         `measures` (once per method when the ledger has no paired difference of it yet)."""
         if not self.measured:
-            return self._not_measured()
+            return f"No paired differences yet. {self._not_measured()}"
         sentences = [difference_sentence(self.ledger, name, measure) for name in methods
                      if name in BASELINES for measure in measures]
         return "\n".join(dict.fromkeys(sentences))

@@ -575,6 +575,11 @@ def test_a_method_measured_without_its_encoder(toy, tmp_path, monkeypatch, capsy
         f"The toy ledger's dcl, on all of its images: seed 1 {100 * seed_1:.1f}%, its only seed so far "
         "(no interval yet; incomplete: seed 0 not run yet; `python bench/ledger.py --scale toy --methods "
         "dcl` measures it).")
+    difference = ledger["methods"]["dcl"]["difference"]["knn"]
+    assert results.difference_sentence(ledger, "dcl") == (
+        f"dcl − simclr, kNN top-1: {results.format_interval(difference, 'knn', signed=True)} points on "
+        "seed 1 alone: no interval and no verdict yet; `python bench/ledger.py --scale toy` measures it "
+        "on its other seeds.")
 
 
 def test_a_comparison_before_the_ledger_exists(toy, tmp_path, monkeypatch, capsys):
@@ -599,7 +604,8 @@ def test_a_comparison_before_the_ledger_exists(toy, tmp_path, monkeypatch, capsy
     knn = comparison.knn({"yours": build_backbone("small_cnn"), "the long run": None})
     assert 0 <= knn["yours"] <= 1 and knn["the long run"] is None
     assert comparison.side_by_side(knn, "simclr").splitlines()[-1] == missing
-    assert comparison.verdicts(["dcl", "hcl"]) == missing and comparison.table(["dcl"]) == missing
+    assert comparison.verdicts(["dcl", "hcl"]) == f"No paired differences yet. {missing}"
+    assert comparison.table(["dcl"]) == f"No table yet. {missing}"
     assert comparison.plot("knn", ["simclr"], student={"simclr": knn["yours"]}) is None
     assert capsys.readouterr().out == f"No figure yet. {missing}\n"
     ax = comparison.plot_label_efficiency({"yours": {0.01: 0.5, 0.1: 0.6, 1.0: 0.7}})
