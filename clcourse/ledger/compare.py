@@ -205,8 +205,9 @@ class Comparison:
         if self.subset:
             lines.append(f"Measured here: on {pool:,} pool and {test:,} test images (the first "
                          f"{self.pool_per_class or 'all'} and {self.test_per_class or 'all'} of "
-                         "each class), to stay fast; the values differ a little from the ledger's "
-                         "own, measured on all of them.")
+                         "each class), to stay fast"
+                         + ("; the values differ a little from the ledger's own, measured on all "
+                            "of them." if self.measured else "."))
         else:
             lines.append(f"Measured here: on the ledger's {pool:,} pool and {test:,} test images.")
         if self.preset_name != self.scale and self.preset_name in GPU_SCALES:

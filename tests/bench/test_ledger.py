@@ -595,7 +595,7 @@ def test_a_comparison_before_the_ledger_exists(toy, tmp_path, monkeypatch, capsy
     text = comparison.describe().splitlines()
     assert text[0] == (f"{missing} Until then, your runs are measured here on its images (synthetic, "
                        "classes 0, 1), with nothing to set them beside.")
-    assert text[2].startswith("Measured here: on 40 pool and 10 test images")
+    assert text[2] == "Measured here: on 40 pool and 10 test images (the first 20 and 5 of each class), to stay fast."
     assert comparison.encoder("simclr") is None
     assert capsys.readouterr().out == (
         "The toy ledger holds no encoder of simclr seed 0 (not measured yet); "
