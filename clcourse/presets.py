@@ -26,7 +26,8 @@ import torch
 from .validation import require_bool, require_in_range, require_int_at_least, require_positive
 
 __all__ = ["MocoBudget", "HardNegativesBudget", "ClaeBudget", "CacrBudget", "SceBudget",
-           "RobustnessBudget", "CkaBudget", "LedgerBudget", "Preset", "PRESETS", "course_root",
+           "RobustnessBudget", "CkaBudget", "LedgerBudget", "CapstoneBudget", "Preset", "PRESETS",
+           "course_root",
            "get_device", "autocast_dtype", "no_autocast", "MAX_EPOCHS_ENV_VAR",
            "MAX_TRAIN_IMAGES_ENV_VAR", "capped", "get_preset"]
 
@@ -119,6 +120,17 @@ class LedgerBudget:
 
 
 @dataclass(frozen=True)
+class CapstoneBudget:
+    """Notebook 10: the runs of the five hard-negative methods it compares when the results ledger
+    of `ledger_scale` holds no encoders of them (training images, None: all; epochs), the test
+    images of its CKA and layer probes (None: all 10,000), and the ledger scale it reads."""
+    train_subset: int | None
+    epochs: int
+    test_subset: int | None
+    ledger_scale: str
+
+
+@dataclass(frozen=True)
 class Preset:
     """A run size: the model and data of every notebook, the training budget `clcourse.train.train`
     reads (epochs to log_every; `with_overrides` changes any of them for one run), and each
@@ -151,6 +163,7 @@ class Preset:
     robustness: RobustnessBudget | None = None         # notebooks 08 and 09
     cka: CkaBudget | None = None                       # notebook 09
     ledger: LedgerBudget | None = None                 # notebooks 01, 03-09: beside the ledger
+    capstone: CapstoneBudget | None = None             # notebook 10
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "sweep_epochs", "knn_every", "knn_k",
@@ -204,7 +217,9 @@ PRESETS = {
         # The ledger's images cut to 500 pool and 200 test images per class: an encoder's kNN in a
         # few seconds on a CPU (all 30,000 images take about a minute). 50 steps take a supervised
         # small CNN on 2,500 labelled images from 20% (chance) to about 50%.
-        ledger=LedgerBudget(pool_per_class=500, test_per_class=200, supervised_steps=50)),
+        ledger=LedgerBudget(pool_per_class=500, test_per_class=200, supervised_steps=50),
+        # Five methods, two epochs of 1,280 images each: about 2 minutes on two CPU cores.
+        capstone=CapstoneBudget(train_subset=1280, epochs=2, test_subset=500, ledger_scale="cpu")),
     "colab": Preset(
         name="colab", backbone="resnet18", train_subset=None, test_subset=None,
         batch_size=512, epochs=25,
@@ -225,7 +240,11 @@ PRESETS = {
                                     finetune_batch_size=256, finetune_epochs=3, train_steps=5,
                                     train_step_size=2 / 255, test_steps=20, eval_batch_size=500),
         cka=CkaBudget(cka_images=2000, batch_size=500),
-        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=200)),
+        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=200),
+        # Five methods, 3 epochs of all of CIFAR-10: about 6 minutes on a T4 (estimate), 4 of them
+        # left for the capstone's own run.
+        capstone=CapstoneBudget(train_subset=None, epochs=3, test_subset=2000,
+                                ledger_scale="colab")),
     "full": Preset(
         name="full", backbone="resnet18", train_subset=None, test_subset=None,
         batch_size=512, epochs=200, sweep_epochs=200, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
@@ -245,7 +264,9 @@ PRESETS = {
                                     finetune_batch_size=512, finetune_epochs=100, train_steps=5,
                                     train_step_size=2 / 255, test_steps=40, eval_batch_size=500),
         cka=CkaBudget(cka_images=None, batch_size=500),
-        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=2000)),
+        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=2000),
+        capstone=CapstoneBudget(train_subset=None, epochs=200, test_subset=None,
+                                ledger_scale="full")),
 }
 
 
