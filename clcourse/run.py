@@ -37,7 +37,7 @@ from .presets import PRESETS, get_preset
 from .runs import run_dir
 from .train import KnnData, resolve_budget, train
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "parse_options", "dataset_options", "header", "DATASETS"]
 
 DATASETS = ("cifar10", "cifar100", "stl10")
 
