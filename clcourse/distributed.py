@@ -11,14 +11,16 @@ With N processes:
 
 - data: each process holds its own shard of the training set (`shard`), draws its batches and
   views with its own generators (`process_seed`), and holds B / N images of each global batch of B;
+- the global batch is the processes' batches interleaved: row k of process r is row k N + r, the
+  position that split batch-norm gives its group r (every gather returns this order);
 - gathered negatives: the contrastive losses (`ContrastiveMethod.contrastive_loss`) gather the
   embeddings of all N processes (`gather_with_grad`) and compute the loss of the global batch, the
-  same number on every process, exactly the one-process loss on the concatenated batch;
+  same number on every process, the loss of one process holding the global batch;
 - gradients: DistributedDataParallel averages the N processes' gradients. A loss that is a mean
   over the local batch (MoCo's queries, cross-entropy) needs nothing more: the average of N local
   means is the global mean. A gathered loss is the global loss on every process; the gather's
-  backward multiplies the gradient of the local slice by N, so that the average over processes is
-  the sum over slices, the one-process gradient;
+  backward multiplies the gradient of the local rows by N, so that the average over processes is
+  the sum over processes, the one-process gradient;
 - MoCo's shuffle BN for real (`encode_shuffled`): the key views of the global batch are shuffled
   across processes before the key encoder sees them, then unshuffled; the keys are gathered before
   they are enqueued (`gather`), so all N processes hold the same queue;
@@ -140,7 +142,8 @@ def teardown() -> None:
 
 # torch >= 2.13 names the gather into one tensor all_gather_single; older versions
 # all_gather_into_tensor (now deprecated).
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_all_gather_single = (getattr(dist, "all_gather_single", None)
+                      or getattr(dist, "all_gather_into_tensor", None))
 
 
 def _all_gather_stacked(x: torch.Tensor) -> torch.Tensor:
@@ -162,12 +165,8 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     at k N + r), without gradient (keys, labels, image indices). `x` itself in one process."""
     if not is_distributed():
         return x
-    return _gather(x)
-
-
-@torch.no_grad()
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    return _all_gather(x)
+    with torch.no_grad():
+        return _all_gather(x)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -184,10 +183,6 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank::ctx.size] * ctx.size
 
 
-def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    return _GatherWithGrad.apply(x)
-
-
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """The embeddings `x` [b, ...] of all processes as one global batch [N b, ...] (row k of process
     r at k N + r), with gradient to this process's own rows. A loss of the result is the loss of the
@@ -196,7 +191,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     process."""
     if not is_distributed():
         return x
-    return _gather_with_grad(x)
+    return _GatherWithGrad.apply(x)
 
 
 def chunk(count: int) -> slice:
@@ -226,10 +221,10 @@ def encode_shuffled(encode: Callable[[torch.Tensor], torch.Tensor],
                     x: torch.Tensor) -> torch.Tensor:
     """MoCo's shuffle BN across processes: `encode` (the key encoder, in training mode) of this
     process's images `x` [b, ...], computed on a random b of the N b images of the global batch, so
-    that no process normalises a key with the batch statistics of its own queries. The images are
-    gathered into the global batch (row k of process r at k N + r), shuffled by one permutation
-    that process 0 draws, encoded by the processes (the image at shuffled position q by process
-    q mod N), gathered and put back in order; this process keeps the encodings of its own images.
+    that a key's batch statistics come from another subset of the batch than its query's. The
+    images are gathered into the global batch (row k of process r at k N + r), shuffled by one
+    permutation that process 0 draws, encoded by the processes (the image at shuffled position q by
+    process q mod N), gathered and put back in order; this process keeps its own images' encodings.
 
     One process holding the global batch, with its batch-norm split into N times as many groups,
     computes the same encodings from the same permutation (`MoCo.keys`): split batch-norm puts
@@ -308,7 +303,10 @@ def broadcast_module_state(module: nn.Module) -> None:
     if not is_distributed():
         return
     for tensor in module.state_dict().values():
-        dist.broadcast(tensor, 0)
+        sent = tensor.contiguous()        # a channels_last weight travels as a contiguous copy
+        dist.broadcast(sent, 0)
+        if sent is not tensor:
+            tensor.copy_(sent)
 
 
 @torch.no_grad()
@@ -385,11 +383,12 @@ def data_parallel(method: nn.Module, device: torch.device) -> nn.Module:
 
 def shard(count: int, seed: int) -> torch.Tensor | None:
     """The positions (sorted) of this process's shard of a training set of `count` images: a random
-    `count // N` of them, drawn with `seed`, disjoint from every other process's (the last
-    `count mod N` images of the draw are left out). None in one process (all of them)."""
+    `count // N` of them, drawn from `seed` (with a generator of its own, apart from those of the
+    batches and views), disjoint from every other process's (the last `count mod N` images of the
+    draw are left out). None in one process (all of them)."""
     rank, size = world()
     if size == 1:
         return None
     per_process = count // size
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + 3))
     return order[rank * per_process:(rank + 1) * per_process].sort().values
