@@ -125,9 +125,10 @@ def dataset_options(method: str, dataset: str, image_size: int) -> dict:
 def main(argv: list[str] | None = None):
     """Run the command line; returns the History (on every process)."""
     args = parse_args(argv)
-    device = distributed.setup(args.timeout)
-    rank, processes = distributed.world()
+    rank = int(os.environ.get("RANK", 0))     # torchrun's, until the process group is up
     try:
+        device = distributed.setup(args.timeout)
+        rank, processes = distributed.world()
         return _train(args, device, rank, processes)
     except distributed.ProcessFailure as error:
         print(f"clcourse.run: {error}", file=sys.stderr, flush=True)

@@ -125,7 +125,8 @@ def evaluate_knn(method: Method, knn_data: KnnData, k: int, temperature: float) 
     predictions = knn_predict(train_features, knn_data.train_labels.to(train_features.device),
                               test_features, k=k, temperature=temperature)
     correct = (predictions == knn_data.test_labels[test_part].to(predictions.device)).sum()
-    return sum_over_processes(correct).item() / test_count
+    # in float32, as knn_accuracy's mean in one process
+    return (sum_over_processes(correct).float() / test_count).item()
 
 
 def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.optim.Optimizer,
@@ -275,6 +276,10 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
     if budget.batch_size % processes:
         raise ValueError(f"batch_size (the global batch) must be divisible by the number of "
                          f"processes ({processes}), got {budget.batch_size}")
+    knn_sizes = (len(knn_data.train_images), len(knn_data.test_images)) if knn_data else ()
+    if knn_sizes and min(knn_sizes) < processes:
+        raise ValueError("knn_data must hold at least one training and one test image per process "
+                         f"({processes}), got {knn_sizes[0]} and {knn_sizes[1]}")
     sync_batchnorm = require_bool("sync_batchnorm", sync_batchnorm) and processes > 1
     config = run_config(method, images, labels, budget, seed, processes, sync_batchnorm)
 
