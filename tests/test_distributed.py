@@ -9,8 +9,10 @@ two processes that the tests start, meeting through gloo on the CPU (tests/distr
 - a two-process run killed mid-epoch resumes to the weights and losses of an uninterrupted one;
   its kNN monitor, over the gathered feature bank, gives what one process computes;
 - a process that dies or hangs stops the other within the collective timeout, saying so;
-- in one process, every distributed helper returns its input (nothing changes, nothing is paid).
+- in one process, every distributed helper returns its input (nothing changes, nothing is paid), and
+  SyncBatchNorm (for GPUs) replaces plain batch-norm only, with the same state and numbers.
 """
+import copy
 import os
 import select
 import signal
@@ -27,13 +29,12 @@ from distributed_worker import (
     STEP_METHODS,
     TIMEOUT_S,
     rows_of,
-    short_moco_run,
     step_batch,
     step_method,
     take_step,
     tiny_moco,
 )
-from helpers import make_images, some_labels, step_losses
+from helpers import make_images, some_labels, step_losses, tiny_method
 from repository import REPO
 
 PROCESSES = 2
@@ -192,11 +193,33 @@ def test_in_one_process_every_helper_returns_its_input_and_draws_nothing():
     x = torch.randn(4, 3, requires_grad=True)
     state = torch.get_rng_state()
     assert distributed.world() == (0, 1) and not distributed.is_distributed()
-    for helper in (distributed.gather, distributed.gather_with_grad, distributed.mean_over_processes,
-                   distributed.sum_over_processes, distributed.max_over_processes):
+    for helper in (distributed.gather, distributed.gather_with_grad,
+                   distributed.mean_over_processes, distributed.sum_over_processes,
+                   distributed.max_over_processes):
         assert helper(x) is x
     assert distributed.gather_chunks(x, 4) is x and distributed.chunk(10) == slice(0, 10)
     assert distributed.shard(10, seed=0) is None
-    assert distributed.gather_objects("a") == ["a"] and distributed.from_first_process(lambda: 5) == 5
+    assert distributed.gather_objects("a") == ["a"]
+    assert distributed.from_first_process(lambda: 5) == 5
     assert distributed.process_seed(7, 0) == 7 and distributed.process_seed(7, 1) != 7
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_sync_batchnorm_replaces_plain_batchnorm_only_and_keeps_its_state_and_numbers():
+    simclr, moco = tiny_method("simclr"), tiny_method("moco", bn_splits=2)
+    images = make_images()[:8].float() / 255
+    for method in (simclr, moco):
+        before = {mode: method.train(mode).encode(images).detach() for mode in (True, False)}
+        state = copy.deepcopy(method.state_dict())
+        distributed.use_sync_batchnorm(method)
+        # in one process SyncBatchNorm normalises as BatchNorm does, in training and in evaluation
+        for mode in (True, False):
+            method.load_state_dict(state)
+            assert torch.allclose(method.train(mode).encode(images), before[mode], atol=1e-6)
+        assert method.state_dict().keys() == state.keys()
+    def kinds(method):
+        return sorted({type(m).__name__ for m in method.modules()
+                       if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)})
+
+    assert kinds(simclr) == ["SyncBatchNorm"]
+    assert kinds(moco) == ["SplitBatchNorm2d"]       # MoCo's shuffle BN stays split
