@@ -8,9 +8,9 @@ the tests compare it with in one process:
 STORE is the file through which the processes meet, OUT the folder each writes its results to.
 
 Scenarios:
-- "steps": one optimisation step of each method in STEP_METHODS on this process's rows of the global
-  batch `step_batch` (rows r, r + N, ... for process r), then the batch-norm statistics averaged over
-  the processes; writes `<method>_<rank>.pt` (loss, state).
+- "steps": one optimisation step of each method in STEP_METHODS on this process's rows of the
+  global batch `step_batch` (rows r, r + N, ... for process r), then the batch-norm statistics
+  averaged over the processes; writes `<method>_<rank>.pt` (loss, state).
 - "train": `short_moco_run` into OUT/run, killed at MOMENT ("mid-epoch": process 0's first step of
   epoch 3, when every process prints "ready" and waits for the kill) or to the end ("none"); process
   0 writes OUT/result.pt (history and weights).
@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from helpers import fit, make_images, noisy_views, some_labels, tiny_method
 
 import clcourse.train as training
 from clcourse.distributed import ProcessFailure, average_batchnorm_statistics, data_parallel
 from clcourse.methods import Batch, MoCo
 from clcourse.train import optimisation_step
-from helpers import fit, make_images, noisy_views, some_labels, tiny_method
 
 # Methods whose step must equal one process's on the global batch. Each process normalises its own
 # batch (SyncBatchNorm is for GPUs), so the others are compared without batch-norm (CLAE without its

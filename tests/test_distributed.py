@@ -22,9 +22,6 @@ import time
 
 import pytest
 import torch
-
-import clcourse.distributed as distributed
-from clcourse.train import KnnData, evaluate_knn
 from distributed_worker import (
     STEP_METHODS,
     TIMEOUT_S,
@@ -36,6 +33,9 @@ from distributed_worker import (
 )
 from helpers import make_images, some_labels, step_losses, tiny_method
 from repository import REPO
+
+import clcourse.distributed as distributed
+from clcourse.train import KnnData, evaluate_knn
 
 PROCESSES = 2
 

@@ -1,5 +1,5 @@
-"""The command line (clcourse/run.py): `python -m clcourse.run` in one process, and under torchrun in
-two (gloo, on the CPU), on a small CIFAR-10 folder in the official format."""
+"""The command line (clcourse/run.py): `python -m clcourse.run` in one process, and under torchrun
+in two (gloo, on the CPU), on a small CIFAR-10 folder in the official format."""
 import json
 import os
 import subprocess
@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
+from helpers import fake_cifar10
+from repository import REPO
 
 import clcourse.data as data
 from clcourse.run import main, parse_options
 from clcourse.runs import CHECKPOINT_NAME, CONFIG_NAME
-from helpers import fake_cifar10
-from repository import REPO
 
 # 80 training images, 16 test images: two epochs of global batches of 16 (5 steps each).
 ARGUMENTS = ["--method", "simclr", "--dataset", "cifar10", "--preset", "smoke", "--subset", "80",
@@ -56,7 +56,8 @@ def test_a_bad_setting_is_one_message_and_exit_status_2(small_cifar, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([*ARGUMENTS, "--data-root", str(small_cifar), "--batch-size", "1000"])
     assert stopped.value.code == 2
-    assert "batch_size must be at most the number of images (80), got 1000" in capsys.readouterr().err
+    assert "batch_size must be at most the number of images (80), got 1000" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.slow

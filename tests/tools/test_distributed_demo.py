@@ -18,6 +18,7 @@ def test_the_demo_shows_the_gathered_loss_and_shuffle_bn_equal_to_one_process():
     gathered = re.search(r"14 negatives, loss ([\d.]+) in process 0, ([\d.]+) in process 1", out)
     one = float(re.search(r"one process on all 8 images: loss ([\d.]+)", out).group(1))
     assert float(gathered.group(1)) == float(gathered.group(2)) == one != alone
-    differences = [float(x) for x in re.findall(r"max difference (?:from one process's )?([\d.e+-]+)", out)]
+    differences = [float(x) for x in
+                   re.findall(r"max difference (?:from one process's )?([\d.e+-]+)", out)]
     assert len(differences) == 2 and max(differences) < 1e-6
     assert "process 0 normalises images [0, 2, 4, 6] together" in out
