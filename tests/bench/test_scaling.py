@@ -7,6 +7,7 @@ from repository import load_bench
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # make test-heavy: two measured runs; the efficiency's formula is tested below
 def test_scaling_smoke_measures_one_and_two_processes(tmp_path, capsys):
     scaling = load_bench("scaling")
     results = scaling.main(["--smoke", "--results", str(tmp_path / "scaling.json")])

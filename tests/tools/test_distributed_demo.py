@@ -9,6 +9,7 @@ from repository import REPO
 
 
 @pytest.mark.slow
+@pytest.mark.heavy   # make test-heavy; tests/test_distributed.py checks the same equalities in CI
 def test_the_demo_shows_the_gathered_loss_and_shuffle_bn_equal_to_one_process():
     done = subprocess.run([sys.executable, str(REPO / "tools" / "distributed_demo.py")],
                           capture_output=True, text=True, timeout=300)
