@@ -200,7 +200,8 @@ def header(args, budget, method, processes: int, images: int, knn_data, device, 
         f"batch: {budget.batch_size} images (global), {backend}",
         f"learning rate: {budget.lr:g} per 256 images, scaled linearly with the global batch: "
         f"peak {budget.lr:g} x {budget.batch_size} / 256 = {budget.lr * budget.batch_size / 256:g}"
-        f", {budget.warmup_epochs} warm-up epochs, then a cosine",
+        f", {budget.warmup_epochs} warm-up epoch{'' if budget.warmup_epochs == 1 else 's'}, "
+        "then a cosine",
         f"epochs: {budget.epochs} of {steps} steps; the run's folder: {where}"])
 
 
