@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .distributed import from_first_process, gather_objects, is_distributed, world
 from .methods import Method
 from .presets import Preset
 
@@ -161,11 +162,13 @@ def _fingerprint(images: torch.Tensor) -> str:
 
 
 def run_config(method: Method, images: torch.Tensor, labels: torch.Tensor | None, budget: Preset,
-               seed: int) -> dict:
+               seed: int, processes: int = 1, sync_batchnorm: bool = False) -> dict:
     """Everything that decides what a run computes: the method, the optimiser, the schedule, the
-    data, the seed and the preset (`budget`, its learning rate resolved). Stored in every checkpoint
-    and in the run's config.json."""
-    return {
+    data, the seed and the preset (`budget`, its learning rate resolved), and, for a run in several
+    processes, their number and whether batch-norm is synchronised (`images` is then the whole
+    training set, of which each process holds a shard). Stored in every checkpoint and in the run's
+    config.json."""
+    config = {
         "method": method.config(),
         "optimiser": {"name": "SGD", "lr_per_256_images": budget.lr, "momentum": budget.momentum,
                       "weight_decay": budget.weight_decay},
@@ -176,6 +179,9 @@ def run_config(method: Method, images: torch.Tensor, labels: torch.Tensor | None
         "seed": seed,
         "preset": budget.name,
     }
+    if processes > 1:
+        config["distributed"] = {"processes": processes, "sync_batchnorm": sync_batchnorm}
+    return config
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -238,31 +244,23 @@ def _snapshot_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.pt"
 
 
-def _restore_snapshots(folder: Path, state: dict) -> list[int]:
-    """The epochs of the run's snapshots. The snapshot of the checkpoint's own epoch is written
-    again when its write was interrupted (the checkpoint holds those very weights); older snapshots
-    that are gone cannot be re-created, and a warning says so."""
+def _restore_snapshots(folder: Path, state: dict) -> tuple[list[int], list[int]]:
+    """The epochs of the run's snapshots, and those of them that are lost. The snapshot of the
+    checkpoint's own epoch is written again when its write was interrupted (the checkpoint holds
+    those very weights); older snapshots that are gone cannot be re-created."""
     epoch = state["epoch"]
     snapshot_epochs = state.get("snapshots", [epoch])
     if epoch in snapshot_epochs and not _snapshot_path(folder, epoch).is_file():
         save_atomically({"method": state["method"], "epoch": epoch}, _snapshot_path(folder, epoch))
     lost = [e for e in snapshot_epochs if not _snapshot_path(folder, e).is_file()]
-    if lost:
-        warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be "
-                      f"re-created (their weights are gone; only the epoch of {CHECKPOINT_NAME}, "
-                      f"{epoch}, could be); snapshots_by_epoch will not list them", stacklevel=3)
-    return snapshot_epochs
+    return snapshot_epochs, lost
 
 
-def start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device,
-                    method: Method, optimizer, scaler,
-                    generators) -> tuple[History, int, list[int]]:
-    """Resume phase: the history, first epoch and snapshot epochs of the run in `folder` (restoring
-    weights, optimiser, scaler and random generators), or a fresh History, epoch 0 and no snapshots.
-    Refuses a run of another configuration, a fresh start over an existing run, and a damaged or
-    foreign checkpoint."""
-    if folder is None:
-        return History(), 0, []
+def _open_run(folder: Path, resume: bool, config: dict, device: torch.device,
+              augment_generator: torch.Generator) -> dict | None:
+    """The checkpoint of the run in `folder`, checked against `config`, or None for a new run
+    (the folder made, its config.json written). Refuses a run of another configuration, a fresh
+    start over an existing run, and a damaged or foreign checkpoint."""
     checkpoint_path = folder / CHECKPOINT_NAME
     existing = [p.name for p in (checkpoint_path, *list_checkpoints(folder)) if p.is_file()]
     listing = f"{', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}"
@@ -280,11 +278,9 @@ def start_or_resume(folder: Path | None, resume: bool, config: dict, device: tor
     if not checkpoint_path.is_file():
         _require_writable(folder)
         save_atomically(json.dumps(config, indent=2), folder / CONFIG_NAME)
-        return History(), 0, []
+        return None
 
-    remedy = (f"Choose another run name to start a new run, or delete the folder {folder} to "
-              "start this one afresh.")
-    state = _read_checkpoint(checkpoint_path, TRAINING_STATE_KEYS, remedy)
+    state = _read_checkpoint(checkpoint_path, TRAINING_STATE_KEYS, _resume_remedy(folder))
     if "config" not in state:
         raise ValueError(f"the checkpoint {checkpoint_path} was written by an older version of "
                          "clcourse and holds no configuration, so it cannot be checked: delete "
@@ -295,44 +291,99 @@ def start_or_resume(folder: Path | None, resume: bool, config: dict, device: tor
             f"the run in {folder} was trained with another configuration, so it is not "
             "continued. Differences: " + "; ".join(differences) + ". Use the same settings to "
             "continue it, another run name to start a new run, or delete the folder.")
-    data_generator, augment_generator = generators
     if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
         raise ValueError(f"the checkpoint in {folder} was written on another kind of device than "
                          f"{device}; resume it there, or start a new run under another name")
+    return state
+
+
+def _resume_remedy(folder: Path) -> str:
+    return (f"Choose another run name to start a new run, or delete the folder {folder} to "
+            "start this one afresh.")
+
+
+def _finish_resume(folder: Path, state: dict, config: dict) -> tuple[list[int], list[int]]:
+    """After the training state is restored: the folder must be writable if the run is to go on;
+    the snapshot epochs, and the lost ones (`_restore_snapshots`)."""
+    if state["epoch"] < config["schedule"]["epochs"]:
+        _require_writable(folder)
+    return _restore_snapshots(folder, state)
+
+
+def start_or_resume(folder: Path | None, resume: bool, config: dict, device: torch.device,
+                    method: Method, optimizer, scaler,
+                    generators) -> tuple[History, int, list[int]]:
+    """Resume phase: the history, first epoch and snapshot epochs of the run in `folder` (restoring
+    weights, optimiser and scaler state and random generators), or a fresh History, epoch 0 and no
+    snapshots. Refuses a run of another configuration, a fresh start over an existing run, and a
+    damaged or foreign checkpoint.
+
+    In several processes, process 0 alone reads and writes the folder and hands the checkpoint (or
+    the error it met) to the others; each restores its own random generators."""
+    if folder is None:
+        return History(), 0, []
+    data_generator, augment_generator = generators
+    state = from_first_process(lambda: _open_run(folder, resume, config, device,
+                                                 augment_generator))
+    if state is None:
+        return History(), 0, []
+    checkpoint_path = folder / CHECKPOINT_NAME
+    rng = state["rng_by_process"][world().rank] if "rng_by_process" in state else state["rng"]
     try:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"] and scaler.is_enabled():  # empty when the run had no fp16 scaler
             scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], data_generator, augment_generator)
+        _set_rng_state(rng, data_generator, augment_generator)
         history = History(**state["history"])
     except Exception as error:   # a checkpoint whose configuration matches but whose contents do
                                  # not fit
         raise ValueError(f"{checkpoint_path} could not be restored "
-                         f"({type(error).__name__}: {error}). {remedy}") from error
-    if state["epoch"] < config["schedule"]["epochs"]:
-        _require_writable(folder)
-    return history, state["epoch"], _restore_snapshots(folder, state)
+                         f"({type(error).__name__}: {error}). "
+                         f"{_resume_remedy(folder)}") from error
+    snapshot_epochs, lost = from_first_process(lambda: _finish_resume(folder, state, config))
+    if lost and world().rank == 0:
+        warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be "
+                      f"re-created (their weights are gone; only the epoch of {CHECKPOINT_NAME}, "
+                      f"{state['epoch']}, could be); snapshots_by_epoch will not list them",
+                      stacklevel=2)
+    return history, state["epoch"], snapshot_epochs
 
 
 def save_checkpoint(folder: Path, epoch: int, config: dict, method: Method, optimizer, scaler,
                     history: History, generators, snapshot_epochs: list[int]) -> None:
     """Checkpoint phase: `last.pt` (everything to continue the run, and the epochs of its snapshots,
     this one included) and a weights-only `epoch_XXXX.pt`. A resume re-creates the latter if its
-    write was interrupted."""
-    state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-             "scaler": scaler.state_dict(),
-             "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch,
-             "config": config, "rng": _rng_state(*generators), "snapshots": snapshot_epochs}
-    save_atomically(state, folder / CHECKPOINT_NAME)
-    save_atomically({"method": method.state_dict(), "epoch": epoch}, _snapshot_path(folder, epoch))
+    write was interrupted.
+
+    In several processes, every process hands its random generators' state to process 0, which
+    writes both files; an error writing them is raised in every process."""
+    rng_by_process = gather_objects(_rng_state(*generators))
+
+    def write() -> None:
+        state = {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict(),
+                 "history": {"steps": history.steps, "epochs": history.epochs}, "epoch": epoch,
+                 "config": config, "rng": rng_by_process[0], "snapshots": snapshot_epochs}
+        if len(rng_by_process) > 1:
+            state["rng_by_process"] = rng_by_process
+        save_atomically(state, folder / CHECKPOINT_NAME)
+        save_atomically({"method": method.state_dict(), "epoch": epoch},
+                        _snapshot_path(folder, epoch))
+
+    from_first_process(write)
 
 
 def _rng_state(data_generator, augment_generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": data_generator.get_state(),
              "augment": augment_generator.get_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if is_distributed():
+            # this process's own GPU: reading every GPU's state would start a CUDA context on
+            # each of them in every process
+            state["cuda_device"] = torch.cuda.get_rng_state()
+        else:
+            state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
@@ -342,3 +393,5 @@ def _set_rng_state(state: dict, data_generator, augment_generator) -> None:
     augment_generator.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_device" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_device"])

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import gather, gather_with_grad, is_distributed
 from ..evaluate import extract_features
 from ..models import projection_mlp
 from ..presets import no_autocast
@@ -214,7 +215,14 @@ class ContrastiveMethod(Method):
     def contrastive_loss(self, views: Sequence[torch.Tensor],
                          labels: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of the embeddings `views` ([B, D] each, one per view; `labels` [B] where the
-        loss uses them), in float32 with autocast off."""
+        loss uses them), in float32 with autocast off.
+
+        Trained in several processes, the loss sees the global batch: the embeddings and labels of
+        every process, gathered (`clcourse.distributed.gather_with_grad`), so that each process
+        computes the loss of one process holding the whole batch, and its negatives."""
+        if is_distributed():
+            views = gather_with_grad(torch.stack(list(views), dim=1)).unbind(1)
+            labels = gather(labels) if labels is not None else None
         with no_autocast(views[0].device):
             return self.apply_loss([z.float() for z in views], labels)
 
