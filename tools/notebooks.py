@@ -1202,6 +1202,20 @@ def _current_python_kernel_manager():
     return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=CurrentPython())
 
 
+def _execution_failure(nb, error: Exception) -> str:
+    """One line for a notebook whose execution stopped: the cell (its number and first line) and the
+    error, instead of nbclient's whole traceback."""
+    errors = [any(out.get("output_type") == "error" for out in cell.get("outputs", ()))
+              for cell in nb.cells]
+    failed = errors.index(True) if True in errors else None
+    where = f"cell {failed} ({_first_line(nb.cells[failed])})" if failed is not None else "a cell"
+    name = getattr(error, "ename", None) or type(error).__name__
+    value = getattr(error, "evalue", None)
+    if value is None:
+        value = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{where} failed: {name}: {value}"
+
+
 def execute(paths: list[Path], cell_timeout: int) -> int:
     from nbclient import NotebookClient
 
@@ -1221,7 +1235,12 @@ def execute(paths: list[Path], cell_timeout: int) -> int:
         print(f"executing {path} ...", flush=True)
         client = NotebookClient(nb, km=_current_python_kernel_manager(), timeout=cell_timeout,
                                 resources={"metadata": {"path": str(path.parent)}})
-        client.execute()
+        try:
+            client.execute()
+        except Exception as error:   # a cell's error, a timeout, a dead kernel: nbclient's kinds
+            print(f"{path}: {_execution_failure(nb, error)}; the notebook is left as it was")
+            status = 1
+            continue
         nb.metadata[RECORDING_METADATA] = {"outputs_recorded_with_threads": RECORDING_THREADS}
         write(strip_notebook(nb), path)
         checked = sum(is_checked(cell) for cell in nb.cells)
