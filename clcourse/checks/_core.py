@@ -26,7 +26,8 @@ import torch
 from ..identity import mark_checked
 
 __all__ = ["ExerciseError", "exercise", "seeded", "call_student", "as_tensor", "same", "diagnose",
-           "passed", "install_ipython_handler", "Tripwire", "student_error"]
+           "passed", "install_ipython_handler", "Tripwire", "tripwire", "reference_codes",
+           "short_name", "student_error"]
 
 
 class ExerciseError(AssertionError):

@@ -17,7 +17,7 @@ from clcourse.losses import info_nce
 from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
 from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
 from clcourse.negatives import rank_among_negatives
-from helpers import batch_from_views, fit, noisy_views, tiny_clae, tiny_views
+from helpers import batch_from_views, fit, function_names, noisy_views, tiny_clae, tiny_views
 
 
 # ---------------------------------------------------------------- the slow reference
@@ -222,10 +222,10 @@ def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded
     library = tiny_clae().training_step(batch_from_views(views)).loss
     student = tiny_clae(attack=students_fgsm, objective=students_objective)
     assert torch.allclose(student.training_step(batch_from_views(views)).loss, library, atol=1e-12)
-    assert student.config()["functions"] == {"loss": "clcourse.losses.info_nce",
+    assert function_names(student.config()) == {"loss": "clcourse.losses.info_nce",
                                              "attack": f"{__name__}.students_fgsm",
                                              "objective": f"{__name__}.students_objective"}
-    assert tiny_clae().config()["functions"] == {"loss": "clcourse.losses.info_nce",
+    assert function_names(tiny_clae().config()) == {"loss": "clcourse.losses.info_nce",
                                                  "attack": "clcourse.attacks.contrastive_attack",
                                                  "objective": "clcourse.methods.clae.clae_objective"}
 
@@ -253,7 +253,7 @@ def test_clae_wraps_dcl_and_hcl_with_their_hyperparameters():
     method = build_method("clae", Backbone(SmallCNN(width=4)), base="hcl", beta=2.0, tau_plus=0.05, epsilon=0.01)
     config = method.config()
     assert config["name"] == "CLAE" and config["base"] == "hcl" and config["beta"] == 2.0
-    assert config["tau_plus"] == 0.05 and config["epsilon"] == 0.01 and config["functions"]["loss"] == \
+    assert config["tau_plus"] == 0.05 and config["epsilon"] == 0.01 and function_names(config)["loss"] == \
         "clcourse.losses.hcl"
     assert method.base.beta == 2.0 and method.lr == method.base.lr
     assert method.backbone is method.base.backbone and method.projector is method.base.projector

@@ -14,7 +14,7 @@ from clcourse.augment import simclr_cifar, weak
 from clcourse.losses import sce
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from helpers import fit, flipped_views, noisy_views, random_unit, reference_sce, tiny_sce
+from helpers import fit, flipped_views, function_names, noisy_views, random_unit, reference_sce, tiny_sce
 
 DIM = 8
 
@@ -135,7 +135,7 @@ def test_a_students_loss_is_what_trains(images):
     assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     assert seen[-1] == (torch.float32, False, (0.1, 0.05, 0.5), True)
-    assert student.config()["functions"]["loss"] == \
+    assert function_names(student.config())["loss"] == \
         f"{__name__}.test_a_students_loss_is_what_trains.<locals>.spying"
 
     def no_soft_target(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
@@ -174,7 +174,7 @@ def test_config_records_the_new_hyperparameters_and_views():
     config = tiny_sce(lam=0.3, temperature_momentum=0.07).config()
     assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
     assert config["views"] == ["helpers.noisy_views", "helpers.flipped_views"]
-    assert config["functions"] == {"loss": "clcourse.losses.sce",
+    assert function_names(config) == {"loss": "clcourse.losses.sce",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
                                    "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
                                    "step": "clcourse.methods.moco.moco_step"}
