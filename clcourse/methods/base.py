@@ -31,10 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks import require_attack_result
 from ..evaluate import extract_features
 from ..identity import function_record
 from ..models import projection_mlp
 from ..presets import no_autocast
+from ..validation import require_bool
 
 __all__ = ["Batch", "StepOutput", "Method", "ContrastiveMethod", "describe", "describe_module",
            "require_function", "mean_view_similarity"]
@@ -98,6 +100,8 @@ class Method(nn.Module):
                                      # without labels
     compilable: bool = True          # False: a compiled training loop runs this method's step
                                      # eagerly
+    num_classes: int | None = None   # a classifier's classes: `train` checks the labels
+                                     # against them
 
     def __init__(self, backbone: nn.Module, view_recipes: Sequence[Callable]):
         super().__init__()
@@ -140,6 +144,7 @@ class Method(nn.Module):
         """Embeddings of images (uint8, or float in [0, 1]) in eval mode, without gradient, float32:
         unit vectors z = normalize(g(f(x))), what the loss compares (`projected=True`), or the
         backbone's features h = f(x), what kNN and the linear probe read (`projected=False`)."""
+        projected = require_bool("projected", projected)
         if not projected:
             return extract_features(self.backbone, images, batch_size)
         encoder = nn.Sequential(self.backbone, self.projector)
@@ -158,6 +163,15 @@ class Method(nn.Module):
 
     def on_step_end(self, batch: Batch, output: StepOutput) -> None:
         """Called after every optimiser step with the step's batch and output."""
+
+    def attack_result(self, attack: Callable, x_adv, x: torch.Tensor) -> torch.Tensor:
+        """What a user's `attack` returned in a training step for the clean images x, checked
+        (`clcourse.attacks.require_attack_result`): its shape every step, its pixels (finite, in
+        [0, 1]: a host read) on the first step only."""
+        require_attack_result(f"attack ({describe(attack)})", x_adv, x,
+                              values=not self.__dict__.get("_attack_values_checked", False))
+        self.__dict__["_attack_values_checked"] = True
+        return x_adv
 
     # ------------------------------------------------------------ configuration
 
