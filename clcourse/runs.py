@@ -47,6 +47,7 @@ import torch
 
 from .methods import Method
 from .presets import Preset
+from .validation import require_bool
 
 __all__ = ["History", "CHECKPOINT_NAME", "CONFIG_NAME", "SET_ASIDE_KEPT", "run_dir", "simclr_run",
            "moco_run", "run_folder", "save_atomically", "list_checkpoints", "snapshots_by_epoch",
@@ -169,6 +170,7 @@ def load_weights(method: Method, path: str | Path) -> dict:
 def simclr_run(temperature: float, sweep: bool = False) -> str:
     """The name of notebook 01's SimCLR run at `temperature` (the main run, or a run of its
     temperature sweep with `sweep=True`), which notebooks 02 and 04 reuse."""
+    sweep = require_bool("sweep", sweep)
     return f"simclr_{'sweep_' if sweep else ''}t{temperature}"
 
 
