@@ -271,13 +271,12 @@ class MinibatchCKA:
 
         def estimate(k, l):
             value = self.hsic(k, l)
-            number = as_number(value)
-            if number is None and not (isinstance(value, torch.Tensor) and value.numel() == 1
-                                       and value.is_floating_point()):
+            # a tensor stays on its device (no host read); anything else must be a number
+            if (not (isinstance(value, torch.Tensor) and value.numel() == 1
+                     and value.is_floating_point()) and as_number(value) is None):
                 raise ValueError("hsic must return one number (a 0-d floating-point tensor or a "
                                  f"float), got {describe_tensor(value)}")
-            return torch.as_tensor(value if number is None else number, dtype=torch.float64,
-                                   device=k.device).reshape(())
+            return torch.as_tensor(value, dtype=torch.float64, device=k.device).reshape(())
 
         cross = torch.stack([torch.stack([estimate(k, l) for l in kb]) for k in ka])
         return (cross, torch.stack([estimate(k, k) for k in ka]),
