@@ -50,6 +50,7 @@ from .attacks import (
     cross_entropy_objective,
     pgd,
     require_attack_budget,
+    require_attack_result,
 )
 from .augment import to_float_images
 from .losses import info_nce
@@ -67,6 +68,8 @@ from .methods import (
 from .models import build_backbone
 from .presets import Preset, RobustnessBudget, autocast_dtype, get_preset
 from .validation import (
+    require_bool,
+    require_classes,
     require_images,
     require_int_at_least,
     require_labels,
@@ -137,6 +140,7 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
     """
     epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
     temperature = require_positive("temperature", temperature)
+    random_start = require_bool("random_start", random_start)
     for name, fn in (("encode", encode), ("objective", objective), ("attack", attack)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be a function, got {fn!r}")
@@ -144,6 +148,11 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
     run_attack = _seeded(attack or pgd, seed, require_norm(norm))
 
     def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if len(x) < 2:
+            raise ValueError(f"threat model I needs batches of at least 2 images (each image's "
+                             f"negatives are the batch's other images), got a batch of {len(x)}: "
+                             "with robust_accuracy, choose a batch_size that does not leave one "
+                             "image over (len(images) % batch_size == 1)")
         loss_fn = make_objective(encode, x, temperature)
         return run_attack(lambda x_prime: loss_fn(x_prime) * (2 * len(x_prime)), x, epsilon,
                           step_size, steps, random_start)
@@ -167,6 +176,7 @@ def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: i
     Returns attack(x, y) -> x + delta* for `robust_accuracy`. `attack`, `step_size`, `random_start`,
     `norm` and `seed` as in `threat_model_1`."""
     epsilon, steps, step_size = require_attack_budget(epsilon, steps, step_size)
+    random_start = require_bool("random_start", random_start)
     for name, fn in (("classifier", classifier), ("attack", attack)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be a function, got {fn!r}")
@@ -213,6 +223,7 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
     require_images("images", images)
     require_unit_range("images", images)
     labels = require_labels("labels", labels, images.shape[0], "images")
+    progress = require_bool("progress", progress)
     if attack is not None and not callable(attack):
         raise ValueError(f"attack must be a function attack(x, y) -> x_adv, got {attack!r}")
     batch_size = require_int_at_least("batch_size", batch_size, 1)
@@ -227,13 +238,16 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
     try:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
+            with torch.no_grad():
+                classes = classifier(to_float_images(images[:1].to(device))).shape[-1]
+            require_classes("labels", labels, classes, f"the classifier has {classes} outputs")
             for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch",
                               disable=not progress, leave=False):
                 x = (to_float_images(images[start:start + batch_size].to(device))
                      .contiguous(memory_format=layout))
                 y = labels[start:start + batch_size].to(device)
                 if attack is not None:
-                    x = attack(x, y).detach()
+                    x = require_attack_result("attack", attack(x, y), x).detach()
                 with torch.no_grad():
                     correct += (classifier(x).argmax(1) == y).sum()
     finally:
@@ -330,6 +344,7 @@ def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget,
                      prefix: str = "nb08") -> str:
     """`nb08_cl_st`, `nb08_scl_at_eps8_steps5`, ...: the run of a pretrained encoder."""
     require_scheme(scheme)
+    adversarial = require_bool("adversarial", adversarial)
     if not adversarial:
         return f"{prefix}_{scheme}_st"
     return f"{prefix}_{scheme}_at_eps{round(255 * TRAIN_EPSILON)}_steps{budget.train_steps}"
@@ -341,6 +356,7 @@ def build_encoder_method(scheme: str, adversarial: bool, budget: RobustnessBudge
     weights): `AdversarialPretraining` with the budget's attack when `adversarial`, else the
     scheme's own method."""
     require_scheme(scheme)
+    adversarial = require_bool("adversarial", adversarial)
     torch.manual_seed(0)
     backbone = build_backbone(budget.backbone)
     if adversarial:
@@ -360,8 +376,11 @@ def training_data(budget: RobustnessBudget, device=None,
     return load_dataset("cifar10", train=train, subset=subset, device=get_device(device))
 
 
-def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]:
-    preset = preset or get_preset()
+def _robustness_budget(preset: Preset | str | None) -> tuple[Preset, RobustnessBudget]:
+    preset = get_preset(preset) if preset is None or isinstance(preset, str) else preset
+    if not isinstance(preset, Preset):
+        raise ValueError("preset must be a Preset, a preset's name or None (the course's), got "
+                         f"{preset!r}")
     if preset.robustness is None:
         raise ValueError(f"preset {preset.name!r} has no robustness budget (preset.robustness is "
                          "None): give it one with "
@@ -369,7 +388,7 @@ def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]
     return preset, preset.robustness
 
 
-def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = None,
+def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | str | None = None,
                      data: tuple[torch.Tensor, torch.Tensor] | None = None, prefix: str = "nb08",
                      attack: Callable | None = None, progress: bool = True, **options):
     """Pretrain (or load, when the run exists) the encoder of `scheme` ("cl", "scl", "sl"), standard
@@ -388,7 +407,7 @@ def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = 
     return method, history
 
 
-def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | None = None,
+def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | str | None = None,
               data: tuple[torch.Tensor, torch.Tensor] | None = None, attack: Callable | None = None,
               progress: bool = True):
     """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial",

@@ -10,6 +10,26 @@ configuration) and weight snapshots `epoch_XXXX.pt`. Every file is written atomi
 Notebooks share runs by name: `simclr_run` and `moco_run` name the runs that notebooks 02 and 04
 reuse from notebooks 01 and 03 (notebook 09 reuses notebook 08's encoders through
 `clcourse.robustness.encoder_run_name`).
+
+The same run: what a run computes depends on the functions its method was given (a student's loss,
+the library's MoCo step...), so the configuration records each by name and by a fingerprint of its
+code (`clcourse.identity`). A run in the folder is the run asked for when every other setting is the
+same (else the request is refused, as above) and, role by role, its function is
+
+- the same code (the same fingerprint: the same function, or a copy of it in another notebook), or
+- a function that passed the exercise checker of the library function now asked for: notebook 01
+  trains SimCLR with the student's InfoNCE, once it passed `check_info_nce`, and notebook 02, which
+  asks for the library's InfoNCE, analyses that run rather than training its own. Not the other way
+  round: a student's function is never given a run of the library's, nor of another student's.
+
+A run of other functions (the solution notebook's loss when the student copy asks with its own, a
+function since edited) is not continued and not returned: it is set aside, renamed
+``<name>.fn-<key>`` beside the folder (the key hashes its functions' fingerprints), and the run of
+the functions asked for is restored from its own such folder if it was set aside before, else
+trained anew. So two notebook copies with different functions each keep their own run under the same
+name, and `run_dir(name)` is always the run last asked for. At most `SET_ASIDE_KEPT` runs are kept
+aside per name (the oldest goes). Each of these steps, and the reuse of a finished run, prints a
+line that says so and where the run came from.
 """
 from __future__ import annotations
 
@@ -17,6 +37,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +48,20 @@ import torch
 from .distributed import from_first_process, gather_objects, is_distributed, world
 from .methods import Method
 from .presets import Preset
+from .validation import require_bool
 
-__all__ = ["History", "CHECKPOINT_NAME", "CONFIG_NAME", "run_dir", "simclr_run", "moco_run",
-           "run_folder", "save_atomically", "list_checkpoints", "snapshots_by_epoch",
-           "load_weights", "run_config", "config_differences", "start_or_resume", "save_checkpoint"]
+__all__ = ["History", "CHECKPOINT_NAME", "CONFIG_NAME", "SET_ASIDE_KEPT", "run_dir", "simclr_run",
+           "moco_run", "run_folder", "save_atomically", "list_checkpoints", "snapshots_by_epoch",
+           "load_weights", "run_config", "config_differences", "function_differences",
+           "start_or_resume", "save_checkpoint"]
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
 # What `last.pt` holds besides the run's configuration ("config"); a weights-only snapshot holds
 # "method" and "epoch".
 TRAINING_STATE_KEYS = ("method", "optimizer", "scaler", "history", "epoch", "rng")
+# Runs of other functions kept aside per run name (see the module's docstring).
+SET_ASIDE_KEPT = 3
 
 
 @dataclass
@@ -145,6 +171,7 @@ def load_weights(method: Method, path: str | Path) -> dict:
 def simclr_run(temperature: float, sweep: bool = False) -> str:
     """The name of notebook 01's SimCLR run at `temperature` (the main run, or a run of its
     temperature sweep with `sweep=True`), which notebooks 02 and 04 reuse."""
+    sweep = require_bool("sweep", sweep)
     return f"simclr_{'sweep_' if sweep else ''}t{temperature}"
 
 
@@ -198,12 +225,97 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     """The fields in which two run configurations differ, as "field: saved value
     (now: current value)".
 
-    The functions a method was given (`method.functions`) are not compared: an exercise that passed
-    its checker computes the library's function, and the notebooks reuse each other's runs."""
+    The functions a method was given (`method.functions`) are compared apart, by
+    `function_differences`: a run of other functions is set aside, not refused."""
     saved, current = _flatten(saved), _flatten(current)
     return [f"{key}: {saved.get(key, '(absent)')!r} (now: {current.get(key, '(absent)')!r})"
             for key in sorted(set(saved) | set(current))
             if not key.startswith("method.functions.") and saved.get(key) != current.get(key)]
+
+
+def _functions(config: dict) -> dict:
+    return config.get("method", {}).get("functions", {})
+
+
+def _described(record) -> str:
+    """A recorded function in words: its name and code fingerprint (an older run recorded the
+    name alone)."""
+    if not isinstance(record, dict):
+        return f"{record} (code not recorded)" if record is not None else "none"
+    checked = record.get("checked")
+    return (f"{record['name']} (code {record['code']}"
+            + (f", passed the checker of {', '.join(checked)}" if checked else "") + ")")
+
+
+def _same_function(saved, asked) -> bool:
+    """Whether the run's function `saved` is the function `asked` for (function records; see the
+    module's docstring): the same code, or one that passed the checker of the library function
+    asked for."""
+    if saved is None or asked is None:
+        return saved is None and asked is None
+    if not isinstance(saved, dict) or not isinstance(asked, dict):
+        return False
+    if saved.get("code") == asked.get("code"):
+        return True
+    return (asked["name"].split(".")[0] == "clcourse"
+            and asked["name"] in (saved.get("checked") or ()))
+
+
+def function_differences(saved: dict, current: dict) -> list[str]:
+    """The roles whose function differs between two run configurations (`_same_function`), as
+    "role: saved function (now: asked function)"."""
+    saved, current = _functions(saved), _functions(current)
+    return [f"{role}: {_described(saved.get(role))} (now: {_described(current.get(role))})"
+            for role in sorted(set(saved) | set(current))
+            if not _same_function(saved.get(role), current.get(role))]
+
+
+def _functions_key(config: dict) -> str:
+    """12 hex digits naming a run's functions, for the folder it is set aside in."""
+    codes = {role: record.get("code") if isinstance(record, dict) else record
+             for role, record in _functions(config).items()}
+    return hashlib.sha1(json.dumps(codes, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _aside(folder: Path, config: dict) -> Path:
+    return folder.with_name(f"{folder.name}.fn-{_functions_key(config)}")
+
+
+def _set_aside(folder: Path, saved: dict, asked: dict) -> None:
+    """Rename the run in `folder` (its configuration `saved`) beside it, out of the way of the run
+    of `asked`'s functions, and bring that one back if it was set aside before; print what was
+    done. At most SET_ASIDE_KEPT runs stay aside per name."""
+    aside = _aside(folder, saved)
+    if aside.exists():
+        raise ValueError(f"the run in {folder} was trained with other functions and would be set "
+                         f"aside in {aside}, which already exists: move one of them away")
+    differences = "; ".join(function_differences(saved, asked))
+    os.replace(folder, aside)
+    print(f"{folder} held a run of other functions ({differences}): kept aside in {aside.name}, "
+          "and brought back when those functions are asked for again")
+    kept = sorted(folder.parent.glob(f"{folder.name}.fn-*"), key=lambda path: path.stat().st_mtime)
+    for old in kept[:-SET_ASIDE_KEPT]:
+        shutil.rmtree(old)
+        print(f"removed {old}, the oldest of the runs kept aside for {folder.name} (at most "
+              f"{SET_ASIDE_KEPT} are kept)")
+    mine = _aside(folder, asked)
+    if mine.is_dir():
+        os.replace(mine, folder)
+        print(f"{folder}: the run of these functions, set aside in {mine.name}, is back")
+
+
+def _reused(folder: Path, state: dict, asked: dict, name: str) -> None:
+    """The line that says a finished run is reused, and where it came from."""
+    saved_at = (folder / CHECKPOINT_NAME).stat().st_mtime
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(saved_at))
+    saved = _functions(state["config"])
+    stand_ins = [f"{role} {_described(record)} for {_described(_functions(asked).get(role))}"
+                 for role, record in saved.items()
+                 if isinstance(record, dict) and record.get("code")
+                 != (_functions(asked).get(role) or {}).get("code")]
+    print(f"{name}: the finished run in {folder} ({state['epoch']} epochs, saved {when}) is reused"
+          + (f", trained with {'; '.join(stand_ins)}" if stand_ins else "")
+          + ". Delete the folder, or choose another run name, to train again.")
 
 
 def run_folder(run: str | None, checkpoint_dir: str | Path | None, preset: str) -> Path | None:
@@ -291,6 +403,9 @@ def _open_run(folder: Path, resume: bool, config: dict, device: torch.device,
             f"the run in {folder} was trained with another configuration, so it is not "
             "continued. Differences: " + "; ".join(differences) + ". Use the same settings to "
             "continue it, another run name to start a new run, or delete the folder.")
+    if function_differences(state["config"], config):
+        _set_aside(folder, state["config"], config)
+        return _open_run(folder, resume, config, device, augment_generator)
     if state["rng"]["augment"].numel() != augment_generator.get_state().numel():
         raise ValueError(f"the checkpoint in {folder} was written on another kind of device than "
                          f"{device}; resume it there, or start a new run under another name")
@@ -302,11 +417,15 @@ def _resume_remedy(folder: Path) -> str:
             "start this one afresh.")
 
 
-def _finish_resume(folder: Path, state: dict, config: dict) -> tuple[list[int], list[int]]:
-    """After the training state is restored: the folder must be writable if the run is to go on;
-    the snapshot epochs, and the lost ones (`_restore_snapshots`)."""
+def _finish_resume(folder: Path, state: dict, config: dict,
+                   name: str) -> tuple[list[int], list[int]]:
+    """After the training state is restored: the folder must be writable if the run is to go on,
+    and a finished run that is reused says so; the snapshot epochs, and the lost ones
+    (`_restore_snapshots`)."""
     if state["epoch"] < config["schedule"]["epochs"]:
         _require_writable(folder)
+    else:
+        _reused(folder, state, config, name)
     return _restore_snapshots(folder, state)
 
 
@@ -341,7 +460,8 @@ def start_or_resume(folder: Path | None, resume: bool, config: dict, device: tor
         raise ValueError(f"{checkpoint_path} could not be restored "
                          f"({type(error).__name__}: {error}). "
                          f"{_resume_remedy(folder)}") from error
-    snapshot_epochs, lost = from_first_process(lambda: _finish_resume(folder, state, config))
+    snapshot_epochs, lost = from_first_process(
+        lambda: _finish_resume(folder, state, config, type(method).__name__))
     if lost and world().rank == 0:
         warnings.warn(f"the snapshots of epochs {lost} are missing from {folder} and cannot be "
                       f"re-created (their weights are gone; only the epoch of {CHECKPOINT_NAME}, "

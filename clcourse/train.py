@@ -24,6 +24,7 @@ uninterrupted run with the same seed.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from .attacks import pixels_checked
 from .distributed import (
     ProcessFailure,
     average_batchnorm_statistics,
@@ -48,11 +50,20 @@ from .distributed import (
     world,
 )
 from .methods import Batch, Method, StepOutput
-from .presets import MAX_EPOCHS_ENV_VAR, Preset, autocast_dtype, capped, get_device, get_preset
+from .presets import (
+    MAX_EPOCHS_ENV_VAR,
+    MAX_TRAIN_IMAGES_ENV_VAR,
+    Preset,
+    autocast_dtype,
+    capped,
+    get_device,
+    get_preset,
+)
 from .runs import CHECKPOINT_NAME, History, run_config, run_folder, save_checkpoint, start_or_resume
 from .validation import (
     describe_tensor,
     require_bool,
+    require_classes,
     require_images,
     require_int_at_least,
     require_labels,
@@ -133,10 +144,11 @@ def optimisation_step(method: Method, step_fn, batch: Batch, optimizer: torch.op
                       scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None) -> StepOutput:
     """One training step: `step_fn(batch)` (the method's `training_step`, maybe compiled) under
     autocast to `amp_dtype` (None: float32), backward through the gradient scaler, the optimiser
-    step, then the method's after-step work (`on_step_end`: a momentum update, enqueuing keys)."""
+    step, then the method's after-step work (`on_step_end`: a momentum update, enqueuing keys).
+    The step's attacks skip their pixel range check (a host read): its views lie in [0, 1]."""
     device_type = batch.views[0].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
+                        enabled=amp_dtype is not None), pixels_checked():
         output = step_fn(batch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(output.loss).backward()
@@ -259,10 +271,16 @@ def train(method: Method, images: torch.Tensor, *, preset: Preset | None = None,
                          "in [0, 1] with clcourse.augment.to_uint8_images(images), float pixels "
                          "in 0..255 with images.round().to(torch.uint8)")
     if images.shape[0] < budget.batch_size:
-        raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}), "
-                         f"got {budget.batch_size}")
+        cap = os.environ.get(MAX_TRAIN_IMAGES_ENV_VAR, "").strip()
+        capped_by = (f"; ${MAX_TRAIN_IMAGES_ENV_VAR}={cap} caps how many training images "
+                     "load_dataset and the presets give" if cap else "")
+        raise ValueError(f"batch_size must be at most the number of images ({images.shape[0]}"
+                         f"{capped_by}), got {budget.batch_size}")
     if labels is not None:
         labels = require_labels("labels", labels, images.shape[0], "images")
+        if method.num_classes is not None:
+            require_classes("labels", labels, method.num_classes,
+                            f"{type(method).__name__} has num_classes={method.num_classes}")
     if method.requires_labels and labels is None:
         raise ValueError(f"{type(method).__name__} learns from class labels: pass labels=... "
                          "(one per image) to train")

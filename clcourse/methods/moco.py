@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..distributed import encode_shuffled, gather, is_distributed, world
 from ..losses import mochi_negatives, moco_info_nce, moco_logits
 from ..models import projection_mlp, use_split_batchnorm
-from ..validation import require_in_range, require_int_at_least, require_positive
+from ..validation import require_bool, require_in_range, require_int_at_least, require_positive
 from .base import Batch, Method, StepOutput, require_function
 
 __all__ = ["MoCo", "MoCHi", "update_key_encoder", "ring_buffer_enqueue", "moco_step"]
@@ -95,6 +95,8 @@ class MoCo(Method):
                  projector_out: int = 128, augment=None, key_augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
                  enqueue: Callable | None = None, step: Callable | None = None):
+        symmetric = require_bool("symmetric", symmetric)
+        mask_same_image = require_bool("mask_same_image", mask_same_image)
         if augment is None:
             from ..augment import simclr_cifar
             augment = simclr_cifar()

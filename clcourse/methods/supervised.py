@@ -76,6 +76,7 @@ class Supervised(Method):
         super().__init__(backbone, (augment,))
         num_classes = require_int_at_least("num_classes", num_classes, 2)
         self.projector = nn.Linear(backbone.feature_dim, num_classes)
+        self.num_classes = num_classes
         self.hyperparameters = dict(num_classes=num_classes)
 
     def training_step(self, batch: Batch) -> StepOutput:
@@ -146,6 +147,7 @@ class AdversarialPretraining(Method):
         self.__dict__["base"] = base
         self.projector = base.projector
         self.scheme, self.lr, self.requires_labels = scheme, base.lr, base.requires_labels
+        self.num_classes = base.num_classes
         self.epsilon, self.steps = epsilon, steps
         self.step_size, self.random_start = step_size, random_start
         self.attack_fn = attack or pgd
@@ -176,6 +178,8 @@ class AdversarialPretraining(Method):
             adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean,
                                          self.epsilon, self.step_size, self.steps,
                                          random_start=self.random_start)
+        if self.attack_fn is not pgd:
+            adversarial = self.attack_result(self.attack_fn, adversarial, clean)
         standard = self.base.training_step(batch)
         pair = (adversarial,) if self.scheme == "sl" else (clean, adversarial)
         attacked = self.base.training_step(batch._replace(views=pair))
@@ -235,6 +239,7 @@ class FineTune(Method):
         super().__init__(copy.deepcopy(encoder.backbone), (augment or unaugmented,))
         self.projector = copy.deepcopy(encoder.projector).requires_grad_(False)
         self.head = nn.Linear(self.backbone.feature_dim, num_classes)
+        self.num_classes = num_classes
         self.mode = mode
         if mode != "full":
             self.backbone.requires_grad_(False)
@@ -277,6 +282,8 @@ class FineTune(Method):
         with batchnorm_statistics_frozen(self):
             x_adv = self.attack_fn(cross_entropy_objective(self.classify, labels), x, self.epsilon,
                                    self.step_size, self.steps, random_start=self.random_start)
+        if self.attack_fn is not pgd:
+            x_adv = self.attack_result(self.attack_fn, x_adv, x)
         adversarial_logits = self.classify(x_adv)
         adversarial_loss = F.cross_entropy(adversarial_logits.float(), labels)
         logs.update(
