@@ -33,7 +33,7 @@ from .validation import (
 )
 
 __all__ = ["positive_index", "info_nce", "dcl", "hcl", "moco_logits", "moco_info_nce", "MochiMix",
-           "mochi_mix", "mochi_negatives", "sce_target", "sce", "sce_in_batch",
+           "mochi_draws", "mochi_mix", "mochi_negatives", "sce_target", "sce", "sce_in_batch",
            "multiview_info_nce", "CACR_WEIGHTS", "CacrTerms", "require_cacr_arguments",
            "cacr_terms", "cacr", "supcon"]
 
@@ -346,6 +346,29 @@ class MochiMix(NamedTuple):
     beta: torch.Tensor              # [B, s'] weight of the query (1 - beta on the queue entry)
 
 
+def mochi_draws(batch_size: int, n_hardest: int, n_mix_negatives: int, n_mix_query: int,
+                generator: torch.Generator | None = None, device: torch.device | str | None = None
+                ) -> tuple[torch.Tensor, ...]:
+    """MoCHi's random draws for B queries, as `mochi_mix` makes them: (first, second, alpha, pick,
+    beta). `first`, `second` [B, s] are positions a != b in [0, N) of each query's hardest list
+    (b = a + 1 + offset, mod N; a = b only when N = 1), alpha [B, s] ~ U(0, 1) the weight of
+    `first`; `pick` [B, s'] the position mixed with the query, beta [B, s'] ~ U(0, 0.5) the
+    query's weight. These are the arguments of notebook 04's `mochi_logits` exercise, which
+    `MoCHi(..., mochi_logits=...)` trains with."""
+    def draw_index(high: int, count: int) -> torch.Tensor:
+        return torch.randint(high, (batch_size, count), generator=generator, device=device)
+
+    def draw_uniform(count: int) -> torch.Tensor:
+        return torch.rand(batch_size, count, generator=generator, device=device)
+
+    first = draw_index(n_hardest, n_mix_negatives)
+    second = (first + 1 + draw_index(max(n_hardest - 1, 1), n_mix_negatives)) % n_hardest
+    alpha = draw_uniform(n_mix_negatives)
+    pick = draw_index(n_hardest, n_mix_query)
+    beta = 0.5 * draw_uniform(n_mix_query)
+    return first, second, alpha, pick, beta
+
+
 @torch.no_grad()
 def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negatives: int,
               n_mix_query: int, generator: torch.Generator | None = None,
@@ -410,12 +433,6 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
             raise ValueError(f"n_hardest = {n_hardest} but queue_mask leaves only {fewest_left} "
                              "queue entries to some query; n_hardest must be at most that")
 
-    def draw_index(high: int, count: int) -> torch.Tensor:
-        return torch.randint(high, (batch_size, count), generator=generator, device=q.device)
-
-    def draw_uniform(count: int) -> torch.Tensor:
-        return torch.rand(batch_size, count, generator=generator, device=q.device)
-
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         queue = F.normalize(queue.float(), dim=1)
@@ -424,20 +441,17 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
             similarity = similarity.masked_fill(queue_mask, float("-inf"))
         hardest_index = similarity.topk(n_hardest, dim=1).indices                       # [B, N]
 
-        # Type 1: positions a != b in [0, N) of each query's hardest list
-        # (b = a + 1 + offset, mod N).
-        first = draw_index(n_hardest, n_mix_negatives)
-        second = (first + 1 + draw_index(max(n_hardest - 1, 1), n_mix_negatives)) % n_hardest
+        first, second, alpha, pick, beta = mochi_draws(batch_size, n_hardest, n_mix_negatives,
+                                                       n_mix_query, generator, q.device)
+        # Type 1: the entries at positions first != second of each query's hardest list.
         pair_index = torch.stack([hardest_index.gather(1, first), hardest_index.gather(1, second)],
                                  dim=2)
-        alpha = draw_uniform(n_mix_negatives)
         a = alpha.unsqueeze(2)
         mixed_negatives = F.normalize(
             a * queue[pair_index[..., 0]] + (1 - a) * queue[pair_index[..., 1]], dim=2)
 
         # Type 2: the query mixed into one of its hardest negatives.
-        query_pair_index = hardest_index.gather(1, draw_index(n_hardest, n_mix_query))
-        beta = 0.5 * draw_uniform(n_mix_query)
+        query_pair_index = hardest_index.gather(1, pick)
         b = beta.unsqueeze(2)
         mixed_query = F.normalize(b * q.unsqueeze(1) + (1 - b) * queue[query_pair_index], dim=2)
 

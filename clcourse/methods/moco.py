@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import encode_shuffled, gather, is_distributed, world
-from ..losses import mochi_negatives, moco_info_nce, moco_logits
+from ..losses import mochi_draws, mochi_negatives, moco_info_nce, moco_logits
 from ..models import projection_mlp, use_split_batchnorm
+from ..presets import no_autocast
 from ..validation import require_bool, require_in_range, require_int_at_least, require_positive
 from .base import Batch, Method, StepOutput, require_function
 
@@ -261,11 +262,22 @@ class MoCHi(MoCo):
 
     The paper has no CIFAR experiments; the defaults keep N/K small as on ImageNet
     (N = 64 of K = 4096).
+
+    `mochi_logits` replaces the library's mixing with a student's own (notebook 04):
+    `mochi_logits(q, k, queue, temperature, n_hardest, first, second, alpha, pick, beta_mix) ->
+    [B, 1 + K + s + s']`, given unit q, k and queue and the draws of `mochi_draws`; the loss is the
+    cross-entropy of those logits with target 0, the queue entries of the query's own image masked
+    afterwards. That signature has no mask, so the student's hardest list may hold such an entry
+    (a stale key of the query's own image, only when the queue holds one) where the library's
+    skips it.
     """
 
     def __init__(self, backbone: nn.Module, n_hardest: int = 64, n_mix_negatives: int = 128,
-                 n_mix_query: int = 32, mixing_warmup_epochs: int = 0, **options):
+                 n_mix_query: int = 32, mixing_warmup_epochs: int = 0,
+                 mochi_logits: Callable | None = None, **options):
+        require_function("mochi_logits", mochi_logits)
         super().__init__(backbone, **options)
+        self.mochi_logits_fn = mochi_logits
         n_hardest = require_int_at_least("n_hardest", n_hardest, 1)
         if n_hardest > self.queue.shape[0]:
             raise ValueError("n_hardest must be at most queue_size "
@@ -292,11 +304,19 @@ class MoCHi(MoCo):
                 f"{queue_size} minus up to {most_masked} masked keys of the query's own "
                 f"image), got {self.n_hardest}")
 
+    def functions(self) -> dict[str, Callable]:
+        functions = super().functions()
+        if self.mochi_logits_fn is not None:
+            functions["mochi_logits"] = self.mochi_logits_fn
+        return functions
+
     def on_epoch_start(self, epoch: int) -> None:
         self.mixing = epoch >= self.mixing_warmup_epochs
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         queue_mask = self.same_image_mask(index)
+        if self.mixing and self.mochi_logits_fn is not None:
+            return self.given_mixing_loss(q, k, queue_mask)
         synthetic = None
         if self.mixing:
             synthetic = mochi_negatives(q, self.queue, self.n_hardest, self.n_mix_negatives,
@@ -305,3 +325,22 @@ class MoCHi(MoCo):
         return moco_info_nce(q, k, self.queue, self.temperature, queue_mask=queue_mask,
                              extra_negatives=synthetic, logits=self.logits_fn,
                              check_mask=not self.enough_unmasked_entries)
+
+    def given_mixing_loss(self, q: torch.Tensor, k: torch.Tensor,
+                          queue_mask: torch.Tensor | None) -> torch.Tensor:
+        """The loss with the given `mochi_logits`: cross-entropy with target 0 over its logits, the
+        queue entries of the query's own image masked (-inf)."""
+        draws = mochi_draws(len(q), self.n_hardest, self.n_mix_negatives, self.n_mix_query,
+                            device=q.device)
+        with no_autocast(q.device):
+            q = F.normalize(q.float(), dim=1)
+            logits = self.mochi_logits_fn(q, F.normalize(k.detach().float(), dim=1),
+                                          F.normalize(self.queue.float(), dim=1), self.temperature,
+                                          self.n_hardest, *draws)
+            if queue_mask is not None:
+                size = self.queue.shape[0]
+                logits = torch.cat([logits[:, :1],
+                                    logits[:, 1:1 + size].masked_fill(queue_mask, float("-inf")),
+                                    logits[:, 1 + size:]], dim=1)
+            target = torch.zeros(len(q), dtype=torch.long, device=q.device)
+            return F.cross_entropy(logits, target)

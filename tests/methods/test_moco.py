@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.losses import mochi_negatives
+from clcourse.losses import mochi_draws, mochi_negatives
 from clcourse.methods import update_key_encoder
 from clcourse.models import SplitBatchNorm2d
 from clcourse.runs import list_checkpoints
@@ -218,6 +218,67 @@ def test_mochi_loss_adds_the_synthetic_negatives_once_mixing_starts():
     extra = mochi_negatives(q, method.queue, 4, 3, 2, queue_mask=mask)
     assert torch.allclose(loss, reference_moco_loss(q, k, method.queue, method.temperature, mask, extra), atol=1e-6)
     assert loss > reference_moco_loss(q, k, method.queue, method.temperature, mask)  # more negatives, higher loss
+
+
+def looped_mochi_logits(q, k, queue, temperature, n_hardest, first, second, alpha, pick, beta_mix):
+    """notebook 04's exercise, one query and one mix at a time: [q.k, q.queue, q.type 1, q.type 2] / t."""
+    rows = []
+    for b in range(len(q)):
+        hardest = sorted(range(len(queue)), key=lambda j: -float(q[b].detach() @ queue[j]))[:n_hardest]
+        type1 = [F.normalize(alpha[b, m] * queue[hardest[first[b, m]]]
+                             + (1 - alpha[b, m]) * queue[hardest[second[b, m]]], dim=0) for m in range(first.shape[1])]
+        type2 = [F.normalize(beta_mix[b, m] * q[b].detach() + (1 - beta_mix[b, m]) * queue[hardest[pick[b, m]]], dim=0)
+                 for m in range(pick.shape[1])]
+        candidates = [k[b].detach()] + list(queue) + [n.detach() for n in type1 + type2]
+        rows.append(torch.stack([q[b] @ c for c in candidates]) / temperature)
+    return torch.stack(rows)
+
+
+def test_mochi_trains_with_a_given_mochi_logits():
+    calls = []
+
+    def students(*args):
+        calls.append(args[4:])
+        return looped_mochi_logits(*args)
+
+    library, given = (tiny_method("mochi", queue_size=16, **options) for options in ({}, {"mochi_logits": students}))
+    for method in (library, given):
+        method.enqueue(random_unit(16, 0), torch.arange(16) + 100)   # keys of other images: nothing masked
+    q, k, index = random_unit(4, 1).requires_grad_(), random_unit(4, 2), torch.arange(4)
+    torch.manual_seed(7)
+    expected = library.query_loss(q, k, index)
+    torch.manual_seed(7)
+    loss = given.query_loss(q, k, index)
+    assert len(calls) == 1 and calls[0][0] == 4 and calls[0][1].shape == (4, 3) and calls[0][4].shape == (4, 2)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    gradient, = torch.autograd.grad(loss, q)
+    assert torch.allclose(gradient, torch.autograd.grad(expected, q)[0], atol=1e-5)
+    assert given.config()["functions"]["mochi_logits"]["name"].endswith("students")
+
+    # the function's own logits are what trains: another function gives another loss
+    doubled = tiny_method("mochi", queue_size=16, mochi_logits=lambda *args: 2 * looped_mochi_logits(*args))
+    doubled.enqueue(random_unit(16, 0), torch.arange(16) + 100)
+    torch.manual_seed(7)
+    assert not torch.allclose(doubled.query_loss(q, k, index), expected, atol=1e-3)
+
+
+def test_a_given_mochi_logits_has_the_keys_of_the_querys_own_image_masked():
+    method = tiny_method("mochi", queue_size=16, mochi_logits=looped_mochi_logits)
+    method.enqueue(random_unit(16, 0), torch.arange(16) % 6)
+    q, k, index = random_unit(4, 1), random_unit(4, 2), torch.tensor([0, 1, 2, 3])
+    mask = index[:, None] == method.queue_index[None, :]
+    torch.manual_seed(7)
+    loss = method.query_loss(q, k, index)
+    torch.manual_seed(7)
+    draws = mochi_draws(4, 4, 3, 2)
+    logits = looped_mochi_logits(q, k, method.queue, method.temperature, 4, *draws)
+    logits[:, 1:17][mask] = float("-inf")
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)), atol=1e-6)
+
+
+def test_mochi_logits_must_be_a_function():
+    with pytest.raises(ValueError, match="mochi_logits"):
+        tiny_method("mochi", mochi_logits="mine")
 
 
 def test_mixing_starts_after_the_warmup_epochs_in_training(images):
