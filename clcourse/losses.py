@@ -845,8 +845,12 @@ def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
 
     Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
     (https://arxiv.org/abs/2004.11362). The authors' code (HobbitLong/SupContrast `SupConLoss`) also
-    multiplies by tau / tau_base (tau_base = 0.07), which only rescales the loss
-    (SupContrast issue #1); it is left out here, so that distinct labels give InfoNCE exactly.
+    multiplies by tau / tau_base (tau_base = 0.07). That factor leaves the minimiser alone but
+    scales every gradient, so under SGD it acts on the learning rate: at the recipe's tau = 0.1 it
+    is 1.43, and without it the same learning rate takes steps 0.07 / 0.1 = 0.7x as large as the
+    reference recipe's (weight decay aside, which it does not scale). It is left out here, so that
+    distinct labels give InfoNCE exactly; multiply the learning rate by tau / 0.07 for the
+    reference recipe's steps (`clcourse.methods.SupCon`).
 
     Args:
         z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images.
