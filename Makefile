@@ -34,7 +34,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # A notebook cell running longer than this fails with a traceback instead of hanging the run.
 NBVAL_CELL_TIMEOUT ?= 900
-# Notebooks 00-04 and 05-09 share no training runs (02-04 reuse 01's and 03's, 09 reuses 08's): on two or more cores
+# Notebooks 00-04 and 05-10 share no training runs (02-04 reuse 01's and 03's, 09 reuses 08's): on two or more cores
 # the two groups run side by side, each kernel with half the threads, as a small CNN uses a second thread poorly.
 # NOTEBOOK_WORKERS=1 runs them one by one. A notebook that reuses another's runs must be in that one's group.
 NOTEBOOK_WORKERS ?= $(shell [ "$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 1)
@@ -128,13 +128,13 @@ else ifeq ($(and $(filter-out 1,$(NOTEBOOK_WORKERS)),$(NOTEBOOKS_FIRST),$(NOTEBO
 	$(NBVAL) $(call junit,notebooks) $(NOTEBOOKS)
 else
 	@mkdir -p .cache; \
-	echo "notebooks 05-09 run beside 00-04; their log follows at the end (.cache/notebooks-05-09.log)"; \
+	echo "notebooks 05-10 run beside 00-04; their log follows at the end (.cache/notebooks-05-09.log)"; \
 	$(NBVAL) -p no:cacheprovider $(call junit,notebooks-05-09) $(NOTEBOOKS_SECOND) \
 		> .cache/notebooks-05-09.log 2>&1 & second=$$!; \
 	status=0; \
 	$(NBVAL) $(call junit,notebooks-00-04) $(NOTEBOOKS_FIRST) || status=1; \
 	wait $$second || status=1; \
-	echo "=== notebooks 05-09 (.cache/notebooks-05-09.log)"; cat .cache/notebooks-05-09.log; \
+	echo "=== notebooks 05-10 (.cache/notebooks-05-09.log)"; cat .cache/notebooks-05-09.log; \
 	exit $$status
 endif
 

@@ -57,7 +57,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
-from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -65,7 +64,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from clcourse import ledger as results  # noqa: E402
-from clcourse.data import load_dataset  # noqa: E402
+from clcourse.ledger.data import ScaleData, scale_data  # noqa: E402
 from clcourse.methods import METHODS, build_method  # noqa: E402
 from clcourse.models import build_backbone  # noqa: E402
 from clcourse.presets import Preset  # noqa: E402
@@ -113,13 +112,16 @@ class Scale:
 
     def same_runs(self, values: dict) -> bool:
         """Whether a scale read from a file (as_dict) trains and measures as this one does: the same
-        data, options and measures, and the same budget (a Preset field added or dropped later
-        leaves its runs valid)."""
+        data and measures, the same budget, and the same options for every method both know. A
+        Preset field added or dropped later, or a method registered later (it is simply not run
+        yet), leaves the runs valid."""
         def identity(scale: dict) -> dict:
             preset = scale.get("preset") or {}
-            return {**scale, "description": None,
+            return {**scale, "description": None, "method_options": None, "not_run": None,
                     "preset": {key: preset.get(key) for key in BUDGET_FIELDS}}
-        return identity(values) == identity(self.as_dict())
+        ours, theirs = self.as_dict()["method_options"], values.get("method_options") or {}
+        return (identity(values) == identity(self.as_dict())
+                and all(ours[name] == theirs[name] for name in ours.keys() & theirs.keys()))
 
     @classmethod
     def from_dict(cls, values: dict) -> Scale:
@@ -171,53 +173,10 @@ REPORTED = ("cpu", "colab", "full")
 
 # ---------------------------------------------------------------- data
 
-class Data(NamedTuple):
-    train_images: torch.Tensor     # the self-supervised training set, uint8
-    train_labels: torch.Tensor
-    pool_images: torch.Tensor      # the labelled pool: kNN bank and linear-probe training set
-    pool_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-
-
-def _synthetic(num_classes: int, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images, each with a random tint and its class's tint, for the tests (kNN on
-    mean colours: ~80%)."""
-    colours = torch.rand(num_classes, 3, 1, 1, generator=torch.Generator().manual_seed(1234))
-    labels = torch.arange(num_classes).repeat_interleave(per_class)
-    generator = torch.Generator().manual_seed(seed)
-    tints = torch.rand(len(labels), 3, 1, 1, generator=generator)
-    noise = torch.rand(len(labels), 3, 32, 32, generator=generator)
-    images = 0.3 * colours[labels] + 0.3 * tints + 0.4 * noise
-    return (images * 255).round().to(torch.uint8), labels
-
-
-def _classes(images: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...]):
-    """The images of `classes`, in their stored order, relabelled 0, 1, ... in the
-    order of `classes`."""
-    keep = torch.isin(labels, torch.tensor(classes))
-    relabel = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
-    relabel[list(classes)] = torch.arange(len(classes))
-    return images[keep], relabel[labels[keep]]
-
-
-def first_per_class(labels: torch.Tensor, count: int | None) -> torch.Tensor:
-    """Indices, in stored order, of the first `count` examples of each class (all when None)."""
-    if count is None:
-        return torch.arange(len(labels))
-    return torch.cat([torch.nonzero(labels == c).flatten()[:count]
-                      for c in torch.unique(labels)]).sort().values
-
-
-def load_data(scale: Scale) -> Data:
-    if scale.dataset == "synthetic":
-        pool = _synthetic(len(scale.classes), scale.images_per_class, seed=0)
-        test = _synthetic(len(scale.classes), max(scale.images_per_class // 4, 1), seed=1)
-    else:
-        pool = _classes(*load_dataset(scale.dataset, train=True), scale.classes)
-        test = _classes(*load_dataset(scale.dataset, train=False), scale.classes)
-    chosen = first_per_class(pool[1], scale.images_per_class)
-    return Data(pool[0][chosen], pool[1][chosen], *pool, *test)
+def load_data(scale: Scale) -> ScaleData:
+    """The scale's training set, labelled pool and test set (`clcourse.ledger.scale_data`: the
+    notebooks read the same images)."""
+    return scale_data(scale.as_dict())
 
 
 def fingerprint(images: torch.Tensor) -> str:

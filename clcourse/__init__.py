@@ -6,7 +6,7 @@ the geometry of its embeddings (notebooks 01-02), MoCo's queue and momentum enco
 that change how negatives count, DCL, HCL and MoCHi (04), adversarial examples as positives, CLAE
 (05), attraction and repulsion over many views, CACR (06), soft targets, SCE (07), the robustness of
 contrastive, supervised-contrastive and supervised encoders (08) and what their layers represent,
-CKA (09).
+CKA (09); and what the course measured, with a capstone run compared with the results ledger (10).
 
 Import the submodules you need, for example ``from clcourse.losses import info_nce``:
 

@@ -26,9 +26,10 @@ import torch
 from .validation import require_bool, require_in_range, require_int_at_least, require_positive
 
 __all__ = ["MocoBudget", "HardNegativesBudget", "ClaeBudget", "CacrBudget", "SceBudget",
-           "RobustnessBudget", "CkaBudget", "Preset", "PRESETS", "course_root", "get_device",
-           "autocast_dtype", "no_autocast", "MAX_EPOCHS_ENV_VAR", "MAX_TRAIN_IMAGES_ENV_VAR",
-           "capped", "get_preset"]
+           "RobustnessBudget", "CkaBudget", "LedgerBudget", "CapstoneBudget", "Preset", "PRESETS",
+           "course_root",
+           "get_device", "autocast_dtype", "no_autocast", "MAX_EPOCHS_ENV_VAR",
+           "MAX_TRAIN_IMAGES_ENV_VAR", "capped", "get_preset"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,34 @@ class CkaBudget:
 
 
 @dataclass(frozen=True)
+class LedgerBudget:
+    """Notebooks 01 and 03-09: the images on which a notebook's encoders meet the ledger's
+    (`clcourse.ledger`), and notebook 01's supervised runs of the label-efficiency experiment."""
+    pool_per_class: int | None    # labelled pool (kNN bank, probe training) per class; None: all
+    test_per_class: int | None    # test images per class; None: all of them
+    supervised_steps: int         # SGD steps of each supervised run, whatever its number of labels
+
+    def __post_init__(self):
+        for name in ("pool_per_class", "test_per_class"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name,
+                                   require_int_at_least(name, getattr(self, name), 1))
+        object.__setattr__(self, "supervised_steps",
+                           require_int_at_least("supervised_steps", self.supervised_steps, 1))
+
+
+@dataclass(frozen=True)
+class CapstoneBudget:
+    """Notebook 10: the runs of the five hard-negative methods it compares when the results ledger
+    of `ledger_scale` holds no encoders of them (training images, None: all; epochs), the test
+    images of its CKA and layer probes (None: all 10,000), and the ledger scale it reads."""
+    train_subset: int | None
+    epochs: int
+    test_subset: int | None
+    ledger_scale: str
+
+
+@dataclass(frozen=True)
 class Preset:
     """A run size: the model and data of every notebook, the training budget `clcourse.train.train`
     reads (epochs to log_every; `with_overrides` changes any of them for one run), and each
@@ -133,6 +162,8 @@ class Preset:
     sce: SceBudget | None = None                       # notebook 07
     robustness: RobustnessBudget | None = None         # notebooks 08 and 09
     cka: CkaBudget | None = None                       # notebook 09
+    ledger: LedgerBudget | None = None                 # notebooks 01, 03-09: beside the ledger
+    capstone: CapstoneBudget | None = None             # notebook 10
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "sweep_epochs", "knn_every", "knn_k",
@@ -182,7 +213,13 @@ PRESETS = {
                                     test_subset=200, batch_size=128, pretrain_epochs=2,
                                     finetune_batch_size=128, finetune_epochs=1, train_steps=2,
                                     train_step_size=4 / 255, test_steps=3, eval_batch_size=200),
-        cka=CkaBudget(cka_images=500, batch_size=250)),
+        cka=CkaBudget(cka_images=500, batch_size=250),
+        # The ledger's images cut to 500 pool and 200 test images per class: an encoder's kNN in a
+        # few seconds on a CPU (all 30,000 images take about a minute). 50 steps take a supervised
+        # small CNN on 2,500 labelled images from 20% (chance) to about 50%.
+        ledger=LedgerBudget(pool_per_class=500, test_per_class=200, supervised_steps=50),
+        # Five methods, two epochs of 1,280 images each: about 2 minutes on two CPU cores.
+        capstone=CapstoneBudget(train_subset=1280, epochs=2, test_subset=500, ledger_scale="cpu")),
     "colab": Preset(
         name="colab", backbone="resnet18", train_subset=None, test_subset=None,
         batch_size=512, epochs=25,
@@ -202,7 +239,12 @@ PRESETS = {
                                     test_subset=1000, batch_size=256, pretrain_epochs=10,
                                     finetune_batch_size=256, finetune_epochs=3, train_steps=5,
                                     train_step_size=2 / 255, test_steps=20, eval_batch_size=500),
-        cka=CkaBudget(cka_images=2000, batch_size=500)),
+        cka=CkaBudget(cka_images=2000, batch_size=500),
+        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=200),
+        # Five methods, 3 epochs of all of CIFAR-10: about 6 minutes on a T4 (estimate), 4 of them
+        # left for the capstone's own run.
+        capstone=CapstoneBudget(train_subset=None, epochs=3, test_subset=2000,
+                                ledger_scale="colab")),
     "full": Preset(
         name="full", backbone="resnet18", train_subset=None, test_subset=None,
         batch_size=512, epochs=200, sweep_epochs=200, temperatures=(0.05, 0.1, 0.2, 0.5, 1.0),
@@ -221,7 +263,10 @@ PRESETS = {
                                     test_subset=None, batch_size=512, pretrain_epochs=200,
                                     finetune_batch_size=512, finetune_epochs=200, train_steps=5,
                                     train_step_size=2 / 255, test_steps=40, eval_batch_size=500),
-        cka=CkaBudget(cka_images=None, batch_size=500)),
+        cka=CkaBudget(cka_images=None, batch_size=500),
+        ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=2000),
+        capstone=CapstoneBudget(train_subset=None, epochs=200, test_subset=None,
+                                ledger_scale="full")),
 }
 
 

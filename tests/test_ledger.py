@@ -7,14 +7,12 @@ import math
 
 import pytest
 import torch
+from repository import REPO
 
 from clcourse import ledger as results
+from clcourse.ledger.data import synthetic_dataset
 from clcourse.methods import build_method
 from clcourse.models import build_backbone
-from repository import REPO, load_bench
-
-bench = load_bench("ledger")
-
 
 # ---------------------------------------------------------------- statistics
 
@@ -77,8 +75,8 @@ def test_push_weights_follow_each_loss():
 def test_measure_is_deterministic_given_the_weights():
     torch.manual_seed(0)
     method = build_method("dcl", build_backbone("small_cnn"), tau_plus=0.2)
-    images, labels = bench._synthetic(2, 40, seed=0)
-    test = bench._synthetic(2, 20, seed=1)
+    images, labels = synthetic_dataset(2, 40, seed=0)
+    test = synthetic_dataset(2, 20, seed=1)
     first = results.measure(method, "dcl", (images, labels), test, knn_k=5, batch_size=64)
     assert first == results.measure(method, "dcl", (images, labels), test, knn_k=5, batch_size=64)
     assert first["push_weights"] == {"loss": "dcl", "temperature": 0.5, "tau_plus": 0.2, "beta": 0.0}

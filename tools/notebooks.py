@@ -612,6 +612,13 @@ TIMINGS = NOTEBOOK_DIR / "timings.json"
 # notebook's markdown (notebook 00). `timings` rewrites the text between the markers.
 TIMING_SPAN = re.compile(r"(<!-- timings:([\w:.-]+) -->)(.*?)(<!-- /timings -->)")
 TIMING_FILES = ("README.md", "notebooks/00_setup_and_tour.ipynb")
+# A time note's smoke figure, in any notebook's markdown: <!-- timings:cell -->about 40 s<!-- /timings --> is the
+# measured time of the code cells that follow that markdown cell, up to the next markdown cell (timings.json's
+# smoke "cells": notebook -> cell id -> seconds, taken from nbval's JUnit reports). `timings` writes it;
+# `cell_note_problems` (and `timings --check`) fail when a note is more than DRIFT times off its measurement.
+CELL_NOTE = "cell"
+DRIFT = 2.0
+STATED = re.compile(r"^about (?:(\d+) min)? ?(?:(\d+) s)?$")
 
 
 def duration(seconds: float) -> str:
@@ -672,6 +679,99 @@ def junit_seconds(folder: Path) -> dict[str, float]:
     return seconds
 
 
+def junit_cell_seconds(folder: Path) -> dict[str, dict[int, float]]:
+    """Seconds per code cell of each notebook (its stem -> nbval's "Cell N", the N-th code cell, -> seconds) in the
+    JUnit reports of nbval runs in `folder`."""
+    import xml.etree.ElementTree as ElementTree
+
+    seconds: dict[str, dict[int, float]] = {}
+    for report in sorted(folder.glob("*.xml")):
+        for case in ElementTree.parse(report).getroot().iter("testcase"):
+            notebook = re.search(r"([^./]+)\.ipynb$", case.get("classname", ""))
+            cell = re.fullmatch(r"Cell (\d+)", case.get("name", ""))
+            if notebook and cell:
+                cells = seconds.setdefault(notebook.group(1), {})
+                cells[int(cell.group(1))] = cells.get(int(cell.group(1)), 0.0) + float(case.get("time", 0))
+    return seconds
+
+
+def cells_by_id(nb, code_seconds: dict[int, float]) -> dict[str, float]:
+    """nbval's per-code-cell seconds (N-th code cell -> seconds) keyed by the cells' ids instead, which survive
+    edits to other cells."""
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    return {code[number].id: round(value, 1) for number, value in sorted(code_seconds.items()) if number < len(code)}
+
+
+def about(seconds: float) -> str:
+    """A time note's figure: about 5 s, about 35 s (to 5 s), about 2 min, about 2 min 30 s (to 30 s)."""
+    step = 5 if seconds < 60 else 30
+    return "about " + duration(max(step, step * round(seconds / step)))
+
+
+def stated_seconds(text: str) -> float | None:
+    """The seconds a note's figure states (the inverse of `about`); None when it is not of that form."""
+    found = STATED.match(text.strip())
+    if not found or not any(found.groups()):
+        return None
+    return 60 * int(found.group(1) or 0) + int(found.group(2) or 0)
+
+
+def noted_cells(nb) -> list[tuple[int, list[str]]]:
+    """(markdown cell number, ids of the code cells it describes) for every markdown cell with a time note: the code
+    cells after it up to the next markdown cell."""
+    notes = []
+    for number, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown" or f"<!-- timings:{CELL_NOTE} -->" not in cell.source:
+            continue
+        ids = []
+        for following in nb.cells[number + 1:]:
+            if following.cell_type == "markdown":
+                break
+            if following.cell_type == "code":
+                ids.append(following.id)
+        notes.append((number, ids))
+    return notes
+
+
+def measured(cell_seconds: dict[str, float], ids: list[str]) -> float | None:
+    """The measured seconds of the cells `ids` together; None when one of them has no measurement."""
+    if not ids or any(cell_id not in cell_seconds for cell_id in ids):
+        return None
+    return sum(cell_seconds[cell_id] for cell_id in ids)
+
+
+def with_cell_notes(nb, cell_seconds: dict[str, float]):
+    """`nb` with each time note's smoke figure written from its cells' measurement (a note without one is left)."""
+    for number, ids in noted_cells(nb):
+        seconds = measured(cell_seconds, ids)
+        if seconds is not None:
+            nb.cells[number].source = TIMING_SPAN.sub(
+                lambda match: match.group(1) + about(seconds) + match.group(4) if match.group(2) == CELL_NOTE
+                else match.group(0), nb.cells[number].source)
+    return nb
+
+
+def cell_note_problems(nb, name: str, cell_seconds: dict[str, float], drift: float = DRIFT) -> list[str]:
+    """Each time note of notebook `name` whose figure is unreadable, has no measurement, or is more than `drift`
+    times off its cells' last measured time, one line each."""
+    problems = []
+    for number, ids in noted_cells(nb):
+        for match in TIMING_SPAN.finditer(nb.cells[number].source):
+            if match.group(2) != CELL_NOTE:
+                continue
+            stated, seconds = stated_seconds(match.group(3)), measured(cell_seconds, ids)
+            where = f"{name}, cell {number}"
+            if seconds is None:
+                problems.append(f"{where}: its time note describes cells with no measured time ({', '.join(ids) or 'none'}); "
+                                "run the notebooks with JUNIT_DIR set, then python tools/notebooks.py timings --junit DIR")
+            elif stated is None:
+                problems.append(f"{where}: its time note says {match.group(3)!r}, not 'about N s' or 'about N min M s'")
+            elif not 1 / drift <= max(stated, 1) / max(seconds, 1) <= drift:
+                problems.append(f"{where}: its time note says {match.group(3)!r}, measured {duration(seconds)}: more "
+                                f"than {drift:g}x off; run python tools/notebooks.py timings")
+    return problems
+
+
 def this_machine() -> str:
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
@@ -682,28 +782,35 @@ def this_machine() -> str:
 
 
 def timing_files(root: Path, timings: dict) -> dict[Path, str]:
-    """README.md and notebook 00 with their timing figures written from `timings` (path -> new text)."""
+    """README.md and every notebook with their timing figures written from `timings` (path -> new text): the run
+    times of README.md and notebook 00, and each notebook's time notes."""
     from clcourse.presets import PRESETS
 
     texts = timing_texts(timings, PRESETS["smoke"].train_subset)
+    texts[CELL_NOTE] = None   # written per note, from its cells (with_cell_notes)
+    cells = timings["smoke"].get("cells", {})
     files = {}
     for name in TIMING_FILES:
         path = root / name
-        if path.suffix == ".ipynb":
-            nb = read(path)
-            for cell in nb.cells:
-                if cell.cell_type == "markdown":
-                    cell.source = with_timings(cell.source, texts, str(path))
-            files[path] = notebook_text(nb)
-        else:
+        if path.suffix != ".ipynb":
             files[path] = with_timings(path.read_text(), texts, str(path))
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = read(path)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = TIMING_SPAN.sub(
+                    lambda match: match.group(0) if match.group(2) == CELL_NOTE
+                    else with_timings(match.group(0), texts, str(path)), cell.source)
+        files[path] = notebook_text(with_cell_notes(nb, cells.get(path.stem, {})))
     return files
 
 
 def update_timings(root: Path = REPO, junit: Path | None = None, how: str | None = None, check: bool = False) -> int:
-    """Write the timing figures of README.md and notebook 00 from notebooks/timings.json; with `junit`, first take
-    the smoke times of the notebooks those reports ran (nbval's, per notebook) into timings.json, with this machine
-    and today's date. With `check`, write nothing and return 1 when a figure differs from timings.json."""
+    """Write the timing figures of README.md and notebook 00, and every notebook's time notes, from
+    notebooks/timings.json; with `junit`, first take the smoke times of the notebooks those reports ran (nbval's, per
+    notebook and per cell) into timings.json, with this machine and today's date. With `check`, write nothing and
+    return 1 when a run time of README.md or notebook 00 differs from timings.json, or a time note is unmeasured or
+    more than DRIFT times off its cells' measurement."""
     import datetime
 
     path = root / "notebooks" / "timings.json"
@@ -715,18 +822,31 @@ def update_timings(root: Path = REPO, junit: Path | None = None, how: str | None
             return 1
         known = set(timings["smoke"]["seconds"])
         timings["smoke"]["seconds"].update({name: round(value) for name, value in seconds.items() if name in known})
+        for name, code_seconds in junit_cell_seconds(junit).items():
+            if name in known and (root / "notebooks" / f"{name}.ipynb").is_file():
+                timings["smoke"].setdefault("cells", {})[name] = cells_by_id(
+                    read(root / "notebooks" / f"{name}.ipynb"), code_seconds)
         timings["smoke"].update(machine=this_machine(), date=datetime.date.today().isoformat(),
                                 how=how or "nbval's time per notebook (JUnit reports of make test-notebooks)")
         path.write_text(json.dumps(timings, indent=1, ensure_ascii=False) + "\n")
         print(f"{path}: smoke times of {', '.join(sorted(seconds.keys() & known))}")
-    changed = {file: text for file, text in timing_files(root, timings).items() if file.read_text() != text}
-    for file in changed:
-        if check:
-            print(f"{file}: its run times differ from {path}; run python tools/notebooks.py timings")
-        else:
-            file.write_text(changed[file])
+    files = timing_files(root, timings)
+    if check:
+        # README's and notebook 00's run times exactly; a time note within DRIFT of its cells' measurement.
+        cells = timings["smoke"].get("cells", {})
+        problems = [f"{file}: its run times differ from {path}; run python tools/notebooks.py timings"
+                    for file, text in files.items()
+                    if str(file.relative_to(root)) in TIMING_FILES and file.read_text() != text]
+        for file in sorted(files):
+            if file.suffix == ".ipynb":
+                problems += cell_note_problems(read(file), file.stem, cells.get(file.stem, {}))
+        print("\n".join(problems)) if problems else None
+        return int(bool(problems))
+    for file, text in files.items():
+        if file.read_text() != text:
+            file.write_text(text)
             print(f"wrote {file}")
-    return int(check and bool(changed))
+    return 0
 
 
 # ---- nbgrader: the course as graded assignments --------------------------------------------------------

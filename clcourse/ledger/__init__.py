@@ -14,6 +14,10 @@ paired difference to the method's baseline (`BASELINES`: the same seed, so the s
 and the same image order) with its interval. Where that interval contains 0, the verdict is "no
 effect detected at this scale". Seed 0's encoders of the `cpu` scale ship in `encoders/cpu/`, their
 sha256 checksums in `cpu.json`.
+
+`data.py` holds the images of a scale (`scale_data`), which `bench/ledger.py` trains and
+measures on; `compare.py` what the notebooks need to set their own runs beside the ledger
+(`comparison`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ __all__ = ["SCHEMA", "LEDGER_DIR", "NO_EFFECT", "BASELINES", "Measure", "MEASURE
            "PROBE_SEED", "KNN_TEMPERATURE", "REFERENCE_TEMPERATURE", "labelled_subset",
            "push_weights", "measure", "problems", "ledger_path", "retrain_command", "load_ledger",
            "format_interval", "summary_table", "plot", "sha256_of", "encoder_dir", "encoder_file",
-           "load_encoder"]
+           "load_encoder", "ScaleData", "scale_data", "GPU_SCALES", "LABEL_FRACTIONS", "scale_for",
+           "difference_sentence", "supervised_preset", "Comparison", "comparison",
+           "SCALE_IMAGES", "unmeasured_ledger"]
 
 SCHEMA = 1
 LEDGER_DIR = Path(__file__).resolve().parent
@@ -414,15 +420,21 @@ def format_interval(summary: dict | None, measure: str, signed: bool = False) ->
 
 def summary_table(scale_or_ledger="cpu",
                   measures=("knn", "linear", "linear_10", "linear_1", "same_class_share"),
-                  difference: str = "knn") -> str:
-    """A markdown table: per method, the mean (95% interval) of each measure, n seeds, and the
-    paired difference in `difference` to its baseline with the verdict."""
+                  difference: str = "knn", methods=None) -> str:
+    """A markdown table: per method (every method of the ledger, or those of `methods`, in that
+    order), the mean (95% interval) of each measure, n seeds, and the paired difference in
+    `difference` to its baseline with the verdict."""
     ledger = _ledger(scale_or_ledger)
+    unknown = [name for name in methods or () if name not in ledger["methods"]]
+    if unknown:
+        raise ValueError(f"methods must be among the ledger's {sorted(ledger['methods'])}, "
+                         f"got {unknown}")
     title = MEASURES[difference].title
     header = ["method", "seeds", *(MEASURES[m].title for m in measures),
               f"{title} vs baseline (paired)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, entry in ledger["methods"].items():
+    for name in methods or ledger["methods"]:
+        entry = ledger["methods"][name]
         if entry["status"] == "not run":
             lines.append(f"| {name} | not run: {entry['reason']} |" + " |" * (len(header) - 2))
             continue
@@ -438,10 +450,11 @@ def summary_table(scale_or_ledger="cpu",
 
 
 def plot(measure: str = "knn", scale_or_ledger="cpu", methods=None, student: dict | None = None,
-         ax=None):
+         ax=None, student_label: str = "your run"):
     """Each method's mean and 95% interval of `measure` (a bar with whiskers), every seed a dot, and
     your own values, `student` = {method or label: value} in the ledger's units (fractions for
-    accuracies), as red stars. Returns the matplotlib axes."""
+    accuracies), as red stars (labelled `student_label` in the legend). Returns the matplotlib
+    axes."""
     import matplotlib.pyplot as plt
 
     if measure not in MEASURES:
@@ -452,6 +465,7 @@ def plot(measure: str = "knn", scale_or_ledger="cpu", methods=None, student: dic
     scale = 100 if MEASURES[measure].percent else 1
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    shown = []        # every value drawn, for the axis' range
     for row, name in enumerate(names):
         entry = ledger["methods"].get(name, {})
         if entry.get("runs"):
@@ -460,22 +474,24 @@ def plot(measure: str = "knn", scale_or_ledger="cpu", methods=None, student: dic
             error = None if summary["low"] is None else [[mean - scale * summary["low"]],
                                                          [scale * summary["high"] - mean]]
             ax.barh(row, mean, xerr=error, color="tab:blue", alpha=0.35, capsize=3)
-            ax.plot([scale * run["measures"][measure] for run in entry["runs"]],
-                    [row] * len(entry["runs"]), "o", color="tab:blue", markersize=3)
-        if student and name in student:
+            seeds = [scale * run["measures"][measure] for run in entry["runs"]]
+            ax.plot(seeds, [row] * len(seeds), "o", color="tab:blue", markersize=3)
+            shown += [mean, *seeds] + ([mean - error[0][0]] if error else [])
+        if student and student.get(name) is not None:
+            first = not any(line.get_label() == student_label for line in ax.lines)
             ax.plot(scale * student[name], row, "*", color="tab:red", markersize=12,
-                    label="your run" if row == names.index(next(n for n in names if n in student))
-                    else None)
+                    label=student_label if first else None)
+            shown.append(scale * student[name])
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     unit = " (%)" if MEASURES[measure].percent else ""
     ax.set_xlabel(f"{MEASURES[measure].title}{unit}")
-    ax.set_title(f"{ledger['scale']['name']} scale: mean and 95% interval over "
-                 f"seeds {ledger['seeds']}")
+    ax.set_title(f"{ledger['scale']['name']} scale: mean and 95% interval over seeds "
+                 f"{', '.join(map(str, ledger['seeds']))}")
     if student:
-        ax.legend(loc="lower right")
-    low = min((bar.get_width() for bar in ax.patches), default=0)
-    if MEASURES[measure].percent and low > 20:   # accuracies: start near the smallest bar, not at 0
+        ax.legend(loc="best")
+    low = min(shown, default=0)
+    if MEASURES[measure].percent and low > 20:   # accuracies: start below the lowest value drawn
         ax.set_xlim(left=max(0, low - 15))
     return ax
 
@@ -574,3 +590,17 @@ def load_encoder(method_name: str, scale: str = "cpu", seed: int = 0,
     state = torch.load(path, map_location="cpu", weights_only=True)
     method.load_state_dict(state)
     return method.to(device or "cpu").eval()
+
+
+from .compare import (  # noqa: E402
+    GPU_SCALES,
+    LABEL_FRACTIONS,
+    SCALE_IMAGES,
+    Comparison,
+    comparison,
+    difference_sentence,
+    scale_for,
+    supervised_preset,
+    unmeasured_ledger,
+)
+from .data import ScaleData, scale_data  # noqa: E402

@@ -1,12 +1,16 @@
 """The ledger that bench/ledger.py writes: the scales' configuration, a toy ledger of 2 methods x 2
 seeds run end to end (a killed run continues, a finished one is measured without training, the
 measures are deterministic), --check on good and broken files, the budget, the workers, the encoder
-loader and the README's Results section. (clcourse.ledger's own statistics:
+loader and the README's Results section; and the notebooks' side (clcourse.ledger.compare) on the
+toy ledger, which is partial (most methods pending): the scale's images, an encoder measured as the
+ledger measures it, the tables, verdicts and plots a notebook prints, the label-efficiency
+experiment, and a scale whose ledger file does not exist yet. (clcourse.ledger's own statistics:
 tests/test_ledger.py.)"""
 import copy
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,11 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from repository import REPO, load_script
+from repository import NOTEBOOKS, REPO, load_script
 
 from clcourse import ledger as results
 from clcourse.data import data_root
-from clcourse.methods import METHODS
+from clcourse.ledger.data import first_per_class
+from clcourse.methods import METHODS, build_method
+from clcourse.models import build_backbone
+from clcourse.presets import PRESETS, LedgerBudget, get_preset
 
 bench = load_script(REPO / "bench" / "ledger.py")
 
@@ -50,6 +57,11 @@ def test_every_method_builds_and_accepts_its_scale(name):
     assert scale.same_runs({**values, "description": "reworded", "preset": {**values["preset"], "new_field": 1}})
     assert not scale.same_runs({**values, "preset": {**values["preset"], "epochs": 7}})
     assert not scale.same_runs({**values, "knn_k": 7})
+    options = values["method_options"]
+    assert scale.same_runs({**values, "method_options": {**options, "a_later_method": {}}})
+    assert scale.same_runs({**values, "method_options": {k: v for k, v in options.items()
+                                                         if k != "dcl"}})
+    assert not scale.same_runs({**values, "method_options": {**options, "dcl": {"tau_plus": 0.5}}})
 
 
 def test_the_cpu_scale():
@@ -70,8 +82,8 @@ def test_every_method_of_a_seed_starts_from_the_same_backbone():
 
 def test_first_per_class_keeps_the_stored_order():
     labels = torch.tensor([1, 0, 1, 2, 0, 0, 1, 2])
-    assert bench.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
-    assert bench.first_per_class(labels, None).tolist() == list(range(8))
+    assert first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 7]
+    assert first_per_class(labels, None).tolist() == list(range(8))
 
 
 @pytest.mark.skipif(not (data_root() / "cifar-10-batches-py" / "test_batch").is_file(), reason="needs CIFAR-10")
@@ -80,8 +92,14 @@ def test_the_cpu_scale_data():
     assert [len(data.train_images), len(data.pool_images), len(data.test_images)] == [5_000, 25_000, 5_000]
     for labels, per_class in ((data.train_labels, 1_000), (data.pool_labels, 5_000), (data.test_labels, 1_000)):
         assert torch.bincount(labels).tolist() == [per_class] * 5
-    first = bench.first_per_class(data.pool_labels, 1_000)
+    first = first_per_class(data.pool_labels, 1_000)
     assert torch.equal(data.train_images, data.pool_images[first])
+    # The notebooks' smaller copy: the first images of each class of the same pool and test set.
+    small = results.scale_data(bench.SCALES["cpu"].as_dict(), pool_per_class=500, test_per_class=200)
+    assert [len(small.pool_images), len(small.test_images)] == [2_500, 1_000]
+    assert torch.equal(small.pool_images, data.pool_images[first_per_class(data.pool_labels, 500)])
+    assert torch.equal(small.test_labels, data.test_labels[first_per_class(data.test_labels, 200)])
+    assert torch.equal(small.train_images, data.train_images)
 
 
 # ---------------------------------------------------------------- the toy ledger, end to end
@@ -348,6 +366,9 @@ def test_summary_table_and_plot(toy):
     stars = [line for line in ax.lines if line.get_marker() == "*"]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in stars] == [(50.0, 0), (25.0, 2)]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["simclr", "dcl", "mine"]
+    assert ax.get_xlim()[0] <= 25 <= ax.get_xlim()[1]      # every star in view, however far below
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["your run"]
+    assert ax.get_title() == "toy scale: mean and 95% interval over seeds 0, 1"
 
 
 def test_the_results_section_is_written_from_the_ledgers(toy, tmp_path, capsys):
@@ -372,3 +393,231 @@ def test_the_results_section_is_written_from_the_ledgers(toy, tmp_path, capsys):
 def test_the_readme_shows_the_committed_ledgers():
     assert bench.main(["--report", "--check"]) == 0, "run python bench/ledger.py --report and commit README.md"
 
+
+# ---------------------------------------------------------------- the notebooks' side: a run beside the ledger
+
+def _comparison(pool_per_class=None, test_per_class=None, preset="smoke", scale="toy"):
+    budget = LedgerBudget(pool_per_class, test_per_class, supervised_steps=4)
+    return results.comparison(get_preset(preset).with_overrides(ledger=budget), device="cpu", scale=scale)
+
+
+def test_scale_data_reads_the_ledgers_scale(toy):
+    tmp, _ = toy
+    data = results.scale_data("toy")
+    assert [len(labels) for labels in (data.train_labels, data.pool_labels, data.test_labels)] == [128, 128, 32]
+    small = results.scale_data(_ledger(tmp)["scale"], pool_per_class=10, test_per_class=3)
+    assert torch.bincount(small.pool_labels).tolist() == [10, 10] and torch.bincount(small.test_labels).tolist() == [3, 3]
+    assert torch.equal(small.pool_images, data.pool_images[first_per_class(data.pool_labels, 10)])
+    with pytest.raises(ValueError, match="pool_per_class must be an integer >= 1, got 0"):
+        results.scale_data("toy", pool_per_class=0)
+    with pytest.raises(ValueError, match="scale must be a scale's name"):
+        results.scale_data({"classes": [0, 1]})
+
+
+def test_the_scale_a_preset_is_compared_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
+    assert results.scale_for(get_preset("smoke")) == "cpu"
+    assert results.scale_for(get_preset("colab")) == "cpu"          # no GPU ledger measured yet
+    (tmp_path / "colab.json").write_text("{}")
+    assert results.scale_for(get_preset("colab")) == "colab" and results.scale_for(get_preset("full")) == "cpu"
+
+
+def test_every_preset_sets_the_images_beside_the_ledger():
+    assert (PRESETS["smoke"].ledger.pool_per_class, PRESETS["smoke"].ledger.test_per_class) == (500, 200)
+    for name in ("colab", "full"):       # on a GPU, the ledger's own protocol: every image
+        assert (PRESETS[name].ledger.pool_per_class, PRESETS[name].ledger.test_per_class) == (None, None)
+    with pytest.raises(ValueError, match="pool_per_class must be an integer >= 1, got 0"):
+        LedgerBudget(0, None, supervised_steps=1)
+    with pytest.raises(ValueError, match="supervised_steps must be an integer >= 1"):
+        LedgerBudget(None, None, supervised_steps=0)
+
+
+def test_a_comparison_measures_as_the_ledger_does(toy):
+    comparison = _comparison()
+    encoder = comparison.encoder("simclr")
+    data = comparison.data
+    measured = results.measure(encoder, "simclr", (data.pool_images, data.pool_labels),
+                               (data.test_images, data.test_labels), knn_k=TOY.knn_k, batch_size=32)["measures"]
+    assert comparison.knn({"long run": encoder, "backbone": encoder.backbone, "absent": None}) == {
+        "long run": measured["knn"], "backbone": measured["knn"], "absent": None}
+    assert comparison.probe_curve(encoder) == {0.01: measured["linear_1"], 0.1: measured["linear_10"],
+                                               1.0: measured["linear"]}
+    images, labels = comparison.labelled(0.1)
+    assert torch.bincount(labels).tolist() == [6, 6] and images.shape == (12, 3, 32, 32)
+    with pytest.raises(ValueError, match="encoder must be a method or a backbone"):
+        comparison.knn({"mine": "simclr"})
+
+
+def test_a_comparison_on_fewer_images_says_so(toy):
+    comparison = _comparison(pool_per_class=20, test_per_class=5)
+    assert comparison.subset and len(comparison.data.pool_labels) == 40 and len(comparison.data.test_labels) == 10
+    text = comparison.describe()
+    assert "the toy ledger (`python bench/ledger.py --scale toy`)" in text
+    assert "trained for 2 epochs (batch 32, 0 warm-up epochs) with a small_cnn backbone on 128 images (the first 64 " \
+        "of each class) of synthetic, classes 0, 1;" in text
+    assert "seeds 0, 1 (4 of 24 runs measured so far)" in text and "k = 5, T = 0.1" in text
+    assert "on 40 pool and 10 test images (the first 20 and 5 of each class)" in text
+    assert "no ledger of its own" not in text
+    full = _comparison(preset="colab")
+    assert "on the ledger's 128 pool and 32 test images" in full.describe()
+    assert "Your colab preset has no ledger of its own yet (colab.json is not there)" in full.describe()
+    ax = comparison.plot("knn", ["simclr", "dcl"], student={"simclr": 0.5})
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["your run (measured on fewer images)"]
+    assert [text.get_text() for text in full.plot("knn", student={"dcl": 0.5}).get_legend().get_texts()] == [
+        "your run"]
+
+
+def test_an_encoder_the_ledger_lacks_or_has_damaged(toy, tmp_path, monkeypatch, capsys):
+    tmp, _ = toy
+    comparison = _comparison()
+    assert comparison.encoder("hcl") is None
+    assert capsys.readouterr().out == ("The toy ledger holds no encoder of hcl seed 0 (pending: seeds 0, 1 not run "
+                                       "yet); `python bench/ledger.py --scale toy --methods hcl --seeds 0` trains it.\n")
+    with pytest.raises(ValueError, match="method_name must be one of the toy ledger's methods"):
+        comparison.encoder("byol")
+    elsewhere = results.comparison(get_preset("smoke"), "cpu", scale="toy", source=tmp / "encoders" / "toy")
+    assert type(elsewhere.encoder("dcl")).__name__ == "DCL"        # a scale whose encoders are in a folder
+    (tmp_path / "toy.json").write_text((tmp / "toy.json").read_text())
+    (tmp_path / "encoders" / "toy").mkdir(parents=True)
+    (tmp_path / "encoders" / "toy" / "simclr_s0.pt").write_bytes(b"damaged")
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
+    with pytest.raises(ValueError, match="simclr_s0.pt is corrupt or not the ledger's.*--methods simclr --seeds 0"):
+        comparison.encoder("simclr")
+    with pytest.raises(FileNotFoundError, match="dcl_s0.pt is missing.*--methods dcl --seeds 0"):
+        comparison.encoder("dcl")
+
+
+def test_side_by_side_tables_and_verdicts(toy):
+    tmp, _ = toy
+    ledger = _ledger(tmp)
+    comparison = _comparison()
+    runs = ledger["methods"]["simclr"]["runs"]
+    text = comparison.side_by_side({"your SimCLR": 0.25, "the long run": 0.5, "missing": None}, "simclr")
+    assert text.splitlines()[:4] == ["              kNN top-1, measured here", "your SimCLR      25.0%",
+                                     "the long run     50.0%", "missing              -"]
+    assert text.splitlines()[4] == (
+        f"The toy ledger's simclr, on all of its images: seed 0 {100 * runs[0]['measures']['knn']:.1f}%; mean (95% "
+        f"interval) over seeds 0, 1: {results.format_interval(ledger['methods']['simclr']['summary']['knn'], 'knn')}%.")
+    assert comparison.side_by_side({"yours": 0.5}, "hcl").splitlines()[-1] == (
+        "The toy ledger has no run of hcl yet (pending: seeds 0, 1 not run yet); "
+        "`python bench/ledger.py --scale toy --methods hcl` measures it.")
+    table = comparison.table(["dcl", "simclr"]).splitlines()
+    assert len(table) == 4 and table[2].startswith("| dcl | 2 |") and table[3].startswith("| simclr | 2 |")
+    with pytest.raises(ValueError, match=r"methods must be among the ledger's .* got \['byol'\]"):
+        results.summary_table(ledger, methods=["byol"])
+    difference = ledger["methods"]["dcl"]["difference"]["knn"]
+    sentence = (f"dcl − simclr, kNN top-1: {results.format_interval(difference, 'knn', signed=True)} points (mean and "
+                f"95% interval of the paired differences, seeds 0, 1): {difference['verdict']}.")
+    assert results.difference_sentence(ledger, "dcl") == sentence
+    assert comparison.verdicts(["simclr", "dcl", "hcl"], measures=("knn", "linear")).splitlines() == [
+        sentence, results.difference_sentence(ledger, "dcl", "linear"),
+        "hcl vs simclr: no paired difference yet (hcl pending: seeds 0, 1 not run yet; simclr done); "
+        "`python bench/ledger.py --scale toy` measures it."]
+    with pytest.raises(ValueError, match="method_name must be one of the ledger's methods with a baseline"):
+        results.difference_sentence(ledger, "simclr")
+
+
+def test_the_label_efficiency_experiment(toy):
+    comparison = _comparison()
+    preset = get_preset("smoke").with_overrides(ledger=LedgerBudget(500, 200, supervised_steps=20))   # batch 256
+    few = results.supervised_preset(preset, 25)
+    assert (few.batch_size, few.epochs, few.warmup_epochs, few.checkpoint_every) == (25, 20, 0, 20)
+    assert (results.supervised_preset(preset, 2_500).batch_size, results.supervised_preset(preset, 2_500).epochs) == \
+        (256, 2)                                 # 9 steps an epoch
+    assert results.supervised_preset(preset, 100_000).epochs == 1
+    with pytest.raises(ValueError, match="has no ledger budget"):
+        results.supervised_preset(preset.with_overrides(ledger=None), 25)
+    torch.manual_seed(0)
+    classifier = build_method("supervised", build_backbone("small_cnn"), num_classes=2)
+    logits = classifier.embed(comparison.data.test_images)
+    expected = (logits.argmax(1) == comparison.data.test_labels).float().mean().item()
+    assert comparison.classifier_accuracy(classifier) == expected
+    with pytest.raises(ValueError, match="one logit per class"):
+        comparison.classifier_accuracy(build_method("supervised", build_backbone("small_cnn"), num_classes=3))
+    ax = comparison.plot_label_efficiency({"your SimCLR": {1.0: 0.7, 0.01: 0.5, 0.1: 0.6}})
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["your SimCLR", "toy ledger: SimCLR, 2 seeds"]
+    assert list(ax.lines[0].get_xdata()) == [1, 10, 100] and list(ax.lines[0].get_ydata()) == [50, 60, 70]
+
+
+def test_the_notebooks_load_encoders_the_ledger_has():
+    """Every `comparison.encoder("...")` of a notebook names a method the ledger trains."""
+    sources = ["".join(cell["source"]) for path in NOTEBOOKS
+               for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+    named = {name for source in sources for name in re.findall(r'\.encoder\("(\w+)"\)', source)}
+    assert named == {"simclr", "moco", "hcl", "clae", "cacr", "sce", "adversarial", "supervised"} \
+        and named <= set(METHODS)
+
+
+def test_the_scales_images_are_bench_ledgers():
+    """What a notebook measures on before a scale's ledger exists is the scale bench/ledger.py trains."""
+    assert set(results.SCALE_IMAGES) == set(bench.REPORTED)
+    for name, images in results.SCALE_IMAGES.items():
+        scale = bench.SCALES[name].as_dict()
+        assert images == {key: scale[key] for key in images}
+
+
+def test_a_method_measured_without_its_encoder(toy, tmp_path, monkeypatch, capsys):
+    tmp, _ = toy
+    ledger = _ledger(tmp)
+    del ledger["encoders"]["dcl"]
+    (tmp_path / "toy.json").write_text(json.dumps(ledger))
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
+    comparison = _comparison()
+    assert comparison.encoder("dcl") is None
+    assert capsys.readouterr().out == (
+        "The toy ledger holds no encoder of dcl seed 0 (done); "
+        "`python bench/ledger.py --scale toy --methods dcl --seeds 0` trains it.\n")
+    knn = comparison.knn({"the long run": comparison.encoder("dcl")})
+    assert knn == {"the long run": None}
+    lines = comparison.side_by_side(knn, "dcl").splitlines()
+    assert lines[1].endswith("-") and lines[2].startswith("The toy ledger's dcl, on all of its images")
+    ledger["methods"]["dcl"].update(status="incomplete", reason="seed 0 not run yet",
+                                    runs=ledger["methods"]["dcl"]["runs"][1:])   # seed 1 alone
+    ledger["methods"] = results.summarise(ledger["methods"])
+    (tmp_path / "toy.json").write_text(json.dumps(ledger))
+    seed_1 = ledger["methods"]["dcl"]["runs"][0]["measures"]["knn"]
+    assert _comparison().side_by_side(knn, "dcl").splitlines()[2] == (
+        f"The toy ledger's dcl, on all of its images: seed 1 {100 * seed_1:.1f}%, its only seed so far "
+        "(no interval yet; incomplete: seed 0 not run yet; `python bench/ledger.py --scale toy --methods "
+        "dcl` measures it).")
+    difference = ledger["methods"]["dcl"]["difference"]["knn"]
+    assert results.difference_sentence(ledger, "dcl") == (
+        f"dcl − simclr, kNN top-1: {results.format_interval(difference, 'knn', signed=True)} points on "
+        "seed 1 alone: no interval and no verdict yet; `python bench/ledger.py --scale toy` measures it "
+        "on its other seeds.")
+
+
+def test_a_comparison_before_the_ledger_exists(toy, tmp_path, monkeypatch, capsys):
+    """No ledger file yet: your runs are still measured on the scale's images; every value of the
+    ledger is replaced by the command that measures it."""
+    monkeypatch.setitem(results.SCALE_IMAGES, "toy", {key: TOY.as_dict()[key] for key in (
+        "name", "dataset", "classes", "images_per_class", "knn_k")})
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)          # no toy.json there
+    comparison = _comparison(pool_per_class=20, test_per_class=5)
+    assert not comparison.measured and comparison.ledger["methods"] == {}
+    missing = ("The toy ledger has not been measured yet (toy.json is not there): "
+               "`python bench/ledger.py --scale toy` measures it.")
+    text = comparison.describe().splitlines()
+    assert text[0] == (f"{missing} Until then, your runs are measured here on its images (synthetic, "
+                       "classes 0, 1), with nothing to set them beside.")
+    assert text[2] == "Measured here: on 40 pool and 10 test images (the first 20 and 5 of each class), to stay fast."
+    assert comparison.encoder("simclr") is None
+    assert capsys.readouterr().out == (
+        "The toy ledger holds no encoder of simclr seed 0 (not measured yet); "
+        "`python bench/ledger.py --scale toy --methods simclr --seeds 0` trains it.\n")
+    torch.manual_seed(0)
+    knn = comparison.knn({"yours": build_backbone("small_cnn"), "the long run": None})
+    assert 0 <= knn["yours"] <= 1 and knn["the long run"] is None
+    assert comparison.side_by_side(knn, "simclr").splitlines()[-1] == missing
+    assert comparison.verdicts(["dcl", "hcl"]) == f"No paired differences yet. {missing}"
+    assert comparison.table(["dcl"]) == f"No table yet. {missing}"
+    assert comparison.plot("knn", ["simclr"], student={"simclr": knn["yours"]}) is None
+    assert capsys.readouterr().out == f"No figure yet. {missing}\n"
+    ax = comparison.plot_label_efficiency({"yours": {0.01: 0.5, 0.1: 0.6, 1.0: 0.7}})
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["yours"]
+    assert torch.bincount(comparison.labelled(1.0)[1]).tolist() == [20, 20]
+    assert "hcl vs simclr: no paired difference yet (hcl not measured yet; simclr not measured " \
+        "yet); `python bench/ledger.py --scale toy` measures it." == \
+        results.difference_sentence(comparison.ledger, "hcl")
+    with pytest.raises(FileNotFoundError, match="no ledger at .*elsewhere.json"):
+        _comparison(scale="elsewhere")                       # a scale whose images are not known

@@ -4,7 +4,7 @@ import json
 
 import nbformat
 import pytest
-from nbformat.v4 import new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from clcourse.presets import PRESETS
 from repository import NOTEBOOKS, REPO, load_script
@@ -116,3 +116,79 @@ def test_the_colab_training_sizes_are_the_notebooks_budgets():
     assert sizes["08_robustness_cl_supcon_supervised"] == colab.robustness.train_subset
     assert sizes["05_adversarial_examples_clae"] == colab.clae.train_subset
     assert colab.train_subset in (None, 50_000)
+
+
+# ---- time notes: each written from its cells' measured time, and none more than 2x off it ---------------------
+
+def noted_notebook(note="about 40 s"):
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell(f"**Time:** smoke <!-- timings:cell -->{note}<!-- /timings --> on 2 cores."),
+                new_code_cell("train()"), new_code_cell("evaluate()"), new_markdown_cell("next"),
+                new_code_cell("plot()")]
+    return nb
+
+
+@pytest.mark.parametrize("seconds, text", [(3, "about 5 s"), (37, "about 35 s"), (58, "about 1 min"),
+                                           (100, "about 1 min 30 s"), (140, "about 2 min 30 s")])
+def test_a_note_rounds_what_was_measured_and_reads_back(seconds, text):
+    assert tool.about(seconds) == text
+    assert abs(tool.stated_seconds(text) - seconds) <= 15
+    assert tool.stated_seconds("a few seconds") is None
+
+
+def test_a_note_covers_the_code_cells_up_to_the_next_markdown_cell():
+    nb = noted_notebook()
+    first, second, later = (nb.cells[i].id for i in (1, 2, 4))
+    assert tool.noted_cells(nb) == [(0, [first, second])]
+    written = tool.with_cell_notes(nb, {first: 30.0, second: 12.0, later: 500.0})
+    assert "<!-- timings:cell -->about 40 s<!-- /timings -->" in written.cells[0].source
+    # a note whose cells were not all measured is left as it is
+    assert "about 40 s" in tool.with_cell_notes(noted_notebook(), {first: 30.0}).cells[0].source
+
+
+def test_a_note_more_than_twice_off_its_measurement_fails():
+    nb = noted_notebook("about 10 s")
+    first, second = nb.cells[1].id, nb.cells[2].id
+    assert tool.cell_note_problems(nb, "nb", {first: 10.0, second: 9.0}) == []       # 1.9x: within
+    problems = tool.cell_note_problems(nb, "nb", {first: 15.0, second: 6.0})          # 2.1x
+    assert len(problems) == 1 and "more than 2x off" in problems[0] and "nb, cell 0" in problems[0]
+    assert "more than 2x off" in tool.cell_note_problems(nb, "nb", {first: 2.0, second: 2.0})[0]   # 2.5x under
+    assert "no measured time" in tool.cell_note_problems(nb, "nb", {first: 10.0})[0]
+    unreadable = noted_notebook("a few seconds")
+    assert "not 'about N s'" in tool.cell_note_problems(
+        unreadable, "nb", {unreadable.cells[1].id: 1.0, unreadable.cells[2].id: 1.0})[0]
+
+
+JUNIT_CELLS = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
+<testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 0" time="30.0" />
+<testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 1" time="12.0" />
+<testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 2" time="2.0" />
+</testsuite></testsuites>"""
+
+
+def test_the_command_takes_each_cells_time_and_writes_the_notes(tmp_path, capsys):
+    (tmp_path / "notebooks").mkdir()
+    timings = tiny_timings()
+    timings["smoke"]["seconds"]["00_setup_and_tour"] = 44
+    timings["colab"]["minutes"]["00_setup_and_tour"] = 1
+    (tmp_path / "notebooks" / "timings.json").write_text(json.dumps(timings))
+    (tmp_path / "README.md").write_text("no figures\n")
+    nb = noted_notebook("about 5 s")
+    nbformat.write(nb, tmp_path / "notebooks" / "00_setup_and_tour.ipynb")
+    (tmp_path / "junit").mkdir()
+    (tmp_path / "junit" / "notebooks.xml").write_text(JUNIT_CELLS)
+    assert tool.junit_cell_seconds(tmp_path / "junit") == {"00_setup_and_tour": {0: 30.0, 1: 12.0, 2: 2.0}}
+    assert tool.update_timings(tmp_path, check=True) == 1       # no measurement of the note's cells yet
+    assert "no measured time" in capsys.readouterr().out
+    assert tool.update_timings(tmp_path, junit=tmp_path / "junit") == 0
+    cells = json.loads((tmp_path / "notebooks" / "timings.json").read_text())["smoke"]["cells"]
+    assert cells == {"00_setup_and_tour": {nb.cells[1].id: 30.0, nb.cells[2].id: 12.0, nb.cells[4].id: 2.0}}
+    assert "<!-- timings:cell -->about 40 s<!-- /timings -->" in tool.read(
+        tmp_path / "notebooks" / "00_setup_and_tour.ipynb").cells[0].source
+    assert tool.update_timings(tmp_path, check=True) == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_time_note_is_within_twice_its_last_measurement(path):
+    problems = tool.cell_note_problems(tool.read(path), path.stem, TIMINGS["smoke"].get("cells", {}).get(path.stem, {}))
+    assert not problems, "\n".join(problems)
