@@ -233,9 +233,9 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
 def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                           loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                           ) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""The label-free objective of an attack on an encoder (CL-Robustness' threat model I, and the
-    attack of contrastive adversarial training): the contrastive loss between the clean embeddings
-    and those of the perturbed images,
+    r"""The objective of an attack on an encoder (CL-Robustness' threat model I, and the attack of
+    contrastive adversarial training): the contrastive loss between the clean embeddings and those
+    of the perturbed images,
 
         x' \mapsto L\big(\mathrm{sg}[z(x)],\, z(x')\big)
 
