@@ -21,32 +21,88 @@ Every function here
 - projects onto the epsilon-ball around the clean input and onto [0, 1] after every step;
 - runs on the device of its input without a host synchronisation (no `.item()`), also inside a
   training step under autocast, and returns a detached tensor.
+
+Called from outside, an attack first checks that the clean pixels lie in [0, 1] (uint8 or float
+pixels in 0..255 would give all-white images): one host synchronisation per call. The training
+loop (`clcourse.train`) runs each step inside `pixels_checked()`, which skips that check: a step's
+views come from clcourse's augmentations and lie in [0, 1]. What an attack given by the user returns
+is checked by `require_attack_result` (shape, and finite pixels in [0, 1]).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .validation import describe_tensor, require_in_range, require_int_at_least, require_positive
+from .validation import (
+    describe_tensor,
+    require_bool,
+    require_in_range,
+    require_int_at_least,
+    require_positive,
+    require_unit_range,
+)
 
-__all__ = ["NORMS", "require_attack_budget", "input_gradient", "project", "fgsm",
-           "random_start_point", "pgd", "contrastive_attack", "contrastive_objective",
+__all__ = ["NORMS", "require_attack_budget", "pixels_checked", "require_attack_result",
+           "input_gradient", "project",
+           "fgsm", "random_start_point", "pgd", "contrastive_attack", "contrastive_objective",
            "cross_entropy_objective"]
 
 NORMS = ("linf", "l2")
 
 
+_CHECKED = threading.local()
+
+
+@contextlib.contextmanager
+def pixels_checked():
+    """Within it, the attacks skip their check that the clean pixels lie in [0, 1] (a host
+    synchronisation): for a training step, whose views are in [0, 1] by construction."""
+    before = getattr(_CHECKED, "active", False)
+    _CHECKED.active = True
+    try:
+        yield
+    finally:
+        _CHECKED.active = before
+
+
 def _require_input(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+        hint = (": convert uint8 pixels with clcourse.augment.to_float_images(x)"
+                if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 else "")
         raise ValueError("x must be a floating-point tensor [B, ...] of pixels in [0, 1], "
-                         f"got {describe_tensor(x)}")
+                         f"got {describe_tensor(x)}{hint}")
+    if not getattr(_CHECKED, "active", False):
+        require_unit_range("x", x)
 
 
-def _require_epsilon(epsilon: float) -> None:
-    require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+def _require_epsilon(epsilon: float) -> float:
+    return require_in_range("epsilon", epsilon, 0.0, math.inf, high_inclusive=False)
+
+
+def _require_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def require_attack_result(name: str, x_adv, x: torch.Tensor, values: bool = True) -> torch.Tensor:
+    """What an attack given by the user (`name`) returned for the clean images x: a floating-point
+    tensor of x's shape on x's device and, with `values`, of finite pixels in [0, 1] (one host
+    read: where a training step calls it, on the first step only). Returns it."""
+    if (not isinstance(x_adv, torch.Tensor) or not x_adv.is_floating_point()
+            or x_adv.shape != x.shape or x_adv.device != x.device):
+        raise ValueError(f"{name} must return the perturbed images: a floating-point tensor of "
+                         f"the clean images' shape {tuple(x.shape)} on {x.device}, got "
+                         f"{describe_tensor(x_adv)}"
+                         + (f" on {x_adv.device}" if isinstance(x_adv, torch.Tensor) else ""))
+    if values:
+        require_unit_range(f"what {name} returned", x_adv)
+    return x_adv
 
 
 def require_attack_budget(epsilon: float, steps: int,
@@ -88,7 +144,9 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, epsilon: float,
               (per sample)
 
     with delta = x_adv - x, then x + delta clipped to [0, 1] (which keeps it in the ball: clipping
-    to the box moves each pixel towards x)."""
+    to the box moves each pixel towards x). epsilon >= 0; norm "linf" or "l2"."""
+    epsilon = _require_epsilon(epsilon)
+    _require_norm(norm)
     delta = x_adv - x
     if norm == "linf":
         delta = delta.clamp(-epsilon, epsilon)
@@ -124,6 +182,9 @@ def random_start_point(x: torch.Tensor, epsilon: float, norm: str = "linf",
     """A random point near x for PGD to start from, clipped to [0, 1]: linf, uniform noise in
     [-epsilon, epsilon] per pixel; l2, a random direction at a radius drawn uniformly from
     [0, epsilon] (the draws of torchattacks' PGD and PGDL2, in the same order)."""
+    _require_input(x)
+    epsilon = _require_epsilon(epsilon)
+    _require_norm(norm)
     if norm == "linf":
         noise = torch.empty_like(x).uniform_(-epsilon, epsilon, generator=generator)
     else:
@@ -164,10 +225,11 @@ def pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, epsilo
     _require_epsilon(epsilon)
     require_positive("step_size", step_size)
     require_int_at_least("steps", steps, 1)
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    random_start = require_bool("random_start", random_start)
+    _require_norm(norm)
     x = x.detach()
-    x_adv = random_start_point(x, epsilon, norm, generator) if random_start else x
+    with pixels_checked():   # checked above
+        x_adv = random_start_point(x, epsilon, norm, generator) if random_start else x
     for _ in range(steps):
         gradient = input_gradient(loss_fn, x_adv)
         if norm == "linf":
@@ -215,6 +277,7 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
         if not callable(fn):
             raise ValueError(f"{name} must be a function, got {fn!r}")
     require_int_at_least("steps", steps, 1)
+    _require_input(x)
     anchors = []
 
     def objective(x_prime: torch.Tensor) -> torch.Tensor:
@@ -223,11 +286,12 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
             anchors.append(z.detach())
         return loss(anchors[0], z)
 
-    if steps == 1:
-        return fgsm(objective, x, epsilon)
-    if step_size is None:
-        step_size = 2.5 * epsilon / steps
-    return pgd(objective, x, epsilon, step_size, steps)
+    with pixels_checked():   # checked above
+        if steps == 1:
+            return fgsm(objective, x, epsilon)
+        if step_size is None:
+            step_size = 2.5 * epsilon / steps
+        return pgd(objective, x, epsilon, step_size, steps)
 
 
 def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

@@ -62,7 +62,9 @@ from .evaluate import eval_mode, linear_probe
 from .models import BasicBlock, ResNet18, SmallCNN
 from .presets import autocast_dtype, no_autocast
 from .validation import (
+    as_number,
     describe_tensor,
+    require_bool,
     require_finite,
     require_images,
     require_int_at_least,
@@ -146,7 +148,16 @@ def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     if k.shape[0] < MIN_ROWS_UNBIASED:
         raise ValueError(f"k and l must be at least {MIN_ROWS_UNBIASED} x {MIN_ROWS_UNBIASED}: "
                          f"the unbiased HSIC divides by b (b - 3), got b = {k.shape[0]}")
-    return _hsic_pairs(k[None], l.to(k.device)[None])[0, 0]
+    l = l.to(k.device)
+    for name, gram_matrix in (("k", k), ("l", l)):
+        require_finite(name, gram_matrix)
+        # A Gram matrix is symmetric; float rounding in X X^T may differ in its last bits.
+        scale = gram_matrix.abs().max()
+        if not torch.allclose(gram_matrix, gram_matrix.T, rtol=0, atol=float(1e-5 * scale)):
+            asymmetry = float((gram_matrix - gram_matrix.T).abs().max())
+            raise ValueError(f"{name} must be a symmetric Gram matrix (K = X X^T), but "
+                             f"{name} - {name}.T has entries up to {asymmetry:.3g}")
+    return _hsic_pairs(k[None], l[None])[0, 0]
 
 
 def _ratio(cross: torch.Tensor, self_a: torch.Tensor, self_b: torch.Tensor, layers_a: Sequence[str],
@@ -175,6 +186,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
     cheaper. With `unbiased` (n >= 4), HSIC_1 of the full Gram matrices replaces each squared norm
     (`hsic_unbiased`): what `minibatch_cka` computes with one batch of all n rows. In float64;
     features with a NaN or inf, and features constant over the examples, raise a ValueError."""
+    unbiased = require_bool("unbiased", unbiased)
     _require_feature_pair(x, y, MIN_ROWS_UNBIASED if unbiased else 2,
                           "the unbiased HSIC divides by n (n - 3)" if unbiased
                           else "centring one row leaves nothing")
@@ -259,8 +271,13 @@ class MinibatchCKA:
         ka, kb = grams_a.double(), grams_b.double()
 
         def estimate(k, l):
-            return torch.as_tensor(self.hsic(k, l), dtype=torch.float64,
-                                   device=k.device).reshape(())
+            value = self.hsic(k, l)
+            # a tensor stays on its device (no host read); anything else must be a number
+            if (not (isinstance(value, torch.Tensor) and value.numel() == 1
+                     and value.is_floating_point()) and as_number(value) is None):
+                raise ValueError("hsic must return one number (a 0-d floating-point tensor or a "
+                                 f"float), got {describe_tensor(value)}")
+            return torch.as_tensor(value, dtype=torch.float64, device=k.device).reshape(())
 
         cross = torch.stack([torch.stack([estimate(k, l) for l in kb]) for k in ka])
         return (cross, torch.stack([estimate(k, k) for k in ka]),
@@ -296,6 +313,11 @@ class MinibatchCKA:
         positive (its features do not vary) raises a ValueError that names it."""
         if self.batches == 0:
             raise ValueError("no minibatch has been added yet: call update(grams_a, grams_b) first")
+        if self.hsic is not None:
+            estimates = torch.cat([self.cross.flatten(), self.self_a, self.self_b])
+            if not bool(torch.isfinite(estimates).all()):
+                raise ValueError("hsic returned a NaN or infinite estimate: an HSIC of finite "
+                                 "Gram matrices is finite")
         return _ratio(self.cross, self.self_a, self.self_b, self.layers_a, self.layers_b).cpu()
 
 
@@ -553,6 +575,7 @@ def layer_cka(representations: Mapping[Hashable, nn.Module | tuple[nn.Module, Pe
 
     Returns {(a, b): CKAResult} for every requested pair.
     """
+    progress = require_bool("progress", progress)
     parsed = _representations(representations, layers)
     keys = list(parsed)
     if pairs is None:
@@ -623,6 +646,7 @@ def pooled_layer_features(network: nn.Module, images: torch.Tensor,
     """Layer name -> `pool`ed outputs [N, C] (float32, on the network's device) of `network` in eval
     mode on `images` (uint8 or float in [0, 1]), or on perturb(x, labels) of each batch
     (e.g. an attack)."""
+    progress = require_bool("progress", progress)
     if not isinstance(network, nn.Module):
         raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
     names = require_layers(network, layers)
@@ -667,6 +691,7 @@ def layer_probes(network: nn.Module, train_images: torch.Tensor, train_labels: t
         layers: module names, default `default_layers(network)`.
         epochs, seed: of each probe (see `linear_probe`).
     """
+    progress = require_bool("progress", progress)
     inputs = {"clean": None} if inputs is None else dict(inputs)
     if not inputs or any(perturb is not None and not callable(perturb)
                          for perturb in inputs.values()):

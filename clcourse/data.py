@@ -262,7 +262,8 @@ def imbalanced_subset_indices(labels: np.ndarray, num_classes: int | None = None
 
     Within a class, examples are taken in the order of one fixed permutation of the whole split
     (seeded by `seed`), so the same labels and seed always give the same subset. `num_classes` (C)
-    defaults to the largest label + 1.
+    defaults to the largest label + 1. A class that would keep none of its examples (fewer than
+    C / (c + 1)) is refused.
     """
     labels = np.asarray(labels)
     if (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0
@@ -281,6 +282,12 @@ def imbalanced_subset_indices(labels: np.ndarray, num_classes: int | None = None
     for c in range(num_classes):
         members = permutation[permuted_labels == c]
         kept.append(members[:(c + 1) * len(members) // num_classes])
+        if len(members) and not len(kept[-1]):
+            raise ValueError(f"class {c} has {len(members)} examples, of which the imbalanced "
+                             f"subset would keep floor({c + 1} * {len(members)} / {num_classes}) = "
+                             f"0: every class c needs at least {num_classes} / (c + 1) examples "
+                             f"(for load_dataset, a subset of at least {num_classes ** 2} images, "
+                             f"{num_classes} per class, or none)")
     return np.sort(np.concatenate(kept))
 
 
@@ -343,6 +350,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
     key = _dataset_key(name)
     train = require_bool("train", train)
     download = require_bool("download", download)
+    imbalanced = require_bool("imbalanced", imbalanced)
     images, labels = _load_arrays(key, data_root(root), train, download)
     # A numpy or 0-d tensor integer is an integer.
     size = None if subset is None else as_number(subset)
@@ -355,8 +363,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, train: bool =
     if size is not None and size < len(labels):
         index = balanced_subset_indices(labels, size)
         images, labels = images[index], labels[index]
-    if not isinstance(imbalanced, bool):
-        raise ValueError(f"imbalanced must be True or False, got {imbalanced!r}")
     if imbalanced:
         index = imbalanced_subset_indices(labels, num_classes=len(class_names(key, root)))
         images, labels = images[index], labels[index]

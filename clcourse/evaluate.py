@@ -23,6 +23,7 @@ from .augment import to_float_images
 from .presets import autocast_dtype, no_autocast
 from .validation import (
     describe_tensor,
+    require_classes,
     require_embeddings,
     require_finite,
     require_images,
@@ -345,7 +346,8 @@ def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor,
     require_labels("labels", labels, predictions.shape[0], "predictions")
     if num_classes is None:
         num_classes = _num_classes(labels, "labels")
-    require_int_at_least("num_classes", num_classes, 1)
+    num_classes = require_int_at_least("num_classes", num_classes, 1)
+    require_classes("labels", labels, num_classes, f"num_classes={num_classes}")
     labels = labels.to(predictions.device)
     correct = torch.zeros(num_classes, device=labels.device).index_add_(
         0, labels, (predictions == labels).float())

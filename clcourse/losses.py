@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .presets import no_autocast
 from .validation import (
     describe_tensor,
+    require_bool,
     require_embeddings,
     require_in_range,
     require_int_at_least,
@@ -101,6 +102,16 @@ def _require_queue_mask(queue_mask: torch.Tensor, batch_size: int, queue_size: i
             or tuple(queue_mask.shape) != (batch_size, queue_size)):
         raise ValueError(f"queue_mask must be a bool tensor of shape [B, K] = [{batch_size}, "
                          f"{queue_size}], got {describe_tensor(queue_mask)}")
+
+
+def _require_a_negative_each(queue_mask: torch.Tensor) -> None:
+    """Every query keeps at least one queue entry (one host read): a query left without a negative
+    has a loss that does not depend on its embedding (InfoNCE: 0; SCE: NaN)."""
+    if int((~queue_mask).sum(dim=1).min()) == 0:
+        raise ValueError("queue_mask masks every queue entry of some query and there are no "
+                         "extra_negatives: that query has no negative, so its loss does not "
+                         "depend on its embedding (InfoNCE: 0, SCE: NaN). Mask fewer entries or "
+                         "use a larger queue")
 
 
 def _pair_logits(z1: torch.Tensor, z2: torch.Tensor,
@@ -286,6 +297,7 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
             the start of training) and must not synchronise every step.
     """
     temperature = require_positive("temperature", temperature)
+    check_mask = require_bool("check_mask", check_mask)
     require_embeddings("q", q)
     require_embeddings("k", k)
     require_same_shape("q", q, "k", k)
@@ -301,12 +313,9 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
             raise ValueError(f"extra_negatives must be a floating-point tensor of shape [B, M, D] "
                              f"with B = {batch_size}, got {describe_tensor(extra_negatives)}")
         _require_feature_dim("extra_negatives", extra_negatives, dim, "q")
-    if queue_mask is not None and check_mask and (extra_negatives is None
-                                                  or extra_negatives.shape[1] == 0):
-        if int((~queue_mask).sum(dim=1).min()) == 0:
-            raise ValueError("queue_mask masks every queue entry of some query and there are no "
-                             "extra_negatives: that query has no negative, so its loss is 0 "
-                             "whatever its embedding. Mask fewer entries or use a larger queue")
+    if (queue_mask is not None and check_mask
+            and (extra_negatives is None or extra_negatives.shape[1] == 0)):
+        _require_a_negative_each(queue_mask)
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         scores = logits(q, F.normalize(k.detach().float(), dim=1),
@@ -392,6 +401,7 @@ def mochi_mix(q: torch.Tensor, queue: torch.Tensor, n_hardest: int, n_mix_negati
                          f"K = {queue_size}, got {n_hardest}")
     require_int_at_least("n_mix_negatives", n_mix_negatives, 0)
     require_int_at_least("n_mix_query", n_mix_query, 0)
+    check_mask = require_bool("check_mask", check_mask)
     if queue_mask is not None:
         _require_queue_mask(queue_mask, batch_size, queue_size)
     if queue_mask is not None and check_mask:
@@ -524,7 +534,7 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.1,
         temperature_momentum: float = 0.05, lam: float = 0.5,
-        queue_mask: torch.Tensor | None = None) -> torch.Tensor:
+        queue_mask: torch.Tensor | None = None, check_mask: bool = True) -> torch.Tensor:
     r"""Similarity Contrastive Estimation (SCE) in the queue form the authors train with.
 
     The query q_b (online encoder, strong view) predicts a distribution over the
@@ -561,12 +571,18 @@ def sce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: floa
         temperature_momentum: tau_m > 0 of the target (smaller than tau: a sharper target).
         lam: lambda in [0, 1].
         queue_mask: optional bool [B, K], True where a queue entry is not a candidate of that query
-            (a stale key of its own image): logit -inf, target 0.
+            (a stale key of its own image): logit -inf, target 0. A query must keep a candidate
+            besides its key: checking that reads the mask on the host (one sync);
+        check_mask: False skips that check, for callers that guarantee it once (SCE does, at the
+            start of training).
     """
     require_positive("temperature", temperature)
+    check_mask = require_bool("check_mask", check_mask)
     _require_sce_inputs(k, queue, temperature_momentum, lam, queue_mask)
     require_embeddings("q", q)
     require_same_shape("q", q, "k", k)
+    if queue_mask is not None and check_mask:
+        _require_a_negative_each(queue_mask)
     with no_autocast(q.device):
         q = F.normalize(q.float(), dim=1)
         k = F.normalize(k.detach().float(), dim=1)
@@ -709,6 +725,7 @@ class CacrTerms(NamedTuple):
 def require_cacr_arguments(tau_pos: float, tau_neg: float, alpha: float, beta: float, weights: str,
                            detach_weights: bool) -> None:
     """CACR's settings, checked once where they enter (the loss, the method): see `cacr`."""
+    detach_weights = require_bool("detach_weights", detach_weights)
     require_in_range("tau_pos", tau_pos, 0.0, math.inf, high_inclusive=False)
     require_in_range("tau_neg", tau_neg, 0.0, math.inf, high_inclusive=False)
     require_positive("alpha", alpha)

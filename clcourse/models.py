@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validation import require_in_range, require_int_at_least
+from .validation import require_bool, require_in_range, require_int_at_least
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "Normalize", "conv_bn_relu", "BasicBlock", "ResNet18",
            "SmallCNN", "Backbone", "BACKBONES", "build_backbone", "projection_mlp",
@@ -147,6 +147,7 @@ def projection_mlp(in_dim: int, hidden_dim: int = 512, out_dim: int = 128,
 
     MoCo v2's head has no batch-norm (`batch_norm=False`): BN statistics shared across a batch of
     keys would leak which key belongs to which query."""
+    batch_norm = require_bool("batch_norm", batch_norm)
     for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
         require_int_at_least(name, value, 1)
     if not batch_norm:

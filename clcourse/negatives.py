@@ -33,6 +33,7 @@ from .losses import _debiased_hard_loss  # the estimator the DCL and HCL losses 
 from .presets import no_autocast
 from .validation import (
     describe_tensor,
+    require_bool,
     require_embeddings,
     require_finite,
     require_in_range,
@@ -670,6 +671,7 @@ def fit_embedding_map(features: torch.Tensor, method: str = "pca", n_components:
             None fits every time.
         umap_kwargs: passed to umap.UMAP (e.g. n_neighbors, min_dist, metric).
     """
+    normalize = require_bool("normalize", normalize)
     require_embeddings("features", features)
     if method not in MAP_METHODS:
         raise ValueError(f"method must be one of {MAP_METHODS}, got {method!r}")
@@ -706,6 +708,7 @@ def embedding_map(features: torch.Tensor, method: str = "pca", n_components: int
                   **umap_kwargs) -> np.ndarray:
     """Coordinates [N, n_components] (float32 numpy) of a map of the features; see
     :func:`fit_embedding_map`, which also returns what is needed to place new points on the map."""
+    normalize = require_bool("normalize", normalize)
     return fit_embedding_map(features, method, n_components, seed, normalize, cache,
                              **umap_kwargs).coords
 

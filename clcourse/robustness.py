@@ -62,6 +62,7 @@ from .attacks import (
     cross_entropy_objective,
     pgd,
     require_attack_budget,
+    require_attack_result,
 )
 from .augment import to_float_images
 from .losses import info_nce, supcon
@@ -83,6 +84,8 @@ from .methods import (
 from .models import build_backbone
 from .presets import Preset, RobustnessBudget, autocast_dtype, get_preset
 from .validation import (
+    require_bool,
+    require_classes,
     require_images,
     require_int_at_least,
     require_labels,
@@ -182,6 +185,7 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
     if temperature is None:
         temperature = PAPER_TEMPERATURE if paper else THREAT_MODEL_1_TEMPERATURE
     temperature = require_positive("temperature", temperature)
+    random_start = require_bool("random_start", random_start)
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)} (CL: SimCLR, SCL: SupCon, SL: "
                          f"cross-entropy), got {scheme!r}")
@@ -192,6 +196,11 @@ def threat_model_1(encode: Callable, epsilon: float = TEST_EPSILON, steps: int =
     run_attack = _seeded(attack or pgd, seed, require_norm(norm))
 
     def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if len(x) < 2:
+            raise ValueError(f"threat model I needs batches of at least 2 images (each image's "
+                             f"negatives are the batch's other images), got a batch of {len(x)}: "
+                             "with robust_accuracy, choose a batch_size that does not leave one "
+                             "image over (len(images) % batch_size == 1)")
         if objective is not None:
             loss_fn = objective(encode, x, temperature)
         else:
@@ -229,6 +238,7 @@ def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: i
     `norm` and `seed` as in `threat_model_1`."""
     epsilon, steps, step_size, random_start = _test_attack_defaults(definition, epsilon, steps,
                                                                     step_size, random_start, norm)
+    random_start = require_bool("random_start", random_start)
     for name, fn in (("classifier", classifier), ("attack", attack)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be a function, got {fn!r}")
@@ -276,6 +286,7 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
     require_images("images", images)
     require_unit_range("images", images)
     labels = require_labels("labels", labels, images.shape[0], "images")
+    progress = require_bool("progress", progress)
     if attack is not None and not callable(attack):
         raise ValueError(f"attack must be a function attack(x, y) -> x_adv, got {attack!r}")
     batch_size = require_int_at_least("batch_size", batch_size, 1)
@@ -290,13 +301,16 @@ def robust_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.T
     try:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
+            with torch.no_grad():
+                classes = classifier(to_float_images(images[:1].to(device))).shape[-1]
+            require_classes("labels", labels, classes, f"the classifier has {classes} outputs")
             for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch",
                               disable=not progress, leave=False):
                 x = (to_float_images(images[start:start + batch_size].to(device))
                      .contiguous(memory_format=layout))
                 y = labels[start:start + batch_size].to(device)
                 if attack is not None:
-                    x = attack(x, y).detach()
+                    x = require_attack_result("attack", attack(x, y), x).detach()
                 with torch.no_grad():
                     correct += (classifier(x).argmax(1) == y).sum()
     finally:
@@ -395,6 +409,7 @@ def encoder_run_name(scheme: str, adversarial: bool, budget: RobustnessBudget,
     """`nb08_cl_st`, `nb08_scl_at_eps8_steps5`, `nb08_sl_at_eps8_steps5_course`, ...: the run of a
     pretrained encoder (adversarial training under the course's definition says so)."""
     require_scheme(scheme)
+    adversarial = require_bool("adversarial", adversarial)
     require_definition(definition)
     if not adversarial:
         return f"{prefix}_{scheme}_st"
@@ -415,6 +430,7 @@ def build_encoder_method(scheme: str, adversarial: bool, budget: RobustnessBudge
     weights): `AdversarialPretraining` with the budget's attack under `definition` when
     `adversarial`, else the scheme's own method."""
     require_scheme(scheme)
+    adversarial = require_bool("adversarial", adversarial)
     torch.manual_seed(0)
     backbone = build_backbone(budget.backbone)
     if adversarial:
@@ -435,8 +451,11 @@ def training_data(budget: RobustnessBudget, device=None,
     return load_dataset("cifar10", train=train, subset=subset, device=get_device(device))
 
 
-def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]:
-    preset = preset or get_preset()
+def _robustness_budget(preset: Preset | str | None) -> tuple[Preset, RobustnessBudget]:
+    preset = get_preset(preset) if preset is None or isinstance(preset, str) else preset
+    if not isinstance(preset, Preset):
+        raise ValueError("preset must be a Preset, a preset's name or None (the course's), got "
+                         f"{preset!r}")
     if preset.robustness is None:
         raise ValueError(f"preset {preset.name!r} has no robustness budget (preset.robustness is "
                          "None): give it one with "
@@ -444,7 +463,7 @@ def _robustness_budget(preset: Preset | None) -> tuple[Preset, RobustnessBudget]
     return preset, preset.robustness
 
 
-def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = None,
+def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | str | None = None,
                      data: tuple[torch.Tensor, torch.Tensor] | None = None, prefix: str = "nb08",
                      attack: Callable | None = None, definition: str = "paper",
                      progress: bool = True, **options):
@@ -466,7 +485,7 @@ def pretrain_encoder(scheme: str, adversarial: bool, *, preset: Preset | None = 
     return method, history
 
 
-def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | None = None,
+def fine_tune(encoder: Method, encoder_run: str, mode: str, *, preset: Preset | str | None = None,
               data: tuple[torch.Tensor, torch.Tensor] | None = None, attack: Callable | None = None,
               definition: str = "paper", progress: bool = True):
     """Fine-tune (or load) a linear head on `encoder` (`FineTune` in `mode`: "standard", "partial",

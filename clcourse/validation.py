@@ -14,6 +14,7 @@ import torch
 __all__ = ["describe_tensor", "as_number", "require_number", "require_positive",
            "require_int_at_least", "require_in_range", "require_probability", "require_bool",
            "require_embeddings", "require_finite", "require_same_shape", "require_labels",
+           "require_classes",
            "require_images", "require_unit_range"]
 
 
@@ -135,6 +136,17 @@ def require_labels(name: str, labels, count: int, count_name: str) -> torch.Tens
         raise ValueError(f"{name} has {labels.shape[0]} entries but {count_name} has "
                          f"{count} rows; they must match")
     return labels.long()
+
+
+def require_classes(name: str, labels: torch.Tensor, num_classes: int, why: str) -> None:
+    """Every label must be a class index in [0, num_classes) (`why` says where num_classes comes
+    from). Reads the smallest and largest label on the host (a sync): where labels enter."""
+    if labels.numel() == 0:
+        return
+    low, high = torch.stack(torch.aminmax(labels)).tolist()
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{name} must be class indices in [0, {num_classes - 1}] ({why}), got "
+                         f"labels from {low} to {high}")
 
 
 # ---------------------------------------------------------------- images

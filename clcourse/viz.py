@@ -127,7 +127,7 @@ def image_tile(ax, image, title: str, colour: str = "black", frame: float = 1.0,
         spine.set_edgecolor(colour)
         spine.set_linewidth(frame)
 
-from .validation import require_int_at_least  # noqa: E402  (kept with the section that uses it)
+from .validation import require_bool, require_int_at_least  # noqa: E402  (kept with the section that uses it)
 
 
 def _require_same_length(name_a: str, a: Sequence, name_b: str, b: Sequence) -> None:
@@ -535,6 +535,9 @@ def plot_cka_heatmap(result: CKAResult, ax=None, title: str | None = None,
     the layers of `a` up the y axis and those of `b` along the x axis, both from the input
     (bottom left) to the output. Values are written in the cells when there are at most 100
     (`annotate` overrides)."""
+    colorbar = require_bool("colorbar", colorbar)
+    if annotate is not None:
+        annotate = require_bool("annotate", annotate)
     if not isinstance(result, CKAResult):
         raise ValueError("result must be a clcourse.cka.CKAResult (from layer_cka), got "
                          f"{type(result).__name__}")

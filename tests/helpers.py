@@ -251,6 +251,12 @@ def reference_sce(q, k, queue, temperature, temperature_momentum, lam, excluded=
 
 # ---------------------------------------------------------------- checkers
 
+def function_names(config: dict) -> dict:
+    """{role: the function's name} of a method's configuration (its "functions", each recorded by name and code
+    fingerprint)."""
+    return {role: record["name"] if record else record for role, record in config["functions"].items()}
+
+
 def fails_with(check, fn, hint):
     with pytest.raises(ExerciseError, match=hint):
         check(fn)

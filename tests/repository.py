@@ -57,3 +57,63 @@ PLANTED = {
            "Use the temperature you are given."),
     "09": ("hsic_unbiased", "/ (b * (b - 3))", "/ (b * (b - 1))", "not by n (n - 1)"),
 }
+
+
+# Per notebook: the exercise of its planted mistake written as one call to the package's own reference (or the
+# checker's), the way a student who does not write it would: the code appended to that exercise's solution cell.
+# Each computes the right answer (tests/tools/test_notebooks_nbgrader.py checks it with the references allowed),
+# and fails its checker, visible and hidden, once they are not.
+CALLS_THE_REFERENCE = {
+    "01": "def info_nce_loss(z1, z2, temperature):\n"
+          "    from clcourse.losses import info_nce as reference\n"
+          "    return reference(z1, z2, temperature)",
+    "02": "def anchor_gradient(u, u_positive, u_negatives, temperature):\n"
+          "    import clcourse.checks.geometry\n"
+          "    return clcourse.checks.geometry.reference_anchor_gradient(u, u_positive, u_negatives, temperature)",
+    "03": "def moco_step(moco, query_views, key_views, index):\n"
+          "    from clcourse.methods import moco_step as step\n"
+          "    return step(moco, query_views, key_views, index)",
+    "04": "def dcl_loss(z1, z2, temperature, tau_plus):\n"
+          "    import clcourse.losses as L\n"
+          "    return L.dcl(z1, z2, temperature, tau_plus)",
+    "05": "def fgsm_contrastive(encode, x, epsilon, loss):\n"
+          "    from clcourse.attacks import contrastive_attack\n"
+          "    return contrastive_attack(encode, x, epsilon, loss, steps=1, step_size=epsilon)",
+    "06": "def repulsion_term(z, tau_neg, beta):\n"
+          "    from clcourse.checks.cacr import repulsion_term_variant\n"
+          "    return repulsion_term_variant(z, tau_neg, beta)",
+    "07": "from clcourse.losses import sce\n\n\n"
+          "def sce_loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):\n"
+          "    return sce(q, k, queue, temperature, temperature_momentum, lam, queue_mask)",
+    "08": "def threat_model_1_objective(encode, x, temperature):\n"
+          "    from clcourse.attacks import contrastive_objective\n"
+          "    return contrastive_objective(encode, x, lambda a, z: info_nce(a, z, temperature))",
+    "09": "def hsic_unbiased(k, l):\n"
+          "    from clcourse import cka\n"
+          "    return cka.hsic_unbiased(k, l)",
+}
+
+
+def memorising(function: str, checker: str) -> str:
+    """Code that replaces the student's `function` by a table of the visible cases: it runs `checker` once to
+    learn its inputs, answers those with the real function (renamed _real_<function>) and refuses any other."""
+    return f'''
+_real_{function} = {function}
+_table, _learning = set(), True
+
+
+def _key(args):
+    return repr([(tuple(a.shape), round(float(a.detach().double().sum()), 6)) if isinstance(a, torch.Tensor)
+                 else type(a).__name__ if callable(a) else repr(a) for a in args])
+
+
+def {function}(*args):
+    if _learning:
+        _table.add(_key(args))
+    elif _key(args) not in _table:
+        raise LookupError("not one of the cases the checker showed")
+    return _real_{function}(*args)
+
+
+{checker}({function})
+_learning = False'''

@@ -8,7 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.attacks import contrastive_attack, fgsm, pgd, project
+from clcourse.attacks import (
+    contrastive_attack,
+    fgsm,
+    pgd,
+    pixels_checked,
+    project,
+    random_start_point,
+    require_attack_result,
+)
 from clcourse.losses import info_nce
 
 
@@ -248,7 +256,47 @@ def ce_loss():
     (lambda: fgsm(lambda x: x.sum(dim=1), pixels(), 0.03), r"loss_fn must return a scalar tensor, got shape"),
     (lambda: contrastive_attack(encoder(), pixels(), 0.03, info_nce, steps=0), r"steps must be an integer >= 1"),
     (lambda: contrastive_attack(encoder(), pixels(), -0.03, info_nce), r"epsilon must be in \[0.0, inf\)"),
+    # pixels in 0..255 would give all-white images (every step clipped to 1)
+    (lambda: fgsm(ce_loss(), pixels() * 255, 0.03), r"x holds float pixels in \[0, 255\], but float images must "
+                                                     r"lie in \[0, 1\]; these look like 0..255 pixel values"),
+    (lambda: pgd(ce_loss(), pixels() * 255, 0.03, 0.01, 3), r"x holds float pixels in \[0, 255\]"),
+    (lambda: pgd(ce_loss(), pixels() * 255, 0.03, 0.01, 3, random_start=True), r"x holds float pixels in \[0, 255\]"),
+    (lambda: contrastive_attack(encoder(), pixels() * 255, 0.03, info_nce), r"x holds float pixels in \[0, 255\]"),
+    (lambda: contrastive_attack(encoder(), pixels() * 255, 0.03, info_nce, steps=3), r"x holds float pixels"),
+    (lambda: fgsm(ce_loss(), pixels() - 0.5, 0.03), r"x holds float pixels in \[-0.5, 0.5\]"),
+    (lambda: fgsm(ce_loss(), (pixels() * 255).to(torch.uint8), 0.03), r"convert uint8 pixels with "
+                                                                       r"clcourse.augment.to_float_images"),
+    (lambda: project(pixels(1), pixels(), -0.1), r"epsilon must be in \[0.0, inf\), got -0.1"),
+    (lambda: project(pixels(1), pixels(), 0.1, norm="bogus"), r"norm must be one of \('linf', 'l2'\), got 'bogus'"),
+    (lambda: random_start_point(pixels(), -0.1), r"epsilon must be in \[0.0, inf\), got -0.1"),
+    (lambda: random_start_point(pixels(), 0.1, norm="l1"), r"norm must be one of \('linf', 'l2'\), got 'l1'"),
+    (lambda: random_start_point(pixels() * 255, 0.1), r"x holds float pixels in \[0, 255\]"),
 ])
 def test_bad_arguments_name_the_argument_the_value_and_the_allowed_range(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_within_pixels_checked_the_attacks_skip_the_range_check_a_training_step_cannot_afford():
+    """A training step's views lie in [0, 1] by construction; there the check (a host read) is skipped."""
+    x = pixels() * 255
+    with pixels_checked():
+        assert fgsm(ce_loss(), x, 0.03).shape == x.shape
+    with pytest.raises(ValueError, match="x holds float pixels"):
+        fgsm(ce_loss(), x, 0.03)
+
+
+@pytest.mark.parametrize("result, message", [
+    (lambda x: x[:2], r"attack must return the perturbed images: a floating-point tensor of the clean images' shape "
+                      r"\(6, 3, 8, 8\) on cpu, got shape \(2, 3, 8, 8\)"),
+    (lambda x: (x * 255).to(torch.uint8), r"got shape \(6, 3, 8, 8\), dtype torch.uint8"),
+    (lambda x: [x], r"got list"),
+    (lambda x: x * 255, r"what attack returned holds float pixels in \[0, 255\]"),
+    (lambda x: x + float("nan"), r"what attack returned holds float pixels in \[nan, nan\]"),
+])
+def test_what_a_users_attack_returns_is_checked_for_shape_range_and_finiteness(result, message):
+    x = pixels()
+    with pytest.raises(ValueError, match=message):
+        require_attack_result("attack", result(x), x)
+    assert require_attack_result("attack", x * 0.5, x) is not None
+    assert require_attack_result("attack", x * 255, x, values=False).shape == x.shape

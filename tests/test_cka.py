@@ -375,6 +375,37 @@ def test_bad_feature_matrices_raise_value_errors():
         linear_cka(torch.ones(10, 3), y)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 4"):
         minibatch_cka(x, y, batch_size=3)
+    with pytest.raises(ValueError, match="unbiased must be True or False, got 'no'"):
+        linear_cka(x, y, unbiased="no")       # a non-empty string is truthy: it would mean yes
+
+
+def test_bad_gram_matrices_are_refused_by_hsic_unbiased():
+    x, y = features(0, 8, 3, 4)
+    k, l = x @ x.T, y @ y.T
+    assert torch.isfinite(hsic_unbiased(k, l))
+    with pytest.raises(ValueError, match=r"k holds 1 NaN or infinite values \(of 64\)"):
+        hsic_unbiased(k.index_put((torch.tensor(0), torch.tensor(1)), torch.tensor(float("nan"), dtype=k.dtype)), l)
+    with pytest.raises(ValueError, match=r"l holds 64 NaN or infinite values"):
+        hsic_unbiased(k, torch.full_like(l, float("inf")))
+    upper = torch.triu(torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=k.dtype))
+    with pytest.raises(ValueError, match=r"l must be a symmetric Gram matrix \(K = X X\^T\), but l - l.T has entries "
+                                         r"up to [0-9.]+"):
+        hsic_unbiased(k, upper)
+    rounding = k + 1e-9 * torch.triu(torch.ones_like(k), 1)    # the last bits of X X^T may differ across the diagonal
+    assert torch.isclose(hsic_unbiased(rounding, l), hsic_unbiased(k, l))
+
+
+@pytest.mark.parametrize("returned, says", [
+    (lambda k, l: [1.0, 2.0], "hsic must return one number .* got list"),
+    (lambda k, l: torch.ones(2), r"hsic must return one number .* got shape \(2,\)"),
+    (lambda k, l: torch.tensor(float("nan")), "hsic returned a NaN or infinite estimate"),
+])
+def test_a_users_hsic_that_returns_no_number_is_refused(returned, says):
+    x, y = features(0, 12, 3, 4)
+    with pytest.raises(ValueError, match=says):
+        minibatch_cka(x, y, batch_size=6, hsic=returned)
+    assert minibatch_cka(x, y, batch_size=6, hsic=lambda k, l: float(hsic_unbiased(k, l))) == pytest.approx(
+        float(minibatch_cka(x, y, batch_size=6)))
 
 
 def test_unknown_layer_names_list_the_available_ones():

@@ -427,6 +427,9 @@ def test_imbalanced_subset_counts_classes_up_to_num_classes():
     labels = np.repeat(np.arange(3), 20)                               # classes 3 and 4 absent
     counts = np.bincount(labels[data.imbalanced_subset_indices(labels, num_classes=5)], minlength=5)
     assert counts.tolist() == [4, 8, 12, 0, 0]
+    with pytest.raises(ValueError, match=r"class 0 has 3 examples, of which the imbalanced subset would keep "
+                                         r"floor\(1 \* 3 / 5\) = 0"):
+        data.imbalanced_subset_indices(np.repeat(np.arange(5), 3))
     with pytest.raises(ValueError, match=r"num_classes must be an integer larger than every label \(> 2\), got 2"):
         data.imbalanced_subset_indices(labels, num_classes=2)
     with pytest.raises(ValueError, match="labels must be a non-empty 1-D array of class indices"):
@@ -441,8 +444,13 @@ def test_load_dataset_imbalanced_after_the_balanced_subset(tmp_path):
     assert torch.bincount(labels, minlength=10).tolist() == list(range(1, 11))
     index = data.imbalanced_subset_indices(all_labels.numpy(), num_classes=10)
     assert torch.equal(images, all_images[index]) and torch.equal(labels, all_labels[index])
-    _, labels = load_dataset("cifar10", root=tmp_path, subset=50, imbalanced=True)   # 5 per class, then (c+1)/10
-    assert torch.bincount(labels, minlength=10).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
+    # 5 per class, of which class 0 would keep floor(5 / 10) = 0: a class dropped is refused
+    with pytest.raises(ValueError, match=r"class 0 has 5 examples, of which the imbalanced subset would keep "
+                                         r"floor\(1 \* 5 / 10\) = 0: every class c needs at least 10 / \(c \+ 1\) "
+                                         r"examples \(for load_dataset, a subset of at least 100 images"):
+        load_dataset("cifar10", root=tmp_path, subset=50, imbalanced=True)
+    with pytest.raises(ValueError, match="class 0 has 1 examples"):
+        load_dataset("cifar10", root=tmp_path, subset=10, imbalanced=True)
     with pytest.raises(ValueError, match="imbalanced must be True or False, got 'yes'"):
         load_dataset("cifar10", root=tmp_path, imbalanced="yes")
 
@@ -450,9 +458,10 @@ def test_load_dataset_imbalanced_after_the_balanced_subset(tmp_path):
 @pytest.mark.usefixtures("no_download")
 def test_load_dataset_imbalanced_cifar100_uses_its_100_classes(tmp_path):
     make_cifar100(tmp_path, n_train=6)                                   # labels 0, 17, 34, 51, 68, 85
-    _, labels = load_dataset("cifar100", root=tmp_path, imbalanced=True)
-    # floor((c + 1) / 100) = 0 images of each class; with C = 86 (the largest label + 1) class 85 would keep its one
-    assert labels.tolist() == []
+    # floor((c + 1) / 100) = 0 images of class 0 (with C = 86, the largest label + 1, class 85 would keep its one)
+    with pytest.raises(ValueError, match=r"class 0 has 1 examples, of which the imbalanced subset would keep "
+                                         r"floor\(1 \* 1 / 100\) = 0"):
+        load_dataset("cifar100", root=tmp_path, imbalanced=True)
 
 
 @pytest.mark.skipif(REAL_CIFAR10 is None, reason="CLCOURSE_DATA does not point to a CIFAR-10 copy")

@@ -410,6 +410,9 @@ def test_per_class_accuracy_bad_inputs():
         per_class_accuracy(torch.rand(4), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels has 3 entries but predictions has 4"):
         per_class_accuracy(torch.zeros(4, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 2\] \(num_classes=3\), got labels from "
+                                         r"0 to 5"):
+        per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0, 5]), num_classes=3)
 
 
 # ---------------------------------------------------------------- edges found by tools/mutate.py

@@ -100,10 +100,70 @@ def test_threat_model_2_is_torchattacks_pgd(torchattacks, name, norm, epsilon, s
     (lambda: R.robust_accuracy(nn.Flatten(), pixels(4), None), "labels must be given"),
     (lambda: R.robust_accuracy(nn.Linear(192, 2), pixels(4), torch.arange(3)), "labels has 3 entries"),
     (lambda: R.robust_accuracy(nn.Linear(192, 2), pixels(4) * 255, torch.arange(4)), "images"),
+    (lambda: R.threat_model_1(nn.Identity(), random_start="no"), "random_start must be True or False, got 'no'"),
+    (lambda: R.threat_model_2(nn.Identity(), random_start="no"), "random_start must be True or False, got 'no'"),
+    (lambda: R.encoder_run_name("cl", "no", None), "adversarial must be True or False, got 'no'"),
+    (lambda: R.pretrain_encoder("cl", False, preset=3), "preset must be a Preset, a preset's name or None"),
+    (lambda: R.pretrain_encoder("cl", False, preset="tiny"), r"name must be one of \['colab', 'full', 'smoke'\]"),
 ])
 def test_bad_input_is_a_clear_error(call, says):
     with pytest.raises(ValueError, match=says):
         call()
+
+
+def flat_classifier(classes=3):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, classes))
+
+
+@pytest.mark.parametrize("attack", [None, "threat model II"])
+def test_labels_outside_the_classifiers_classes_are_refused_before_any_attack(attack):
+    """Labels 5 and 7 for a classifier of 3 classes: no accuracy of 0 (none can match), no IndexError from the
+    cross-entropy of threat model II."""
+    model = flat_classifier()
+    attack = R.threat_model_2(model, steps=1) if attack else None
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 2\] \(the classifier has 3 outputs\), "
+                                         r"got labels from 0 to 7"):
+        R.robust_accuracy(model, pixels(4), torch.tensor([0, 1, 5, 7]), attack, progress=False)
+    with pytest.raises(ValueError, match=r"got labels from -1 to 1"):
+        R.robust_accuracy(model, pixels(4), torch.tensor([0, 1, -1, 1]), attack, progress=False)
+
+
+def users_attack(result):
+    """An attack in pgd's signature that returns `result(x)` instead of perturbed images."""
+    return lambda loss_fn, x, epsilon, step_size, steps, random_start=False, norm="linf", generator=None: result(x)
+
+
+@pytest.mark.parametrize("result, says", [
+    (lambda x: x[:2], r"attack must return the perturbed images: a floating-point tensor of the clean images' shape "
+                      r"\(4, 3, 8, 8\) on cpu, got shape \(2, 3, 8, 8\)"),
+    (lambda x: x * 255, r"what attack returned holds float pixels in \[.*\], but float images must lie in \[0, 1\]"),
+    (lambda x: x.round().to(torch.uint8), r"got shape \(4, 3, 8, 8\), dtype torch.uint8"),
+])
+@pytest.mark.parametrize("threat", ["I", "II"])
+def test_a_users_attack_returning_other_images_is_refused(result, says, threat):
+    model = flat_classifier()
+    threat_model = R.threat_model_1 if threat == "I" else R.threat_model_2
+    attack = threat_model(model, steps=1, attack=users_attack(result))
+    with pytest.raises(ValueError, match=says):
+        R.robust_accuracy(model, pixels(4), torch.tensor([0, 1, 2, 1]), attack, progress=False)
+
+
+def test_threat_model_1_with_a_last_batch_of_one_image_names_the_batch_and_the_remainder():
+    model = flat_classifier()
+    with pytest.raises(ValueError, match=r"threat model I needs batches of at least 2 images .* got a batch of 1: "
+                                         r"with robust_accuracy, choose a batch_size that does not leave one image "
+                                         r"over \(len\(images\) % batch_size == 1\)"):
+        R.robust_accuracy(model, pixels(5), torch.tensor([0, 1, 2, 1, 0]), R.threat_model_1(model, steps=1),
+                          batch_size=2, progress=False)
+    assert 0 <= R.robust_accuracy(model, pixels(5), torch.tensor([0, 1, 2, 1, 0]), R.threat_model_1(model, steps=1),
+                                  batch_size=3, progress=False) <= 1
+
+
+def test_a_preset_is_given_by_name_or_as_a_preset():
+    from clcourse.presets import get_preset
+    assert R._robustness_budget("smoke") == (get_preset("smoke"), get_preset("smoke").robustness)
+    assert R._robustness_budget(get_preset("colab"))[0].name == "colab"
 
 
 def test_autoattack_without_torchattacks_is_skipped_with_a_message(monkeypatch, capsys):

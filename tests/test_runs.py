@@ -429,3 +429,148 @@ def test_a_folder_that_cannot_be_created_is_named(images, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot create the run folder {tmp_path / 'a_file' / 'run'}"):
         short_run(images, checkpoint_dir=tmp_path / "a_file" / "run")
+
+
+# ---------------------------------------------------------------- the same run: what its functions compute
+
+def student_info_nce(variant):
+    """A correct InfoNCE as a notebook copy defines it, `info_nce_loss` in `__main__`-like code of its own: the
+    solution notebook's (0) and the student copy's (1) compute the same loss with different code."""
+    namespace = {"torch": torch, "F": torch.nn.functional, "__name__": "__main__"}
+    body = ("    z = F.normalize(torch.cat([z1, z2]), dim=1)\n"
+            "    logits = (z @ z.T / temperature).fill_diagonal_(float('-inf'))\n"
+            "    n = len(z1)\n"
+            + ("    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])\n"
+               if variant == 0 else "    targets = (torch.arange(2 * n) + n) % (2 * n)\n")
+            + "    return F.cross_entropy(logits, targets)\n")
+    exec(f"def info_nce_loss(z1, z2, temperature):\n{body}", namespace)
+    calls = []
+
+    def counted(z1, z2, temperature):
+        calls.append(len(z1))
+        return namespace["info_nce_loss"](z1, z2, temperature)
+
+    counted.__module__, counted.__qualname__ = "__main__", "info_nce_loss"
+    return counted, calls
+
+
+def test_a_run_of_another_function_is_never_returned_it_is_set_aside_and_back_when_asked_for(images, tmp_path,
+                                                                                             capsys):
+    """The student copy's own loss trains even after the solution notebook ran with the same run name."""
+    solution, solution_calls = student_info_nce(0)
+    student, student_calls = student_info_nce(1)
+    folder = tmp_path / "simclr_t0.5"
+    first = short_run(images, tiny_simclr(loss=solution), checkpoint_dir=folder)
+    assert solution_calls and not student_calls
+    mine = short_run(images, tiny_simclr(loss=student), checkpoint_dir=folder)
+    assert student_calls, "the student's loss never ran: the solution's run was returned"
+    printed = capsys.readouterr().out
+    aside = [path for path in tmp_path.iterdir() if path.name.startswith("simclr_t0.5.fn-")]
+    assert len(aside) == 1 and f"{folder} held a run of other functions" in printed
+    assert "__main__.info_nce_loss (code" in printed and f"kept aside in {aside[0].name}" in printed
+    # the solution notebook again: its run comes back, finished, and is reused with a line that says so
+    solution_calls.clear()
+    method = tiny_simclr(loss=solution)
+    again = short_run(images, method, checkpoint_dir=folder)
+    printed = capsys.readouterr().out
+    assert not solution_calls and again.epochs == first.epochs and again.epochs != mine.epochs
+    assert f"{folder}: the run of these functions, set aside in {aside[0].name}, is back" in printed
+    assert f"SimCLR: the finished run in {folder} (3 epochs, saved " in printed and "is reused" in printed
+
+
+def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_other_way_round(images, tmp_path,
+                                                                                             capsys):
+    """Notebook 02 analyses the run notebook 01 trained with the student's checked InfoNCE; the student's function
+    never gets the library's run, and an unchecked function's run is not the library's."""
+    from clcourse.checks import check_info_nce
+
+    checked, _ = student_info_nce(0)
+    check_info_nce(checked)
+    folder = tmp_path / "checked"
+    trained = short_run(images, tiny_simclr(loss=checked), checkpoint_dir=folder)
+    capsys.readouterr()
+    library = tiny_simclr()
+    reused = short_run(images, library, checkpoint_dir=folder)
+    printed = capsys.readouterr().out
+    assert reused.epochs == trained.epochs and "is reused, trained with loss __main__.info_nce_loss" in printed
+    assert "passed the checker of clcourse.losses.info_nce" in printed
+    saved = torch.load(folder / "last.pt", weights_only=False)["method"]
+    assert all(torch.equal(value, saved[key]) for key, value in library.state_dict().items())
+
+    unchecked, _ = student_info_nce(1)
+    other = tmp_path / "unchecked"
+    unchecked_run = short_run(images, tiny_simclr(loss=unchecked), checkpoint_dir=other)
+    capsys.readouterr()
+    history = short_run(images, tiny_simclr(), checkpoint_dir=other)
+    assert history.epochs != unchecked_run.epochs and f"{other} held a run of other functions" in capsys.readouterr().out
+    assert any(path.name.startswith("unchecked.fn-") for path in tmp_path.iterdir())
+
+    library_folder = tmp_path / "library"
+    short_run(images, tiny_simclr(), checkpoint_dir=library_folder)
+    checked_calls = []
+    again, _ = student_info_nce(0)
+    short_run(images, tiny_simclr(loss=lambda *args: checked_calls.append(1) or again(*args)),
+              checkpoint_dir=library_folder)
+    assert checked_calls, "a student's function was given the library's run"
+
+
+@pytest.mark.parametrize("what", ["SupCon's loss", "the adversarial attack", "a helper the loss calls"])
+def test_a_run_asked_again_with_a_different_function_trains_again(images, tmp_path, what):
+    """The probes: SupCon(loss=...) and AdversarialPretraining(attack=...) with another function returned the first
+    function's weights; so did a loss whose helper had changed."""
+    import clcourse.robustness as R
+    from clcourse.losses import supcon
+    from clcourse.methods import AdversarialPretraining, SupCon
+
+    labels = torch.arange(len(images)) % 4
+    calls = []
+
+    def build(variant):
+        torch.manual_seed(0)
+        if what == "SupCon's loss":
+            def loss(z1, z2, y, t, scale=(1.0, 1.0 + 1e-3)[variant]):
+                calls.append(variant)
+                return supcon(z1, z2, y, t) * scale
+            return SupCon(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views,
+                          loss=loss)
+        if what == "the adversarial attack":
+            def attack(*args, steps_taken=(1, 2)[variant], **kwargs):
+                calls.append(variant)
+                return R.pgd(*args, **kwargs)
+            return AdversarialPretraining(Backbone(SmallCNN(width=4)), "cl", augment=noisy_views, steps=1,
+                                          projector_hidden=16, projector_out=8, attack=attack)
+        helper = {"scale": (1.0, 2.0)[variant]}
+
+        def scaled(z1, z2, t):
+            return info_nce(z1, z2, t) * helper["scale"]
+
+        def loss(z1, z2, t):
+            calls.append(variant)
+            return scaled(z1, z2, t)
+        return tiny_simclr(loss=loss)
+
+    options = dict(checkpoint_dir=tmp_path / "run", labels=labels)
+    short_run(images, build(0), **options)
+    calls.clear()
+    short_run(images, build(1), **options)
+    assert 1 in calls, f"a run asked again with another {what} returned the first one's weights"
+
+
+def test_at_most_a_few_runs_are_kept_aside_per_name(images, tmp_path, capsys):
+    folder = tmp_path / "run"
+    for scale in range(clcourse.runs.SET_ASIDE_KEPT + 2):
+        def loss(z1, z2, t, scale=1.0 + scale / 100):
+            return info_nce(z1, z2, t) * scale
+        short_run(images, tiny_simclr(loss=loss), checkpoint_dir=folder, epochs=1)
+    kept = [path for path in tmp_path.iterdir() if path.name.startswith("run.fn-")]
+    assert len(kept) == clcourse.runs.SET_ASIDE_KEPT and "the oldest of the runs kept aside" in capsys.readouterr().out
+
+
+def test_an_older_run_that_recorded_its_functions_by_name_alone_is_set_aside(images, tmp_path, capsys):
+    folder = tmp_path / "old"
+    short_run(images, checkpoint_dir=folder, epochs=1)
+    state = torch.load(folder / "last.pt", weights_only=False)
+    state["config"]["method"]["functions"] = {"loss": "clcourse.losses.info_nce"}
+    torch.save(state, folder / "last.pt")
+    short_run(images, checkpoint_dir=folder, epochs=1)
+    assert "clcourse.losses.info_nce (code not recorded)" in capsys.readouterr().out

@@ -359,3 +359,28 @@ def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
     assert convolution.weight.is_cuda and convolution.weight.is_contiguous(memory_format=torch.channels_last)
     if isinstance(method, MoCo):   # 2 epochs x 4 steps x 64 keys enqueued, on the GPU, after the optimiser steps
         assert method.queue.is_cuda and int((method.queue_index >= 0).sum()) == 2 * 4 * 64
+
+
+def test_a_batch_larger_than_the_capped_training_set_names_the_cap(images, monkeypatch):
+    """nbgrader's grading caps the training images (CLCOURSE_MAX_TRAIN_IMAGES): a batch larger than that says so."""
+    with pytest.raises(ValueError, match=r"batch_size must be at most the number of images \(3\), got 16"):
+        short_run(images[:3])
+    monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "3")
+    with pytest.raises(ValueError, match=r"batch_size must be at most the number of images \(3; "
+                                         r"\$CLCOURSE_MAX_TRAIN_IMAGES=3 caps how many training images load_dataset "
+                                         r"and the presets give\), got 16"):
+        short_run(images[:3])
+
+
+def test_a_steps_attacks_skip_the_pixel_check_that_a_call_from_outside_makes(images, monkeypatch):
+    """Views of the training loop lie in [0, 1]: the attacks inside a step do not read them on the host."""
+    import clcourse.attacks as attacks
+    seen = []
+    monkeypatch.setattr(attacks, "require_unit_range", lambda name, x: seen.append(name))
+    method = tiny_simclr()
+    method.training_step = lambda batch, step=method.training_step: (
+        attacks.fgsm(lambda v: v.sum(), batch.views[0], 0.01), step(batch))[1]
+    short_run(images, method, epochs=1)
+    assert seen == []
+    attacks.fgsm(lambda v: v.sum(), images[:2].float() / 255, 0.01)
+    assert seen == ["x"]

@@ -96,3 +96,67 @@ def test_labels_as_lists_tuples_and_small_integer_types_are_accepted(images):
     probe = linear_probe(features, labels.to(torch.int32), features[:16], labels[:16].numpy().astype(np.uint8),
                          epochs=2)
     assert probe.test_accuracy == linear_probe(features, labels, features[:16], labels[:16], epochs=2).test_accuracy
+
+
+# ---------------------------------------------------------------- flags
+
+def flag_calls():
+    """Every flag of the package's public functions and methods, given the string "no" (truthy: it would mean yes)."""
+    import torch.nn as nn
+
+    from clcourse import attacks, cka, losses, models, negatives, robustness, runs, viz
+    from clcourse.methods import CACR, CLAE, MoCo
+    backbone = Backbone(SmallCNN(width=4))
+    x = torch.rand(4, 3, 8, 8)
+    q, queue = torch.randn(4, 8), torch.randn(6, 8)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    heatmap = cka.CKAResult(a="a", b="b", layers_a=("l1", "l2"), layers_b=("l1", "l2"),
+                            matrix=torch.rand(2, 2, dtype=torch.float64), num_images=8, num_batches=1)
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+    return {
+        "MoCo(symmetric)": lambda: MoCo(backbone, symmetric="no"),
+        "MoCo(mask_same_image)": lambda: MoCo(backbone, mask_same_image="no"),
+        "CLAE(dual_batchnorm)": lambda: CLAE(backbone, dual_batchnorm="no"),
+        "CACR(detach_weights)": lambda: CACR(backbone, detach_weights="no"),
+        "cacr(detach_weights)": lambda: losses.cacr([q, q], detach_weights="no"),
+        "moco_info_nce(check_mask)": lambda: losses.moco_info_nce(q, q, queue, queue_mask=mask, check_mask="no"),
+        "sce(check_mask)": lambda: losses.sce(q, q, queue, queue_mask=mask, check_mask="no"),
+        "mochi_negatives(check_mask)": lambda: losses.mochi_negatives(q, queue, 2, 2, 1, queue_mask=mask,
+                                                                                check_mask="no"),
+        "linear_cka(unbiased)": lambda: cka.linear_cka(q, q, unbiased="no"),
+        "layer_cka(progress)": lambda: cka.layer_cka({"a": backbone}, x, progress="no"),
+        "pooled_layer_features(progress)": lambda: cka.pooled_layer_features(backbone, x, progress="no"),
+        "layer_probes(progress)": lambda: cka.layer_probes(backbone, x, torch.arange(4), x, torch.arange(4),
+                                                           progress="no"),
+        "pgd(random_start)": lambda: attacks.pgd(lambda v: v.sum(), x, 0.1, 0.1, 1, random_start="no"),
+        "threat_model_1(random_start)": lambda: robustness.threat_model_1(classifier, random_start="no"),
+        "robust_accuracy(progress)": lambda: robustness.robust_accuracy(classifier, x, torch.arange(4), progress="no"),
+        "build_encoder_method(adversarial)": lambda: robustness.build_encoder_method("cl", "no", None),
+        "projection_mlp(batch_norm)": lambda: models.projection_mlp(8, 8, 4, batch_norm="no"),
+        "embed(projected)": lambda: MoCo(backbone).embed(x, projected="no"),
+        "embedding_map(normalize)": lambda: negatives.embedding_map(q, normalize="no"),
+        "fit_embedding_map(normalize)": lambda: negatives.fit_embedding_map(q, normalize="no"),
+        "simclr_run(sweep)": lambda: runs.simclr_run(0.5, sweep="no"),
+        "plot_cka_heatmap(colorbar)": lambda: viz.plot_cka_heatmap(heatmap, colorbar="no"),
+        "plot_cka_heatmap(annotate)": lambda: viz.plot_cka_heatmap(heatmap, annotate="no"),
+    }
+
+
+FLAGS = ["MoCo(symmetric)", "MoCo(mask_same_image)", "CLAE(dual_batchnorm)", "CACR(detach_weights)",
+         "cacr(detach_weights)", "moco_info_nce(check_mask)", "sce(check_mask)", "mochi_negatives(check_mask)",
+         "linear_cka(unbiased)", "layer_cka(progress)", "pooled_layer_features(progress)", "layer_probes(progress)",
+         "pgd(random_start)", "threat_model_1(random_start)", "robust_accuracy(progress)",
+         "build_encoder_method(adversarial)", "projection_mlp(batch_norm)", "embed(projected)",
+         "embedding_map(normalize)", "fit_embedding_map(normalize)", "simclr_run(sweep)", "plot_cka_heatmap(colorbar)",
+         "plot_cka_heatmap(annotate)"]
+
+
+def test_the_flag_list_is_complete():
+    assert sorted(FLAGS) == sorted(flag_calls())
+
+
+@pytest.mark.parametrize("name", FLAGS)
+def test_every_flag_refuses_a_string(name):
+    flag = name[name.index("(") + 1:-1]
+    with pytest.raises(ValueError, match=rf"{flag} must be True or False, got 'no'"):
+        flag_calls()[name]()

@@ -7,9 +7,14 @@ applied twice...).
     check_info_nce(my_info_nce)
 
 Each checker also takes `cases=`: other inputs of the form of its default ones (seeds, shapes,
-hyperparameters), which the hidden tests of graded assignments pass (clcourse/checks/hidden.py).
+hyperparameters), which the hidden tests of graded assignments pass (`tools/notebooks.py nbgrader`
+writes them into the instructor's copy, drawn for each course; they are not in this package).
+
+While a checker runs, the package's reference implementations answer only the checker: a function
+that calls one fails its check ("write it yourself"). In IPython a failing check shows its message
+alone (clcourse.checks._core).
 """
-from ._core import ExerciseError
+from ._core import ExerciseError, install_ipython_handler
 from .cacr import (
     check_attraction_term,
     check_attraction_weights,
@@ -47,3 +52,5 @@ __all__ = [
     # notebook 09: inside the network, linear CKA
     "check_linear_cka", "check_hsic_unbiased",
 ]
+
+install_ipython_handler()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, same, seeded
 
 __all__ = ["CASES", "unit_views", "squared_distances", "attraction_weights_variant",
            "repulsion_weights_variant", "check_attraction_weights", "check_repulsion_weights",
@@ -176,6 +176,7 @@ def _repulsion_inputs(seed: int, case: tuple):
             wrong_shapes)
 
 
+@exercise()
 def check_attraction_weights(fn, cases=CASES) -> None:
     """fn(z [V, B, D] unit embeddings, tau_pos) -> w+ [B, V, V], row (i, a) the softmax over the
     positives b != a of tau_pos d^2(z^a_i, z^b_i), 0 at b = a."""
@@ -185,6 +186,7 @@ def check_attraction_weights(fn, cases=CASES) -> None:
                    cases)
 
 
+@exercise()
 def check_repulsion_weights(fn, cases=CASES) -> None:
     """fn(za [B, D], zb [B, D] unit embeddings, tau_neg) -> w- [B, B], row i the softmax over the
     negatives j != i of -tau_neg d^2(za_i, zb_j), 0 at j = i."""
@@ -323,6 +325,7 @@ def _check_term(fn, name: str, reference_fn, mistakes_fn, what: str, cases) -> N
     passed(name, what)
 
 
+@exercise()
 def check_attraction_term(fn, cases=CASES) -> None:
     """fn(z [V, B, D] unit embeddings, tau_pos, alpha) -> L_CA = alpha mean_{i, a} sum_{b != a} w+
     d^2, compared with the reference in value and gradient."""
@@ -331,6 +334,7 @@ def check_attraction_term(fn, cases=CASES) -> None:
                 "images and query views)", cases)
 
 
+@exercise()
 def check_repulsion_term(fn, cases=CASES) -> None:
     """fn(z [V, B, D] unit embeddings, tau_neg, beta) -> L_CR = -beta mean_{a < b} mean_i
     sum_{j != i} w- d^2, compared with the reference in value and gradient."""

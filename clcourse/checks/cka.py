@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..cka import hsic_unbiased, linear_cka
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, seeded
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, seeded
 
 __all__ = ["check_linear_cka", "check_hsic_unbiased"]
 
@@ -52,6 +52,7 @@ def _cka_mistakes(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+@exercise(stands_for=linear_cka)
 def check_linear_cka(fn, cases=((40, 6, 9), (12, 30, 20), (25, 4, 4))) -> None:
     """fn(x [n, p], y [n, q]) -> 0-d tensor, the linear CKA of the two representations of the
     same n examples."""
@@ -106,6 +107,7 @@ def _hsic_mistakes(k: torch.Tensor, l: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+@exercise(stands_for=hsic_unbiased)
 def check_hsic_unbiased(fn, cases=(6, 9, 16)) -> None:
     """fn(K [n, n], L [n, n]) -> 0-d tensor, the unbiased HSIC estimator of two Gram matrices."""
     for seed, n in enumerate(cases):

@@ -12,7 +12,7 @@ from ..attacks import contrastive_attack, input_gradient
 from ..losses import info_nce
 from ..methods import clae_objective
 from ..models import adversarial_batchnorm, dual_batchnorm_layers, use_dual_batchnorm
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, same, seeded
 
 __all__ = ["check_fgsm_contrastive", "check_clae_objective"]
 
@@ -49,6 +49,7 @@ def _contrastive_loss(temperature: float) -> Callable:
 
 # ---------------------------------------------------------------- FGSM on a contrastive loss
 
+@exercise(stands_for=contrastive_attack)
 def check_fgsm_contrastive(fn, cases=((6, 0.03, 0.5), (5, 0.1, 0.2), (4, 0.05, 1.0))) -> None:
     """fn(encode, x, epsilon, loss) -> x + epsilon sign(grad_x loss(sg[encode(x)], encode(x))),
     clipped to [0, 1]."""
@@ -147,6 +148,7 @@ def _unpack(result) -> tuple[torch.Tensor, ...]:
                  for value, name in zip(result, ("loss", "z1", "z2", "z_adv")))
 
 
+@exercise(stands_for=clae_objective)
 def check_clae_objective(fn, cases=((5, 0.05, 0.5, 0.7), (4, 0.1, 0.2, 2.0))) -> None:
     """fn(encode, encode_adversarial, attack, loss, view1, view2, alpha) -> (L(z1, z2) + alpha
     L(z1, z_adv), z1, z2, z_adv), z1 and z2 from one clean pass, z_adv from the attacked view1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._core import ExerciseError, call_student, diagnose, passed, seeded
+from ._core import ExerciseError, call_student, diagnose, exercise, passed, seeded
 
 __all__ = ["reference_top_k_false_negative_rate", "check_false_negative_rate",
            "reference_anchor_gradient", "check_anchor_gradient"]
@@ -89,6 +89,7 @@ def _false_negative_rate_mistakes(similarities: torch.Tensor, labels: torch.Tens
     return mistakes
 
 
+@exercise()
 def check_false_negative_rate(fn, cases=((30, 4, 8, (5, 1, 12)), (17, 3, 5, (3, 16)))) -> None:
     """fn(similarities [N, N], labels [N], k) -> the mean over anchors of the fraction of each
     anchor's k hardest negatives (most similar other images) that share its label."""
@@ -155,6 +156,7 @@ def _anchor_gradient_mistakes(u, u_positive, u_negatives, temperature) -> dict[s
     }
 
 
+@exercise()
 def check_anchor_gradient(fn, cases=((5, 8, 0.2), (9, 4, 0.5), (3, 16, 1.0))) -> None:
     """fn(u [D], u_positive [D], u_negatives [K, D], temperature) -> [D]: the gradient of l = -log
     softmax([u.u+, u.u_1, ..., u.u_K] / tau)_0 with respect to the anchor u, written out

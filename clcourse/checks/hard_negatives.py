@@ -8,8 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..losses import positive_index
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ..losses import dcl, hcl, positive_index
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, same, seeded
 
 __all__ = ["debiased_loss_variant", "check_dcl", "check_hcl", "mochi_logits_variant",
            "check_mochi_logits"]
@@ -187,6 +187,7 @@ def _check_debiased(fn, name: str, cases, hcl_mistakes: bool) -> None:
                             "is something detached?")
 
 
+@exercise(stands_for=dcl)
 def check_dcl(fn,
               cases=((4, 8, 0.5, 0.1, False), (6, 32, 0.5, 0.3, True),
                      (5, 3, 0.2, 0.05, False))) -> None:
@@ -198,6 +199,7 @@ def check_dcl(fn,
     passed("dcl_loss", "value and gradient match the reference, the floor N e^{−1/t} included")
 
 
+@exercise(stands_for=hcl)
 def check_hcl(fn, cases=((4, 8, 0.5, 0.1, 3.0, False), (6, 32, 0.5, 0.3, 1.5, True),
                          (5, 3, 0.2, 0.05, 0.5, False))) -> None:
     """fn(z1 [B, D], z2 [B, D], temperature, tau_plus, beta) -> scalar HCL loss (Robinson et al.
@@ -269,6 +271,7 @@ def mochi_logits_variant(q, k, queue, temperature, n_hardest, first, second, alp
     return torch.cat([real, synthetic_logits], dim=1)
 
 
+@exercise()
 def check_mochi_logits(fn, cases=((4, 0.2), (3, 0.1), (5, 0.5))) -> None:
     """fn(q [B, D], k [B, D], queue [K, D], temperature, n_hardest, first [B, s], second [B, s],
     alpha [B, s], pick [B, s'], beta_mix [B, s']) -> logits [B, 1 + K + s + s']: MoCo's logits, then
@@ -287,7 +290,8 @@ def check_mochi_logits(fn, cases=((4, 0.2), (3, 0.1), (5, 0.5))) -> None:
         arguments = (student_q, student_k, queue.clone(), temperature, n_hardest, first.clone(),
                      second.clone(), alpha.clone(), pick.clone(), beta_mix.clone())
         try:
-            logits = call_student(fn, *arguments, name="mochi_logits")
+            logits = call_student(fn, *arguments, name="mochi_logits",
+                                  raising=(RuntimeError, IndexError))
         except (RuntimeError, IndexError) as error:
             raise ExerciseError(f"mochi_logits failed ({context}): {error}. Pick each query's own "
                                 "rows: hardest.gather(1, positions) gives queue rows [B, s], "

@@ -8,7 +8,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ..losses import moco_logits
+from ..methods.moco import moco_step, ring_buffer_enqueue, update_key_encoder
+from ._core import (
+    ExerciseError,
+    as_tensor,
+    call_student,
+    diagnose,
+    exercise,
+    passed,
+    same,
+    seeded,
+    student_error,
+)
 
 __all__ = ["check_enqueue", "check_momentum_update", "reference_moco_logits", "check_moco_logits",
            "check_moco_step"]
@@ -36,7 +48,8 @@ def _as_pointer(value) -> int:
 def _call_enqueue(fn, queue: torch.Tensor, pointer: int,
                   keys: torch.Tensor) -> tuple[torch.Tensor, int]:
     try:
-        result = call_student(fn, queue.clone(), pointer, keys.clone(), name="enqueue")
+        result = call_student(fn, queue.clone(), pointer, keys.clone(), name="enqueue",
+                              raising=(RuntimeError, IndexError))
     except (RuntimeError, IndexError) as error:
         raise ExerciseError(
             f"enqueue failed with K={len(queue)}, B={len(keys)}, pointer={pointer} "
@@ -47,6 +60,7 @@ def _call_enqueue(fn, queue: torch.Tensor, pointer: int,
     return as_tensor(result[0], "enqueue's queue"), _as_pointer(result[1])
 
 
+@exercise(stands_for=ring_buffer_enqueue)
 def check_enqueue(fn, cases=((8, 3, 0), (8, 3, 2), (8, 3, 6), (6, 3, 3), (5, 5, 1))) -> None:
     """fn(queue [K, D], pointer, keys [B, D]) -> (new queue, new pointer): a ring buffer that
     overwrites the B oldest entries, starting at `pointer`, and moves the pointer past them."""
@@ -126,6 +140,7 @@ def _state(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
+@exercise(stands_for=update_key_encoder)
 def check_momentum_update(fn, cases=(0.9, 0.99, 0.7)) -> None:
     """fn(key_encoder, query_encoder, momentum) updates the key encoder's parameters in place:
     theta_k <- m theta_k + (1 - m) theta_q, and leaves the query encoder alone."""
@@ -134,13 +149,14 @@ def check_momentum_update(fn, cases=(0.9, 0.99, 0.7)) -> None:
         old_key, old_query = _state(key), _state(query)
         context = f"momentum={momentum}"
         try:
-            call_student(fn, key, query, momentum, name="momentum_update")
+            call_student(fn, key, query, momentum, name="momentum_update",
+                         raising=(RuntimeError,))
         except RuntimeError as error:
             if "leaf Variable" in str(error) or "requires grad" in str(error):
                 raise ExerciseError("momentum_update changed a parameter in place "
                                     "while autograd was watching: do the update inside "
                                     "`with torch.no_grad():`.") from None
-            raise
+            raise student_error("momentum_update", error) from error
         if any(p.requires_grad or p.grad_fn is not None for p in key.parameters()):
             raise ExerciseError("The key encoder's parameters now require grad: the update was "
                                 "recorded by autograd. Do it inside `with torch.no_grad():` (the "
@@ -175,6 +191,7 @@ def reference_moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
     return torch.cat([positive, q @ queue.T], dim=1) / temperature
 
 
+@exercise(stands_for=moco_logits)
 def check_moco_logits(fn, cases=((4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.0))) -> None:
     """fn(q [B, D], k [B, D], queue [K, D], temperature) -> logits [B, 1 + K]: the positive q.k
     in column 0, then q.n for every queue entry, all divided by the temperature; k and the queue
@@ -187,7 +204,7 @@ def check_moco_logits(fn, cases=((4, 10, 8, 0.2), (3, 7, 5, 0.07), (5, 6, 16, 1.
         student_q, student_k, student_queue = (t.clone().requires_grad_() for t in (q, k, queue))
         try:
             logits = call_student(fn, student_q, student_k, student_queue, temperature,
-                                  name="moco_logits")
+                                  name="moco_logits", raising=(RuntimeError,))
         except RuntimeError as error:
             raise ExerciseError(f"moco_logits failed ({context}): {error}. Shapes to aim for: the "
                                 "positive (q * k).sum(dim=1, keepdim=True) is [B, 1], the "
@@ -297,7 +314,7 @@ def _call_step(fn, method, query_views, key_views, index, seed: int):
     torch.manual_seed(seed)
     try:
         result = call_student(fn, method, query_views.clone(), key_views.clone(), index.clone(),
-                              name="moco_step")
+                              name="moco_step", raising=(RuntimeError,))
     except RuntimeError as error:
         raise ExerciseError(f"moco_step failed: {error}. Shapes to aim for: q and k [B, D], "
                             "the logits [B, 1 + K], the mask of the queue entries of each "
@@ -308,6 +325,7 @@ def _call_step(fn, method, query_views, key_views, index, seed: int):
                  for value, name in zip(result, ("loss", "q", "k")))
 
 
+@exercise(stands_for=moco_step)
 def check_moco_step(fn, cases=(0, 1)) -> None:
     """fn(moco, query_views [B, 3, H, W], key_views [B, 3, H, W], index [B]) -> (loss, q, k): one
     direction of a MoCo step. Queries from the query encoder (with gradient), keys from the momentum

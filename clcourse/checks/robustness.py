@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..attacks import contrastive_objective, input_gradient, project
 from ..losses import info_nce, supcon
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, seeded
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, seeded
 
 __all__ = ["check_pgd_step", "check_supcon", "check_threat_model_1_objective"]
 
@@ -22,6 +22,7 @@ def _pixels(seed: int, batch_size: int) -> torch.Tensor:
     return torch.where(x < 0.1, torch.zeros_like(x), torch.where(x > 0.9, torch.ones_like(x), x))
 
 
+@exercise()
 def check_pgd_step(fn, cases=((4, 8 / 255, 2 / 255), (3, 0.05, 0.03), (5, 0.1, 0.02))) -> None:
     """fn(x_adv, x, gradient, epsilon, step_size) -> clip_[0,1](x + clip(x_adv + step_size
     sign(gradient) - x, -epsilon, epsilon)): one step up the loss, projected onto the L-infinity
@@ -102,6 +103,7 @@ def _supcon_variants(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
     }
 
 
+@exercise(stands_for=supcon)
 def check_supcon(fn, cases=((8, 5, 3, 0.1), (6, 4, 2, 0.5), (10, 6, 4, 0.2))) -> None:
     """fn(z1, z2, labels, temperature) -> SupCon's L_out over the 2B anchors
     (clcourse.losses.supcon)."""
@@ -138,6 +140,7 @@ def _encoder(seed: int) -> nn.Module:
                          nn.Flatten(), nn.Linear(16, 5)).double().eval()
 
 
+@exercise(allowed=(info_nce,))
 def check_threat_model_1_objective(fn, cases=((6, 0.5), (5, 0.2))) -> None:
     """fn(encode, x, temperature) -> a function x' -> InfoNCE_tau(sg[encode(x)], encode(x')): the
     anchors are the clean embeddings, constants; only x' moves."""

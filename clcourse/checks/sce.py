@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import moco_info_nce, sce, sce_target
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ..losses import moco_info_nce, moco_logits, sce, sce_target
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, same, seeded
 
 __all__ = ["soft_target_variant", "check_soft_target", "check_sce_loss"]
 
@@ -63,6 +63,7 @@ def soft_target_variant(k: torch.Tensor, queue: torch.Tensor, temperature_moment
     return torch.cat([torch.full_like(relation[:, :1], positive), relation], dim=1)
 
 
+@exercise(stands_for=sce_target)
 def check_soft_target(fn, cases=None) -> None:
     """fn(k [B, D], queue [K, D], temperature_momentum, lam, queue_mask=None) -> target [B, 1 + K]:
     lambda in column 0 (the key itself), (1 - lambda) softmax_j(k . n_j / tau_m) over the queue
@@ -77,7 +78,7 @@ def check_soft_target(fn, cases=None) -> None:
         args = ((student_k, student_queue, temperature_momentum, lam)
                 + ((mask.clone(), ) if masked else ()))
         try:
-            target = call_student(fn, *args, name="soft_target")
+            target = call_student(fn, *args, name="soft_target", raising=(RuntimeError,))
         except RuntimeError as error:
             raise ExerciseError(f"soft_target failed ({context}): {error}. Shapes to aim for: k @ "
                                 "queue.T is [B, K]; the positive's column "
@@ -181,6 +182,7 @@ def _loss_mistakes(q, k, queue, temperature, temperature_momentum, lam,
     return mistakes
 
 
+@exercise(stands_for=sce, allowed=(moco_logits,))
 def check_sce_loss(fn, cases=None) -> None:
     """fn(q [B, D], k [B, D], queue [K, D], temperature, temperature_momentum, lam,
     queue_mask=None) -> scalar: mean over queries of −Σ_c w_c log softmax([q · k, q · n_1..K] / τ)_c
@@ -197,7 +199,8 @@ def check_sce_loss(fn, cases=None) -> None:
         student_q, student_k, student_queue = (t.clone().requires_grad_() for t in (q, k, queue))
         args = (student_q, student_k, student_queue, temperature, temperature_momentum, lam)
         try:
-            loss = call_student(fn, *args, *((mask.clone(),) if masked else ()), name="sce_loss")
+            loss = call_student(fn, *args, *((mask.clone(),) if masked else ()), name="sce_loss",
+                                raising=(RuntimeError,))
         except RuntimeError as error:
             raise ExerciseError(f"sce_loss failed ({context}): {error}. Shapes to aim for: logits "
                                 "[B, 1 + K] (the positive q · k in column 0, then q @ queue.T), "

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..evaluate import alignment, uniformity
 from ..losses import info_nce, positive_index
-from ._core import ExerciseError, as_tensor, call_student, diagnose, passed, same, seeded
+from ._core import ExerciseError, as_tensor, call_student, diagnose, exercise, passed, same, seeded
 
 __all__ = ["reference_positive_mask", "check_positive_mask", "check_info_nce", "check_alignment",
            "check_uniformity"]
@@ -26,6 +26,7 @@ def reference_positive_mask(batch_size: int) -> torch.Tensor:
     return mask
 
 
+@exercise()
 def check_positive_mask(fn, cases=(1, 3, 4)) -> None:
     """fn(batch_size) -> bool [2B, 2B], True where column j is the other view of row i's image."""
     for batch_size in cases:
@@ -90,6 +91,7 @@ def _info_nce_mistakes(z1: torch.Tensor, z2: torch.Tensor,
     }
 
 
+@exercise(stands_for=info_nce)
 def check_info_nce(fn, cases=((4, 8, 0.5), (5, 3, 0.1), (2, 16, 1.0))) -> None:
     """fn(z1 [B, D], z2 [B, D], temperature) -> scalar NT-Xent loss, compared in
     value and gradient."""
@@ -138,6 +140,7 @@ def _check_gradient(name: str, student: torch.Tensor, inputs: tuple[torch.Tensor
                             "is something detached?")
 
 
+@exercise(stands_for=alignment)
 def check_alignment(fn, cases=((6, 4), (9, 16))) -> None:
     """fn(z1 [N, D], z2 [N, D]) -> scalar mean over pairs of ||u1 - u2||^2, u = z / ||z|| (row i of
     z1 and of z2 are a positive pair)."""
@@ -192,6 +195,7 @@ def _uniformity_variant(z: torch.Tensor, t: float, *, normalise: bool = True,
     return torch.log(kernel.sum() if reduce == "sum" else kernel.mean())
 
 
+@exercise(stands_for=uniformity)
 def check_uniformity(fn, cases=((7, 3, 2.0), (10, 8, 2.0), (6, 5, 0.5))) -> None:
     """fn(z [N, D], t) -> scalar log of the mean over pairs i != j of
     exp(-t ||u_i - u_j||^2), u = z / ||z||."""

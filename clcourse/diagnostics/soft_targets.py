@@ -13,7 +13,7 @@ import torch.nn as nn
 from ..losses import moco_logits, sce_target
 from ..methods import MoCo
 from ..presets import no_autocast
-from ..validation import require_labels
+from ..validation import require_labels, require_probability
 from .queue import _require_moco, filled_queue, keys, queries
 
 __all__ = ["SoftTargets", "soft_targets_from_embeddings", "soft_targets", "TargetSpread",
@@ -57,6 +57,7 @@ def soft_targets_from_embeddings(q: torch.Tensor, k: torch.Tensor, queue: torch.
     """`SoftTargets` of queries q [N, D] with keys k [N, D] over a queue [K, D] (unit vectors), as
     SCE's loss sees them (`clcourse.losses.sce_target`, `clcourse.losses.moco_logits`)."""
     require_labels("queue_index", queue_index, len(queue), "queue")
+    lam = require_probability("lam", lam)
     with torch.no_grad(), no_autocast(q.device):
         q, k, queue = (nn.functional.normalize(t.detach().float(), dim=1) for t in (q, k, queue))
         relation = sce_target(k, queue, temperature_momentum, 0.0, queue_mask)[:, 1:]
@@ -125,6 +126,11 @@ def target_spread(targets: SoftTargets, labels: torch.Tensor,
         train_labels: labels of the training set, indexed by `targets.queue_index`.
     """
     require_labels("labels", labels, len(targets.relation), "targets")
+    train_labels = require_labels("train_labels", train_labels, len(train_labels), "train_labels")
+    if len(targets.queue_index) and int(targets.queue_index.max()) >= len(train_labels):
+        raise ValueError(f"train_labels has {len(train_labels)} entries, but the queue holds a key "
+                         f"of training image {int(targets.queue_index.max())}: pass the labels of "
+                         "the whole training set the queue's images come from")
     key_labels = train_labels.to(targets.relation.device)[targets.queue_index]
     same_class = labels.to(key_labels.device)[:, None] == key_labels[None, :]
     candidates = (~targets.queue_mask if targets.queue_mask is not None

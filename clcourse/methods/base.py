@@ -14,8 +14,9 @@ A method owns
   course's recipe for this method), `requires_labels` (the loop refuses to start without labels) and
   `compilable` (False: the step always runs eagerly, e.g. when it takes input gradients that
   torch.compile would break the graph on);
-- `config()`: its class, hyperparameters, views, architecture and the functions it was given, stored
-  with every run so that a run is never resumed with other settings.
+- `config()`: its class, hyperparameters, views, architecture and the functions it was given (by
+  name and code fingerprint), stored with every run so that a run is never resumed with other
+  settings or other functions.
 
 `ContrastiveMethod` adds what the methods whose loss compares the embeddings of an image's views
 share (SimCLR and its loss variants, multi-view SimCLR, CACR, SupCon): a projection MLP, a loss
@@ -30,9 +31,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks import require_attack_result
+from ..distributed import gather, gather_with_grad, is_distributed
 from ..evaluate import extract_features
+from ..identity import function_record
 from ..models import projection_mlp
 from ..presets import no_autocast
+from ..validation import require_bool
 
 __all__ = ["Batch", "StepOutput", "Method", "ContrastiveMethod", "describe", "describe_module",
            "require_function", "mean_view_similarity"]
@@ -96,6 +101,8 @@ class Method(nn.Module):
                                      # without labels
     compilable: bool = True          # False: a compiled training loop runs this method's step
                                      # eagerly
+    num_classes: int | None = None   # a classifier's classes: `train` checks the labels
+                                     # against them
 
     def __init__(self, backbone: nn.Module, view_recipes: Sequence[Callable]):
         super().__init__()
@@ -138,6 +145,7 @@ class Method(nn.Module):
         """Embeddings of images (uint8, or float in [0, 1]) in eval mode, without gradient, float32:
         unit vectors z = normalize(g(f(x))), what the loss compares (`projected=True`), or the
         backbone's features h = f(x), what kNN and the linear probe read (`projected=False`)."""
+        projected = require_bool("projected", projected)
         if not projected:
             return extract_features(self.backbone, images, batch_size)
         encoder = nn.Sequential(self.backbone, self.projector)
@@ -157,6 +165,15 @@ class Method(nn.Module):
     def on_step_end(self, batch: Batch, output: StepOutput) -> None:
         """Called after every optimiser step with the step's batch and output."""
 
+    def attack_result(self, attack: Callable, x_adv, x: torch.Tensor) -> torch.Tensor:
+        """What a user's `attack` returned in a training step for the clean images x, checked
+        (`clcourse.attacks.require_attack_result`): its shape every step, its pixels (finite, in
+        [0, 1]: a host read) on the first step only."""
+        require_attack_result(f"attack ({describe(attack)})", x_adv, x,
+                              values=not self.__dict__.get("_attack_values_checked", False))
+        self.__dict__["_attack_values_checked"] = True
+        return x_adv
+
     # ------------------------------------------------------------ configuration
 
     def functions(self) -> dict[str, Callable]:
@@ -166,9 +183,10 @@ class Method(nn.Module):
 
     def config(self) -> dict:
         """What defines this method in a run's configuration: class, hyperparameters, views,
-        architecture and, under "functions", the pluggable pieces by name (`train` does not compare
-        them when a run resumes, since a checked exercise computes the same function as the
-        library's: notebook 02 reuses the run notebook 01 trained with the student's InfoNCE)."""
+        architecture and, under "functions", the pluggable pieces, each by name and by a fingerprint
+        of its code (`clcourse.identity.function_record`): a run is the same run only with the same
+        functions (`clcourse.runs` says when one that passed its exercise's checker stands in for
+        the library's)."""
         values = sum(p.numel() for p in self.state_dict().values())
         config = {"name": type(self).__name__, **self.hyperparameters,
                   "views": [describe(recipe) for recipe in self.view_recipes],
@@ -176,7 +194,7 @@ class Method(nn.Module):
                                   "values in the state dict"}
         functions = self.functions()
         if functions:
-            config["functions"] = {role: describe(fn) for role, fn in functions.items()}
+            config["functions"] = {role: function_record(fn) for role, fn in functions.items()}
         return config
 
 
@@ -186,10 +204,10 @@ class ContrastiveMethod(Method):
     projection MLP g.
 
     `loss` is the function the method trains with, `default_loss` unless given (a student's
-    function, recorded in `config` by name); `contrastive_loss(views, labels)` calls it in float32
-    with autocast off, so that no loss, a student's included, runs its exponentials in half
-    precision. Each subclass says how its loss is called (`apply_loss`); the default `training_step`
-    encodes all views in one batch and returns that loss."""
+    function, recorded in `config` by name and code fingerprint); `contrastive_loss(views, labels)`
+    calls it in float32 with autocast off, so that no loss, a student's included, runs its
+    exponentials in half precision. Each subclass says how its loss is called (`apply_loss`); the
+    default `training_step` encodes all views in one batch and returns that loss."""
 
     default_loss: Callable                # the library's loss, unless `loss=` is given
     loss_signature: str                   # how `loss` is called, for the error a non-function gets
@@ -214,7 +232,14 @@ class ContrastiveMethod(Method):
     def contrastive_loss(self, views: Sequence[torch.Tensor],
                          labels: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of the embeddings `views` ([B, D] each, one per view; `labels` [B] where the
-        loss uses them), in float32 with autocast off."""
+        loss uses them), in float32 with autocast off.
+
+        Trained in several processes, the loss sees the global batch: the embeddings and labels of
+        every process, gathered (`clcourse.distributed.gather_with_grad`), so that each process
+        computes the loss of one process holding the whole batch, and its negatives."""
+        if is_distributed():
+            views = gather_with_grad(torch.stack(list(views), dim=1)).unbind(1)
+            labels = gather(labels) if labels is not None else None
         with no_autocast(views[0].device):
             return self.apply_loss([z.float() for z in views], labels)
 

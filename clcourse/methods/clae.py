@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..attacks import contrastive_attack
 from ..models import adversarial_batchnorm, use_dual_batchnorm
 from ..negatives import rank_among_negatives
-from ..validation import require_in_range, require_int_at_least, require_positive
+from ..validation import require_bool, require_in_range, require_int_at_least, require_positive
 from .base import Batch, Method, StepOutput, describe, require_function
 from .simclr import DCL, HCL, SimCLR
 
@@ -147,6 +147,7 @@ class CLAE(Method):
                  alpha: float = 1.0, attack_steps: int = 1, attack_step_size: float | None = None,
                  dual_batchnorm: bool = True, adversarial_momentum: float = 0.01,
                  attack: Callable | None = None, objective: Callable | None = None, **base_options):
+        dual_batchnorm = require_bool("dual_batchnorm", dual_batchnorm)
         if base not in BASES:
             raise ValueError(f"base must be one of {sorted(BASES)} (a two-view method whose loss "
                              f"compares z1 and z2), got {base!r}")
@@ -196,6 +197,9 @@ class CLAE(Method):
         return {**self.base.functions(), "attack": self.attack_fn or contrastive_attack,
                 "objective": self.objective_fn}
 
+    def on_train_start(self, num_images: int, batch_size: int) -> None:
+        self.base.on_train_start(num_images, batch_size)
+
     def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """The base method's loss of the pair of embeddings (z1, z2)."""
         return self.base.contrastive_loss((z1, z2))
@@ -216,7 +220,8 @@ class CLAE(Method):
     def perturb(self, encode: Callable, x: torch.Tensor) -> torch.Tensor:
         """x + delta: FGSM (or PGD) on `attack_loss` through `encode`, or the given `attack`."""
         if self.attack_fn is not None:
-            return self.attack_fn(encode, x, self.epsilon, self.attack_loss)
+            return self.attack_result(self.attack_fn,
+                                      self.attack_fn(encode, x, self.epsilon, self.attack_loss), x)
         return contrastive_attack(encode, x, self.epsilon, self.attack_loss, self.attack_steps,
                                   self.attack_step_size)
 

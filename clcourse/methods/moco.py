@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..distributed import encode_shuffled, gather, is_distributed, world
 from ..losses import mochi_negatives, moco_info_nce, moco_logits
 from ..models import projection_mlp, use_split_batchnorm
-from ..validation import require_in_range, require_int_at_least, require_positive
+from ..validation import require_bool, require_in_range, require_int_at_least, require_positive
 from .base import Batch, Method, StepOutput, require_function
 
 __all__ = ["MoCo", "MoCHi", "update_key_encoder", "ring_buffer_enqueue", "moco_step"]
@@ -60,9 +61,13 @@ class MoCo(Method):
 
     On one device, shuffled BN is emulated as in the MoCo CIFAR-10 demo: every BatchNorm2d becomes a
     SplitBatchNorm2d with `bn_splits` groups and keys are computed on a shuffled batch, so a query
-    and its key never share batch statistics. `symmetric=True` also uses (v2, v1) as a (query, key)
-    pair, adds its loss (the demo sums the two directions) and enqueues both keys ("behaves like 2x
-    epochs", per the demo).
+    and its key never share batch statistics. In several processes (torchrun) the shuffle is MoCo's
+    own: the key views of the global batch are shuffled across the processes (`keys`), each
+    process's share again in `bn_splits` groups, and the keys of every process are enqueued, so
+    that all of them hold the same queue (`on_step_end`).
+
+    `symmetric=True` also uses (v2, v1) as a (query, key) pair, adds its loss (the demo sums the two
+    directions) and enqueues both keys ("behaves like 2x epochs", per the demo).
 
     The moving parts can be replaced by a student's own (notebook 03), each with the signature of
     the library's: `logits(q, k, queue, temperature) -> [B, 1 + K]` (`clcourse.losses.moco_logits`),
@@ -90,6 +95,8 @@ class MoCo(Method):
                  projector_out: int = 128, augment=None, key_augment=None,
                  logits: Callable | None = None, momentum_update: Callable | None = None,
                  enqueue: Callable | None = None, step: Callable | None = None):
+        symmetric = require_bool("symmetric", symmetric)
+        mask_same_image = require_bool("mask_same_image", mask_same_image)
         if augment is None:
             from ..augment import simclr_cifar
             augment = simclr_cifar()
@@ -156,9 +163,12 @@ class MoCo(Method):
                 f"queue_size must be smaller than the training set ({num_images} images) when "
                 f"mask_same_image=False, got {self.queue.shape[0]}: the queue would hold a stale "
                 "key of every query's own image")
-        if batch_size % self.bn_splits:
-            raise ValueError("batch_size must be divisible by "
-                             f"bn_splits={self.bn_splits}, got {batch_size}")
+        processes = world().size
+        per_process = batch_size // processes
+        if per_process % self.bn_splits:
+            where = f" per process ({batch_size} / {processes})" if processes > 1 else ""
+            raise ValueError(f"batch_size{where} must be divisible by "
+                             f"bn_splits={self.bn_splits}, got {per_process}")
         queue_size = self.queue.shape[0]
         self.most_masked_entries = 0
         if self.mask_same_image:
@@ -180,7 +190,13 @@ class MoCo(Method):
     @torch.no_grad()
     def keys(self, views: torch.Tensor) -> torch.Tensor:
         """Keys from the momentum encoder, computed on a shuffled batch so BN splits differ
-        from the queries'."""
+        from the queries'. In several processes, MoCo's own shuffle BN: the global batch is
+        shuffled across the processes (`clcourse.distributed.encode_shuffled`), and each process's
+        share is normalised in `bn_splits` groups, as one process holding the global batch with
+        `bn_splits` times the number of processes groups would."""
+        if is_distributed():
+            keys = encode_shuffled(lambda x: self.key_projector(self.key_backbone(x)), views)
+            return F.normalize(keys.float(), dim=1)
         shuffle = torch.randperm(views.shape[0], device=views.device)
         keys = self.key_projector(self.key_backbone(views[shuffle]))
         return F.normalize(keys.float(), dim=1)[torch.argsort(shuffle)]
@@ -226,9 +242,14 @@ class MoCo(Method):
         # After the optimiser step, as in MoCo's pseudo-code: the momentum update, then this step's
         # keys enqueued. Enqueuing here rather than in training_step keeps the queue fixed while the
         # loss still needs it, and the compiled step free of buffer writes.
+        # In several processes, the keys and images of the whole global batch, in its order, as
+        # one process holding it enqueues them: every process keeps the same queue.
         self.momentum_update_fn(self.key_encoder(), self.query_encoder(), self.momentum)
-        for keys in output.outputs["keys"]:
-            self.enqueue(keys, batch.index)
+        keys, index = output.outputs["keys"], batch.index
+        if is_distributed():
+            keys, index = gather(keys.transpose(0, 1)).transpose(0, 1), gather(index)
+        for direction in keys:
+            self.enqueue(direction, index)
 
 
 class MoCHi(MoCo):

@@ -79,9 +79,11 @@ class SCE(MoCo):
                 "enqueue": self.enqueue_fn, "step": self.step_fn}
 
     def query_loss(self, q: torch.Tensor, k: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # The library's loss skips its mask check (a host read) once on_train_start settled it.
+        checked = ({"check_mask": not self.enough_unmasked_entries} if self.loss is sce else {})
         # float32 with autocast off, so that no loss, a student's included, runs its exponentials
         # in half precision
         with no_autocast(q.device):
             return self.loss(q.float(), k.float(), self.queue.float(), self.temperature,
                              self.temperature_momentum, self.lam,
-                             queue_mask=self.same_image_mask(index))
+                             queue_mask=self.same_image_mask(index), **checked)

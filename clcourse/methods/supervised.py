@@ -107,6 +107,7 @@ class Supervised(Method):
         super().__init__(backbone, (augment,))
         num_classes = require_int_at_least("num_classes", num_classes, 2)
         self.projector = nn.Linear(backbone.feature_dim, num_classes)
+        self.num_classes = num_classes
         self.hyperparameters = dict(num_classes=num_classes)
 
     def training_step(self, batch: Batch) -> StepOutput:
@@ -216,6 +217,7 @@ class AdversarialPretraining(Method):
         self.__dict__["base"] = base
         self.projector = base.projector
         self.scheme, self.lr, self.requires_labels = scheme, base.lr, base.requires_labels
+        self.num_classes = base.num_classes
         self.definition, self.epsilon, self.steps = definition, epsilon, steps
         self.step_size, self.random_start = step_size, random_start
         self.attack_fn = attack or pgd
@@ -266,6 +268,8 @@ class AdversarialPretraining(Method):
             adversarial = self.attack_fn(self.attack_objective(clean, batch.labels), clean,
                                          self.epsilon, self.step_size, self.steps,
                                          random_start=self.random_start)
+        if self.attack_fn is not pgd:
+            adversarial = self.attack_result(self.attack_fn, adversarial, clean)
         standard = self.base.training_step(batch)
         attacked = self.adversarial_step(batch, clean, adversarial)
         logs = {**standard.logs,
@@ -332,6 +336,7 @@ class FineTune(Method):
         super().__init__(copy.deepcopy(encoder.backbone), (augment or unaugmented,))
         self.projector = copy.deepcopy(encoder.projector).requires_grad_(False)
         self.head = nn.Linear(self.backbone.feature_dim, num_classes)
+        self.num_classes = num_classes
         self.mode, self.scheme, self.definition = mode, scheme_of(encoder), definition
         if mode != "full":
             self.backbone.requires_grad_(False)
@@ -376,6 +381,8 @@ class FineTune(Method):
         with batchnorm_statistics_frozen(self):
             x_adv = self.attack_fn(objective, x, self.epsilon, self.step_size, self.steps,
                                    random_start=self.random_start)
+        if self.attack_fn is not pgd:
+            x_adv = self.attack_result(self.attack_fn, x_adv, x)
         adversarial_logits = self.classify(x_adv)
         adversarial_loss = F.cross_entropy(adversarial_logits.float(), labels)
         logs.update(

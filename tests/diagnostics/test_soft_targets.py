@@ -62,6 +62,20 @@ def test_target_spread_against_a_loop():
         assert torch.isclose(spread.infonce_same_class_push[i], p[same].sum(), atol=1e-6)
 
 
+def test_bad_soft_target_inputs_are_refused():
+    generator = torch.Generator().manual_seed(0)
+    q, k, queue = (F.normalize(torch.randn(n, DIM, generator=generator), dim=1) for n in (2, 2, 3))
+    with pytest.raises(ValueError, match=r"lam must be in \[0.0, 1.0\], got 2.0"):     # weights down to 1 - lambda < 0
+        soft_targets_from_embeddings(q, k, queue, torch.arange(3), 0.1, 0.05, 2.0)
+    targets = soft_targets_from_embeddings(q, k, queue, torch.tensor([0, 1, 2]), 0.1, 0.05, 0.5)
+    with pytest.raises(ValueError, match="train_labels has 2 entries, but the queue holds a key of training image 2: "
+                                         "pass the labels of the whole training set"):
+        target_spread(targets, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="train_labels must be a 1-D integer tensor"):
+        target_spread(targets, torch.tensor([0, 1]), torch.rand(3))
+    assert target_spread(targets, torch.tensor([0, 1]), [0, 1, 0]).same_class_share.tolist() == pytest.approx([2 / 3, 1 / 3])
+
+
 def test_same_class_similarity_against_a_loop():
     z = randn(30, 7, 4, dtype=torch.float32)
     labels = torch.tensor([0, 1, 0, 1, 2, 0, 2])

@@ -18,7 +18,16 @@ from clcourse.losses import info_nce
 from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
 from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
 from clcourse.negatives import rank_among_negatives
-from helpers import batch_from_views, fit, noisy_views, tiny_clae, tiny_views
+from helpers import (
+    batch_from_views,
+    fit,
+    function_names,
+    noisy_views,
+    short_run,
+    tiny_clae,
+    tiny_method,
+    tiny_views,
+)
 
 
 # ---------------------------------------------------------------- the slow reference
@@ -223,10 +232,10 @@ def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded
     library = tiny_clae().training_step(batch_from_views(views)).loss
     student = tiny_clae(attack=students_fgsm, objective=students_objective)
     assert torch.allclose(student.training_step(batch_from_views(views)).loss, library, atol=1e-12)
-    assert student.config()["functions"] == {"loss": "clcourse.losses.info_nce",
+    assert function_names(student.config()) == {"loss": "clcourse.losses.info_nce",
                                              "attack": f"{__name__}.students_fgsm",
                                              "objective": f"{__name__}.students_objective"}
-    assert tiny_clae().config()["functions"] == {"loss": "clcourse.losses.info_nce",
+    assert function_names(tiny_clae().config()) == {"loss": "clcourse.losses.info_nce",
                                                  "attack": "clcourse.attacks.contrastive_attack",
                                                  "objective": "clcourse.methods.clae.clae_objective"}
 
@@ -254,7 +263,7 @@ def test_clae_wraps_dcl_and_hcl_with_their_hyperparameters():
     method = build_method("clae", Backbone(SmallCNN(width=4)), base="hcl", beta=2.0, tau_plus=0.05, epsilon=0.01)
     config = method.config()
     assert config["name"] == "CLAE" and config["base"] == "hcl" and config["beta"] == 2.0
-    assert config["tau_plus"] == 0.05 and config["epsilon"] == 0.01 and config["functions"]["loss"] == \
+    assert config["tau_plus"] == 0.05 and config["epsilon"] == 0.01 and function_names(config)["loss"] == \
         "clcourse.losses.hcl"
     assert method.base.beta == 2.0 and method.lr == method.base.lr
     assert method.backbone is method.base.backbone and method.projector is method.base.projector
@@ -275,10 +284,33 @@ def test_clae_wraps_dcl_and_hcl_with_their_hyperparameters():
     (dict(objective=3), r"objective must be a function, got 3"),
     (dict(attack=students_fgsm, attack_steps=2), r"attack_steps must be 1 when attack is given, got 2"),
     (dict(temperature=0.0), r"temperature must be a finite number > 0"),
+    (dict(dual_batchnorm="no"), r"dual_batchnorm must be True or False, got 'no'"),
 ])
 def test_bad_arguments_name_the_argument_the_value_and_the_allowed_range(options, message):
     with pytest.raises(ValueError, match=message):
         tiny_clae(**options)
+
+
+def test_a_batch_of_one_image_is_refused_before_training(images):
+    method = tiny_method("clae")
+    steps = []
+    step = method.training_step
+    method.training_step = lambda batch: (steps.append(1), step(batch))[1]
+    with pytest.raises(ValueError, match="batch_size must be at least 2 for SimCLR"):
+        short_run(images, method, batch_size=1)
+    assert not steps
+
+
+@pytest.mark.parametrize("result, message", [
+    (lambda x: x[:2], r"attack \(.*\.<lambda>\) must return the perturbed images: a floating-point tensor of the "
+                      r"clean images' shape \(4, 3, 5, 5\) on cpu, got shape \(2, 3, 5, 5\)"),
+    (lambda x: x * 255, r"what attack \(.*\) returned holds float pixels in \[.*\], but float images must lie in "
+                        r"\[0, 1\]"),
+])
+def test_a_users_attack_that_returns_other_images_is_refused(result, message):
+    method = tiny_clae(attack=lambda encode, x, epsilon, loss: result(x.detach().clone()))
+    with pytest.raises(ValueError, match=message):
+        method.training_step(batch_from_views(tiny_views()))
 
 
 def test_contrastive_attack_on_a_method_is_what_the_method_uses():

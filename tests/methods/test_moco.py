@@ -10,7 +10,7 @@ from clcourse.losses import mochi_negatives
 from clcourse.methods import update_key_encoder
 from clcourse.models import SplitBatchNorm2d
 from clcourse.runs import list_checkpoints
-from helpers import noisy_batch, random_unit, short_run, tiny_method, train_briefly, views_of
+from helpers import function_names, noisy_batch, random_unit, short_run, tiny_method, train_briefly, views_of
 
 DIM = 8
 
@@ -378,7 +378,7 @@ def test_moco_trains_with_a_students_logits_momentum_update_and_enqueue(images):
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     for a, b in zip(student.key_parameters(), library.key_parameters()):
         assert torch.allclose(a, b, atol=1e-4)
-    assert student.config()["functions"]["enqueue"] == f"{__name__}.student_enqueue"
+    assert function_names(student.config())["enqueue"] == f"{__name__}.student_enqueue"
 
 
 def student_step(moco, query_views, key_views, index):
@@ -404,8 +404,8 @@ def test_moco_trains_with_a_students_step(images, symmetric):
         assert [r[key] for r in histories[0].steps] == pytest.approx([r[key] for r in histories[1].steps], abs=1e-4)
     assert torch.equal(student.queue_index, library.queue_index)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
-    assert student.config()["functions"]["step"] == f"{__name__}.student_step"
-    assert library.config()["functions"]["step"] == "clcourse.methods.moco.moco_step"
+    assert function_names(student.config())["step"] == f"{__name__}.student_step"
+    assert function_names(library.config())["step"] == "clcourse.methods.moco.moco_step"
 
 
 def test_a_wrong_students_logits_changes_the_loss(images):

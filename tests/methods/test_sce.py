@@ -14,7 +14,7 @@ from clcourse.augment import simclr_cifar, weak
 from clcourse.losses import sce
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from helpers import fit, flipped_views, noisy_views, random_unit, reference_sce, tiny_sce
+from helpers import fit, flipped_views, function_names, noisy_views, random_unit, reference_sce, tiny_sce
 
 DIM = 8
 
@@ -135,7 +135,7 @@ def test_a_students_loss_is_what_trains(images):
     assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     assert seen[-1] == (torch.float32, False, (0.1, 0.05, 0.5), True)
-    assert student.config()["functions"]["loss"] == \
+    assert function_names(student.config())["loss"] == \
         f"{__name__}.test_a_students_loss_is_what_trains.<locals>.spying"
 
     def no_soft_target(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
@@ -164,6 +164,8 @@ def test_compiled_step_gives_the_eager_numbers(images, monkeypatch):
     (dict(bn_splits=0), "bn_splits must be an integer >= 1, got 0"),
     (dict(loss="sce"), "loss must be a function"),
     (dict(logits=lambda *a: None), "logits is not an option of SCE"),
+    (dict(symmetric="no"), "symmetric must be True or False, got 'no'"),
+    (dict(mask_same_image="no"), "mask_same_image must be True or False, got 'no'"),
 ])
 def test_bad_method_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -174,7 +176,23 @@ def test_config_records_the_new_hyperparameters_and_views():
     config = tiny_sce(lam=0.3, temperature_momentum=0.07).config()
     assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
     assert config["views"] == ["helpers.noisy_views", "helpers.flipped_views"]
-    assert config["functions"] == {"loss": "clcourse.losses.sce",
+    assert function_names(config) == {"loss": "clcourse.losses.sce",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
                                    "enqueue": "clcourse.methods.moco.ring_buffer_enqueue",
                                    "step": "clcourse.methods.moco.moco_step"}
+
+
+def test_a_queue_mask_that_leaves_a_query_no_candidate_is_refused_as_moco_info_nce_refuses_it():
+    """Every queue entry masked: SCE's target softmax has nothing to spread over (NaN)."""
+    q, k, queue = random_unit(2, seed=0), random_unit(2, seed=1), random_unit(3, seed=2)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    mask[1] = True
+    with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query .* that query has no "
+                                         r"negative, so its loss does not depend on its embedding \(InfoNCE: 0, SCE: "
+                                         r"NaN\)"):
+        sce(q, k, queue, queue_mask=mask)
+    assert torch.isnan(sce(q, k, queue, queue_mask=mask, check_mask=False))     # what the check prevents
+    mask[1, 0] = False
+    assert torch.isfinite(sce(q, k, queue, queue_mask=mask))
+    with pytest.raises(ValueError, match="check_mask must be True or False, got 'no'"):
+        sce(q, k, queue, queue_mask=mask, check_mask="no")

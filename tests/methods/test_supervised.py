@@ -230,3 +230,46 @@ def test_partial_at_trains_on_adversarial_examples_within_the_ball():
     assert 0 < (adversarial - clean).abs().max() <= 8 / 255 + 1e-6
     expected = (F.cross_entropy(model.classify(x), labels) + F.cross_entropy(model.classify(adversarial), labels))
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- labels of other classes, users' attacks
+
+@pytest.mark.parametrize("name", ["supervised", "adversarial-sl", "finetune"])
+def test_labels_outside_the_classifiers_classes_are_refused_before_training(name):
+    """Labels up to 4 for a classifier of 3 classes would stop the first step with the cross-entropy's IndexError."""
+    if name == "finetune":
+        method = R.FineTune(tiny_encoder(), "standard", num_classes=3)
+    else:
+        options = {"scheme": "sl"} if name == "adversarial-sl" else {}
+        method = build_method(name.split("-")[0], TinyBackbone(), augment=identity_views, num_classes=3, **options)
+    steps = []
+    step = method.training_step
+    method.training_step = lambda batch: (steps.append(1), step(batch))[1]
+    with pytest.raises(ValueError, match=rf"labels must be class indices in \[0, 2\] \({type(method).__name__} has "
+                                         r"num_classes=3\), got labels from 0 to 4"):
+        fit(method, uint8_images(), labels=torch.arange(32) % 5, epochs=1, batch_size=8, progress=False)
+    assert not steps
+
+
+def attack_returning(result):
+    """An attack in pgd's signature that returns `result(x)` instead of perturbed images."""
+    return lambda loss_fn, x, epsilon, step_size, steps, random_start=False: result(x.detach().clone())
+
+
+@pytest.mark.parametrize("result, says", [
+    (lambda x: x[:2], r"attack \(.*<lambda>\) must return the perturbed images: a floating-point tensor of the "
+                      r"clean images' shape \(8, 3, 8, 8\) on cpu, got shape \(2, 3, 8, 8\)"),
+    (lambda x: x * 255, r"what attack \(.*<lambda>\) returned holds float pixels in \[.*\], but float images must "
+                        r"lie in \[0, 1\]"),
+])
+@pytest.mark.parametrize("name", ["adversarial", "partial"])
+def test_a_users_attack_returning_other_images_is_refused(result, says, name):
+    attack = attack_returning(result)
+    if name == "partial":
+        method = R.FineTune(tiny_encoder(), "partial", num_classes=3, steps=2, attack=attack)
+    else:
+        method = AdversarialPretraining(TinyBackbone(), "cl", steps=2, attack=attack, augment=identity_views)
+    x, labels = pixels(8), torch.arange(8) % 3
+    batch = Batch((x, x) if name == "adversarial" else (x,), (x * 255).byte(), labels, torch.arange(8))
+    with pytest.raises(ValueError, match=says):
+        method.training_step(batch)

@@ -152,6 +152,24 @@ def test_execute_records_checked_outputs_with_two_threads(tmp_path, monkeypatch)
     assert tool.notebook_problems(saved) == []
 
 
+@pytest.mark.slow
+def test_execute_reports_a_failing_cell_in_one_line_and_leaves_the_notebook_alone(tmp_path, monkeypatch, capsys):
+    for variable in ("CLCOURSE_PRESET", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.setenv(variable, "")
+    nb = new_notebook()
+    nb.cells = [new_code_cell("x = 1"), new_code_cell("ratio = x / 0\nprint(ratio)")]
+    path, fine = tmp_path / "failing.ipynb", tmp_path / "fine.ipynb"
+    nbformat.write(nb, path)
+    nbformat.write(executed_notebook(), fine)
+    before = path.read_text()
+    assert tool.main(["execute", str(path), str(fine)]) == 1
+    printed = capsys.readouterr().out
+    assert (f"{path}: cell 1 (ratio = x / 0) failed: ZeroDivisionError: division by zero; the notebook is left as "
+            "it was") in printed
+    assert "Traceback" not in printed and "nbclient" not in printed and path.read_text() == before
+    assert f"saved {fine}" in printed   # the other notebooks still run
+
+
 def _nbval(notebook: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-lax",
                            "--nbval-current-env", notebook.name], cwd=notebook.parent,

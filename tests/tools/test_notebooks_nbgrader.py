@@ -1,12 +1,17 @@
-"""The nbgrader course folder (`tools/notebooks.py nbgrader`) and the hidden tests (clcourse/checks/hidden.py),
-without nbgrader itself: tests/e2e_nbgrader.py runs nbgrader on the result (make test-nbgrader).
+"""The nbgrader course folder (`tools/notebooks.py nbgrader`) and the hidden tests (drawn per course by
+tools/hidden_cases.py, run by clcourse/checks/_grading.py), without nbgrader itself: tests/e2e_nbgrader.py runs
+nbgrader on the result (make test-nbgrader).
 
 The first half tests the tool on small notebooks built here, including the notebooks it refuses (markers that do
-not pair, a checker with no solution before it, a grade id used twice); the second half runs every course
-notebook's exercises: each solution passes its hidden tests, the bare stub fails them, the hidden tests call the
-checker on inputs the visible checker never uses, and a planted mistake fails its exercise alone with the checker's
-hint."""
+not pair, a solution in a raw cell, a checker called with a keyword or inside a block, a checker with no solution
+before it, a solution with no checker after it, a grade id used twice); then the hidden tests: drawn from the
+course's seed, kept out of the installed package, refusing a notebook that replaced a checker; the last part runs
+every course notebook's exercises: each solution passes its hidden tests (for several seeds), the bare stub fails
+them, the hidden tests call the checker on inputs the visible checker never uses, and a planted mistake fails its
+exercise alone with the checker's hint."""
 import ast
+import importlib.util
+import json
 import logging
 import os
 import re
@@ -21,13 +26,14 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from traitlets.config import Config
 
 import clcourse.checks
-from clcourse.checks import ExerciseError
-from clcourse.checks.hidden import HIDDEN_CASES
+from clcourse.checks import ExerciseError, _grading
 from clcourse.presets import get_preset
-from repository import NOTEBOOKS, PLANTED, REPO, load_script
+from repository import CALLS_THE_REFERENCE, NOTEBOOKS, PLANTED, REPO, load_script, memorising
 
 tool = load_script(REPO / "tools" / "notebooks.py")
+hidden_cases = tool.hidden_cases()
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
+HIDDEN_CALL = re.compile(r'^_hidden_test\(globals\(\), "(check_\w+)", "(\w+)"')
 
 SOLUTION = f'''def alignment_loss(z1, z2):
     """Alignment."""
@@ -65,10 +71,11 @@ def test_an_exercise_becomes_a_solution_cell_and_an_autograded_test_cell_with_hi
     assert answer == {"grade": True, "grade_id": "check-your-understanding", "locked": False, "points": 1,
                       "schema_version": 3, "solution": True}
     assert source.cells[2].source == SOLUTION
-    cases = HIDDEN_CASES["check_alignment"]["cases"]
+    cases = hidden_cases.draw(0)["check_alignment"]["cases"]
     assert source.cells[3].source == ("check_alignment(alignment_loss)\n"
                                       f"{tool.HIDDEN_BEGIN}\n"
-                                      f"check_alignment(alignment_loss, cases={cases!r})\n"
+                                      "from clcourse.checks._grading import hidden_test as _hidden_test\n"
+                                      f'_hidden_test(globals(), "check_alignment", "alignment_loss", cases={cases!r})\n'
                                       f"{tool.HIDDEN_END}")
     assert len({cell.id for cell in source.cells}) == len(source.cells)
     nbformat.validate(source)
@@ -102,7 +109,7 @@ def test_the_command_writes_the_config_and_one_assignment_per_notebook_with_exer
     out = tmp_path / "course"
     assert tool.main(["nbgrader", str(out), str(no_exercise), str(exercise)]) == 0
     written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
-    assert written == [tool.WRITTEN_RECORD, "nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
+    assert written == [tool.COURSE_RECORD, tool.WRITTEN_RECORD, "nbgrader_config.py", "source/01_tiny/01_tiny.ipynb"]
     # nbgrader loads the config with get_config() defined: the grading kernels inherit its environment
     for name in ("CLCOURSE_PRESET", "CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES", "CLCOURSE_KEEP_GRADING_RUNS",
                  "NBGRADER_EXCHANGE"):
@@ -240,11 +247,35 @@ BAD_NOTEBOOKS = {
         [new_code_cell(f"{SOLUTION}\ncheck_alignment(alignment_loss)\n{BEGIN}\nx = 1\n{END}")],
         r"cell 2, line 8: a solution region after the checker on line 7"),
     "duplicate grade id": (
-        [new_code_cell(SOLUTION), new_code_cell("x = 1"), new_code_cell(SOLUTION)],
+        [new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)"), new_code_cell("x = 1"), new_code_cell(SOLUTION)],
         r"cell 4, line 3: grade_id 'alignment_loss' is already used by cell 2"),
     "checker without hidden tests": (
         [new_code_cell(f"{SOLUTION}\n\ncheck_nothing_known(alignment_loss)")],
         r"cell 2, line 8: check_nothing_known has no hidden tests"),
+    # what nbgrader would grade wrongly: every student's hidden test a NameError, an exercise never graded
+    "checker called with a keyword": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_alignment(fn=alignment_loss)")],
+        r"cell 2, line 8: check_alignment\(fn=alignment_loss\): call a checker with your function alone"),
+    "checker called with a second argument": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss, cases=((2, 3),))")],
+        r"cell 2, line 8: check_alignment\(alignment_loss, cases=.*\): call a checker with your function alone"),
+    "checker indented under an if": (
+        [new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)"),
+         new_code_cell(SOLUTION.replace("alignment_loss", "other_loss") + "\n\nif True:\n    check_uniformity(other_loss)")],
+        r"cell 3, line 9: check_uniformity\(other_loss\) is inside a block or an expression"),
+    "checker inside an expression": (
+        [new_code_cell(f"{SOLUTION}\n\nresult = check_alignment(alignment_loss)")],
+        r"cell 2, line 8: check_alignment\(alignment_loss\) is inside a block or an expression"),
+    "solution with no checker before the next solution": (
+        [new_code_cell(SOLUTION), new_code_cell(SOLUTION.replace("alignment_loss", "other_loss")),
+         new_code_cell("check_alignment(other_loss)")],
+        r"cell 2, line 3: the solution of 'alignment_loss' has no checker after it .* before cell 3's solution"),
+    "solution with no checker at all": (
+        [new_code_cell(SOLUTION)],
+        r"cell 2, line 3: the solution of 'alignment_loss' has no checker after it .*end of the notebook"),
+    "solution region in a raw cell": (
+        [nbformat.v4.new_raw_cell(f"Answer:\n{BEGIN}\nthe answer\n{END}")],
+        r"cell 2, line 2: a solution region in a raw cell"),
 }
 
 
@@ -266,21 +297,121 @@ def test_a_bad_notebook_is_refused_with_notebook_cell_and_line_and_nothing_is_wr
 
 # ---- the course's exercises and their hidden tests --------------------------------------------------------
 
-def test_every_checker_has_hidden_tests():
+def test_a_released_cell_keeps_no_metadata_and_no_attachment_its_text_no_longer_shows():
+    answer = new_markdown_cell(f"## Why\n\n![figure](attachment:figure.png)\n\n{BEGIN}\n![mine](attachment:answer.png)\n"
+                               f"Because.\n{END}")
+    answer.attachments = {"figure.png": {"image/png": "AAAA"}, "answer.png": {"image/png": "BBBB"}}
+    answer.metadata = {"tags": ["keep"], "notes": "the grader's notes", "lines_to_next_cell": 2}
+    code = new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)", metadata={"secret": "the answer"})
+    nb = tiny_notebook(code, answer)
+    for copy, cells in ((tool.student_notebook(nb, "tiny.ipynb")[0], None),
+                        (tool.nbgrader_source(nb, "tiny.ipynb"), None)):
+        released = [cell for cell in copy.cells if "## Why" in cell.source][0]
+        assert set(released.attachments) == {"figure.png"}
+        assert all(set(cell.metadata) <= {"tags", "nbgrader"} for cell in copy.cells)
+        assert released.metadata.get("tags") == ["keep"] and "the answer" not in nbformat.writes(copy)
+    answer.source = f"## Why\n\n{BEGIN}\n![mine](attachment:answer.png)\n{END}"
+    released = [cell for cell in tool.student_notebook(nb, "tiny.ipynb")[0].cells if "## Why" in cell.source][0]
+    assert "attachments" not in released
+
+
+def test_a_raw_cell_with_a_solution_region_stops_the_student_copy_too():
+    nb = tiny_notebook(nbformat.v4.new_raw_cell(f"Answer:\n{BEGIN}\nthe answer\n{END}"))
+    with pytest.raises(tool.SolutionMarkerError, match=r"cell 2 \(Answer:\), line 2: a solution region in a raw cell"):
+        tool.student_notebook(nb, "tiny.ipynb")
+
+
+# ---- the hidden tests ---------------------------------------------------------------------------------------
+
+def test_every_checker_has_hidden_tests_and_they_are_not_in_the_installed_package():
     checkers = {name for name in clcourse.checks.__all__ if name.startswith("check_")}
-    assert set(HIDDEN_CASES) == checkers
+    assert set(hidden_cases.TEMPLATES) == checkers
+    assert importlib.util.find_spec("clcourse.checks.hidden") is None
+    package = Path(clcourse.__file__).parent
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        assert "TEMPLATES" not in text and "hidden_cases" not in text, path
 
 
-def _without_magics(source):
-    """A cell's code without IPython's `!command` and `%magic` lines (replaced by `pass`, keeping the blocks)."""
-    return "\n".join(re.sub(r"^(\s*)[!%].*", r"\1pass", line) for line in source.split("\n"))
+def test_the_hidden_cases_are_drawn_per_course_and_the_course_keeps_its_seed(tmp_path, capsys):
+    draws = [hidden_cases.draw(seed) for seed in range(6)]
+    assert draws[0] == hidden_cases.draw(0)
+    assert len({repr(draw) for draw in draws}) == 6
+    for checker in hidden_cases.TEMPLATES:   # each checker's cases vary between courses
+        assert len({repr(draw[checker]) for draw in draws}) > 1, checker
+    notebook = tmp_path / "01_tiny.ipynb"
+    nbformat.write(tiny_notebook(new_code_cell(f"{SOLUTION}\n\ncheck_alignment(alignment_loss)")), notebook)
+    course = tmp_path / "course"
+    source = course / "source" / "01_tiny" / "01_tiny.ipynb"
+
+    def hidden_line():
+        return [line for line in source.read_text().split("\\n") if "_hidden_test(globals()" in line]
+
+    assert tool.main(["nbgrader", str(course), str(notebook)]) == 0
+    seed = json.loads((course / tool.COURSE_RECORD).read_text())["hidden_cases_seed"]
+    assert f"course's seed {seed} (new)" in capsys.readouterr().out
+    first = hidden_line()
+    assert tool.main(["nbgrader", str(course), str(notebook)]) == 0
+    assert hidden_line() == first and f"seed {seed} (recorded in" in capsys.readouterr().out
+    other = (seed + 1) % 6 if draws[(seed + 1) % 6]["check_alignment"] != hidden_cases.draw(seed)["check_alignment"] \
+        else next(s for s in range(6) if draws[s]["check_alignment"] != hidden_cases.draw(seed)["check_alignment"])
+    assert tool.main(["nbgrader", str(course), str(notebook), "--seed", str(other)]) == 0
+    assert hidden_line() != first
+    assert json.loads((course / tool.COURSE_RECORD).read_text())["hidden_cases_seed"] == other
 
 
-def _notebook_exercises(path, planted=None):
+def _alignment_namespace():
+    namespace = {}
+    exec("import torch\nimport torch.nn.functional as F\nfrom clcourse.checks import check_alignment\n"
+         + SOLUTION.replace(BEGIN, "").replace(END, ""), namespace)
+    return namespace
+
+
+def test_the_hidden_test_grades_with_clcourses_checker_and_refuses_a_replaced_one(capsys):
+    namespace = _alignment_namespace()
+    _grading.hidden_test(namespace, "check_alignment", "alignment_loss", cases=((3, 4),))
+    assert "✓ alignment_loss" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="nothing_here is not defined"):
+        _grading.hidden_test(namespace, "check_alignment", "nothing_here", cases=((3, 4),))
+    # a solution cell that rebinds the checker's name in the notebook
+    exec("def check_alignment(fn, cases=None):\n    pass", namespace)
+    with pytest.raises(ExerciseError, match="check_alignment in this notebook is not clcourse's checker"):
+        _grading.hidden_test(namespace, "check_alignment", "alignment_loss", cases=((3, 4),))
+    with pytest.raises(ExerciseError, match="alignment_loss is not defined|not clcourse's checker"):
+        _grading.hidden_test({**namespace, "alignment_loss": 1}, "check_alignment", "alignment_loss")
+
+
+@pytest.mark.parametrize("how", ["module attribute", "package attribute", "code swapped", "reference replaced",
+                                 "tripwire machinery"])
+def test_the_hidden_test_refuses_a_notebook_that_changed_the_package(monkeypatch, how):
+    namespace = _alignment_namespace()
+    import clcourse.checks._core as core
+    import clcourse.checks.simclr as simclr
+    import clcourse.evaluate as evaluate
+
+    def noop(fn, cases=None):
+        return None
+
+    if how == "module attribute":
+        monkeypatch.setattr(simclr, "check_alignment", noop)
+    elif how == "package attribute":
+        monkeypatch.setattr(clcourse.checks, "check_alignment", noop)
+        namespace["check_alignment"] = noop
+    elif how == "code swapped":
+        monkeypatch.setattr(clcourse.checks.check_alignment.__wrapped__, "__code__", noop.__code__)
+    elif how == "reference replaced":
+        monkeypatch.setattr(evaluate, "alignment", lambda z1, z2: z1.sum() * 0)
+    else:
+        monkeypatch.setattr(core.Tripwire, "_profile", lambda self, frame, event, arg: None)
+    with pytest.raises(ExerciseError, match="this notebook changed what grades it.* was replaced|not clcourse's"):
+        _grading.hidden_test(namespace, "check_alignment", "alignment_loss", cases=((3, 4),))
+
+
+def _notebook_exercises(path, planted=None, seed=0):
     """Exec the notebook's imports and function definitions, solutions included (nothing that loads data or
     trains), and return the namespace and its exercises: (function name, visible checker code, hidden code).
     `planted`: (exercise, text, replacement), a mistake planted in that exercise's solution."""
-    source = tool.nbgrader_source(tool.read(path), str(path))
+    source = tool.nbgrader_source(tool.read(path), str(path), hidden_cases.draw(seed))
     namespace, exercises = {}, []
     for cell in source.cells:
         metadata = cell.metadata["nbgrader"]
@@ -294,7 +425,7 @@ def _notebook_exercises(path, planted=None):
             exercises.append((metadata["grade_id"].removeprefix("test_"), visible,
                               hidden.replace(tool.HIDDEN_BEGIN, "").replace(tool.HIDDEN_END, "")))
             continue
-        tree = ast.parse(_without_magics(cell.source))
+        tree = ast.parse(tool.without_magics(cell.source))
         definitions = [node for node in tree.body
                        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))]
         exec(compile(ast.Module(body=definitions, type_ignores=[]), path.name, "exec"), namespace)
@@ -323,13 +454,26 @@ notebooks_with_exercises = [path for path in NOTEBOOKS
                             if any(BEGIN in cell.source for cell in tool.read(path).cells if cell.cell_type == "code")]
 
 
+@pytest.fixture
+def quick_hidden_tests(monkeypatch):
+    """The hidden tests without their check that nothing of the package was replaced (a second or two each, tested
+    above and on a whole notebook below)."""
+    monkeypatch.setattr(_grading, "tampering", lambda namespace, checker: [])
+
+
+def _checked_functions(visible):
+    return [function for _, _, function in tool.checker_calls(visible)[0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
-def test_each_solution_passes_its_hidden_tests_on_inputs_the_visible_checker_never_uses(path):
-    namespace, exercises = _notebook_exercises(path)
+def test_each_solution_passes_its_hidden_tests_on_inputs_the_visible_checker_never_uses(path, seed,
+                                                                                        quick_hidden_tests):
+    namespace, exercises = _notebook_exercises(path, seed=seed)
     assert exercises
     for _, visible, hidden in exercises:
         # every function the test cell checks (one cell may check two, e.g. alignment and uniformity)
-        names = [call.group(2) for call in map(tool.CHECKER_CALL.match, visible.split("\n")) if call]
+        names = _checked_functions(visible)
         assert names
         for name in names:
             seen = {}
@@ -345,22 +489,29 @@ def test_each_solution_passes_its_hidden_tests_on_inputs_the_visible_checker_nev
                 name
 
 
+def test_the_hidden_tests_of_a_whole_notebook_find_nothing_replaced_in_a_genuine_one(capsys):
+    namespace, exercises = _notebook_exercises(NOTEBOOKS[1])
+    for _, visible, hidden in exercises:
+        exec(visible + hidden, dict(namespace))
+    assert capsys.readouterr().out.count("✓") == 2 * sum(len(_checked_functions(visible)) for _, visible, _ in exercises)
+
+
 @pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
-def test_the_bare_stub_fails_the_hidden_tests_as_not_implemented(path):
+def test_the_bare_stub_fails_the_hidden_tests_as_not_implemented(path, quick_hidden_tests):
     namespace, exercises = _notebook_exercises(path)
     def stub(*args):
         raise NotImplementedError()
 
     for _, _, hidden in exercises:
-        for line in hidden.strip().split("\n"):
-            call = tool.CHECKER_CALL.match(line)
-            if call:
-                with pytest.raises(ExerciseError, match="not implemented yet"):
-                    exec(line, {**namespace, call.group(2): stub})
+        calls = [HIDDEN_CALL.match(line) for line in hidden.strip().split("\n") if HIDDEN_CALL.match(line)]
+        assert calls
+        for call in calls:
+            with pytest.raises(ExerciseError, match="not implemented yet"):
+                exec(f"{tool.HIDDEN_IMPORT}\n{call.string}", {**namespace, call.group(2): stub})
 
 
 @pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
-def test_a_planted_mistake_fails_its_exercise_alone_with_the_checkers_hint(path):
+def test_a_planted_mistake_fails_its_exercise_alone_with_the_checkers_hint(path, quick_hidden_tests):
     """What tests/e2e_nbgrader.py then checks through nbgrader's gradebook and feedback."""
     exercise, text, replacement, hint = PLANTED[path.name.split("_")[0]]
     namespace, exercises = _notebook_exercises(path, planted=(exercise, text, replacement))
@@ -371,3 +522,38 @@ def test_a_planted_mistake_fails_its_exercise_alone_with_the_checkers_hint(path)
         with pytest.raises(ExerciseError) as error:
             exec(visible + hidden, dict(namespace))
         assert hint in str(error.value)
+
+
+def _run_exercise(namespace, exercises, exercise, appended):
+    """Exec `appended` (code a submission adds to the exercise's solution cell), then that exercise's test cell."""
+    namespace = dict(namespace)
+    visible, hidden = next((visible, hidden) for name, visible, hidden in exercises if name == exercise)
+    checker = next(checker for _, checker, function in tool.checker_calls(visible)[0] if function == exercise)
+    exec(appended(checker) if callable(appended) else appended, namespace)
+    exec(visible + hidden, namespace)
+
+
+@pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
+def test_a_solution_that_calls_the_package_is_right_and_scores_nothing(path, quick_hidden_tests, monkeypatch, capsys):
+    """What tests/e2e_nbgrader.py's `references` submission gets graded with: a right answer, without the work."""
+    from clcourse.checks import _core
+
+    number = path.name.split("_")[0]
+    exercise = PLANTED[number][0]
+    namespace, exercises = _notebook_exercises(path)
+    with pytest.raises(ExerciseError, match="write it yourself"):
+        _run_exercise(namespace, exercises, exercise, CALLS_THE_REFERENCE[number])
+    with monkeypatch.context() as references_allowed:
+        references_allowed.setattr(_core, "_cached_reference_codes", dict)
+        references_allowed.setattr(_grading, "reference_codes", dict)
+        _run_exercise(namespace, exercises, exercise, CALLS_THE_REFERENCE[number])
+
+
+@pytest.mark.parametrize("path", notebooks_with_exercises, ids=lambda path: path.stem[:2])
+def test_a_table_of_the_visible_cases_passes_the_visible_check_and_fails_the_hidden_one(path, quick_hidden_tests):
+    exercise = PLANTED[path.name.split("_")[0]][0]
+    namespace, exercises = _notebook_exercises(path)
+    with pytest.raises(ExerciseError, match="LookupError: not one of the cases the checker showed"):
+        _run_exercise(namespace, exercises, exercise, lambda checker: memorising(exercise, checker))
+    visible_only = [(name, visible, "") for name, visible, _ in exercises]
+    _run_exercise(namespace, visible_only, exercise, lambda checker: memorising(exercise, checker))
