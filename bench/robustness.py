@@ -68,7 +68,7 @@ def evaluation_seconds(model: R.FineTune, images, labels, budget: RobustnessBudg
     timings, accuracies = {}, {}
     classifier = R.classifier_of(model)
     attacks = {"clean": None,
-               "threat_model_1": R.threat_model_1(model.encode, steps=steps),
+               "threat_model_1": R.threat_model_1(model.encode, steps=steps, scheme=model.scheme),
                "threat_model_2": R.threat_model_2(model.classify, steps=steps)}
     for name, attack in attacks.items():
         synchronize(device)

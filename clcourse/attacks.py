@@ -4,8 +4,10 @@ contrastive loss that CLAE trains with.
 Units. Every model of the course takes pixels in [0, 1] and normalises inside (`models.Normalize`),
 so an attack perturbs those pixels and every epsilon here is in [0, 1] pixel units. Papers often
 state epsilon in the units of their normalised inputs; convert before comparing:
-- CLAE's epsilon = 0.03 is in inputs normalised with mean 0.5 / std 0.5 (pixels in [-1, 1]), so it
-  is 0.03 x 0.5 = 0.015 in pixels (about 3.8/255);
+- CLAE's epsilon = 0.03 in its SimCLR code is in inputs normalised with mean 0.5 / std 0.5 (pixels
+  in [-1, 1]), so it is 0.03 x 0.5 = 0.015 in pixels (about 3.8/255); its Plain and UEL code
+  normalises with CIFAR-10's mean and std (about 0.2), where the same 0.03 is about 0.006 in pixels
+  (1.5/255);
 - robustness papers' 8/255 (about 0.031) is already in pixels.
 
 Every function here
@@ -295,9 +297,9 @@ def contrastive_attack(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.
 def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                           loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                           ) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""The label-free objective of an attack on an encoder (CL-Robustness' threat model I, and the
-    attack of contrastive adversarial training): the contrastive loss between the clean embeddings
-    and those of the perturbed images,
+    r"""The objective of an attack on an encoder (CL-Robustness' threat model I, and the attack of
+    contrastive adversarial training): the contrastive loss between the clean embeddings and those
+    of the perturbed images,
 
         x' \mapsto L\big(\mathrm{sg}[z(x)],\, z(x')\big)
 
@@ -318,12 +320,21 @@ def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: tor
 
 
 def cross_entropy_objective(classifier: Callable[[torch.Tensor], torch.Tensor],
-                            labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+                            labels: torch.Tensor, normalise_logits: bool = False
+                            ) -> Callable[[torch.Tensor], torch.Tensor]:
     r"""The objective of an attack with labels (CL-Robustness' threat model II, and the attack of
-    supervised and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32.
+    supervised and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32;
+    with `normalise_logits`, x' -> \sum_i CE(normalize(classifier(x'_i)), y_i), the cross-entropy of
+    the L2-normalised logits (logits in [-1, 1]), which CL-Robustness' code attacks.
 
     Summed rather than averaged: the sign of its gradient is the same, and under fp16 autocast
     (a T4) the input gradient of a sum stays clear of underflow."""
     if not callable(classifier):
         raise ValueError(f"classifier must be a function x -> logits, got {classifier!r}")
-    return lambda x_prime: F.cross_entropy(classifier(x_prime).float(), labels, reduction="sum")
+
+    def objective(x_prime: torch.Tensor) -> torch.Tensor:
+        logits = classifier(x_prime).float()
+        if normalise_logits:
+            logits = F.normalize(logits, dim=1)
+        return F.cross_entropy(logits, labels, reduction="sum")
+    return objective

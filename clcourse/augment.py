@@ -49,7 +49,7 @@ __all__ = ["LUMA_WEIGHTS", "BRIGHTNESS", "CONTRAST", "SATURATION", "HUE", "to_fl
            "adjust_saturation", "rgb_to_hsv", "hsv_to_rgb", "adjust_hue", "ColorJitterParams",
            "sample_color_jitter", "color_jitter", "grayscale", "gaussian_kernels", "gaussian_blur",
            "solarize", "default_blur_kernel_size", "AugmentParams", "Augment", "simclr_cifar",
-           "simclr_stl10", "weak"]
+           "simclr_stl10", "weak", "sce_strong", "clae_simclr"]
 
 # Luma weights of ITU-R BT.601 as torchvision's tensor ops write them (0.2989, not 0.299), so that
 # our grayscale, contrast and saturation agree with torchvision's to float precision.
@@ -682,3 +682,24 @@ def weak(size: int = 32) -> Augment:
     return Augment(size=size, crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_p=0.5,
                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, jitter_p=0.0,
                    grayscale_p=0.0, blur_p=0.0)
+
+
+def sce_strong(size: int = 32) -> Augment:
+    """The strong (online) view of SCE's CIFAR-10 recipe (Denize et al., WACV 2023): crop of 20-100%
+    of the area (aspect 3/4..4/3), flip p=0.5, colour jitter (0.4, 0.4, 0.4, 0.1) with p=0.8,
+    grayscale p=0.2 and a Gaussian blur with p=0.5, sigma ~ U(0.1, 2) px. The course's SCE uses
+    `simclr_cifar` (crop 8-100%, no blur) unless given ``augment=sce_strong()``, so that it differs
+    from the course's MoCo v2 only in the loss, the key's view and where BN is split."""
+    return Augment(size=size, crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_p=0.5,
+                   brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, jitter_p=0.8,
+                   grayscale_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0))
+
+
+def clae_simclr(size: int = 32) -> Augment:
+    """The views of CLAE's SimCLR code (Ho & Vasconcelos, NeurIPS 2020): crop of 8-100% of the area,
+    flip p=0.5, colour jitter (0.8, 0.8, 0.8, 0.2) with p=0.8 (twice the course's strength, and
+    hue 0.2), grayscale p=0.2, no blur. The course's CLAE uses its base method's views
+    (`simclr_cifar`, jitter 0.4) unless given ``augment=clae_simclr()``."""
+    return Augment(size=size, crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_p=0.5,
+                   brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, jitter_p=0.8,
+                   grayscale_p=0.2, blur_p=0.0)

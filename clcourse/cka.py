@@ -75,7 +75,8 @@ from .validation import (
 __all__ = ["Perturbation", "HSICEstimator", "MIN_ROWS_UNBIASED", "hsic_unbiased", "linear_cka",
            "gram", "minibatches", "MinibatchCKA", "minibatch_cka", "default_layers",
            "require_layers", "record_layers", "feature_attack", "CKAResult", "layer_cka", "pool",
-           "pooled_layer_features", "LayerProbes", "layer_probes", "short_layer_names"]
+           "pooled_layer_features", "LayerProbes", "layer_probes", "short_layer_names",
+           "layer_redundancy"]
 
 # (x [B, 3, H, W] pixels in [0, 1], labels [B] or None) -> the images the network sees, e.g.
 # adversarial ones.
@@ -605,6 +606,27 @@ def layer_cka(representations: Mapping[Hashable, nn.Module | tuple[nn.Module, Pe
     return {(a, b): CKAResult(a, b, parsed[a][2], parsed[b][2], accumulator.value(),
                               images.shape[0], len(bounds))
             for (a, b), accumulator in accumulators.items()}
+
+
+def layer_redundancy(result: CKAResult) -> float:
+    r"""How alike the layers of one representation are: the mean linear CKA over its pairs of
+    distinct layers,
+
+        R = \frac{2}{L (L - 1)} \sum_{i < j} \mathrm{CKA}(\text{layer}_i, \text{layer}_j),
+
+    from `layer_cka`'s result of a representation with itself (the same layers on both sides).
+    1: every layer has the same similarity structure; near 0: every layer its own. This is the
+    "redundancy between layers" that the first version of CL-Robustness measured with cross-layer
+    CKA heatmaps."""
+    if not isinstance(result, CKAResult):
+        raise ValueError(f"result must be a CKAResult, got {type(result).__name__}")
+    if result.layers_a != result.layers_b or len(result.layers_a) < 2:
+        raise ValueError("result must compare a representation with itself over the same two or "
+                         f"more layers, got layers {list(result.layers_a)} against "
+                         f"{list(result.layers_b)}")
+    size = len(result.layers_a)
+    upper = torch.triu_indices(size, size, offset=1)
+    return float(result.matrix[upper[0], upper[1]].mean())
 
 
 # ---------------------------------------------------------------- layer-wise linear probes

@@ -511,10 +511,15 @@ def sce_target(k: torch.Tensor, queue: torch.Tensor, temperature_momentum: float
                           (1 - \lambda)\, s_{bK} \,\big]
 
     Column 0 is the positive (one-hot part, weight exactly lambda); the rest is the key's
-    *relation* to the queue, sharpened by the small temperature tau_m. The key's own slot is left
-    out of the relational softmax, as in the authors' later code (eztorch); the deprecated
-    CEA-LIST/SCE code gives it logit 0 instead, a weight of about 1e-6 to 1e-8 at K = 4096,
-    tau_m = 0.05. Each row sums to 1.
+    *relation* to the queue, sharpened by the small temperature tau_m. Each row sums to 1.
+
+    The key's own slot is left out of the relational softmax: the course's choice. The authors'
+    code (CEA-LIST/SCE, and eztorch in its default queue mode, which matches it) puts the slot in
+    with logit 0, so that the positive gets lambda + (1 - lambda) / (1 + \sum_j \exp(k_b \cdot n_j
+    / \tau_m)) and the queue a little less. Measured on the loss at K = 4096, tau_m = 0.05,
+    tau = 0.1, lambda = 0.5 (tests/test_losses.py): about 1e-7 for clustered embeddings, where
+    each key resembles many queue entries, and about 2e-4 for random unit vectors with queries
+    near their keys.
 
     Computed without gradient: the target is a constant for the loss (Denize et al., WACV 2023).
 
@@ -871,8 +876,12 @@ def supcon(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
 
     Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020
     (https://arxiv.org/abs/2004.11362). The authors' code (HobbitLong/SupContrast `SupConLoss`) also
-    multiplies by tau / tau_base (tau_base = 0.07), which only rescales the loss
-    (SupContrast issue #1); it is left out here, so that distinct labels give InfoNCE exactly.
+    multiplies by tau / tau_base (tau_base = 0.07). That factor leaves the minimiser alone but
+    scales every gradient, so under SGD it acts on the learning rate: at the recipe's tau = 0.1 it
+    is 1.43, and without it the same learning rate takes steps 0.07 / 0.1 = 0.7x as large as the
+    reference recipe's (weight decay aside, which it does not scale). It is left out here, so that
+    distinct labels give InfoNCE exactly; multiply the learning rate by tau / 0.07 for the
+    reference recipe's steps (`clcourse.methods.SupCon`).
 
     Args:
         z1, z2: [B, D] embeddings of the first and second view of the same B >= 2 images.

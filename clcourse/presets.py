@@ -89,7 +89,7 @@ class RobustnessBudget:
     finetune_batch_size: int
     finetune_epochs: int
     train_steps: int  # PGD steps of adversarial training (pretraining and fine-tuning), 8/255
-    train_step_size: float
+    train_step_size: float  # their step under the course's definition (the paper's: 0.01)
     test_steps: int                   # PGD steps of the test attacks, epsilon 4/255
     eval_batch_size: int              # images attacked together (threat model I: the negatives)
 
@@ -257,11 +257,11 @@ PRESETS = {
         cacr=CacrBudget(epochs=200, batch_size=256),
         sce=SceBudget(queue_size=4096, lams=(0.0, 0.25, 0.5, 0.75, 1.0),
                       temperature_momenta=(0.02, 0.05, 0.1, 0.2)),
-        # The paper's grid and attacks on ResNet-18 (theirs: ResNet-50), all of CIFAR-10:
-        # hours on a fast GPU.
+        # The paper's grid, epochs (200 of pretraining, 200 of fine-tuning) and attacks on
+        # ResNet-18 (theirs: ResNet-50), all of CIFAR-10: hours on a fast GPU.
         robustness=RobustnessBudget(backbone="resnet18", train_subset=None,
                                     test_subset=None, batch_size=512, pretrain_epochs=200,
-                                    finetune_batch_size=512, finetune_epochs=100, train_steps=5,
+                                    finetune_batch_size=512, finetune_epochs=200, train_steps=5,
                                     train_step_size=2 / 255, test_steps=40, eval_batch_size=500),
         cka=CkaBudget(cka_images=None, batch_size=500),
         ledger=LedgerBudget(pool_per_class=None, test_per_class=None, supervised_steps=2000),

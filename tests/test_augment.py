@@ -17,8 +17,8 @@ from clcourse.augment import (BRIGHTNESS, CONTRAST, HUE, SATURATION, Augment, Co
                               adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter,
                               default_blur_kernel_size, gaussian_blur, gaussian_kernels, grayscale,
                               horizontal_flip, hsv_to_rgb, resized_crop, rgb_to_grayscale, rgb_to_hsv,
-                              sample_apply, sample_color_jitter, sample_crop_boxes, simclr_cifar, simclr_stl10,
-                              solarize, to_float_images, weak)
+                              clae_simclr, sample_apply, sample_color_jitter, sample_crop_boxes, sce_strong,
+                              simclr_cifar, simclr_stl10, solarize, to_float_images, weak)
 
 
 def generator(seed):
@@ -536,3 +536,6 @@ def test_every_default_of_the_recipes():
     assert repr(simclr_stl10()) == stl
     assert repr(weak()) == (CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("0.4", "0").replace("hue=0.1", "hue=0")
                             .replace("jitter_p=0.8", "jitter_p=0").replace("grayscale_p=0.2", "grayscale_p=0"))
+    # The authors' recipes the course's defaults differ from: SCE's strong view, CLAE's SimCLR views.
+    assert repr(sce_strong()) == CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("blur_p=0,", "blur_p=0.5,")
+    assert repr(clae_simclr()) == (CIFAR.replace("0.4", "0.8").replace("hue=0.1", "hue=0.2"))

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from clcourse.cka import (CKAResult, MinibatchCKA, default_layers, feature_attack, gram, hsic_unbiased, layer_cka,
-                          layer_probes, linear_cka, minibatch_cka, minibatches, pool, pooled_layer_features,
-                          record_layers, require_layers, short_layer_names)
+                          layer_probes, layer_redundancy, linear_cka, minibatch_cka, minibatches, pool,
+                          pooled_layer_features, record_layers, require_layers, short_layer_names)
 from clcourse.evaluate import linear_probe
 from clcourse.models import Backbone, SmallCNN, build_backbone
 
@@ -484,3 +484,23 @@ def test_feature_attack_stays_in_the_ball_moves_the_features_more_than_noise_and
     assert torch.equal(attacked, again)
     with pytest.raises(ValueError, match="steps"):
         feature_attack(network, epsilon, steps=0)
+
+
+# ---------------------------------------------------------------- redundancy between layers
+
+def test_layer_redundancy_is_the_mean_cka_over_pairs_of_distinct_layers():
+    layers = ("a", "b", "c")
+    matrix = torch.tensor([[1.0, 0.8, 0.5], [0.8, 1.0, 0.6], [0.5, 0.6, 1.0]], dtype=torch.float64)
+    assert layer_redundancy(CKAResult("x", "x", layers, layers, matrix, 100, 2)) == pytest.approx((0.8 + 0.5 + 0.6) / 3)
+    torch.manual_seed(0)
+    network = Backbone(SmallCNN(width=4))
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    itself = layer_cka({"net": network}, images, batch_size=32)[("net", "net")]
+    names = itself.layers_a
+    by_loop = sum(itself.matrix[i, j] for i in range(len(names)) for j in range(i + 1, len(names)))
+    assert layer_redundancy(itself) == pytest.approx(float(by_loop) / (len(names) * (len(names) - 1) / 2))
+    with pytest.raises(ValueError, match="must compare a representation with itself"):
+        layer_redundancy(CKAResult("x", "y", layers, layers[:2], matrix[:, :2], 100, 2))
+    with pytest.raises(ValueError, match="must compare a representation with itself"):
+        layer_redundancy(CKAResult("x", "x", ("a",), ("a",), matrix[:1, :1], 100, 2))
+

@@ -79,7 +79,7 @@ def test_evaluation_is_reproducible_and_threat_model_1_uses_the_projector():
 def test_threat_model_2_is_torchattacks_pgd(torchattacks, name, norm, epsilon, step):
     model, x, labels = separable_toy()
     expected = getattr(torchattacks, name)(model, eps=epsilon, alpha=step, steps=7, random_start=False)(x, labels)
-    ours = R.threat_model_2(model, epsilon, 7, step, random_start=False, norm=norm)(x, labels)
+    ours = R.threat_model_2(model, epsilon, 7, step, definition="course", random_start=False, norm=norm)(x, labels)
     assert torch.allclose(ours, expected, atol=1e-6)
 
 
@@ -172,3 +172,28 @@ def test_autoattack_without_torchattacks_is_skipped_with_a_message(monkeypatch, 
     model, x, labels = separable_toy()
     assert R.autoattack_accuracy(model, x, labels, progress=False) is None
     assert "AutoAttack skipped" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the encoders each scenario leaves
+
+def test_scenario_encoders_are_the_runs_of_the_grid_and_load_the_second_time(tmp_path, monkeypatch):
+    from clcourse.presets import RobustnessBudget
+    from helpers import budget
+    monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
+    robustness = RobustnessBudget(backbone="small_cnn", train_subset=None, test_subset=None, batch_size=16,
+                                  pretrain_epochs=1, finetune_batch_size=16, finetune_epochs=1, train_steps=1,
+                                  train_step_size=2 / 255, test_steps=1, eval_batch_size=16)
+    preset = budget(robustness=robustness, warmup_epochs=0)
+    data = (uint8_images(32), torch.arange(32) % 3)
+    encoders = R.scenario_encoders("scl", preset=preset, data=data, progress=False)
+    assert list(encoders) == list(R.TRAININGS) == ["ST", "AT", "Full-AT"]
+    assert isinstance(encoders["AT"], AdversarialPretraining) and isinstance(encoders["Full-AT"], R.FineTune)
+    assert encoders["Full-AT"].mode == "full" and encoders["Full-AT"].scheme == "scl"
+    assert not any(model.training for model in encoders.values())
+    at, full_at = encoders["AT"].backbone.state_dict(), encoders["Full-AT"].backbone.state_dict()
+    assert any(not torch.equal(at[name], full_at[name]) for name in at)      # Full-AT trained the encoder further
+    runs = sorted(path.name for path in (tmp_path / preset.name).iterdir())
+    assert runs == ["nb08_scl_at_eps8_steps1", "nb08_scl_at_eps8_steps1_full", "nb08_scl_st"]
+    again = R.scenario_encoders("scl", preset=preset, data=data, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(again["Full-AT"].state_dict().values(),
+                                                 encoders["Full-AT"].state_dict().values()))

@@ -606,9 +606,10 @@ def robustness() -> Canvas:
     f = c.box(1.95, 5.15, 1.0, 0.6, "f\nbackbone", BLUE)
     g = c.box(3.5, 5.7, 1.1, 0.5, "g projector", BLUE, title=False)
     w = c.box(3.5, 4.6, 1.1, 0.5, "W linear head", fill=LIGHT, title=False)
-    loss_1 = c.box(5.85, 5.7, 2.5, 0.5, r"InfoNCE$_\tau(\mathrm{sg}[z(x)],\, z(x + \delta))$", RED,
-                   title=False)
-    loss_2 = c.box(5.85, 4.6, 2.5, 0.5, r"CE$(W f(x + \delta),\, y)$", RED, title=False)
+    loss_1 = c.box(5.85, 5.7, 2.5, 0.5, r"SupCon$_{0.07}(\mathrm{sg}[z(x)],\, z(x + \delta);\, y)$",
+                   RED, title=False)
+    loss_2 = c.box(5.85, 4.6, 2.5, 0.5, r"CE$(W f(x + \delta) / \Vert W f(x + \delta) \Vert,\, y)$",
+                   RED, title=False)
     c.arrow(x.right, f.left)
     c.arrow(f.at(1, 0.4), g.left, label="h", offset=(-0.05, 0.12))
     c.arrow(f.at(1, -0.4), w.left, label="h", offset=(-0.05, -0.14))
@@ -616,10 +617,10 @@ def robustness() -> Canvas:
     c.arrow(w.right, loss_2.left, label="logits", offset=(0, -0.14), at=0.45)
     c.arrow(loss_1.top, x.top, color=RED, dashed=True, bend=0.25)
     c.arrow(loss_2.bottom, x.bottom, color=RED, dashed=True, bend=-0.25)
-    c.text(4.2, 6.27, "threat model I: PGD on the contrastive loss; no labels, no classifier",
-           color=RED, backdrop=True)
-    c.text(4.2, 4.03, "threat model II: PGD on the cross-entropy, end to end, with the labels y",
-           color=RED, backdrop=True)
+    c.text(4.2, 6.27, "threat model I: PGD on the contrastive loss, no classifier; "
+           "labels y for SCL only (CL: none, InfoNCE)", color=RED, backdrop=True)
+    c.text(4.2, 4.03, "threat model II: PGD on the cross-entropy of the normalised logits, "
+           "end to end, with the labels y", color=RED, backdrop=True)
     c.text(8.05, 5.15, "then W f\nclassifies\nx + δ*:\nrobust accuracy", color=GREY)
 
     c.line([(0.1, 3.75), (8.9, 3.75)], color="#dddddd", width=1.0)
@@ -638,9 +639,9 @@ def robustness() -> Canvas:
     scheme_panel(c, 1.55, 2.55, 0.5, "CL: SimCLR", "positive: the other view", "view")
     scheme_panel(c, 4.5, 2.55, 0.5, "SCL: SupCon", "positives: all of its class", "class")
     scheme_panel(c, 7.45, 2.55, 0.5, "SL: supervised", "cross-entropy on labels", None)
-    c.text(7.45, 1.58, "threat model I: its logits as z", color=GREY)
-    c.text(3.25, 1.58, "each standard, or adversarial: L(x⁰, x⁰ + δ*) + L(x¹, x²), "
-           "δ* from PGD on its own loss", color=GREY)
+    c.text(7.45, 1.58, "threat model I: the course's extension", color=GREY)
+    c.text(3.0, 1.58, "each standard, or adversarial: L(x⁰, x⁰ + δ*) + L(x¹, x²), δ* from PGD",
+           color=GREY)
 
     c.line([(0.1, 1.3), (8.9, 1.3)], color="#dddddd", width=1.0)
     rows = [

@@ -1,6 +1,6 @@
 """Checkers for notebook 08 (robustness of CL, SupCon and supervised learning): a PGD step
-with its projection, the SupCon loss, and the objective of threat model I (the label-free
-attack on an encoder)."""
+with its projection, the SupCon loss, and the objective of threat model I in the course's definition
+(the label-free attack on an encoder; at tau = 0.07 it is also the paper's for CL)."""
 from __future__ import annotations
 
 import torch

@@ -96,10 +96,10 @@ def check_soft_target(fn, cases=None) -> None:
         variant = lambda **wrong: soft_target_variant(k, queue, temperature_momentum, lam, mask,
                                                       **wrong)
         mistakes = {
-            "The key's own slot gets logit 0 in the relation's softmax, as in the "
-            "deprecated CEA-LIST/SCE code. Leave it out (as the authors' later eztorch "
-            "code does): the relation is a softmax over the queue entries only, so the "
-            "positive gets exactly λ.": variant(self_slot="zero"),
+            "The key's own slot gets logit 0 in the relation's softmax, as in the authors' "
+            "code (CEA-LIST/SCE and eztorch). The course leaves it out (a small "
+            "difference, its own choice): the relation is a softmax over the queue entries "
+            "only, so the positive gets exactly λ.": variant(self_slot="zero"),
             "The key itself is in the relation's softmax (k · k / τm = 1 / τm takes "
             "nearly all of it). The relation is over the queue entries only; the "
             "positive gets exactly λ.": variant(self_slot="similarity"),

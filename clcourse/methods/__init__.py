@@ -33,7 +33,10 @@ from .moco import MoCHi, MoCo, moco_step, ring_buffer_enqueue, update_key_encode
 from .sce import SCE
 from .simclr import DCL, HCL, MultiViewSimCLR, SimCLR
 from .supervised import (
+    DEFINITIONS,
     FINE_TUNING,
+    PAPER_STEP_SIZE,
+    PAPER_TEMPERATURE,
     SCHEMES,
     TRAIN_EPSILON,
     TRAIN_STEP_SIZE,
@@ -42,6 +45,9 @@ from .supervised import (
     FineTune,
     SupCon,
     Supervised,
+    paper_contrastive_loss,
+    require_definition,
+    scheme_of,
     unaugmented,
 )
 
@@ -49,7 +55,9 @@ __all__ = ["METHODS", "build_method", "Batch", "StepOutput", "Method", "Contrast
            "describe", "describe_module", "mean_view_similarity", "SimCLR", "DCL", "HCL",
            "MultiViewSimCLR", "MoCo", "MoCHi", "SCE", "CLAE", "ClaeOutput", "clae_objective",
            "CACR", "SupCon", "Supervised", "AdversarialPretraining", "FineTune", "SCHEMES",
-           "FINE_TUNING", "TRAIN_EPSILON", "TRAIN_STEPS", "TRAIN_STEP_SIZE", "unaugmented",
+           "FINE_TUNING", "TRAIN_EPSILON", "TRAIN_STEPS", "TRAIN_STEP_SIZE", "DEFINITIONS",
+           "PAPER_STEP_SIZE", "PAPER_TEMPERATURE", "require_definition", "scheme_of",
+           "paper_contrastive_loss", "unaugmented",
            "update_key_encoder", "ring_buffer_enqueue", "moco_step"]
 
 # Every method `build_method` and the benchmarks know, by name. (`FineTune` is not here: it is built

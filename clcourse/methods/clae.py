@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -17,10 +18,23 @@ from ..validation import require_bool, require_in_range, require_int_at_least, r
 from .base import Batch, Method, StepOutput, describe, require_function
 from .simclr import DCL, HCL, SimCLR
 
-__all__ = ["CLAE", "ClaeOutput", "clae_objective", "BASES"]
+__all__ = ["CLAE", "ClaeOutput", "clae_objective", "debiasing_floor_binds", "BASES"]
 
 # The methods CLAE wraps: the two-view SimCLR family, whose loss compares (z1, z2).
 BASES = {"simclr": SimCLR, "dcl": DCL, "hcl": HCL}
+
+
+def debiasing_floor_binds(temperature: float, tau_plus: float) -> bool:
+    r"""Whether CLAE's attack on DCL or HCL (`temperature` t, `tau_plus`) is in its zero-gradient
+    regime. At delta = 0 each anchor's positive is its own clean embedding (cosine 1, at its
+    maximum: no gradient), and the debiased negative mass
+    max((R - \tau^+ N e^{1/t}) / (1 - \tau^+), N e^{-1/t}) sits on its floor, a constant, whenever
+    R / N < F(t) = \tau^+ e^{1/t} + (1 - \tau^+) e^{-1/t}; the attack's input gradient is then
+    zero for that anchor (up to float rounding, whose sign an FGSM step follows: noise, not an
+    attack). Negatives orthogonal to the anchor give R / N = 1; the regime is
+    the common case once F(t) >= 2, twice that (t < 0.34 at tau_plus = 0.1; F(0.5) = 0.86)."""
+    return (tau_plus * math.exp(1 / temperature)
+            + (1 - tau_plus) * math.exp(-1 / temperature)) >= 2
 
 
 class ClaeOutput(NamedTuple):
@@ -85,8 +99,9 @@ class CLAE(Method):
 
     (`clae_objective`, `clcourse.attacks.contrastive_attack`). `epsilon` is in [0, 1] pixel units:
     the default 0.015 is CLAE's 0.03 on inputs normalised with mean 0.5 / std 0.5
-    (pixels in [-1, 1]). `attack_steps` = 1 is the paper's FGSM step; more steps run PGD (step
-    `attack_step_size`, default 2.5 epsilon / steps).
+    (pixels in [-1, 1]), as in the authors' SimCLR code (their Plain and UEL code normalises with
+    CIFAR-10's std, about 0.2: there 0.03 is about 0.006 in pixels). `attack_steps` = 1 is the
+    paper's FGSM step; more steps run PGD (step `attack_step_size`, default 2.5 epsilon / steps).
 
     Dual batch-norm (`dual_batchnorm=True`, AdvProp): every BN layer of backbone and projector
     gets an adversarial twin (momentum `adversarial_momentum`, 0.01 as in CLAE's code); the
@@ -113,11 +128,17 @@ class CLAE(Method):
     which TorchDynamo does not trace, so the training loop runs this step eagerly; the dual
     batch-norm layers themselves compile.
 
+    On DCL and HCL (the course's extension) at a low temperature the attack has nothing to climb:
+    at delta = 0 the debiasing floor binds and the input gradient is zero up to rounding
+    (`debiasing_floor_binds`), so the adversarial view of most images is sign noise; CLAE warns (a
+    UserWarning). Use t >= 0.35 (the default 0.5 is fine) or base="simclr".
+
     Differences from the authors' SimCLR code: the two views share one clean forward pass (theirs:
     one pass per view); the attack makes one forward pass (theirs: two with identical outputs, which
     move the adversarial running statistics twice); x_adv is clipped to [0, 1] (theirs is not); the
     projector has batch-norm, which gets its adversarial twin too (theirs has none); the optimiser
-    is the course's SGD recipe (theirs: Adam, lr 3e-4).
+    is the course's SGD recipe (theirs: Adam, lr 3e-4); the views are the base method's, colour
+    jitter 0.4 (theirs: 0.8 and hue 0.2, ``augment=clcourse.augment.clae_simclr()``).
     """
 
     compilable = False
@@ -146,6 +167,15 @@ class CLAE(Method):
         if attack is not None and attack_steps != 1:
             raise ValueError("attack replaces the one-step attack: attack_steps must be 1 when "
                              f"attack is given, got {attack_steps}")
+        if base != "simclr" and debiasing_floor_binds(base_method.temperature,
+                                                      base_method.tau_plus):
+            warnings.warn(
+                f"CLAE on {base.upper()} at temperature {base_method.temperature:g} (tau_plus "
+                f"{base_method.tau_plus:g}): at delta = 0 the positive is at its maximum and the "
+                "debiasing floor N exp(-1/t) binds, so the attack's gradient is zero (up to float "
+                "rounding) for most images and their adversarial views are noise, not attacks. Use "
+                "a temperature of at least 0.35 (the default 0.5 is fine) or base='simclr'.",
+                UserWarning, stacklevel=2)
         # Held, not registered as a submodule: its backbone and projector are this method's own.
         self.__dict__["base"] = base_method
         self.projector = base_method.projector

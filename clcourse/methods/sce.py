@@ -36,9 +36,10 @@ class SCE(MoCo):
       learning rate 0.06 per 256 images.
 
     Kept from the course's MoCo v2, unlike the authors' code: the projector has no batch-norm
-    (theirs: 512-512 with BN and ReLU, then 128) and the strong view no Gaussian blur
-    (theirs: p = 0.5), so that SCE differs from MoCo v2 only in the loss, the key's view and
-    where BN is split.
+    (theirs: 512-512 with BN and ReLU, then 128) and the strong view is the course's SimCLR recipe,
+    which crops 8-100% of the image and does not blur (theirs crops 20-100% and blurs with
+    p = 0.5: ``augment=clcourse.augment.sce_strong()``), so that SCE differs from MoCo v2 only in
+    the loss, the key's view and where BN is split.
 
     `loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None) -> scalar` is
     `clcourse.losses.sce` unless given, e.g. the function a student wrote in notebook 07; it

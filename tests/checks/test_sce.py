@@ -44,7 +44,7 @@ def make_soft_target(mistake=None):
 
 
 @pytest.mark.parametrize("mistake, hint", [
-    ("self_zero", "logit 0 .* deprecated CEA-LIST/SCE"),
+    ("self_zero", r"logit 0 .* authors' code \(CEA-LIST/SCE and eztorch\)"),
     ("self_similarity", "key itself is in the relation"),
     ("no_temperature", "Divide the similarities k · n by τm"),
     ("times_temperature", "don't multiply"),

@@ -6,6 +6,7 @@ tests/test_negatives.py.)"""
 import copy
 import itertools
 import math
+import warnings
 from contextlib import nullcontext
 
 import pytest
@@ -317,3 +318,23 @@ def test_contrastive_attack_on_a_method_is_what_the_method_uses():
     view1, _ = tiny_views(7)
     expected = contrastive_attack(copy.deepcopy(method).encode_adversarial, view1, 0.05, method.attack_loss)
     assert torch.equal(method.perturb(method.encode_adversarial, view1), expected)
+
+
+# ---------------------------------------------------------------- CLAE on the debiased losses
+
+@pytest.mark.parametrize("base", ["dcl", "hcl"])
+def test_on_a_debiased_loss_at_a_low_temperature_it_warns_where_the_attack_has_no_gradient(base):
+    # Embeddings whose negatives are near-orthogonal; the attack's objective at delta = 0 (the perturbed
+    # embeddings equal the clean anchors). At t = 0.2 the debiasing floor binds and the gradient vanishes.
+    z = F.normalize(torch.randn(16, 64, generator=torch.Generator().manual_seed(0)), dim=1).double()
+    with pytest.warns(UserWarning, match=rf"{base.upper()} at temperature 0.2 \(tau_plus 0.1\).*debiasing floor"):
+        cold = tiny_clae(base=base, temperature=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warm = tiny_clae(base=base, temperature=0.5)
+    gradients = {}
+    for name, method in (("cold", cold), ("warm", warm)):
+        moved = z.clone().requires_grad_()
+        gradients[name], = torch.autograd.grad(method.attack_loss(z, moved), moved)
+    assert gradients["cold"].abs().max() < 1e-6 * gradients["warm"].abs().max()
+    assert gradients["warm"].abs().max() > 0.1

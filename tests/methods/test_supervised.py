@@ -136,7 +136,7 @@ def test_adversarial_pretraining_loss_matches_a_slow_reference(scheme):
     options = dict(num_classes=3) if scheme == "sl" else dict(temperature=0.4)
     torch.manual_seed(0)
     method = AdversarialPretraining(TinyBackbone(), scheme, epsilon=8 / 255, steps=3, step_size=1 / 255,
-                                    attack=attack, augment=identity_views, **options)
+                                    attack=attack, augment=identity_views, definition="course", **options)
     views = (pixels(8, seed=2), pixels(8, seed=3))
     output = method.training_step(Batch(views if scheme != "sl" else views[:1], images, labels, torch.arange(8)))
 
@@ -162,7 +162,8 @@ def test_the_attack_raises_the_schemes_loss_against_constant_clean_anchors(schem
     clean, moved = pixels(8, seed=0), pixels(8, seed=1).requires_grad_()
     options = dict(num_classes=3) if scheme == "sl" else dict(temperature=0.4)
     torch.manual_seed(0)
-    method = AdversarialPretraining(TinyBackbone(), scheme, augment=identity_views, **options)
+    method = AdversarialPretraining(TinyBackbone(), scheme, augment=identity_views, definition="course",
+                                    **options)
     objective = method.attack_objective(clean, labels)
     value = objective(moved)
     gradient, = torch.autograd.grad(value, moved)
@@ -179,11 +180,13 @@ def test_the_attack_raises_the_schemes_loss_against_constant_clean_anchors(schem
     assert not any(p.grad is not None for p in method.parameters())
 
 
-def test_adversarial_pretraining_really_attacks_and_keeps_batchnorm_averages_for_the_steps_own_passes():
+@pytest.mark.parametrize("definition, passes", [("course", 2), ("paper", 3)])
+def test_adversarial_pretraining_really_attacks_and_keeps_batchnorm_averages_for_the_steps_own_passes(
+        definition, passes):
     images = uint8_images(16)
     torch.manual_seed(0)
     method = AdversarialPretraining(Backbone(SmallCNN(width=4)), "cl", augment=identity_views, steps=3,
-                                    projector_hidden=16, projector_out=8)
+                                    projector_hidden=16, projector_out=8, definition=definition)
     seen = []
     method.attack_fn = lambda *args, **kwargs: seen.append(R.pgd(*args, **kwargs)) or seen[-1]
     before = {k: v.clone() for k, v in method.state_dict().items() if "running" in k}
@@ -192,9 +195,10 @@ def test_adversarial_pretraining_really_attacks_and_keeps_batchnorm_averages_for
     adversarial, = seen
     assert (adversarial - clean).abs().max() <= 8 / 255 + 1e-6 and (adversarial - clean).abs().max() > 4 / 255
     assert output.loss.requires_grad and set(output.logs) >= {"standard_loss", "adversarial_loss"}
-    # the running averages moved by the step's two forward passes (each momentum 0.1), not by the attack's
+    # the running averages moved by the step's own forward passes (each momentum 0.1), not by the attack's:
+    # the views, then the adversarial pair in one pass (course) or clean and adversarial apart (paper)
     layer = next(m for m in method.modules() if isinstance(m, nn.BatchNorm2d))
-    assert layer.num_batches_tracked.item() == 2
+    assert layer.num_batches_tracked.item() == passes
     assert any(not torch.equal(before[k], v) for k, v in method.state_dict().items() if k in before)
 
 

@@ -317,8 +317,8 @@ def test_the_sources_have_the_readme_as_index_every_notebook_in_order_and_the_gu
                           re.DOTALL)
     assert toctrees[0] == ("Notebooks", "\n".join(f"notebooks/{path.stem}" for path in NOTEBOOKS))
     guides = [entry for _, entries in toctrees[1:] for entry in entries.split("\n")]
-    for page in ("package", "docs/install", "docs/teaching", "docs/distributed", "CONTRIBUTING",
-                 "bench/README"):
+    for page in ("package", "docs/install", "docs/teaching", "docs/distributed", "docs/differences",
+                 "CONTRIBUTING", "bench/README"):
         assert page in guides
         assert f"{page}.md" in files
     assert "| module | what is in it |" in files["package.md"].decode()
