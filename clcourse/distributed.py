@@ -133,9 +133,13 @@ def _local_device() -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group (if any)."""
+    """Leave the process group (if any), all processes together: none closes its connections
+    while another still sends on them (gloo aborts the process then)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- gathering

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..attacks import contrastive_objective, cross_entropy_objective, pgd, require_attack_budget
 from ..augment import to_float_images
+from ..distributed import gather, gather_with_grad, is_distributed
 from ..losses import info_nce, supcon
 from ..models import batchnorm_statistics_frozen, weights_fingerprint
 from ..presets import no_autocast
@@ -240,11 +241,14 @@ class AdversarialPretraining(Method):
             return cross_entropy_objective(self.encode, labels, normalise_logits=paper)
 
         def summed_loss(z_anchor: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            if paper:
-                loss = paper_contrastive_loss(z_anchor, z, labels if self.scheme == "scl" else None)
-            else:
-                loss = self.base.contrastive_loss((z_anchor, z), labels)
-            return loss * 2 * len(z)
+            anchors = 2 * len(z)
+            if not paper:
+                return self.base.contrastive_loss((z_anchor, z), labels) * anchors
+            attack_labels = labels if self.scheme == "scl" else None
+            if is_distributed():   # the global batch's objective, as one process computes it
+                z_anchor, z = gather_with_grad(torch.stack([z_anchor, z], dim=1)).unbind(1)
+                attack_labels = gather(attack_labels) if attack_labels is not None else None
+            return paper_contrastive_loss(z_anchor, z, attack_labels) * anchors
         return contrastive_objective(self.encode, clean, summed_loss)
 
     def adversarial_step(self, batch: Batch, clean: torch.Tensor,
