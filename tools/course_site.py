@@ -399,6 +399,9 @@ def describe_record(record: dict) -> str:
     return text
 
 
+HTML_ANCHOR = re.compile(r'^<a id="([\w-]+)"></a>$', re.MULTILINE)
+
+
 def notebook_page(nb):
     """The page of an executed notebook: each widget view (it needs a running kernel) replaced by
     the images it showed when the notebook ran (an explorer's figure; a progress bar shows none),
@@ -419,6 +422,9 @@ def notebook_page(nb):
             cell.source = "\n".join(line for line in lines if line.strip() not in markers)
             cell.source = notebook_tool.FIGURE_LINK.sub(lambda found: f"](figures/{found[1]})",
                                                         cell.source)
+            # An HTML anchor (<a id="notation"></a>, which Jupyter and GitHub follow) as the MyST
+            # target that Sphinx resolves links to.
+            cell.source = HTML_ANCHOR.sub(r"(\1)=", cell.source)
         elif cell.cell_type == "code":
             outputs = []
             for output in cell.outputs:

@@ -278,6 +278,14 @@ def test_a_page_shows_the_method_diagrams_from_the_sites_own_copy():
         "![SimCLR's two views](figures/simclr.svg)\n\n![MoCo](figures/moco_mochi.svg)"
 
 
+def test_an_html_anchor_becomes_the_target_sphinx_resolves_links_to():
+    nb = executed_notebook()
+    nb.cells[1].source = ('<a id="notation"></a>\n## 5. Notation\n\nSee [it](#notation); '
+                          '<a id="x"></a> inline stays.')
+    assert site.notebook_page(nb).cells[2].source == \
+        '(notation)=\n## 5. Notation\n\nSee [it](#notation); <a id="x"></a> inline stays.'
+
+
 def test_a_notebook_without_its_record_is_refused():
     nb = executed_notebook()
     del nb.metadata["clcourse"]
