@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import clcourse.losses as losses
 from clcourse.losses import (dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce,
                              positive_index, sce, sce_in_batch, sce_target, supcon)
 from helpers import randn, reference_sce, reference_supcon
@@ -782,3 +783,31 @@ def test_mochi_mixes_in_float32_whatever_the_input_precision():
                           n_mix_negatives=2, n_mix_query=2,
                           generator=torch.Generator().manual_seed(0))
     assert mix.negatives.dtype == torch.float32 and torch.equal(mix.negatives, reference.negatives)
+
+
+def test_the_documented_defaults_are_the_papers():
+    import inspect
+
+    def default(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    assert default(losses.multiview_info_nce, "temperature") == 0.5
+    assert default(losses.cacr, "tau_neg") == 0.9 and default(losses.cacr_terms, "tau_neg") == 0.9
+
+
+def test_keys_and_queue_get_no_gradient():
+    generator = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(4, 8, generator=generator, requires_grad=True) for _ in range(2))
+    queue = torch.randn(16, 8, generator=generator, requires_grad=True)
+    for loss in (losses.moco_info_nce, losses.sce):
+        loss(q, k, queue).backward()
+        assert q.grad is not None and k.grad is None and queue.grad is None
+        q.grad = None
+
+
+def test_sce_in_batch_needs_two_images_and_takes_two():
+    generator = torch.Generator().manual_seed(0)
+    z1, z2 = (torch.randn(2, 8, generator=generator) for _ in range(2))
+    assert torch.isfinite(losses.sce_in_batch(z1, z2))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        losses.sce_in_batch(z1[:1], z2[:1])
