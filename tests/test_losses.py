@@ -825,3 +825,18 @@ def test_two_view_losses_compute_in_float32_from_half_precision_embeddings(dtype
         low = loss(z1.to(dtype), z2.to(dtype))
         assert low.dtype == torch.float32
         assert torch.allclose(low, loss(z1.to(dtype).float(), z2.to(dtype).float()), atol=1e-6)
+
+
+def test_moco_info_nce_keeps_keys_queue_and_extra_negatives_constant_whatever_logits_it_is_given():
+    q, k, queue, extra = randn(0, 3, 8), randn(1, 3, 8), randn(2, 10, 8), randn(3, 3, 2, 8)
+    for x in (q, k, queue, extra):
+        x.requires_grad_(True)
+
+    def students_logits(q, k, queue, temperature):   # a notebook 03 student who forgot to detach
+        return torch.cat([(q * k).sum(dim=1, keepdim=True), q @ queue.T], dim=1) / temperature
+
+    loss = moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16(), logits=students_logits)
+    loss.backward()
+    assert q.grad.abs().sum() > 0 and k.grad is None and queue.grad is None and extra.grad is None
+    # half-precision extra negatives are read in float32, like the rest
+    assert loss == moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16().float(), logits=students_logits)
