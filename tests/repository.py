@@ -48,7 +48,7 @@ PLANTED = {
     "04": ("dcl_loss", "return -torch.log(pos / (pos + ng)).mean()",
            "return -torch.log(pos / (pos + ng)).sum()",
            "Average over the anchors (mean), not a sum."),
-    "05": ("fgsm_contrastive", "(x.detach(), x.detach(), gradient,", "(x.detach(), x.detach(), -gradient,",
+    "05": ("fgsm_contrastive", "x.detach(), gradient,", "x.detach(), -gradient,",
            "Step *up* the loss"),
     "06": ("repulsion_term", "torch.stack(pair_terms).mean()", "torch.stack(pair_terms).sum()",
            "Average over the V(V − 1)/2 pairs of views, don't sum them."),

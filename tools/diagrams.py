@@ -394,7 +394,8 @@ def clae() -> Canvas:
     c.text(1.6, adversarial.y - 0.45, r"$x^{adv} = x^{(1)} + \delta$,  ‖δ‖∞ ≤ ε", color=RED)
     c.arrow(view_i.bottom, adversarial.top, color=RED, width=1.6)
     c.text(1.85, 2.1, "attack, no labels", color=RED, ha="left", bold=True)
-    c.text(1.85, 1.8, r"$\delta = \epsilon\,\mathrm{sign}\,\nabla_{x′} L(\mathrm{sg}[z^{(1)}], z(x′))$",
+    c.text(1.85, 1.8,
+           r"$\delta = \epsilon\,\mathrm{sign}\,\nabla_{x′} L(\mathrm{sg}[z^{(1)}], z(x′))$",
            color=RED, ha="left")
     c.text(1.85, 1.5, "FGSM: one step; PGD: several", color=RED, ha="left")
     c.text(1.85, 1.25, "forward through the adversarial BN", color=RED, ha="left")
