@@ -9,6 +9,8 @@ accuracy of each scheme x scenario cell, and the time of each phase.
     python bench/robustness.py --budget full --timing-only
     # quick CPU check of the script
     python bench/robustness.py --smoke
+    # what notebook 08 costs at a budget, estimated from the passes it makes (no GPU needed)
+    python bench/robustness.py --estimate colab
 
 Timing targets, on the budget's backbone and batch:
 - an epoch of 5-step PGD adversarial pretraining costs at most 6.5x a standard epoch of the same
@@ -42,6 +44,74 @@ from clcourse.train import train  # noqa: E402
 PREFIX = "bench08"
 ADVERSARIAL_COST_TARGET = 6.5          # adversarial epoch / standard epoch
 EVALUATION_SECONDS_TARGET = 60.0       # PGD-40 on 10,000 images, ResNet-18, one H100/H200
+
+
+# The estimate of a notebook's run time counts passes: one forward and backward pass of one image
+# is 1, a forward pass alone FORWARD. A PGD step is a forward and backward pass (to the input) of
+# its images. A T4 runs a SimCLR epoch of ResNet-18 on 50,000 images (100,000 passes) in about
+# 13-20 s (fp16): T4_SECONDS_PER_PASS is the slow end, OVERHEAD_MINUTES the install, the data, the
+# ledger's kNN and the plots.
+FORWARD = 1 / 3
+T4_SECONDS_PER_PASS = 20 / 100_000
+OVERHEAD_MINUTES = 1.0
+
+
+def pretraining_passes(scheme: str, adversarial: bool, budget: RobustnessBudget) -> float:
+    """Passes per training image and epoch of a scheme's pretraining: its views (two for CL and
+    SCL, one for SL); adversarially, besides them the attack's steps, the clean anchors of the
+    contrastive attack (a forward pass) and the adversarial pair (x^0, x^0 + delta; SL: x^0 + delta
+    alone)."""
+    if R.require_scheme(scheme) == "sl":
+        return 1 + (budget.train_steps + 1 if adversarial else 0)
+    return 2 + (budget.train_steps + FORWARD + 2 if adversarial else 0)
+
+
+def fine_tuning_passes(mode: str, budget: RobustnessBudget) -> float:
+    """Passes per training image and epoch of a fine-tuning: a forward pass through the frozen
+    encoder (standard), plus the attack's steps and the adversarial images' forward pass
+    (partial), or clean and adversarial images trained through the whole network (full)."""
+    if mode == "standard":
+        return FORWARD
+    if mode == "partial":
+        return 2 * FORWARD + budget.train_steps
+    if mode == "full":
+        return 2 + budget.train_steps
+    raise ValueError(f"mode must be one of {list(R.FINE_TUNING)}, got {mode!r}")
+
+
+def notebook_passes(budget: RobustnessBudget) -> dict[str, float]:
+    """The passes of notebook 08 at `budget`, by section: the six encoders' pretraining, the twelve
+    fine-tunings, the grid's attacks (clean, threat models I and II under both definitions: a
+    forward pass for the clean images, the anchors and each attack's result, the attacks' steps)
+    and the epsilon sweep (threat model II on two classifiers at four budgets besides 0). Section
+    5's eight and 200 images are left out."""
+    images = budget.train_subset or 50_000
+    tests = budget.test_subset or 10_000
+    steps = budget.test_steps
+    pretraining = sum(pretraining_passes(scheme, adversarial, budget)
+                      for scheme in R.SCHEMES for adversarial in (False, True))
+    fine_tuning = len(R.SCHEMES) * sum(fine_tuning_passes(mode, budget)
+                                       for _, mode in R.SCENARIOS.values())
+    grid = len(R.SCHEMES) * len(R.SCENARIOS) * len(R.DEFINITIONS) * (4 * FORWARD + 2 * steps)
+    sweep = 2 * (FORWARD + 4 * (steps + FORWARD))
+    return {"pretraining": pretraining * budget.pretrain_epochs * images,
+            "fine-tuning": fine_tuning * budget.finetune_epochs * images,
+            "grid attacks": grid * tests, "epsilon sweep": sweep * tests}
+
+
+def estimated_minutes(passes: float, seconds_per_pass: float = T4_SECONDS_PER_PASS) -> float:
+    """Minutes of `passes` at `seconds_per_pass` (default: a T4's slow end), with the overhead."""
+    return passes * seconds_per_pass / 60 + OVERHEAD_MINUTES
+
+
+def print_estimate(budget_name: str) -> None:
+    passes = notebook_passes(PRESETS[budget_name].robustness)
+    for section, count in passes.items():
+        minutes = estimated_minutes(count) - OVERHEAD_MINUTES
+        print(f"{section:<15}{count / 1e6:6.2f} M passes  {minutes:5.1f} min")
+    print(f"notebook 08, {budget_name} budget, on a T4: about "
+          f"{estimated_minutes(sum(passes.values())):.1f} min (an estimate at "
+          f"{1 / T4_SECONDS_PER_PASS:,.0f} passes/s, with {OVERHEAD_MINUTES:.0f} min besides)")
 
 
 def synchronize(device: torch.device) -> None:
@@ -98,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure the two timing targets, skip the grid")
     parser.add_argument("--smoke", action="store_true",
                         help="the smoke budget, one scheme, two scenarios, tiny")
+    parser.add_argument("--estimate", choices=sorted(PRESETS), default=None,
+                        help="print notebook 08's estimated T4 minutes at this budget and exit")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.estimate:
+        print_estimate(args.estimate)
+        return 0
 
     schemes = [R.require_scheme(s) for s in args.schemes.split(",")]
     scenarios = [R.require_scenario(s) for s in args.scenarios.split(",")]

@@ -41,8 +41,10 @@ import torch.nn.functional as F
 from .validation import (
     describe_tensor,
     require_bool,
+    require_classes,
     require_in_range,
     require_int_at_least,
+    require_labels,
     require_positive,
     require_unit_range,
 )
@@ -320,20 +322,30 @@ def contrastive_objective(encode: Callable[[torch.Tensor], torch.Tensor], x: tor
 
 
 def cross_entropy_objective(classifier: Callable[[torch.Tensor], torch.Tensor],
-                            labels: torch.Tensor, normalise_logits: bool = False
-                            ) -> Callable[[torch.Tensor], torch.Tensor]:
+                            labels: torch.Tensor, normalise_logits: bool = False,
+                            check_labels: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     r"""The objective of an attack with labels (CL-Robustness' threat model II, and the attack of
     supervised and adversarial fine-tuning): x' -> \sum_i CE(classifier(x'_i), y_i), in float32;
     with `normalise_logits`, x' -> \sum_i CE(normalize(classifier(x'_i)), y_i), the cross-entropy of
     the L2-normalised logits (logits in [-1, 1]), which CL-Robustness' code attacks.
 
     Summed rather than averaged: the sign of its gradient is the same, and under fp16 autocast
-    (a T4) the input gradient of a sum stays clear of underflow."""
+    (a T4) the input gradient of a sum stays clear of underflow. With `check_labels` (where labels
+    enter from a user, as in threat model II), the first call checks them against the images and
+    the classifier's outputs (one sync); a training step, whose labels were checked where they
+    entered, leaves it off."""
     if not callable(classifier):
         raise ValueError(f"classifier must be a function x -> logits, got {classifier!r}")
+    check_labels = require_bool("check_labels", check_labels)
 
     def objective(x_prime: torch.Tensor) -> torch.Tensor:
+        nonlocal labels, check_labels
         logits = classifier(x_prime).float()
+        if check_labels:   # once, at the first call
+            labels = require_labels("labels", labels, x_prime.shape[0], "the images attacked")
+            require_classes("labels", labels, logits.shape[1],
+                            f"the classifier has {logits.shape[1]} outputs")
+            check_labels = False
         if normalise_logits:
             logits = F.normalize(logits, dim=1)
         return F.cross_entropy(logits, labels, reduction="sum")

@@ -245,7 +245,7 @@ def threat_model_2(classifier: Callable, epsilon: float = TEST_EPSILON, steps: i
     run_attack = _seeded(attack or pgd, seed, require_norm(norm))
 
     def perturb(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        objective = cross_entropy_objective(classifier, labels,
+        objective = cross_entropy_objective(classifier, labels, check_labels=True,
                                             normalise_logits=definition == "paper")
         return run_attack(objective, x, epsilon, step_size, steps, random_start)
     return perturb

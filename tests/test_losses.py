@@ -799,7 +799,11 @@ def test_keys_and_queue_get_no_gradient():
     generator = torch.Generator().manual_seed(0)
     q, k = (torch.randn(4, 8, generator=generator, requires_grad=True) for _ in range(2))
     queue = torch.randn(16, 8, generator=generator, requires_grad=True)
-    for loss in (losses.moco_info_nce, losses.sce):
+
+    def logits_alone(q, k, queue):   # moco_logits detaches by itself, whoever calls it
+        return losses.moco_logits(q, k, queue, 0.2).logsumexp(dim=1).sum()
+
+    for loss in (losses.moco_info_nce, losses.sce, logits_alone):
         loss(q, k, queue).backward()
         assert q.grad is not None and k.grad is None and queue.grad is None
         q.grad = None
@@ -811,3 +815,28 @@ def test_sce_in_batch_needs_two_images_and_takes_two():
     assert torch.isfinite(losses.sce_in_batch(z1, z2))
     with pytest.raises(ValueError, match="at least 2 images"):
         losses.sce_in_batch(z1[:1], z2[:1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_two_view_losses_compute_in_float32_from_half_precision_embeddings(dtype):
+    z1, z2 = views(3, 5, 8)
+    for loss in (lambda a, b: info_nce(a, b, 0.5), lambda a, b: dcl(a, b, 0.5, 0.1),
+                 lambda a, b: hcl(a, b, 0.5, 0.1, 1.0)):
+        low = loss(z1.to(dtype), z2.to(dtype))
+        assert low.dtype == torch.float32
+        assert torch.allclose(low, loss(z1.to(dtype).float(), z2.to(dtype).float()), atol=1e-6)
+
+
+def test_moco_info_nce_keeps_keys_queue_and_extra_negatives_constant_whatever_logits_it_is_given():
+    q, k, queue, extra = randn(0, 3, 8), randn(1, 3, 8), randn(2, 10, 8), randn(3, 3, 2, 8)
+    for x in (q, k, queue, extra):
+        x.requires_grad_(True)
+
+    def students_logits(q, k, queue, temperature):   # a notebook 03 student who forgot to detach
+        return torch.cat([(q * k).sum(dim=1, keepdim=True), q @ queue.T], dim=1) / temperature
+
+    loss = moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16(), logits=students_logits)
+    loss.backward()
+    assert q.grad.abs().sum() > 0 and k.grad is None and queue.grad is None and extra.grad is None
+    # half-precision extra negatives are read in float32, like the rest
+    assert loss == moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16().float(), logits=students_logits)

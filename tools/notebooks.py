@@ -680,6 +680,7 @@ TIMING_FILES = ("README.md", "notebooks/00_setup_and_tour.ipynb")
 # measurement.
 CELL_NOTE = "cell"
 DRIFT = 2.0
+SHORTEST_NOTE = 5   # seconds: the smallest figure a note gives; a shorter cell is noted "about 5 s"
 STATED = re.compile(r"^about (?:(\d+) min)? ?(?:(\d+) s)?$")
 
 
@@ -778,8 +779,8 @@ def cells_by_id(nb, code_seconds: dict[int, float]) -> dict[str, float]:
 def about(seconds: float) -> str:
     """A time note's figure: about 5 s, about 35 s (to 5 s), about 2 min, about 2 min 30 s (to
     30 s)."""
-    step = 5 if seconds < 60 else 30
-    return "about " + duration(max(step, step * round(seconds / step)))
+    step = SHORTEST_NOTE if seconds < 60 else 30
+    return "about " + duration(max(SHORTEST_NOTE, step * round(seconds / step)))
 
 
 def stated_seconds(text: str) -> float | None:
@@ -851,7 +852,8 @@ def cell_note_problems(nb, name: str, cell_seconds: dict[str, float],
             elif stated is None:
                 problems.append(f"{where}: its time note says {match.group(3)!r}, not 'about N s' "
                                 "or 'about N min M s'")
-            elif not 1 / drift <= max(stated, 1) / max(seconds, 1) <= drift:
+            # below the shortest note, every time reads as "about 5 s"
+            elif not 1 / drift <= max(stated, SHORTEST_NOTE) / max(seconds, SHORTEST_NOTE) <= drift:
                 problems.append(f"{where}: its time note says {match.group(3)!r}, measured "
                                 f"{duration(seconds)}: more than {drift:g}x off; run python "
                                 "tools/notebooks.py timings")

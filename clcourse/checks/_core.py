@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import sysconfig
 import threading
@@ -216,11 +217,54 @@ class Tripwire:
                                 "not use.")
 
 
-_STATE = threading.local()   # the tripwire of the check running in this thread, if any
+_STATE = threading.local()   # the tripwire and naming of the check running in this thread, if any
 
 
 def _active() -> Tripwire | None:
     return getattr(_STATE, "tripwire", None)
+
+
+class _Naming:
+    """A check's messages call the student's function by the name the student gave it
+    (`info_nce_loss`), not by the checker's name for the exercise (`info_nce`). The checker's
+    names are those it passes to `call_student` with the student's function; a reference named in
+    a tripwire's message ("clcourse's info_nce (clcourse.losses.info_nce)") keeps its name."""
+
+    def __init__(self, fn: Callable):
+        self.function = _unwrapped(fn)
+        name = getattr(self.function, "__name__", None)
+        # a lambda ("<lambda>") or a callable object without a name keeps the checker's names
+        self.student = name if isinstance(name, str) and name.isidentifier() else None
+        self.names: set[str] = set()
+
+    def register(self, fn: Callable, name: str) -> None:
+        if _unwrapped(fn) is self.function:
+            self.names.add(name)
+
+    def __call__(self, text: str) -> str:
+        if self.student is None:
+            return text
+        for name in sorted(self.names, key=len, reverse=True):
+            text = re.sub(rf"(?<!clcourse's )(?<![\w.]){re.escape(name)}(?!\w)", self.student,
+                          text)
+        return text
+
+
+def _naming() -> _Naming | None:
+    return getattr(_STATE, "naming", None)
+
+
+@contextlib.contextmanager
+def _check_naming(fn: Callable):
+    """The naming of one check (`_Naming`); a checker called by another keeps the outer one."""
+    if _naming() is not None:
+        yield _naming()
+        return
+    _STATE.naming = _Naming(fn)
+    try:
+        yield _STATE.naming
+    finally:
+        _STATE.naming = None
 
 
 @contextlib.contextmanager
@@ -263,6 +307,9 @@ def call_student(fn: Callable, *args, name: str, raising: tuple[type[Exception],
     wire = _active()
     if wire is not None:
         wire.allow(args)
+    naming = _naming()
+    if naming is not None:
+        naming.register(fn, name)
     try:
         result = fn(*args)
     except NotImplementedError:
@@ -296,7 +343,8 @@ def exercise(stands_for: Callable | None = None, allowed: tuple[Callable, ...] =
             if not callable(fn):
                 raise ExerciseError(f"{checker.__name__} takes your function itself (the name you "
                                     f"defined it with, without parentheses), got {fn!r}.")
-            with tripwire(allowed=allowed) as wire:
+            with tripwire(allowed=allowed) as wire, _check_naming(fn) as names:
+                exercise_name = names.student or exercise_name
                 named = wire.references.get(id(getattr(_unwrapped(fn), "__code__", None)))
                 if named is not None:
                     named = named[1]
@@ -304,7 +352,8 @@ def exercise(stands_for: Callable | None = None, allowed: tuple[Callable, ...] =
                                         f"{short_name(named)} ({named}), the reference itself.")
                 try:
                     checker(fn, *args, **kwargs)
-                except ExerciseError:
+                except ExerciseError as error:
+                    error.args = (names(str(error)),)
                     raise
                 except _ReferenceCalled:
                     wire.fail_if_hit(exercise_name)
@@ -361,7 +410,8 @@ def diagnose(name: str, student: torch.Tensor, reference: torch.Tensor,
 
 
 def passed(name: str, what: str) -> None:
-    print(f"✓ {name}: {what}")
+    names = _naming()
+    print(f"✓ {names(name) if names is not None else name}: {what}")
 
 
 # ---------------------------------------------------------------- in a notebook

@@ -71,7 +71,11 @@ def _info_nce_mistakes(z1: torch.Tensor, z2: torch.Tensor,
         per_anchor = per_anchor[:n] if halves == 1 else per_anchor
         return per_anchor.sum() if reduce == "sum" else per_anchor.mean()
 
+    def cross_view(u1, u2):   # anchors of one view against the other view only, a B x B softmax
+        return F.cross_entropy(u1 @ u2.T / temperature, torch.arange(u1.shape[0]))
+
     unit = F.normalize(torch.cat([z1, z2]), dim=1)
+    unit1, unit2 = unit.chunk(2)
     raw = torch.cat([z1, z2])
     return {
         "Normalise the embeddings to unit length before the dot products.": loss(raw, temperature),
@@ -88,6 +92,14 @@ def _info_nce_mistakes(z1: torch.Tensor, z2: torch.Tensor,
         "Use all 2B views as anchors: views of the second half are anchors too "
         "(the loss is symmetric).":
             loss(unit, temperature, halves=1),
+        "Your anchors are the first view only and their candidates the second view only (a B x B "
+        "matrix z1 z2^T): stack both views into 2B rows, so that every view is an anchor and "
+        "all 2B - 2 other views, of either view, are its negatives.":
+            cross_view(unit1, unit2),
+        "Both directions, but each anchor meets only the other view (two B x B matrices): the "
+        "B - 1 other images' views on the anchor's own side are negatives too. Use the 2B x 2B "
+        "matrix of all views, the diagonal masked.":
+            (cross_view(unit1, unit2) + cross_view(unit2, unit1)) / 2,
     }
 
 

@@ -44,7 +44,8 @@ def fgsm_two_passes(encode, x, epsilon, loss):
 ])
 def test_correct_fgsm_passes(solution, capsys):
     check_fgsm_contrastive(solution)
-    assert "✓ fgsm_contrastive" in capsys.readouterr().out
+    shown = solution.__name__ if solution.__name__.isidentifier() else "fgsm_contrastive"
+    assert f"✓ {shown}: " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("mistake, message", [
@@ -90,7 +91,7 @@ def objective(encode, encode_adversarial, attack, loss, view1, view2, alpha, *, 
 
 def test_correct_objective_passes(capsys):
     check_clae_objective(objective)
-    assert "✓ clae_objective" in capsys.readouterr().out
+    assert "✓ objective: " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("mistake, message", [

@@ -105,6 +105,16 @@ def test_the_reference_is_out_of_reach_whatever_name_reaches_it(how):
         checks.check_info_nce(info_nce_by(how))
 
 
+def test_the_students_function_is_named_and_the_reference_keeps_its_name():
+    def calls_the_reference(z1, z2, temperature):
+        return info_nce(z1, z2, temperature)
+
+    with pytest.raises(ExerciseError) as raised:
+        checks.check_info_nce(calls_the_reference)
+    assert str(raised.value).startswith("write it yourself: calls_the_reference calls clcourse's info_nce "
+                                        "(clcourse.losses.info_nce)")
+
+
 def test_a_function_the_exercise_may_use_is_allowed_and_the_references_work_outside_a_check(capsys):
     """Threat model I's objective is InfoNCE with constant anchors: the exercise gives InfoNCE."""
     def objective(encode, x, temperature):
@@ -113,7 +123,7 @@ def test_a_function_the_exercise_may_use_is_allowed_and_the_references_work_outs
         return lambda x_prime: info_nce(anchors, encode(x_prime), temperature)
 
     checks.check_threat_model_1_objective(objective)
-    assert "✓ threat_model_1_objective" in capsys.readouterr().out
+    assert "✓ objective: " in capsys.readouterr().out
     z = torch.randn(4, 3)
     assert torch.isfinite(info_nce(z, z, 0.5)) and sys.getprofile() is None
 
@@ -126,7 +136,7 @@ def test_an_error_in_the_students_code_is_reported_with_the_students_lines_only(
     with pytest.raises(ExerciseError) as error:
         checks.check_info_nce(info_nce_loss)
     message = str(error.value)
-    assert message.startswith("info_nce raised RuntimeError: ")
+    assert message.startswith("info_nce_loss raised RuntimeError: ")
     assert "logits = z1 @ z2   # the mistake" in message and "test_core.py" in message
     assert "clcourse/checks" not in message and "reference" not in message
 
@@ -238,8 +248,8 @@ def test_in_ipython_a_failing_check_shows_its_message_and_none_of_the_checkers_s
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
     handled, student_error, unhandled = done.stdout.split("===")
-    assert "ExerciseError" in handled and "info_nce (B=4, D=8, temperature=0.5) does not match" in handled
-    assert "return z1 @ z2   # shapes do not fit" in student_error and "info_nce raised RuntimeError" in student_error
+    assert "ExerciseError" in handled and "info_nce_loss (B=4, D=8, temperature=0.5) does not match" in handled
+    assert "return z1 @ z2   # shapes do not fit" in student_error and "broken raised RuntimeError" in student_error
     for shown in (handled, student_error):
         assert "reference = info_nce(" not in shown and "_info_nce_mistakes" not in shown
         assert "clcourse/checks/" not in shown, shown

@@ -117,7 +117,7 @@ def objective_without_no_grad(encode, x, temperature):
 @pytest.mark.parametrize("solution", [objective, objective_without_no_grad])
 def test_correct_threat_model_1_objectives_pass(solution, capsys):
     check_threat_model_1_objective(solution)
-    assert "✓ threat_model_1_objective" in capsys.readouterr().out
+    assert f"✓ {solution.__name__}: " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("mistake, message", [

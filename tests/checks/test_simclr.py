@@ -35,6 +35,44 @@ def make_info_nce(normalise=True, mask_self=True, temperature_power=1, multiply=
     return info_nce
 
 
+def cross_view_info_nce(both_directions):
+    def info_nce_loss(z1, z2, temperature):
+        u1, u2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+        targets = torch.arange(z1.shape[0])
+        one_way = F.cross_entropy(u1 @ u2.T / temperature, targets)
+        if not both_directions:
+            return one_way
+        return (one_way + F.cross_entropy(u2 @ u1.T / temperature, targets)) / 2
+    return info_nce_loss
+
+
+@pytest.mark.parametrize("both_directions, hint", [
+    (False, "anchors are the first view only"), (True, "own side are negatives too")])
+def test_info_nce_with_cross_view_negatives_only_is_diagnosed(both_directions, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        check_info_nce(cross_view_info_nce(both_directions))
+
+
+def test_messages_name_the_students_function(capsys):
+    def info_nce_loss(z1, z2, temperature):
+        return make_info_nce(reduce="sum")(z1, z2, temperature)
+
+    with pytest.raises(ExerciseError) as raised:
+        check_info_nce(info_nce_loss)
+    assert str(raised.value).startswith("info_nce_loss (B=4, D=8, temperature=0.5) is not right")
+
+    def uniformity_loss_of_mine(z, t):
+        return make_uniformity()(z, t)
+
+    check_uniformity(uniformity_loss_of_mine)
+    assert capsys.readouterr().out.startswith("✓ uniformity_loss_of_mine: ")
+
+
+def test_a_lambda_is_called_by_the_exercises_name():
+    with pytest.raises(ExerciseError, match=r"^info_nce \(B=4"):
+        check_info_nce(lambda z1, z2, t: make_info_nce(reduce="sum")(z1, z2, t))
+
+
 def test_correct_solutions_pass(capsys):
     check_positive_mask(positive_mask)
     check_info_nce(make_info_nce())

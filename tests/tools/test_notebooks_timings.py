@@ -152,11 +152,24 @@ def test_a_note_more_than_twice_off_its_measurement_fails():
     assert tool.cell_note_problems(nb, "nb", {first: 10.0, second: 9.0}) == []       # 1.9x: within
     problems = tool.cell_note_problems(nb, "nb", {first: 15.0, second: 6.0})          # 2.1x
     assert len(problems) == 1 and "more than 2x off" in problems[0] and "nb, cell 0" in problems[0]
-    assert "more than 2x off" in tool.cell_note_problems(nb, "nb", {first: 2.0, second: 2.0})[0]   # 2.5x under
+    slow = noted_notebook("about 30 s")
+    assert "more than 2x off" in tool.cell_note_problems(
+        slow, "nb", {slow.cells[1].id: 6.0, slow.cells[2].id: 6.0})[0]                # 2.5x under
     assert "no measured time" in tool.cell_note_problems(nb, "nb", {first: 10.0})[0]
     unreadable = noted_notebook("a few seconds")
     assert "not 'about N s'" in tool.cell_note_problems(
         unreadable, "nb", {unreadable.cells[1].id: 1.0, unreadable.cells[2].id: 1.0})[0]
+
+
+@pytest.mark.parametrize("seconds", [0.2, 1.0, 4.0, 7.0])
+def test_a_short_cell_is_noted_about_5_s_and_that_note_passes_the_check(seconds):
+    nb = noted_notebook(tool.about(seconds))
+    cells = {nb.cells[1].id: seconds / 2, nb.cells[2].id: seconds / 2}
+    assert tool.about(seconds) == "about 5 s" and tool.cell_note_problems(nb, "nb", cells) == []
+    # what is measured below 5 s counts as 5 s: "about 15 s" is still 3x off
+    longer = noted_notebook("about 15 s")
+    assert "more than 2x off" in tool.cell_note_problems(longer, "nb", {
+        longer.cells[1].id: seconds / 2, longer.cells[2].id: seconds / 2})[0]
 
 
 JUNIT_CELLS = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
