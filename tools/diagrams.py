@@ -389,12 +389,13 @@ def clae() -> Canvas:
     c = Canvas(4.75)
     view_i, view_j = image_and_two_views(c, 3.3, 2.75, 3.85, 1.6)
     adversarial = c.picture(1.6, 0.95, 0.55, zoom=1.6, centre=(0.4, 0.55), noise=True)
-    c.text(1.6, view_j.y + 0.43, "view xⱼ")
-    c.text(1.6, view_i.y + 0.43, "view xᵢ")
-    c.text(1.6, adversarial.y - 0.45, "xᵢ + δ,  ‖δ‖∞ ≤ ε", color=RED)
+    c.text(1.6, view_j.y + 0.43, r"view $x^{(2)}$")
+    c.text(1.6, view_i.y + 0.43, r"view $x^{(1)}$")
+    c.text(1.6, adversarial.y - 0.45, r"$x^{adv} = x^{(1)} + \delta$,  ‖δ‖∞ ≤ ε", color=RED)
     c.arrow(view_i.bottom, adversarial.top, color=RED, width=1.6)
     c.text(1.85, 2.1, "attack, no labels", color=RED, ha="left", bold=True)
-    c.text(1.85, 1.8, r"$\delta = \epsilon\,\mathrm{sign}\,\nabla_{x′} L(\mathrm{sg}[z_i], z(x′))$",
+    c.text(1.85, 1.8,
+           r"$\delta = \epsilon\,\mathrm{sign}\,\nabla_{x′} L(\mathrm{sg}[z^{(1)}], z(x′))$",
            color=RED, ha="left")
     c.text(1.85, 1.5, "FGSM: one step; PGD: several", color=RED, ha="left")
     c.text(1.85, 1.25, "forward through the adversarial BN", color=RED, ha="left")
@@ -420,17 +421,17 @@ def clae() -> Canvas:
     c.text(cx, cy + r + 0.2, "the other images: negatives", color=GREY)
     c.curve(z_i, z_j, color=GREEN, width=2.2, bend=0.6)
     c.curve(z_i, z_adv, color=GREEN, width=2.2, dashed=True, bend=-0.6)
-    c.dot(*z_j, BLUE, label="zⱼ", offset=(0.27, 0.08), ha="left")
-    c.dot(*z_i, BLUE, label="zᵢ", offset=(0.33, 0.0), ha="left")
-    c.dot(*z_adv, RED, label="zᵃᵈᵛ", offset=(0.27, -0.1), ha="left")
+    c.dot(*z_j, BLUE, label=r"$z^{(2)}$", offset=(0.27, 0.08), ha="left")
+    c.dot(*z_i, BLUE, label=r"$z^{(1)}$", offset=(0.33, 0.0), ha="left")
+    c.dot(*z_adv, RED, label=r"$z^{adv}$", offset=(0.27, -0.1), ha="left")
 
     legend = 6.4
     c.line([(legend, 1.3), (legend + 0.3, 1.3)], color=GREEN, width=2.2)
-    c.text(legend + 0.4, 1.3, "positive pair zᵢ, zⱼ", ha="left")
+    c.text(legend + 0.4, 1.3, r"positive pair $z^{(1)}, z^{(2)}$", ha="left")
     c.line([(legend, 1.05), (legend + 0.3, 1.05)], color=GREEN, width=2.2, dashed=True)
-    c.text(legend + 0.4, 1.05, "extra, hard positive of zᵢ", ha="left")
+    c.text(legend + 0.4, 1.05, "second, hard positive", ha="left")
     c.text(legend + 0.4, 0.83, "(a negative of the others)", ha="left", color=GREY)
-    c.text(legend + 0.1, 0.47, r"$ℒ = L(z_i, z_j) + \alpha\, L(z_i, z^{adv})$",
+    c.text(legend + 0.1, 0.47, r"$ℒ = L(z^{(1)}, z^{(2)}) + \alpha\, L(z^{(1)}, z^{adv})$",
            ha="left")
     c.text(legend + 0.1, 0.17, "L: InfoNCE of the batch, τ", ha="left", color=GREY)
     return c

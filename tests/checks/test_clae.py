@@ -37,8 +37,18 @@ def fgsm_two_passes(encode, x, epsilon, loss):
     return torch.clamp(x + epsilon * torch.sign(gradient), 0, 1).detach()
 
 
+def fgsm_as_one_pgd_step(encode, x, epsilon, loss):
+    """Notebook 05's solution: FGSM is one PGD step of size epsilon from x."""
+    x = x.detach().requires_grad_(True)
+    z = encode(x)
+    gradient, = torch.autograd.grad(loss(z.detach(), z), x)
+    delta = (x.detach() + epsilon * gradient.sign() - x.detach()).clamp(-epsilon, epsilon)
+    return (x.detach() + delta).clamp(0, 1)
+
+
 @pytest.mark.parametrize("solution", [
     fgsm,
+    fgsm_as_one_pgd_step,
     lambda *args: fgsm(*args, detach_anchor=False),      # a symmetric loss: twice the gradient, the same signs
     fgsm_two_passes,
 ])
