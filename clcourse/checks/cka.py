@@ -34,6 +34,10 @@ def _cka_mistakes(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         numerator = fro(b.T @ a) ** (2 if square else 1)
         return numerator / (fro(a.T @ a) * fro(b.T @ b))
 
+    def one_sided(k, l):   # the Gram form with J G instead of J G J
+        k, l = k - k.mean(0), l - l.mean(0)
+        return (k * l).sum() / (fro(k) * fro(l))
+
     return {
         "Centre the columns first: subtract each feature's mean over the examples (x - x.mean(0)).":
             cka(x, y),
@@ -49,6 +53,9 @@ def _cka_mistakes(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             fro(yc.T @ xc) ** 2 / (fro(xc) ** 2 * fro(yc) ** 2),
         "Don't take a square root of the result: CKA is a ratio of HSICs, already between 0 and 1.":
             cka(xc, yc).sqrt(),
+        "Centre each Gram matrix on both sides, J G J (or build it from centred features, "
+        "X̄ X̄ᵀ), not only its rows (J X Xᵀ).":
+            one_sided(x @ x.T, y @ y.T),
     }
 
 

@@ -22,6 +22,13 @@ def cka(x, y, *, centre_x=True, centre_y=True, rows=False, square=True, norms="g
     return value.sqrt() if root else value
 
 
+def cka_one_sided_grams(x, y):
+    """The Gram form with each Gram matrix centred on one side only (J X Xᵀ, not J X Xᵀ J)."""
+    k, l = x @ x.T, y @ y.T
+    k, l = k - k.mean(0), l - l.mean(0)
+    return (k * l).sum() / (k.norm() * l.norm())
+
+
 def cka_through_grams(x, y):
     """The same number from centred n x n Gram matrices: tr(K L) / (||K|| ||L||)."""
     n = x.shape[0]
@@ -49,6 +56,11 @@ def test_correct_linear_cka_passes(solution, capsys):
 def test_linear_cka_mistakes_are_named(mistake, message):
     with pytest.raises(ExerciseError, match=message):
         check_linear_cka(lambda x, y: cka(x, y, **mistake))
+
+
+def test_linear_cka_one_sided_gram_centring_is_named():
+    with pytest.raises(ExerciseError, match="Centre each Gram matrix on both sides"):
+        check_linear_cka(cka_one_sided_grams)
 
 
 def test_linear_cka_other_errors():
