@@ -439,7 +439,7 @@ def clae() -> Canvas:
 
 # ----------------------------------------------------------------------------------------- 4. CACR
 
-CACR_TAU_POS, CACR_TAU_NEG = 1.0, 0.9  # the authors' CIFAR-10 setting
+CACR_TAU_POS, CACR_TAU_NEG = 1.0, 0.9  # kappa+ and kappa- (paper: tau+, tau-), its CIFAR-10 setting
 
 
 def weighted_panel(c, cx, cy, r, others, concentration, color, caption, toward):
@@ -484,14 +484,14 @@ def cacr() -> Canvas:
                    "the M other views\nzᵇᵢ of image i", toward=True)
     weighted_panel(c, 7.2, 3.35, 1.05, (-35, 70, -115, 160), -CACR_TAU_NEG, RED,
                    "views zᵇⱼ of the\nother images j ≠ i", toward=False)
-    c.text(4.05, 1.85, f"far views pulled harder (τ⁺ = {CACR_TAU_POS:g})", color=GREEN)
-    c.text(7.2, 1.85, f"near negatives pushed harder (τ⁻ = {CACR_TAU_NEG:g})", color=RED)
-    c.text(4.05, 1.4, r"$w^+_{i,ab} = \mathrm{softmax}_{b \neq a}\,(\tau^+ d^2(z^a_i, z^b_i))$")
-    c.text(7.2, 1.4, r"$w^-_{i,j} = \mathrm{softmax}_{j \neq i}\,(-\tau^- d^2(z^a_i, z^b_j))$")
+    c.text(4.05, 1.85, f"far views pulled harder (κ⁺ = {CACR_TAU_POS:g})", color=GREEN)
+    c.text(7.2, 1.85, f"near negatives pushed harder (κ⁻ = {CACR_TAU_NEG:g})", color=RED)
+    c.text(4.05, 1.4, r"$w^+_{i,ab} = \mathrm{softmax}_{b \neq a}\,(\kappa^+ d^2(z^a_i, z^b_i))$")
+    c.text(7.2, 1.4, r"$w^-_{i,j} = \mathrm{softmax}_{j \neq i}\,(-\kappa^- d^2(z^a_i, z^b_j))$")
     c.text(4.05, 0.95,
-           r"$ℒ_{CA}$: mean of $\sum_b w^+_{i,ab}\, \alpha\, d^2(z^a_i, z^b_i)$")
+           r"$ℒ_{CA}$: mean of $\sum_b w^+_{i,ab}\, \gamma^+\, d^2(z^a_i, z^b_i)$")
     c.text(7.2, 0.95,
-           r"$ℒ_{CR}$: mean of $\sum_j w^-_{i,j}\,(-\beta\, d^2(z^a_i, z^b_j))$")
+           r"$ℒ_{CR}$: mean of $\sum_j w^-_{i,j}\,(-\gamma^-\, d^2(z^a_i, z^b_j))$")
     c.text(5.6, 0.5, r"$ℒ = ℒ_{CA} + ℒ_{CR}$,   "
            r"$d^2(u, v) = \|u - v\|^2 = 2 - 2\, u \cdot v$")
     c.text(5.6, 0.15, "w⁺, w⁻: conditional distributions given the query zᵃᵢ", color=GREY)

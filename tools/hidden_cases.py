@@ -70,6 +70,10 @@ TEMPLATES: dict[str, tuple] = {
                                  (3, 2, 16, 0.2, 1.0)),
     "check_repulsion_weights": ((2, 4, Any(3, 4), 0.7, 1.5), (6, Any(8, 9), 6, Any(2.5, 3.0), 0.3),
                                 (3, 1, 16, 0.2, 1.0)),
+    # (kappa-, HCL's temperature, B, D): a sharp and a flat kappa-, two negatives per query
+    "check_equivalent_temperature_and_beta": ((Any(1.5, 2.5), Any(0.1, 0.07), 6, 4),
+                                              (0.05, Any(1.5, 2.0), 3, 3),
+                                              (Any(0.6, 0.7), 0.3, 9, 16)),
     "check_attraction_term": ((2, 4, 3, Any(0.6, 0.7), 1.5), (6, 5, 6, 3.0, Any(0.3, 0.4)),
                               (3, 2, 16, 0.2, 1.0)),
     "check_repulsion_term": ((2, 4, 3, Any(0.6, 0.7), 1.5), (6, 5, 6, 3.0, Any(0.3, 0.4)),

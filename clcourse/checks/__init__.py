@@ -18,6 +18,7 @@ from ._core import ExerciseError, install_ipython_handler
 from .cacr import (
     check_attraction_term,
     check_attraction_weights,
+    check_equivalent_temperature_and_beta,
     check_repulsion_term,
     check_repulsion_weights,
 )
@@ -43,8 +44,8 @@ __all__ = [
     # notebook 05: adversarial examples, CLAE
     "check_fgsm_contrastive", "check_clae_objective",
     # notebook 06: CACR
-    "check_attraction_weights", "check_repulsion_weights", "check_attraction_term",
-    "check_repulsion_term",
+    "check_attraction_weights", "check_repulsion_weights", "check_equivalent_temperature_and_beta",
+    "check_attraction_term", "check_repulsion_term",
     # notebook 07: SCE
     "check_soft_target", "check_sce_loss",
     # notebook 08: robustness of CL, SupCon and supervised learning

@@ -1,11 +1,12 @@
 """The CACR weights explorer (notebook 06): the conditional attraction and repulsion weights of
-`clcourse.losses.cacr` around one image, at any tau+ and tau-.
+`clcourse.losses.cacr` around one image, at any sharpness κ⁺ and κ⁻ (the code's tau_pos and tau_neg,
+the paper's τ⁺ and τ⁻).
 
 - :class:`CacrWeightsState`: the embeddings of V views of a batch, the chosen image and the two
-  concentrations; :meth:`CacrWeightsState.view` computes a :class:`CacrWeightsView` with
+  sharpnesses; :meth:`CacrWeightsState.view` computes a :class:`CacrWeightsView` with
   `clcourse.losses.cacr_terms`, so the explorer shows exactly the weights the loss uses.
 - :func:`cacr_weights_figure`: draws a :class:`CacrWeightsView`.
-- :func:`cacr_weights_explorer`: sliders for the image, tau+ and tau- wired to the state.
+- :func:`cacr_weights_explorer`: sliders for the image, κ⁺ and κ⁻ wired to the state.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class CacrWeightsView:
 
 class CacrWeightsState:
     """The CACR weights explorer's logic: the embeddings of V views of a batch of B images, the
-    chosen image and the two concentrations. `view()` computes what is shown with
+    chosen image and the two sharpnesses. `view()` computes what is shown with
     `clcourse.losses.cacr_terms`, so the explorer shows exactly the weights the loss uses.
 
     Args:
@@ -64,10 +65,11 @@ class CacrWeightsState:
             thumbnails.
         labels, class_names: optional [B] labels and the name of each, to flag negatives of the
             query's class.
-        tau_pos, tau_neg: tau+ and tau- >= 0 (CACR's CIFAR-10 defaults 1.0 and 0.9).
+        tau_pos, tau_neg: the sharpness κ⁺ and κ⁻ >= 0 (the paper's τ⁺ and τ⁻; CACR's CIFAR-10
+            defaults 1.0 and 0.9).
         hcl_beta, hcl_temperature: HCL's beta and t (defaults 1.0 and 0.5, the authors'); its
             importance weights on the negatives are softmax(beta s / t), CACR's repulsion weights
-            softmax(2 tau- s): equal when 2 tau- = beta / t.
+            softmax(2 κ⁻ s): equal when 2 κ⁻ = beta / t.
         image: the image whose view 0 is the query.
     """
 
@@ -122,7 +124,7 @@ class CacrWeightsState:
         self.tau_neg = float(tau_neg)
 
     def view(self) -> CacrWeightsView:
-        """The weights around the current image's view 0 at the current tau+ and tau-."""
+        """The weights around the current image's view 0 at the current κ⁺ and κ⁻."""
         from ..losses import cacr_terms
 
         i = self.image
@@ -197,11 +199,11 @@ def cacr_weights_figure(view: CacrWeightsView, negatives_shown: int = 8) -> Expl
     ax = fig.add_subplot(bottom[0])
     ax.bar(np.arange(len(view.positive_weights)), view.positive_weights, color="tab:green")
     ax.axhline(1 / len(view.positive_weights), color="black", linestyle=":",
-               label="uniform (τ⁺ = 0)")
+               label="uniform (κ⁺ = 0)")
     ticks = [f"view {v}\nd²={d2:.2f}" for v, d2 in zip(view.positive_views, view.positive_d2)]
     ax.set_xticks(np.arange(len(view.positive_weights)), ticks, fontsize=7)
     ax.set_ylabel("attraction weight w⁺")
-    ax.set_title(f"τ⁺ = {view.tau_pos:.2f}: the farthest views pull hardest\n"
+    ax.set_title(f"κ⁺ = {view.tau_pos:.2f}: the farthest views pull hardest\n"
                  f"effective number of positives {view.effective_positives:.2f} "
                  f"of {len(view.positive_weights)}", fontsize=8)
     ax.legend(fontsize=7)
@@ -214,11 +216,11 @@ def cacr_weights_figure(view: CacrWeightsView, negatives_shown: int = 8) -> Expl
     ax.plot(view.negative_d2[order], view.hcl_weights[order], color="tab:blue", linewidth=1.2,
             label=f"HCL, softmax({view.hcl_tilt:.2g} s)")
     ax.axhline(1 / len(view.negative_weights), color="black", linestyle=":",
-               label="uniform (τ⁻ = 0)")
+               label="uniform (κ⁻ = 0)")
     ax.set_yscale("log")
     ax.set_xlabel("squared distance d² to the query (= 2 − 2s)")
     ax.set_ylabel("repulsion weight w⁻")
-    ax.set_title(f"τ⁻ = {view.tau_neg:.2f}: the nearest negatives push hardest, "
+    ax.set_title(f"κ⁻ = {view.tau_neg:.2f}: the nearest negatives push hardest, "
                  f"w⁻ = softmax({2 * view.tau_neg:.2g} s)\n"
                  f"effective number of negatives {view.effective_negatives:.1f} "
                  f"of {len(view.negative_weights)}", fontsize=8)
@@ -227,7 +229,7 @@ def cacr_weights_figure(view: CacrWeightsView, negatives_shown: int = 8) -> Expl
 
 
 class CacrWeightsExplorer(StateExplorer):
-    """Sliders for the image, tau+ and tau- wired to a `CacrWeightsState`, redrawing
+    """Sliders for the image, κ⁺ and κ⁻ wired to a `CacrWeightsState`, redrawing
     `cacr_weights_figure` on every change. Core ipywidgets only (7.7 and 8.x); the controls are
     attributes (`image_slider`, `tau_pos_slider`, `tau_neg_slider`) and `last_view` and
     `last_figure` hold what was drawn."""
@@ -237,10 +239,10 @@ class CacrWeightsExplorer(StateExplorer):
         self.image_slider = widgets.IntSlider(value=state.image, min=0, max=state.num_images - 1,
                                               description="image", continuous_update=False)
         self.tau_pos_slider = widgets.FloatSlider(value=min(state.tau_pos, max_tau), min=0.0,
-                                                  max=max_tau, step=0.1, description="τ⁺",
+                                                  max=max_tau, step=0.1, description="κ⁺",
                                                   continuous_update=False)
         self.tau_neg_slider = widgets.FloatSlider(value=min(state.tau_neg, max_tau), min=0.0,
-                                                  max=max_tau, step=0.1, description="τ⁻",
+                                                  max=max_tau, step=0.1, description="κ⁻",
                                                   continuous_update=False)
         self.on_change(self.image_slider, self.state.set_image)
         self.on_change(self.tau_pos_slider, self.state.set_tau_pos)
@@ -253,9 +255,9 @@ class CacrWeightsExplorer(StateExplorer):
     def redraw(self) -> None:
         view = self.state.view()
         self.show(view, cacr_weights_figure(view), (
-            f"image #{view.image}: τ⁺ = {view.tau_pos:.2f} spreads the pull over "
+            f"image #{view.image}: κ⁺ = {view.tau_pos:.2f} spreads the pull over "
             f"{view.effective_positives:.2f} of {len(view.positive_weights)} positives; "
-            f"τ⁻ = {view.tau_neg:.2f} spreads the push over {view.effective_negatives:.1f} of "
+            f"κ⁻ = {view.tau_neg:.2f} spreads the push over {view.effective_negatives:.1f} of "
             f"{len(view.negative_weights)} negatives"))
 
 

@@ -1,11 +1,14 @@
 """The checkers of notebook 06 (CACR) accept correct solutions, agree with clcourse.losses.cacr_terms, name
 each known mistake and report a bare stub as unfinished."""
+import math
+
 import pytest
 import torch
 
-from clcourse.checks import (check_attraction_term, check_attraction_weights, check_repulsion_term,
-                             check_repulsion_weights)
-from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant, repulsion_term_variant,
+from clcourse.checks import (check_attraction_term, check_attraction_weights, check_equivalent_temperature_and_beta,
+                             check_repulsion_term, check_repulsion_weights)
+from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant,
+                                  equivalent_temperature_and_beta_variant, repulsion_term_variant,
                                   repulsion_weights_variant, unit_views)
 from clcourse.losses import cacr_terms
 from helpers import fails_with
@@ -81,7 +84,7 @@ def test_checker_references_are_the_package_terms(detach):
     (dict(cost="s"), "not the cosine similarity"),
     (dict(cost="d"), "not the distance d"),
     (dict(temperature="divide"), "not a temperature that divides"),
-    (dict(temperature="none"), "looks like τ⁺ = 1"),
+    (dict(temperature="none"), "looks like κ⁺ = 1"),
 ])
 def test_attraction_weight_mistakes_are_named(wrong, hint):
     fails_with(check_attraction_weights, lambda z, tau: attraction_weights_variant(z, tau, **wrong), hint)
@@ -102,7 +105,7 @@ def test_attraction_weights_in_another_layout_are_named():
     (dict(cost="s"), "not the cosine similarity"),
     (dict(cost="d"), "not the distance d"),
     (dict(temperature="divide"), "not a temperature that divides"),
-    (dict(temperature="none"), "looks like τ⁻ = 1"),
+    (dict(temperature="none"), "looks like κ⁻ = 1"),
 ])
 def test_repulsion_weight_mistakes_are_named(wrong, hint):
     fails_with(check_repulsion_weights, lambda za, zb, tau: repulsion_weights_variant(za, zb, tau, **wrong), hint)
@@ -118,7 +121,7 @@ def test_repulsion_weights_without_the_diagonal_column_are_named():
 @pytest.mark.parametrize("wrong, hint", [
     (dict(weights="uniform"), "plain mean over the positives"),
     (dict(weights="detached"), "gradient of detached weights"),
-    (dict(use_alpha=False), "Multiply by α"),
+    (dict(use_alpha=False), "Multiply by γ⁺"),
     (dict(sign=-1.0), "cost to minimise"),
     (dict(cost="s"), "not the cosine similarity"),
     (dict(cost="d"), "not the distance d"),
@@ -134,7 +137,7 @@ def test_attraction_term_mistakes_are_named(wrong, hint):
     (dict(sign=1.0), "minus sign"),
     (dict(weights="uniform"), "plain mean over the negatives"),
     (dict(weights="detached"), "gradient of detached weights"),
-    (dict(use_beta=False), "Multiply by β"),
+    (dict(use_beta=False), "Multiply by γ⁻"),
     (dict(pairs="a!=b"), "all ordered pairs"),
     (dict(pairs="a<=b"), "paired with itself"),
     (dict(pairs="first"), r"the pair \(0, 1\) only"),
@@ -166,5 +169,44 @@ def test_other_errors_say_what_is_wrong():
 def test_unimplemented_exercises_say_so():
     def todo(*args):
         raise NotImplementedError
-    for check in (check_attraction_weights, check_repulsion_weights, check_attraction_term, check_repulsion_term):
+    for check in (check_attraction_weights, check_repulsion_weights, check_attraction_term, check_repulsion_term,
+                  check_equivalent_temperature_and_beta):
         fails_with(check, todo, "not implemented yet")
+
+
+# ---------------------------------------------------------------- CACR's push as InfoNCE's and HCL's
+
+def test_equivalent_temperature_and_beta_passes_and_is_the_losses_identity(capsys):
+    check_equivalent_temperature_and_beta(lambda tau_neg, t: (1 / (2 * tau_neg), 2 * tau_neg * t))
+    check_equivalent_temperature_and_beta(lambda tau_neg, t: (torch.tensor(0.5 / tau_neg), tau_neg * t * 2))
+    assert capsys.readouterr().out.count("✓") == 2
+    # the identity the checker relies on: CACR's repulsion weights (clcourse.losses) are InfoNCE's softmax at
+    # tau = 1/(2 kappa-) and HCL's importance weights exp(beta s / t) at beta = 2 kappa- t, over the negatives
+    tau_neg, t = 0.9, 0.5
+    temperature, beta = equivalent_temperature_and_beta_variant(tau_neg, t)
+    assert math.isclose(temperature, 1 / 1.8) and math.isclose(beta, 0.9)
+    _, z = unit_views(0, 2, 6, 5)
+    za, zb = z[0].detach(), z[1].detach()
+    cacr_weights = cacr_terms([za, zb], tau_neg=tau_neg).repulsion_weights[0]
+    similarity = za @ zb.T
+    off = ~torch.eye(6, dtype=torch.bool)
+    push = torch.softmax(similarity / temperature, dim=1).masked_fill(~off, 0)
+    importance = (beta * similarity / t).exp().masked_fill(~off, 0)
+    assert torch.allclose(cacr_weights, (push / push.sum(1, keepdim=True)).to(cacr_weights.dtype), atol=1e-6)
+    assert torch.allclose(cacr_weights, (importance / importance.sum(1, keepdim=True)).to(cacr_weights.dtype),
+                          atol=1e-6)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda k, t: (1 / k, k * t), "Mind the 2 of d²"),
+    (lambda k, t: (2 * k, 2 * k * t), "A temperature divides the cosine"),
+    (lambda k, t: (1 / (2 * k), 2 * k / t), "don't divide"),
+    (lambda k, t: (1 / (2 * k), 2 * k), "use HCL's temperature"),
+    (lambda k, t: (1 / (2 * k), k * t), "Mind the 2 of d²"),
+    (lambda k, t: (0.5, 1.0), "not CACR's repulsion weights"),
+    (lambda k, t: (-1 / (2 * k), 2 * k * t), "a temperature is positive"),
+    (lambda k, t: 1 / (2 * k), "must return two numbers"),
+    (lambda k, t: (1 / (2 * k), "beta"), "must return two numbers"),
+])
+def test_equivalent_temperature_and_beta_mistakes_are_named(wrong, hint):
+    fails_with(check_equivalent_temperature_and_beta, wrong, hint)

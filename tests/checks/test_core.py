@@ -17,7 +17,8 @@ import clcourse.checks as checks
 import clcourse.losses
 from clcourse.attacks import contrastive_attack, contrastive_objective, project
 from clcourse.checks import ExerciseError, _core
-from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant, repulsion_term_variant,
+from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant,
+                                  equivalent_temperature_and_beta_variant, repulsion_term_variant,
                                   repulsion_weights_variant)
 from clcourse.checks.geometry import reference_anchor_gradient, reference_top_k_false_negative_rate
 from clcourse.checks.hard_negatives import mochi_logits_variant
@@ -51,6 +52,7 @@ CALLS_A_REFERENCE = {
     "check_repulsion_weights": lambda za, zb, tau: repulsion_weights_variant(za, zb, tau),
     "check_attraction_term": lambda z, tau, alpha: attraction_term_variant(z, tau, alpha),
     "check_repulsion_term": lambda z, tau, beta: repulsion_term_variant(z, tau, beta),
+    "check_equivalent_temperature_and_beta": lambda k, t: equivalent_temperature_and_beta_variant(k, t),
     "check_soft_target": lambda *args: sce_target(*args),
     "check_sce_loss": lambda *args: sce(*args),
     "check_pgd_step": lambda x_adv, x, g, epsilon, step: project(x_adv + step * g.sign(), x, epsilon),

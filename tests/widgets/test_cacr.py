@@ -104,4 +104,9 @@ def test_sliders_change_the_state_and_redraw():
     assert np.allclose(widget.last_view.negative_weights, 1 / (B - 1))
     widget.image_slider.value = 7
     assert widget.last_view.image == 7 and "image #7" in widget.summary.value
+    # the course's notation: the sharpness kappa (the code's tau_pos and tau_neg)
+    assert (widget.tau_pos_slider.description, widget.tau_neg_slider.description) == ("κ⁺", "κ⁻")
+    assert "κ⁺ = 1.00" not in widget.summary.value and "κ⁻ = 0.00" in widget.summary.value
+    titles = [ax.get_title() for ax in widget.last_figure.axes[-2:]]
+    assert titles[0].startswith("κ⁺ = 3.00") and titles[1].startswith("κ⁻ = 0.00")
     assert bytes(widget.figure_image.value).startswith(b"\x89PNG")
