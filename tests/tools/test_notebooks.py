@@ -338,3 +338,30 @@ def test_notebook_ends_with_a_summary_and_its_papers(path):
     last = tool.read(path).cells[-1]
     assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
     assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"
+
+
+def prose_words(markdown: str) -> int:
+    """The words a reader reads in a markdown cell: maths, link targets, HTML tags and comments, and table
+    rows left out."""
+    text = re.sub(r"\$\$.*?\$\$", " x ", markdown, flags=re.S)
+    text = re.sub(r"\$[^$\n]*\$", " x ", text)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return len(" ".join(line for line in text.splitlines() if not line.lstrip().startswith("|")).split())
+
+
+def test_prose_words_count_what_a_reader_reads():
+    assert prose_words("One [link](https://example.org/a b) and $x^2 + y^2$ <!-- timings:cell -->here") == 5
+    assert prose_words("| a | b |\n|---|---|\n| c | d |\nSix words after the table here.") == 6
+
+
+@course_notebooks
+def test_narrative_markdown_cells_stay_under_250_words(path):
+    """A reader takes a notebook in short steps: each markdown cell of narrative holds at most 250 words (the
+    model answers, hidden in the student copy, and the closing summary may be longer)."""
+    cells = tool.read(path).cells
+    long = [(number, prose_words(cell.source)) for number, cell in enumerate(cells[:-1])
+            if cell.cell_type == "markdown" and tool.SOLUTION_BEGIN not in cell.source
+            and prose_words(cell.source) > 250]
+    assert not long, f"markdown cells over 250 words (cell, words): {long}; split them at a paragraph"
