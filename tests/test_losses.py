@@ -792,6 +792,7 @@ def test_the_documented_defaults_are_the_papers():
         return inspect.signature(function).parameters[name].default
 
     assert default(losses.multiview_info_nce, "temperature") == 0.5
+    assert default(losses.supcon, "temperature") == 0.1   # the SupContrast CIFAR recipe: tau = 0.1
     for cacr in (losses.cacr, losses.cacr_terms):   # CACR: kappa+ = 1, kappa- = 0.9, gamma+ = gamma- = 1
         assert [default(cacr, name) for name in ("tau_pos", "tau_neg", "alpha", "beta")] == [1.0, 0.9, 1.0, 1.0]
         assert default(cacr, "weights") == "both" and default(cacr, "detach_weights") is False
