@@ -492,3 +492,17 @@ def test_documented_defaults():
     assert defaults(knn_predict) == defaults(knn_accuracy) == dict(k=200, temperature=0.1, chunk_size=1024)
     assert defaults(linear_probe) == dict(epochs=100, lr=3e-2, weight_decay=1e-5, batch_size=1024, seed=0)
     assert defaults(alignment) == dict(alpha=2) and defaults(uniformity) == dict(t=2, chunk_size=1024)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_features_are_measured_in_float32(dtype):
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(30, 16, generator=g).to(dtype), torch.randn(30, 16, generator=g).to(dtype)
+    value = alignment(z1, z2)
+    assert value.dtype == torch.float32 and torch.equal(value, alignment(z1.float(), z2.float()))
+    train_x, test_x = torch.randn(40, 8, generator=g).to(dtype), torch.randn(20, 8, generator=g).to(dtype)
+    train_y, test_y = torch.arange(40) % 3, torch.arange(20) % 3
+    probe = linear_probe(train_x, train_y, test_x, test_y, epochs=5)
+    same = linear_probe(train_x.float(), train_y, test_x.float(), test_y, epochs=5)
+    assert (probe.test_accuracy, probe.train_accuracy) == (same.test_accuracy, same.train_accuracy)
+    assert torch.equal(probe.classifier.weight, same.classifier.weight)
