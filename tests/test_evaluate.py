@@ -500,6 +500,8 @@ def test_half_precision_features_are_measured_in_float32(dtype):
     z1, z2 = torch.randn(30, 16, generator=g).to(dtype), torch.randn(30, 16, generator=g).to(dtype)
     value = alignment(z1, z2)
     assert value.dtype == torch.float32 and torch.equal(value, alignment(z1.float(), z2.float()))
+    value = uniformity(z1, chunk_size=7)
+    assert value.dtype == torch.float32 and torch.equal(value, uniformity(z1.float(), chunk_size=7))
     train_x, test_x = torch.randn(40, 8, generator=g).to(dtype), torch.randn(20, 8, generator=g).to(dtype)
     train_y, test_y = torch.arange(40) % 3, torch.arange(20) % 3
     probe = linear_probe(train_x, train_y, test_x, test_y, epochs=5)
