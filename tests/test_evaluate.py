@@ -403,6 +403,8 @@ def test_per_class_accuracy_matches_a_loop_over_classes():
     assert torch.allclose(per_class_accuracy(predictions, labels), torch.stack(expected))
     with_empty_class = per_class_accuracy(predictions, labels, num_classes=8)
     assert with_empty_class.shape == (8,) and torch.isnan(with_empty_class[6:]).all()
+    one_class = per_class_accuracy(torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]), num_classes=1)
+    assert one_class.dtype == torch.float32 and torch.equal(one_class, torch.tensor([1.0]))
 
 
 def test_per_class_accuracy_bad_inputs():
