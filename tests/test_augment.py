@@ -539,3 +539,17 @@ def test_every_default_of_the_recipes():
     # The authors' recipes the course's defaults differ from: SCE's strong view, CLAE's SimCLR views.
     assert repr(sce_strong()) == CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("blur_p=0,", "blur_p=0.5,")
     assert repr(clae_simclr()) == (CIFAR.replace("0.4", "0.8").replace("hue=0.1", "hue=0.2"))
+
+
+def test_to_uint8_images_rounds_and_clamps_float_pixels_and_keeps_uint8_ones():
+    from clcourse.augment import to_uint8_images
+    floats = torch.tensor([-0.2, 0.0, 0.5, 0.999, 1.0, 1.3]).reshape(1, 3, 1, 2)
+    assert torch.equal(to_uint8_images(floats).flatten(), torch.tensor([0, 0, 128, 255, 255, 255], dtype=torch.uint8))
+    pixels = torch.tensor([0, 1, 7, 200, 254, 255], dtype=torch.uint8).reshape(1, 3, 1, 2)
+    assert to_uint8_images(pixels) is pixels
+
+
+@pytest.mark.parametrize("scale", [(True, 1.0), (0.5, False)])
+def test_a_flag_is_not_a_bound_of_an_interval(scale):
+    with pytest.raises(ValueError, match=r"scale must be a pair \(low, high\)"):
+        sample_crop_boxes(4, 32, 32, scale=scale)
