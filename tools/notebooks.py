@@ -920,7 +920,8 @@ def update_timings(root: Path = REPO, junit: Path | None = None, how: str | None
                     read(root / "notebooks" / f"{name}.ipynb"), code_seconds)
         timings["smoke"].update(machine=this_machine(), date=datetime.date.today().isoformat(),
                                 how=how or "nbval's time per notebook (JUnit reports of make "
-                                           "test-notebooks)")
+                                           "test-notebooks)",
+                                cells_how="nbval's time per code cell, in the same JUnit reports")
         path.write_text(json.dumps(timings, indent=1, ensure_ascii=False) + "\n")
         print(f"{path}: smoke times of {', '.join(sorted(seconds.keys() & known))}")
     files = timing_files(root, timings)
