@@ -437,6 +437,12 @@ def test_sample_apply_rate():
     assert apply.dtype == torch.bool and abs(apply.float().mean().item() - 0.3) < 0.02
 
 
+def test_sample_apply_with_p_0_touches_no_image_even_on_a_draw_of_exactly_0(monkeypatch):
+    """U[0, 1) < p is True with probability p: never at p = 0, whatever the draw."""
+    monkeypatch.setattr(torch, "rand", lambda n, **options: torch.zeros(n))
+    assert not sample_apply(4, 0.0).any() and sample_apply(4, 1e-9).all()
+
+
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("name, value", [

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ from distributed_worker import (
 from helpers import make_images, some_labels, step_losses, tiny_method
 from repository import REPO
 
+import clcourse
 import clcourse.distributed as distributed
 from clcourse.train import KnnData, evaluate_knn
 
@@ -44,7 +46,9 @@ def start(scenario, tmp_path, moment="none"):
     """The processes of `scenario`, writing into `tmp_path`."""
     store = tmp_path / "store"
     store.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    # The processes import the clcourse these tests import (the checkout's, or a copy under test).
+    package_root = Path(clcourse.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(REPO / "tests")]),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c",
                "import sys, distributed_worker; distributed_worker.main(*sys.argv[1:])", scenario]

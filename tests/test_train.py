@@ -247,7 +247,7 @@ class FakeBar:
     made = []
 
     def __init__(self, total, initial, disable, desc, unit):
-        self.total, self.initial, self.n = total, initial, initial
+        self.total, self.initial, self.n, self.disable = total, initial, initial, disable
         FakeBar.made.append(self)
 
     def update(self, count):
@@ -280,6 +280,54 @@ def test_the_progress_bar_starts_where_a_resumed_run_left_off_and_ends_full(
     (first, resumed) = FakeBar.made
     assert (first.total, first.initial) == (8, 0)
     assert (resumed.total, resumed.initial, resumed.n) == (8, 4, 8)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_progress_bar_shows_exactly_when_asked_in_one_process(small_images, monkeypatch,
+                                                                  progress):
+    monkeypatch.setattr(clcourse.train, "tqdm", FakeBar)
+    FakeBar.made = []
+    short_run(small_images, epochs=1, batch_size=8, progress=progress)
+    (bar,) = FakeBar.made
+    assert bar.disable is not progress
+
+
+def test_a_loss_beyond_float32_stops_the_run_at_its_step(small_images):
+    """The loss is checked in float32, the precision it is logged in: a float64 loss too large for
+    float32 is as infinite as the record would show it."""
+    method = tiny_simclr()
+    original_loss = method.contrastive_loss
+    def loss_in_float64(views, labels=None):
+        return original_loss(views, labels).double() * 1e300
+    method.contrastive_loss = loss_in_float64
+    with pytest.raises(NonFiniteLossError, match="step 0 "):
+        short_run(small_images, method, epochs=1, batch_size=8)
+
+
+# ---------------------------------------------------------------- sync batch-norm
+
+def test_sync_batchnorm_in_one_process_changes_nothing(small_images, tmp_path):
+    """Its global batch is the process's own batch: nothing to synchronise, so the run, its
+    configuration and its batch-norm layers are those of a run without it."""
+    runs = {}
+    for flag in (True, False):
+        method = tiny_simclr()
+        short_run(small_images, method, epochs=1, batch_size=8, sync_batchnorm=flag,
+                  checkpoint_dir=tmp_path / str(flag))
+        runs[flag] = torch.load(next((tmp_path / str(flag)).rglob("last.pt")), weights_only=False)
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in method.modules())
+    assert runs[True]["config"] == runs[False]["config"]
+    for name, value in runs[True]["method"].items():
+        assert torch.equal(value, runs[False]["method"][name]), name
+
+
+def test_sync_batchnorm_in_several_processes_on_cpus_is_refused_before_training(small_images,
+                                                                                monkeypatch):
+    monkeypatch.setattr(clcourse.train, "world", lambda: (0, 2))   # as process 0 of 2 would see
+    method = tiny_simclr()
+    with pytest.raises(ValueError, match="sync_batchnorm needs GPUs .* got processes on cpu"):
+        short_run(small_images, method, epochs=1, batch_size=8, sync_batchnorm=True)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in method.modules())
 
 
 # ---------------------------------------------------------------- arguments of other types

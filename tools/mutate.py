@@ -54,6 +54,7 @@ MODULES = {
     "clcourse/augment.py": ["tests/test_augment.py"],
     "clcourse/train.py": [
         "tests/test_train.py", "tests/test_runs.py", "tests/test_validation.py",
+        "tests/test_distributed.py",
         "tests/methods/test_base.py::test_a_training_step_reads_nothing_on_the_host",
         "tests/methods/test_simclr.py::"
         "test_simclr_with_a_batch_of_one_image_is_refused_before_training",
