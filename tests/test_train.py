@@ -59,13 +59,94 @@ def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(images, tm
         short_run(images, epochs=5, checkpoint_dir=tmp_path)
 
 
-def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images):
+@pytest.mark.parametrize("epochs, knn_every, evaluated", [(3, 2, [2, 3]), (4, 3, [3, 4])])
+def test_knn_is_evaluated_every_n_epochs_and_at_the_end(images, epochs, knn_every, evaluated):
     labels = torch.arange(48) % 4
     knn = KnnData(images, labels, images[:16], labels[:16])
-    history = short_run(images, epochs=3, knn_data=knn, knn_every=2, knn_k=5)
-    evaluated = [r["epoch"] for r in history.epochs if "knn_accuracy" in r]
-    assert evaluated == [2, 3]
+    history = short_run(images, epochs=epochs, knn_data=knn, knn_every=knn_every, knn_k=5)
+    assert [r["epoch"] for r in history.epochs if "knn_accuracy" in r] == evaluated
     assert 0.0 <= history.final_knn_accuracy <= 1.0
+
+
+def test_a_run_follows_the_warmup_then_cosine_schedule_step_by_step(images):
+    history = short_run(images, epochs=2, warmup_epochs=1, lr=0.1, log_every=1)
+    peak = 0.1 * 16 / 256                                    # 3 steps an epoch, 3 of warm-up
+    assert [r["lr"] for r in history.steps] == pytest.approx(
+        [learning_rate(step, 6, 3, peak) for step in range(6)])
+
+
+def test_the_views_the_order_and_a_methods_own_draws_come_from_different_streams(small_images):
+    method = tiny_simclr()
+    first_draws = {}
+    make_views, training_step = method.make_views, method.training_step
+
+    def recording_views(images, generator):
+        first_draws.setdefault("views", torch.rand(4, generator=generator))
+        return make_views(images, generator)
+
+    def recording_step(batch):
+        first_draws.setdefault("method", torch.rand(4))
+        return training_step(batch)
+    method.make_views, method.training_step = recording_views, recording_step
+    short_run(small_images, method, epochs=1, batch_size=8, seed=3)
+    order = torch.rand(4, generator=torch.Generator().manual_seed(3))   # the image order's seed
+    assert not torch.equal(first_draws["views"], first_draws["method"])
+    assert not torch.equal(first_draws["views"], order)
+    assert not torch.equal(first_draws["method"], order)
+
+
+def test_the_image_order_does_not_depend_on_how_many_draws_the_views_take(small_images):
+    """The order has its own generator: a recipe that draws more (one more augmentation) trains on
+    the same batches in every epoch."""
+    batches = {}
+    for extra_draws in (0, 100):
+        method = tiny_simclr()
+        make_views, training_step = method.make_views, method.training_step
+
+        def views_drawing_more(images, generator, make_views=make_views, extra_draws=extra_draws):
+            torch.rand(extra_draws, generator=generator)
+            return make_views(images, generator)
+
+        def recording_step(batch, training_step=training_step,
+                           seen=batches.setdefault(extra_draws, [])):
+            seen.append(batch.index.clone())
+            return training_step(batch)
+        method.make_views, method.training_step = views_drawing_more, recording_step
+        short_run(small_images, method, epochs=2, batch_size=8)
+    assert len(batches[0]) == 8
+    assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[100]))
+
+
+def test_between_records_the_loop_reads_nothing_on_the_host_and_keeps_no_graph(
+        small_images, monkeypatch):
+    """From a step's end to its log entry: a host read would stall every step on a GPU, a loss
+    with its graph would keep every step's graph alive until the record."""
+    between = {"now": False}
+    logged_with_graph = []
+
+    def refuse(original):
+        def guarded(self, *args, **kwargs):
+            assert not between["now"], "the loop read a tensor's value on the host after a step"
+            return original(self, *args, **kwargs)
+        return guarded
+    for attribute in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, attribute, refuse(getattr(torch.Tensor, attribute)))
+    add = clcourse.train._IntervalLog.add
+
+    def add_and_end(self, loss, logs):
+        logged_with_graph.append(loss.requires_grad)
+        add(self, loss, logs)
+        between["now"] = False
+    monkeypatch.setattr(clcourse.train._IntervalLog, "add", add_and_end)
+    method = tiny_simclr()
+    on_step_end = method.on_step_end
+
+    def step_end_then_watch(batch, output):
+        on_step_end(batch, output)
+        between["now"] = True
+    method.on_step_end = step_end_then_watch
+    short_run(small_images, method, epochs=1, batch_size=8)
+    assert logged_with_graph == [False] * 4
 
 
 def test_learning_rate_schedule():
@@ -157,6 +238,15 @@ def test_knn_k_larger_than_the_knn_training_set_is_refused_at_start(images):
     knn = KnnData(images[:10], labels[:10], images[10:20], labels[10:20])
     with pytest.raises(ValueError, match="knn_k must be at most the number of kNN training images \\(10\\), got 50"):
         short_run(images, knn_data=knn, knn_k=50)
+    # at the bounds: k = every kNN training image, a single test image
+    knn = KnnData(images[:10], labels[:10], images[10:11], labels[10:11])
+    accuracy = short_run(images, epochs=1, knn_data=knn, knn_k=10).final_knn_accuracy
+    assert accuracy in (0.0, 1.0)
+
+
+def test_a_batch_of_every_image_is_one_step_an_epoch(images):
+    history = short_run(images, epochs=2, batch_size=len(images), log_every=1)
+    assert [r["step"] for r in history.steps] == [1, 2]
 
 
 # ---------------------------------------------------------------- records, autocast, progress bar
@@ -292,6 +382,36 @@ def test_the_progress_bar_shows_exactly_when_asked_in_one_process(small_images, 
     assert bar.disable is not progress
 
 
+def test_the_progress_bar_shows_by_default(small_images, monkeypatch):
+    monkeypatch.setattr(clcourse.train, "tqdm", FakeBar)
+    FakeBar.made = []
+    fit(tiny_simclr(), small_images, epochs=1, batch_size=8, warmup_epochs=0)
+    (bar,) = FakeBar.made
+    assert not bar.disable
+
+
+def test_the_interval_log_sums_in_float32_and_keeps_no_graph():
+    """bf16 logs summed in bf16 would stall at 256 (8 bits of mantissa); a log that carries a graph
+    would keep every step's graph alive until the record."""
+    log = clcourse.train._IntervalLog(torch.device("cpu"), start=0.0)
+    weight = torch.ones((), requires_grad=True)
+    for _ in range(300):
+        log.add(torch.zeros(()), {"bf16": torch.ones((), dtype=torch.bfloat16),
+                                  "with_graph": weight * 2})
+    assert not log.logs["with_graph"].requires_grad
+    record = log.record(step=300, epoch=1.0, lr=0.1, batch_size=8)
+    assert record["bf16"] == 1.0 and record["with_graph"] == 2.0
+
+
+def test_on_the_cpu_the_weights_keep_their_memory_format(small_images):
+    """channels_last is for GPUs (tensor-core convolutions); on CPUs the default layout is kept."""
+    method = tiny_simclr()
+    short_run(small_images, method, epochs=1, batch_size=8)
+    convolution = next(m for m in method.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert convolution.weight.is_contiguous()
+    assert not convolution.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_a_loss_beyond_float32_stops_the_run_at_its_step(small_images):
     """The loss is checked in float32, the precision it is logged in: a float64 loss too large for
     float32 is as infinite as the record would show it."""
@@ -395,6 +515,11 @@ def cifar_sized_images():
 def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
     torch.manual_seed(0)
     method = make_method(build_backbone("small_cnn"))
+    convolution = next(m for m in method.backbone.modules() if isinstance(m, nn.Conv2d))
+    view_layouts = []
+    convolution.register_forward_pre_hook(                # training views, not the kNN monitor's
+        lambda module, args: module.training and view_layouts.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)))
     labels = torch.arange(len(cifar_sized_images)) % 10
     knn = KnnData(cifar_sized_images[:192], labels[:192], cifar_sized_images[192:], labels[192:])
     history = fit(method, cifar_sized_images, epochs=2, batch_size=64, lr=0.1, knn_data=knn,
@@ -403,10 +528,21 @@ def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
                                                     else torch.float16)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history.steps)
     assert 0 <= history.final_knn_accuracy <= 1
-    convolution = next(m for m in method.backbone.modules() if isinstance(m, nn.Conv2d))
     assert convolution.weight.is_cuda and convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    assert view_layouts and all(view_layouts)          # the training views too
+    assert torch.backends.cudnn.benchmark     # every step has the same shapes
     if isinstance(method, MoCo):   # 2 epochs x 4 steps x 64 keys enqueued, on the GPU, after the optimiser steps
         assert method.queue.is_cuda and int((method.queue_index >= 0).sum()) == 2 * 4 * 64
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_first_of_several_nan_steps_between_checks_is_named(small_images):
+    """A GPU checks the loss only when it records (every log_every steps): the error still names
+    the first bad step, not the last one before the check."""
+    method = tiny_simclr()
+    method.contrastive_loss = lambda views, labels=None: (views[0] * views[1]).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="step 0 "):
+        short_run(small_images, method, epochs=1, batch_size=8, log_every=10, device="cuda")
 
 
 def test_a_batch_larger_than_the_capped_training_set_names_the_cap(images, monkeypatch):
