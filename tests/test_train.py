@@ -6,6 +6,7 @@ asks of the loop; on a GPU, bf16 and channels_last. (Checkpoints and resume: tes
 import json
 import math
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -422,6 +423,34 @@ def test_a_loss_beyond_float32_stops_the_run_at_its_step(small_images):
     method.contrastive_loss = loss_in_float64
     with pytest.raises(NonFiniteLossError, match="step 0 "):
         short_run(small_images, method, epochs=1, batch_size=8)
+
+
+@pytest.mark.parametrize("message", ["a bug in the method", "gloo: connection closed"])
+def test_in_one_process_an_error_is_raised_as_it_is(small_images, message):
+    """Only with several processes does a failed collective become a ProcessFailure (another
+    process died); alone, an error (even one that names a backend) is the run's own."""
+    method = tiny_simclr()
+
+    def failing_step(batch):
+        raise RuntimeError(message)
+    method.training_step = failing_step
+    with pytest.raises(RuntimeError) as error:
+        short_run(small_images, method, epochs=1, batch_size=8)
+    assert type(error.value) is RuntimeError and str(error.value) == message
+
+
+@pytest.mark.parametrize("checkpoint, snapshots, says", [
+    (None, [], "no checkpoint was written"),
+    ("runs/x/last.pt", [], "no checkpoint was written"),
+    ("runs/x/last.pt", [2], "the last checkpoint (runs/x/last.pt, epoch 2) is intact"),
+])
+def test_a_process_failure_says_whether_a_checkpoint_was_kept(checkpoint, snapshots, says):
+    message = clcourse.train._failure_message(
+        1, 2, 0, RuntimeError("gloo: connection closed\nmore"),
+        None if checkpoint is None else Path(checkpoint), snapshots)
+    assert message.startswith("process 1 of 2 stopped in epoch 1: a collective operation with the "
+                              "other processes failed (gloo: connection closed).")
+    assert says in message
 
 
 # ---------------------------------------------------------------- sync batch-norm
