@@ -169,8 +169,8 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
     crop_h, crop_w = crop_h.gather(1, first).squeeze(1), crop_w.gather(1, first).squeeze(1)
     u_top, u_left = (uniforms[..., 2].gather(1, first).squeeze(1),
                      uniforms[..., 3].gather(1, first).squeeze(1))
-    # Uniform integer offset in 0..(H - h), as torch.randint; the clamp guards against
-    # u * (H - h + 1) rounding up to H - h + 1 in float32 when u is just below 1.
+    # Uniform integer offset in 0..(H - h), as torch.randint; the clamp keeps a draw of exactly 1
+    # (from a generator that includes it) inside the image.
     top = torch.minimum(torch.floor(u_top * (height - crop_h + 1)), height - crop_h)
     left = torch.minimum(torch.floor(u_left * (width - crop_w + 1)), width - crop_w)
 

@@ -471,6 +471,8 @@ def test_error_message_states_the_allowed_range():
 def test_samplers_check_their_arguments():
     with pytest.raises(ValueError, match="scale"):
         sample_crop_boxes(4, 32, 32, scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match=r"scale must be a pair .* high <= 1.0, got \(0.5, 1.5\)"):
+        sample_crop_boxes(4, 32, 32, scale=(0.5, 1.5))
     with pytest.raises(ValueError, match="ratio"):
         sample_crop_boxes(4, 32, 32, ratio=(-1.0, 1.0))
     with pytest.raises(ValueError, match="hue"):
@@ -521,6 +523,60 @@ def test_crop_fallback_with_a_ratio_range_that_excludes_the_image(height, width,
     boxes = torch.stack(sample_crop_boxes(4, height, width, scale, ratio, generator(0)), dim=1)
     assert torch.equal(boxes, torch.tensor([expected] * 4, dtype=torch.float32))
     assert torch.equal(boxes, torchvision_boxes(4, height, width, scale, ratio).float())
+
+
+def reference_crop_boxes(n, height, width, scale, ratio, seed, attempts=10):
+    """torchvision's RandomResizedCrop.get_params, attempt by attempt in a loop, on the uniforms
+    that sample_crop_boxes draws from `seed` (u_area, u_ratio, u_top, u_left per attempt). The area
+    and aspect ratio are the same torch expressions, so that both sides round the same float32
+    values; the loop decides which attempt is taken, where it sits, and the fallback."""
+    uniforms = torch.rand(n, attempts, 4, generator=generator(seed))
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * uniforms[..., 0])
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_low + (log_high - log_low) * uniforms[..., 1])
+    widths, heights = torch.sqrt(area * aspect).tolist(), torch.sqrt(area / aspect).tolist()
+    boxes = []
+    for i in range(n):
+        for a in range(attempts):
+            w, h = round(widths[i][a]), round(heights[i][a])
+            if 0 < w <= width and 0 < h <= height:
+                u_top, u_left = uniforms[i, a, 2].item(), uniforms[i, a, 3].item()
+                top = min(math.floor(u_top * (height - h + 1)), height - h)
+                left = min(math.floor(u_left * (width - w + 1)), width - w)
+                boxes.append((top, left, h, w))
+                break
+        else:                    # no attempt fits: the whole image, cut to the ratio range, centred
+            if width / height < min(ratio):
+                w, h = width, round(width / min(ratio))
+            elif width / height > max(ratio):
+                w, h = round(height * max(ratio)), height
+            else:
+                w, h = width, height
+            boxes.append(((height - h) // 2, (width - w) // 2, h, w))
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("height, width, scale, ratio", [
+    (24, 40, (0.08, 1.0), (3 / 4, 4 / 3)),         # the usual crop
+    (20, 30, (0.0005, 0.004), (0.5, 2.0)),         # boxes of 0 to 2 pixels a side: the lower edges
+    (16, 16, (0.85, 1.0), (0.25, 4.0)),            # boxes of the full width or height: the upper edges
+    (10, 100, (0.6, 1.0), (1.0, 1.0)),             # most images fall back
+])
+def test_crop_boxes_are_torchvisions_rule_applied_to_the_same_draws(height, width, scale, ratio):
+    boxes = torch.stack(sample_crop_boxes(300, height, width, scale, ratio, generator(5)), dim=1)
+    expected = reference_crop_boxes(300, height, width, scale, ratio, seed=5)
+    assert torch.equal(boxes, expected)
+    h, w = expected[:, 2], expected[:, 3]
+    if scale[1] < 0.01:          # the cases the edges decide are among the draws
+        assert (h == 1).any() and (w == 1).any()
+    if scale[0] > 0.8 and ratio != (1.0, 1.0):
+        assert (h == height).any() and (w == width).any()
+
+
+def test_a_draw_of_exactly_1_still_places_the_box_inside_the_image(monkeypatch):
+    monkeypatch.setattr(torch, "rand", lambda *shape, **options: torch.ones(shape))
+    top, left, h, w = sample_crop_boxes(3, 20, 30, (0.1, 0.5), (0.5, 2.0))
+    assert torch.equal(top + h, torch.full((3,), 20.0)) and torch.equal(left + w, torch.full((3,), 30.0))
 
 
 def test_crop_box_defaults_are_torchvisions():
