@@ -579,6 +579,45 @@ def test_a_draw_of_exactly_1_still_places_the_box_inside_the_image(monkeypatch):
     assert torch.equal(top + h, torch.full((3,), 20.0)) and torch.equal(left + w, torch.full((3,), 30.0))
 
 
+def test_grayscale_of_every_image_is_a_tensor_of_its_own():
+    """Not a view that repeats one channel three times: it can be written in place."""
+    gray = grayscale(torch.rand(2, 3, 4, 4, generator=generator(0)))
+    assert gray.is_contiguous() and torch.equal(gray[:, 0], gray[:, 2])
+    gray[:, 0] += 1                          # on an expanded view this would change all three
+    assert not torch.equal(gray[:, 0], gray[:, 1])
+
+
+def test_solarize_inverts_from_half_by_default():
+    pixels = torch.tensor([0.2, 0.5, 0.7]).reshape(1, 3, 1, 1)
+    assert torch.allclose(solarize(pixels).flatten(), torch.tensor([0.2, 0.5, 0.3]))
+
+
+def test_a_recipe_of_one_pixel_views_is_allowed():
+    views = Augment(size=1)(torch.rand(2, 3, 8, 8, generator=generator(0)), generator(1))
+    assert views.shape == (2, 3, 1, 1)
+
+
+@pytest.mark.parametrize("switched_off, fields", [
+    (dict(flip_p=0.0), ["flip"]),
+    (dict(jitter_p=0.0), ["jitter"]),
+    (dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0), ["jitter"]),
+    (dict(grayscale_p=0.0), ["grayscale"]),
+    (dict(blur_p=0.0), ["blur_sigma", "blur"]),
+    (dict(solarize_p=0.0), ["solarize"]),
+])
+def test_an_op_the_recipe_switches_off_draws_no_parameters(switched_off, fields):
+    recipe = {"blur_p": 0.5, "solarize_p": 0.5, **switched_off}     # every other op switched on
+    params = Augment(**recipe).sample(4, 32, 32, generator(0))
+    for name in params._fields:
+        assert (getattr(params, name) is None) == (name in fields), name
+
+
+def test_parameters_can_be_drawn_without_a_generator_or_a_device():
+    torch.manual_seed(0)
+    params = Augment().sample(4, 32, 32)
+    assert params.boxes.top.device.type == "cpu" and params.flip.shape == (4,)
+
+
 def test_crop_box_defaults_are_torchvisions():
     explicit = sample_crop_boxes(50, 12, 20, (0.08, 1.0), (3 / 4, 4 / 3), generator(1), attempts=10)
     assert all(torch.equal(a, b) for a, b in zip(sample_crop_boxes(50, 12, 20, generator=generator(1)), explicit))
