@@ -150,6 +150,27 @@ def test_between_records_the_loop_reads_nothing_on_the_host_and_keeps_no_graph(
     assert logged_with_graph == [False] * 4
 
 
+def test_a_parameter_that_a_step_does_not_use_is_not_moved_by_it(small_images):
+    """Its gradient is None, not zero: SGD skips it, no weight decay and no momentum (a head used
+    only in some steps keeps its weights in the others)."""
+    method = tiny_simclr()
+    method.extra = nn.Parameter(torch.ones(3))
+    training_step, values = method.training_step, []
+
+    def step_using_extra_once(batch):
+        output = training_step(batch)
+        if not values:
+            output = output._replace(loss=output.loss + method.extra.square().sum())
+        return output
+
+    def record(batch, output):
+        values.append(method.extra.detach().clone())
+    method.training_step, method.on_step_end = step_using_extra_once, record
+    short_run(small_images, method, epochs=1, batch_size=8, weight_decay=0.1)
+    assert len(values) == 4 and not torch.equal(values[0], torch.ones(3))   # moved by its step
+    assert all(torch.equal(value, values[0]) for value in values[1:])       # and by no other
+
+
 def test_learning_rate_schedule():
     peak, total, warmup = 0.4, 100, 10
     assert learning_rate(0, total, warmup, peak) == pytest.approx(0.04)
