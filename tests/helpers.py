@@ -315,3 +315,15 @@ def cka_results() -> dict:
     return {(simclr, simclr_pgd): cka_result(simclr, simclr_pgd, 0),
             (simclr, supcon): cka_result(simclr, supcon, 1),
             (supcon, supcon): cka_result(supcon, supcon, 2)}
+
+
+def refuse_host_reads(monkeypatch, watching: dict, what: str) -> None:
+    """Make every Tensor refuse to become a Python value while `watching["now"]` is true: a host
+    read there fails the test with "<what> read a tensor's value on the host"."""
+    def refuse(original):
+        def guarded(self, *args, **kwargs):
+            assert not watching["now"], f"{what} read a tensor's value on the host"
+            return original(self, *args, **kwargs)
+        return guarded
+    for attribute in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, attribute, refuse(getattr(torch.Tensor, attribute)))

@@ -18,7 +18,7 @@ from clcourse.models import Backbone, SmallCNN, build_backbone
 from clcourse.presets import autocast_dtype
 from clcourse.runs import snapshots_by_epoch
 from clcourse.train import KnnData, NonFiniteLossError, learning_rate
-from helpers import fit, noisy_views, short_run, step_losses, tiny_simclr
+from helpers import fit, noisy_views, refuse_host_reads, short_run, step_losses, tiny_simclr
 
 
 def test_same_seed_gives_same_numbers(images):
@@ -124,14 +124,7 @@ def test_between_records_the_loop_reads_nothing_on_the_host_and_keeps_no_graph(
     with its graph would keep every step's graph alive until the record."""
     between = {"now": False}
     logged_with_graph = []
-
-    def refuse(original):
-        def guarded(self, *args, **kwargs):
-            assert not between["now"], "the loop read a tensor's value on the host after a step"
-            return original(self, *args, **kwargs)
-        return guarded
-    for attribute in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, attribute, refuse(getattr(torch.Tensor, attribute)))
+    refuse_host_reads(monkeypatch, between, "the loop, after a step,")
     add = clcourse.train._IntervalLog.add
 
     def add_and_end(self, loss, logs):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from clcourse.augment import simclr_cifar
 from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import function_names, noisy_batch, noisy_views, short_run, tiny_method, train_briefly
+from helpers import function_names, noisy_batch, noisy_views, refuse_host_reads, short_run, tiny_method, train_briefly
 
 DIM = 8
 
@@ -178,14 +178,7 @@ def test_a_training_step_reads_nothing_on_the_host(images, monkeypatch, name):
     Python value while a step runs."""
     method = tiny_method(name, augment=simclr_cifar(16))
     in_step = {"now": False}
-
-    def refuse(original):
-        def guarded(self, *args, **kwargs):
-            assert not in_step["now"], "a training step read a tensor's value on the host"
-            return original(self, *args, **kwargs)
-        return guarded
-    for attribute in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, attribute, refuse(getattr(torch.Tensor, attribute)))
+    refuse_host_reads(monkeypatch, in_step, "a training step")
 
     def inside_step(function):
         def wrapped(*args, **kwargs):
