@@ -2,10 +2,11 @@
 the tests compare it with in one process:
 
     python -c "import sys, distributed_worker; distributed_worker.main(*sys.argv[1:])" \\
-        SCENARIO RANK PROCESSES STORE OUT [MOMENT]
+        SCENARIO RANK PROCESSES PORT_FILE OUT [MOMENT]
 
 (imported, not run as __main__: a run's configuration names its augmentation by its module).
-STORE is the file through which the processes meet, OUT the folder each writes its results to.
+PORT_FILE is where process 0 writes the port of the store through which the processes meet, OUT
+the folder each writes its results to.
 
 Scenarios:
 - "steps": one optimisation step of each method in STEP_METHODS on this process's rows of the
@@ -31,7 +32,12 @@ import torch.nn as nn
 from helpers import fit, make_images, noisy_views, some_labels, tiny_method
 
 import clcourse.train as training
-from clcourse.distributed import ProcessFailure, average_batchnorm_statistics, data_parallel
+from clcourse.distributed import (
+    ProcessFailure,
+    average_batchnorm_statistics,
+    data_parallel,
+    teardown,
+)
 from clcourse.methods import Batch, MoCo
 from clcourse.train import optimisation_step
 
@@ -42,7 +48,8 @@ from clcourse.train import optimisation_step
 STEP_METHODS = ("simclr", "dcl", "hcl", "supcon", "simclr_multiview", "cacr", "clae", "adversarial",
                 "supervised", "moco")
 GLOBAL_BATCH = 16
-TIMEOUT_S = 3.0
+TIMEOUT_S = 3.0            # how long a collective operation waits for the other processes
+MEETING_TIMEOUT_S = 60.0   # and for them to start: importing torch takes seconds on a busy machine
 
 
 def without_batchnorm(module: nn.Module) -> nn.Module:
@@ -134,10 +141,31 @@ def _wait_for_the_kill_in_epoch_3(method: MoCo) -> None:
     method.on_step_end = on_step_end
 
 
-def main(scenario: str, rank: str, processes: str, store: str, out: str, moment: str = "none"):
+def meet(rank: int, processes: int, port_file: Path) -> dist.Store:
+    """The store through which the processes meet, as under torchrun: a TCP store that process 0
+    serves on a free port of the loopback; it writes the port into `port_file` for the others."""
+    timeout = timedelta(seconds=MEETING_TIMEOUT_S)
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", 0, processes, is_master=True, timeout=timeout,
+                              wait_for_workers=False)
+        written = port_file.with_suffix(".tmp")
+        written.write_text(str(store.port))
+        written.replace(port_file)       # the others never read half a number
+        return store
+    deadline = time.monotonic() + MEETING_TIMEOUT_S
+    while not port_file.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"process 0 wrote no port into {port_file} in {MEETING_TIMEOUT_S} s")
+        time.sleep(0.05)
+    return dist.TCPStore("127.0.0.1", int(port_file.read_text()), processes, is_master=False,
+                         timeout=timeout)
+
+
+def main(scenario: str, rank: str, processes: str, port_file: str, out: str,
+         moment: str = "none"):
     rank, processes, out = int(rank), int(processes), Path(out)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+    dist.init_process_group("gloo", store=meet(rank, processes, Path(port_file)), rank=rank,
                             world_size=processes, timeout=timedelta(seconds=TIMEOUT_S))
     try:
         if scenario == "steps":
@@ -164,6 +192,6 @@ def main(scenario: str, rank: str, processes: str, store: str, out: str, moment:
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
     finally:
-        if dist.is_initialized() and scenario not in ("dies", "hangs"):
-            dist.destroy_process_group()
+        if scenario not in ("dies", "hangs"):
+            teardown()      # all processes together, as clcourse.run's processes leave
 

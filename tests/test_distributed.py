@@ -44,15 +44,15 @@ PROCESSES = 2
 
 def start(scenario, tmp_path, moment="none"):
     """The processes of `scenario`, writing into `tmp_path`."""
-    store = tmp_path / "store"
-    store.unlink(missing_ok=True)
+    port_file = tmp_path / "store-port"
+    port_file.unlink(missing_ok=True)
     # The processes import the clcourse these tests import (the checkout's, or a copy under test).
     package_root = Path(clcourse.__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), str(REPO / "tests")]),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c",
                "import sys, distributed_worker; distributed_worker.main(*sys.argv[1:])", scenario]
-    return [subprocess.Popen([*command, str(rank), str(PROCESSES), str(store), str(tmp_path),
+    return [subprocess.Popen([*command, str(rank), str(PROCESSES), str(port_file), str(tmp_path),
                               moment], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
             for rank in range(PROCESSES)]
 
