@@ -221,9 +221,9 @@ COPY_NOTES = {
 }
 # The Colab install cell, the same in every notebook and every copy.
 INSTALL_CELL = ('import sys\n'
-                'if "google.colab" in sys.modules:  # on Colab: install the course package '
-                '(JupyterLab users ran '
-                '`make lab`)\n'
+                '\n'
+                '# on Colab: install the course package (JupyterLab users ran `make lab`)\n'
+                'if "google.colab" in sys.modules:\n'
                 '    !pip install -q "{requirement}"')
 INSTALL_CELL_PATTERN = re.compile(r"google\.colab.*\bpip\s+install", re.DOTALL)
 
