@@ -68,6 +68,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -479,12 +480,27 @@ def clear_solutions(source: str, stub: tuple[str, ...]) -> tuple[str, int]:
 
 
 EXPECTED_OUTPUT = "# Expected output (recorded in the smoke preset):"
+LINE_LIMIT = 100       # ruff's line length, as in the notebooks: Colab wraps near there
+CONTINUED = "↳ "       # starts the rest of an output line too long for one comment line
+
+
+def as_comment_lines(text: str) -> list[str]:
+    """`text` as comment lines of at most LINE_LIMIT characters: a longer line is broken at its
+    spaces, each further piece starting with CONTINUED."""
+    lines = []
+    for line in text.split("\n"):
+        pieces = [line]
+        if len(f"# {line}") > LINE_LIMIT:
+            pieces = textwrap.wrap(line, width=LINE_LIMIT - 2, subsequent_indent=CONTINUED,
+                                   break_long_words=False, break_on_hyphens=False)
+        lines += [f"# {piece}".rstrip() for piece in pieces]
+    return lines
 
 
 def with_expected_outputs(nb):
     """A copy of `nb` in which every checked cell's stored output is written under its code as
-    comment lines, after an EXPECTED_OUTPUT line, and then cleared: a copy that nbval does not
-    compare still shows what it should print."""
+    comment lines (`as_comment_lines`), after an EXPECTED_OUTPUT line, and then cleared: a copy that
+    nbval does not compare still shows what it should print."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if not is_checked(cell):
@@ -492,8 +508,8 @@ def with_expected_outputs(nb):
         text = "".join(output.get("text", "") if output.get("output_type") == "stream"
                        else output.get("data", {}).get("text/plain", "") for output in cell.outputs)
         if text.strip():
-            lines = [f"# {line}".rstrip() for line in text.rstrip("\n").split("\n")]
-            cell.source = "\n".join([cell.source.rstrip("\n"), "", EXPECTED_OUTPUT, *lines])
+            cell.source = "\n".join([cell.source.rstrip("\n"), "", EXPECTED_OUTPUT,
+                                     *as_comment_lines(text.rstrip("\n"))])
         cell.outputs = []
         cell.execution_count = None
     return nb

@@ -92,6 +92,15 @@ def test_a_checked_cell_keeps_its_stored_output_as_comment_lines_under_its_code(
     assert student.cells[1].source == EXERCISE_STUDENT   # an unchecked cell's output is not kept
 
 
+def test_an_expected_output_line_too_long_for_a_code_line_continues_on_the_next():
+    words = " ".join(f"word{i:02d}" for i in range(30))          # 209 characters
+    lines = tool.as_comment_lines(f"{words}\n  short, indented")
+    assert all(len(line) <= tool.LINE_LIMIT for line in lines) and len(lines) == 4
+    assert lines[0].startswith("# word00 ") and lines[1].startswith("# ↳ word")
+    assert " ".join(line.removeprefix("# ").removeprefix("↳ ") for line in lines[:3]) == words
+    assert lines[3] == "#   short, indented"
+
+
 def test_markdown_answer_is_replaced():
     student, _ = student_tiny()
     assert student.cells[3].source == "Why does it saturate?\n\nYOUR ANSWER HERE\n\nNext."
