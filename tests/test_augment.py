@@ -13,12 +13,39 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from clcourse.augment import (BRIGHTNESS, CONTRAST, HUE, SATURATION, Augment, ColorJitterParams, CropBoxes,
-                              adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter,
-                              default_blur_kernel_size, gaussian_blur, gaussian_kernels, grayscale,
-                              horizontal_flip, hsv_to_rgb, resized_crop, rgb_to_grayscale, rgb_to_hsv,
-                              clae_simclr, sample_apply, sample_color_jitter, sample_crop_boxes, sce_strong,
-                              simclr_cifar, simclr_stl10, solarize, to_float_images, weak)
+from clcourse.augment import (
+    BRIGHTNESS,
+    CONTRAST,
+    HUE,
+    SATURATION,
+    Augment,
+    ColorJitterParams,
+    CropBoxes,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    clae_simclr,
+    color_jitter,
+    default_blur_kernel_size,
+    gaussian_blur,
+    gaussian_kernels,
+    grayscale,
+    horizontal_flip,
+    hsv_to_rgb,
+    resized_crop,
+    rgb_to_grayscale,
+    rgb_to_hsv,
+    sample_apply,
+    sample_color_jitter,
+    sample_crop_boxes,
+    sce_strong,
+    simclr_cifar,
+    simclr_stl10,
+    solarize,
+    to_float_images,
+    weak,
+)
 
 
 def generator(seed):

@@ -6,9 +6,24 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clcourse.cka import (CKAResult, MinibatchCKA, default_layers, feature_attack, gram, hsic_unbiased, layer_cka,
-                          layer_probes, layer_redundancy, linear_cka, minibatch_cka, minibatches, pool,
-                          pooled_layer_features, record_layers, require_layers, short_layer_names)
+from clcourse.cka import (
+    CKAResult,
+    MinibatchCKA,
+    default_layers,
+    feature_attack,
+    gram,
+    hsic_unbiased,
+    layer_cka,
+    layer_probes,
+    layer_redundancy,
+    linear_cka,
+    minibatch_cka,
+    minibatches,
+    pooled_layer_features,
+    record_layers,
+    require_layers,
+    short_layer_names,
+)
 from clcourse.evaluate import linear_probe
 from clcourse.models import Backbone, SmallCNN, build_backbone
 

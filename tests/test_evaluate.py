@@ -8,8 +8,16 @@ import torch
 import torch.nn as nn
 
 import clcourse.evaluate as evaluate
-from clcourse.evaluate import (ProbeResult, alignment, extract_features, knn_accuracy, knn_predict, linear_probe,
-                               per_class_accuracy, uniformity)
+from clcourse.evaluate import (
+    ProbeResult,
+    alignment,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+    per_class_accuracy,
+    uniformity,
+)
 
 
 def random_problem(seed, n_train=60, n_test=25, dim=8, classes=5):

@@ -6,7 +6,13 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from clcourse.identity import checked_against, code_fingerprint, function_record, is_library_function, mark_checked
+from clcourse.identity import (
+    checked_against,
+    code_fingerprint,
+    function_record,
+    is_library_function,
+    mark_checked,
+)
 from clcourse.losses import info_nce
 
 

@@ -7,11 +7,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randn, reference_sce, reference_supcon
 
 import clcourse.losses as losses
-from clcourse.losses import (dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce,
-                             positive_index, sce, sce_in_batch, sce_target, supcon)
-from helpers import randn, reference_sce, reference_supcon
+from clcourse.losses import (
+    dcl,
+    hcl,
+    info_nce,
+    mochi_mix,
+    mochi_negatives,
+    moco_info_nce,
+    positive_index,
+    sce,
+    sce_in_batch,
+    sce_target,
+    supcon,
+)
 
 SHAPES = [(2, 3), (2, 16), (5, 3), (5, 16)]  # (B, D)
 TEMPERATURES = [0.1, 0.5, 1.0]

@@ -9,10 +9,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.models import (CIFAR10_MEAN, CIFAR10_STD, Backbone, DualBatchNorm, Normalize,
-                             ResNet18, SmallCNN, SplitBatchNorm2d, adversarial_batchnorm,
-                             batchnorm_statistics_frozen, build_backbone, dual_batchnorm_layers,
-                             projection_mlp, use_dual_batchnorm, use_split_batchnorm)
+from clcourse.models import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    Backbone,
+    DualBatchNorm,
+    Normalize,
+    ResNet18,
+    SmallCNN,
+    SplitBatchNorm2d,
+    adversarial_batchnorm,
+    batchnorm_statistics_frozen,
+    build_backbone,
+    dual_batchnorm_layers,
+    projection_mlp,
+    use_dual_batchnorm,
+    use_split_batchnorm,
+)
 
 
 def test_resnet18_has_the_cifar_stem_and_512_features():

@@ -7,11 +7,25 @@ import torch
 import torch.nn.functional as F
 
 import clcourse.negatives as negatives
-from clcourse.negatives import (EmbeddingMap, MapCache, effective_negatives, embedding_map, false_negative_rate,
-                                features_fingerprint, fit_embedding_map, hardest_negatives, negative_gradient_weights,
-                                negative_weights, negative_weights_from_similarities, off_diagonal,
-                                rank_among_negatives, same_class_gradient_share,
-                                similarity_distributions, view_pair_negatives, weight_entropy)
+from clcourse.negatives import (
+    EmbeddingMap,
+    MapCache,
+    effective_negatives,
+    embedding_map,
+    false_negative_rate,
+    features_fingerprint,
+    fit_embedding_map,
+    hardest_negatives,
+    negative_gradient_weights,
+    negative_weights,
+    negative_weights_from_similarities,
+    off_diagonal,
+    rank_among_negatives,
+    same_class_gradient_share,
+    similarity_distributions,
+    view_pair_negatives,
+    weight_entropy,
+)
 
 
 def on_circle(degrees, radius=1.0):

@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import TinyBackbone, pixels, tiny_encoder, uint8_images
 
 from clcourse import robustness as R
 from clcourse.methods import AdversarialPretraining
-from helpers import TinyBackbone, pixels, tiny_encoder, uint8_images
-
 
 # ---------------------------------------------------------------- threat models and robust accuracy
 
@@ -183,8 +182,9 @@ def test_autoattack_without_torchattacks_is_skipped_with_a_message(monkeypatch, 
 # ---------------------------------------------------------------- the encoders each scenario leaves
 
 def test_scenario_encoders_are_the_runs_of_the_grid_and_load_the_second_time(tmp_path, monkeypatch):
-    from clcourse.presets import RobustnessBudget
     from helpers import budget
+
+    from clcourse.presets import RobustnessBudget
     monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
     robustness = RobustnessBudget(backbone="small_cnn", train_subset=None, test_subset=None, batch_size=16,
                                   pretrain_epochs=1, finetune_batch_size=16, finetune_epochs=1, train_steps=1,

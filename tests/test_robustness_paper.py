@@ -6,15 +6,15 @@ fine-tuning, all from delta = 0 in steps of 0.01, agree to 1e-6 on random networ
 different attack."""
 import copy
 
+import cl_robustness_reference as authors
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import identity_views, pixels, tiny_encoder
 
-import cl_robustness_reference as authors
 from clcourse import robustness as R
 from clcourse.methods import AdversarialPretraining, Batch
 from clcourse.models import Backbone, SmallCNN
-from helpers import identity_views, pixels, tiny_encoder
 
 LABELS = torch.tensor([0, 1, 0, 1, 2, 2, 0, 1, 2, 0, 1, 2])
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import noisy_views, short_run, step_losses, tiny_method, tiny_simclr
+from repository import REPO
 
 import clcourse.runs
 import clcourse.train
@@ -23,9 +25,13 @@ from clcourse.data import load_dataset
 from clcourse.losses import info_nce
 from clcourse.methods import DCL
 from clcourse.models import Backbone, SmallCNN
-from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
-from helpers import noisy_views, short_run, step_losses, tiny_method, tiny_simclr
-from repository import REPO
+from clcourse.runs import (
+    list_checkpoints,
+    load_weights,
+    run_dir,
+    save_atomically,
+    snapshots_by_epoch,
+)
 
 
 def assert_same_weights(a, b):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from helpers import fit, noisy_views, refuse_host_reads, short_run, step_losses, tiny_simclr
 
 import clcourse.train
 from clcourse.methods import MoCo, SimCLR
@@ -18,7 +19,6 @@ from clcourse.models import Backbone, SmallCNN, build_backbone
 from clcourse.presets import autocast_dtype
 from clcourse.runs import snapshots_by_epoch
 from clcourse.train import KnnData, NonFiniteLossError, learning_rate
-from helpers import fit, noisy_views, refuse_host_reads, short_run, step_losses, tiny_simclr
 
 
 def test_same_seed_gives_same_numbers(images):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import noisy_views, short_run, tiny_simclr
 
 from clcourse.augment import simclr_cifar
 from clcourse.evaluate import extract_features, knn_accuracy, linear_probe
@@ -15,8 +16,6 @@ from clcourse.methods import SimCLR
 from clcourse.models import Backbone, SmallCNN
 from clcourse.negatives import hardest_negatives
 from clcourse.train import KnnData
-from helpers import noisy_views, short_run, tiny_simclr
-
 
 # ---------------------------------------------------------------- image ranges and dtypes
 

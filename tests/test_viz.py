@@ -10,10 +10,20 @@ from helpers import CKA_LAYERS, cka_result, cka_results
 from matplotlib.colors import to_rgba
 
 from clcourse.negatives import negative_weights_from_similarities, similarity_distributions
-from clcourse.viz import (FALSE_NEGATIVE_COLOUR, plot_alignment_uniformity, plot_cka_heatmap,
-                          plot_cka_heatmaps, plot_effective_negatives, plot_embedding_map,
-                          plot_false_negative_rate, plot_layer_curves, plot_negative_gallery,
-                          plot_negative_weights, plot_similarity_histograms, plot_temperature_sweep)
+from clcourse.viz import (
+    FALSE_NEGATIVE_COLOUR,
+    plot_alignment_uniformity,
+    plot_cka_heatmap,
+    plot_cka_heatmaps,
+    plot_effective_negatives,
+    plot_embedding_map,
+    plot_false_negative_rate,
+    plot_layer_curves,
+    plot_negative_gallery,
+    plot_negative_weights,
+    plot_similarity_histograms,
+    plot_temperature_sweep,
+)
 
 CLASSES = ["a", "b", "c"]
 

@@ -8,11 +8,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    function_names,
+    noisy_batch,
+    noisy_views,
+    refuse_host_reads,
+    short_run,
+    tiny_method,
+    train_briefly,
+)
 
 from clcourse.augment import simclr_cifar
 from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import function_names, noisy_batch, noisy_views, refuse_host_reads, short_run, tiny_method, train_briefly
 
 DIM = 8
 

@@ -5,10 +5,10 @@ import functools
 import pytest
 import torch
 import torch.nn as nn
+from helpers import fit, function_names, noisy_views, tiny_method
 
 from clcourse.losses import cacr, multiview_info_nce
 from clcourse.methods import CACR, Batch, MultiViewSimCLR, SimCLR
-from helpers import fit, function_names, noisy_views, tiny_method
 
 
 def batch_of(method, images, size=8):

@@ -12,12 +12,6 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torch.nn.functional as F
-
-from clcourse.attacks import contrastive_attack
-from clcourse.losses import info_nce
-from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
-from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
-from clcourse.negatives import rank_among_negatives
 from helpers import (
     batch_from_views,
     fit,
@@ -29,6 +23,17 @@ from helpers import (
     tiny_views,
 )
 
+from clcourse.attacks import contrastive_attack
+from clcourse.losses import info_nce
+from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
+from clcourse.models import (
+    Backbone,
+    DualBatchNorm,
+    SmallCNN,
+    adversarial_batchnorm,
+    dual_batchnorm_layers,
+)
+from clcourse.negatives import rank_among_negatives
 
 # ---------------------------------------------------------------- the slow reference
 

@@ -5,12 +5,20 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import (
+    function_names,
+    noisy_batch,
+    random_unit,
+    short_run,
+    tiny_method,
+    train_briefly,
+    views_of,
+)
 
 from clcourse.losses import mochi_draws, mochi_negatives
 from clcourse.methods import update_key_encoder
 from clcourse.models import SplitBatchNorm2d
 from clcourse.runs import list_checkpoints
-from helpers import function_names, noisy_batch, random_unit, short_run, tiny_method, train_briefly, views_of
 
 DIM = 8
 

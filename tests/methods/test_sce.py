@@ -9,12 +9,20 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import (
+    fit,
+    flipped_views,
+    function_names,
+    noisy_views,
+    random_unit,
+    reference_sce,
+    tiny_sce,
+)
 
 from clcourse.augment import simclr_cifar, weak
 from clcourse.losses import sce
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from helpers import fit, flipped_views, function_names, noisy_views, random_unit, reference_sce, tiny_sce
 
 DIM = 8
 

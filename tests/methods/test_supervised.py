@@ -7,14 +7,20 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import (
+    TinyBackbone,
+    fit,
+    identity_views,
+    pixels,
+    reference_supcon,
+    tiny_encoder,
+    uint8_images,
+)
 
 from clcourse import robustness as R
-from clcourse.methods import AdversarialPretraining, Batch, Supervised, SupCon, build_method
+from clcourse.methods import AdversarialPretraining, Batch, SupCon, Supervised, build_method
 from clcourse.models import Backbone, SmallCNN
 from clcourse.presets import get_preset
-from helpers import (TinyBackbone, fit, identity_views, pixels, reference_supcon, tiny_encoder,
-                     uint8_images)
-
 
 # ---------------------------------------------------------------- the supervised baseline
 
