@@ -155,8 +155,8 @@ def test_resized_crop_without_resizing_is_slicing():
     flip = torch.tensor([False, True, False, True, True])
     out = resized_crop(images, boxes, 8, flip)
     for i in range(5):
-        t, l = int(top[i]), int(left[i])
-        expected = images[i, :, t:t + 8, l:l + 8]
+        row, col = int(top[i]), int(left[i])
+        expected = images[i, :, row:row + 8, col:col + 8]
         expected = expected.flip(-1) if flip[i] else expected
         assert torch.allclose(out[i], expected, atol=1e-5)
 

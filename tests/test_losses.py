@@ -171,14 +171,17 @@ def test_reductions_hcl_to_dcl_to_info_nce(batch, dim):
         for t in TEMPERATURES:
             # with tau_plus = 0 the clamp cannot bind: the plain negative sum is already >= N e^{-1/t}
             assert reference_hcl(*[x.double() for x in z], t, tau_plus=0.0, beta=0.0)[1] == 0
-            base, base_grads = value_and_grads(lambda a, b: info_nce(a, b, t), *z)
-            for loss_fn in (lambda a, b: dcl(a, b, t, tau_plus=0.0), lambda a, b: hcl(a, b, t, tau_plus=0.0, beta=0.0)):
+            base, base_grads = value_and_grads(lambda a, b, t=t: info_nce(a, b, t), *z)
+            for loss_fn in (lambda a, b, t=t: dcl(a, b, t, tau_plus=0.0),
+                            lambda a, b, t=t: hcl(a, b, t, tau_plus=0.0, beta=0.0)):
                 loss, grads = value_and_grads(loss_fn, *z)
                 assert torch.allclose(loss, base, atol=1e-6, rtol=1e-5)
                 assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5) for g, h in zip(grads, base_grads))
             for tau_plus in (0.1, 0.5):
-                loss, grads = value_and_grads(lambda a, b: hcl(a, b, t, tau_plus, beta=0.0), *z)
-                expected, expected_grads = value_and_grads(lambda a, b: dcl(a, b, t, tau_plus), *z)
+                loss, grads = value_and_grads(
+                    lambda a, b, t=t, tau_plus=tau_plus: hcl(a, b, t, tau_plus, beta=0.0), *z)
+                expected, expected_grads = value_and_grads(
+                    lambda a, b, t=t, tau_plus=tau_plus: dcl(a, b, t, tau_plus), *z)
                 assert torch.allclose(loss, expected, atol=1e-6, rtol=1e-5)
                 assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5) for g, h in zip(grads, expected_grads))
 
@@ -258,8 +261,9 @@ def test_losses_are_float32_under_autocast():
 def test_moco_info_nce_value_and_gradient_match_the_loop(batch, dim, temperature):
     for seed in SEEDS:
         q, k, queue = randn(seed, batch, dim), randn(seed + 10, batch, dim), randn(seed + 20, 7, dim)
-        assert_same_value_and_grads(lambda a: moco_info_nce(a, k, queue, temperature),
-                                    lambda a: reference_moco(a, k.double(), queue.double(), temperature), q)
+        assert_same_value_and_grads(
+            lambda a, k=k, queue=queue: moco_info_nce(a, k, queue, temperature),
+            lambda a, k=k, queue=queue: reference_moco(a, k.double(), queue.double(), temperature), q)
 
 
 def test_moco_info_nce_gradient_reaches_only_the_queries():

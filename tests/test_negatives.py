@@ -179,7 +179,10 @@ def test_similarity_distributions_exact_on_a_tiny_case():
     z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     labels = torch.tensor([0, 0, 1, 1])
     out = similarity_distributions(z1, z2, labels)
-    cos = lambda i, j: F.cosine_similarity(z1[i], z2[j], dim=0).item()
+
+    def cos(i, j):
+        return F.cosine_similarity(z1[i], z2[j], dim=0).item()
+
     positive = [cos(i, i) for i in range(4)]
     same = [cos(i, j) for i in range(4) for j in range(4) if i != j and labels[i] == labels[j]]
     other = [cos(i, j) for i in range(4) for j in range(4) if labels[i] != labels[j]]
@@ -372,8 +375,11 @@ def test_pca_map_is_the_svd_projection_with_a_fixed_sign():
     axes = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
     np.testing.assert_allclose(coords, centred @ axes.T, atol=1e-5)
     assert coords.dtype == np.float32 and coords.shape == (50, 2)
-    np.testing.assert_array_equal(coords, embedding_map(features.clone(), "pca", cache=None, normalize=False))
-    np.testing.assert_array_equal(coords, embedding_map(-(-features), "pca", cache=None, normalize=False))
+    np.testing.assert_array_equal(
+        coords, embedding_map(features.clone(), "pca", cache=None, normalize=False))
+    # -(-features) is the same values in a tensor computed afresh, not a double decrement
+    np.testing.assert_array_equal(
+        coords, embedding_map(-(-features), "pca", cache=None, normalize=False))  # noqa: B002
 
 
 def test_pca_map_places_new_points_with_the_same_projection():

@@ -108,8 +108,9 @@ def test_the_image_order_does_not_depend_on_how_many_draws_the_views_take(small_
             torch.rand(extra_draws, generator=generator)
             return make_views(images, generator)
 
-        def recording_step(batch, training_step=training_step,
-                           seen=batches.setdefault(extra_draws, [])):
+        seen = batches.setdefault(extra_draws, [])
+
+        def recording_step(batch, training_step=training_step, seen=seen):
             seen.append(batch.index.clone())
             return training_step(batch)
         method.make_views, method.training_step = views_drawing_more, recording_step
