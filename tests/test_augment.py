@@ -104,8 +104,8 @@ def test_crop_box_distribution_matches_torchvision(height, width):
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     # float64 like the reference, so that equal boxes give bit-equal statistics (the atoms must
     # coincide).
-    boxes = torch.stack(sample_crop_boxes(n, height, width, scale, ratio, generator(0)),
-                        dim=1).double()
+    drawn = sample_crop_boxes(n, height, width, scale, ratio, generator(0))
+    boxes = torch.stack(drawn, dim=1).double()
     reference = torchvision_boxes(n, height, width, scale, ratio)
     ours_area, ours_ratio = area_and_ratio(boxes, height, width)
     ref_area, ref_ratio = area_and_ratio(reference, height, width)
@@ -157,8 +157,8 @@ def test_resized_crop_of_the_whole_image_is_the_identity():
 
 
 def test_resized_crop_without_resizing_is_slicing():
-    """Boxes of the output size: each output is exactly that image's box (mirrored where flip is
-    set)."""
+    """Boxes of the output size: each output is exactly that image's box (mirrored where flip
+    is set)."""
     images = rand_images(1, 5, 12, 14)
     top, left = torch.tensor([0.0, 4, 2, 1, 4]), torch.tensor([0.0, 6, 3, 0, 1])
     boxes = CropBoxes(top, left, torch.full((5,), 8.0), torch.full((5,), 8.0))
@@ -313,8 +313,8 @@ def colour_statistics(before, after):
     checked against colorsys above."""
     def colourfulness(x):
         return (x.amax(dim=1) - x.amin(dim=1)).mean(dim=(1, 2))
-    hue_change = torch.remainder(rgb_to_hsv(after)[:, 0] - rgb_to_hsv(before)[:, 0] + 0.5,
-                                 1.0) - 0.5
+    hue_shift = rgb_to_hsv(after)[:, 0] - rgb_to_hsv(before)[:, 0]
+    hue_change = torch.remainder(hue_shift + 0.5, 1.0) - 0.5
     return {"brightness": after.mean(dim=(1, 2, 3)) - before.mean(dim=(1, 2, 3)),
             "contrast": after.std(dim=(1, 2, 3)) - before.std(dim=(1, 2, 3)),
             "colourfulness": colourfulness(after) - colourfulness(before),
@@ -451,12 +451,11 @@ def test_views_stay_float32_under_autocast():
 
 def test_recipes():
     simclr = simclr_cifar()
-    assert (simclr.size, simclr.crop_scale, simclr.flip_p, simclr.jitter_p, simclr.grayscale_p,
-            simclr.blur_p) == \
-        (32, (0.08, 1.0), 0.5, 0.8, 0.2, 0.0)
+    assert ((simclr.size, simclr.crop_scale, simclr.flip_p, simclr.jitter_p, simclr.grayscale_p,
+             simclr.blur_p) == (32, (0.08, 1.0), 0.5, 0.8, 0.2, 0.0))
     assert simclr.crop_ratio == pytest.approx((3 / 4, 4 / 3))
-    assert (simclr.brightness, simclr.contrast, simclr.saturation,
-            simclr.hue) == (0.4, 0.4, 0.4, 0.1)
+    jitter = (simclr.brightness, simclr.contrast, simclr.saturation, simclr.hue)
+    assert jitter == (0.4, 0.4, 0.4, 0.1)
     stl = simclr_stl10()
     assert (stl.size, stl.blur_p, stl.blur_sigma, stl.blur_kernel_size) == (96, 0.5, (0.1, 2.0), 9)
     weak_view = weak()

@@ -35,16 +35,16 @@ def features(seed, n, p, q, dtype=torch.float64):
     """x [n, p] and y [n, q] that share a few directions, with non-zero means."""
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(n, 3, generator=g, dtype=dtype)
-    x = shared @ torch.randn(3, p, generator=g,
-                             dtype=dtype) + torch.randn(n, p, generator=g, dtype=dtype) + 1.0
+    x = (shared @ torch.randn(3, p, generator=g, dtype=dtype)
+         + torch.randn(n, p, generator=g, dtype=dtype) + 1.0)
     y = (torch.relu(shared @ torch.randn(3, q, generator=g, dtype=dtype))
          + torch.randn(n, q, generator=g, dtype=dtype))
     return x, y
 
 
 def closed_form_cka(x, y):
-    """HSIC with an explicit centring matrix H = I - 11^T / n: tr(KHLH) / sqrt(tr(KHKH)
-    tr(LHLH))."""
+    """HSIC with an explicit centring matrix H = I - 11^T / n:
+    tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
     x, y = x.double(), y.double()
     n = x.shape[0]
     h = torch.eye(n, dtype=torch.float64) - torch.ones(n, n, dtype=torch.float64) / n
@@ -531,8 +531,8 @@ def test_feature_attack_stays_in_the_ball_moves_the_features_more_than_noise_and
     assert attacked.shape == x.shape and (attacked - x).abs().max() <= epsilon + 1e-6
     assert attacked.min() >= 0 and attacked.max() <= 1
     g = torch.Generator().manual_seed(1)
-    noise = (x + epsilon * torch.randint(0, 2, x.shape, generator=g).float().mul(2)
-             .sub(1)).clamp(0, 1)
+    signs = torch.randint(0, 2, x.shape, generator=g).float().mul(2).sub(1)
+    noise = (x + epsilon * signs).clamp(0, 1)
     with torch.no_grad():
         moved = lambda other: (network(other) - network(x)).square().sum()  # noqa: E731
         assert moved(attacked) > 2 * moved(noise)

@@ -53,8 +53,8 @@ def assert_same_value_and_grads(loss_fn, reference_fn, *inputs, atol=1e-5, rtol=
 # ------------------------------------------------------- references (float64, one anchor at a time)
 
 def anchor_terms(z1, z2, temperature):
-    """For each of the 2B anchors: pos = exp(s+/t) and the list of neg_j = exp(s_j/t), j not i, not
-    p(i)."""
+    """For each of the 2B anchors: pos = exp(s+/t) and the list of neg_j = exp(s_j/t),
+    j not i, not p(i)."""
     u = F.normalize(torch.cat([z1, z2]), dim=1)
     n, batch = len(u), len(z1)
     for i in range(n):

@@ -56,10 +56,10 @@ def test_robust_accuracy_of_an_identity_attack_is_the_clean_accuracy_counted_in_
     labels[:20] = 1 - labels[:20]
     expected = (model(x).argmax(1) == labels).float().mean().item()
     model.train()
-    assert R.robust_accuracy(model, x, labels, lambda x, y: x, batch_size=7,
-                             progress=False) == pytest.approx(expected)
-    assert R.robust_accuracy(model, x, labels, None, batch_size=500,
-                             progress=False) == pytest.approx(expected)
+    unattacked = R.robust_accuracy(model, x, labels, lambda x, y: x, batch_size=7, progress=False)
+    assert unattacked == pytest.approx(expected)
+    clean = R.robust_accuracy(model, x, labels, None, batch_size=500, progress=False)
+    assert clean == pytest.approx(expected)
     assert model.training                                       # its mode is given back
     uint8 = (x * 255).round().byte()
     assert R.robust_accuracy(model, uint8, labels, progress=False) == pytest.approx(

@@ -75,8 +75,8 @@ def test_adversarial_pretraining_attacks_and_trains_as_the_authors_code(scheme):
     torch.manual_seed(0)
     options = (dict(num_classes=3) if scheme == "sl"
                else dict(projector_hidden=16, projector_out=8, temperature=0.3))
-    method = AdversarialPretraining(Backbone(SmallCNN(width=4)), scheme, augment=identity_views,
-                                    **options).train()
+    method = AdversarialPretraining(Backbone(SmallCNN(width=4)), scheme,
+                                    augment=identity_views, **options).train()
     # their attack moves batch-norm's running averages; ours does not
     reference = copy.deepcopy(method)
     method.attack_fn, results = recording(method.attack_fn)

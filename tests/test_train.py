@@ -174,8 +174,8 @@ def test_learning_rate_schedule():
     assert learning_rate(9, total, warmup, peak) == pytest.approx(peak)
     assert learning_rate(10, total, warmup, peak) == pytest.approx(peak)
     assert learning_rate(55, total, warmup, peak) == pytest.approx(peak * 0.5)
-    assert learning_rate(99, total, warmup,
-                         peak) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert (learning_rate(99, total, warmup, peak)
+            == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90))))
     assert learning_rate(0, total, 0, peak) == pytest.approx(peak)
 
 

@@ -93,12 +93,13 @@ def test_labels_as_lists_tuples_and_small_integer_types_are_accepted(images):
     features = torch.randn(48, 4)
     expected = knn_accuracy(features, labels, features[:16], labels[:16], k=5)
     for dtype in (torch.uint8, torch.int32):
-        assert knn_accuracy(features, labels.to(dtype), features[:16], labels[:16].to(dtype),
-                            k=5) == expected
+        narrow = knn_accuracy(features, labels.to(dtype), features[:16], labels[:16].to(dtype),
+                              k=5)
+        assert narrow == expected
     probe = linear_probe(features, labels.to(torch.int32), features[:16],
                          labels[:16].numpy().astype(np.uint8), epochs=2)
-    assert probe.test_accuracy == linear_probe(features, labels, features[:16], labels[:16],
-                                               epochs=2).test_accuracy
+    int64_probe = linear_probe(features, labels, features[:16], labels[:16], epochs=2)
+    assert probe.test_accuracy == int64_probe.test_accuracy
 
 
 # ---------------------------------------------------------------- flags

@@ -165,8 +165,8 @@ def test_adversarial_pretraining_loss_matches_a_slow_reference(scheme):
     adversarial = (clean + delta).clamp(0, 1)
     f, g = method.backbone, method.projector
     if scheme == "sl":
-        expected = F.cross_entropy(g(f(adversarial)),
-                                   labels) + F.cross_entropy(g(f(views[0])), labels)
+        expected = (F.cross_entropy(g(f(adversarial)), labels)
+                    + F.cross_entropy(g(f(views[0])), labels))
     else:
         pair_loss = ((lambda a, b: reference_supcon(a, b, labels, 0.4)) if scheme == "scl"
                      else (lambda a, b: reference_info_nce(a, b, 0.4)))
