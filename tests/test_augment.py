@@ -13,12 +13,39 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
-from clcourse.augment import (BRIGHTNESS, CONTRAST, HUE, SATURATION, Augment, ColorJitterParams, CropBoxes,
-                              adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter,
-                              default_blur_kernel_size, gaussian_blur, gaussian_kernels, grayscale,
-                              horizontal_flip, hsv_to_rgb, resized_crop, rgb_to_grayscale, rgb_to_hsv,
-                              clae_simclr, sample_apply, sample_color_jitter, sample_crop_boxes, sce_strong,
-                              simclr_cifar, simclr_stl10, solarize, to_float_images, weak)
+from clcourse.augment import (
+    BRIGHTNESS,
+    CONTRAST,
+    HUE,
+    SATURATION,
+    Augment,
+    ColorJitterParams,
+    CropBoxes,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    clae_simclr,
+    color_jitter,
+    default_blur_kernel_size,
+    gaussian_blur,
+    gaussian_kernels,
+    grayscale,
+    horizontal_flip,
+    hsv_to_rgb,
+    resized_crop,
+    rgb_to_grayscale,
+    rgb_to_hsv,
+    sample_apply,
+    sample_color_jitter,
+    sample_crop_boxes,
+    sce_strong,
+    simclr_cifar,
+    simclr_stl10,
+    solarize,
+    to_float_images,
+    weak,
+)
 
 
 def generator(seed):
@@ -45,12 +72,14 @@ def ks_threshold(n: int, m: int) -> float:
 
 
 def full_boxes(n, height, width):
-    return CropBoxes(torch.zeros(n), torch.zeros(n), torch.full((n,), float(height)), torch.full((n,), float(width)))
+    return CropBoxes(torch.zeros(n), torch.zeros(n), torch.full((n,), float(height)),
+                     torch.full((n,), float(width)))
 
 
 def identity_augment(**overrides):
     """Every random op switched off, and the crop forced to the whole (square) image."""
-    kwargs = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
+    kwargs = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
+                  grayscale_p=0.0)
     kwargs.update(overrides)
     return Augment(**kwargs)
 
@@ -59,8 +88,9 @@ def identity_augment(**overrides):
 
 def torchvision_boxes(n, height, width, scale, ratio):
     image = torch.zeros(3, height, width)
-    return torch.tensor([RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)],
+        dtype=torch.float64)
 
 
 def area_and_ratio(top_left_h_w, height, width):
@@ -72,8 +102,10 @@ def area_and_ratio(top_left_h_w, height, width):
 def test_crop_box_distribution_matches_torchvision(height, width):
     n = 4000
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
-    # float64 like the reference, so that equal boxes give bit-equal statistics (the atoms must coincide).
-    boxes = torch.stack(sample_crop_boxes(n, height, width, scale, ratio, generator(0)), dim=1).double()
+    # float64 like the reference, so that equal boxes give bit-equal statistics (the atoms must
+    # coincide).
+    drawn = sample_crop_boxes(n, height, width, scale, ratio, generator(0))
+    boxes = torch.stack(drawn, dim=1).double()
     reference = torchvision_boxes(n, height, width, scale, ratio)
     ours_area, ours_ratio = area_and_ratio(boxes, height, width)
     ref_area, ref_ratio = area_and_ratio(reference, height, width)
@@ -89,11 +121,14 @@ def test_crop_box_distribution_matches_torchvision(height, width):
 
 
 def test_crop_box_ks_test_detects_a_wrong_scale_range():
-    """The KS test above has power: a sampler with scale (0.2, 1) fails it against torchvision's (0.08, 1)."""
+    """The KS test above has power: a sampler with scale (0.2, 1) fails it against torchvision's
+    (0.08, 1)."""
     n = 4000
-    boxes = torch.stack(sample_crop_boxes(n, 32, 32, (0.2, 1.0), (3 / 4, 4 / 3), generator(0)), dim=1)
+    boxes = torch.stack(sample_crop_boxes(n, 32, 32, (0.2, 1.0), (3 / 4, 4 / 3), generator(0)),
+                        dim=1)
     reference = torchvision_boxes(n, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3))
-    assert ks_statistic(area_and_ratio(boxes, 32, 32)[0], area_and_ratio(reference, 32, 32)[0]) > ks_threshold(n, n)
+    assert ks_statistic(area_and_ratio(boxes, 32, 32)[0],
+                        area_and_ratio(reference, 32, 32)[0]) > ks_threshold(n, n)
 
 
 def test_crop_boxes_are_whole_pixels_inside_the_image():
@@ -108,7 +143,8 @@ def test_crop_boxes_are_whole_pixels_inside_the_image():
 
 @pytest.mark.parametrize("height, width", [(10, 100), (100, 10)])
 def test_crop_box_fallback_matches_torchvision(height, width):
-    """No attempt can fit a square of 90-100% of a 10 x 100 image: torchvision's central fallback."""
+    """No attempt can fit a square of 90-100% of a 10 x 100 image: torchvision's central
+    fallback."""
     scale, ratio = (0.9, 1.0), (1.0, 1.0)
     boxes = torch.stack(sample_crop_boxes(5, height, width, scale, ratio, generator(0)), dim=1)
     expected = torchvision_boxes(5, height, width, scale, ratio).float()
@@ -121,15 +157,16 @@ def test_resized_crop_of_the_whole_image_is_the_identity():
 
 
 def test_resized_crop_without_resizing_is_slicing():
-    """Boxes of the output size: each output is exactly that image's box (mirrored where flip is set)."""
+    """Boxes of the output size: each output is exactly that image's box (mirrored where flip
+    is set)."""
     images = rand_images(1, 5, 12, 14)
     top, left = torch.tensor([0.0, 4, 2, 1, 4]), torch.tensor([0.0, 6, 3, 0, 1])
     boxes = CropBoxes(top, left, torch.full((5,), 8.0), torch.full((5,), 8.0))
     flip = torch.tensor([False, True, False, True, True])
     out = resized_crop(images, boxes, 8, flip)
     for i in range(5):
-        t, l = int(top[i]), int(left[i])
-        expected = images[i, :, t:t + 8, l:l + 8]
+        row, col = int(top[i]), int(left[i])
+        expected = images[i, :, row:row + 8, col:col + 8]
         expected = expected.flip(-1) if flip[i] else expected
         assert torch.allclose(out[i], expected, atol=1e-5)
 
@@ -179,8 +216,10 @@ def test_adjust_hue_equals_torchvision():
 
 def test_rgb_hsv_conversions_match_colorsys():
     images = rand_images(6, 2, 6, 6)
-    images[0, :, 0, :3] = torch.tensor([[0.2, 0.2, 0.2], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).T  # greys
-    images[1, :, 0, :3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).T  # primaries
+    # greys
+    images[0, :, 0, :3] = torch.tensor([[0.2, 0.2, 0.2], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).T
+    # primaries
+    images[1, :, 0, :3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).T
     hsv = rgb_to_hsv(images)
     for n in range(2):
         for y in range(6):
@@ -188,9 +227,11 @@ def test_rgb_hsv_conversions_match_colorsys():
                 expected = torch.tensor(colorsys.rgb_to_hsv(*images[n, :, y, x].tolist()))
                 got = hsv[n, :, y, x]
                 hue_gap = abs(got[0] - expected[0]) % 1.0
-                assert min(hue_gap, 1 - hue_gap) < 1e-5 and torch.allclose(got[1:], expected[1:], atol=1e-6)
+                assert (min(hue_gap, 1 - hue_gap) < 1e-5
+                        and torch.allclose(got[1:], expected[1:], atol=1e-6))
                 assert torch.allclose(hsv_to_rgb(hsv)[n, :, y, x],
-                                      torch.tensor(colorsys.hsv_to_rgb(*expected.tolist())), atol=1e-5)
+                                      torch.tensor(colorsys.hsv_to_rgb(*expected.tolist())),
+                                      atol=1e-5)
     assert ((hsv >= 0) & (hsv <= 1)).all()
 
 
@@ -227,7 +268,8 @@ def test_color_jitter_equals_torchvision_ops_in_each_images_order(hue):
     assert (params.hue is None) == (hue == 0)
     orders = {tuple(row) for row in params.order.tolist()}
     assert len(orders) > 10 and all(sorted(row) == [0, 1, 2, 3] for row in orders)
-    assert torch.allclose(color_jitter(images, params), reference_color_jitter(images, params), atol=1e-5)
+    assert torch.allclose(color_jitter(images, params), reference_color_jitter(images, params),
+                          atol=1e-5)
 
 
 def test_color_jitter_parameters_follow_torchvision_ranges():
@@ -254,8 +296,8 @@ def test_color_jitter_with_identity_parameters_is_the_identity():
 
 @contextlib.contextmanager
 def one_thread():
-    """torch's CPU aminmax (inside torchvision's adjust_hue) takes ~10 ms per call on a tiny image with a
-    multi-threaded pool, ~3 us with one thread: the reference loop runs single-threaded."""
+    """torch's CPU aminmax (inside torchvision's adjust_hue) takes ~10 ms per call on a tiny image
+    with a multi-threaded pool, ~3 us with one thread: the reference loop runs single-threaded."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -265,13 +307,14 @@ def one_thread():
 
 
 def colour_statistics(before, after):
-    """Per-image change of mean intensity, of contrast (pixel std), of colourfulness (channel range) and
-    of hue (mean per-pixel hue change in turns, wrapped to [-0.5, 0.5); brightness, contrast and
-    saturation keep a pixel's hue, so this is the hue shift). Hue is measured with rgb_to_hsv, checked
-    against colorsys above."""
+    """Per-image change of mean intensity, of contrast (pixel std), of colourfulness (channel range)
+    and of hue (mean per-pixel hue change in turns, wrapped to [-0.5, 0.5); brightness, contrast and
+    saturation keep a pixel's hue, so this is the hue shift). Hue is measured with rgb_to_hsv,
+    checked against colorsys above."""
     def colourfulness(x):
         return (x.amax(dim=1) - x.amin(dim=1)).mean(dim=(1, 2))
-    hue_change = torch.remainder(rgb_to_hsv(after)[:, 0] - rgb_to_hsv(before)[:, 0] + 0.5, 1.0) - 0.5
+    hue_shift = rgb_to_hsv(after)[:, 0] - rgb_to_hsv(before)[:, 0]
+    hue_change = torch.remainder(hue_shift + 0.5, 1.0) - 0.5
     return {"brightness": after.mean(dim=(1, 2, 3)) - before.mean(dim=(1, 2, 3)),
             "contrast": after.std(dim=(1, 2, 3)) - before.std(dim=(1, 2, 3)),
             "colourfulness": colourfulness(after) - colourfulness(before),
@@ -279,8 +322,9 @@ def colour_statistics(before, after):
 
 
 def test_color_jitter_distribution_matches_torchvision_color_jitter():
-    """Same images through our batched jitter and through torchvision's ColorJitter one at a time: the
-    per-image colour changes have the same distribution; wrong brightness or hue strengths are detected."""
+    """Same images through our batched jitter and through torchvision's ColorJitter one at a time:
+    the per-image colour changes have the same distribution; wrong brightness or hue strengths are
+    detected."""
     n = 1200
     base = rand_images(10, 6, 6, 6) * 0.6 + 0.2
     images = base.repeat(n // 6, 1, 1, 1)
@@ -289,13 +333,15 @@ def test_color_jitter_distribution_matches_torchvision_color_jitter():
     jitter = T.ColorJitter(*strengths)
     with one_thread():
         reference = colour_statistics(images, torch.stack([jitter(image) for image in images]))
-    ours = colour_statistics(images, color_jitter(images, sample_color_jitter(n, *strengths, generator=generator(0))))
+    ours = colour_statistics(
+        images, color_jitter(images, sample_color_jitter(n, *strengths, generator=generator(0))))
     threshold = ks_threshold(n, n)
     for name in ours:
         assert ks_statistic(ours[name], reference[name]) < threshold, name
-    for name, wrong_strengths in (("brightness", (0.2, 0.4, 0.4, 0.1)), ("hue", (0.4, 0.4, 0.4, 0.2))):
-        wrong = colour_statistics(images, color_jitter(images, sample_color_jitter(n, *wrong_strengths,
-                                                                                   generator=generator(0))))
+    for name, wrong_strengths in (("brightness", (0.2, 0.4, 0.4, 0.1)),
+                                  ("hue", (0.4, 0.4, 0.4, 0.2))):
+        wrong = colour_statistics(images, color_jitter(
+            images, sample_color_jitter(n, *wrong_strengths, generator=generator(0))))
         assert ks_statistic(wrong[name], reference[name]) > threshold, name
 
 
@@ -361,7 +407,8 @@ def test_every_op_switched_off_is_the_identity():
 
 def test_flip_with_probability_one_mirrors_every_image():
     images = rand_images(14, 4, 16, 16)
-    assert torch.allclose(identity_augment(size=16, flip_p=1.0)(images, generator(0)), images.flip(-1), atol=1e-6)
+    assert torch.allclose(identity_augment(size=16, flip_p=1.0)(images, generator(0)),
+                          images.flip(-1), atol=1e-6)
 
 
 def test_grayscale_with_probability_one_and_rate():
@@ -404,10 +451,11 @@ def test_views_stay_float32_under_autocast():
 
 def test_recipes():
     simclr = simclr_cifar()
-    assert (simclr.size, simclr.crop_scale, simclr.flip_p, simclr.jitter_p, simclr.grayscale_p, simclr.blur_p) == \
-        (32, (0.08, 1.0), 0.5, 0.8, 0.2, 0.0)
+    assert ((simclr.size, simclr.crop_scale, simclr.flip_p, simclr.jitter_p, simclr.grayscale_p,
+             simclr.blur_p) == (32, (0.08, 1.0), 0.5, 0.8, 0.2, 0.0))
     assert simclr.crop_ratio == pytest.approx((3 / 4, 4 / 3))
-    assert (simclr.brightness, simclr.contrast, simclr.saturation, simclr.hue) == (0.4, 0.4, 0.4, 0.1)
+    jitter = (simclr.brightness, simclr.contrast, simclr.saturation, simclr.hue)
+    assert jitter == (0.4, 0.4, 0.4, 0.1)
     stl = simclr_stl10()
     assert (stl.size, stl.blur_p, stl.blur_sigma, stl.blur_kernel_size) == (96, 0.5, (0.1, 2.0), 9)
     weak_view = weak()
@@ -420,9 +468,11 @@ def test_call_is_apply_of_sample():
     augment = Augment(size=16, blur_p=0.5)
     params = augment.sample(6, 16, 16, generator(4))
     assert torch.equal(augment.apply(images, params), augment(images, generator(4)))
-    assert params.boxes.top.shape == (6,) and params.jitter.order.shape == (6, 4) and params.solarize is None
+    assert (params.boxes.top.shape == (6,) and params.jitter.order.shape == (6, 4)
+            and params.solarize is None)
     skipped = weak().sample(6, 16, 16, generator(4))
-    assert skipped.jitter is None and skipped.grayscale is None and skipped.blur is None and skipped.flip is not None
+    assert (skipped.jitter is None and skipped.grayscale is None and skipped.blur is None
+            and skipped.flip is not None)
 
 
 def test_repr_names_every_argument():
@@ -447,7 +497,8 @@ def test_sample_apply_with_p_0_touches_no_image_even_on_a_draw_of_exactly_0(monk
 
 @pytest.mark.parametrize("name, value", [
     ("size", 0), ("size", 2.5),
-    ("crop_scale", (0.0, 1.0)), ("crop_scale", (0.5, 0.2)), ("crop_scale", (0.1, 1.5)), ("crop_scale", 0.5),
+    ("crop_scale", (0.0, 1.0)), ("crop_scale", (0.5, 0.2)), ("crop_scale", (0.1, 1.5)),
+    ("crop_scale", 0.5),
     ("crop_ratio", (0.0, 1.0)), ("crop_ratio", (2.0, 1.0)), ("crop_ratio", (1.0, math.inf)),
     ("flip_p", -0.1), ("jitter_p", 1.5), ("grayscale_p", 2), ("blur_p", -1.0), ("solarize_p", 1.1),
     ("brightness", -0.1), ("contrast", -1.0), ("saturation", math.inf), ("hue", 0.6), ("hue", -0.1),
@@ -462,7 +513,9 @@ def test_bad_arguments_raise(name, value):
 
 
 def test_error_message_states_the_allowed_range():
-    with pytest.raises(ValueError, match=r"crop_scale must be a pair \(low, high\) with 0.0 < low <= high <= 1.0"):
+    with pytest.raises(ValueError,
+                       match=r"crop_scale must be a pair \(low, high\) "
+                             r"with 0.0 < low <= high <= 1.0"):
         Augment(crop_scale=(0.5, 0.2))
     with pytest.raises(ValueError, match=r"flip_p must be in \[0.0, 1.0\], got 1.5"):
         Augment(flip_p=1.5)
@@ -483,8 +536,9 @@ def test_samplers_check_their_arguments():
         sample_color_jitter(4, 0.4, 0.4, 0.4, 0.1, p=1.5)
 
 
-@pytest.mark.parametrize("images", [torch.zeros(3, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(2, 4, 8, 8),
-                                    torch.zeros(2, 3, 8, 8, dtype=torch.int64), [[0.0]]])
+@pytest.mark.parametrize("images",
+                         [torch.zeros(3, 8, 8), torch.zeros(2, 1, 8, 8), torch.zeros(2, 4, 8, 8),
+                          torch.zeros(2, 3, 8, 8, dtype=torch.int64), [[0.0]]])
 def test_bad_images_raise(images):
     with pytest.raises(ValueError, match="images"):
         simclr_cifar()(images)
@@ -498,7 +552,8 @@ def test_cuda_views_and_generator_device():
     augment = simclr_stl10(size=32)
     cuda_generator = torch.Generator(device="cuda")
     views = augment(images, cuda_generator.manual_seed(0))
-    assert views.device == images.device and views.dtype == torch.float32 and views.shape == (64, 3, 32, 32)
+    assert (views.device == images.device and views.dtype == torch.float32
+            and views.shape == (64, 3, 32, 32))
     assert torch.equal(augment(images, cuda_generator.manual_seed(0)), views)
     assert views.min() >= 0 and views.max() <= 1
     with pytest.raises(ValueError, match="generator"):
@@ -559,7 +614,8 @@ def reference_crop_boxes(n, height, width, scale, ratio, seed, attempts=10):
 @pytest.mark.parametrize("height, width, scale, ratio", [
     (24, 40, (0.08, 1.0), (3 / 4, 4 / 3)),         # the usual crop
     (20, 30, (0.0005, 0.004), (0.5, 2.0)),         # boxes of 0 to 2 pixels a side: the lower edges
-    (16, 16, (0.85, 1.0), (0.25, 4.0)),            # boxes of the full width or height: the upper edges
+    # boxes of the full width or height: the upper edges
+    (16, 16, (0.85, 1.0), (0.25, 4.0)),
     (10, 100, (0.6, 1.0), (1.0, 1.0)),             # most images fall back
 ])
 def test_crop_boxes_are_torchvisions_rule_applied_to_the_same_draws(height, width, scale, ratio):
@@ -576,7 +632,8 @@ def test_crop_boxes_are_torchvisions_rule_applied_to_the_same_draws(height, widt
 def test_a_draw_of_exactly_1_still_places_the_box_inside_the_image(monkeypatch):
     monkeypatch.setattr(torch, "rand", lambda *shape, **options: torch.ones(shape))
     top, left, h, w = sample_crop_boxes(3, 20, 30, (0.1, 0.5), (0.5, 2.0))
-    assert torch.equal(top + h, torch.full((3,), 20.0)) and torch.equal(left + w, torch.full((3,), 30.0))
+    assert (torch.equal(top + h, torch.full((3,), 20.0))
+            and torch.equal(left + w, torch.full((3,), 30.0)))
 
 
 def test_grayscale_of_every_image_is_a_tensor_of_its_own():
@@ -620,7 +677,8 @@ def test_parameters_can_be_drawn_without_a_generator_or_a_device():
 
 def test_crop_box_defaults_are_torchvisions():
     explicit = sample_crop_boxes(50, 12, 20, (0.08, 1.0), (3 / 4, 4 / 3), generator(1), attempts=10)
-    assert all(torch.equal(a, b) for a, b in zip(sample_crop_boxes(50, 12, 20, generator=generator(1)), explicit))
+    assert all(torch.equal(a, b)
+               for a, b in zip(sample_crop_boxes(50, 12, 20, generator=generator(1)), explicit))
 
 
 CIFAR = """Augment(size=32,
@@ -633,19 +691,24 @@ CIFAR = """Augment(size=32,
 
 def test_every_default_of_the_recipes():
     assert repr(Augment()) == repr(simclr_cifar()) == CIFAR
-    stl = CIFAR.replace("size=32", "size=96").replace("blur_p=0,", "blur_p=0.5,").replace("size=3,", "size=9,")
+    stl = (CIFAR.replace("size=32", "size=96").replace("blur_p=0,", "blur_p=0.5,")
+           .replace("size=3,", "size=9,"))
     assert repr(simclr_stl10()) == stl
-    assert repr(weak()) == (CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("0.4", "0").replace("hue=0.1", "hue=0")
-                            .replace("jitter_p=0.8", "jitter_p=0").replace("grayscale_p=0.2", "grayscale_p=0"))
-    # The authors' recipes the course's defaults differ from: SCE's strong view, CLAE's SimCLR views.
-    assert repr(sce_strong()) == CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("blur_p=0,", "blur_p=0.5,")
+    assert repr(weak()) == (
+        CIFAR.replace("(0.08, 1)", "(0.2, 1)").replace("0.4", "0").replace("hue=0.1", "hue=0")
+        .replace("jitter_p=0.8", "jitter_p=0").replace("grayscale_p=0.2", "grayscale_p=0"))
+    # The authors' recipes the course's defaults differ from: SCE's strong view, CLAE's SimCLR
+    # views.
+    assert repr(sce_strong()) == CIFAR.replace("(0.08, 1)",
+                                               "(0.2, 1)").replace("blur_p=0,", "blur_p=0.5,")
     assert repr(clae_simclr()) == (CIFAR.replace("0.4", "0.8").replace("hue=0.1", "hue=0.2"))
 
 
 def test_to_uint8_images_rounds_and_clamps_float_pixels_and_keeps_uint8_ones():
     from clcourse.augment import to_uint8_images
     floats = torch.tensor([-0.2, 0.0, 0.5, 0.999, 1.0, 1.3]).reshape(1, 3, 1, 2)
-    assert torch.equal(to_uint8_images(floats).flatten(), torch.tensor([0, 0, 128, 255, 255, 255], dtype=torch.uint8))
+    assert torch.equal(to_uint8_images(floats).flatten(),
+                       torch.tensor([0, 0, 128, 255, 255, 255], dtype=torch.uint8))
     pixels = torch.tensor([0, 1, 7, 200, 254, 255], dtype=torch.uint8).reshape(1, 3, 1, 2)
     assert to_uint8_images(pixels) is pixels
 

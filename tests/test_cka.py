@@ -1,14 +1,32 @@
-"""Linear CKA against its closed form, the unbiased HSIC against the U-statistic it is, minibatch CKA, layer
-outputs through forward hooks, layer-wise CKA and probes of small networks, and bad input."""
+"""Linear CKA against its closed form, the unbiased HSIC against the U-statistic it is, minibatch
+CKA, layer outputs through forward hooks, layer-wise CKA and probes of small networks, and bad
+input."""
+# k and l are the Gram matrices K and L of HSIC and CKA, as in the papers and in clcourse.cka.
+# ruff: noqa: E741
 import itertools
 
 import pytest
 import torch
 import torch.nn as nn
 
-from clcourse.cka import (CKAResult, MinibatchCKA, default_layers, feature_attack, gram, hsic_unbiased, layer_cka,
-                          layer_probes, layer_redundancy, linear_cka, minibatch_cka, minibatches, pool,
-                          pooled_layer_features, record_layers, require_layers, short_layer_names)
+from clcourse.cka import (
+    CKAResult,
+    MinibatchCKA,
+    default_layers,
+    feature_attack,
+    gram,
+    hsic_unbiased,
+    layer_cka,
+    layer_probes,
+    layer_redundancy,
+    linear_cka,
+    minibatch_cka,
+    minibatches,
+    pooled_layer_features,
+    record_layers,
+    require_layers,
+    short_layer_names,
+)
 from clcourse.evaluate import linear_probe
 from clcourse.models import Backbone, SmallCNN, build_backbone
 
@@ -17,13 +35,16 @@ def features(seed, n, p, q, dtype=torch.float64):
     """x [n, p] and y [n, q] that share a few directions, with non-zero means."""
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(n, 3, generator=g, dtype=dtype)
-    x = shared @ torch.randn(3, p, generator=g, dtype=dtype) + torch.randn(n, p, generator=g, dtype=dtype) + 1.0
-    y = torch.relu(shared @ torch.randn(3, q, generator=g, dtype=dtype)) + torch.randn(n, q, generator=g, dtype=dtype)
+    x = (shared @ torch.randn(3, p, generator=g, dtype=dtype)
+         + torch.randn(n, p, generator=g, dtype=dtype) + 1.0)
+    y = (torch.relu(shared @ torch.randn(3, q, generator=g, dtype=dtype))
+         + torch.randn(n, q, generator=g, dtype=dtype))
     return x, y
 
 
 def closed_form_cka(x, y):
-    """HSIC with an explicit centring matrix H = I - 11^T / n: tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
+    """HSIC with an explicit centring matrix H = I - 11^T / n:
+    tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
     x, y = x.double(), y.double()
     n = x.shape[0]
     h = torch.eye(n, dtype=torch.float64) - torch.ones(n, n, dtype=torch.float64) / n
@@ -38,19 +59,22 @@ def small_network(width=4, seed=0):
 
 
 def images(n, seed=0, size=16):
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------- linear CKA and the unbiased HSIC
 
-@pytest.mark.parametrize("n, p, q, dtype", [(50, 5, 8, torch.float64),     # n > p, q: the feature-space form
+# n > p, q: the feature-space form
+@pytest.mark.parametrize("n, p, q, dtype", [(50, 5, 8, torch.float64),
                                             (12, 30, 20, torch.float64),   # n < p, q: the Gram form
                                             (40, 7, 7, torch.float32)])
 def test_linear_cka_matches_the_closed_form_with_explicit_centring_matrices(n, p, q, dtype):
     x, y = features(0, n, p, q, dtype)
     value = linear_cka(x, y)
     assert value.dtype == torch.float64 and value.dim() == 0
-    assert torch.allclose(value, closed_form_cka(x, y), atol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert torch.allclose(value, closed_form_cka(x, y), atol=1e-6 if dtype == torch.float32
+                          else 1e-12)
     assert 0 < value < 1
 
 
@@ -65,11 +89,13 @@ def test_unbiased_hsic_is_the_u_statistic_over_distinct_quadruples():
 def test_unbiased_hsic_ignores_a_shift_of_the_features_and_gram_centres_them():
     x, y = features(2, 9, 4, 5)
     shifted = x + torch.randn(4, dtype=torch.float64) * 10
-    assert torch.allclose(hsic_unbiased(x @ x.T, y @ y.T), hsic_unbiased(shifted @ shifted.T, y @ y.T), atol=1e-9)
+    assert torch.allclose(hsic_unbiased(x @ x.T, y @ y.T),
+                          hsic_unbiased(shifted @ shifted.T, y @ y.T), atol=1e-9)
     centred = gram(shifted)
     assert centred.dtype == torch.float32 and centred.shape == (9, 9)
     assert torch.allclose(centred.sum(0), torch.zeros(9), atol=1e-3)
-    assert torch.allclose(hsic_unbiased(centred.double(), y @ y.T), hsic_unbiased(x @ x.T, y @ y.T), rtol=1e-5)
+    assert torch.allclose(hsic_unbiased(centred.double(), y @ y.T), hsic_unbiased(x @ x.T, y @ y.T),
+                          rtol=1e-5)
 
 
 @pytest.mark.parametrize("estimate", [linear_cka, lambda x, y: linear_cka(x, y, unbiased=True),
@@ -87,13 +113,15 @@ def test_cka_is_invariant_to_orthogonal_transforms_isotropic_scaling_and_shifts(
     reference = linear_cka(x, y, unbiased)
     for transformed in (x @ q, 7.5 * x, 0.01 * x @ q, x + 3.0):
         assert torch.allclose(linear_cka(transformed, y, unbiased), reference, atol=1e-10)
-    assert torch.allclose(linear_cka(x @ q, y @ q[:9, :9].T, unbiased), linear_cka(x, y @ q[:9, :9].T, unbiased))
+    assert torch.allclose(linear_cka(x @ q, y @ q[:9, :9].T, unbiased),
+                          linear_cka(x, y @ q[:9, :9].T, unbiased))
 
 
 def test_cka_is_not_invariant_to_arbitrary_invertible_linear_maps():
     x, y = features(5, 200, 10, 6)
     g = torch.Generator().manual_seed(1)
-    stretch = torch.diag(torch.logspace(0, 2, 10, dtype=torch.float64))              # invertible, not orthogonal
+    # invertible, not orthogonal
+    stretch = torch.diag(torch.logspace(0, 2, 10, dtype=torch.float64))
     mixing = torch.randn(10, 10, generator=g, dtype=torch.float64)
     assert torch.linalg.matrix_rank(mixing) == 10
     assert linear_cka(x, x @ stretch) < 0.8
@@ -103,8 +131,10 @@ def test_cka_is_not_invariant_to_arbitrary_invertible_linear_maps():
 
 def test_minibatch_cka_with_one_batch_is_the_unbiased_full_batch_value():
     x, y = features(6, 100, 20, 30)
-    assert torch.allclose(minibatch_cka(x, y, batch_size=100), linear_cka(x, y, unbiased=True), atol=1e-6)
-    assert torch.allclose(minibatch_cka(x, y, batch_size=1000), linear_cka(x, y, unbiased=True), atol=1e-6)
+    assert torch.allclose(minibatch_cka(x, y, batch_size=100), linear_cka(x, y, unbiased=True),
+                          atol=1e-6)
+    assert torch.allclose(minibatch_cka(x, y, batch_size=1000), linear_cka(x, y, unbiased=True),
+                          atol=1e-6)
 
 
 def test_minibatch_cka_converges_to_the_full_batch_value_as_the_batches_cover_the_data():
@@ -114,19 +144,21 @@ def test_minibatch_cka_converges_to_the_full_batch_value_as_the_batches_cover_th
         full = linear_cka(x, y)
         for covered in errors:         # the first `covered` batches of 64 examples
             rows = 64 * covered
-            errors[covered].append(float((minibatch_cka(x[:rows], y[:rows], batch_size=64) - full).abs()))
+            errors[covered].append(
+                float((minibatch_cka(x[:rows], y[:rows], batch_size=64) - full).abs()))
     mean_error = {covered: sum(values) / len(values) for covered, values in errors.items()}
     assert mean_error[1] > mean_error[4] > mean_error[16] > mean_error[64]
     assert max(errors[64]) < 0.01 and mean_error[1] > 5 * mean_error[64]
 
 
 def test_unbiased_estimate_removes_the_small_sample_bias_of_wide_features():
-    # Independent representations: population CKA 0. With 50 examples of 2,000 features the biased estimate says
-    # they are almost the same; the unbiased one does not.
+    # Independent representations: population CKA 0. With 50 examples of 2,000 features the biased
+    # estimate says they are almost the same; the unbiased one does not.
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(50, 2000, generator=g), torch.randn(50, 2000, generator=g)
     assert linear_cka(x, y) > 0.9
-    assert abs(linear_cka(x, y, unbiased=True)) < 0.1 and abs(minibatch_cka(x, y, batch_size=25)) < 0.1
+    assert (abs(linear_cka(x, y, unbiased=True)) < 0.1
+            and abs(minibatch_cka(x, y, batch_size=25)) < 0.1)
 
 
 def test_minibatches_are_nearly_equal_consecutive_and_have_at_least_four_rows():
@@ -141,7 +173,8 @@ def test_minibatches_are_nearly_equal_consecutive_and_have_at_least_four_rows():
 
 def test_minibatch_accumulator_with_a_given_hsic_matches_the_vectorised_one():
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(3, 8, 6, generator=g), torch.randn(2, 8, 5, generator=g)) for _ in range(3)]
+    batches = [(torch.randn(3, 8, 6, generator=g), torch.randn(2, 8, 5, generator=g))
+               for _ in range(3)]
     vectorised, looped = MinibatchCKA("abc", "de"), MinibatchCKA("abc", "de", hsic=hsic_unbiased)
     calls = []
 
@@ -156,20 +189,22 @@ def test_minibatch_accumulator_with_a_given_hsic_matches_the_vectorised_one():
             accumulator.update(grams_a, grams_b)
     assert vectorised.value().shape == (3, 2)
     assert torch.allclose(vectorised.value(), looped.value(), atol=1e-12)
-    assert len(calls) == 3 * (3 * 2 + 3 + 2) and set(calls) == {torch.float64}   # pairs + self terms, float64
+    # pairs + self terms, float64
+    assert len(calls) == 3 * (3 * 2 + 3 + 2) and set(calls) == {torch.float64}
 
 
 # ---------------------------------------------------------------- layers and hooks
 
 def test_default_layers_are_the_residual_blocks_and_the_pooled_output():
     assert default_layers(build_backbone("resnet18")) == [
-        "net.layer1.0", "net.layer1.1", "net.layer2.0", "net.layer2.1", "net.layer3.0", "net.layer3.1",
-        "net.layer4.0", "net.layer4.1", "net.pool"]
+        "net.layer1.0", "net.layer1.1", "net.layer2.0", "net.layer2.1", "net.layer3.0",
+        "net.layer3.1", "net.layer4.0", "net.layer4.1", "net.pool"]
     assert default_layers(small_network()) == ["net.layer1", "net.layer2", "net.layer3", "net.pool"]
     wrapped = nn.Sequential(nn.Identity(), small_network())
     assert default_layers(wrapped) == ["1.net.layer1", "1.net.layer2", "1.net.layer3", "1.net.pool"]
     assert short_layer_names(default_layers(wrapped)) == ["layer1", "layer2", "layer3", "pool"]
-    assert short_layer_names(["net.layer1.0", "net.layer1.1", "net.pool"]) == ["layer1.0", "layer1.1", "pool"]
+    assert (short_layer_names(["net.layer1.0", "net.layer1.1", "net.pool"])
+            == ["layer1.0", "layer1.1", "pool"])
 
 
 def snapshot(network):
@@ -204,7 +239,8 @@ def test_record_layers_records_each_output_and_leaves_the_model_as_it_was():
 
 
 def test_hooks_are_removed_after_an_error_too():
-    network = small_network().eval()       # the mode is the caller's business; eval leaves BN statistics alone
+    # the mode is the caller's business; eval leaves BN statistics alone
+    network = small_network().eval()
     before = snapshot(network)
     with pytest.raises(RuntimeError, match="inside"):
         with record_layers(network, ["net.layer1", "net.layer3"]):
@@ -222,8 +258,10 @@ def test_layer_cka_leaves_the_networks_as_they_were_even_when_a_perturbation_fai
     network = small_network()
     network.train()
     before = snapshot(network)
-    layer_cka({"clean": network, "noisy": (network, lambda x, y: (x + 0.05).clamp(0, 1))}, images(16), batch_size=8)
-    assert_unchanged(network, before)        # train mode back, BN statistics untouched (the pass ran in eval mode)
+    layer_cka({"clean": network, "noisy": (network, lambda x, y: (x + 0.05).clamp(0, 1))},
+              images(16), batch_size=8)
+    # train mode back, BN statistics untouched (the pass ran in eval mode)
+    assert_unchanged(network, before)
 
     def broken(x, y):
         raise RuntimeError("attack failed")
@@ -248,11 +286,13 @@ def test_layer_cka_is_minibatch_cka_of_each_pair_of_flattened_layer_outputs():
     results = layer_cka({"a": a, "b": b}, data, pairs=[("a", "b")], batch_size=10)
     result = results[("a", "b")]
     assert list(results) == [("a", "b")] and result.num_images == 40 and result.num_batches == 4
-    assert result.layers_a == result.layers_b == tuple(default_layers(a)) and result.matrix.shape == (4, 4)
-    outputs_a, outputs_b = flattened_outputs(a, x, result.layers_a), flattened_outputs(b, x, result.layers_b)
+    assert (result.layers_a == result.layers_b == tuple(default_layers(a))
+            and result.matrix.shape == (4, 4))
+    outputs_a, outputs_b = (flattened_outputs(a, x, result.layers_a),
+                            flattened_outputs(b, x, result.layers_b))
     for i, j in itertools.product(range(4), range(4)):
-        assert torch.allclose(result.matrix[i, j], minibatch_cka(outputs_a[i], outputs_b[j], batch_size=10),
-                              atol=1e-5)
+        assert torch.allclose(result.matrix[i, j],
+                              minibatch_cka(outputs_a[i], outputs_b[j], batch_size=10), atol=1e-5)
 
 
 def test_layer_cka_of_a_network_with_itself_is_symmetric_with_a_unit_diagonal():
@@ -260,7 +300,8 @@ def test_layer_cka_of_a_network_with_itself_is_symmetric_with_a_unit_diagonal():
     results = layer_cka({"a": network, "b": network}, images(24), batch_size=12)
     assert list(results) == [("a", "a"), ("a", "b"), ("b", "b")]
     matrix = results[("a", "a")].matrix
-    assert torch.allclose(matrix.diagonal(), torch.ones(4, dtype=torch.float64)) and torch.allclose(matrix, matrix.T)
+    assert (torch.allclose(matrix.diagonal(), torch.ones(4, dtype=torch.float64))
+            and torch.allclose(matrix, matrix.T))
     assert torch.allclose(results[("a", "b")].matrix, matrix)
     swapped = results[("a", "b")].transposed()
     assert (swapped.a, swapped.b) == ("b", "a") and torch.equal(swapped.matrix, matrix.T)
@@ -275,12 +316,16 @@ def test_layer_cka_applies_each_perturbation_to_each_batch_once_with_its_labels(
         seen.append((x.shape[0], y.clone()))
         return x.clone()
 
-    results = layer_cka({"clean": network, "same": (network, identity)}, data, labels, pairs=[("clean", "same")],
-                        batch_size=10)
-    assert [size for size, _ in seen] == [10, 10, 10] and torch.equal(torch.cat([y for _, y in seen]), labels)
-    assert torch.allclose(results[("clean", "same")].matrix.diagonal(), torch.ones(4, dtype=torch.float64))
-    shuffled = layer_cka({"clean": network, "other": (network, lambda x, y: x.flip(0))}, data, batch_size=10)
-    assert shuffled[("clean", "other")].matrix.diagonal().max() < 0.99     # other images in each row: not the same
+    results = layer_cka({"clean": network, "same": (network, identity)}, data, labels,
+                        pairs=[("clean", "same")], batch_size=10)
+    assert ([size for size, _ in seen] == [10, 10, 10]
+            and torch.equal(torch.cat([y for _, y in seen]), labels))
+    assert torch.allclose(results[("clean", "same")].matrix.diagonal(),
+                          torch.ones(4, dtype=torch.float64))
+    shuffled = layer_cka({"clean": network, "other": (network, lambda x, y: x.flip(0))}, data,
+                         batch_size=10)
+    # other images in each row: not the same
+    assert shuffled[("clean", "other")].matrix.diagonal().max() < 0.99
 
 
 def test_layer_cka_with_a_given_hsic_and_given_layers():
@@ -289,17 +334,20 @@ def test_layer_cka_with_a_given_hsic_and_given_layers():
     fast = layer_cka({"a": a, "b": b}, images(24), layers=layers, pairs=[("a", "b")], batch_size=12)
     slow = layer_cka({"a": a, "b": b}, images(24), layers=layers, pairs=[("a", "b")], batch_size=12,
                      hsic=hsic_unbiased)
-    assert fast[("a", "b")].layers_a == ("net.layer1", "net.pool") and fast[("a", "b")].layers_b == ("net.layer3",)
+    assert (fast[("a", "b")].layers_a == ("net.layer1", "net.pool")
+            and fast[("a", "b")].layers_b == ("net.layer3",))
     assert torch.allclose(fast[("a", "b")].matrix, slow[("a", "b")].matrix, atol=1e-10)
 
 
 def test_under_bf16_autocast_the_estimate_changes_only_slightly(monkeypatch):
-    # On a GPU the forward passes run under autocast (bf16 here, as on an H100); bf16 autocast runs on a CPU too.
+    # On a GPU the forward passes run under autocast (bf16 here, as on an H100); bf16 autocast runs
+    # on a CPU too.
     import clcourse.cka
 
     a, b = small_network(seed=0), small_network(seed=1)
     data = images(32)
-    reference = layer_cka({"a": a, "b": b}, data, pairs=[("a", "b")], batch_size=16)[("a", "b")].matrix
+    reference = layer_cka({"a": a, "b": b}, data, pairs=[("a", "b")],
+                          batch_size=16)[("a", "b")].matrix
     monkeypatch.setattr(clcourse.cka, "autocast_dtype", lambda device: torch.bfloat16)
     seen = []
     monkeypatch.setattr(clcourse.cka, "gram", lambda out: seen.append(out.dtype) or gram(out))
@@ -311,7 +359,8 @@ def test_under_bf16_autocast_the_estimate_changes_only_slightly(monkeypatch):
 # ---------------------------------------------------------------- layer-wise probes
 
 def coloured(n, seed=0):
-    """Images whose class (0, 1, 2) is which colour channel is bright: linearly separable at any layer."""
+    """Images whose class (0, 1, 2) is which colour channel is bright: linearly separable at any
+    layer."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 3
     pixels = torch.rand(n, 3, 16, 16, generator=g) * 0.3
@@ -338,7 +387,8 @@ def test_layer_probes_read_each_layer_and_fall_when_the_perturbation_removes_the
     assert probes.layers == tuple(default_layers(network)) and len(probes.train_accuracy) == 4
     assert min(probes.test_accuracy["clean"]) > 0.9
     assert max(probes.test_accuracy["grey"]) < 0.7
-    features_train = pooled_layer_features(network, train_images, layers=["net.layer1"])["net.layer1"]
+    features_train = pooled_layer_features(network, train_images,
+                                           layers=["net.layer1"])["net.layer1"]
     features_test = pooled_layer_features(network, test_images, layers=["net.layer1"])["net.layer1"]
     direct = linear_probe(features_train, train_labels, features_test, test_labels, epochs=30)
     assert probes.test_accuracy["clean"][0] == pytest.approx(direct.test_accuracy)
@@ -384,14 +434,17 @@ def test_bad_gram_matrices_are_refused_by_hsic_unbiased():
     k, l = x @ x.T, y @ y.T
     assert torch.isfinite(hsic_unbiased(k, l))
     with pytest.raises(ValueError, match=r"k holds 1 NaN or infinite values \(of 64\)"):
-        hsic_unbiased(k.index_put((torch.tensor(0), torch.tensor(1)), torch.tensor(float("nan"), dtype=k.dtype)), l)
+        hsic_unbiased(k.index_put((torch.tensor(0), torch.tensor(1)),
+                                  torch.tensor(float("nan"), dtype=k.dtype)), l)
     with pytest.raises(ValueError, match=r"l holds 64 NaN or infinite values"):
         hsic_unbiased(k, torch.full_like(l, float("inf")))
     upper = torch.triu(torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=k.dtype))
-    with pytest.raises(ValueError, match=r"l must be a symmetric Gram matrix \(K = X X\^T\), but l - l.T has entries "
-                                         r"up to [0-9.]+"):
+    with pytest.raises(ValueError,
+                       match=r"l must be a symmetric Gram matrix \(K = X X\^T\), but l - l.T has "
+                             r"entries up to [0-9.]+"):
         hsic_unbiased(k, upper)
-    rounding = k + 1e-9 * torch.triu(torch.ones_like(k), 1)    # the last bits of X X^T may differ across the diagonal
+    # the last bits of X X^T may differ across the diagonal
+    rounding = k + 1e-9 * torch.triu(torch.ones_like(k), 1)
     assert torch.isclose(hsic_unbiased(rounding, l), hsic_unbiased(k, l))
 
 
@@ -404,14 +457,15 @@ def test_a_users_hsic_that_returns_no_number_is_refused(returned, says):
     x, y = features(0, 12, 3, 4)
     with pytest.raises(ValueError, match=says):
         minibatch_cka(x, y, batch_size=6, hsic=returned)
-    assert minibatch_cka(x, y, batch_size=6, hsic=lambda k, l: float(hsic_unbiased(k, l))) == pytest.approx(
-        float(minibatch_cka(x, y, batch_size=6)))
+    assert (minibatch_cka(x, y, batch_size=6, hsic=lambda k, l: float(hsic_unbiased(k, l)))
+            == pytest.approx(float(minibatch_cka(x, y, batch_size=6))))
 
 
 def test_unknown_layer_names_list_the_available_ones():
     network = small_network()
-    with pytest.raises(ValueError, match=r"\['net.layer9'\].*available names are: normalize, net, net.layer1, "
-                                         r"net.layer1.0, net.layer1.0.0"):
+    with pytest.raises(ValueError,
+                       match=r"\['net.layer9'\].*available names are: normalize, net, net.layer1, "
+                             r"net.layer1.0, net.layer1.0.0"):
         require_layers(network, ["net.layer1", "net.layer9"])
     with pytest.raises(ValueError, match="not modules of this Backbone.*net.pool"):
         layer_cka({"a": network}, images(8), layers=["layer1"])
@@ -421,7 +475,8 @@ def test_unknown_layer_names_list_the_available_ones():
         require_layers(network, ["net.layer1", "net.layer1"])
     with pytest.raises(ValueError, match="non-empty list of module names"):
         require_layers(network, "net.layer1")
-    with pytest.raises(ValueError, match="layers must be given for a Sequential.*its modules are: 0, 1"):
+    with pytest.raises(ValueError,
+                       match="layers must be given for a Sequential.*its modules are: 0, 1"):
         default_layers(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 
 
@@ -452,8 +507,8 @@ def test_bad_layer_cka_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="hsic must be a function"):
         MinibatchCKA(["a"], ["b"], hsic=3)
     with pytest.raises(ValueError, match="inputs must be a non-empty dict"):
-        layer_probes(network, images(8), torch.zeros(8, dtype=torch.long), images(8), torch.zeros(8, dtype=torch.long),
-                     inputs={})
+        layer_probes(network, images(8), torch.zeros(8, dtype=torch.long), images(8),
+                     torch.zeros(8, dtype=torch.long), inputs={})
 
 
 class UnusedBranch(nn.Module):
@@ -476,7 +531,8 @@ def test_feature_attack_stays_in_the_ball_moves_the_features_more_than_noise_and
     assert attacked.shape == x.shape and (attacked - x).abs().max() <= epsilon + 1e-6
     assert attacked.min() >= 0 and attacked.max() <= 1
     g = torch.Generator().manual_seed(1)
-    noise = (x + epsilon * torch.randint(0, 2, x.shape, generator=g).float().mul(2).sub(1)).clamp(0, 1)
+    signs = torch.randint(0, 2, x.shape, generator=g).float().mul(2).sub(1)
+    noise = (x + epsilon * signs).clamp(0, 1)
     with torch.no_grad():
         moved = lambda other: (network(other) - network(x)).square().sum()  # noqa: E731
         assert moved(attacked) > 2 * moved(noise)
@@ -491,14 +547,16 @@ def test_feature_attack_stays_in_the_ball_moves_the_features_more_than_noise_and
 def test_layer_redundancy_is_the_mean_cka_over_pairs_of_distinct_layers():
     layers = ("a", "b", "c")
     matrix = torch.tensor([[1.0, 0.8, 0.5], [0.8, 1.0, 0.6], [0.5, 0.6, 1.0]], dtype=torch.float64)
-    assert layer_redundancy(CKAResult("x", "x", layers, layers, matrix, 100, 2)) == pytest.approx((0.8 + 0.5 + 0.6) / 3)
+    assert (layer_redundancy(CKAResult("x", "x", layers, layers, matrix, 100, 2))
+            == pytest.approx((0.8 + 0.5 + 0.6) / 3))
     torch.manual_seed(0)
     network = Backbone(SmallCNN(width=4))
     images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     itself = layer_cka({"net": network}, images, batch_size=32)[("net", "net")]
     names = itself.layers_a
     by_loop = sum(itself.matrix[i, j] for i in range(len(names)) for j in range(i + 1, len(names)))
-    assert layer_redundancy(itself) == pytest.approx(float(by_loop) / (len(names) * (len(names) - 1) / 2))
+    assert (layer_redundancy(itself)
+            == pytest.approx(float(by_loop) / (len(names) * (len(names) - 1) / 2)))
     with pytest.raises(ValueError, match="must compare a representation with itself"):
         layer_redundancy(CKAResult("x", "y", layers, layers[:2], matrix[:, :2], 100, 2))
     with pytest.raises(ValueError, match="must compare a representation with itself"):

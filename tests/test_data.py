@@ -50,7 +50,8 @@ def cifar_row(image):
 def write_cifar_batch(path, images, labels, label_key="labels"):
     rows = np.array([cifar_row(im) for im in images], dtype=np.uint8)
     with open(path, "wb") as f:
-        pickle.dump({"data": rows, label_key: [int(v) for v in labels], "batch_label": b"fake"}, f, protocol=2)
+        pickle.dump({"data": rows, label_key: [int(v) for v in labels], "batch_label": b"fake"}, f,
+                    protocol=2)
 
 
 def make_cifar10(root, per_batch=4, test_size=5):
@@ -86,7 +87,8 @@ def write_stl_split(folder, split, images, labels):
     """STL-10 binary layout, written out byte by byte: for each image and channel, the pixels
     column by column (column-major), and labels 1..10 as uint8."""
     n = len(images)
-    raw = [int(images[i, c, h, w]) for i in range(n) for c in range(3) for w in range(96) for h in range(96)]
+    raw = [int(images[i, c, h, w]) for i in range(n) for c in range(3) for w in range(96)
+           for h in range(96)]
     np.array(raw, dtype=np.uint8).tofile(folder / f"{split}_X.bin")
     np.array([int(v) + 1 for v in labels], dtype=np.uint8).tofile(folder / f"{split}_y.bin")
 
@@ -185,7 +187,8 @@ def test_cache_avoids_rereading_and_cannot_be_corrupted(tmp_path, monkeypatch):
     def no_reading(path):
         raise AssertionError(f"re-read {path}")
     monkeypatch.setattr(data, "_unpickle", no_reading)
-    images, labels = load_dataset("cifar10", root=str(tmp_path) + "/.")   # same folder, other spelling
+    # same folder, other spelling
+    images, labels = load_dataset("cifar10", root=str(tmp_path) + "/.")
     assert torch.equal(images, expected)
     assert labels.tolist() == [i % 10 for i in range(20)]
     subset_images, _ = load_dataset("cifar10", root=tmp_path, subset=10)
@@ -252,15 +255,19 @@ def test_subset_is_balanced_deterministic_ordered_and_nested(tmp_path):
 def test_max_train_images_caps_the_train_split_alone(tmp_path, monkeypatch):
     make_cifar10(tmp_path, per_batch=20, test_size=30)   # 100 train images, 30 test images
     monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "23")
-    for subset in (None, 23, 50):                        # "all", equal to the cap, above it: the same 23 images
+    # "all", equal to the cap, above it: the same 23 images
+    for subset in (None, 23, 50):
         images, labels = load_dataset("cifar10", root=tmp_path, subset=subset)
-        assert torch.equal(images, load_dataset("cifar10", root=tmp_path, subset=23)[0]) and len(labels) == 23
+        assert (torch.equal(images, load_dataset("cifar10", root=tmp_path, subset=23)[0])
+                and len(labels) == 23)
     assert len(load_dataset("cifar10", root=tmp_path, subset=11)[1]) == 11
     assert len(load_dataset("cifar10", root=tmp_path, train=False)[1]) == 30
     with pytest.raises(ValueError, match=r"subset must be an integer in \[1, 100\]"):
-        load_dataset("cifar10", root=tmp_path, subset=101)   # checked against the split, not the cap
+        # checked against the split, not the cap
+        load_dataset("cifar10", root=tmp_path, subset=101)
     monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "many")
-    with pytest.raises(ValueError, match="CLCOURSE_MAX_TRAIN_IMAGES must be an integer >= 1, got 'many'"):
+    with pytest.raises(ValueError,
+                       match="CLCOURSE_MAX_TRAIN_IMAGES must be an integer >= 1, got 'many'"):
         load_dataset("cifar10", root=tmp_path)
 
 
@@ -281,7 +288,8 @@ def test_subset_out_of_range(tmp_path, bad):
 # ---------------------------------------------------------------- names
 
 def test_unknown_name_lists_known_names(tmp_path):
-    with pytest.raises(ValueError, match="name must be one of.*cifar10.*cifar100.*stl10.*got 'mnist'"):
+    with pytest.raises(ValueError,
+                       match="name must be one of.*cifar10.*cifar100.*stl10.*got 'mnist'"):
         load_dataset("mnist", root=tmp_path)
     with pytest.raises(ValueError, match="name"):
         class_names("imagenet")
@@ -290,7 +298,8 @@ def test_unknown_name_lists_known_names(tmp_path):
 def test_class_names(tmp_path):
     assert class_names("cifar10")[:3] == ["airplane", "automobile", "bird"]
     assert len(class_names("CIFAR10")) == 10
-    assert class_names("stl10") == ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    assert class_names("stl10") == ["airplane", "bird", "car", "cat", "deer", "dog", "horse",
+                                    "monkey", "ship", "truck"]
     names = class_names("cifar100", root=tmp_path)       # no meta file: the built-in list
     assert len(names) == len(set(names)) == 100
     assert names[:3] == ["apple", "aquarium_fish", "baby"] and names[-1] == "worm"
@@ -338,11 +347,13 @@ def test_failed_download_becomes_file_not_found(tmp_path, monkeypatch, error):
     assert "cifar-100-python" in str(err.value) and err.value.__cause__ is error
 
 
-def test_a_copy_pickled_by_numpy_2_read_by_an_older_numpy_names_the_numpy_version_not_damage(tmp_path, monkeypatch):
+def test_a_copy_pickled_by_numpy_2_read_by_an_older_numpy_names_the_numpy_version_not_damage(
+        tmp_path, monkeypatch):
     _, (test_x, test_y) = make_cifar10(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     rows = np.stack([np.asarray(cifar_row(image), np.uint8) for image in test_x])
-    # As NumPy 2 writes an array, whichever NumPy runs the test: numpy._core.multiarray._reconstruct.
+    # As NumPy 2 writes an array, whichever NumPy runs the test:
+    # numpy._core.multiarray._reconstruct.
     pickled = pickle.dumps({"data": rows, "labels": [int(v) for v in test_y]}, protocol=2)
     batch.write_bytes(pickled.replace(b"cnumpy.core.multiarray\n", b"cnumpy._core.multiarray\n"))
     assert b"cnumpy._core.multiarray\n" in batch.read_bytes()
@@ -353,8 +364,10 @@ def test_a_copy_pickled_by_numpy_2_read_by_an_older_numpy_names_the_numpy_versio
         # ... NumPy 1.x before 1.26 has no numpy._core: importing it fails as below.
         monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)
         monkeypatch.setattr(np, "__version__", "1.25.2")
-    with pytest.raises(ValueError, match=f"{batch} was written by NumPy 2, which NumPy {re.escape(np.__version__)} "
-                                         r"cannot read .*not damaged.*pip install 'numpy>=1.26'") as raised:
+    with pytest.raises(ValueError,
+                       match=f"{batch} was written by NumPy 2, which NumPy "
+                             f"{re.escape(np.__version__)} cannot read .*not damaged"
+                             r".*pip install 'numpy>=1.26'") as raised:
         load_dataset("cifar10", root=tmp_path, train=False, download=False)
     assert "damaged (" not in str(raised.value)
 
@@ -363,7 +376,8 @@ def test_download_then_read(tmp_path, monkeypatch):
     """A successful download extracts the archive into root; the files are then read as usual."""
     def fake_download(url, download_root, filename=None, md5=None, **kwargs):
         assert (url, Path(download_root), filename) == (
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", tmp_path, "cifar-10-python.tar.gz")
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", tmp_path,
+            "cifar-10-python.tar.gz")
         make_cifar10(download_root)
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
     images, labels = load_dataset("cifar10", root=tmp_path, train=False)
@@ -401,7 +415,8 @@ def test_real_cifar10_sizes():
 # ---------------------------------------------------------------- class-imbalanced subsets (CACR)
 
 def test_imbalanced_subset_keeps_c_plus_1_over_c_of_each_class():
-    labels = np.random.default_rng(3).permutation(np.repeat(np.arange(10), [50, 40, 50, 33, 50, 50, 7, 50, 50, 20]))
+    labels = np.random.default_rng(3).permutation(
+        np.repeat(np.arange(10), [50, 40, 50, 33, 50, 50, 7, 50, 50, 20]))
     sizes = np.bincount(labels)
     index = data.imbalanced_subset_indices(labels)
     counts = np.bincount(labels[index], minlength=10)
@@ -419,18 +434,23 @@ def test_imbalanced_subset_takes_each_class_in_the_order_of_the_seeded_permutati
             members = [int(i) for i in permutation if labels[i] == c]
             expected += members[:(c + 1) * 30 // 4]
         assert data.imbalanced_subset_indices(labels, seed=seed).tolist() == sorted(expected)
-    assert data.imbalanced_subset_indices(labels).tolist() == data.imbalanced_subset_indices(labels).tolist()
-    assert data.imbalanced_subset_indices(labels, seed=1).tolist() != data.imbalanced_subset_indices(labels).tolist()
+    assert (data.imbalanced_subset_indices(labels).tolist()
+            == data.imbalanced_subset_indices(labels).tolist())
+    assert (data.imbalanced_subset_indices(labels, seed=1).tolist() !=
+            data.imbalanced_subset_indices(labels).tolist())
 
 
 def test_imbalanced_subset_counts_classes_up_to_num_classes():
     labels = np.repeat(np.arange(3), 20)                               # classes 3 and 4 absent
     counts = np.bincount(labels[data.imbalanced_subset_indices(labels, num_classes=5)], minlength=5)
     assert counts.tolist() == [4, 8, 12, 0, 0]
-    with pytest.raises(ValueError, match=r"class 0 has 3 examples, of which the imbalanced subset would keep "
-                                         r"floor\(1 \* 3 / 5\) = 0"):
+    with pytest.raises(ValueError,
+                       match=r"class 0 has 3 examples, of which the imbalanced subset would keep "
+                             r"floor\(1 \* 3 / 5\) = 0"):
         data.imbalanced_subset_indices(np.repeat(np.arange(5), 3))
-    with pytest.raises(ValueError, match=r"num_classes must be an integer larger than every label \(> 2\), got 2"):
+    with pytest.raises(ValueError,
+                       match=r"num_classes must be an integer larger than every label \(> 2\), "
+                             r"got 2"):
         data.imbalanced_subset_indices(labels, num_classes=2)
     with pytest.raises(ValueError, match="labels must be a non-empty 1-D array of class indices"):
         data.imbalanced_subset_indices(np.zeros((3, 2), dtype=np.int64))
@@ -438,16 +458,19 @@ def test_imbalanced_subset_counts_classes_up_to_num_classes():
 
 @pytest.mark.usefixtures("no_download")
 def test_load_dataset_imbalanced_after_the_balanced_subset(tmp_path):
-    make_cifar10(tmp_path, per_batch=20)                                 # 100 train images, 10 per class
+    # 100 train images, 10 per class
+    make_cifar10(tmp_path, per_batch=20)
     all_images, all_labels = load_dataset("cifar10", root=tmp_path)
     images, labels = load_dataset("cifar10", root=tmp_path, imbalanced=True)
     assert torch.bincount(labels, minlength=10).tolist() == list(range(1, 11))
     index = data.imbalanced_subset_indices(all_labels.numpy(), num_classes=10)
     assert torch.equal(images, all_images[index]) and torch.equal(labels, all_labels[index])
     # 5 per class, of which class 0 would keep floor(5 / 10) = 0: a class dropped is refused
-    with pytest.raises(ValueError, match=r"class 0 has 5 examples, of which the imbalanced subset would keep "
-                                         r"floor\(1 \* 5 / 10\) = 0: every class c needs at least 10 / \(c \+ 1\) "
-                                         r"examples \(for load_dataset, a subset of at least 100 images"):
+    with pytest.raises(ValueError,
+                       match=r"class 0 has 5 examples, of which the imbalanced subset would keep "
+                             r"floor\(1 \* 5 / 10\) = 0: every class c needs at least "
+                             r"10 / \(c \+ 1\) examples \(for load_dataset, a subset of at least "
+                             r"100 images"):
         load_dataset("cifar10", root=tmp_path, subset=50, imbalanced=True)
     with pytest.raises(ValueError, match="class 0 has 1 examples"):
         load_dataset("cifar10", root=tmp_path, subset=10, imbalanced=True)
@@ -457,10 +480,13 @@ def test_load_dataset_imbalanced_after_the_balanced_subset(tmp_path):
 
 @pytest.mark.usefixtures("no_download")
 def test_load_dataset_imbalanced_cifar100_uses_its_100_classes(tmp_path):
-    make_cifar100(tmp_path, n_train=6)                                   # labels 0, 17, 34, 51, 68, 85
-    # floor((c + 1) / 100) = 0 images of class 0 (with C = 86, the largest label + 1, class 85 would keep its one)
-    with pytest.raises(ValueError, match=r"class 0 has 1 examples, of which the imbalanced subset would keep "
-                                         r"floor\(1 \* 1 / 100\) = 0"):
+    # labels 0, 17, 34, 51, 68, 85
+    make_cifar100(tmp_path, n_train=6)
+    # floor((c + 1) / 100) = 0 images of class 0 (with C = 86, the largest label + 1, class 85 would
+    # keep its one)
+    with pytest.raises(ValueError,
+                       match=r"class 0 has 1 examples, of which the imbalanced subset would keep "
+                             r"floor\(1 \* 1 / 100\) = 0"):
         load_dataset("cifar100", root=tmp_path, imbalanced=True)
 
 
@@ -476,9 +502,12 @@ def test_real_imbalanced_cifar10_has_27500_images():
 def test_a_truncated_cifar_batch_names_the_file_and_how_to_recreate_it(cifar_root):
     batch = cifar_root / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=f"{batch} is damaged .*delete .*load_dataset\\('cifar10', download=True\\)"):
+    with pytest.raises(ValueError,
+                       match=f"{batch} is damaged .*delete .*load_dataset\\('cifar10', "
+                             f"download=True\\)"):
         load_dataset("cifar10", root=cifar_root)
-    assert len(load_dataset("cifar10", root=cifar_root, train=False)[0]) == 4     # the other split still loads
+    # the other split still loads
+    assert len(load_dataset("cifar10", root=cifar_root, train=False)[0]) == 4
 
 
 def test_a_cifar_batch_of_the_wrong_shape_names_the_file(cifar_root):
@@ -495,7 +524,8 @@ def test_a_truncated_stl10_file_names_the_file(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "test_X.bin").write_bytes(bytes(3 * 96 * 96 + 10))
     (folder / "test_y.bin").write_bytes(bytes([1]))
-    with pytest.raises(ValueError, match=f"{folder / 'test_X.bin'} is damaged .*not a whole number"):
+    with pytest.raises(ValueError,
+                       match=f"{folder / 'test_X.bin'} is damaged .*not a whole number"):
         load_dataset("stl10", root=tmp_path, train=False, download=False)
 
 
@@ -505,7 +535,8 @@ def test_a_truncated_stl10_file_names_the_file(tmp_path, monkeypatch):
 def test_load_dataset_takes_booleans_only(cifar_root, argument):
     with pytest.raises(ValueError, match=f"{argument} must be True or False, got 'no'"):
         load_dataset("cifar10", root=cifar_root, **{argument: "no"})
-    assert len(load_dataset("cifar10", root=cifar_root, train=np.bool_(False))[0]) == 4     # the test split
+    # the test split
+    assert len(load_dataset("cifar10", root=cifar_root, train=np.bool_(False))[0]) == 4
 
 
 def test_numpy_and_tensor_subsets_are_integers(cifar_root):

@@ -8,14 +8,24 @@ import torch
 import torch.nn as nn
 
 import clcourse.evaluate as evaluate
-from clcourse.evaluate import (ProbeResult, alignment, extract_features, knn_accuracy, knn_predict, linear_probe,
-                               per_class_accuracy, uniformity)
+from clcourse.evaluate import (
+    ProbeResult,
+    alignment,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+    per_class_accuracy,
+    uniformity,
+)
 
 
 def random_problem(seed, n_train=60, n_test=25, dim=8, classes=5):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n_train, dim, generator=g), torch.randint(0, classes, (n_train,), generator=g),
-            torch.randn(n_test, dim, generator=g), torch.randint(0, classes, (n_test,), generator=g))
+    return (torch.randn(n_train, dim, generator=g),
+            torch.randint(0, classes, (n_train,), generator=g),
+            torch.randn(n_test, dim, generator=g),
+            torch.randint(0, classes, (n_test,), generator=g))
 
 
 # ---------------------------------------------------------------- kNN
@@ -45,12 +55,13 @@ def test_knn_matches_loop_reference(k, temperature):
     assert knn_predict(train_x, train_y, test_x, k=k, temperature=temperature).tolist() == expected
     accuracy = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature)
     assert isinstance(accuracy, float)
-    assert accuracy == pytest.approx(sum(p == int(y) for p, y in zip(expected, test_y)) / len(test_y))
+    assert (accuracy
+            == pytest.approx(sum(p == int(y) for p, y in zip(expected, test_y)) / len(test_y)))
 
 
 def test_knn_weighting_by_hand():
-    """Test point at angle 0. Neighbours (k=3): one class-1 point at 5 degrees, two class-0 points at
-    +-40 degrees; a class-2 point at 180 degrees is not among them.
+    """Test point at angle 0. Neighbours (k=3): one class-1 point at 5 degrees, two class-0 points
+    at +-40 degrees; a class-2 point at 180 degrees is not among them.
     T = 0.1: exp(cos 5 / 0.1) = 21,150 > 2 exp(cos 40 / 0.1) = 4,243 -> class 1 (closest wins).
     T = 1:   exp(cos 5) = 2.71 < 2 exp(cos 40) = 4.30 -> class 0 (majority wins)."""
     def point(degrees):
@@ -77,7 +88,8 @@ def test_knn_k1_returns_label_of_nearest_train_point():
     train_x, train_y, _, _ = random_problem(seed=4, n_train=40)
     g = torch.Generator().manual_seed(0)
     scales = torch.rand(40, 1, generator=g) + 0.5
-    test_x = train_x * scales + 1e-3 * torch.randn(40, 8, generator=g)   # rescaled, slightly moved copies
+    # rescaled, slightly moved copies
+    test_x = train_x * scales + 1e-3 * torch.randn(40, 8, generator=g)
     assert torch.equal(knn_predict(train_x, train_y, test_x, k=1), train_y)
     assert knn_accuracy(train_x, train_y, test_x, train_y, k=1) == 1.0
 
@@ -88,7 +100,8 @@ def test_knn_under_autocast_matches_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(knn_predict(train_x, train_y, test_x, k=20), expected)
         assert torch.equal(knn_predict(train_x.bfloat16(), train_y, test_x.bfloat16(), k=20),
-                           knn_predict(train_x.bfloat16().float(), train_y, test_x.bfloat16().float(), k=20))
+                           knn_predict(train_x.bfloat16().float(), train_y,
+                                       test_x.bfloat16().float(), k=20))
 
 
 def test_knn_number_of_classes_from_largest_train_label():
@@ -98,7 +111,8 @@ def test_knn_number_of_classes_from_largest_train_label():
 
 
 def test_knn_tiny_temperature_does_not_overflow():
-    """s / T reaches 1000, far beyond float32's exp range; the nearest neighbour's vote dominates."""
+    """s / T reaches 1000, far beyond float32's exp range; the nearest neighbour's vote
+    dominates."""
     train_x, train_y, test_x, _ = random_problem(seed=5)
     predictions = knn_predict(train_x, train_y, test_x, k=5, temperature=1e-3)
     assert predictions.tolist() == knn_reference(train_x, train_y, test_x, 1, 1.0)
@@ -145,8 +159,10 @@ def test_knn_accuracy_on_the_gpu_matches_the_cpu():
     train_labels = torch.randint(0, 10, (2000,), generator=generator)
     test_labels = torch.randint(0, 10, (300,), generator=generator)
     on_cpu = knn_accuracy(train_features, train_labels, test_features, test_labels, k=50)
-    on_gpu = knn_accuracy(train_features.cuda(), train_labels.cuda(), test_features.cuda(), test_labels.cuda(), k=50)
-    assert abs(on_gpu - on_cpu) <= 1 / 300   # a near-tie vote may fall the other way in another summation order
+    on_gpu = knn_accuracy(train_features.cuda(), train_labels.cuda(), test_features.cuda(),
+                          test_labels.cuda(), k=50)
+    # a near-tie vote may fall the other way in another summation order
+    assert abs(on_gpu - on_cpu) <= 1 / 300
 
 
 # ---------------------------------------------------------------- linear probe
@@ -179,7 +195,8 @@ def test_linear_probe_separable_data():
 def test_linear_probe_random_labels_is_at_chance():
     g = torch.Generator().manual_seed(1)
     train_x, test_x = torch.randn(2000, 8, generator=g), torch.randn(2000, 8, generator=g)
-    train_y, test_y = torch.randint(0, 4, (2000,), generator=g), torch.randint(0, 4, (2000,), generator=g)
+    train_y, test_y = (torch.randint(0, 4, (2000,), generator=g),
+                       torch.randint(0, 4, (2000,), generator=g))
     result = linear_probe(train_x, train_y, test_x, test_y, epochs=5, batch_size=256)
     assert abs(result.test_accuracy - 0.25) < 0.04
 
@@ -200,7 +217,8 @@ def test_linear_probe_is_deterministic_and_does_not_touch_inputs():
 
 @pytest.mark.parametrize("kwargs, argname", [
     (dict(epochs=0), "epochs"), (dict(lr=0.0), "lr"), (dict(lr=-1.0), "lr"),
-    (dict(weight_decay=-1e-4), "weight_decay"), (dict(batch_size=0), "batch_size"), (dict(seed=-1), "seed"),
+    (dict(weight_decay=-1e-4), "weight_decay"), (dict(batch_size=0), "batch_size"),
+    (dict(seed=-1), "seed"),
 ])
 def test_linear_probe_bad_arguments(kwargs, argname):
     train_x, train_y, test_x, test_y = separable_problem(seed=0, n_train=20, n_test=8)
@@ -236,7 +254,8 @@ def alignment_reference(z1, z2, alpha):
 def uniformity_reference(z, t):
     """log of the mean of exp(-t ||u_i - u_j||^2) over ordered pairs i != j."""
     u = unit_rows(z)
-    terms = [math.exp(-t * float((u[i] - u[j]).norm()) ** 2) for i in range(len(u)) for j in range(len(u)) if i != j]
+    terms = [math.exp(-t * float((u[i] - u[j]).norm()) ** 2) for i in range(len(u))
+             for j in range(len(u)) if i != j]
     return math.log(sum(terms) / len(terms))
 
 
@@ -291,13 +310,16 @@ def test_uniformity_gradient_matches_reference():
 
 
 def test_uniformity_known_values():
-    assert uniformity(torch.tensor([[2.0], [-0.5]]), t=2).item() == pytest.approx(-8.0)   # antipodal: exp(-2 * 4)
-    assert uniformity(torch.ones(5, 3), t=2).item() == pytest.approx(0.0, abs=1e-6)       # all identical
+    # antipodal: exp(-2 * 4)
+    assert uniformity(torch.tensor([[2.0], [-0.5]]), t=2).item() == pytest.approx(-8.0)
+    # all identical
+    assert uniformity(torch.ones(5, 3), t=2).item() == pytest.approx(0.0, abs=1e-6)
     for n in [3, 8, 13]:
         angles = torch.arange(n, dtype=torch.float64) * 2 * math.pi / n
         circle = torch.stack([angles.cos(), angles.sin()], dim=1)
         # Every point sees the same distances 2 - 2 cos(2 pi m / n), m = 1 .. n-1.
-        expected = math.log(sum(math.exp(-2 * (2 - 2 * math.cos(2 * math.pi * m / n))) for m in range(1, n)) / (n - 1))
+        expected = math.log(sum(math.exp(-2 * (2 - 2 * math.cos(2 * math.pi * m / n)))
+                                for m in range(1, n)) / (n - 1))
         assert uniformity(circle, t=2, chunk_size=2).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -329,7 +351,8 @@ class RecordingBackbone(nn.Module):
         torch.manual_seed(0)
         self.layers = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                                     nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.layers[1].running_mean.uniform_(-0.5, 0.5)     # eval mode must use these, not batch stats
+        # eval mode must use these, not batch stats
+        self.layers[1].running_mean.uniform_(-0.5, 0.5)
         self.layers[1].running_var.uniform_(0.5, 2.0)
         self.seen = []
 
@@ -339,7 +362,8 @@ class RecordingBackbone(nn.Module):
 
 
 def test_extract_features_batch_size_invariant_and_in_eval_mode():
-    images = torch.randint(0, 256, (10, 3, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (10, 3, 6, 6), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     backbone = RecordingBackbone()
     state = {name: value.clone() for name, value in backbone.state_dict().items()}
     with torch.no_grad():
@@ -348,19 +372,24 @@ def test_extract_features_batch_size_invariant_and_in_eval_mode():
     for batch_size in [1, 3, 10, 1024]:
         backbone.seen.clear()
         features = extract_features(backbone, images, batch_size=batch_size)
-        assert features.dtype == torch.float32 and features.shape == (10, 4) and not features.requires_grad
+        assert (features.dtype == torch.float32 and features.shape == (10, 4)
+                and not features.requires_grad)
         torch.testing.assert_close(features, expected)
-        assert max(size for _, size, _ in backbone.seen) == min(batch_size, 10)   # one batch at a time
+        # one batch at a time
+        assert max(size for _, size, _ in backbone.seen) == min(batch_size, 10)
         assert all(dtype == torch.float32 and top <= 1.0 for dtype, _, top in backbone.seen)
-    torch.testing.assert_close(extract_features(backbone, images.float() / 255, batch_size=4), expected)
-    for name, value in backbone.state_dict().items():                 # BatchNorm statistics untouched
+    torch.testing.assert_close(extract_features(backbone, images.float() / 255, batch_size=4),
+                               expected)
+    # BatchNorm statistics untouched
+    for name, value in backbone.state_dict().items():
         assert torch.equal(value, state[name]), name
 
 
 def test_extract_features_restores_every_module_mode():
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     backbone = RecordingBackbone()
-    for make_mode in [lambda m: m.train(), lambda m: m.eval(), lambda m: (m.train(), m.layers[1].eval())]:
+    for make_mode in [lambda m: m.train(), lambda m: m.eval(),
+                      lambda m: (m.train(), m.layers[1].eval())]:
         make_mode(backbone)
         before = [module.training for module in backbone.modules()]
         extract_features(backbone, images)
@@ -382,11 +411,15 @@ def test_extract_features_bad_inputs():
     images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(backbone, images, batch_size=0)
-    with pytest.raises(ValueError, match=r"images must be .* of shape \[N, 3, H, W\] with N >= 1, got shape \(3, 4, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"images must be .* of shape \[N, 3, H, W\] with N >= 1, got shape "
+                             r"\(3, 4, 4\)"):
         extract_features(backbone, images[0])
-    with pytest.raises(ValueError, match=r"images must be .* with N >= 1, got shape \(0, 3, 4, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"images must be .* with N >= 1, got shape \(0, 3, 4, 4\)"):
         extract_features(backbone, images[:0])
-    with pytest.raises(ValueError, match="images must be a uint8 or floating-point tensor.*dtype torch.int32"):
+    with pytest.raises(ValueError,
+                       match="images must be a uint8 or floating-point tensor.*dtype torch.int32"):
         extract_features(backbone, images.int())
     with pytest.raises(ValueError, match="backbone must be a torch.nn.Module"):
         extract_features(lambda x: x, images)
@@ -412,17 +445,18 @@ def test_per_class_accuracy_bad_inputs():
         per_class_accuracy(torch.rand(4), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels has 3 entries but predictions has 4"):
         per_class_accuracy(torch.zeros(4, dtype=torch.long), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 2\] \(num_classes=3\), got labels from "
-                                         r"0 to 5"):
+    with pytest.raises(ValueError,
+                       match=r"labels must be class indices in \[0, 2\] \(num_classes=3\), got "
+                             r"labels from 0 to 5"):
         per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0, 5]), num_classes=3)
 
 
 # ---------------------------------------------------------------- edges found by tools/mutate.py
 
 def signal_beside_noise(seed, n=200):
-    """Two classes told apart only by the last dimension (1e-3 +- 1e-4); the 4 others are noise of spread 100
-    around 50. Standardised, (x - mean) / std, the signal is at the scale of the noise; scaled by std instead,
-    its gradient falls below Adam's epsilon and the probe cannot learn it."""
+    """Two classes told apart only by the last dimension (1e-3 +- 1e-4); the 4 others are noise of
+    spread 100 around 50. Standardised, (x - mean) / std, the signal is at the scale of the noise;
+    scaled by std instead, its gradient falls below Adam's epsilon and the probe cannot learn it."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     noise = 50 + 100 * torch.randn(n, 4, generator=g)
@@ -447,7 +481,8 @@ def test_probe_lr_follows_one_cosine_over_all_steps(monkeypatch):
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
     train_x, train_y = signal_beside_noise(0, n=10)
-    linear_probe(train_x, train_y, train_x, train_y, epochs=3, lr=0.1, batch_size=4)    # 3 x ceil(10 / 4) = 9 steps
+    # 3 x ceil(10 / 4) = 9 steps
+    linear_probe(train_x, train_y, train_x, train_y, epochs=3, lr=0.1, batch_size=4)
     expected = [0.05 * (1 + math.cos(math.pi * t / 9)) for t in range(9)]
     assert used == pytest.approx(expected)
 
@@ -461,7 +496,8 @@ def test_probe_argument_minimums_are_accepted_and_infinite_weight_decay_is_not()
 
 
 class Recorder(nn.Module):
-    """A backbone that records the dtype its layer computes in (autocast's choice) and the batch sizes."""
+    """A backbone that records the dtype its layer computes in (autocast's choice) and the batch
+    sizes."""
 
     def __init__(self):
         super().__init__()
@@ -476,10 +512,13 @@ class Recorder(nn.Module):
 
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
-def test_extract_features_autocasts_exactly_when_the_device_has_an_autocast_type(monkeypatch, amp_dtype):
-    monkeypatch.setattr(evaluate, "autocast_dtype", lambda device: amp_dtype)      # a GPU's answer, on the CPU
+def test_extract_features_autocasts_exactly_when_the_device_has_an_autocast_type(
+        monkeypatch, amp_dtype):
+    # a GPU's answer, on the CPU
+    monkeypatch.setattr(evaluate, "autocast_dtype", lambda device: amp_dtype)
     backbone = Recorder()
-    images = torch.randint(0, 256, (5, 3, 2, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (5, 3, 2, 2), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     features = extract_features(backbone, images, batch_size=1)
     assert backbone.dtypes == [amp_dtype or torch.float32] * 5 and backbone.sizes == [1] * 5
     assert features.dtype == torch.float32 and features.shape == (5, 4)
@@ -491,9 +530,12 @@ def test_documented_defaults():
                 if p.default is not inspect.Parameter.empty}
 
     assert defaults(extract_features) == dict(batch_size=1024)
-    assert defaults(knn_predict) == defaults(knn_accuracy) == dict(k=200, temperature=0.1, chunk_size=1024)
-    assert defaults(linear_probe) == dict(epochs=100, lr=3e-2, weight_decay=1e-5, batch_size=1024, seed=0)
-    assert defaults(alignment) == dict(alpha=2) and defaults(uniformity) == dict(t=2, chunk_size=1024)
+    assert (defaults(knn_predict) == defaults(knn_accuracy)
+            == dict(k=200, temperature=0.1, chunk_size=1024))
+    assert defaults(linear_probe) == dict(epochs=100, lr=3e-2, weight_decay=1e-5, batch_size=1024,
+                                          seed=0)
+    assert (defaults(alignment) == dict(alpha=2)
+            and defaults(uniformity) == dict(t=2, chunk_size=1024))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -504,7 +546,8 @@ def test_half_precision_features_are_measured_in_float32(dtype):
     assert value.dtype == torch.float32 and torch.equal(value, alignment(z1.float(), z2.float()))
     value = uniformity(z1, chunk_size=7)
     assert value.dtype == torch.float32 and torch.equal(value, uniformity(z1.float(), chunk_size=7))
-    train_x, test_x = torch.randn(40, 8, generator=g).to(dtype), torch.randn(20, 8, generator=g).to(dtype)
+    train_x, test_x = (torch.randn(40, 8, generator=g).to(dtype),
+                       torch.randn(20, 8, generator=g).to(dtype))
     train_y, test_y = torch.arange(40) % 3, torch.arange(20) % 3
     probe = linear_probe(train_x, train_y, test_x, test_y, epochs=5)
     same = linear_probe(train_x.float(), train_y, test_x.float(), test_y, epochs=5)

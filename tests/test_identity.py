@@ -1,12 +1,19 @@
-"""What a function computes, for a run's identity (clcourse/identity.py): the code fingerprint changes with what
-the function computes (its code, constants, defaults, closure, the globals and helpers it reads) and with nothing
-else (its name, comments, layout); the functions that passed a checker are remembered by their fingerprint."""
+"""What a function computes, for a run's identity (clcourse/identity.py): the code fingerprint
+changes with what the function computes (its code, constants, defaults, closure, the globals and
+helpers it reads) and with nothing else (its name, comments, layout); the functions that passed a
+checker are remembered by their fingerprint."""
 import functools
 
 import torch
 import torch.nn.functional as F
 
-from clcourse.identity import checked_against, code_fingerprint, function_record, is_library_function, mark_checked
+from clcourse.identity import (
+    checked_against,
+    code_fingerprint,
+    function_record,
+    is_library_function,
+    mark_checked,
+)
 from clcourse.losses import info_nce
 
 
@@ -14,7 +21,8 @@ def define(source, **namespace):
     """The function a notebook cell `source` defines (its last one), in a namespace of its own."""
     namespace = {"torch": torch, "F": F, "__name__": "__main__", **namespace}
     exec(source, namespace)
-    return [value for value in namespace.values() if callable(value) and getattr(value, "__module__", "") == "__main__"
+    return [value for value in namespace.values() if callable(value)
+            and getattr(value, "__module__", "") == "__main__"
             and value.__code__.co_filename == "<string>"][-1]
 
 
@@ -24,7 +32,8 @@ BASE = "def loss(z, t=0.5):\n    return F.normalize(z, dim=1).sum() / t\n"
 def test_the_fingerprint_ignores_the_name_comments_and_layout():
     base = code_fingerprint(define(BASE))
     assert code_fingerprint(define(BASE.replace("loss", "my_loss"))) == base
-    assert code_fingerprint(define("def loss(z, t=0.5):\n    # a comment\n\n    return F.normalize(z,  dim=1).sum() / t\n")) == base
+    assert code_fingerprint(define("def loss(z, t=0.5):\n    # a comment\n\n"
+                                   "    return F.normalize(z,  dim=1).sum() / t\n")) == base
     assert len(base) == 16 and code_fingerprint(define(BASE)) == base
 
 
@@ -38,7 +47,8 @@ def test_the_fingerprint_follows_what_the_function_computes():
     }
     prints = {what: code_fingerprint(define(source)) for what, source in different.items()}
     assert base not in prints.values() and len(set(prints.values())) == len(prints)
-    assert code_fingerprint(define("SCALE = 3\n" + BASE.replace("/ t", "/ t * SCALE"))) != prints["a global value"]
+    assert (code_fingerprint(define("SCALE = 3\n" + BASE.replace("/ t", "/ t * SCALE"))) !=
+            prints["a global value"])
 
 
 def test_a_helper_it_calls_or_closes_over_counts_and_recursion_ends():
@@ -72,7 +82,8 @@ def test_partials_methods_tensors_and_installed_functions():
     # torch's own functions count by name: their code is the installed torch's
     assert code_fingerprint(define("def f(z):\n    return F.normalize(z)\n")) != \
         code_fingerprint(define("def f(z):\n    return F.softmax(z)\n"))
-    assert is_library_function(info_nce) and not is_library_function(scaled) and not is_library_function(F.normalize)
+    assert (is_library_function(info_nce) and not is_library_function(scaled)
+            and not is_library_function(F.normalize))
 
 
 def test_the_record_names_the_function_and_what_it_passed():

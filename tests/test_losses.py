@@ -7,11 +7,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randn, reference_sce, reference_supcon
 
 import clcourse.losses as losses
-from clcourse.losses import (dcl, hcl, info_nce, mochi_mix, mochi_negatives, moco_info_nce,
-                             positive_index, sce, sce_in_batch, sce_target, supcon)
-from helpers import randn, reference_sce, reference_supcon
+from clcourse.losses import (
+    dcl,
+    hcl,
+    info_nce,
+    mochi_mix,
+    mochi_negatives,
+    moco_info_nce,
+    positive_index,
+    sce,
+    sce_in_batch,
+    sce_target,
+    supcon,
+)
 
 SHAPES = [(2, 3), (2, 16), (5, 3), (5, 16)]  # (B, D)
 TEMPERATURES = [0.1, 0.5, 1.0]
@@ -35,13 +46,15 @@ def assert_same_value_and_grads(loss_fn, reference_fn, *inputs, atol=1e-5, rtol=
     expected, expected_grads = value_and_grads(reference_fn, *inputs, dtype=torch.float64)
     assert torch.allclose(loss, expected, atol=atol, rtol=rtol), (loss, expected)
     for grad, expected_grad in zip(grads, expected_grads):
-        assert torch.allclose(grad, expected_grad, atol=atol, rtol=rtol), (grad - expected_grad).abs().max()
+        assert torch.allclose(grad, expected_grad, atol=atol, rtol=rtol), (
+            (grad - expected_grad).abs().max())
 
 
-# ---------------------------------------------------------------- references (float64, one anchor at a time)
+# ------------------------------------------------------- references (float64, one anchor at a time)
 
 def anchor_terms(z1, z2, temperature):
-    """For each of the 2B anchors: pos = exp(s+/t) and the list of neg_j = exp(s_j/t), j not i, not p(i)."""
+    """For each of the 2B anchors: pos = exp(s+/t) and the list of neg_j = exp(s_j/t),
+    j not i, not p(i)."""
     u = F.normalize(torch.cat([z1, z2]), dim=1)
     n, batch = len(u), len(z1)
     for i in range(n):
@@ -52,7 +65,8 @@ def anchor_terms(z1, z2, temperature):
 
 
 def reference_info_nce(z1, z2, temperature):
-    losses = [-torch.log(pos / (pos + sum(negs))) for pos, negs in anchor_terms(z1, z2, temperature)]
+    losses = [-torch.log(pos / (pos + sum(negs)))
+              for pos, negs in anchor_terms(z1, z2, temperature)]
     return torch.stack(losses).mean()
 
 
@@ -79,13 +93,15 @@ def reference_dcl(z1, z2, temperature, tau_plus):
     losses = []
     for pos, negs in anchor_terms(z1, z2, temperature):
         n = len(negs)
-        ng = max((sum(negs) - tau_plus * n * pos) / (1 - tau_plus), torch.tensor(n * math.exp(-1 / temperature)))
+        ng = max((sum(negs) - tau_plus * n * pos) / (1 - tau_plus),
+                 torch.tensor(n * math.exp(-1 / temperature)))
         losses.append(-torch.log(pos / (pos + ng)))
     return torch.stack(losses).mean()
 
 
 def reference_moco(q, k, queue, temperature, queue_mask=None, extra_negatives=None):
-    q, k, queue = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1), F.normalize(queue.detach(), dim=1)
+    q, k, queue = (F.normalize(q, dim=1), F.normalize(k.detach(), dim=1),
+                   F.normalize(queue.detach(), dim=1))
     losses = []
     for b in range(len(q)):
         pos = torch.exp(q[b] @ k[b] / temperature)
@@ -109,15 +125,17 @@ def test_positive_index_pairs_the_two_views():
 def test_info_nce_value_and_gradient_match_the_loop(batch, dim, temperature):
     for seed in SEEDS:
         assert_same_value_and_grads(lambda a, b: info_nce(a, b, temperature),
-                                    lambda a, b: reference_info_nce(a, b, temperature), *views(seed, batch, dim))
+                                    lambda a, b: reference_info_nce(a, b, temperature),
+                                    *views(seed, batch, dim))
 
 
 def test_info_nce_closed_form_on_orthogonal_images():
-    # Two images, identical views, orthogonal to each other: every anchor sees its positive at cosine 1
-    # and two negatives at cosine 0, so the loss is log(1 + 2 e^{-1/t}).
+    # Two images, identical views, orthogonal to each other: every anchor sees its positive at
+    # cosine 1 and two negatives at cosine 0, so the loss is log(1 + 2 e^{-1/t}).
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     for t in TEMPERATURES:
-        assert torch.allclose(info_nce(z, 3 * z, t), torch.tensor(math.log(1 + 2 * math.exp(-1 / t))), atol=1e-6)
+        assert torch.allclose(info_nce(z, 3 * z, t),
+                              torch.tensor(math.log(1 + 2 * math.exp(-1 / t))), atol=1e-6)
 
 
 def test_info_nce_with_one_image_is_refused():
@@ -140,7 +158,8 @@ def test_info_nce_does_not_depend_on_the_embedding_scale():
 def test_dcl_value_and_gradient_match_the_loop(batch, dim, temperature, tau_plus):
     for seed in SEEDS:
         assert_same_value_and_grads(lambda a, b: dcl(a, b, temperature, tau_plus),
-                                    lambda a, b: reference_dcl(a, b, temperature, tau_plus), *views(seed, batch, dim))
+                                    lambda a, b: reference_dcl(a, b, temperature, tau_plus),
+                                    *views(seed, batch, dim))
 
 
 @pytest.mark.parametrize("batch,dim", SHAPES)
@@ -148,9 +167,10 @@ def test_dcl_value_and_gradient_match_the_loop(batch, dim, temperature, tau_plus
 @pytest.mark.parametrize("tau_plus,beta", [(0.1, 1.0), (0.0, 0.5), (0.2, 2.0)])
 def test_hcl_value_and_gradient_match_the_authors_formula(batch, dim, temperature, tau_plus, beta):
     for seed in SEEDS:
-        assert_same_value_and_grads(lambda a, b: hcl(a, b, temperature, tau_plus, beta),
-                                    lambda a, b: reference_hcl(a, b, temperature, tau_plus, beta)[0],
-                                    *views(seed, batch, dim))
+        assert_same_value_and_grads(
+            lambda a, b: hcl(a, b, temperature, tau_plus, beta),
+            lambda a, b: reference_hcl(a, b, temperature, tau_plus, beta)[0],
+            *views(seed, batch, dim))
 
 
 @pytest.mark.parametrize("batch,dim", SHAPES)
@@ -158,24 +178,31 @@ def test_reductions_hcl_to_dcl_to_info_nce(batch, dim):
     for seed in SEEDS:
         z = views(seed, batch, dim)
         for t in TEMPERATURES:
-            # with tau_plus = 0 the clamp cannot bind: the plain negative sum is already >= N e^{-1/t}
+            # with tau_plus = 0 the clamp cannot bind: the plain negative sum is already >= N
+            # e^{-1/t}
             assert reference_hcl(*[x.double() for x in z], t, tau_plus=0.0, beta=0.0)[1] == 0
-            base, base_grads = value_and_grads(lambda a, b: info_nce(a, b, t), *z)
-            for loss_fn in (lambda a, b: dcl(a, b, t, tau_plus=0.0), lambda a, b: hcl(a, b, t, tau_plus=0.0, beta=0.0)):
+            base, base_grads = value_and_grads(lambda a, b, t=t: info_nce(a, b, t), *z)
+            for loss_fn in (lambda a, b, t=t: dcl(a, b, t, tau_plus=0.0),
+                            lambda a, b, t=t: hcl(a, b, t, tau_plus=0.0, beta=0.0)):
                 loss, grads = value_and_grads(loss_fn, *z)
                 assert torch.allclose(loss, base, atol=1e-6, rtol=1e-5)
-                assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5) for g, h in zip(grads, base_grads))
+                assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5)
+                           for g, h in zip(grads, base_grads))
             for tau_plus in (0.1, 0.5):
-                loss, grads = value_and_grads(lambda a, b: hcl(a, b, t, tau_plus, beta=0.0), *z)
-                expected, expected_grads = value_and_grads(lambda a, b: dcl(a, b, t, tau_plus), *z)
+                loss, grads = value_and_grads(
+                    lambda a, b, t=t, tau_plus=tau_plus: hcl(a, b, t, tau_plus, beta=0.0), *z)
+                expected, expected_grads = value_and_grads(
+                    lambda a, b, t=t, tau_plus=tau_plus: dcl(a, b, t, tau_plus), *z)
                 assert torch.allclose(loss, expected, atol=1e-6, rtol=1e-5)
-                assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5) for g, h in zip(grads, expected_grads))
+                assert all(torch.allclose(g, h, atol=1e-6, rtol=1e-5)
+                           for g, h in zip(grads, expected_grads))
 
 
 @pytest.mark.parametrize("loss_name", ["dcl", "hcl"])
 def test_active_clamp_matches_the_reference(loss_name):
-    # Image 0's two views nearly coincide and image 1 sits on the opposite side: pos ~ e^{1/t} dwarfs the
-    # two negatives ~ e^{-1/t}, so the debiased estimate goes negative and the floor N e^{-1/t} applies.
+    # Image 0's two views nearly coincide and image 1 sits on the opposite side: pos ~ e^{1/t}
+    # dwarfs the two negatives ~ e^{-1/t}, so the debiased estimate goes negative and the floor N
+    # e^{-1/t} applies.
     z1 = torch.tensor([[1.0, 0.02, 0.0], [-1.0, 0.0, 0.03]])
     z2 = torch.tensor([[1.0, -0.01, 0.02], [-1.0, 0.02, 0.0]])
     t, tau_plus, beta = 0.5, 0.5, (0.0 if loss_name == "dcl" else 1.0)
@@ -206,10 +233,11 @@ def test_hcl_gradient_flows_through_the_importance_weights():
     z = views(4, 5, 8)
     t, tau_plus, beta = 0.5, 0.1, 1.0
     loss, grads = value_and_grads(lambda a, b: hcl(a, b, t, tau_plus, beta), *z)
-    with_weights, with_grads = value_and_grads(lambda a, b: reference_hcl(a, b, t, tau_plus, beta)[0], *z,
-                                               dtype=torch.float64)
+    with_weights, with_grads = value_and_grads(
+        lambda a, b: reference_hcl(a, b, t, tau_plus, beta)[0], *z, dtype=torch.float64)
     detached, detached_grads = value_and_grads(
-        lambda a, b: reference_hcl(a, b, t, tau_plus, beta, detach_importance=True)[0], *z, dtype=torch.float64)
+        lambda a, b: reference_hcl(a, b, t, tau_plus, beta, detach_importance=True)[0], *z,
+        dtype=torch.float64)
     assert torch.allclose(with_weights, detached)  # same value, different gradient
     for grad, expected, other in zip(grads, with_grads, detached_grads):
         assert torch.allclose(grad, expected, atol=1e-5, rtol=1e-4)
@@ -228,7 +256,8 @@ def test_dcl_and_hcl_stay_finite_at_small_temperature():
 def test_losses_are_float32_under_autocast():
     z1, z2 = views(6, 4, 16)
     q, k, queue = randn(1, 4, 16), randn(2, 4, 16), randn(3, 20, 16)
-    losses = [lambda: dcl(z1, z2, 0.2), lambda: hcl(z1, z2, 0.2), lambda: moco_info_nce(q, k, queue, 0.1)]
+    losses = [lambda: dcl(z1, z2, 0.2), lambda: hcl(z1, z2, 0.2),
+              lambda: moco_info_nce(q, k, queue, 0.1)]
     for loss_fn in losses:
         expected = loss_fn()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -246,9 +275,12 @@ def test_losses_are_float32_under_autocast():
 @pytest.mark.parametrize("temperature", [0.07, 0.2, 1.0])
 def test_moco_info_nce_value_and_gradient_match_the_loop(batch, dim, temperature):
     for seed in SEEDS:
-        q, k, queue = randn(seed, batch, dim), randn(seed + 10, batch, dim), randn(seed + 20, 7, dim)
-        assert_same_value_and_grads(lambda a: moco_info_nce(a, k, queue, temperature),
-                                    lambda a: reference_moco(a, k.double(), queue.double(), temperature), q)
+        q, k, queue = (randn(seed, batch, dim), randn(seed + 10, batch, dim),
+                       randn(seed + 20, 7, dim))
+        assert_same_value_and_grads(
+            lambda a, k=k, queue=queue: moco_info_nce(a, k, queue, temperature),
+            lambda a, k=k, queue=queue: reference_moco(a, k.double(), queue.double(), temperature),
+            q)
 
 
 def test_moco_info_nce_gradient_reaches_only_the_queries():
@@ -264,15 +296,18 @@ def test_moco_info_nce_mask_removes_exactly_the_masked_entries():
     q, k, queue = randn(0, 4, 8), randn(1, 4, 8), randn(2, 12, 8)
     mask = randn(3, 4, 12) > 0.5
     mask[2] = True  # a query with no queue negative left: only its positive remains, loss 0 for it
-    # Refused by default (that query learns nothing); check_mask=False, for callers that proved the mask once,
-    # computes it as the loop does.
+    # Refused by default (that query learns nothing); check_mask=False, for callers that proved the
+    # mask once, computes it as the loop does.
     with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query"):
         moco_info_nce(q, k, queue, 0.2, queue_mask=mask)
-    assert_same_value_and_grads(lambda a: moco_info_nce(a, k, queue, 0.2, queue_mask=mask, check_mask=False),
-                                lambda a: reference_moco(a, k.double(), queue.double(), 0.2, mask), q)
-    one_at_a_time = torch.stack([moco_info_nce(q[b:b + 1], k[b:b + 1], queue[~mask[b]], 0.2) if (~mask[b]).any()
-                                 else torch.tensor(0.0) for b in range(4)]).mean()
-    assert torch.allclose(moco_info_nce(q, k, queue, 0.2, queue_mask=mask, check_mask=False), one_at_a_time)
+    assert_same_value_and_grads(
+        lambda a: moco_info_nce(a, k, queue, 0.2, queue_mask=mask, check_mask=False),
+        lambda a: reference_moco(a, k.double(), queue.double(), 0.2, mask), q)
+    one_at_a_time = torch.stack(
+        [moco_info_nce(q[b:b + 1], k[b:b + 1], queue[~mask[b]], 0.2) if (~mask[b]).any()
+         else torch.tensor(0.0) for b in range(4)]).mean()
+    assert torch.allclose(moco_info_nce(q, k, queue, 0.2, queue_mask=mask, check_mask=False),
+                          one_at_a_time)
 
 
 def test_moco_info_nce_with_mochi_negatives_matches_the_loop():
@@ -285,7 +320,8 @@ def test_moco_info_nce_with_mochi_negatives_matches_the_loop():
         lambda a: reference_moco(a, k.double(), queue.double(), 0.2, mask, extra.double()), q)
     # no synthetic negative at all is the plain loss
     empty = q.new_zeros(4, 0, 8)
-    assert torch.equal(moco_info_nce(q, k, queue, extra_negatives=empty), moco_info_nce(q, k, queue))
+    assert torch.equal(moco_info_nce(q, k, queue, extra_negatives=empty),
+                       moco_info_nce(q, k, queue))
 
 
 def test_moco_info_nce_with_every_queue_entry_masked_is_refused():
@@ -308,10 +344,12 @@ def test_mochi_shapes_unit_norm_ranges_and_no_gradient():
     q, queue = mochi_inputs()
     q.requires_grad_(True)
     queue.requires_grad_(True)
-    mix = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=5, n_mix_query=3, generator=torch.Generator().manual_seed(0))
+    mix = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=5, n_mix_query=3,
+                    generator=torch.Generator().manual_seed(0))
     assert mix.negatives.shape == (4, 8, 8) and mix.negatives.dtype == torch.float32
     assert mix.hardest_index.shape == (4, 6) and mix.pair_index.shape == (4, 5, 2)
-    assert mix.alpha.shape == (4, 5) and mix.query_pair_index.shape == (4, 3) and mix.beta.shape == (4, 3)
+    assert (mix.alpha.shape == (4, 5) and mix.query_pair_index.shape == (4, 3)
+            and mix.beta.shape == (4, 3))
     assert torch.allclose(mix.negatives.norm(dim=2), torch.ones(4, 8))
     assert ((mix.alpha >= 0) & (mix.alpha <= 1)).all()
     assert ((mix.beta >= 0) & (mix.beta <= 0.5)).all()
@@ -330,7 +368,8 @@ def test_mochi_hardest_sets_are_each_querys_own_top_n():
         assert mix.hardest_index[b].tolist() == hardest
         assert set(mix.pair_index[b].flatten().tolist()) <= set(hardest)
         assert set(mix.query_pair_index[b].tolist()) <= set(hardest)
-    assert (mix.pair_index[..., 0] != mix.pair_index[..., 1]).all()  # two different negatives when N >= 2
+    # two different negatives when N >= 2
+    assert (mix.pair_index[..., 0] != mix.pair_index[..., 1]).all()
 
 
 def test_mochi_negatives_are_rebuilt_from_the_returned_recipe():
@@ -352,10 +391,11 @@ def test_mochi_negatives_are_rebuilt_from_the_returned_recipe():
 
 
 def test_mochi_never_mixes_another_querys_negatives():
-    # Query b lives in the plane of coordinates (2b, 2b+1) and so do exactly 4 queue entries (shuffled
-    # among the others); every other entry is orthogonal to it. With N = 4 its hardest set is that
-    # cluster, so every synthetic negative of query b must stay in its plane. Indexing a flattened
-    # [B*N, D] with [0, N) (the query-0 bug) would put query 0's plane into every query's negatives.
+    # Query b lives in the plane of coordinates (2b, 2b+1) and so do exactly 4 queue entries
+    # (shuffled among the others); every other entry is orthogonal to it. With N = 4 its hardest set
+    # is that cluster, so every synthetic negative of query b must stay in its plane. Indexing a
+    # flattened [B*N, D] with [0, N) (the query-0 bug) would put query 0's plane into every query's
+    # negatives.
     batch, per_cluster = 3, 4
     angles = torch.linspace(0.2, 1.3, per_cluster)
     queue = torch.zeros(batch * per_cluster, 2 * batch)
@@ -386,7 +426,8 @@ def test_mochi_never_uses_masked_queue_entries():
     q, queue = mochi_inputs(seed=4, queue_size=40)
     similarity = F.normalize(q, dim=1) @ F.normalize(queue, dim=1).T
     mask = randn(5, 4, 40) > 0.8
-    mask.scatter_(1, similarity.topk(3, dim=1).indices, True)  # the 3 hardest of every query are false negatives
+    # the 3 hardest of every query are false negatives
+    mask.scatter_(1, similarity.topk(3, dim=1).indices, True)
     mix = mochi_mix(q, queue, n_hardest=8, n_mix_negatives=30, n_mix_query=30,
                     generator=torch.Generator().manual_seed(4), queue_mask=mask)
     for b in range(len(q)):
@@ -420,7 +461,8 @@ def test_mochi_with_no_mixes_returns_an_empty_set():
 # ---------------------------------------------------------------- SCE: soft target, both forms
 
 def inputs(seed=0, batch=5, size=11, dim=DIM, masked=False):
-    """Raw (not unit) q, k, queue, and optionally a mask that leaves every query at least one entry."""
+    """Raw (not unit) q, k, queue, and optionally a mask that leaves every query at least one
+    entry."""
     q, k, queue = (randn(seed, batch, dim, dtype=torch.float64) * 2,
                    randn(seed + 1, batch, dim, dtype=torch.float64) * 0.5,
                    randn(seed + 2, size, dim, dtype=torch.float64) * 3)
@@ -439,7 +481,8 @@ def reference_in_batch(z1, z2, temperature, temperature_momentum, lam):
         others = [math.exp(float(u2[i] @ u2[j]) / temperature_momentum) for j in range(n) if j != i]
         denominator = torch.stack([torch.exp(u1[i] @ u2[j] / temperature) for j in range(n)]).sum()
         for kk in range(n):
-            s2 = 0.0 if kk == i else math.exp(float(u2[i] @ u2[kk]) / temperature_momentum) / sum(others)
+            s2 = (0.0 if kk == i
+                  else math.exp(float(u2[i] @ u2[kk]) / temperature_momentum) / sum(others))
             w2 = lam * (kk == i) + (1 - lam) * s2
             total = total - w2 * torch.log(torch.exp(u1[i] @ u2[kk] / temperature) / denominator)
     return total / n
@@ -457,7 +500,8 @@ def value_and_grad(fn, q):
 ])
 def test_sce_value_and_gradient_match_the_loop(temperature, temperature_momentum, lam, masked):
     q, k, queue, mask = inputs(masked=masked)
-    value, gradient = value_and_grad(lambda x: sce(x, k, queue, temperature, temperature_momentum, lam, mask), q)
+    value, gradient = value_and_grad(
+        lambda x: sce(x, k, queue, temperature, temperature_momentum, lam, mask), q)
     expected, expected_gradient = value_and_grad(
         lambda x: reference_sce(x, k, queue, temperature, temperature_momentum, lam, mask), q)
     assert torch.allclose(value.double(), expected, atol=1e-5)
@@ -468,15 +512,18 @@ def test_sce_value_and_gradient_match_the_loop(temperature, temperature_momentum
 def test_lambda_one_is_moco_info_nce(masked):
     q, k, queue, mask = inputs(seed=4, masked=masked)
     value, gradient = value_and_grad(lambda x: sce(x, k, queue, 0.2, 0.05, 1.0, mask), q)
-    expected, expected_gradient = value_and_grad(lambda x: moco_info_nce(x, k, queue, 0.2, queue_mask=mask), q)
-    assert torch.allclose(value, expected, atol=1e-6) and torch.allclose(gradient, expected_gradient, atol=1e-6)
+    expected, expected_gradient = value_and_grad(
+        lambda x: moco_info_nce(x, k, queue, 0.2, queue_mask=mask), q)
+    assert (torch.allclose(value, expected, atol=1e-6)
+            and torch.allclose(gradient, expected_gradient, atol=1e-6))
 
 
 def test_loss_is_linear_in_lambda_between_infonce_and_the_relational_loss():
     q, k, queue, mask = inputs(seed=6, masked=True)
     relational, infonce = (sce(q, k, queue, 0.1, 0.05, lam, mask) for lam in (0.0, 1.0))
     for lam in (0.25, 0.5, 0.8):
-        assert torch.allclose(sce(q, k, queue, 0.1, 0.05, lam, mask), lam * infonce + (1 - lam) * relational, atol=1e-5)
+        assert torch.allclose(sce(q, k, queue, 0.1, 0.05, lam, mask),
+                              lam * infonce + (1 - lam) * relational, atol=1e-5)
     assert not torch.allclose(relational, infonce, atol=1e-2)
 
 
@@ -490,24 +537,29 @@ def test_targets_are_distributions_with_exactly_lambda_on_the_positive(lam, mask
     if masked:
         assert (target[:, 1:][mask] == 0).all() and (target[:, 1:][~mask] > 0).all()
     unit_k, unit_queue = F.normalize(k, dim=1), F.normalize(queue, dim=1)
-    for b in range(5):     # the queue part, one query at a time: (1 - lam) exp(k.n / tau_m) / sum over the allowed n
+    # the queue part, one query at a time: (1 - lam) exp(k.n / tau_m) / sum over the allowed n
+    for b in range(5):
         allowed = [j for j in range(11) if mask is None or not mask[b, j]]
         weights = torch.exp(unit_queue[allowed] @ unit_k[b] / 0.05)
-        assert torch.allclose(target[b, 1:][allowed].double(), (1 - lam) * weights / weights.sum(), atol=1e-6)
+        assert torch.allclose(target[b, 1:][allowed].double(), (1 - lam) * weights / weights.sum(),
+                              atol=1e-6)
 
 
 def authors_sce(q, k, queue, temperature, temperature_momentum, lam):
-    """The authors' queue form (CEA-LIST/SCE, eztorch's default): the key's own slot in the relation with logit 0."""
+    """The authors' queue form (CEA-LIST/SCE, eztorch's default): the key's own slot in the relation
+    with logit 0."""
     q, k, queue = (F.normalize(t.double(), dim=1) for t in (q, k, queue))
     query_logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
-    key_logits = torch.cat([torch.zeros(len(k), 1, dtype=k.dtype), k @ queue.T], dim=1) / temperature_momentum
+    key_logits = torch.cat([torch.zeros(len(k), 1, dtype=k.dtype), k @ queue.T],
+                           dim=1) / temperature_momentum
     one_hot = F.one_hot(torch.zeros(len(q), dtype=torch.long), query_logits.shape[1])
     target = F.normalize(lam * one_hot + (1 - lam) * key_logits.softmax(1), p=1, dim=1)
     return -(target * query_logits.log_softmax(1)).sum(1).mean()
 
 
 def test_target_leaves_the_self_slot_out_unlike_the_authors_code():
-    # The authors' code puts the key itself into the relation with logit 0: a small, nonzero extra weight.
+    # The authors' code puts the key itself into the relation with logit 0: a small, nonzero extra
+    # weight.
     _, k, queue, _ = inputs(seed=9)
     target = sce_target(k, queue, 0.05, 0.5)
     scores = F.normalize(k, dim=1) @ F.normalize(queue, dim=1).T / 0.05
@@ -516,21 +568,26 @@ def test_target_leaves_the_self_slot_out_unlike_the_authors_code():
     assert (authors_positive > target[:, 0]).all()
 
 
-@pytest.mark.parametrize("embeddings, smallest, largest", [("clustered", 0.0, 1e-6), ("random", 1e-4, 3e-4)])
-def test_leaving_the_self_slot_out_changes_the_loss_by_little_at_a_full_queue(embeddings, smallest, largest):
-    # K = 4096, tau_m = 0.05, tau = 0.1, lambda = 0.5, D = 128, queries near their keys (as after some training).
+@pytest.mark.parametrize("embeddings, smallest, largest",
+                         [("clustered", 0.0, 1e-6), ("random", 1e-4, 3e-4)])
+def test_leaving_the_self_slot_out_changes_the_loss_by_little_at_a_full_queue(
+        embeddings, smallest, largest):
+    # K = 4096, tau_m = 0.05, tau = 0.1, lambda = 0.5, D = 128, queries near their keys (as after
+    # some training).
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(10, 128, generator=g)
 
     def draw(n):
         if embeddings == "random":
             return F.normalize(torch.randn(n, 128, generator=g), dim=1)
-        return F.normalize(centres[torch.randint(0, 10, (n,), generator=g)] + torch.randn(n, 128, generator=g), dim=1)
+        return F.normalize(centres[torch.randint(0, 10, (n,), generator=g)]
+                           + torch.randn(n, 128, generator=g), dim=1)
     k, queue = draw(256), draw(4096)
     q = F.normalize(k + 0.05 * torch.randn(256, 128, generator=g), dim=1)
     difference = abs(sce(q.double(), k.double(), queue.double(), 0.1, 0.05, 0.5).item()
                      - authors_sce(q, k, queue, 0.1, 0.05, 0.5).item())
-    assert smallest <= difference <= largest      # measured: about 1e-7 (float32 rounding) and 1.9e-4
+    # measured: about 1e-7 (float32 rounding) and 1.9e-4
+    assert smallest <= difference <= largest
 
 
 def test_no_gradient_reaches_the_key_the_queue_or_the_target():
@@ -547,7 +604,8 @@ def test_masked_entries_count_as_if_they_were_not_in_the_queue():
     mask = torch.zeros(1, 11, dtype=torch.bool)
     mask[0, [2, 5, 6]] = True
     kept = [j for j in range(11) if not mask[0, j]]
-    assert torch.allclose(sce(q, k, queue, 0.1, 0.05, 0.5, mask), sce(q, k, queue[kept], 0.1, 0.05, 0.5), atol=1e-6)
+    assert torch.allclose(sce(q, k, queue, 0.1, 0.05, 0.5, mask),
+                          sce(q, k, queue[kept], 0.1, 0.05, 0.5), atol=1e-6)
 
 
 def test_sce_is_finite_and_float32_at_small_temperatures_and_under_autocast():
@@ -562,12 +620,14 @@ def test_sce_is_finite_and_float32_at_small_temperatures_and_under_autocast():
 def test_in_batch_form_matches_the_papers_equation_and_the_queue_form(lam):
     z1, z2 = randn(20, 6, DIM, dtype=torch.float64), randn(21, 6, DIM, dtype=torch.float64)
     value, gradient = value_and_grad(lambda x: sce_in_batch(x, z2, 0.2, 0.1, lam), z1)
-    expected, expected_gradient = value_and_grad(lambda x: reference_in_batch(x, z2, 0.2, 0.1, lam), z1)
+    expected, expected_gradient = value_and_grad(lambda x: reference_in_batch(x, z2, 0.2, 0.1, lam),
+                                                 z1)
     assert torch.allclose(value.double(), expected, atol=1e-5)
     assert torch.allclose(gradient.double(), expected_gradient, atol=1e-5)
     # image i with key z2_i and the other images' z2 as its queue
-    per_image = torch.stack([sce(z1[i:i + 1], z2[i:i + 1], z2[[j for j in range(6) if j != i]], 0.2, 0.1, lam)
-                             for i in range(6)])
+    per_image = torch.stack(
+        [sce(z1[i:i + 1], z2[i:i + 1], z2[[j for j in range(6) if j != i]], 0.2, 0.1, lam)
+         for i in range(6)])
     assert torch.allclose(value, per_image.mean(), atol=1e-5)
     z1, z2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
     sce_in_batch(z1, z2, 0.2, 0.1, lam).backward()
@@ -577,15 +637,20 @@ def test_in_batch_form_matches_the_papers_equation_and_the_queue_form(lam):
 @pytest.mark.parametrize("call, message", [
     (lambda q, k, Q: sce(q, k, Q, lam=1.5), r"lam must be in \[0.0, 1.0\], got 1.5"),
     (lambda q, k, Q: sce(q, k, Q, lam=-0.1), r"lam must be in \[0.0, 1.0\], got -0.1"),
-    (lambda q, k, Q: sce(q, k, Q, temperature=0.0), "temperature must be a finite number > 0, got 0.0"),
+    (lambda q, k, Q: sce(q, k, Q, temperature=0.0),
+     "temperature must be a finite number > 0, got 0.0"),
     (lambda q, k, Q: sce(q, k, Q, temperature_momentum=-1.0),
      "temperature_momentum must be a finite number > 0, got -1.0"),
-    (lambda q, k, Q: sce(q, k, Q[:, :4]), r"queue must have the embedding size of k \(8\).*got shape \(11, 4\)"),
-    (lambda q, k, Q: sce(q, k[:3], Q), r"q and k must have the same shape, got \(5, 8\) and \(3, 8\)"),
+    (lambda q, k, Q: sce(q, k, Q[:, :4]),
+     r"queue must have the embedding size of k \(8\).*got shape \(11, 4\)"),
+    (lambda q, k, Q: sce(q, k[:3], Q),
+     r"q and k must have the same shape, got \(5, 8\) and \(3, 8\)"),
     (lambda q, k, Q: sce(q[:, :4], k, Q), r"q and k must have the same shape"),
-    (lambda q, k, Q: sce(q, k, Q, queue_mask=torch.zeros(5, 10, dtype=torch.bool)), r"queue_mask .* \[5, 11\]"),
+    (lambda q, k, Q: sce(q, k, Q, queue_mask=torch.zeros(5, 10, dtype=torch.bool)),
+     r"queue_mask .* \[5, 11\]"),
     (lambda q, k, Q: sce_target(k, Q, lam=2), r"lam must be in \[0.0, 1.0\], got 2"),
-    (lambda q, k, Q: sce_target(k, Q, temperature_momentum=0), "temperature_momentum must be a finite number > 0"),
+    (lambda q, k, Q: sce_target(k, Q, temperature_momentum=0),
+     "temperature_momentum must be a finite number > 0"),
     (lambda q, k, Q: sce_in_batch(q, k[:, :4]), "z1 and z2 must have the same shape"),
     (lambda q, k, Q: sce_in_batch(q[:1], k[:1]), "at least 2 images"),
     (lambda q, k, Q: sce_in_batch(q, k, lam=float("nan")), r"lam must be in \[0.0, 1.0\], got nan"),
@@ -615,11 +680,13 @@ def test_supcon_with_distinct_labels_is_info_nce():
     z1, z2 = torch.randn(8, 4), torch.randn(8, 4)
     assert torch.allclose(supcon(z1, z2, torch.arange(8), 0.2), info_nce(z1, z2, 0.2), atol=1e-6)
     # ...and a shared label changes it (the positives are more than the other view)
-    assert not torch.allclose(supcon(z1, z2, torch.zeros(8, dtype=torch.long), 0.2), info_nce(z1, z2, 0.2))
+    assert not torch.allclose(supcon(z1, z2, torch.zeros(8, dtype=torch.long), 0.2),
+                              info_nce(z1, z2, 0.2))
 
 
-@pytest.mark.parametrize("labels, says", [(None, "labels"), (torch.arange(5), "labels has 5 entries"),
-                                           (torch.rand(6), "integer")])
+@pytest.mark.parametrize("labels, says",
+                         [(None, "labels"), (torch.arange(5), "labels has 5 entries"),
+                           (torch.rand(6), "integer")])
 def test_supcon_refuses_bad_labels(labels, says):
     with pytest.raises(ValueError, match=says):
         supcon(torch.randn(6, 4), torch.randn(6, 4), labels, 0.1)
@@ -648,7 +715,8 @@ QUEUE = torch.randn(10, 8)
     (lambda: moco_info_nce(Z, Z, QUEUE, temperature=0), "temperature"),
     (lambda: moco_info_nce(Z, Z[:3], QUEUE), "q"),
     (lambda: moco_info_nce(Z, Z, torch.randn(10, 5)), "queue"),
-    (lambda: moco_info_nce(Z, Z, QUEUE, queue_mask=torch.zeros(4, 9, dtype=torch.bool)), "queue_mask"),
+    (lambda: moco_info_nce(Z, Z, QUEUE, queue_mask=torch.zeros(4, 9, dtype=torch.bool)),
+     "queue_mask"),
     (lambda: moco_info_nce(Z, Z, QUEUE, queue_mask=torch.zeros(4, 10)), "queue_mask"),
     (lambda: moco_info_nce(Z, Z, QUEUE, extra_negatives=torch.randn(4, 8)), "extra_negatives"),
     (lambda: moco_info_nce(Z, Z, QUEUE, extra_negatives=torch.randn(3, 2, 8)), "extra_negatives"),
@@ -659,8 +727,10 @@ QUEUE = torch.randn(10, 8)
     (lambda: mochi_negatives(Z, QUEUE, 3, -1, 1), "n_mix_negatives"),
     (lambda: mochi_negatives(Z, QUEUE, 3, 1, -1), "n_mix_query"),
     (lambda: mochi_negatives(Z, torch.randn(10, 5), 3, 1, 1), "queue"),
-    (lambda: mochi_negatives(Z, QUEUE, 3, 1, 1, queue_mask=torch.zeros(10, 4, dtype=torch.bool)), "queue_mask"),
-    (lambda: mochi_negatives(Z, QUEUE, 3, 1, 1, queue_mask=torch.arange(10).expand(4, 10) < 8), "n_hardest"),
+    (lambda: mochi_negatives(Z, QUEUE, 3, 1, 1, queue_mask=torch.zeros(10, 4, dtype=torch.bool)),
+     "queue_mask"),
+    (lambda: mochi_negatives(Z, QUEUE, 3, 1, 1, queue_mask=torch.arange(10).expand(4, 10) < 8),
+     "n_hardest"),
 ])
 def test_bad_input_names_the_argument(call, argname):
     with pytest.raises(ValueError, match=argname):
@@ -705,7 +775,8 @@ def test_mochi_n_hardest_may_be_the_whole_queue_or_all_the_mask_leaves():
     assert mochi_mix(Q, SMALL_QUEUE, n_hardest=5, n_mix_negatives=2,
                      n_mix_query=2).hardest_index.shape == (3, 5)
     mask = torch.zeros(3, 5, dtype=torch.bool)
-    mask[:, :2] = True                                                            # 3 entries left to each query
+    # 3 entries left to each query
+    mask[:, :2] = True
     mix = mochi_mix(Q, SMALL_QUEUE, n_hardest=3, n_mix_negatives=2, n_mix_query=2, queue_mask=mask)
     assert sorted(mix.hardest_index[0].tolist()) == [2, 3, 4]
     with pytest.raises(ValueError, match="n_hardest"):
@@ -752,14 +823,16 @@ def test_hcl_beta_range_is_zero_to_infinity_open():
 @pytest.mark.parametrize("loss,documented,other", [
     (info_nce, dict(temperature=0.5), dict(temperature=0.2)),
     (dcl, dict(temperature=0.5, tau_plus=0.1), dict(temperature=0.2, tau_plus=0.2)),
-    (hcl, dict(temperature=0.5, tau_plus=0.1, beta=1.0), dict(temperature=0.2, tau_plus=0.2, beta=2.0)),
+    (hcl, dict(temperature=0.5, tau_plus=0.1, beta=1.0),
+     dict(temperature=0.2, tau_plus=0.2, beta=2.0)),
     (sce_in_batch, dict(temperature=0.1, temperature_momentum=0.05, lam=0.5),
      dict(temperature=0.2, temperature_momentum=0.1, lam=0.25)),
 ])
 def test_pair_loss_defaults_are_the_documented_values(loss, documented, other):
     assert torch.equal(loss(Q, K), loss(Q, K, **documented))
     for name, value in other.items():                       # each default matters on these inputs
-        assert not torch.allclose(loss(Q, K, **documented), loss(Q, K, **{**documented, name: value}))
+        assert not torch.allclose(loss(Q, K, **documented),
+                                  loss(Q, K, **{**documented, name: value}))
 
 
 @pytest.mark.parametrize("loss,documented,other", [
@@ -793,8 +866,10 @@ def test_the_documented_defaults_are_the_papers():
 
     assert default(losses.multiview_info_nce, "temperature") == 0.5
     assert default(losses.supcon, "temperature") == 0.1   # the SupContrast CIFAR recipe: tau = 0.1
-    for cacr in (losses.cacr, losses.cacr_terms):   # CACR: kappa+ = 1, kappa- = 0.9, gamma+ = gamma- = 1
-        assert [default(cacr, name) for name in ("tau_pos", "tau_neg", "alpha", "beta")] == [1.0, 0.9, 1.0, 1.0]
+    # CACR: kappa+ = 1, kappa- = 0.9, gamma+ = gamma- = 1
+    for cacr in (losses.cacr, losses.cacr_terms):
+        assert [default(cacr, name)
+                for name in ("tau_pos", "tau_neg", "alpha", "beta")] == [1.0, 0.9, 1.0, 1.0]
         assert default(cacr, "weights") == "both" and default(cacr, "detach_weights") is False
 
 
@@ -842,4 +917,5 @@ def test_moco_info_nce_keeps_keys_queue_and_extra_negatives_constant_whatever_lo
     loss.backward()
     assert q.grad.abs().sum() > 0 and k.grad is None and queue.grad is None and extra.grad is None
     # half-precision extra negatives are read in float32, like the rest
-    assert loss == moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16().float(), logits=students_logits)
+    assert loss == moco_info_nce(q, k, queue, extra_negatives=extra.bfloat16().float(),
+                                 logits=students_logits)

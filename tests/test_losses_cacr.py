@@ -1,4 +1,5 @@
-"""CACR and multi-view InfoNCE against slow references that loop over queries, views and negatives in float64."""
+"""CACR and multi-view InfoNCE against slow references that loop over queries, views and negatives
+in float64."""
 import math
 
 import pytest
@@ -28,7 +29,8 @@ def assert_same_value_and_grad(loss_fn, reference_fn, views, atol=1e-5, rtol=1e-
     loss, grad = value_and_grad(loss_fn, views)
     expected, expected_grad = value_and_grad(reference_fn, views, dtype=torch.float64)
     assert torch.allclose(loss, expected, atol=atol, rtol=rtol), (loss, expected)
-    assert torch.allclose(grad, expected_grad, atol=atol, rtol=rtol), (grad - expected_grad).abs().max()
+    assert torch.allclose(grad, expected_grad, atol=atol, rtol=rtol), (
+        (grad - expected_grad).abs().max())
 
 
 # ---------------------------------------------------------------- references (one query at a time)
@@ -43,9 +45,9 @@ def softmax(logits):
 
 
 def reference_cacr(views, tau_pos, tau_neg, alpha, beta, weights="both", hold=None):
-    """CACR as the authors' small-scale code computes it. `hold` = "weights" makes the weights constants
-    (detach_weights=True); "costs" makes the costs constants, so that only the gradient through the weights
-    remains."""
+    """CACR as the authors' small-scale code computes it. `hold` = "weights" makes the weights
+    constants (detach_weights=True); "costs" makes the costs constants, so that only the gradient
+    through the weights remains."""
     u = [F.normalize(views[a], dim=1) for a in range(len(views))]
     num_views, batch = len(u), len(u[0])
 
@@ -61,20 +63,24 @@ def reference_cacr(views, tau_pos, tau_neg, alpha, beta, weights="both", hold=No
         for i in range(batch):
             positives = [b for b in range(num_views) if b != a]
             d2 = torch.stack([squared_distance(u[a][i], u[b][i]) for b in positives])
-            w = softmax(tau_pos * d2) if weights in ("both", "attraction_only") else torch.ones_like(d2) / len(d2)
+            w = (softmax(tau_pos * d2) if weights in ("both", "attraction_only")
+                 else torch.ones_like(d2) / len(d2))
             attraction.append(combine(w, alpha * d2))
     repulsion = []
     for a in range(num_views):
         for b in range(a + 1, num_views):               # view pairs a < b only
             for i in range(batch):
-                d2 = torch.stack([squared_distance(u[a][i], u[b][j]) for j in range(batch) if j != i])
-                w = softmax(-tau_neg * d2) if weights in ("both", "repulsion_only") else torch.ones_like(d2) / len(d2)
+                d2 = torch.stack(
+                    [squared_distance(u[a][i], u[b][j]) for j in range(batch) if j != i])
+                w = (softmax(-tau_neg * d2) if weights in ("both", "repulsion_only")
+                     else torch.ones_like(d2) / len(d2))
                 repulsion.append(combine(w, -beta * d2))
     return torch.stack(attraction).mean() + torch.stack(repulsion).mean()
 
 
 def reference_multiview_info_nce(views, temperature):
-    """For every view (a, i): -mean over its sibling views b of log exp(s_ab / t) / sum over all other views."""
+    """For every view (a, i): -mean over its sibling views b of log exp(s_ab / t) / sum over all
+    other views."""
     u = [F.normalize(views[a], dim=1) for a in range(len(views))]
     num_views, batch = len(u), len(u[0])
     losses = []
@@ -91,9 +97,11 @@ def reference_multiview_info_nce(views, temperature):
 # ---------------------------------------------------------------- cacr
 
 @pytest.mark.parametrize("num_views, batch, dim", SETTINGS)
-@pytest.mark.parametrize("tau_pos, tau_neg, alpha, beta", [(1.0, 0.9, 1.0, 1.0), (3.0, 0.2, 0.5, 2.0),
-                                                           (0.1, 5.0, 2.0, 0.3)])
-def test_cacr_value_and_gradient_match_the_loop(num_views, batch, dim, tau_pos, tau_neg, alpha, beta):
+@pytest.mark.parametrize("tau_pos, tau_neg, alpha, beta",
+                         [(1.0, 0.9, 1.0, 1.0), (3.0, 0.2, 0.5, 2.0),
+                          (0.1, 5.0, 2.0, 0.3)])
+def test_cacr_value_and_gradient_match_the_loop(num_views, batch, dim, tau_pos, tau_neg, alpha,
+                                                beta):
     for seed in range(2):
         assert_same_value_and_grad(lambda v: cacr(v, tau_pos, tau_neg, alpha, beta),
                                    lambda v: reference_cacr(v, tau_pos, tau_neg, alpha, beta),
@@ -105,8 +113,9 @@ def test_cacr_value_and_gradient_match_the_loop(num_views, batch, dim, tau_pos, 
 def test_every_variant_matches_the_loop(weights, detach_weights):
     views = random_views(3, 4, 5, 6)
     hold = "weights" if detach_weights else None
-    assert_same_value_and_grad(lambda v: cacr(v, 2.0, 1.5, 1.0, 1.0, weights=weights, detach_weights=detach_weights),
-                               lambda v: reference_cacr(v, 2.0, 1.5, 1.0, 1.0, weights=weights, hold=hold), views)
+    assert_same_value_and_grad(
+        lambda v: cacr(v, 2.0, 1.5, 1.0, 1.0, weights=weights, detach_weights=detach_weights),
+        lambda v: reference_cacr(v, 2.0, 1.5, 1.0, 1.0, weights=weights, hold=hold), views)
 
 
 def test_a_list_of_views_and_a_stacked_tensor_give_the_same_loss():
@@ -123,7 +132,8 @@ def test_weights_none_is_the_plain_average_of_the_costs():
     mean_positive = positive_d2.sum() / (batch * num_views * (num_views - 1))       # diagonal is 0
     pairs = [(a, b) for a in range(num_views) for b in range(a + 1, num_views)]
     off_diagonal = ~torch.eye(batch, dtype=torch.bool)
-    mean_negative = torch.stack([(torch.cdist(u[a], u[b]) ** 2)[off_diagonal].mean() for a, b in pairs]).mean()
+    mean_negative = torch.stack(
+        [(torch.cdist(u[a], u[b]) ** 2)[off_diagonal].mean() for a, b in pairs]).mean()
     alpha, beta = 0.7, 1.3
     expected = alpha * mean_positive - beta * mean_negative
     assert torch.allclose(cacr(views, 2.0, 3.0, alpha, beta, weights="none"), expected, atol=1e-5)
@@ -143,8 +153,10 @@ def test_zero_temperatures_give_uniform_weights():
     assert torch.allclose(cacr(views, 0.0, 0.0), cacr(views, 1.0, 0.9, weights="none"), atol=1e-6)
     # and with temperatures the weights are not uniform, so the test above can tell
     weighted = cacr_terms(views)
-    assert not torch.allclose(weighted.attraction_weights, positive_uniform.expand(batch, -1, -1), atol=1e-3)
-    assert not torch.allclose(weighted.repulsion_weights, negative_uniform.expand(10, -1, -1), atol=1e-3)
+    assert not torch.allclose(weighted.attraction_weights, positive_uniform.expand(batch, -1, -1),
+                              atol=1e-3)
+    assert not torch.allclose(weighted.repulsion_weights, negative_uniform.expand(10, -1, -1),
+                              atol=1e-3)
 
 
 def test_ablations_keep_one_kind_of_weights():
@@ -162,11 +174,15 @@ def test_detached_weights_differ_exactly_by_the_gradient_through_the_weights():
     views = random_views(5, 5, 6, 8)
     settings = (2.0, 1.5, 1.0, 1.0)
     value, grad = value_and_grad(lambda v: cacr(v, *settings), views)
-    detached_value, detached_grad = value_and_grad(lambda v: cacr(v, *settings, detach_weights=True), views)
-    _, through_weights = value_and_grad(lambda v: reference_cacr(v, *settings, hold="costs"), views, torch.float64)
+    detached_value, detached_grad = value_and_grad(
+        lambda v: cacr(v, *settings, detach_weights=True), views)
+    _, through_weights = value_and_grad(lambda v: reference_cacr(v, *settings, hold="costs"), views,
+                                        torch.float64)
     assert torch.allclose(value, detached_value)                      # the same number...
-    assert through_weights.abs().max() > 1e-2                         # ...a gradient through the weights exists...
-    assert torch.allclose(grad - detached_grad, through_weights, atol=1e-5)   # ...and is exactly the difference
+    # ...a gradient through the weights exists...
+    assert through_weights.abs().max() > 1e-2
+    # ...and is exactly the difference
+    assert torch.allclose(grad - detached_grad, through_weights, atol=1e-5)
 
 
 def test_weights_are_conditional_distributions_ranked_by_distance():
@@ -190,18 +206,21 @@ def test_weights_are_conditional_distributions_ranked_by_distance():
 
 
 def test_repulsion_weights_are_an_exponential_tilting_of_the_cosine():
-    # d^2 = 2 - 2 s for unit vectors, so softmax(-tau d^2) = softmax(2 tau s): HCL's tilt with beta = 2 tau.
+    # d^2 = 2 - 2 s for unit vectors, so softmax(-tau d^2) = softmax(2 tau s): HCL's tilt with beta
+    # = 2 tau.
     views = random_views(7, 3, 6, 4)
     tau_pos, tau_neg = 1.3, 0.9
     terms = cacr_terms(views, tau_pos, tau_neg)
     u = F.normalize(views, dim=2)
     excluded = torch.eye(6, dtype=torch.bool)
     for pair, (a, b) in enumerate(terms.view_pairs.tolist()):
-        tilted = torch.softmax((2 * tau_neg * u[a] @ u[b].T).masked_fill(excluded, float("-inf")), dim=1)
+        tilted = torch.softmax((2 * tau_neg * u[a] @ u[b].T).masked_fill(excluded, float("-inf")),
+                               dim=1)
         assert torch.allclose(terms.repulsion_weights[pair], tilted, atol=1e-6)
     similarity = torch.einsum("aid,bid->iab", u, u)
-    towards_dissimilar = torch.softmax((-2 * tau_pos * similarity).masked_fill(torch.eye(3, dtype=torch.bool),
-                                                                               float("-inf")), dim=2)
+    towards_dissimilar = torch.softmax(
+        (-2 * tau_pos * similarity).masked_fill(torch.eye(3, dtype=torch.bool),
+                                                float("-inf")), dim=2)
     assert torch.allclose(terms.attraction_weights, towards_dissimilar, atol=1e-6)
 
 
@@ -248,10 +267,13 @@ Z = torch.randn(4, 8)
 @pytest.mark.parametrize("call, message", [
     (lambda: cacr([Z]), r"views must hold at least 2 views .*got 1"),
     (lambda: cacr([]), r"views must hold at least 2 views .*got 0"),
-    (lambda: cacr(Z), r"views must be a sequence .* tensor \[V, B, D\], got a tensor of shape \(4, 8\)"),
+    (lambda: cacr(Z),
+     r"views must be a sequence .* tensor \[V, B, D\], got a tensor of shape \(4, 8\)"),
     (lambda: cacr("views"), r"views must be a sequence .*got str"),
-    (lambda: cacr([Z, Z[:3]]), r"views\[0\] and views\[1\] must have the same shape, got \(4, 8\) and \(3, 8\)"),
-    (lambda: cacr([Z, Z, torch.randn(4, 7)]), r"views\[0\] and views\[2\] .* got \(4, 8\) and \(4, 7\)"),
+    (lambda: cacr([Z, Z[:3]]),
+     r"views\[0\] and views\[1\] must have the same shape, got \(4, 8\) and \(3, 8\)"),
+    (lambda: cacr([Z, Z, torch.randn(4, 7)]),
+     r"views\[0\] and views\[2\] .* got \(4, 8\) and \(4, 7\)"),
     (lambda: cacr([Z, Z.long()]), r"views\[1\] must be a floating-point tensor"),
     (lambda: cacr([Z[:1], Z[:1]]), r"at least 2 images .*views\[0\] has 1 row"),
     (lambda: cacr([Z, Z], tau_pos=-0.5), r"tau_pos must be in \[0.0, inf\), got -0.5"),
@@ -261,10 +283,13 @@ Z = torch.randn(4, 8)
     (lambda: cacr([Z, Z], beta=-1.0), r"beta must be a finite number > 0, got -1.0"),
     (lambda: cacr([Z, Z], weights="w1"),
      r"weights must be one of 'both', 'none', 'attraction_only', 'repulsion_only', got 'w1'"),
-    (lambda: cacr([Z, Z], detach_weights="yes"), r"detach_weights must be True or False, got 'yes'"),
+    (lambda: cacr([Z, Z], detach_weights="yes"),
+     r"detach_weights must be True or False, got 'yes'"),
     (lambda: multiview_info_nce([Z]), r"views must hold at least 2 views"),
-    (lambda: multiview_info_nce([Z, Z[:, :4]]), r"views\[0\] and views\[1\] must have the same shape"),
-    (lambda: multiview_info_nce([Z, Z], temperature=0), r"temperature must be a finite number > 0, got 0"),
+    (lambda: multiview_info_nce([Z, Z[:, :4]]),
+     r"views\[0\] and views\[1\] must have the same shape"),
+    (lambda: multiview_info_nce([Z, Z], temperature=0),
+     r"temperature must be a finite number > 0, got 0"),
 ])
 def test_bad_input_names_the_argument_the_value_and_what_is_allowed(call, message):
     with pytest.raises(ValueError, match=message):

@@ -9,10 +9,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcourse.models import (CIFAR10_MEAN, CIFAR10_STD, Backbone, DualBatchNorm, Normalize,
-                             ResNet18, SmallCNN, SplitBatchNorm2d, adversarial_batchnorm,
-                             batchnorm_statistics_frozen, build_backbone, dual_batchnorm_layers,
-                             projection_mlp, use_dual_batchnorm, use_split_batchnorm)
+from clcourse.models import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    Backbone,
+    DualBatchNorm,
+    Normalize,
+    ResNet18,
+    SmallCNN,
+    SplitBatchNorm2d,
+    adversarial_batchnorm,
+    batchnorm_statistics_frozen,
+    build_backbone,
+    dual_batchnorm_layers,
+    projection_mlp,
+    use_dual_batchnorm,
+    use_split_batchnorm,
+)
 
 
 def test_resnet18_has_the_cifar_stem_and_512_features():
@@ -20,7 +33,8 @@ def test_resnet18_has_the_cifar_stem_and_512_features():
     first_conv = net.stem[0]
     assert first_conv.kernel_size == (3, 3) and first_conv.stride == (1, 1)
     assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
-    assert sum(p.numel() for p in net.parameters()) == 11_168_832  # torchvision's resnet18 minus fc, 3x3 stem
+    # torchvision's resnet18 minus fc, 3x3 stem
+    assert sum(p.numel() for p in net.parameters()) == 11_168_832
     x = torch.rand(2, 3, 32, 32)
     assert net(x).shape == (2, 512)
     # the stem keeps the 32x32 resolution in the first stage
@@ -39,7 +53,8 @@ def test_backbones_take_unit_range_pixels_and_normalise_first():
 
 
 def test_uint8_images_straight_into_a_backbone_are_refused(images):
-    with pytest.raises(ValueError, match="takes float pixels in \\[0, 1\\], got torch.uint8.*to_float_images"):
+    with pytest.raises(ValueError,
+                       match="takes float pixels in \\[0, 1\\], got torch.uint8.*to_float_images"):
         Backbone(SmallCNN(width=4))(images)
 
 
@@ -49,7 +64,8 @@ def test_channels_last_gives_the_same_features():
     x = torch.rand(2, 3, 32, 32)
     expected = backbone(x)
     backbone.to(memory_format=torch.channels_last)
-    assert torch.allclose(backbone(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+    assert torch.allclose(backbone(x.contiguous(memory_format=torch.channels_last)), expected,
+                          atol=1e-5)
 
 
 def test_projection_mlp():
@@ -110,7 +126,8 @@ def test_use_split_batchnorm_replaces_every_batchnorm_and_keeps_weights():
 
 
 def test_split_batchnorm_in_training_gives_the_same_result_in_channels_last():
-    # On a GPU the training loop runs in channels_last; the split statistics must not depend on the layout.
+    # On a GPU the training loop runs in channels_last; the split statistics must not depend on the
+    # layout.
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 5)
     contiguous, channels_last = SplitBatchNorm2d(3, 4), SplitBatchNorm2d(3, 4)
@@ -123,8 +140,8 @@ def test_split_batchnorm_in_training_gives_the_same_result_in_channels_last():
 
 @pytest.mark.cuda
 def test_split_batchnorm_in_bf16_channels_last_matches_each_group_in_float32():
-    # The MoCo training path on a GPU: bf16 activations in channels_last through cuDNN's batch-norm, after
-    # the reshape that copies a channels_last tensor.
+    # The MoCo training path on a GPU: bf16 activations in channels_last through cuDNN's batch-norm,
+    # after the reshape that copies a channels_last tensor.
     torch.manual_seed(0)
     splits, channels = 8, 16
     bn = SplitBatchNorm2d(channels, splits).cuda()
@@ -134,7 +151,8 @@ def test_split_batchnorm_in_bf16_channels_last_matches_each_group_in_float32():
     out = bn(x.contiguous(memory_format=torch.channels_last))
     assert out.shape == x.shape and out.dtype == torch.bfloat16
     for s in range(splits):
-        expected = F.batch_norm(x[s::splits].float(), None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+        expected = F.batch_norm(x[s::splits].float(), None, None, bn.weight, bn.bias, training=True,
+                                eps=bn.eps)
         assert torch.allclose(out[s::splits].float(), expected, atol=0.05, rtol=0.02)
     group_means = torch.stack([x[s::splits].float().mean((0, 2, 3)) for s in range(splits)]).mean(0)
     assert torch.allclose(bn.running_mean, 0.1 * group_means, atol=1e-3)
@@ -162,12 +180,14 @@ def batchnorm_state(model, branch):
 def test_every_batchnorm_is_converted_once_and_the_clean_branch_keeps_the_network():
     model = network()
     model.train()
-    model(images(1))                                  # running statistics that are not the initial ones
+    # running statistics that are not the initial ones
+    model(images(1))
     original = copy.deepcopy(model)
     use_dual_batchnorm(model)
     use_dual_batchnorm(model)                         # converting twice wraps nothing twice
     layers = dual_batchnorm_layers(model)
-    assert len(layers) == 4                           # three conv stages and the projector's BatchNorm1d
+    # three conv stages and the projector's BatchNorm1d
+    assert len(layers) == 4
     assert not any(isinstance(m, DualBatchNorm) for layer in layers for m in layer.children())
     for mode in ("eval", "train"):
         getattr(original, mode)()
@@ -181,7 +201,8 @@ def test_every_batchnorm_is_converted_once_and_the_clean_branch_keeps_the_networ
 def test_split_batchnorm_keeps_its_kind_in_both_branches():
     bn = SplitBatchNorm2d(4, num_splits=2)
     dual = DualBatchNorm(bn)
-    assert isinstance(dual.clean, SplitBatchNorm2d) and isinstance(dual.adversarial, SplitBatchNorm2d)
+    assert (isinstance(dual.clean, SplitBatchNorm2d)
+            and isinstance(dual.adversarial, SplitBatchNorm2d))
 
 
 def test_each_branch_moves_only_its_own_running_statistics():
@@ -189,13 +210,17 @@ def test_each_branch_moves_only_its_own_running_statistics():
     clean, adversarial = batchnorm_state(model, "clean"), batchnorm_state(model, "adversarial")
     with adversarial_batchnorm(model):
         model(images(1))
-    assert all(torch.equal(value, batchnorm_state(model, "clean")[key]) for key, value in clean.items())
+    assert all(torch.equal(value, batchnorm_state(model, "clean")[key])
+               for key, value in clean.items())
     moved = batchnorm_state(model, "adversarial")
     assert all(not torch.equal(value, moved[key]) for key, value in adversarial.items())
 
-    model(images(2))                                   # a clean pass leaves the adversarial branch alone
-    assert all(torch.equal(value, batchnorm_state(model, "adversarial")[key]) for key, value in moved.items())
-    assert any(not torch.equal(value, batchnorm_state(model, "clean")[key]) for key, value in clean.items())
+    # a clean pass leaves the adversarial branch alone
+    model(images(2))
+    assert all(torch.equal(value, batchnorm_state(model, "adversarial")[key])
+               for key, value in moved.items())
+    assert any(not torch.equal(value, batchnorm_state(model, "clean")[key])
+               for key, value in clean.items())
 
 
 def test_adversarial_running_mean_is_an_average_with_momentum_001():
@@ -233,7 +258,8 @@ def test_context_restores_the_previous_route_even_after_an_error_and_when_nested
     with adversarial_batchnorm(model):
         with adversarial_batchnorm(model[1]):
             pass
-        assert all(layer.route_adversarial for layer in layers)     # the inner exit restored "adversarial"
+        # the inner exit restored "adversarial"
+        assert all(layer.route_adversarial for layer in layers)
     assert not any(layer.route_adversarial for layer in layers)
 
 
@@ -262,13 +288,15 @@ def test_channels_last_and_bf16_autocast_on_both_routes():
             out = _adversarial_eval(model, fast) if route else model(fast)
         expected = _adversarial_eval(reference, x) if route else reference(x)
         assert torch.allclose(out.float(), expected, atol=0.1, rtol=0.05)
-    assert torch.allclose(batchnorm_state(model, "adversarial")["0.net.layer1.0.1.adversarial.running_mean"],
-                          batchnorm_state(reference, "adversarial")["0.net.layer1.0.1.adversarial.running_mean"],
-                          atol=1e-2)
+    assert torch.allclose(
+        batchnorm_state(model, "adversarial")["0.net.layer1.0.1.adversarial.running_mean"],
+        batchnorm_state(reference, "adversarial")["0.net.layer1.0.1.adversarial.running_mean"],
+        atol=1e-2)
 
 
 def test_compiled_network_follows_the_route_like_eager():
-    # aot_eager: TorchDynamo's graph capture (which guards on the route attribute) without code generation.
+    # aot_eager: TorchDynamo's graph capture (which guards on the route attribute) without code
+    # generation.
     torch._dynamo.reset()
     model = use_dual_batchnorm(network()).eval()
     with adversarial_batchnorm(model):
@@ -293,4 +321,5 @@ def test_batchnorm_statistics_frozen_uses_batch_statistics_and_leaves_the_averag
         inside = layer(x)
     assert torch.equal(layer.running_mean, torch.zeros(3)) and layer.num_batches_tracked.item() == 0
     assert layer.momentum == 0.1
-    assert torch.allclose(inside, F.batch_norm(x, None, None, layer.weight, layer.bias, training=True), atol=1e-6)
+    assert torch.allclose(
+        inside, F.batch_norm(x, None, None, layer.weight, layer.bias, training=True), atol=1e-6)

@@ -7,16 +7,30 @@ import torch
 import torch.nn.functional as F
 
 import clcourse.negatives as negatives
-from clcourse.negatives import (EmbeddingMap, MapCache, effective_negatives, embedding_map, false_negative_rate,
-                                features_fingerprint, fit_embedding_map, hardest_negatives, negative_gradient_weights,
-                                negative_weights, negative_weights_from_similarities, off_diagonal,
-                                rank_among_negatives, same_class_gradient_share,
-                                similarity_distributions, view_pair_negatives, weight_entropy)
+from clcourse.negatives import (
+    EmbeddingMap,
+    MapCache,
+    effective_negatives,
+    embedding_map,
+    false_negative_rate,
+    features_fingerprint,
+    fit_embedding_map,
+    hardest_negatives,
+    negative_gradient_weights,
+    negative_weights,
+    negative_weights_from_similarities,
+    off_diagonal,
+    rank_among_negatives,
+    same_class_gradient_share,
+    similarity_distributions,
+    view_pair_negatives,
+    weight_entropy,
+)
 
 
 def on_circle(degrees, radius=1.0):
-    """Points at the given angles, with a different length each, padded to 3-D: cosine similarity only
-    sees the angle."""
+    """Points at the given angles, with a different length each, padded to 3-D: cosine similarity
+    only sees the angle."""
     angles = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
     radii = radius * (1.0 + torch.arange(len(degrees), dtype=torch.float64))
     xy = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], dim=1) * radii[:, None]
@@ -73,7 +87,8 @@ def test_chunked_search_excludes_candidates_with_the_anchors_id(chunk_size):
     anchors, candidates = torch.randn(20, 6, generator=g), torch.randn(40, 6, generator=g)
     anchor_ids = torch.randint(0, 8, (20,), generator=g)
     candidate_ids = torch.randint(0, 8, (40,), generator=g)
-    sims, idx = hardest_negatives(anchors, candidates, 5, anchor_ids, candidate_ids, chunk_size=chunk_size)
+    sims, idx = hardest_negatives(anchors, candidates, 5, anchor_ids, candidate_ids,
+                                  chunk_size=chunk_size)
     ref_sims, ref_idx = brute_force_hardest(anchors, candidates, 5, anchor_ids, candidate_ids)
     assert torch.equal(idx, ref_idx)
     torch.testing.assert_close(sims, ref_sims, atol=1e-5, rtol=0)
@@ -81,7 +96,8 @@ def test_chunked_search_excludes_candidates_with_the_anchors_id(chunk_size):
 
 
 def test_default_chunks_bound_the_similarity_block(monkeypatch):
-    """With a tiny memory budget the search runs in many chunks and still agrees with one big block."""
+    """With a tiny memory budget the search runs in many chunks and still agrees with one big
+    block."""
     g = torch.Generator().manual_seed(2)
     anchors, candidates = torch.randn(300, 16, generator=g), torch.randn(200, 16, generator=g)
     expected = hardest_negatives(anchors, candidates, k=4, chunk_size=300)
@@ -130,12 +146,14 @@ def test_false_negative_rate_by_hand():
     neighbour_labels = torch.tensor([[0, 1, 0, 0], [2, 1, 1, 3]])
     rates = false_negative_rate(neighbour_labels, anchor_labels, ks=[1, 2, 3, 4])
     torch.testing.assert_close(rates, torch.tensor([0.5, 0.5, 2 / 3, 0.625]))
-    torch.testing.assert_close(false_negative_rate(neighbour_labels, anchor_labels, ks=3), torch.tensor([2 / 3]))
+    torch.testing.assert_close(false_negative_rate(neighbour_labels, anchor_labels, ks=3),
+                               torch.tensor([2 / 3]))
 
 
 def test_false_negative_rate_on_a_circle_of_class_arcs():
-    """60 points about 5.5 degrees apart (slightly irregular: no ties); classes are arcs of 5 points, so
-    every point's 4 same-class neighbours lie within 4 steps and its 10 nearest include all of them."""
+    """60 points about 5.5 degrees apart (slightly irregular: no ties); classes are arcs of 5
+    points, so every point's 4 same-class neighbours lie within 4 steps and its 10 nearest include
+    all of them."""
     points = on_circle([5.5 * j + 0.001 * j * j for j in range(60)])
     labels = torch.arange(60) // 5
     ids = torch.arange(60)
@@ -152,7 +170,8 @@ def test_false_negative_rate_matches_a_loop_on_random_labels():
     neighbour_labels = torch.randint(0, 3, (25, 7), generator=g)
     anchor_labels = torch.randint(0, 3, (25,), generator=g)
     ks = [1, 3, 7]
-    expected = [np.mean([np.mean([neighbour_labels[a, r].item() == anchor_labels[a].item() for r in range(k)])
+    expected = [np.mean([np.mean([neighbour_labels[a, r].item() == anchor_labels[a].item()
+                                  for r in range(k)])
                          for a in range(25)]) for k in ks]
     torch.testing.assert_close(false_negative_rate(neighbour_labels, anchor_labels, ks),
                                torch.tensor(expected, dtype=torch.float32))
@@ -165,7 +184,10 @@ def test_similarity_distributions_exact_on_a_tiny_case():
     z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     labels = torch.tensor([0, 0, 1, 1])
     out = similarity_distributions(z1, z2, labels)
-    cos = lambda i, j: F.cosine_similarity(z1[i], z2[j], dim=0).item()
+
+    def cos(i, j):
+        return F.cosine_similarity(z1[i], z2[j], dim=0).item()
+
     positive = [cos(i, i) for i in range(4)]
     same = [cos(i, j) for i in range(4) for j in range(4) if i != j and labels[i] == labels[j]]
     other = [cos(i, j) for i in range(4) for j in range(4) if labels[i] != labels[j]]
@@ -175,7 +197,8 @@ def test_similarity_distributions_exact_on_a_tiny_case():
 
 
 def labelled_views(n=60, classes=3):
-    """Views whose cross-view similarity reveals the pair: s(z1_i, z2_j) = (1[y_i = y_j] + 1[i = j]) / 2."""
+    """Views whose cross-view similarity reveals the pair: s(z1_i, z2_j) = (1[y_i = y_j] + 1[i = j])
+    / 2."""
     labels = torch.arange(n) % classes
     z = torch.cat([F.one_hot(labels, classes), torch.eye(n, dtype=torch.long)], dim=1).float()
     return z, z.clone(), labels
@@ -187,8 +210,10 @@ def test_subsampled_pairs_are_seeded_negatives_split_by_class():
     torch.testing.assert_close(out["positive"], torch.ones(60))
     assert len(out["negative_same_class"]) + len(out["negative_other_class"]) == 3000
     # no sampled pair is an image with itself (that would give similarity 1)
-    torch.testing.assert_close(out["negative_same_class"], torch.full_like(out["negative_same_class"], 0.5))
-    torch.testing.assert_close(out["negative_other_class"], torch.zeros_like(out["negative_other_class"]))
+    torch.testing.assert_close(out["negative_same_class"],
+                               torch.full_like(out["negative_same_class"], 0.5))
+    torch.testing.assert_close(out["negative_other_class"],
+                               torch.zeros_like(out["negative_other_class"]))
     # j is uniform over the 59 other images, 19 of which share the class
     assert abs(len(out["negative_same_class"]) / 3000 - 19 / 59) < 0.03
     again = similarity_distributions(z1, z2, labels, max_pairs=3000, seed=7)
@@ -233,12 +258,14 @@ def test_batched_weights_match_one_anchor_at_a_time():
     s_neg = F.cosine_similarity(anchors[:, None], negs, dim=2)
     batched = negative_weights_from_similarities(s_pos, s_neg, 0.3)
     for a in range(5):
-        torch.testing.assert_close(batched[a], negative_weights(anchors[a], positives[a], negs[a], 0.3))
-    masked = negative_weights_from_similarities(s_pos, s_neg.index_fill(1, torch.tensor([0]), float("-inf")), 0.3)
+        torch.testing.assert_close(batched[a],
+                                   negative_weights(anchors[a], positives[a], negs[a], 0.3))
+    masked = negative_weights_from_similarities(
+        s_pos, s_neg.index_fill(1, torch.tensor([0]), float("-inf")), 0.3)
     assert (masked[:, 0] == 0).all()
 
 
-# ------------------------------------------------------------------ gradient weights of each loss, same-class share
+# -------------------------------------------------- gradient weights of each loss, same-class share
 
 def per_anchor_loss(positive_logit, negative_logits, temperature, tau_plus, beta):
     """Obviously correct: one anchor's DCL / HCL loss written from the formulas, in float64."""
@@ -246,7 +273,8 @@ def per_anchor_loss(positive_logit, negative_logits, temperature, tau_plus, beta
     pos, neg = positive_logit.exp(), negative_logits.exp()
     imp = torch.exp(beta * negative_logits)
     mass = (imp * neg).sum() / imp.mean()
-    estimate = torch.clamp((mass - tau_plus * n * pos) / (1 - tau_plus), min=n * math.exp(-1 / temperature))
+    estimate = torch.clamp((mass - tau_plus * n * pos) / (1 - tau_plus),
+                           min=n * math.exp(-1 / temperature))
     return -torch.log(pos / (pos + estimate))
 
 
@@ -264,17 +292,22 @@ def test_negative_gradient_weights_match_autograd_on_a_loop(tau_plus, beta):
 
 def test_info_nce_weights_are_p_k_and_dcl_keeps_their_proportions():
     generator = torch.Generator().manual_seed(1)
-    positive, negatives = 0.3 * torch.rand(6, generator=generator), torch.rand(6, 9, generator=generator) * 2 - 1
+    positive, negatives = (0.3 * torch.rand(6, generator=generator),
+                           torch.rand(6, 9, generator=generator) * 2 - 1)
     info_nce = negative_gradient_weights(positive, negatives, 0.2)
-    assert torch.allclose(info_nce, negative_weights_from_similarities(positive, negatives, 0.2), atol=1e-7)
+    assert torch.allclose(info_nce, negative_weights_from_similarities(positive, negatives, 0.2),
+                          atol=1e-7)
     debiased = negative_gradient_weights(positive, negatives, 0.2, tau_plus=0.1)
     ratio = debiased / info_nce
-    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-5) and bool((ratio > 1).all())
+    assert (torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-5)
+            and bool((ratio > 1).all()))
 
 
 def test_dcl_floor_stops_the_push():
-    """A positive far closer than its negatives: the corrected mass falls below N e^{-1/t}, no gradient to them."""
-    weights = negative_gradient_weights(torch.tensor([0.99]), torch.full((1, 4), -0.9), 0.5, tau_plus=0.5)
+    """A positive far closer than its negatives: the corrected mass falls below N e^{-1/t}, no
+    gradient to them."""
+    weights = negative_gradient_weights(torch.tensor([0.99]), torch.full((1, 4), -0.9), 0.5,
+                                        tau_plus=0.5)
     assert torch.equal(weights, torch.zeros(1, 4))
 
 
@@ -300,8 +333,9 @@ def test_same_class_share_by_hand_and_at_equal_weights():
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     share, chance = same_class_gradient_share(z1, z2, labels, temperature=1e6, batch_size=4)
     assert share.item() == pytest.approx(chance.item(), abs=1e-5)
-    # same-class images identical, the others orthogonal: at t = 1 each anchor's two same-class negatives (the
-    # other image's two views, at cosine 1) weigh e each, the twelve views of other classes (cosine 0) 1 each
+    # same-class images identical, the others orthogonal: at t = 1 each anchor's two same-class
+    # negatives (the other image's two views, at cosine 1) weigh e each, the twelve views of other
+    # classes (cosine 0) 1 each
     basis = torch.eye(4).repeat_interleave(2, dim=0)
     share, chance = same_class_gradient_share(basis, basis, labels, temperature=1.0, batch_size=8)
     assert share.item() == pytest.approx(2 * math.e / (2 * math.e + 12), abs=1e-6)
@@ -309,7 +343,8 @@ def test_same_class_share_by_hand_and_at_equal_weights():
 
 
 def test_same_class_share_leaves_out_anchors_that_push_on_nothing():
-    """DCL's floor binds for a view whose positive is far closer than its negatives: no push, no share."""
+    """DCL's floor binds for a view whose positive is far closer than its negatives: no push, no
+    share."""
     labels = torch.tensor([0, 0, 1, 1])
     z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     z2 = z1 + 0.3 * torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
@@ -324,26 +359,32 @@ def test_same_class_share_leaves_out_anchors_that_push_on_nothing():
 
 
 def test_same_class_share_draws_random_batches_whatever_the_order_of_the_data():
-    """Data stored class by class (as some CIFAR copies are): batches are drawn by a seeded permutation, as in
-    training, not cut in storage order (which would give batches of one class); the partial batch is dropped."""
+    """Data stored class by class (as some CIFAR copies are): batches are drawn by a seeded
+    permutation, as in training, not cut in storage order (which would give batches of one class);
+    the partial batch is dropped."""
     z = torch.randn(400, 5, generator=torch.Generator().manual_seed(4))
     labels = torch.arange(10).repeat_interleave(40)
     _, chance = same_class_gradient_share(z, z, labels, 1.0, batch_size=30, seed=7)
     batches = torch.randperm(400, generator=torch.Generator().manual_seed(7))[:390].view(13, 30)
-    same_images = (labels[batches][:, :, None] == labels[batches][:, None, :]).sum(-1).float()   # itself included
-    expected = ((2 * same_images - 2) / 58).mean()   # both views of the other same-class images, of 58 negatives
+    # itself included
+    same_images = (labels[batches][:, :, None] == labels[batches][:, None, :]).sum(-1).float()
+    # both views of the other same-class images, of 58 negatives
+    expected = ((2 * same_images - 2) / 58).mean()
     assert chance.item() == pytest.approx(expected.item(), abs=1e-6) and chance.item() < 0.2
 
 
 def test_effective_number_of_negatives():
     torch.testing.assert_close(effective_negatives(torch.full((7,), 0.1)), torch.tensor(7.0))
-    torch.testing.assert_close(weight_entropy(torch.full((2, 4), 0.2)), torch.full((2,), math.log(4)))
-    torch.testing.assert_close(effective_negatives(torch.tensor([0.0, 0.3, 0.0])), torch.tensor(1.0))
+    torch.testing.assert_close(weight_entropy(torch.full((2, 4), 0.2)),
+                               torch.full((2,), math.log(4)))
+    torch.testing.assert_close(effective_negatives(torch.tensor([0.0, 0.3, 0.0])),
+                               torch.tensor(1.0))
     s = torch.tensor([0.9, 0.5, 0.4, 0.1, -0.3])
     cold, warm, hot = (effective_negatives(torch.softmax(s / t, dim=0)) for t in (1e-3, 0.5, 1e3))
     assert abs(cold - 1) < 1e-4 and abs(hot - 5) < 1e-3 and 1 < warm < 5
     # the renormalised InfoNCE weights give the same number as the softmax over negatives alone
-    torch.testing.assert_close(effective_negatives(negative_weights_from_similarities(0.8, s, 0.5)), warm)
+    torch.testing.assert_close(effective_negatives(negative_weights_from_similarities(0.8, s, 0.5)),
+                               warm)
 
 
 # ------------------------------------------------------------------ maps
@@ -358,8 +399,11 @@ def test_pca_map_is_the_svd_projection_with_a_fixed_sign():
     axes = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
     np.testing.assert_allclose(coords, centred @ axes.T, atol=1e-5)
     assert coords.dtype == np.float32 and coords.shape == (50, 2)
-    np.testing.assert_array_equal(coords, embedding_map(features.clone(), "pca", cache=None, normalize=False))
-    np.testing.assert_array_equal(coords, embedding_map(-(-features), "pca", cache=None, normalize=False))
+    np.testing.assert_array_equal(
+        coords, embedding_map(features.clone(), "pca", cache=None, normalize=False))
+    # -(-features) is the same values in a tensor computed afresh, not a double decrement
+    np.testing.assert_array_equal(
+        coords, embedding_map(-(-features), "pca", cache=None, normalize=False))  # noqa: B002
 
 
 def test_pca_map_places_new_points_with_the_same_projection():
@@ -375,7 +419,8 @@ def test_pca_map_places_new_points_with_the_same_projection():
 def test_map_cache_fits_once_per_features_and_settings(monkeypatch, tmp_path):
     calls = []
     original = negatives.fit_pca
-    monkeypatch.setattr(negatives, "fit_pca", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    monkeypatch.setattr(negatives, "fit_pca", lambda *a, **kw: calls.append(1)
+                        or original(*a, **kw))
     g = torch.Generator().manual_seed(10)
     a, b = torch.randn(30, 4, generator=g), torch.randn(30, 4, generator=g)
     cache = MapCache()
@@ -416,7 +461,8 @@ def test_umap_map_is_seeded_and_places_new_points():
     emb_map = fit_embedding_map(features, "umap", cache=None)
     assert emb_map.coords.shape == (300, 2)
     np.testing.assert_array_equal(emb_map.coords, embedding_map(features, "umap", cache=None))
-    # clusters stay apart: every point is closer to its own class centre on the map than to the others
+    # clusters stay apart: every point is closer to its own class centre on the map than to the
+    # others
     map_centres = np.stack([emb_map.coords[labels.numpy() == c].mean(0) for c in range(3)])
     nearest = np.linalg.norm(emb_map.coords[:, None] - map_centres[None], axis=2).argmin(1)
     assert (nearest == labels.numpy()).mean() > 0.95
@@ -432,14 +478,16 @@ def loop_rank(anchors, negatives, candidates):
     rows = []
     for k in range(batch):
         reals = [float(a[k] @ view[n]) for view in real for n in range(batch) if n != k]
-        rows.append([sum(s < float(a[k] @ c[m]) for s in reals) / len(reals) for m in range(batch) if m != k])
+        rows.append([sum(s < float(a[k] @ c[m]) for s in reals) / len(reals) for m in range(batch)
+                     if m != k])
     return torch.tensor(rows)
 
 
 @pytest.mark.parametrize("batch, views", [(2, 1), (5, 2), (7, 3)])
 def test_rank_among_negatives_matches_a_loop(batch, views):
     generator = torch.Generator().manual_seed(batch)
-    anchors, candidates = torch.randn(batch, 4, generator=generator), torch.randn(batch, 4, generator=generator)
+    anchors, candidates = (torch.randn(batch, 4, generator=generator),
+                           torch.randn(batch, 4, generator=generator))
     negatives = [torch.randn(batch, 4, generator=generator) for _ in range(views)]
     expected = loop_rank(anchors, negatives, candidates)
     assert torch.allclose(rank_among_negatives(anchors, negatives, candidates), expected)
@@ -460,7 +508,8 @@ def test_off_diagonal_keeps_each_row_in_column_order():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: rank_among_negatives(torch.randn(1, 3), [torch.randn(1, 3)], torch.randn(1, 3)), "at least 2 images"),
+    (lambda: rank_among_negatives(torch.randn(1, 3), [torch.randn(1, 3)], torch.randn(1, 3)),
+     "at least 2 images"),
     (lambda: rank_among_negatives(torch.randn(3, 3), [], torch.randn(3, 3)), "at least one"),
     (lambda: rank_among_negatives(torch.randn(3, 3), [torch.randn(4, 3)], torch.randn(3, 3)),
      r"negatives\[0\] must have the shape of anchors"),
@@ -492,11 +541,14 @@ def test_bad_input_raises_value_errors_naming_the_argument():
     with pytest.raises(ValueError, match="chunk_size"):
         hardest_negatives(z, z, k=1, chunk_size=0)
     with pytest.raises(ValueError, match=r"ks must be one or more integers in \[1, 3\]"):
-        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), ks=[0, 2])
+        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                            ks=[0, 2])
     with pytest.raises(ValueError, match="ks"):
-        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), ks=4)
+        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                            ks=4)
     with pytest.raises(ValueError, match="anchor_labels"):
-        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, dtype=torch.long), ks=1)
+        false_negative_rate(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, dtype=torch.long),
+                            ks=1)
     with pytest.raises(ValueError, match="labels"):
         similarity_distributions(z, z, torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="z1 and z2"):
@@ -518,7 +570,8 @@ def test_bad_input_raises_value_errors_naming_the_argument():
         negative_gradient_weights(torch.zeros(2), torch.zeros(2, 3), 0.5, tau_plus=1.0)
     with pytest.raises(ValueError, match="beta"):
         negative_gradient_weights(torch.zeros(2), torch.zeros(2, 3), 0.5, beta=-1.0)
-    with pytest.raises(ValueError, match=r"positive_similarity must be a tensor of shape \[A\] = \[2\]"):
+    with pytest.raises(ValueError,
+                       match=r"positive_similarity must be a tensor of shape \[A\] = \[2\]"):
         negative_gradient_weights(torch.zeros(3), torch.zeros(2, 3), 0.5)
     with pytest.raises(ValueError, match="negative_similarities"):
         negative_gradient_weights(torch.zeros(2), torch.zeros(2), 0.5)

@@ -1,6 +1,6 @@
-"""Dependencies have lower bounds only (Colab and other hosted notebooks bring their own torch, and a pin
-would make pip replace it), and the lower bounds admit what Colab ships. The version is written once, and the
-licences are stated."""
+"""Dependencies have lower bounds only (Colab and other hosted notebooks bring their own torch, and
+a pin would make pip replace it), and the lower bounds admit what Colab ships. The version is
+written once, and the licences are stated."""
 import re
 from pathlib import Path
 
@@ -32,7 +32,8 @@ def bounds(requirement: str) -> tuple[str, list[tuple[str, str]]]:
 @pytest.mark.parametrize("requirement", pyproject_requirements() + environment_requirements())
 def test_lower_bounds_only(requirement):
     name, specifiers = bounds(requirement)
-    assert all(operator == ">=" for operator, _ in specifiers), f"{requirement}: use lower bounds (>=) only"
+    assert all(operator == ">=" for operator, _ in specifiers), (
+        f"{requirement}: use lower bounds (>=) only")
 
 
 def test_requirements_are_found():
@@ -42,7 +43,8 @@ def test_requirements_are_found():
 
 
 def test_ipywidgets_admits_colabs_7_7():
-    (name, specifiers), = [bounds(r) for r in pyproject_requirements() if bounds(r)[0] == "ipywidgets"]
+    (name, specifiers), = [bounds(r) for r in pyproject_requirements()
+                           if bounds(r)[0] == "ipywidgets"]
     version = tuple(int(part) for part in specifiers[0][1].split("."))
     assert version <= (7, 7), "Colab ships ipywidgets 7.7; the widgets are written for 7.7 and 8.x"
 
@@ -53,10 +55,13 @@ def test_the_version_is_written_once_and_repeated_where_a_release_needs_it():
     version = clcourse.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'dynamic = ["version"]' in pyproject and 'version = { attr = "clcourse.__version__" }' in pyproject
-    assert not re.search(r'^version\s*=\s*"', pyproject, re.MULTILINE), "pyproject.toml writes a version of its own"
+    assert ('dynamic = ["version"]' in pyproject
+            and 'version = { attr = "clcourse.__version__" }' in pyproject)
+    assert not re.search(r'^version\s*=\s*"', pyproject, re.MULTILINE), (
+        "pyproject.toml writes a version of its own")
     citation = (REPO / "CITATION.cff").read_text()
-    assert re.search(rf"^version: {re.escape(version)}$", citation, re.MULTILINE), "CITATION.cff's version differs"
+    assert re.search(rf"^version: {re.escape(version)}$", citation, re.MULTILINE), (
+        "CITATION.cff's version differs")
     changelog = (REPO / "CHANGELOG.md").read_text()
     sections = re.findall(r"^## \[(?:Unreleased\]: )?(\d+\.\d+\.\d+)", changelog, re.MULTILINE)
     assert version in sections, f"CHANGELOG.md has no section for {version}"

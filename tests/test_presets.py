@@ -22,7 +22,8 @@ def test_presets(monkeypatch):
         get_preset("tiny")
 
 
-def test_max_epochs_and_max_train_images_cap_the_presets_training_budget_and_nothing_else(monkeypatch):
+def test_max_epochs_and_max_train_images_cap_the_presets_training_budget_and_nothing_else(
+        monkeypatch):
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
     capped = get_preset("smoke")
     assert (capped.epochs, capped.sweep_epochs) == (2, 2)
@@ -37,7 +38,8 @@ def test_max_epochs_and_max_train_images_cap_the_presets_training_budget_and_not
     assert get_preset("colab") == PRESETS["colab"]
     for wrong in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", wrong)
-        with pytest.raises(ValueError, match=f"CLCOURSE_MAX_EPOCHS must be an integer >= 1, got '?{wrong}"):
+        with pytest.raises(ValueError,
+                           match=f"CLCOURSE_MAX_EPOCHS must be an integer >= 1, got '?{wrong}"):
             get_preset("smoke")
 
 

@@ -1,5 +1,6 @@
-"""Every module of the package declares its public surface: `__all__` lists what exists, and every public
-function and class defined in the module is listed (a name that is not part of the API starts with _)."""
+"""Every module of the package declares its public surface: `__all__` lists what exists, and every
+public function and class defined in the module is listed (a name that is not part of the API starts
+with _)."""
 import ast
 import importlib
 import pkgutil
@@ -13,7 +14,8 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(clcourse.__path__, 
 
 
 def test_the_modules_are_found():
-    assert {"clcourse.methods.simclr", "clcourse.runs", "clcourse.train", "clcourse.checks.simclr"} <= set(MODULES)
+    assert {"clcourse.methods.simclr", "clcourse.runs", "clcourse.train",
+            "clcourse.checks.simclr"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

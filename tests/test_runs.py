@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import noisy_views, short_run, step_losses, tiny_method, tiny_simclr
+from repository import REPO
 
 import clcourse.runs
 import clcourse.train
@@ -23,9 +25,13 @@ from clcourse.data import load_dataset
 from clcourse.losses import info_nce
 from clcourse.methods import DCL
 from clcourse.models import Backbone, SmallCNN
-from clcourse.runs import list_checkpoints, load_weights, run_dir, save_atomically, snapshots_by_epoch
-from helpers import noisy_views, short_run, step_losses, tiny_method, tiny_simclr
-from repository import REPO
+from clcourse.runs import (
+    list_checkpoints,
+    load_weights,
+    run_dir,
+    save_atomically,
+    snapshots_by_epoch,
+)
 
 
 def assert_same_weights(a, b):
@@ -78,7 +84,8 @@ def test_snapshots_every_third_epoch_and_at_the_end(small_images, tmp_path):
 
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
 def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch):
-    # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the CPU.
+    # bf16 and fp16 are the GPU paths (fp16 with its gradient scaler, as on a T4), run here on the
+    # CPU.
     monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
     reference_method = tiny_simclr()
     reference = short_run(images, reference_method, checkpoint_dir=tmp_path / "reference")
@@ -93,15 +100,18 @@ def test_resume_continues_the_same_run(images, tmp_path, amp_dtype, monkeypatch)
     interrupted.on_step_end = crash_in_third_epoch
     with pytest.raises(KeyboardInterrupt):
         short_run(images, interrupted, checkpoint_dir=tmp_path / "resumed")
-    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert [p.name
+            for p in list_checkpoints(tmp_path / "resumed")] == ["epoch_0001.pt", "epoch_0002.pt"]
 
     resumed_method = tiny_simclr(seed=123)  # other weights: the checkpoint must replace them
     resumed = short_run(images, resumed_method, checkpoint_dir=tmp_path / "resumed", resume=True)
     assert step_losses(resumed) == step_losses(reference)
-    for (name, a), b in zip(reference_method.state_dict().items(), resumed_method.state_dict().values()):
+    for (name, a), b in zip(reference_method.state_dict().items(),
+                            resumed_method.state_dict().values()):
         assert torch.equal(a, b), name
     scaler_state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["scaler"]
-    assert bool(scaler_state) == (amp_dtype == torch.float16)   # the scaler's scale is saved, and only for fp16
+    # the scaler's scale is saved, and only for fp16
+    assert bool(scaler_state) == (amp_dtype == torch.float16)
 
 
 def test_resume_of_a_finished_run_returns_its_history(images, tmp_path):
@@ -128,8 +138,10 @@ def test_a_run_stores_its_configuration(images, tmp_path):
     saved = torch.load(tmp_path / "last.pt", weights_only=False)["config"]
     assert saved == json.loads((tmp_path / "config.json").read_text())
     assert saved["method"]["name"] == "SimCLR" and saved["method"]["temperature"] == 0.5
-    assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
-    assert saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0 and saved["preset"] == "test"
+    assert saved["optimiser"] == {"name": "SGD", "lr_per_256_images": 0.1, "momentum": 0.9,
+                                  "weight_decay": 5e-4}
+    assert (saved["data"]["images"] == [48, 3, 16, 16] and saved["seed"] == 0
+            and saved["preset"] == "test")
 
 
 @pytest.mark.parametrize("change, field", [
@@ -138,7 +150,8 @@ def test_a_run_stores_its_configuration(images, tmp_path):
                              augment=noisy_views)), "method.name: 'SimCLR' (now: 'DCL')"),
     (dict(lr=0.2), "optimiser.lr_per_256_images: 0.1 (now: 0.2)"),
     (dict(weight_decay=1e-4), "optimiser.weight_decay"),
-    (dict(images=lambda images: images[:32]), "data.images: [48, 3, 16, 16] (now: [32, 3, 16, 16])"),
+    (dict(images=lambda images: images[:32]),
+     "data.images: [48, 3, 16, 16] (now: [32, 3, 16, 16])"),
     (dict(images=lambda images: images.flip(0)), "data.fingerprint"),
     (dict(seed=3), "seed: 0 (now: 3)"),
     (dict(batch_size=8), "schedule.batch_size: 16 (now: 8)"),
@@ -159,7 +172,8 @@ def test_resuming_with_another_configuration_is_refused(images, tmp_path, change
     ("simclr", "hcl", "method.name: 'SimCLR' (now: 'HCL')"),
     ("dcl", "simclr", "method.name: 'DCL' (now: 'SimCLR')"),
 ])
-def test_build_method_with_another_name_over_a_finished_run_is_refused(images, tmp_path, first, then, field):
+def test_build_method_with_another_name_over_a_finished_run_is_refused(
+        images, tmp_path, first, then, field):
     finished = short_run(images, tiny_method(first), checkpoint_dir=tmp_path, epochs=1)
     with pytest.raises(ValueError, match="another configuration") as error:
         short_run(images, tiny_method(then), checkpoint_dir=tmp_path, epochs=1)
@@ -172,12 +186,14 @@ def test_another_training_subset_is_refused(cifar_root, tmp_path):
     subset_10, _ = load_dataset("cifar10", root=cifar_root, subset=10)
     subset_12, _ = load_dataset("cifar10", root=cifar_root, subset=12)
     short_run(subset_10, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
-    with pytest.raises(ValueError, match=r"data.images: \[10, 3, 32, 32\] \(now: \[12, 3, 32, 32\]\)"):
+    with pytest.raises(ValueError,
+                       match=r"data.images: \[10, 3, 32, 32\] \(now: \[12, 3, 32, 32\]\)"):
         short_run(subset_12, checkpoint_dir=tmp_path / "run", epochs=1, batch_size=4)
 
 
 def test_the_same_configuration_with_another_loss_function_resumes(images, tmp_path):
-    # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses the run.
+    # A student's checked loss (notebook 01) and the library's are the same loss: notebook 02 reuses
+    # the run.
     first = short_run(images, checkpoint_dir=tmp_path, epochs=1, method=tiny_simclr(loss=info_nce))
     again = short_run(images, checkpoint_dir=tmp_path, epochs=1)
     assert again.epochs == first.epochs
@@ -192,7 +208,7 @@ def test_a_checkpoint_without_configuration_is_refused(images, tmp_path):
         short_run(images, checkpoint_dir=tmp_path, epochs=1)
 
 
-# ---------------------------------------------------------------- starting afresh over an existing run
+# ------------------------------------------------------------- starting afresh over an existing run
 
 def test_a_fresh_start_over_an_existing_run_is_refused(images, tmp_path):
     short_run(images, checkpoint_dir=tmp_path, epochs=1)
@@ -212,7 +228,8 @@ def test_a_refused_fresh_start_leaves_the_old_run_untouched(images, tmp_path):
 def test_snapshots_without_last_pt_are_not_mixed_with_a_new_run(images, tmp_path):
     short_run(images, checkpoint_dir=tmp_path, epochs=2)
     (tmp_path / "last.pt").unlink()
-    with pytest.raises(ValueError, match=r"holds snapshots \(epoch_0001.pt, epoch_0002.pt\) but no last.pt"):
+    with pytest.raises(ValueError,
+                       match=r"holds snapshots \(epoch_0001.pt, epoch_0002.pt\) but no last.pt"):
         short_run(images, checkpoint_dir=tmp_path, epochs=2)
     assert sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
 
@@ -223,11 +240,12 @@ def test_stale_temporary_files_are_removed_at_start(images, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-# ---------------------------------------------------------------- a training process killed for real
+# --------------------------------------------------------------- a training process killed for real
 
 def kill_at(folder: Path, moment: str) -> None:
     """Run tests/interrupted_run.py until `moment`, then SIGKILL it."""
-    command = [sys.executable, "-c", "import sys, interrupted_run; interrupted_run.main(*sys.argv[1:])", str(folder),
+    command = [sys.executable, "-c",
+               "import sys, interrupted_run; interrupted_run.main(*sys.argv[1:])", str(folder),
                moment, str(torch.get_num_threads())]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -254,10 +272,13 @@ def reference(images, tmp_path_factory):
 
 @pytest.mark.parametrize("moment, left_behind", [
     ("mid-epoch", []),
-    ("mid-write-last", ["last.pt.tmp"]),            # the epoch-2 checkpoint half written: epoch 1 stays
-    ("mid-write-snapshot", ["epoch_0002.pt.tmp"]),  # last.pt of epoch 2 written, its snapshot half written
+    # the epoch-2 checkpoint half written: epoch 1 stays
+    ("mid-write-last", ["last.pt.tmp"]),
+    # last.pt of epoch 2 written, its snapshot half written
+    ("mid-write-snapshot", ["epoch_0002.pt.tmp"]),
 ])
-def test_a_run_killed_mid_epoch_or_mid_write_resumes_exactly(images, tmp_path, reference, moment, left_behind):
+def test_a_run_killed_mid_epoch_or_mid_write_resumes_exactly(images, tmp_path, reference, moment,
+                                                             left_behind):
     kill_at(tmp_path, moment)
     assert sorted(p.name for p in tmp_path.glob("*.tmp")) == left_behind
     if moment == "mid-write-snapshot":
@@ -278,17 +299,20 @@ def test_a_run_killed_mid_epoch_or_mid_write_resumes_exactly(images, tmp_path, r
 
 # ---------------------------------------------------------------- snapshots that are missing
 
-def test_the_snapshot_of_the_checkpoints_epoch_is_recreated_and_older_losses_are_reported(images, tmp_path):
+def test_the_snapshot_of_the_checkpoints_epoch_is_recreated_and_older_losses_are_reported(
+        images, tmp_path):
     method = tiny_simclr()
     short_run(images, method, checkpoint_dir=tmp_path)
-    (tmp_path / "epoch_0003.pt").unlink()           # its write was interrupted: last.pt holds those weights
+    # its write was interrupted: last.pt holds those weights
+    (tmp_path / "epoch_0003.pt").unlink()
     short_run(images, checkpoint_dir=tmp_path)            # a finished run, returned at once
     recreated = tiny_simclr(seed=7)
     assert load_weights(recreated, tmp_path / "epoch_0003.pt")["epoch"] == 3
     assert_same_weights(recreated, method)
 
     (tmp_path / "epoch_0001.pt").unlink()           # an older epoch's weights are gone for good
-    with pytest.warns(UserWarning, match=r"snapshots of epochs \[1\] are missing .* cannot be re-created"):
+    with pytest.warns(UserWarning,
+                      match=r"snapshots of epochs \[1\] are missing .* cannot be re-created"):
         short_run(images, checkpoint_dir=tmp_path)
     assert sorted(snapshots_by_epoch(tmp_path)) == [2, 3]
 
@@ -296,7 +320,8 @@ def test_the_snapshot_of_the_checkpoints_epoch_is_recreated_and_older_losses_are
 # ---------------------------------------------------------------- a full disk
 
 def failing_writer(fail_on: str, error: BaseException):
-    """torch.save that writes half a file and then fails, for files whose name ends with `fail_on`."""
+    """torch.save that writes half a file and then fails, for files whose name ends with
+    `fail_on`."""
     real_save = torch.save
 
     def save(obj, f, *args, **kwargs):
@@ -308,17 +333,19 @@ def failing_writer(fail_on: str, error: BaseException):
     return save
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 84736 "
-                                                "vs 84632")])
-def test_a_full_disk_names_the_file_and_leaves_no_partial_file(images, tmp_path, monkeypatch, error):
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 84736 vs 84632")])
+def test_a_full_disk_names_the_file_and_leaves_no_partial_file(images, tmp_path, monkeypatch,
+                                                               error):
     calls = {"n": 0}
     real_save = torch.save
     fail = failing_writer("last.pt.tmp", error)
 
     def save_then_fill_the_disk(obj, f, *args, **kwargs):
         calls["n"] += str(f).endswith("last.pt.tmp")
-        return fail(obj, f) if calls["n"] == 2 else real_save(obj, f, *args, **kwargs)   # epoch 2's checkpoint
+        # epoch 2's checkpoint
+        return fail(obj, f) if calls["n"] == 2 else real_save(obj, f, *args, **kwargs)
     monkeypatch.setattr(torch, "save", save_then_fill_the_disk)
     with pytest.raises(OSError, match=f"could not write {tmp_path / 'last.pt'} .*intact.*writable"):
         short_run(images, checkpoint_dir=tmp_path)
@@ -359,7 +386,8 @@ def other_runs(images, tmp_path_factory):
     ("a snapshot", "lacks optimizer, scaler, history, rng"),
     ("a MoCo checkpoint", "trained with another configuration"),
 ])
-def test_a_damaged_or_foreign_last_pt_is_one_error_naming_the_file(images, tmp_path, other_runs, how, says):
+def test_a_damaged_or_foreign_last_pt_is_one_error_naming_the_file(
+        images, tmp_path, other_runs, how, says):
     short_run(images, checkpoint_dir=tmp_path, epochs=1)
     damage(tmp_path, how, other_runs)
     with pytest.raises(ValueError) as error:
@@ -373,8 +401,9 @@ def test_load_weights_names_a_damaged_or_foreign_file(tmp_path, other_runs):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=f"{tmp_path / 'empty.pt'} cannot be read as a checkpoint"):
         load_weights(tiny_simclr(), tmp_path / "empty.pt")
-    with pytest.raises(ValueError, match=f"the weights in {other_runs / 'moco' / 'epoch_0001.pt'} do not fit this "
-                                         "SimCLR"):
+    with pytest.raises(ValueError,
+                       match=f"the weights in {other_runs / 'moco' / 'epoch_0001.pt'} "
+                             "do not fit this SimCLR"):
         load_weights(tiny_simclr(), other_runs / "moco" / "epoch_0001.pt")
 
 
@@ -385,7 +414,8 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
     folder.mkdir()
     real_access = os.access
     monkeypatch.setattr(clcourse.runs.os, "access",
-                        lambda path, mode: False if Path(path) == folder else real_access(path, mode))
+                        lambda path, mode: False if Path(path) == folder
+                        else real_access(path, mode))
     method = tiny_simclr()
     steps = []
     step = method.training_step
@@ -406,14 +436,16 @@ def test_a_read_only_folder_fails_before_the_first_epoch(images, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         short_run(images, interrupted, checkpoint_dir=unfinished)
     monkeypatch.setattr(clcourse.runs.os, "access",
-                        lambda path, mode: False if Path(path).parent == tmp_path else real_access(path, mode))
+                        lambda path, mode: False if Path(path).parent == tmp_path
+                        else real_access(path, mode))
     # only read: returned as it is
     assert short_run(images, checkpoint_dir=finished).epochs == first.epochs
     with pytest.raises(PermissionError, match=f"the run folder {unfinished} is not writable"):
         short_run(images, checkpoint_dir=unfinished)             # would train: refused at once
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="permissions do not bind root")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="permissions do not bind root")
 def test_a_folder_made_read_only_fails_before_the_first_epoch(images, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -427,15 +459,17 @@ def test_a_folder_made_read_only_fails_before_the_first_epoch(images, tmp_path):
 
 def test_a_folder_that_cannot_be_created_is_named(images, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(OSError, match=f"cannot create the run folder {tmp_path / 'a_file' / 'run'}"):
+    with pytest.raises(OSError,
+                       match=f"cannot create the run folder {tmp_path / 'a_file' / 'run'}"):
         short_run(images, checkpoint_dir=tmp_path / "a_file" / "run")
 
 
-# ---------------------------------------------------------------- the same run: what its functions compute
+# --------------------------------------------------------- the same run: what its functions compute
 
 def student_info_nce(variant):
-    """A correct InfoNCE as a notebook copy defines it, `info_nce_loss` in `__main__`-like code of its own: the
-    solution notebook's (0) and the student copy's (1) compute the same loss with different code."""
+    """A correct InfoNCE as a notebook copy defines it, `info_nce_loss` in `__main__`-like code of
+    its own: the solution notebook's (0) and the student copy's (1) compute the same loss with
+    different code."""
     namespace = {"torch": torch, "F": torch.nn.functional, "__name__": "__main__"}
     body = ("    z = F.normalize(torch.cat([z1, z2]), dim=1)\n"
             "    logits = (z @ z.T / temperature).fill_diagonal_(float('-inf'))\n"
@@ -454,9 +488,10 @@ def student_info_nce(variant):
     return counted, calls
 
 
-def test_a_run_of_another_function_is_never_returned_it_is_set_aside_and_back_when_asked_for(images, tmp_path,
-                                                                                             capsys):
-    """The student copy's own loss trains even after the solution notebook ran with the same run name."""
+def test_a_run_of_another_function_is_never_returned_it_is_set_aside_and_back_when_asked_for(
+        images, tmp_path, capsys):
+    """The student copy's own loss trains even after the solution notebook ran with the same run
+    name."""
     solution, solution_calls = student_info_nce(0)
     student, student_calls = student_info_nce(1)
     folder = tmp_path / "simclr_t0.5"
@@ -468,20 +503,23 @@ def test_a_run_of_another_function_is_never_returned_it_is_set_aside_and_back_wh
     aside = [path for path in tmp_path.iterdir() if path.name.startswith("simclr_t0.5.fn-")]
     assert len(aside) == 1 and f"{folder} held a run of other functions" in printed
     assert "__main__.info_nce_loss (code" in printed and f"kept aside in {aside[0].name}" in printed
-    # the solution notebook again: its run comes back, finished, and is reused with a line that says so
+    # the solution notebook again: its run comes back, finished, and is reused with a line that says
+    # so
     solution_calls.clear()
     method = tiny_simclr(loss=solution)
     again = short_run(images, method, checkpoint_dir=folder)
     printed = capsys.readouterr().out
     assert not solution_calls and again.epochs == first.epochs and again.epochs != mine.epochs
     assert f"{folder}: the run of these functions, set aside in {aside[0].name}, is back" in printed
-    assert f"SimCLR: the finished run in {folder} (3 epochs, saved " in printed and "is reused" in printed
+    assert (f"SimCLR: the finished run in {folder} (3 epochs, saved " in printed
+            and "is reused" in printed)
 
 
-def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_other_way_round(images, tmp_path,
-                                                                                             capsys):
-    """Notebook 02 analyses the run notebook 01 trained with the student's checked InfoNCE; the student's function
-    never gets the library's run, and an unchecked function's run is not the library's."""
+def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_other_way_round(
+        images, tmp_path, capsys):
+    """Notebook 02 analyses the run notebook 01 trained with the student's checked InfoNCE; the
+    student's function never gets the library's run, and an unchecked function's run is not the
+    library's."""
     from clcourse.checks import check_info_nce
 
     checked, _ = student_info_nce(0)
@@ -492,7 +530,8 @@ def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_
     library = tiny_simclr()
     reused = short_run(images, library, checkpoint_dir=folder)
     printed = capsys.readouterr().out
-    assert reused.epochs == trained.epochs and "is reused, trained with loss __main__.info_nce_loss" in printed
+    assert (reused.epochs == trained.epochs
+            and "is reused, trained with loss __main__.info_nce_loss" in printed)
     assert "passed the checker of clcourse.losses.info_nce" in printed
     saved = torch.load(folder / "last.pt", weights_only=False)["method"]
     assert all(torch.equal(value, saved[key]) for key, value in library.state_dict().items())
@@ -502,7 +541,8 @@ def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_
     unchecked_run = short_run(images, tiny_simclr(loss=unchecked), checkpoint_dir=other)
     capsys.readouterr()
     history = short_run(images, tiny_simclr(), checkpoint_dir=other)
-    assert history.epochs != unchecked_run.epochs and f"{other} held a run of other functions" in capsys.readouterr().out
+    assert (history.epochs != unchecked_run.epochs
+            and f"{other} held a run of other functions" in capsys.readouterr().out)
     assert any(path.name.startswith("unchecked.fn-") for path in tmp_path.iterdir())
 
     library_folder = tmp_path / "library"
@@ -514,10 +554,11 @@ def test_a_function_that_passed_its_checker_stands_for_the_librarys_and_not_the_
     assert checked_calls, "a student's function was given the library's run"
 
 
-@pytest.mark.parametrize("what", ["SupCon's loss", "the adversarial attack", "a helper the loss calls"])
+@pytest.mark.parametrize("what",
+                         ["SupCon's loss", "the adversarial attack", "a helper the loss calls"])
 def test_a_run_asked_again_with_a_different_function_trains_again(images, tmp_path, what):
-    """The probes: SupCon(loss=...) and AdversarialPretraining(attack=...) with another function returned the first
-    function's weights; so did a loss whose helper had changed."""
+    """The probes: SupCon(loss=...) and AdversarialPretraining(attack=...) with another function
+    returned the first function's weights; so did a loss whose helper had changed."""
     import clcourse.robustness as R
     from clcourse.losses import supcon
     from clcourse.methods import AdversarialPretraining, SupCon
@@ -531,13 +572,14 @@ def test_a_run_asked_again_with_a_different_function_trains_again(images, tmp_pa
             def loss(z1, z2, y, t, scale=(1.0, 1.0 + 1e-3)[variant]):
                 calls.append(variant)
                 return supcon(z1, z2, y, t) * scale
-            return SupCon(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views,
-                          loss=loss)
+            return SupCon(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                          augment=noisy_views, loss=loss)
         if what == "the adversarial attack":
             def attack(*args, steps_taken=(1, 2)[variant], **kwargs):
                 calls.append(variant)
                 return R.pgd(*args, **kwargs)
-            return AdversarialPretraining(Backbone(SmallCNN(width=4)), "cl", augment=noisy_views, steps=1,
+            return AdversarialPretraining(Backbone(SmallCNN(width=4)), "cl", augment=noisy_views,
+                                          steps=1,
                                           projector_hidden=16, projector_out=8, attack=attack)
         helper = {"scale": (1.0, 2.0)[variant]}
 
@@ -563,10 +605,12 @@ def test_at_most_a_few_runs_are_kept_aside_per_name(images, tmp_path, capsys):
             return info_nce(z1, z2, t) * scale
         short_run(images, tiny_simclr(loss=loss), checkpoint_dir=folder, epochs=1)
     kept = [path for path in tmp_path.iterdir() if path.name.startswith("run.fn-")]
-    assert len(kept) == clcourse.runs.SET_ASIDE_KEPT and "the oldest of the runs kept aside" in capsys.readouterr().out
+    assert (len(kept) == clcourse.runs.SET_ASIDE_KEPT
+            and "the oldest of the runs kept aside" in capsys.readouterr().out)
 
 
-def test_an_older_run_that_recorded_its_functions_by_name_alone_is_set_aside(images, tmp_path, capsys):
+def test_an_older_run_that_recorded_its_functions_by_name_alone_is_set_aside(
+        images, tmp_path, capsys):
     folder = tmp_path / "old"
     short_run(images, checkpoint_dir=folder, epochs=1)
     state = torch.load(folder / "last.pt", weights_only=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from helpers import fit, noisy_views, refuse_host_reads, short_run, step_losses, tiny_simclr
 
 import clcourse.train
 from clcourse.methods import MoCo, SimCLR
@@ -18,7 +19,6 @@ from clcourse.models import Backbone, SmallCNN, build_backbone
 from clcourse.presets import autocast_dtype
 from clcourse.runs import snapshots_by_epoch
 from clcourse.train import KnnData, NonFiniteLossError, learning_rate
-from helpers import fit, noisy_views, refuse_host_reads, short_run, step_losses, tiny_simclr
 
 
 def test_same_seed_gives_same_numbers(images):
@@ -49,14 +49,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(images, tmp_path)
     assert all(torch.isfinite(v).all() for v in saved["method"].values() if v.is_floating_point())
 
 
-def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(images, tmp_path, monkeypatch):
+def test_max_epochs_caps_explicit_epochs_and_the_stored_configuration(
+        images, tmp_path, monkeypatch):
     monkeypatch.setenv("CLCOURSE_MAX_EPOCHS", "2")
     history = short_run(images, epochs=5, checkpoint_dir=tmp_path)
-    assert [r["epoch"] for r in history.epochs] == [1, 2] and sorted(snapshots_by_epoch(tmp_path)) == [1, 2]
+    assert ([r["epoch"] for r in history.epochs] == [1, 2]
+            and sorted(snapshots_by_epoch(tmp_path)) == [1, 2])
     assert short_run(images, epochs=1).epochs[-1]["epoch"] == 1     # a cap above: no change
     assert step_losses(short_run(images, epochs=7)) == step_losses(history)   # as epochs=2
     monkeypatch.delenv("CLCOURSE_MAX_EPOCHS")
-    with pytest.raises(ValueError, match="epochs"):                      # the capped run was a 2-epoch run
+    # the capped run was a 2-epoch run
+    with pytest.raises(ValueError, match="epochs"):
         short_run(images, epochs=5, checkpoint_dir=tmp_path)
 
 
@@ -108,8 +111,9 @@ def test_the_image_order_does_not_depend_on_how_many_draws_the_views_take(small_
             torch.rand(extra_draws, generator=generator)
             return make_views(images, generator)
 
-        def recording_step(batch, training_step=training_step,
-                           seen=batches.setdefault(extra_draws, [])):
+        seen = batches.setdefault(extra_draws, [])
+
+        def recording_step(batch, training_step=training_step, seen=seen):
             seen.append(batch.index.clone())
             return training_step(batch)
         method.make_views, method.training_step = views_drawing_more, recording_step
@@ -170,14 +174,17 @@ def test_learning_rate_schedule():
     assert learning_rate(9, total, warmup, peak) == pytest.approx(peak)
     assert learning_rate(10, total, warmup, peak) == pytest.approx(peak)
     assert learning_rate(55, total, warmup, peak) == pytest.approx(peak * 0.5)
-    assert learning_rate(99, total, warmup, peak) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert (learning_rate(99, total, warmup, peak)
+            == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 89 / 90))))
     assert learning_rate(0, total, 0, peak) == pytest.approx(peak)
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(batch_size=100), "batch_size"),
+    (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=100), "batch_size"),
     (dict(lr=-1.0), "lr"), (dict(knn_every=0), "knn_every"), (dict(epochs=None), "epochs"),
-    (dict(momentum=1.0), "momentum"), (dict(weight_decay=-1e-4), "weight_decay"), (dict(seed=-1), "seed"),
+    (dict(momentum=1.0), "momentum"), (dict(weight_decay=-1e-4), "weight_decay"),
+    (dict(seed=-1), "seed"),
     (dict(log_every=0), "log_every"), (dict(checkpoint_every=0), "checkpoint_every"),
     (dict(run="a/b"), "run"), (dict(run="x", checkpoint_dir="y"), "run"),
 ])
@@ -196,13 +203,16 @@ def test_mismatched_labels(images):
 def test_a_preset_supplies_the_budget_and_arguments_override_it(images, monkeypatch, tmp_path):
     from clcourse.presets import PRESETS
     monkeypatch.setenv("CLCOURSE_RUNS", str(tmp_path))
-    preset = PRESETS["smoke"].with_overrides(epochs=2, batch_size=16, warmup_epochs=0, checkpoint_every=5)
+    preset = PRESETS["smoke"].with_overrides(epochs=2, batch_size=16, warmup_epochs=0,
+                                             checkpoint_every=5)
     method = tiny_simclr()
     history = fit(method, images, preset=preset, run="tiny", progress=False, log_every=100)
     assert [r["epoch"] for r in history.epochs] == [1, 2]
-    assert [r["step"] for r in history.steps] == [3, 6]                 # 48 images / 16 per batch, per epoch
+    # 48 images / 16 per batch, per epoch
+    assert [r["step"] for r in history.steps] == [3, 6]
     folder = tmp_path / "smoke" / "tiny"
-    assert sorted(snapshots_by_epoch(folder)) == [2]                    # only at the end: every 5th epoch
+    # only at the end: every 5th epoch
+    assert sorted(snapshots_by_epoch(folder)) == [2]
     saved = json.loads((folder / "config.json").read_text())
     assert saved["schedule"] == {"epochs": 2, "batch_size": 16, "warmup_epochs": 0}
     assert saved["preset"] == "smoke" and saved["optimiser"]["lr_per_256_images"] == SimCLR.lr
@@ -214,17 +224,21 @@ def test_the_learning_rate_defaults_to_the_methods_own(images):
     class SlowSimCLR(SimCLR):
         lr = 0.05
     torch.manual_seed(0)
-    method = SlowSimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
+    method = SlowSimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                        augment=noisy_views)
     history = fit(method, images, epochs=1, batch_size=16, progress=False, log_every=1)
-    assert history.steps[-1]["lr"] == pytest.approx(0.05 * 16 / 256 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
+    assert (history.steps[-1]["lr"]
+            == pytest.approx(0.05 * 16 / 256 * 0.5 * (1 + math.cos(math.pi * 2 / 3))))
 
 
 def test_step_records_hold_the_interval_means(images):
     history = short_run(images, epochs=2, log_every=2)
-    assert [r["step"] for r in history.steps] == [2, 3, 4, 6]          # every 2nd step and at each epoch's end
+    # every 2nd step and at each epoch's end
+    assert [r["step"] for r in history.steps] == [2, 3, 4, 6]
     assert [r["epoch"] for r in history.steps] == pytest.approx([2 / 3, 1, 4 / 3, 2])
     first_epoch = history.epochs[0]["loss"]
-    assert (2 * history.steps[0]["loss"] + history.steps[1]["loss"]) / 3 == pytest.approx(first_epoch, rel=1e-6)
+    assert ((2 * history.steps[0]["loss"] + history.steps[1]["loss"]) / 3
+            == pytest.approx(first_epoch, rel=1e-6))
     assert all(r["images_per_sec"] > 0 for r in history.steps)
     elapsed = [r["elapsed"] for r in history.steps]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
@@ -236,7 +250,8 @@ def test_a_method_that_needs_labels_refuses_to_start_without_them(images):
     class Supervised(SimCLR):
         requires_labels = True
     torch.manual_seed(0)
-    method = Supervised(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
+    method = Supervised(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                        augment=noisy_views)
     with pytest.raises(ValueError, match="Supervised learns from class labels: pass labels"):
         short_run(images, method)
     seen = []
@@ -245,13 +260,16 @@ def test_a_method_that_needs_labels_refuses_to_start_without_them(images):
     labels = torch.arange(48) % 3
     short_run(images, method, labels=labels, epochs=1)
     assert all(y.shape == (16,) for y in seen)
-    assert torch.equal(torch.cat(seen).sort().values, labels.sort().values)   # every label once per epoch
+    # every label once per epoch
+    assert torch.equal(torch.cat(seen).sort().values, labels.sort().values)
 
 
 def test_knn_k_larger_than_the_knn_training_set_is_refused_at_start(images):
     labels = torch.arange(48) % 4
     knn = KnnData(images[:10], labels[:10], images[10:20], labels[10:20])
-    with pytest.raises(ValueError, match="knn_k must be at most the number of kNN training images \\(10\\), got 50"):
+    with pytest.raises(ValueError,
+                       match="knn_k must be at most the number of kNN training images "
+                             "\\(10\\), got 50"):
         short_run(images, knn_data=knn, knn_k=50)
     # at the bounds: k = every kNN training image, a single test image
     knn = KnnData(images[:10], labels[:10], images[10:11], labels[10:11])
@@ -268,7 +286,8 @@ def test_a_batch_of_every_image_is_one_step_an_epoch(images):
 # (edges a wrong line would slip past, found by tools/mutate.py)
 
 def recording(method, clock=None):
-    """Wrap the method's step: remember each step's loss and logs; each step takes 1 s on `clock`."""
+    """Wrap the method's step: remember each step's loss and logs; each step takes 1 s on
+    `clock`."""
     seen = []
     step = method.training_step
 
@@ -284,7 +303,8 @@ def recording(method, clock=None):
 
 def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(small_images, monkeypatch):
     clock = types.SimpleNamespace(now=100.0)
-    monkeypatch.setattr(clcourse.train, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(clcourse.train, "time",
+                        types.SimpleNamespace(perf_counter=lambda: clock.now))
     method = tiny_simclr()
     seen = recording(method, clock)
     # 4 steps per epoch
@@ -294,10 +314,12 @@ def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(small_images
     bounds = [0, 3, 4, 6, 8]
     for record, start, end in zip(history.steps, bounds, bounds[1:]):
         interval = seen[start:end]
-        assert record["loss"] == pytest.approx(sum(loss for loss, _ in interval) / len(interval), rel=1e-5)
+        assert record["loss"] == pytest.approx(sum(loss for loss, _ in interval) / len(interval),
+                                               rel=1e-5)
         assert record["positive_similarity"] == pytest.approx(
             sum(logs["positive_similarity"] for _, logs in interval) / len(interval), rel=1e-5)
-        assert record["images_per_sec"] == pytest.approx(8.0)              # 8 images a step, 1 s a step
+        # 8 images a step, 1 s a step
+        assert record["images_per_sec"] == pytest.approx(8.0)
         assert record["elapsed"] == pytest.approx(end)
     assert [r["seconds"] for r in history.epochs] == pytest.approx([4.0, 4.0])
     assert [r["loss"] for r in history.epochs] == pytest.approx(
@@ -307,7 +329,8 @@ def test_step_records_hold_interval_means_and_rates_on_a_fake_clock(small_images
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16])
 def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_type(
         small_images, monkeypatch, amp_dtype):
-    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)   # a GPU's answer, on the CPU
+    # a GPU's answer, on the CPU
+    monkeypatch.setattr(clcourse.train, "autocast_dtype", lambda device: amp_dtype)
     method = tiny_simclr()
     dtypes = []
     method.projector.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
@@ -316,8 +339,8 @@ def test_the_step_runs_under_autocast_exactly_when_the_device_has_an_autocast_ty
 
 
 def test_no_step_runs_after_the_first_nan_loss_on_the_cpu(small_images):
-    """On the CPU the loss is checked after every step (free there); on a GPU only when a record is made,
-    so up to log_every - 1 more steps may run there before the error."""
+    """On the CPU the loss is checked after every step (free there); on a GPU only when a record is
+    made, so up to log_every - 1 more steps may run there before the error."""
     method = tiny_simclr()
     calls = {"n": 0}
     original_loss = method.contrastive_loss
@@ -567,14 +590,17 @@ def test_training_loop_on_the_gpu(cifar_sized_images, make_method):
     knn = KnnData(cifar_sized_images[:192], labels[:192], cifar_sized_images[192:], labels[192:])
     history = fit(method, cifar_sized_images, epochs=2, batch_size=64, lr=0.1, knn_data=knn,
                   knn_k=20, progress=False, log_every=2, device="cuda")
-    assert autocast_dtype(torch.device("cuda")) == (torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8
+    assert autocast_dtype(torch.device("cuda")) == (torch.bfloat16
+                                                    if torch.cuda.get_device_capability()[0] >= 8
                                                     else torch.float16)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history.steps)
     assert 0 <= history.final_knn_accuracy <= 1
-    assert convolution.weight.is_cuda and convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (convolution.weight.is_cuda
+            and convolution.weight.is_contiguous(memory_format=torch.channels_last))
     assert view_layouts and all(view_layouts)          # the training views too
     assert torch.backends.cudnn.benchmark     # every step has the same shapes
-    if isinstance(method, MoCo):   # 2 epochs x 4 steps x 64 keys enqueued, on the GPU, after the optimiser steps
+    # 2 epochs x 4 steps x 64 keys enqueued, on the GPU, after the optimiser steps
+    if isinstance(method, MoCo):
         assert method.queue.is_cuda and int((method.queue_index >= 0).sum()) == 2 * 4 * 64
 
 
@@ -589,18 +615,21 @@ def test_on_a_gpu_the_first_of_several_nan_steps_between_checks_is_named(small_i
 
 
 def test_a_batch_larger_than_the_capped_training_set_names_the_cap(images, monkeypatch):
-    """nbgrader's grading caps the training images (CLCOURSE_MAX_TRAIN_IMAGES): a batch larger than that says so."""
-    with pytest.raises(ValueError, match=r"batch_size must be at most the number of images \(3\), got 16"):
+    """nbgrader's grading caps the training images (CLCOURSE_MAX_TRAIN_IMAGES): a batch larger than
+    that says so."""
+    with pytest.raises(ValueError,
+                       match=r"batch_size must be at most the number of images \(3\), got 16"):
         short_run(images[:3])
     monkeypatch.setenv("CLCOURSE_MAX_TRAIN_IMAGES", "3")
     with pytest.raises(ValueError, match=r"batch_size must be at most the number of images \(3; "
-                                         r"\$CLCOURSE_MAX_TRAIN_IMAGES=3 caps how many training images load_dataset "
-                                         r"and the presets give\), got 16"):
+                                         r"\$CLCOURSE_MAX_TRAIN_IMAGES=3 caps how many training "
+                                         r"images load_dataset and the presets give\), got 16"):
         short_run(images[:3])
 
 
 def test_a_steps_attacks_skip_the_pixel_check_that_a_call_from_outside_makes(images, monkeypatch):
-    """Views of the training loop lie in [0, 1]: the attacks inside a step do not read them on the host."""
+    """Views of the training loop lie in [0, 1]: the attacks inside a step do not read them on the
+    host."""
     import clcourse.attacks as attacks
     seen = []
     monkeypatch.setattr(attacks, "require_unit_range", lambda name, x: seen.append(name))

@@ -8,11 +8,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    function_names,
+    noisy_batch,
+    noisy_views,
+    refuse_host_reads,
+    short_run,
+    tiny_method,
+    train_briefly,
+)
 
 from clcourse.augment import simclr_cifar
 from clcourse.methods import DCL, HCL, METHODS, MoCHi, MoCo, SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import function_names, noisy_batch, noisy_views, refuse_host_reads, short_run, tiny_method, train_briefly
 
 DIM = 8
 
@@ -63,10 +71,12 @@ def test_views_sharing_a_recipe_are_made_in_one_call():
         return images.float() / 255
 
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    method = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=DIM, augment=recipe)
+    method = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=DIM,
+                    augment=recipe)
     method.view_recipes = (recipe, other, recipe, recipe)
     views = method.make_views(images, torch.Generator().manual_seed(0))
-    assert calls == [12, -4]                      # three views of one recipe in one call of 3 x 4 images
+    # three views of one recipe in one call of 3 x 4 images
+    assert calls == [12, -4]
     assert len(views) == 4 and all(v.shape == (4, 3, 8, 8) for v in views)
     assert torch.equal(views[1], images.float() / 255)
     for view in (views[0], views[2], views[3]):   # each a noisy copy of the same 4 images, in order
@@ -90,7 +100,8 @@ def test_embed_gives_unit_embeddings_or_backbone_features(images):
         with torch.no_grad():
             method.eval()
             x = images[:10].float() / 255
-            assert torch.allclose(z, F.normalize(method.projector(method.backbone(x)), dim=1), atol=1e-6)
+            assert torch.allclose(z, F.normalize(method.projector(method.backbone(x)), dim=1),
+                                  atol=1e-6)
             assert torch.allclose(h, method.backbone(x), atol=1e-6)
             method.train()
         assert torch.allclose(z.norm(dim=1), torch.ones(10)) and method.training   # modes restored
@@ -100,7 +111,8 @@ def test_embed_gives_unit_embeddings_or_backbone_features(images):
 def test_config_holds_the_hyperparameters_and_stable_descriptions():
     config = tiny_method("mochi", n_hardest=3).config()
     assert config["name"] == "MoCHi" and config["n_hardest"] == 3 and config["queue_size"] == 32
-    assert config["temperature"] == 0.1 and config["bn_splits"] == 2 and config["symmetric"] is False
+    assert (config["temperature"] == 0.1 and config["bn_splits"] == 2
+            and config["symmetric"] is False)
     assert config["views"] == ["helpers.noisy_views"] * 2
     assert function_names(config) == {"logits": "clcourse.losses.moco_logits",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
@@ -119,7 +131,8 @@ def test_every_method_returns_a_step_output(images):
     for name in sorted(METHODS):
         method = tiny_method(name)
         output = method.training_step(noisy_batch(method, images, torch.arange(8)))
-        assert isinstance(output, StepOutput) and output.loss.dim() == 0 and output.loss.requires_grad
+        assert (isinstance(output, StepOutput) and output.loss.dim() == 0
+                and output.loss.requires_grad)
         assert all(value.dim() == 0 for value in output.logs.values())
 
 
@@ -135,9 +148,9 @@ def test_every_method_trains_in_the_shared_loop(images, name):
 
 @pytest.mark.parametrize("name", ["simclr", "moco", "mochi"])
 def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
-    # aot_eager runs TorchDynamo's graph capture and AOTAutograd (where a side effect such as a queue write
-    # or a pending key would be lost or replayed wrongly) without generating code, so it is fast on a CPU
-    # and must reproduce eager exactly.
+    # aot_eager runs TorchDynamo's graph capture and AOTAutograd (where a side effect such as a
+    # queue write or a pending key would be lost or replayed wrongly) without generating code, so it
+    # is fast on a CPU and must reproduce eager exactly.
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()
     runs = []
@@ -154,7 +167,8 @@ def test_compiled_step_gives_the_eager_numbers(images, name, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_trains_under_bf16_autocast(images, name, monkeypatch):
-    # The GPU path (autocast_dtype gives bf16 on an A100/H100), run on the CPU, which autocasts to bf16 too.
+    # The GPU path (autocast_dtype gives bf16 on an A100/H100), run on the CPU, which autocasts to
+    # bf16 too.
     import clcourse.train
     losses = {}
     for dtype in (None, torch.bfloat16):
@@ -163,19 +177,21 @@ def test_every_method_trains_under_bf16_autocast(images, name, monkeypatch):
         losses[dtype] = [r["loss"] for r in train_briefly(method, images, epochs=1, batch_size=16,
                                                           log_every=1).steps]
         if isinstance(method, MoCo):
-            assert method.queue.dtype == torch.float32      # keys from bf16 activations are stored in float32
+            # keys from bf16 activations are stored in float32
+            assert method.queue.dtype == torch.float32
     assert all(math.isfinite(loss) for loss in losses[torch.bfloat16])
     assert losses[torch.bfloat16] != losses[None]          # the bf16 path really ran...
-    assert abs(losses[torch.bfloat16][0] - losses[None][0]) < 0.02   # ...and agrees with float32 at the first step
+    # ...and agrees with float32 at the first step
+    assert abs(losses[torch.bfloat16][0] - losses[None][0]) < 0.02
 
 
 # ---------------------------------------------------------------- no host reads inside a step
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_training_step_reads_nothing_on_the_host(images, monkeypatch, name):
-    """The checks above run where data enters, once; inside a step (views, loss, after-step update) no value
-    is read on the host, which on a GPU would stall every step. Seen here as a Tensor that refuses to become a
-    Python value while a step runs."""
+    """The checks above run where data enters, once; inside a step (views, loss, after-step update)
+    no value is read on the host, which on a GPU would stall every step. Seen here as a Tensor that
+    refuses to become a Python value while a step runs."""
     method = tiny_method(name, augment=simclr_cifar(16))
     in_step = {"now": False}
     refuse_host_reads(monkeypatch, in_step, "a training step")

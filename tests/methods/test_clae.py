@@ -12,12 +12,6 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torch.nn.functional as F
-
-from clcourse.attacks import contrastive_attack
-from clcourse.losses import info_nce
-from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
-from clcourse.models import Backbone, DualBatchNorm, SmallCNN, adversarial_batchnorm, dual_batchnorm_layers
-from clcourse.negatives import rank_among_negatives
 from helpers import (
     batch_from_views,
     fit,
@@ -29,6 +23,17 @@ from helpers import (
     tiny_views,
 )
 
+from clcourse.attacks import contrastive_attack
+from clcourse.losses import info_nce
+from clcourse.methods import CLAE, SimCLR, build_method, clae_objective
+from clcourse.models import (
+    Backbone,
+    DualBatchNorm,
+    SmallCNN,
+    adversarial_batchnorm,
+    dual_batchnorm_layers,
+)
+from clcourse.negatives import rank_among_negatives
 
 # ---------------------------------------------------------------- the slow reference
 
@@ -60,12 +65,14 @@ def loop_dcl(z1, z2, temperature, tau_plus):
 
 
 def reference_clae(method, view1, view2, base_loss, epsilon, alpha, step=1e-6):
-    """CLAE's loss computed on a copy of `method`: delta from the sign of a central finite difference of the
-    attack objective, one pixel at a time, then the two terms. Returns (loss, the copy, x_adv)."""
+    """CLAE's loss computed on a copy of `method`: delta from the sign of a central finite
+    difference of the attack objective, one pixel at a time, then the two terms. Returns (loss, the
+    copy, x_adv)."""
     model = copy.deepcopy(method)
 
     def embed(x, adversarial):
-        route = adversarial_batchnorm(model) if adversarial and model.dual_batchnorm else nullcontext()
+        route = (adversarial_batchnorm(model) if adversarial and model.dual_batchnorm
+                 else nullcontext())
         with route:
             return model.projector(model.backbone(x))
 
@@ -77,10 +84,12 @@ def reference_clae(method, view1, view2, base_loss, epsilon, alpha, step=1e-6):
             up, down = view1.clone(), view1.clone()
             up[pixel] += step
             down[pixel] -= step
-            slope = (base_loss(anchors, embed(up, True)) - base_loss(anchors, embed(down, True))) / (2 * step)
+            slope = (base_loss(anchors, embed(up, True))
+                     - base_loss(anchors, embed(down, True))) / (2 * step)
             smallest = min(smallest, abs(slope.item()))
             delta[pixel] = epsilon * torch.sign(slope)
-    assert smallest > 1e-7, "a pixel's slope is too close to 0 for its sign to be reliable: choose another seed"
+    assert smallest > 1e-7, (
+        "a pixel's slope is too close to 0 for its sign to be reliable: choose another seed")
     x_adv = (view1 + delta).clamp(0, 1)
     z1, z2 = embed(torch.cat([view1, view2]), adversarial=False).chunk(2)
     loss = base_loss(z1, z2) + alpha * base_loss(z1, embed(x_adv, adversarial=True))
@@ -92,18 +101,22 @@ def reference_clae(method, view1, view2, base_loss, epsilon, alpha, step=1e-6):
     ("simclr", dict(temperature=0.2, dual_batchnorm=False), lambda a, b: loop_info_nce(a, b, 0.2)),
     ("dcl", dict(temperature=0.5, tau_plus=0.1), lambda a, b: loop_dcl(a, b, 0.5, 0.1)),
 ])
-def test_loss_and_gradient_match_a_reference_that_builds_delta_pixel_by_pixel(base, options, base_loss):
+def test_loss_and_gradient_match_a_reference_that_builds_delta_pixel_by_pixel(
+        base, options, base_loss):
     method = tiny_clae(base=base, **options)
     view1, view2 = tiny_views()
     expected, reference_model, x_adv = reference_clae(method, view1, view2, base_loss, 0.05, 0.7)
     loss = method.training_step(batch_from_views((view1, view2))).loss   # the losses run in float32
     assert torch.allclose(loss.double(), expected, atol=1e-6), (loss, expected)
-    assert (x_adv - view1).abs().max() > 0.04          # the attack moved the pixels, a few of them clipped
+    # the attack moved the pixels, a few of them clipped
+    assert (x_adv - view1).abs().max() > 0.04
 
     loss.backward()
     expected.backward()
-    for (name, parameter), reference in zip(method.named_parameters(), reference_model.parameters()):
-        assert parameter.grad is not None and torch.allclose(parameter.grad, reference.grad, atol=1e-6), name
+    for (name, parameter), reference in zip(method.named_parameters(),
+                                            reference_model.parameters()):
+        assert (parameter.grad is not None
+                and torch.allclose(parameter.grad, reference.grad, atol=1e-6)), name
 
 
 def test_the_attack_and_adversarial_term_use_the_adversarial_branch_and_move_only_its_statistics():
@@ -112,17 +125,21 @@ def test_the_attack_and_adversarial_term_use_the_adversarial_branch_and_move_onl
     view1, view2 = tiny_views(1)
     clean_only = copy.deepcopy(method)
     with torch.no_grad():
-        clean_only.projector(clean_only.backbone(torch.cat([view1, view2])))   # the one clean pass of the step
+        # the one clean pass of the step
+        clean_only.projector(clean_only.backbone(torch.cat([view1, view2])))
     output = method.training_step(batch_from_views((view1, view2)))
     layers, expected_layers = dual_batchnorm_layers(method), dual_batchnorm_layers(clean_only)
     for layer, expected in zip(layers, expected_layers):
         assert torch.equal(layer.clean.running_mean, expected.clean.running_mean)
         assert torch.equal(layer.clean.running_var, expected.clean.running_var)
-        assert layer.adversarial.num_batches_tracked == 2        # the attack's pass and the adversarial term's
+        # the attack's pass and the adversarial term's
+        assert layer.adversarial.num_batches_tracked == 2
         assert not torch.equal(layer.adversarial.running_mean, expected.adversarial.running_mean)
-    assert all(p.grad is None for p in method.parameters())     # the attack left no gradient in any weight
+    # the attack left no gradient in any weight
+    assert all(p.grad is None for p in method.parameters())
     output.loss.backward()
-    assert all(layer.adversarial.weight.grad is not None and layer.clean.weight.grad is not None for layer in layers)
+    assert all(layer.adversarial.weight.grad is not None and layer.clean.weight.grad is not None
+               for layer in layers)
 
 
 def test_evaluation_uses_the_clean_branch():
@@ -141,17 +158,21 @@ def test_evaluation_uses_the_clean_branch():
 def test_shared_batchnorm_ablation_has_no_second_branch():
     method = tiny_clae(dual_batchnorm=False)
     assert not any(isinstance(m, DualBatchNorm) for m in method.modules())
-    assert method.config()["dual_batchnorm"] is False and method.config()["adversarial_momentum"] is None
+    assert (method.config()["dual_batchnorm"] is False
+            and method.config()["adversarial_momentum"] is None)
     assert len(method.state_dict()) < len(tiny_clae().state_dict())
 
 
 def test_alpha_zero_trains_exactly_like_simclr():
-    images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     options = dict(epochs=2, batch_size=8, lr=0.1, warmup_epochs=1, progress=False, log_every=1)
     torch.manual_seed(0)
-    simclr = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views)
+    simclr = SimCLR(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                    augment=noisy_views)
     torch.manual_seed(0)
-    clae = CLAE(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8, augment=noisy_views, alpha=0.0)
+    clae = CLAE(Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=8,
+                augment=noisy_views, alpha=0.0)
     simclr_history, clae_history = fit(simclr, images, **options), fit(clae, images, **options)
     assert [r["loss"] for r in clae_history.steps] == [r["loss"] for r in simclr_history.steps]
     clean_state = {key.replace(".clean.", "."): value for key, value in clae.state_dict().items()
@@ -185,7 +206,8 @@ def test_logs_are_the_diagnostics_they_name():
     output = method.training_step(batch_from_views((view1, view2)))
     with torch.no_grad():
         z1, z2 = probe.encode(torch.cat([view1, view2])).chunk(2)
-        at_zero = probe.encode_adversarial(view1)            # the attack's own first pass, at delta = 0
+        # the attack's own first pass, at delta = 0
+        at_zero = probe.encode_adversarial(view1)
     z_adv = probe.encode_adversarial(probe.perturb(probe.encode_adversarial, view1)).detach()
     z1, z2, z_adv, at_zero = (z.float() for z in (z1, z2, z_adv, at_zero))
     u1, u2, u_adv = (F.normalize(z, dim=1) for z in (z1, z2, z_adv))
@@ -193,16 +215,19 @@ def test_logs_are_the_diagnostics_they_name():
     assert torch.allclose(logs["clean_loss"], info_nce(z1, z2, 0.5))
     assert torch.allclose(logs["adversarial_loss"], info_nce(z1, z_adv, 0.5))
     assert torch.allclose(output.loss.float(), logs["clean_loss"] + 0.7 * logs["adversarial_loss"])
-    assert torch.allclose(logs["attack_raise"], info_nce(z1, z_adv, 0.5) - info_nce(z1, at_zero, 0.5))
+    assert torch.allclose(logs["attack_raise"],
+                          info_nce(z1, z_adv, 0.5) - info_nce(z1, at_zero, 0.5))
     assert logs["attack_raise"] > 0
     assert torch.allclose(logs["positive_similarity"], (u1 * u2).sum(1).mean())
     assert torch.allclose(logs["adversarial_similarity"], (u1 * u_adv).sum(1).mean())
-    assert torch.allclose(logs["adversarial_negative_rank"], rank_among_negatives(z1, (z1, z2), z_adv).mean())
+    assert torch.allclose(logs["adversarial_negative_rank"],
+                          rank_among_negatives(z1, (z1, z2), z_adv).mean())
 
 
 def test_training_step_runs_under_bf16_autocast_with_channels_last():
     method = tiny_clae().float().to(memory_format=torch.channels_last)
-    view1, view2 = (v.float().contiguous(memory_format=torch.channels_last) for v in tiny_views(4, size=8))
+    view1, view2 = (v.float().contiguous(memory_format=torch.channels_last)
+                    for v in tiny_views(4, size=8))
     reference = tiny_clae().float().training_step(batch_from_views((view1.contiguous(),
                                                                     view2.contiguous()))).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -235,9 +260,9 @@ def test_a_students_attack_and_objective_give_the_librarys_loss_and_are_recorded
     assert function_names(student.config()) == {"loss": "clcourse.losses.info_nce",
                                              "attack": f"{__name__}.students_fgsm",
                                              "objective": f"{__name__}.students_objective"}
-    assert function_names(tiny_clae().config()) == {"loss": "clcourse.losses.info_nce",
-                                                 "attack": "clcourse.attacks.contrastive_attack",
-                                                 "objective": "clcourse.methods.clae.clae_objective"}
+    assert function_names(tiny_clae().config()) == {
+        "loss": "clcourse.losses.info_nce", "attack": "clcourse.attacks.contrastive_attack",
+        "objective": "clcourse.methods.clae.clae_objective"}
 
 
 def test_a_wrong_objective_changes_the_loss():
@@ -260,11 +285,12 @@ def test_an_objective_that_skips_the_adversarial_branch_is_refused():
 # ---------------------------------------------------------------- bases, configuration, arguments
 
 def test_clae_wraps_dcl_and_hcl_with_their_hyperparameters():
-    method = build_method("clae", Backbone(SmallCNN(width=4)), base="hcl", beta=2.0, tau_plus=0.05, epsilon=0.01)
+    method = build_method("clae", Backbone(SmallCNN(width=4)), base="hcl", beta=2.0, tau_plus=0.05,
+                          epsilon=0.01)
     config = method.config()
     assert config["name"] == "CLAE" and config["base"] == "hcl" and config["beta"] == 2.0
-    assert config["tau_plus"] == 0.05 and config["epsilon"] == 0.01 and function_names(config)["loss"] == \
-        "clcourse.losses.hcl"
+    assert (config["tau_plus"] == 0.05 and config["epsilon"] == 0.01
+            and function_names(config)["loss"] == "clcourse.losses.hcl")
     assert method.base.beta == 2.0 and method.lr == method.base.lr
     assert method.backbone is method.base.backbone and method.projector is method.base.projector
     assert not any(key.startswith("base.") for key in method.state_dict())    # registered once
@@ -276,13 +302,15 @@ def test_clae_wraps_dcl_and_hcl_with_their_hyperparameters():
     (dict(alpha=-1.0), r"alpha must be in \[0.0, inf\), got -1.0"),
     (dict(attack_steps=0), r"attack_steps must be an integer >= 1, got 0"),
     (dict(attack_steps=1.5), r"attack_steps must be an integer >= 1, got 1.5"),
-    (dict(attack_steps=3, attack_step_size=0.0), r"attack_step_size must be a finite number > 0, got 0.0"),
+    (dict(attack_steps=3, attack_step_size=0.0),
+     r"attack_step_size must be a finite number > 0, got 0.0"),
     (dict(attack_steps=3, epsilon=0.0), r"epsilon must be > 0 for a PGD attack"),
     (dict(adversarial_momentum=1.5), r"adversarial_momentum must be in \[0.0, 1.0\], got 1.5"),
     (dict(base="moco"), r"base must be one of \['dcl', 'hcl', 'simclr'\].*got 'moco'"),
     (dict(attack="fgsm"), r"attack must be a function, got 'fgsm'"),
     (dict(objective=3), r"objective must be a function, got 3"),
-    (dict(attack=students_fgsm, attack_steps=2), r"attack_steps must be 1 when attack is given, got 2"),
+    (dict(attack=students_fgsm, attack_steps=2),
+     r"attack_steps must be 1 when attack is given, got 2"),
     (dict(temperature=0.0), r"temperature must be a finite number > 0"),
     (dict(dual_batchnorm="no"), r"dual_batchnorm must be True or False, got 'no'"),
 ])
@@ -302,10 +330,12 @@ def test_a_batch_of_one_image_is_refused_before_training(images):
 
 
 @pytest.mark.parametrize("result, message", [
-    (lambda x: x[:2], r"attack \(.*\.<lambda>\) must return the perturbed images: a floating-point tensor of the "
-                      r"clean images' shape \(4, 3, 5, 5\) on cpu, got shape \(2, 3, 5, 5\)"),
-    (lambda x: x * 255, r"what attack \(.*\) returned holds float pixels in \[.*\], but float images must lie in "
-                        r"\[0, 1\]"),
+    (lambda x: x[:2],
+     r"attack \(.*\.<lambda>\) must return the perturbed images: a floating-point tensor of the "
+     r"clean images' shape \(4, 3, 5, 5\) on cpu, got shape \(2, 3, 5, 5\)"),
+    (lambda x: x * 255,
+     r"what attack \(.*\) returned holds float pixels in \[.*\], but float images must "
+     r"lie in \[0, 1\]"),
 ])
 def test_a_users_attack_that_returns_other_images_is_refused(result, message):
     method = tiny_clae(attack=lambda encode, x, epsilon, loss: result(x.detach().clone()))
@@ -316,7 +346,8 @@ def test_a_users_attack_that_returns_other_images_is_refused(result, message):
 def test_contrastive_attack_on_a_method_is_what_the_method_uses():
     method = tiny_clae()
     view1, _ = tiny_views(7)
-    expected = contrastive_attack(copy.deepcopy(method).encode_adversarial, view1, 0.05, method.attack_loss)
+    expected = contrastive_attack(copy.deepcopy(method).encode_adversarial, view1, 0.05,
+                                  method.attack_loss)
     assert torch.equal(method.perturb(method.encode_adversarial, view1), expected)
 
 
@@ -324,10 +355,12 @@ def test_contrastive_attack_on_a_method_is_what_the_method_uses():
 
 @pytest.mark.parametrize("base", ["dcl", "hcl"])
 def test_on_a_debiased_loss_at_a_low_temperature_it_warns_where_the_attack_has_no_gradient(base):
-    # Embeddings whose negatives are near-orthogonal; the attack's objective at delta = 0 (the perturbed
-    # embeddings equal the clean anchors). At t = 0.2 the debiasing floor binds and the gradient vanishes.
+    # Embeddings whose negatives are near-orthogonal; the attack's objective at delta = 0 (the
+    # perturbed embeddings equal the clean anchors). At t = 0.2 the debiasing floor binds and the
+    # gradient vanishes.
     z = F.normalize(torch.randn(16, 64, generator=torch.Generator().manual_seed(0)), dim=1).double()
-    with pytest.warns(UserWarning, match=rf"{base.upper()} at temperature 0.2 \(tau_plus 0.1\).*debiasing floor"):
+    with pytest.warns(UserWarning, match=rf"{base.upper()} at temperature 0.2 \(tau_plus 0.1\)"
+                                         r".*debiasing floor"):
         cold = tiny_clae(base=base, temperature=0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -9,12 +9,20 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import (
+    fit,
+    flipped_views,
+    function_names,
+    noisy_views,
+    random_unit,
+    reference_sce,
+    tiny_sce,
+)
 
 from clcourse.augment import simclr_cifar, weak
 from clcourse.losses import sce
 from clcourse.methods import SCE, Batch, MoCo, build_method
 from clcourse.models import Backbone, SmallCNN, SplitBatchNorm2d
-from helpers import fit, flipped_views, function_names, noisy_views, random_unit, reference_sce, tiny_sce
 
 DIM = 8
 
@@ -34,7 +42,8 @@ def test_defaults_are_the_authors_cifar10_configuration():
     assert build_method("sce", Backbone(SmallCNN(width=4)), lam=0.2).lam == 0.2
 
 
-def test_the_weak_view_goes_to_the_momentum_encoder_and_the_strong_one_to_the_online_encoder(images):
+def test_the_weak_view_goes_to_the_momentum_encoder_and_the_strong_one_to_the_online_encoder(
+        images):
     calls = []
 
     def strong(x, generator=None):
@@ -57,7 +66,8 @@ def test_the_weak_view_goes_to_the_momentum_encoder_and_the_strong_one_to_the_on
         k = F.normalize(method.key_projector(method.key_backbone(batch.views[1])), dim=1)
     assert torch.allclose(output.loss, sce(q, k, queue_before, 0.1, 0.05, 0.5), atol=1e-5)
     method.on_step_end(batch, output)
-    assert torch.allclose(method.queue[:8], k, atol=1e-6) and method.queue_index[:8].tolist() == index.tolist()
+    assert (torch.allclose(method.queue[:8], k, atol=1e-6)
+            and method.queue_index[:8].tolist() == index.tolist())
 
 
 def test_split_batchnorm_only_in_the_momentum_encoder_and_the_ema_pairs_every_parameter():
@@ -65,7 +75,8 @@ def test_split_batchnorm_only_in_the_momentum_encoder_and_the_ema_pairs_every_pa
     assert not any(isinstance(m, SplitBatchNorm2d) for m in method.backbone.modules())
     norms = [m for m in method.key_backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, SplitBatchNorm2d) and m.num_splits == 4 for m in norms)
-    assert [p.shape for p in method.query_parameters()] == [p.shape for p in method.key_parameters()]
+    assert [p.shape for p in method.query_parameters()] == [p.shape
+                                                            for p in method.key_parameters()]
     with torch.no_grad():
         for p in method.query_parameters():
             p.add_(torch.randn_like(p))
@@ -78,12 +89,14 @@ def test_split_batchnorm_only_in_the_momentum_encoder_and_the_ema_pairs_every_pa
 
 def test_lambda_one_gives_moco_v2s_loss_on_the_same_weights_and_queue():
     sce_method, moco = tiny_sce(lam=1.0).eval(), tiny_sce(cls=MoCo, bn_splits=1).eval()
-    moco.load_state_dict(sce_method.state_dict())     # SplitBatchNorm2d keeps BatchNorm2d's parameters and buffers
+    # SplitBatchNorm2d keeps BatchNorm2d's parameters and buffers
+    moco.load_state_dict(sce_method.state_dict())
     index = torch.tensor([0, 1, 2, 3])
     sce_method.enqueue(random_unit(32, 0), torch.arange(32) % 6)
     moco.enqueue(sce_method.queue, sce_method.queue_index)
     q, k = random_unit(4, 1), random_unit(4, 2)
-    assert torch.allclose(sce_method.query_loss(q, k, index), moco.query_loss(q, k, index), atol=1e-6)
+    assert torch.allclose(sce_method.query_loss(q, k, index), moco.query_loss(q, k, index),
+                          atol=1e-6)
     assert not torch.allclose(tiny_sce(lam=0.5).query_loss(q, k, index),
                               moco.query_loss(q, k, index), atol=1e-3)
 
@@ -95,7 +108,8 @@ def test_same_image_keys_are_masked_in_the_target_and_the_prediction():
     q, k = random_unit(4, 1).requires_grad_(), random_unit(4, 2)
     excluded = index[:, None] == method.queue_index[None, :]
     loss = method.query_loss(q, k, index)
-    expected = reference_sce(q.double(), k.double(), method.queue.double(), 0.1, 0.05, 0.5, excluded)
+    expected = reference_sce(q.double(), k.double(), method.queue.double(), 0.1, 0.05, 0.5,
+                             excluded)
     assert torch.allclose(loss.double(), expected, atol=1e-5)
 
 
@@ -111,14 +125,17 @@ def test_no_gradient_into_the_momentum_encoder_and_momentum_one_freezes_it(image
 
 
 def student_sce(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
-    logits = torch.cat([(q * k.detach()).sum(1, keepdim=True), q @ queue.detach().T], dim=1) / temperature
+    logits = torch.cat([(q * k.detach()).sum(1, keepdim=True), q @ queue.detach().T],
+                       dim=1) / temperature
     with torch.no_grad():
         scores = k @ queue.T / temperature_momentum
         if queue_mask is not None:
             scores = scores.masked_fill(queue_mask, float("-inf"))
-        target = torch.cat([torch.full((len(k), 1), lam), (1 - lam) * torch.softmax(scores, dim=1)], dim=1)
+        target = torch.cat([torch.full((len(k), 1), lam), (1 - lam) * torch.softmax(scores, dim=1)],
+                           dim=1)
     if queue_mask is not None:
-        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(queue_mask, float("-inf"))], dim=1)
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(queue_mask, float("-inf"))],
+                           dim=1)
     return -(target * torch.log_softmax(logits, dim=1).masked_fill(target == 0, 0)).sum(1).mean()
 
 
@@ -126,13 +143,15 @@ def test_a_students_loss_is_what_trains(images):
     seen = []
 
     def spying(*args, **kwargs):
-        seen.append((args[0].dtype, torch.is_autocast_enabled("cpu"), args[3:6], "queue_mask" in kwargs))
+        seen.append(
+            (args[0].dtype, torch.is_autocast_enabled("cpu"), args[3:6], "queue_mask" in kwargs))
         return student_sce(*args, **kwargs)
 
     library, student = tiny_sce(queue_size=24), tiny_sce(queue_size=24, loss=spying)
     histories = [fit(m, images, epochs=2, batch_size=16, lr=0.1, progress=False, log_every=1)
                  for m in (library, student)]
-    assert [r["loss"] for r in histories[0].steps] == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4)
+    assert ([r["loss"] for r in histories[0].steps]
+            == pytest.approx([r["loss"] for r in histories[1].steps], abs=1e-4))
     assert torch.allclose(student.queue, library.queue, atol=1e-4)
     assert seen[-1] == (torch.float32, False, (0.1, 0.05, 0.5), True)
     assert function_names(student.config())["loss"] == \
@@ -143,7 +162,8 @@ def test_a_students_loss_is_what_trains(images):
     wrong = tiny_sce(loss=no_soft_target).eval()
     right = tiny_sce().eval()
     q, k = random_unit(4, 1), random_unit(4, 2)
-    assert not torch.allclose(wrong.query_loss(q, k, torch.arange(4)), right.query_loss(q, k, torch.arange(4)))
+    assert not torch.allclose(wrong.query_loss(q, k, torch.arange(4)),
+                              right.query_loss(q, k, torch.arange(4)))
 
 
 def test_compiled_step_gives_the_eager_numbers(images, monkeypatch):
@@ -174,7 +194,8 @@ def test_bad_method_options_are_refused(options, message):
 
 def test_config_records_the_new_hyperparameters_and_views():
     config = tiny_sce(lam=0.3, temperature_momentum=0.07).config()
-    assert config["name"] == "SCE" and config["lam"] == 0.3 and config["temperature_momentum"] == 0.07
+    assert (config["name"] == "SCE" and config["lam"] == 0.3
+            and config["temperature_momentum"] == 0.07)
     assert config["views"] == ["helpers.noisy_views", "helpers.flipped_views"]
     assert function_names(config) == {"loss": "clcourse.losses.sce",
                                    "momentum_update": "clcourse.methods.moco.update_key_encoder",
@@ -187,11 +208,13 @@ def test_a_queue_mask_that_leaves_a_query_no_candidate_is_refused_as_moco_info_n
     q, k, queue = random_unit(2, seed=0), random_unit(2, seed=1), random_unit(3, seed=2)
     mask = torch.zeros(2, 3, dtype=torch.bool)
     mask[1] = True
-    with pytest.raises(ValueError, match="queue_mask masks every queue entry of some query .* that query has no "
-                                         r"negative, so its loss does not depend on its embedding \(InfoNCE: 0, SCE: "
-                                         r"NaN\)"):
+    with pytest.raises(ValueError,
+                       match="queue_mask masks every queue entry of some query .* that query has "
+                             r"no negative, so its loss does not depend on its embedding "
+                             r"\(InfoNCE: 0, SCE: NaN\)"):
         sce(q, k, queue, queue_mask=mask)
-    assert torch.isnan(sce(q, k, queue, queue_mask=mask, check_mask=False))     # what the check prevents
+    # what the check prevents
+    assert torch.isnan(sce(q, k, queue, queue_mask=mask, check_mask=False))
     mask[1, 0] = False
     assert torch.isfinite(sce(q, k, queue, queue_mask=mask))
     with pytest.raises(ValueError, match="check_mask must be True or False, got 'no'"):

@@ -2,9 +2,9 @@
 float32, the hyperparameters passed on; a batch of one image is refused before training."""
 import pytest
 import torch
+from helpers import noisy_batch, short_run, tiny_method, tiny_simclr, train_briefly
 
 from clcourse.losses import dcl, hcl, info_nce
-from helpers import noisy_batch, short_run, tiny_method, tiny_simclr, train_briefly
 
 
 @pytest.mark.parametrize("name, loss", [
