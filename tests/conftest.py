@@ -20,9 +20,9 @@ for _cap in ("CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES"):
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import fake_cifar10, fit, make_images, tiny_sce  # noqa: E402
 
 import clcourse.data as data  # noqa: E402
-from helpers import fake_cifar10, fit, make_images, tiny_sce  # noqa: E402
 
 # The tests use small tensors, for which extra threads cost more in start-up than they save; on the 2-core
 # CI machine this also leaves torch at most the cores it has. OMP_NUM_THREADS, when set, decides.

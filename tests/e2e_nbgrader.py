@@ -15,14 +15,12 @@ which also loses every exercise graded after it (the package the hidden tests gr
 Not collected by `pytest tests/` (nbgrader is an instructor extra, and this takes minutes): run it by path."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 import nbformat
 import pytest
-
 from repository import CALLS_THE_REFERENCE, NOTEBOOKS, PLANTED, REPO, load_script, memorising
 
 nbgrader_api = pytest.importorskip("nbgrader.api", reason="nbgrader is not installed: pip install -e '.[instructor]'")

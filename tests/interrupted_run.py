@@ -12,7 +12,6 @@ import io
 import time
 
 import torch
-
 from helpers import make_images, short_run, tiny_simclr
 
 MOMENTS = ("mid-epoch", "mid-write-last", "mid-write-snapshot")

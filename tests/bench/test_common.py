@@ -35,6 +35,7 @@ def make_pack(path, n_train, n_test):
 
 def test_the_jpeg_pack_is_unpacked_in_the_official_layout(tmp_path):
     import numpy as np
+
     from clcourse.data import load_dataset
     common = load_bench("common")
     pack, originals = make_pack(tmp_path / "pack.npz", 13, 4)
@@ -56,6 +57,7 @@ def test_the_real_pack_decodes_to_the_data_roots_cifar10(tmp_path):
     import os
 
     import numpy as np
+
     from clcourse.data import load_dataset
     common = load_bench("common")
     if not os.environ.get("CLCOURSE_JPEG_PACK"):

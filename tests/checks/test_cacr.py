@@ -4,15 +4,24 @@ import math
 
 import pytest
 import torch
-
-from clcourse.checks import (check_attraction_term, check_attraction_weights, check_equivalent_temperature_and_beta,
-                             check_repulsion_term, check_repulsion_weights)
-from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant,
-                                  equivalent_temperature_and_beta_variant, repulsion_term_variant,
-                                  repulsion_weights_variant, unit_views)
-from clcourse.losses import cacr_terms
 from helpers import fails_with
 
+from clcourse.checks import (
+    check_attraction_term,
+    check_attraction_weights,
+    check_equivalent_temperature_and_beta,
+    check_repulsion_term,
+    check_repulsion_weights,
+)
+from clcourse.checks.cacr import (
+    attraction_term_variant,
+    attraction_weights_variant,
+    equivalent_temperature_and_beta_variant,
+    repulsion_term_variant,
+    repulsion_weights_variant,
+    unit_views,
+)
+from clcourse.losses import cacr_terms
 
 # ---------------------------------------------------------------- solutions a student might write
 

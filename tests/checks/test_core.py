@@ -12,14 +12,19 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from repository import REPO
 
 import clcourse.checks as checks
 import clcourse.losses
 from clcourse.attacks import contrastive_attack, contrastive_objective, project
 from clcourse.checks import ExerciseError, _core
-from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant,
-                                  equivalent_temperature_and_beta_variant, repulsion_term_variant,
-                                  repulsion_weights_variant)
+from clcourse.checks.cacr import (
+    attraction_term_variant,
+    attraction_weights_variant,
+    equivalent_temperature_and_beta_variant,
+    repulsion_term_variant,
+    repulsion_weights_variant,
+)
 from clcourse.checks.geometry import reference_anchor_gradient, reference_top_k_false_negative_rate
 from clcourse.checks.hard_negatives import mochi_logits_variant
 from clcourse.checks.simclr import reference_positive_mask
@@ -28,7 +33,6 @@ from clcourse.evaluate import alignment, uniformity
 from clcourse.identity import checked_against, function_record
 from clcourse.losses import dcl, hcl, info_nce, moco_logits, sce, sce_target, supcon
 from clcourse.methods import clae_objective, moco_step, ring_buffer_enqueue, update_key_encoder
-from repository import REPO
 
 # A one-line call to a reference, for every checker: each passed every checker before the references were kept
 # out of the student's reach.

@@ -4,10 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from clcourse.checks import ExerciseError, check_anchor_gradient, check_false_negative_rate
-from clcourse.checks.geometry import (_clustered_similarities, reference_anchor_gradient,
-                                      reference_top_k_false_negative_rate)
+from clcourse.checks.geometry import (
+    _clustered_similarities,
+    reference_anchor_gradient,
+    reference_top_k_false_negative_rate,
+)
 from clcourse.negatives import false_negative_rate, hardest_negatives, negative_weights
-
 
 # ---------------------------------------------------------------------- false-negative rate of the top k
 

@@ -5,15 +5,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fails_with
 
-from clcourse.checks import (check_dcl, check_enqueue, check_hcl, check_mochi_logits,
-                             check_moco_logits, check_moco_step, check_momentum_update)
+from clcourse.checks import (
+    check_dcl,
+    check_enqueue,
+    check_hcl,
+    check_mochi_logits,
+    check_moco_logits,
+    check_moco_step,
+    check_momentum_update,
+)
 from clcourse.checks.hard_negatives import _pairs, debiased_loss_variant, mochi_logits_variant
 from clcourse.checks.moco import _moco_step_variant, _step_setup
 from clcourse.losses import dcl, hcl, mochi_mix, moco_info_nce
 from clcourse.methods import moco_step
-from helpers import fails_with
-
 
 # ---------------------------------------------------------------- enqueue
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_pgd_step, check_supcon, check_threat_model_1_objective
+from clcourse.checks import (
+    ExerciseError,
+    check_pgd_step,
+    check_supcon,
+    check_threat_model_1_objective,
+)
 from clcourse.losses import info_nce
 
 

@@ -3,12 +3,11 @@ known mistake, written here as a student would write it."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fails_with
 
 from clcourse.checks import check_sce_loss, check_soft_target
 from clcourse.checks.sce import soft_target_variant
 from clcourse.losses import sce_target
-from helpers import fails_with
-
 
 # ---------------------------------------------------------------- the soft target
 

@@ -3,7 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_alignment, check_info_nce, check_positive_mask, check_uniformity
+from clcourse.checks import (
+    ExerciseError,
+    check_alignment,
+    check_info_nce,
+    check_positive_mask,
+    check_uniformity,
+)
 
 
 def positive_mask(batch_size):

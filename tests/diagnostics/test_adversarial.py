@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
+from helpers import TinyBatchNormBackbone, batch_from_views, noisy_views, tiny_clae
 
 from clcourse.methods import SimCLR, build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import TinyBatchNormBackbone, batch_from_views, noisy_views, tiny_clae
 
 
 def test_adversarial_views_measures_what_training_logs_and_leaves_the_method_alone():

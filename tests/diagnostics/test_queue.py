@@ -4,13 +4,18 @@ the real ones, each against a brute-force loop."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit
 
-from clcourse.diagnostics import (keys, queries, queue_false_negative_rate,
-                                  queue_false_negative_rate_over_training, queue_hardest_negatives,
-                                  synthetic_negative_similarities)
+from clcourse.diagnostics import (
+    keys,
+    queries,
+    queue_false_negative_rate,
+    queue_false_negative_rate_over_training,
+    queue_hardest_negatives,
+    synthetic_negative_similarities,
+)
 from clcourse.methods import build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import fit
 
 DIM = 8
 

@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit, randn, tiny_sce
 
-from clcourse.diagnostics import (keys, queries, same_class_similarity, soft_targets, soft_targets_from_embeddings,
-                                  target_spread)
+from clcourse.diagnostics import (
+    keys,
+    queries,
+    same_class_similarity,
+    soft_targets,
+    soft_targets_from_embeddings,
+    target_spread,
+)
 from clcourse.losses import sce_target
 from clcourse.methods import MoCo
-from helpers import fit, randn, tiny_sce
 
 DIM = 8
 

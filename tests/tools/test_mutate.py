@@ -3,7 +3,6 @@ docstrings, annotations or error messages; equivalent mutants listed with a reas
 import ast
 
 import pytest
-
 from repository import REPO, load_script
 
 tool = load_script(REPO / "tools" / "mutate.py")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from helpers import notebook_with
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")

@@ -4,7 +4,6 @@ it shows on Colab and in every copy)."""
 import re
 
 import pytest
-
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")

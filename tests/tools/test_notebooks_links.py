@@ -7,7 +7,6 @@ import subprocess
 
 import nbformat
 import pytest
-
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")

@@ -23,12 +23,12 @@ import nbformat
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from repository import CALLS_THE_REFERENCE, NOTEBOOKS, PLANTED, REPO, load_script, memorising
 from traitlets.config import Config
 
 import clcourse.checks
 from clcourse.checks import ExerciseError, _grading
 from clcourse.presets import get_preset
-from repository import CALLS_THE_REFERENCE, NOTEBOOKS, PLANTED, REPO, load_script, memorising
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 hidden_cases = tool.hidden_cases()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import notebook_with
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from repository import NOTEBOOKS, REPO, load_script
 
 from clcourse.checks import ExerciseError
-from helpers import notebook_with
-from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END

@@ -5,9 +5,9 @@ import json
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from repository import NOTEBOOKS, REPO, load_script
 
 from clcourse.presets import PRESETS
-from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 TIMINGS = json.loads((REPO / "notebooks" / "timings.json").read_text())

@@ -2,7 +2,6 @@
 stood in for), and the Makefile's use of it; `make lab` opens the student copies. (The lower bounds:
 tests/tools/test_lower_bounds.py.)"""
 import pytest
-
 from repository import REPO, load_script, make_dry_run
 
 wheels = load_script(REPO / "tools" / "torch_wheels.py")
