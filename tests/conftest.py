@@ -10,29 +10,32 @@ from pathlib import Path
 
 # Both must be set before matplotlib or umap (numba) is imported anywhere.
 os.environ["MPLBACKEND"] = "Agg"
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "numba"))
+os.environ.setdefault("NUMBA_CACHE_DIR",
+                      str(Path(__file__).resolve().parent.parent / ".cache" / "numba"))
 
-# The caps nbgrader's grading sets would shrink the training runs that the tests and the notebooks' recorded
-# outputs assume; the tests that need a cap set it themselves.
+# The caps nbgrader's grading sets would shrink the training runs that the tests and the notebooks'
+# recorded outputs assume; the tests that need a cap set it themselves.
 for _cap in ("CLCOURSE_MAX_EPOCHS", "CLCOURSE_MAX_TRAIN_IMAGES"):
     os.environ.pop(_cap, None)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import clcourse.data as data  # noqa: E402
 from helpers import fake_cifar10, fit, make_images, tiny_sce  # noqa: E402
 
-# The tests use small tensors, for which extra threads cost more in start-up than they save; on the 2-core
-# CI machine this also leaves torch at most the cores it has. OMP_NUM_THREADS, when set, decides.
+import clcourse.data as data  # noqa: E402
+
+# The tests use small tensors, for which extra threads cost more in start-up than they save; on the
+# 2-core CI machine this also leaves torch at most the cores it has.
+# OMP_NUM_THREADS, when set, decides.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(min(torch.get_num_threads(), 4))
 
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
-    """Seed Python, NumPy and torch before each test, so a test's numbers do not depend on test order."""
+    """Seed Python, NumPy and torch before each test, so a test's numbers
+    do not depend on test order."""
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
@@ -56,7 +59,8 @@ def images():
 @pytest.fixture(scope="module")
 def small_images():
     """32 random uint8 images of 8 x 8."""
-    return torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
@@ -77,5 +81,6 @@ def cifar_root(tmp_path, monkeypatch):
 @pytest.fixture
 def torchattacks():
     return pytest.importorskip(
-        "torchattacks", reason="torchattacks (the test oracle for clcourse.attacks) is not installed; `make venv` "
-                               "installs it with pip install --no-deps 'torchattacks>=3.5'")
+        "torchattacks", reason="torchattacks (the test oracle for clcourse.attacks) is not "
+                               "installed; `make venv` installs it with pip install --no-deps "
+                               "'torchattacks>=3.5'")

@@ -1,13 +1,14 @@
-"""The course in a real JupyterLab, driven by headless Chromium (make test-browser; CI runs it when Chromium is
-installable).
+"""The course in a real JupyterLab, driven by headless Chromium (make test-browser; CI runs it when
+Chromium is installable).
 
-The test starts JupyterLab on a free port in a folder holding notebook 02 and the student copy of notebook 01, and
-drives Debian's `chromium` through `chromium-driver` (Selenium). Notebook 02 runs top to bottom in the smoke preset
-with nbgrader's caps on training (one epoch over 512 images, runs in the lab's own folder): this test is about what
-the browser shows, not what training reaches. Its explorer widget must render (the figure of the anchor
-and its k hardest negatives, the summary line, the temperature slider), and moving the slider and picking another
-anchor must change the view. In the student copy of notebook 01, the first exercise's checker must say that the
-exercise is not implemented yet. A screenshot of each step goes to $BROWSER_ARTEFACTS (default .cache/browser/).
+The test starts JupyterLab on a free port in a folder holding notebook 02 and the student copy of
+notebook 01, and drives Debian's `chromium` through `chromium-driver` (Selenium). Notebook 02 runs
+top to bottom in the smoke preset with nbgrader's caps on training (one epoch over 512 images, runs
+in the lab's own folder): this test is about what the browser shows, not what training reaches. Its
+explorer widget must render (the figure of the anchor and its k hardest negatives, the summary line,
+the temperature slider), and moving the slider and picking another anchor must change the view. In
+the student copy of notebook 01, the first exercise's checker must say that the exercise is not
+implemented yet. A screenshot of each step goes to $BROWSER_ARTEFACTS (default .cache/browser/).
 
 Not collected by `pytest tests/` (it needs Chromium and takes minutes): run it by path."""
 import os
@@ -43,17 +44,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab serving a folder with notebook 02 and the student copy of notebook 01; yields its URL."""
+    """JupyterLab serving a folder with notebook 02 and the student copy of
+    notebook 01; yields its URL."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(EXPLORER_NOTEBOOK, root / EXPLORER_NOTEBOOK.name)
     student, _ = tool.student_notebook(tool.read(STUDENT_NOTEBOOK), STUDENT_NOTEBOOK.name)
     nbformat.write(student, root / STUDENT_NOTEBOOK.name)
     port = free_port()
-    env = dict(os.environ, CLCOURSE_PRESET="smoke", CLCOURSE_MAX_EPOCHS="1", CLCOURSE_MAX_TRAIN_IMAGES="512",
-               CLCOURSE_RUNS=str(root / "runs"),
+    env = dict(os.environ, CLCOURSE_PRESET="smoke", CLCOURSE_MAX_EPOCHS="1",
+               CLCOURSE_MAX_TRAIN_IMAGES="512", CLCOURSE_RUNS=str(root / "runs"),
                PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     env.pop("MPLBACKEND", None)     # the kernel's inline backend, as students have it
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", f"--ServerApp.token={TOKEN}",
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+               f"--ServerApp.token={TOKEN}",
                f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"]
     if hasattr(os, "getuid") and os.getuid() == 0:
         command.append("--allow-root")
@@ -67,7 +70,8 @@ def lab(tmp_path_factory):
                 urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
                 break
             except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "JupyterLab did not start"
+                assert server.poll() is None and time.monotonic() < deadline, \
+                    "JupyterLab did not start"
                 time.sleep(0.5)
         yield url
     finally:
@@ -86,16 +90,21 @@ def open_notebook(driver, url, path):
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell"), 90,
              f"{path.name} to open", driver, "open")
     # the kernel has started once the toolbar's kernel status says idle
-    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
-                                                           "[data-status='idle']"), 90, "the kernel", driver, "kernel")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel "
+                                          ".jp-Notebook-ExecutionIndicator[data-status='idle']"),
+             90, "the kernel", driver, "kernel")
 
 
 def menu(driver, *labels):
     """Click through the menu bar, e.g. menu(driver, "Run", "Run All Cells")."""
-    driver.find_element(By.XPATH, f"//div[contains(@class, 'lm-MenuBar-itemLabel') and text()='{labels[0]}']").click()
+    driver.find_element(By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel') and "
+                                  f"text()='{labels[0]}']").click()
     for label in labels[1:]:
+        # wait_for calls the lambda before the loop moves on, so it sees this iteration's label
         wait_for(lambda: driver.find_element(
-            By.XPATH, f"//div[contains(@class, 'lm-Menu-itemLabel') and text()='{label}']"), 10, label).click()
+            By.XPATH,
+            f"//div[contains(@class, 'lm-Menu-itemLabel') and text()='{label}']"),  # noqa: B023
+                 10, label).click()
 
 
 def run_all(driver, timeout):
@@ -106,15 +115,17 @@ def run_all(driver, timeout):
     def finished():
         prompts = [element.text for element in driver.find_elements(
             By.CSS_SELECTOR, ".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt")]
-        busy = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator"
-                                                     "[data-status='busy']")
-        return prompts if prompts and not busy and not any("*" in prompt for prompt in prompts) else None
+        busy = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel "
+                                    ".jp-Notebook-ExecutionIndicator[data-status='busy']")
+        return prompts if prompts and not busy and not any("*" in prompt for prompt in prompts) \
+            else None
     return wait_for(finished, timeout, "the notebook to finish running", driver, "run-all")
 
 
 def errors(driver):
     return [element.text for element in driver.find_elements(
-        By.CSS_SELECTOR, ".jp-NotebookPanel .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        By.CSS_SELECTOR,
+        ".jp-NotebookPanel .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         if "Error" in element.text or "Traceback" in element.text]
 
 
@@ -126,8 +137,8 @@ def explorer_view(explorer):
 
 
 def new_view(driver, explorer, before, what, name):
-    """Wait until the explorer shows a new summary and a new figure, and they stay so for a second (the kernel
-    may redraw several times, once per slider step); returns (summary, figure)."""
+    """Wait until the explorer shows a new summary and a new figure, and they stay so for a second
+    (the kernel may redraw several times, once per slider step); returns (summary, figure)."""
     seen = []
 
     def settled():
@@ -143,9 +154,10 @@ def temperature_in(summary):
 
 
 def check_explorer(driver, prefix):
-    """The last explorer widget on the page renders (controls, summary, figure), and follows its temperature slider
-    and a new anchor; a screenshot of each step."""
-    explorer = wait_for(lambda: [box for box in driver.find_elements(By.CSS_SELECTOR, ".widget-vbox")
+    """The last explorer widget on the page renders (controls, summary, figure), and follows its
+    temperature slider and a new anchor; a screenshot of each step."""
+    explorer = wait_for(lambda: [box
+                                 for box in driver.find_elements(By.CSS_SELECTOR, ".widget-vbox")
                                  if box.find_elements(By.CSS_SELECTOR, "img.widget-image")][-1], 60,
                         "the explorer widget", driver, "explorer")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer)
@@ -155,8 +167,8 @@ def check_explorer(driver, prefix):
     assert "hardest negatives" in summary and "τ = 0.5" in summary, summary
     figure = explorer.find_element(By.CSS_SELECTOR, "img.widget-image")
     # the PNG arrived and decoded: a picture several hundred pixels wide, not a broken-image icon
-    wait_for(lambda: figure.get_property("complete") and figure.get_property("naturalWidth") > 300, 30,
-             "the explorer's figure to load", driver, f"{prefix}-figure")
+    wait_for(lambda: figure.get_property("complete") and figure.get_property("naturalWidth") > 300,
+             30, "the explorer's figure to load", driver, f"{prefix}-figure")
     screenshot(driver, f"{prefix}-explorer")
 
     # move the temperature slider: focus its handle and step it with the keyboard
@@ -166,14 +178,16 @@ def check_explorer(driver, prefix):
     handle.click()
     for _ in range(5):
         handle.send_keys(Keys.ARROW_RIGHT)
-    moved = new_view(driver, explorer, (summary, image), "the view to follow the temperature slider", "slider")
+    moved = new_view(driver, explorer, (summary, image),
+                     "the view to follow the temperature slider", "slider")
     assert temperature_in(moved[0]) > 0.55, moved[0]      # five steps of 0.05 in log10: about 0.89
     screenshot(driver, f"{prefix}-slider-moved")
 
     # pick another anchor
     explorer.find_element(By.XPATH, ".//button[contains(., 'random anchor')]").click()
     anchored = new_view(driver, explorer, moved, "the view to follow the new anchor", "anchor")
-    assert anchored[0].split(",")[0] != moved[0].split(",")[0], anchored[0]     # "anchor #i (class)"
+    # "anchor #i (class)"
+    assert anchored[0].split(",")[0] != moved[0].split(",")[0], anchored[0]
     assert temperature_in(anchored[0]) == temperature_in(moved[0]), anchored[0]
     screenshot(driver, f"{prefix}-new-anchor")
 
@@ -189,10 +203,12 @@ def test_notebook_02_runs_and_its_explorer_reacts_to_the_slider_and_the_anchor(l
 def test_the_student_copy_of_notebook_01_says_an_exercise_is_not_implemented(lab, browser):
     open_notebook(browser, lab, STUDENT_NOTEBOOK)
     run_all(browser, 120)    # JupyterLab stops at the first error: the first exercise's checker
-    messages = wait_for(lambda: [text for text in errors(browser) if "not implemented yet" in text], 30,
-                        "the checker's message", browser, "student")
-    assert "ExerciseError" in messages[0] and "raise NotImplementedError" in messages[0], messages[0]
+    messages = wait_for(lambda: [text for text in errors(browser) if "not implemented yet" in text],
+                        30, "the checker's message", browser, "student")
+    assert "ExerciseError" in messages[0] and "raise NotImplementedError" in messages[0], \
+        messages[0]
     failing = browser.find_element(By.XPATH, "//div[contains(@class, 'jp-OutputArea-output') and "
                                              "contains(., 'not implemented yet')]")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", failing)   # the message ends it
+    # the message ends it
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", failing)
     screenshot(browser, "01-student-not-implemented")

@@ -1,16 +1,19 @@
-"""The instructors' and the students' commands of docs/teaching.md, run as written on notebook 01 in a fresh copy of
-the repository: the course folder, the exchange, fetch and submit, collect, autograde, feedback, grades.
+"""The instructors' and the students' commands of docs/teaching.md, run as written on notebook 01 in
+a fresh copy of the repository: the course folder, the exchange, fetch and submit, collect,
+autograde, feedback, grades.
 
     make test-nbgrader        # this and tests/e2e_nbgrader.py (CI runs it)
 
-The blocks that docs/teaching.md marks `<!-- tested: NAME -->` run in bash, each from where the page says: the
-instructor's from the root of a copy of this checkout (its tracked and untracked, not ignored, files: what a fresh
-clone of it holds), the student's in a folder of their own. Two things differ from a new machine, both said here:
-`make` and `.venv/` name the environment running this test (VENV=...), which has the course and nbgrader already (a
-fresh clone's `make nbgrader` would install them there), and the exchange is a temporary folder, made as the page
-says to make /srv/nbgrader/exchange (NBGRADER_EXCHANGE for the instructor, `c.Exchange.root` for the student).
+The blocks that docs/teaching.md marks `<!-- tested: NAME -->` run in bash, each from where the page
+says: the instructor's from the root of a copy of this checkout (its tracked and untracked, not
+ignored, files: what a fresh clone of it holds), the student's in a folder of their own. Two things
+differ from a new machine, both said here: `make` and `.venv/` name the environment running this
+test (VENV=...), which has the course and nbgrader already (a fresh clone's `make nbgrader` would
+install them there), and the exchange is a temporary folder, made as the page says to make
+/srv/nbgrader/exchange (NBGRADER_EXCHANGE for the instructor, `c.Exchange.root` for the student).
 Between fetching and submitting, the student fills in the solutions.
-Not collected by `pytest tests/` (nbgrader is an instructor extra, and this takes a few minutes): run it by path."""
+Not collected by `pytest tests/` (nbgrader is an instructor extra, and this takes a few minutes):
+run it by path."""
 import csv
 import os
 import re
@@ -22,7 +25,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from repository import REPO, load_script
 
 pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -e '.[instructor]'")
@@ -46,17 +48,18 @@ def as_run_here(block: str) -> str:
 
 
 def run(block: str, cwd: Path, env: dict) -> str:
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"in {cwd}:\n{block}\nfailed:\n{output[-6000:]}"
     return output
 
 
 def fresh_copy(destination: Path) -> Path:
-    """The files a clone of this checkout would hold (tracked, and untracked but not ignored), times kept."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    """The files a clone of this checkout would hold (tracked, and untracked
+    but not ignored), times kept."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
@@ -79,17 +82,22 @@ def course(tmp_path_factory):
     exchange, student_config = root / "exchange", root / "student-jupyter"
     student.mkdir()
     student_config.mkdir()
-    subprocess.run(["install", "-d", "-m", "1777", str(exchange)], check=True)   # the page's setup, elsewhere
-    (student_config / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(exchange)!r}\n")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CLCOURSE_", "NBGRADER_"))}
+    # the page's setup, elsewhere
+    subprocess.run(["install", "-d", "-m", "1777", str(exchange)], check=True)
+    (student_config / "nbgrader_config.py").write_text("c = get_config()\nc.Exchange.root = "
+                                                       f"{str(exchange)!r}\n")
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("CLCOURSE_", "NBGRADER_"))}
     env.pop("MPLBACKEND", None)        # the grading kernels plot as students' do
     env.pop("VIRTUAL_ENV", None)
     env.update(CLCOURSE_DATA=os.environ.get("CLCOURSE_DATA") or str(REPO / "data"))
     instructor_env = dict(env, NBGRADER_EXCHANGE=str(exchange))
-    student_env = dict(env, JUPYTER_CONFIG_DIR=str(student_config), PATH=f"{VENV / 'bin'}{os.pathsep}{env['PATH']}")
+    student_env = dict(env, JUPYTER_CONFIG_DIR=str(student_config),
+                       PATH=f"{VENV / 'bin'}{os.pathsep}{env['PATH']}")
 
     printed = {"instructor": run(as_run_here(blocks["instructor"]), clone, instructor_env)}
-    fetch, *rest = [line for line in blocks["student"].splitlines() if line.strip() and not line.startswith("#")]
+    fetch, *rest = [line for line in blocks["student"].splitlines() if line.strip()
+                    and not line.startswith("#")]
     printed["student"] = run(fetch, student, student_env)
     fetched = student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     source = nbformat.read(clone / "classroom" / "source" / ASSIGNMENT / fetched.name, as_version=4)
@@ -97,14 +105,15 @@ def course(tmp_path_factory):
     printed["student"] += run("\n".join(rest), student, student_env)
     printed["grading"] = run(as_run_here(blocks["grading"]), clone, instructor_env)
     printed["feedback"] = run(blocks["feedback"], student, student_env)
-    return dict(clone=clone, classroom=clone / "classroom", student=student, exchange=exchange, printed=printed,
-                source=source)
+    return dict(clone=clone, classroom=clone / "classroom", student=student, exchange=exchange,
+                printed=printed, source=source)
 
 
 def test_the_commands_run_and_the_solutions_get_every_autograded_point(course):
     rows = list(csv.DictReader((course["classroom"] / "grades.csv").open()))
     tests = [cell for cell in course["source"].cells
-             if cell.metadata.get("nbgrader", {}).get("grade") and not cell.metadata["nbgrader"].get("solution")]
+             if cell.metadata.get("nbgrader", {}).get("grade")
+             and not cell.metadata["nbgrader"].get("solution")]
     assert len(rows) == 1 and rows[0]["assignment"] == ASSIGNMENT
     assert float(rows[0]["raw_score"]) == len(tests) * tool.EXERCISE_POINTS > 0
 
@@ -115,7 +124,8 @@ def test_the_student_got_their_feedback(course):
 
 
 def test_no_training_run_stays_in_autograded_or_feedback(course):
-    graded = [path for folder in ("autograded", "feedback") for path in (course["classroom"] / folder).rglob("*")]
+    graded = [path for folder in ("autograded", "feedback")
+              for path in (course["classroom"] / folder).rglob("*")]
     assert graded and not [path for path in graded if path.name in ("runs", "last.pt")]
 
 

@@ -31,7 +31,8 @@ from clcourse.presets import Preset
 from clcourse.robustness import SCHEMES
 from clcourse.train import train
 
-# The budget fields of a Preset that a test sets per run (the rest describe the course's data and sweeps).
+# The budget fields of a Preset that a test sets per run (the rest describe
+# the course's data and sweeps).
 BUDGET_FIELDS = frozenset({"epochs", "batch_size", "lr", "momentum", "weight_decay",
                            "warmup_epochs", "knn_every", "knn_k", "knn_temperature",
                            "checkpoint_every", "compile", "log_every"})
@@ -43,17 +44,18 @@ TEST_PRESET = Preset(name="test", backbone="small_cnn", train_subset=None, test_
 
 
 def budget(**changes) -> Preset:
-    """The tests' preset (batch 256, no warm-up, kNN every epoch with k = 200, a checkpoint every epoch) with
-    `changes`."""
+    """The tests' preset (batch 256, no warm-up, kNN every epoch with k = 200, a checkpoint every
+    epoch) with `changes`."""
     return TEST_PRESET.with_overrides(**changes)
 
 
 def fit(method, images, preset: Preset | None = None, **options):
-    """`train` with the budget fields among `options` applied to `preset` (default: the tests' preset); the
-    other options go to `train` itself (labels, run, checkpoint_dir, resume, knn_data, seed, device,
-    progress)."""
+    """`train` with the budget fields among `options` applied to `preset` (default: the tests'
+    preset); the other options go to `train` itself (labels, run, checkpoint_dir, resume, knn_data,
+    seed, device, progress)."""
     changes = {key: options.pop(key) for key in list(options) if key in BUDGET_FIELDS}
-    return train(method, images, preset=(preset or TEST_PRESET).with_overrides(**changes), **options)
+    return train(method, images, preset=(preset or TEST_PRESET).with_overrides(**changes),
+                 **options)
 
 
 # ---------------------------------------------------------------- images, views and random inputs
@@ -85,7 +87,8 @@ def views_of(images, seed=1):
 
 
 def some_labels(count):
-    """Four classes, each image's label its index modulo 4, for the methods that learn from labels."""
+    """Four classes, each image's label its index modulo 4, for the methods that learn from
+    labels."""
     return torch.arange(count) % 4
 
 
@@ -192,7 +195,8 @@ def tiny_clae(seed=0, **options):
 
 def tiny_views(seed=0, n=4, size=5):
     generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.rand(n, 3, size, size, generator=generator, dtype=torch.float64) for _ in range(2))
+    return tuple(torch.rand(n, 3, size, size, generator=generator, dtype=torch.float64)
+                 for _ in range(2))
 
 
 def batch_from_views(views):
@@ -237,12 +241,15 @@ def reference_supcon(z1, z2, labels, temperature):
 
 
 def reference_sce(q, k, queue, temperature, temperature_momentum, lam, excluded=None):
-    """One query at a time: candidates [k_b, allowed queue entries]; target [lam, (1 - lam) relation]."""
-    q, k, queue = F.normalize(q, dim=1), F.normalize(k.detach(), dim=1), F.normalize(queue.detach(), dim=1)
+    """One query at a time: candidates [k_b, allowed queue entries];
+    target [lam, (1 - lam) relation]."""
+    q, k, queue = (F.normalize(q, dim=1), F.normalize(k.detach(), dim=1),
+                   F.normalize(queue.detach(), dim=1))
     losses = []
     for b in range(len(q)):
         allowed = [j for j in range(len(queue)) if excluded is None or not excluded[b][j]]
-        log_p = torch.log_softmax(torch.stack([q[b] @ k[b]] + [q[b] @ queue[j] for j in allowed]) / temperature, 0)
+        log_p = torch.log_softmax(torch.stack([q[b] @ k[b]] + [q[b] @ queue[j]
+                                                               for j in allowed]) / temperature, 0)
         weights = [math.exp(float(k[b] @ queue[j]) / temperature_momentum) for j in allowed]
         target = [lam] + [(1 - lam) * w / sum(weights) for w in weights]
         losses.append(-sum(t * lp for t, lp in zip(target, log_p)))
@@ -252,9 +259,10 @@ def reference_sce(q, k, queue, temperature, temperature_momentum, lam, excluded=
 # ---------------------------------------------------------------- checkers
 
 def function_names(config: dict) -> dict:
-    """{role: the function's name} of a method's configuration (its "functions", each recorded by name and code
-    fingerprint)."""
-    return {role: record["name"] if record else record for role, record in config["functions"].items()}
+    """{role: the function's name} of a method's configuration (its "functions", each recorded by
+    name and code fingerprint)."""
+    return {role: record["name"] if record else record
+            for role, record in config["functions"].items()}
 
 
 def fails_with(check, fn, hint):
@@ -272,7 +280,8 @@ def fake_cifar10(root, per_batch=4):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         rows = generator.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": rows, "labels": [int(v) for v in generator.integers(0, 10, per_batch)]}, f,
+            pickle.dump({"data": rows,
+                         "labels": [int(v) for v in generator.integers(0, 10, per_batch)]}, f,
                         protocol=2)
     return folder
 
@@ -287,7 +296,8 @@ def notebook_with(source: str):
 
 def write_notebook(path, *cells):
     """A notebook file of a title and the code `cells`, written as plain JSON."""
-    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
+    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": source}
              for source in cells]
     title = {"cell_type": "markdown", "metadata": {}, "source": "# a title"}
     path.write_text(json.dumps({"cells": [title, *cells],

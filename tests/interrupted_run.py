@@ -1,8 +1,9 @@
-"""A tiny training run that a test kills for real (tests/test_runs.py): run as a script, it trains
+r"""A tiny training run that a test kills for real (tests/test_runs.py): run as a script, it trains
 until the chosen moment, prints "ready" and waits for the SIGKILL; imported, it gives the same run
 to compare with.
 
-    python -c "import sys, interrupted_run; interrupted_run.main(*sys.argv[1:])" FOLDER MOMENT THREADS
+    python -c "import sys, interrupted_run; interrupted_run.main(*sys.argv[1:])" \
+        FOLDER MOMENT THREADS
 
 (imported, not run as __main__: the run's configuration names the augmentation by its module).
 
@@ -12,7 +13,6 @@ import io
 import time
 
 import torch
-
 from helpers import make_images, short_run, tiny_simclr
 
 MOMENTS = ("mid-epoch", "mid-write-last", "mid-write-snapshot")
@@ -26,7 +26,8 @@ def wait_for_the_kill():
 
 def main(folder: str, moment: str, threads: str) -> None:
     assert moment in MOMENTS, moment
-    torch.set_num_threads(int(threads))     # the same as the test process, so the numbers are the same
+    # the same as the test process, so the numbers are the same
+    torch.set_num_threads(int(threads))
     method = tiny_simclr()
     if moment == "mid-epoch":
         steps = {"n": 0}
@@ -44,7 +45,8 @@ def main(folder: str, moment: str, threads: str) -> None:
         def save_half_then_stop(obj, f, *args, **kwargs):
             if str(f).endswith(target):
                 calls["n"] += 1
-                if moment == "mid-write-snapshot" or calls["n"] == 2:    # last.pt: the epoch-2 write
+                # last.pt: the epoch-2 write
+                if moment == "mid-write-snapshot" or calls["n"] == 2:
                     buffer = io.BytesIO()
                     real_save(obj, buffer)
                     with open(f, "wb") as handle:

@@ -30,7 +30,8 @@ def make_dry_run(*arguments):
     """What `make -n -B ARGUMENTS` would run (the test is skipped without make)."""
     if shutil.which("make") is None:
         pytest.skip("needs make")
-    done = subprocess.run(["make", "-n", "-B", *arguments], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["make", "-n", "-B", *arguments], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -40,7 +41,8 @@ def make_dry_run(*arguments):
 # piece of the hint the checker gives for that mistake. The last exercise of a notebook is picked
 # where later exercises call earlier ones, so that the mistake costs it alone.
 PLANTED = {
-    "01": ("info_nce_loss", "/ temperature", "* temperature", "Divide the similarities by the temperature"),
+    "01": ("info_nce_loss", "/ temperature", "* temperature",
+           "Divide the similarities by the temperature"),
     "02": ("anchor_gradient", "(1 - p[0]) * u_positive", "p[0] * u_positive",
            "The positive's weight is 1 - p+"),
     "03": ("moco_step", 'masked_fill(own_image, float("-inf"))', "masked_fill(own_image, 0.0)",
@@ -60,17 +62,19 @@ PLANTED = {
 }
 
 
-# Per notebook: the exercise of its planted mistake written as one call to the package's own reference (or the
-# checker's), the way a student who does not write it would: the code appended to that exercise's solution cell.
-# Each computes the right answer (tests/tools/test_notebooks_nbgrader.py checks it with the references allowed),
-# and fails its checker, visible and hidden, once they are not.
+# Per notebook: the exercise of its planted mistake written as one call to the package's own
+# reference (or the checker's), the way a student who does not write it would: the code appended to
+# that exercise's solution cell. Each computes the right answer
+# (tests/tools/test_notebooks_nbgrader.py checks it with the references allowed), and fails its
+# checker, visible and hidden, once they are not.
 CALLS_THE_REFERENCE = {
     "01": "def info_nce_loss(z1, z2, temperature):\n"
           "    from clcourse.losses import info_nce as reference\n"
           "    return reference(z1, z2, temperature)",
     "02": "def anchor_gradient(u, u_positive, u_negatives, temperature):\n"
           "    import clcourse.checks.geometry\n"
-          "    return clcourse.checks.geometry.reference_anchor_gradient(u, u_positive, u_negatives, temperature)",
+          "    return clcourse.checks.geometry.reference_anchor_gradient(u, u_positive, "
+          "u_negatives, temperature)",
     "03": "def moco_step(moco, query_views, key_views, index):\n"
           "    from clcourse.methods import moco_step as step\n"
           "    return step(moco, query_views, key_views, index)",
@@ -96,8 +100,9 @@ CALLS_THE_REFERENCE = {
 
 
 def memorising(function: str, checker: str) -> str:
-    """Code that replaces the student's `function` by a table of the visible cases: it runs `checker` once to
-    learn its inputs, answers those with the real function (renamed _real_<function>) and refuses any other."""
+    """Code that replaces the student's `function` by a table of the visible cases: it runs
+    `checker` once to learn its inputs, answers those with the real function (renamed
+    _real_<function>) and refuses any other."""
     return f'''
 _real_{function} = {function}
 _table, _learning = set(), True
@@ -117,4 +122,4 @@ def {function}(*args):
 
 
 {checker}({function})
-_learning = False'''
+_learning = False'''  # noqa: E501 (a line of the code this writes, which the tests compare as it is)

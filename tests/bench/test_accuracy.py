@@ -4,7 +4,8 @@ import pytest
 from repository import load_bench
 
 
-@pytest.mark.parametrize("method, options", [("simclr", []), ("moco", ["--option", "queue_size=256"])])
+@pytest.mark.parametrize("method, options",
+                         [("simclr", []), ("moco", ["--option", "queue_size=256"])])
 def test_accuracy_smoke(method, options, capsys):
     result, = load_bench("accuracy").main(["--smoke", "--method", method, *options])
     assert result["method"] == method and [r["epoch"] for r in result["history"].epochs] == [1, 2]
@@ -15,7 +16,8 @@ def test_accuracy_smoke(method, options, capsys):
 @pytest.mark.heavy     # make test-heavy; make test runs test_accuracy_smoke's two methods
 def test_accuracy_runs_every_method_with_the_same_budget(capsys):
     results = load_bench("accuracy").main(["--smoke", "--method", "all"])
-    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce", "clae", "simclr_multiview",
+    assert [r["method"] for r in results] == ["simclr", "dcl", "hcl", "moco", "mochi", "sce",
+                                              "clae", "simclr_multiview",
                                               "cacr", "supcon", "supervised", "adversarial"]
     assert all(len(r["history"].epochs) == 2 and 0 <= r["knn"] <= 1 for r in results)
     out = capsys.readouterr().out
@@ -36,12 +38,14 @@ def test_accuracy_compares_many_views_on_imbalanced_data(capsys):
     assert [r["method"] for r in results] == ["simclr", "cacr"]
     assert all(0 <= r["linear"] <= 1 and len(r["per_class"]) == 10 for r in results)
     out = capsys.readouterr().out
-    assert "simclr {} on small_cnn, 558 images" in out       # (c + 1)/10 of each class's 102 or 103 of 1,024
+    # (c + 1)/10 of each class's 102 or 103 of 1,024
+    assert "simclr {} on small_cnn, 558 images" in out
     assert "cacr's epoch over SimCLR's" in out and "linear probe per class" in out
 
 
 def test_accuracy_stops_without_the_data(monkeypatch, tmp_path):
-    # Random images would give ~10% "accuracy" that looks like a result: the script must stop instead.
+    # Random images would give ~10% "accuracy" that looks like a
+    # result: the script must stop instead.
     monkeypatch.setenv("CLCOURSE_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="CIFAR-10 train split not found"):
         load_bench("accuracy").main(["--smoke", "--method", "simclr"])

@@ -7,7 +7,8 @@ def test_cka_smoke(capsys):
     result = load_bench("cka").main(["--smoke"])
     assert result["images"] == 32 and result["seconds"] > 0 and result["meets_target"] is None
     pairs = result["results"]
-    assert len(pairs) == 10                               # 4 representations: every pair, each with itself
+    # 4 representations: every pair, each with itself
+    assert len(pairs) == 10
     for (a, b), cka in pairs.items():
         assert cka.matrix.shape == (4, 4) and cka.num_batches == 2
         if a == b:

@@ -1,18 +1,27 @@
-"""The checkers of notebook 06 (CACR) accept correct solutions, agree with clcourse.losses.cacr_terms, name
-each known mistake and report a bare stub as unfinished."""
+"""The checkers of notebook 06 (CACR) accept correct solutions, agree with
+clcourse.losses.cacr_terms, name each known mistake and report a bare stub as unfinished."""
 import math
 
 import pytest
 import torch
-
-from clcourse.checks import (check_attraction_term, check_attraction_weights, check_equivalent_temperature_and_beta,
-                             check_repulsion_term, check_repulsion_weights)
-from clcourse.checks.cacr import (attraction_term_variant, attraction_weights_variant,
-                                  equivalent_temperature_and_beta_variant, repulsion_term_variant,
-                                  repulsion_weights_variant, unit_views)
-from clcourse.losses import cacr_terms
 from helpers import fails_with
 
+from clcourse.checks import (
+    check_attraction_term,
+    check_attraction_weights,
+    check_equivalent_temperature_and_beta,
+    check_repulsion_term,
+    check_repulsion_weights,
+)
+from clcourse.checks.cacr import (
+    attraction_term_variant,
+    attraction_weights_variant,
+    equivalent_temperature_and_beta_variant,
+    repulsion_term_variant,
+    repulsion_weights_variant,
+    unit_views,
+)
+from clcourse.losses import cacr_terms
 
 # ---------------------------------------------------------------- solutions a student might write
 
@@ -40,7 +49,8 @@ def attraction_term(z, tau_pos, alpha):
 
 
 def repulsion_term(z, tau_neg, beta):
-    terms = [(vector_repulsion_weights(z[a], z[b], tau_neg) * torch.cdist(z[a], z[b]) ** 2).sum(dim=1).mean()
+    terms = [(vector_repulsion_weights(z[a], z[b], tau_neg) * torch.cdist(z[a], z[b]) ** 2)
+             .sum(dim=1).mean()
              for a in range(len(z)) for b in range(a + 1, len(z))]
     return -beta * torch.stack(terms).mean()
 
@@ -49,7 +59,8 @@ def test_correct_solutions_pass(capsys):
     check_attraction_weights(loop_attraction_weights)
     check_attraction_weights(lambda z, tau: cacr_terms(z, tau_pos=tau).attraction_weights)
     check_repulsion_weights(vector_repulsion_weights)
-    check_repulsion_weights(lambda za, zb, tau: cacr_terms([za, zb], tau_neg=tau).repulsion_weights[0])
+    check_repulsion_weights(
+        lambda za, zb, tau: cacr_terms([za, zb], tau_neg=tau).repulsion_weights[0])
     check_attraction_term(attraction_term)
     check_attraction_term(lambda z, tau, alpha: cacr_terms(z, tau_pos=tau, alpha=alpha).attraction)
     check_repulsion_term(repulsion_term)
@@ -61,10 +72,11 @@ def test_correct_solutions_pass(capsys):
 def test_checker_references_are_the_package_terms(detach):
     x, z = unit_views(0, 4, 6, 5)
     terms = cacr_terms(x, 1.3, 0.7, 0.5, 2.0, detach_weights=detach)
-    assert torch.allclose(attraction_weights_variant(z, 1.3), terms.attraction_weights.double(), atol=1e-6)
+    assert torch.allclose(attraction_weights_variant(z, 1.3), terms.attraction_weights.double(),
+                          atol=1e-6)
     for pair, (a, b) in enumerate(terms.view_pairs.tolist()):
-        assert torch.allclose(repulsion_weights_variant(z[a], z[b], 0.7), terms.repulsion_weights[pair].double(),
-                              atol=1e-6)
+        assert torch.allclose(repulsion_weights_variant(z[a], z[b], 0.7),
+                              terms.repulsion_weights[pair].double(), atol=1e-6)
     weights = "detached" if detach else "conditional"
     for ours, package in ((attraction_term_variant(z, 1.3, 0.5, weights=weights), terms.attraction),
                           (repulsion_term_variant(z, 0.7, 2.0, weights=weights), terms.repulsion)):
@@ -87,11 +99,13 @@ def test_checker_references_are_the_package_terms(detach):
     (dict(temperature="none"), "looks like κ⁺ = 1"),
 ])
 def test_attraction_weight_mistakes_are_named(wrong, hint):
-    fails_with(check_attraction_weights, lambda z, tau: attraction_weights_variant(z, tau, **wrong), hint)
+    fails_with(check_attraction_weights, lambda z, tau: attraction_weights_variant(z, tau, **wrong),
+               hint)
 
 
 def test_attraction_weights_in_another_layout_are_named():
-    fails_with(check_attraction_weights, lambda z, tau: attraction_weights_variant(z, tau).transpose(0, 1),
+    fails_with(check_attraction_weights,
+               lambda z, tau: attraction_weights_variant(z, tau).transpose(0, 1),
                r"image first: \[B, V, V\]")
 
 
@@ -108,7 +122,8 @@ def test_attraction_weights_in_another_layout_are_named():
     (dict(temperature="none"), "looks like κ⁻ = 1"),
 ])
 def test_repulsion_weight_mistakes_are_named(wrong, hint):
-    fails_with(check_repulsion_weights, lambda za, zb, tau: repulsion_weights_variant(za, zb, tau, **wrong), hint)
+    fails_with(check_repulsion_weights,
+               lambda za, zb, tau: repulsion_weights_variant(za, zb, tau, **wrong), hint)
 
 
 def test_repulsion_weights_without_the_diagonal_column_are_named():
@@ -130,7 +145,8 @@ def test_repulsion_weights_without_the_diagonal_column_are_named():
     (dict(reduce_images="sum"), "Average over the images"),
 ])
 def test_attraction_term_mistakes_are_named(wrong, hint):
-    fails_with(check_attraction_term, lambda z, tau, alpha: attraction_term_variant(z, tau, alpha, **wrong), hint)
+    fails_with(check_attraction_term,
+               lambda z, tau, alpha: attraction_term_variant(z, tau, alpha, **wrong), hint)
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -149,14 +165,18 @@ def test_attraction_term_mistakes_are_named(wrong, hint):
     (dict(reduce_images="sum"), "Average over the images"),
 ])
 def test_repulsion_term_mistakes_are_named(wrong, hint):
-    fails_with(check_repulsion_term, lambda z, tau, beta: repulsion_term_variant(z, tau, beta, **wrong), hint)
+    fails_with(check_repulsion_term,
+               lambda z, tau, beta: repulsion_term_variant(z, tau, beta, **wrong), hint)
 
 
 def test_other_errors_say_what_is_wrong():
-    fails_with(check_attraction_term, lambda z, tau, alpha: attraction_term_variant(z, tau, alpha).detach(),
+    fails_with(check_attraction_term,
+               lambda z, tau, alpha: attraction_term_variant(z, tau, alpha).detach(),
                "no gradient flows")
-    fails_with(check_repulsion_term, lambda z, tau, beta: torch.zeros(3, dtype=z.dtype), "must return a scalar")
-    fails_with(check_repulsion_term, lambda z, tau, beta: repulsion_term_variant(z, tau, beta) * 1.5,
+    fails_with(check_repulsion_term, lambda z, tau, beta: torch.zeros(3, dtype=z.dtype),
+               "must return a scalar")
+    fails_with(check_repulsion_term,
+               lambda z, tau, beta: repulsion_term_variant(z, tau, beta) * 1.5,
                "does not match the reference")
     fails_with(check_attraction_weights, lambda z, tau: [1.0], "must return a torch.Tensor")
 
@@ -169,19 +189,21 @@ def test_other_errors_say_what_is_wrong():
 def test_unimplemented_exercises_say_so():
     def todo(*args):
         raise NotImplementedError
-    for check in (check_attraction_weights, check_repulsion_weights, check_attraction_term, check_repulsion_term,
-                  check_equivalent_temperature_and_beta):
+    for check in (check_attraction_weights, check_repulsion_weights, check_attraction_term,
+                  check_repulsion_term, check_equivalent_temperature_and_beta):
         fails_with(check, todo, "not implemented yet")
 
 
-# ---------------------------------------------------------------- CACR's push as InfoNCE's and HCL's
+# --------------------------------------------------------------- CACR's push as InfoNCE's and HCL's
 
 def test_equivalent_temperature_and_beta_passes_and_is_the_losses_identity(capsys):
     check_equivalent_temperature_and_beta(lambda tau_neg, t: (1 / (2 * tau_neg), 2 * tau_neg * t))
-    check_equivalent_temperature_and_beta(lambda tau_neg, t: (torch.tensor(0.5 / tau_neg), tau_neg * t * 2))
+    check_equivalent_temperature_and_beta(
+        lambda tau_neg, t: (torch.tensor(0.5 / tau_neg), tau_neg * t * 2))
     assert capsys.readouterr().out.count("✓") == 2
-    # the identity the checker relies on: CACR's repulsion weights (clcourse.losses) are InfoNCE's softmax at
-    # tau = 1/(2 kappa-) and HCL's importance weights exp(beta s / t) at beta = 2 kappa- t, over the negatives
+    # the identity the checker relies on: CACR's repulsion weights (clcourse.losses) are InfoNCE's
+    # softmax at tau = 1/(2 kappa-) and HCL's importance weights exp(beta s / t) at beta =
+    # 2 kappa- t, over the negatives
     tau_neg, t = 0.9, 0.5
     temperature, beta = equivalent_temperature_and_beta_variant(tau_neg, t)
     assert math.isclose(temperature, 1 / 1.8) and math.isclose(beta, 0.9)
@@ -192,8 +214,10 @@ def test_equivalent_temperature_and_beta_passes_and_is_the_losses_identity(capsy
     off = ~torch.eye(6, dtype=torch.bool)
     push = torch.softmax(similarity / temperature, dim=1).masked_fill(~off, 0)
     importance = (beta * similarity / t).exp().masked_fill(~off, 0)
-    assert torch.allclose(cacr_weights, (push / push.sum(1, keepdim=True)).to(cacr_weights.dtype), atol=1e-6)
-    assert torch.allclose(cacr_weights, (importance / importance.sum(1, keepdim=True)).to(cacr_weights.dtype),
+    assert torch.allclose(cacr_weights, (push / push.sum(1, keepdim=True)).to(cacr_weights.dtype),
+                          atol=1e-6)
+    assert torch.allclose(cacr_weights,
+                          (importance / importance.sum(1, keepdim=True)).to(cacr_weights.dtype),
                           atol=1e-6)
 
 

@@ -1,5 +1,7 @@
-"""Notebook 09's checkers accept correct solutions (also unusual but equivalent ones), name each usual
-mistake, and report a bare stub as unfinished."""
+"""Notebook 09's checkers accept correct solutions (also unusual but equivalent ones), name each
+usual mistake, and report a bare stub as unfinished."""
+# K and L are the two Gram matrices of HSIC and CKA, as in the papers; `l` is L's kernel.
+# ruff: noqa: E741
 import pytest
 import torch
 
@@ -37,7 +39,8 @@ def cka_through_grams(x, y):
     return torch.trace(k @ l) / (k.norm() * l.norm())
 
 
-@pytest.mark.parametrize("solution", [cka, cka_through_grams, lambda x, y: cka(x.float(), y.float()).double()])
+@pytest.mark.parametrize("solution",
+                         [cka, cka_through_grams, lambda x, y: cka(x.float(), y.float()).double()])
 def test_correct_linear_cka_passes(solution, capsys):
     check_linear_cka(solution)
     shown = solution.__name__ if solution.__name__.isidentifier() else "linear_cka"
@@ -74,9 +77,10 @@ def test_linear_cka_other_errors():
         check_linear_cka(lambda x, y: cka(x, y) * 0.9)
 
 
-def hsic(k, l, *, zero_k=True, zero_l=True, cross_sign=-1.0, total_divisor=True, normaliser="n(n-3)",
-         in_place=False):
-    """The unbiased HSIC as a student writes it (loops-free, with ones vectors); switches reproduce mistakes."""
+def hsic(k, l, *, zero_k=True, zero_l=True, cross_sign=-1.0, total_divisor=True,
+         normaliser="n(n-3)", in_place=False):
+    """The unbiased HSIC as a student writes it (loops-free, with ones vectors);
+    switches reproduce mistakes."""
     n = k.shape[0]
     if in_place:
         k.fill_diagonal_(0)

@@ -1,12 +1,13 @@
-"""Notebook 05's checkers accept correct solutions (also unusual but equivalent ones), name each usual
-mistake, and report a bare stub as unfinished."""
+"""Notebook 05's checkers accept correct solutions (also unusual but equivalent ones), name each
+usual mistake, and report a bare stub as unfinished."""
 import pytest
 import torch
 
 from clcourse.checks import ExerciseError, check_clae_objective, check_fgsm_contrastive
 
 
-def fgsm(encode, x, epsilon, loss, *, sign=1.0, clip=True, signed=True, scale=None, detach_anchor=True,
+def fgsm(encode, x, epsilon, loss, *, sign=1.0, clip=True, signed=True, scale=None,
+         detach_anchor=True,
          use_backward=False, evaluate=False, returns="images", detach_result=True):
     """FGSM on a contrastive loss; the keyword switches reproduce the usual mistakes."""
     if evaluate:
@@ -49,7 +50,8 @@ def fgsm_as_one_pgd_step(encode, x, epsilon, loss):
 @pytest.mark.parametrize("solution", [
     fgsm,
     fgsm_as_one_pgd_step,
-    lambda *args: fgsm(*args, detach_anchor=False),      # a symmetric loss: twice the gradient, the same signs
+    # a symmetric loss: twice the gradient, the same signs
+    lambda *args: fgsm(*args, detach_anchor=False),
     fgsm_two_passes,
 ])
 def test_correct_fgsm_passes(solution, capsys):
@@ -74,9 +76,11 @@ def test_fgsm_mistakes_are_named(mistake, message):
         check_fgsm_contrastive(lambda *args: fgsm(*args, **mistake))
 
 
-def objective(encode, encode_adversarial, attack, loss, view1, view2, alpha, *, joint=True, attacked=1,
-              attack_route="adversarial", embed_route="adversarial", anchor="z1", alpha_on="adversarial",
-              keep_clean=True, perturb=True, detach_adversarial=False, extra_clean_pass=False, returns=4):
+def objective(encode, encode_adversarial, attack, loss, view1, view2, alpha, *, joint=True,
+              attacked=1, attack_route="adversarial", embed_route="adversarial", anchor="z1",
+              alpha_on="adversarial",
+              keep_clean=True, perturb=True, detach_adversarial=False, extra_clean_pass=False,
+              returns=4):
     """CLAE's objective; the keyword switches reproduce the usual mistakes."""
     routes = {"clean": encode, "adversarial": encode_adversarial}
     if joint:

@@ -1,18 +1,21 @@
-"""The notebook-02 checkers accept correct solutions, written several ways, and name each mistake."""
+"""The notebook-02 checkers accept correct solutions, written several
+ways, and name each mistake."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clcourse.checks import ExerciseError, check_anchor_gradient, check_false_negative_rate
-from clcourse.checks.geometry import (_clustered_similarities, reference_anchor_gradient,
-                                      reference_top_k_false_negative_rate)
+from clcourse.checks.geometry import (
+    _clustered_similarities,
+    reference_anchor_gradient,
+    reference_top_k_false_negative_rate,
+)
 from clcourse.negatives import false_negative_rate, hardest_negatives, negative_weights
 
+# ----------------------------------------------------------------- false-negative rate of the top k
 
-# ---------------------------------------------------------------------- false-negative rate of the top k
-
-def make_false_negative_rate(mask_self=True, ranked=True, largest=True, average="fraction", k_offset=0,
-                             as_float=False, per_anchor=False):
+def make_false_negative_rate(mask_self=True, ranked=True, largest=True, average="fraction",
+                             k_offset=0, as_float=False, per_anchor=False):
     """A student's top_k_false_negative_rate, correct by default, with one mistake switched on."""
     def top_k_false_negative_rate(similarities, labels, k):
         n = len(labels)
@@ -23,7 +26,8 @@ def make_false_negative_rate(mask_self=True, ranked=True, largest=True, average=
         if ranked:
             neighbours = similarities.topk(count, dim=1, largest=largest).indices
         else:   # the first `count` other images, whatever their similarity
-            neighbours = torch.stack([torch.tensor([j for j in range(n) if j != i][:count]) for i in range(n)])
+            neighbours = torch.stack([torch.tensor([j for j in range(n) if j != i][:count])
+                                      for i in range(n)])
         shares = (labels[neighbours] == labels[:, None]).float()
         if average == "count":
             per_row = shares.sum(dim=1)
@@ -43,7 +47,8 @@ def loop_false_negative_rate(similarities, labels, k):
     """Obviously correct: for each anchor, sort the other images by similarity and count."""
     total = 0.0
     for i in range(len(labels)):
-        others = sorted((j for j in range(len(labels)) if j != i), key=lambda j: -float(similarities[i, j]))
+        others = sorted((j for j in range(len(labels)) if j != i),
+                        key=lambda j: -float(similarities[i, j]))
         total += sum(int(labels[j] == labels[i]) for j in others[:k]) / k
     return total / len(labels)
 
@@ -54,21 +59,25 @@ def test_reference_matches_a_loop_and_the_package():
     for k in (1, 5, 12):
         assert reference_top_k_false_negative_rate(similarities, labels, k).item() == pytest.approx(
             loop_false_negative_rate(similarities, labels, k), abs=1e-12)
-    # the package's two-step version (search, then count) on embeddings agrees with the matrix version
+    # the package's two-step version (search, then count) on embeddings
+    # agrees with the matrix version
     z = F.normalize(torch.randn(40, 6, generator=points_seed, dtype=torch.float64), dim=1)
     labels = torch.randint(0, 3, (40,), generator=points_seed)
     ids = torch.arange(40)
     _, indices = hardest_negatives(z, z, 10, anchor_ids=ids, candidate_ids=ids)
     package = false_negative_rate(labels[indices], labels, [1, 4, 10])
     for k, value in zip((1, 4, 10), package):
-        assert reference_top_k_false_negative_rate(z @ z.T, labels, k).item() == pytest.approx(value.item(), abs=1e-6)
+        assert reference_top_k_false_negative_rate(z @ z.T, labels, k).item() == \
+            pytest.approx(value.item(), abs=1e-6)
 
 
 def test_correct_false_negative_rates_pass(capsys):
     check_false_negative_rate(make_false_negative_rate())
     check_false_negative_rate(make_false_negative_rate(as_float=True))
-    # another correct way: take k + 1 and drop the first column (the anchor, s = 1, always ranks first)
-    check_false_negative_rate(lambda s, y, k: (y[s.topk(k + 1, dim=1).indices[:, 1:]] == y[:, None]).float().mean())
+    # another correct way: take k + 1 and drop the first column (the
+    # anchor, s = 1, always ranks first)
+    check_false_negative_rate(
+        lambda s, y, k: (y[s.topk(k + 1, dim=1).indices[:, 1:]] == y[:, None]).float().mean())
     check_false_negative_rate(lambda s, y, k: loop_false_negative_rate(s, y, k))
     assert capsys.readouterr().out.count("✓") == 4
 
@@ -101,10 +110,11 @@ def test_false_negative_rate_other_errors():
         check_false_negative_rate(stub)
 
 
-# ---------------------------------------------------------------------- InfoNCE's gradient w.r.t. the anchor
+# ------------------------------------------------------------- InfoNCE's gradient w.r.t. the anchor
 
 def make_anchor_gradient(mistake=None):
-    """A student's anchor_gradient, the formula written out, correct by default, with one mistake switched on."""
+    """A student's anchor_gradient, the formula written out, correct by default,
+    with one mistake switched on."""
     def anchor_gradient(u, u_positive, u_negatives, temperature):
         similarities = torch.cat([(u @ u_positive)[None], u_negatives @ u])
         tau = {"no_temperature": 1.0, "twice": temperature ** 2}.get(mistake, temperature)
@@ -129,7 +139,8 @@ def loop_anchor_gradient(u, u_positive, u_negatives, temperature):
         logits = torch.cat([(v @ u_positive)[None], u_negatives @ v]) / temperature
         return -torch.log_softmax(logits, dim=0)[0]
     step = 1e-6
-    return torch.stack([(loss(u + step * e) - loss(u - step * e)) / (2 * step) for e in torch.eye(len(u), dtype=u.dtype)])
+    return torch.stack([(loss(u + step * e) - loss(u - step * e)) / (2 * step)
+                        for e in torch.eye(len(u), dtype=u.dtype)])
 
 
 def test_reference_anchor_gradient_matches_finite_differences_and_the_package_weights():
@@ -137,10 +148,14 @@ def test_reference_anchor_gradient_matches_finite_differences_and_the_package_we
     vectors = F.normalize(torch.randn(9, 5, generator=generator, dtype=torch.float64), dim=1)
     u, u_positive, u_negatives = vectors[0], vectors[1], vectors[2:]
     gradient = reference_anchor_gradient(u, u_positive, u_negatives, 0.3)
-    assert torch.allclose(gradient, loop_anchor_gradient(u, u_positive, u_negatives, 0.3), atol=1e-6)
+    assert torch.allclose(gradient, loop_anchor_gradient(u, u_positive, u_negatives, 0.3),
+                          atol=1e-6)
     # the push on each negative is the package's InfoNCE weight p_k, over tau
-    p = negative_weights(u, u_positive, u_negatives, 0.3).double()     # they sum to 1 - p+, the pull's weight
-    assert torch.allclose(gradient, ((p[:, None] * u_negatives).sum(0) - p.sum() * u_positive) / 0.3, atol=1e-5)
+    # they sum to 1 - p+, the pull's weight
+    p = negative_weights(u, u_positive, u_negatives, 0.3).double()
+    assert torch.allclose(gradient,
+                          ((p[:, None] * u_negatives).sum(0) - p.sum() * u_positive) / 0.3,
+                          atol=1e-5)
 
 
 def test_correct_anchor_gradients_pass(capsys):

@@ -1,19 +1,25 @@
-"""The checkers of notebooks 03 (MoCo) and 04 (DCL, HCL, MoCHi) accept correct solutions, agree with the
-package's losses and MoCo step, and name each known mistake."""
+"""The checkers of notebooks 03 (MoCo) and 04 (DCL, HCL, MoCHi) accept correct solutions, agree with
+the package's losses and MoCo step, and name each known mistake."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fails_with
 
-from clcourse.checks import (check_dcl, check_enqueue, check_hcl, check_mochi_logits,
-                             check_moco_logits, check_moco_step, check_momentum_update)
+from clcourse.checks import (
+    check_dcl,
+    check_enqueue,
+    check_hcl,
+    check_mochi_logits,
+    check_moco_logits,
+    check_moco_step,
+    check_momentum_update,
+)
 from clcourse.checks.hard_negatives import _pairs, debiased_loss_variant, mochi_logits_variant
 from clcourse.checks.moco import _moco_step_variant, _step_setup
 from clcourse.losses import dcl, hcl, mochi_mix, moco_info_nce
 from clcourse.methods import moco_step
-from helpers import fails_with
-
 
 # ---------------------------------------------------------------- enqueue
 
@@ -34,7 +40,8 @@ def make_enqueue(mistake=None):
         start = 0 if mistake == "ignore_pointer" else pointer
         slots = (start + torch.arange(batch)) % size
         queue[slots] = keys
-        new_pointer = {"no_wrap": pointer + batch, "plus_one": (pointer + 1) % size, "stay": pointer}.get(
+        new_pointer = {"no_wrap": pointer + batch, "plus_one": (pointer + 1) % size,
+                       "stay": pointer}.get(
             mistake, (pointer + batch) % size)
         return queue, torch.tensor(new_pointer) if mistake == "tensor_pointer" else new_pointer
     return enqueue
@@ -70,7 +77,8 @@ def make_momentum_update(mistake=None):
                 elif mistake == "copy":
                     key.copy_(query)
                 elif mistake == "rebind":
-                    key = momentum * key + (1 - momentum) * query  # noqa: F841 (the mistake: a new local tensor)
+                    # the mistake: a new local tensor
+                    key = momentum * key + (1 - momentum) * query  # noqa: F841
                 elif mistake == "query_moves":
                     query.mul_(momentum).add_(key, alpha=1 - momentum)
                 else:
@@ -106,7 +114,8 @@ def make_moco_logits(mistake=None):
         negatives = q @ queue.T
         if mistake == "no_positive":
             return negatives / temperature
-        logits = torch.cat([negatives, positive] if mistake == "positive_last" else [positive, negatives], dim=1)
+        logits = torch.cat([negatives, positive] if mistake == "positive_last"
+                           else [positive, negatives], dim=1)
         if mistake == "no_temperature":
             return logits
         if mistake == "multiply":
@@ -142,18 +151,21 @@ def test_moco_logits_reference_gives_the_package_loss():
 
 def make_debiased(beta_used, **wrong):
     def loss(z1, z2, temperature, tau_plus, beta=None):
-        return debiased_loss_variant(z1, z2, temperature, tau_plus, beta if beta_used else None, **wrong)
+        return debiased_loss_variant(z1, z2, temperature, tau_plus, beta if beta_used else None,
+                                     **wrong)
     return loss
 
 
 def dcl_as_in_the_paper(z1, z2, temperature, tau_plus):
-    """An independent student solution: exp of cosines, masks, the DCL estimator, written plainly."""
+    """An independent student solution: exp of cosines, masks, the DCL
+    estimator, written plainly."""
     batch_size = z1.shape[0]
     out = F.normalize(torch.cat([z1, z2]), dim=1)
     neg = torch.exp(out @ out.T / temperature)
     mask = torch.ones_like(neg, dtype=torch.bool)
     for i in range(batch_size):
-        mask[i, i] = mask[i, i + batch_size] = mask[i + batch_size, i] = mask[i + batch_size, i + batch_size] = False
+        mask[i, i] = mask[i, i + batch_size] = False
+        mask[i + batch_size, i] = mask[i + batch_size, i + batch_size] = False
     neg = neg.masked_select(mask).view(2 * batch_size, -1)
     pos = torch.exp((F.normalize(z1, dim=1) * F.normalize(z2, dim=1)).sum(-1) / temperature)
     pos = torch.cat([pos, pos])
@@ -187,7 +199,8 @@ def test_checker_reference_is_the_package_loss(beta, close):
     ours = debiased_loss_variant(z1, z2, 0.3, 0.2, beta)
     package = dcl(z1, z2, 0.3, 0.2) if beta is None else hcl(z1, z2, 0.3, 0.2, beta)
     assert torch.allclose(ours, package.double(), atol=1e-6)
-    assert torch.allclose(torch.autograd.grad(ours, z1)[0], torch.autograd.grad(package, z1)[0].double(), atol=1e-5)
+    assert torch.allclose(torch.autograd.grad(ours, z1)[0],
+                          torch.autograd.grad(package, z1)[0].double(), atol=1e-5)
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -228,13 +241,15 @@ def test_hcl_mistakes_are_named(wrong, hint):
 
 
 def test_hcl_that_is_dcl_is_named():
-    fails_with(check_hcl, lambda z1, z2, t, tau, beta: debiased_loss_variant(z1, z2, t, tau, None), "You return DCL")
+    fails_with(check_hcl, lambda z1, z2, t, tau, beta: debiased_loss_variant(z1, z2, t, tau, None),
+               "You return DCL")
 
 
 # ---------------------------------------------------------------- MoCHi
 
 def make_mochi_logits(mistake=None):
-    """A student's mochi_logits, written plainly, correct by default, with one mistake switched on."""
+    """A student's mochi_logits, written plainly, correct by default,
+    with one mistake switched on."""
     def mochi_logits(q, k, queue, temperature, n_hardest, first, second, alpha, pick, beta_mix):
         hardest = (q @ queue.T).topk(n_hardest, dim=1, largest=mistake != "easiest").indices
 
@@ -284,16 +299,21 @@ def test_mochi_logits_mistakes_are_named(mistake, hint):
 
 
 def test_mochi_logits_reference_agrees_with_the_package():
-    """The checker's reference, fed mochi_mix's own draws (as positions), gives the package's MoCHi loss."""
+    """The checker's reference, fed mochi_mix's own draws (as positions),
+    gives the package's MoCHi loss."""
     generator = torch.Generator().manual_seed(3)
     q, k = (F.normalize(torch.randn(5, 8, generator=generator), dim=1) for _ in range(2))
     queue = F.normalize(torch.randn(30, 8, generator=generator), dim=1)
-    mix = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=4, n_mix_query=3, generator=torch.Generator().manual_seed(0))
-    positions = lambda rows: (mix.hardest_index[:, :, None] == rows[:, None, :]).float().argmax(1)  # noqa: E731
+    mix = mochi_mix(q, queue, n_hardest=6, n_mix_negatives=4, n_mix_query=3,
+                    generator=torch.Generator().manual_seed(0))
+    positions = lambda rows: (  # noqa: E731
+        (mix.hardest_index[:, :, None] == rows[:, None, :]).float().argmax(1))
     logits = mochi_logits_variant(q, k, queue, 0.2, 6, positions(mix.pair_index[..., 0]),
-                                  positions(mix.pair_index[..., 1]), mix.alpha, positions(mix.query_pair_index), mix.beta)
+                                  positions(mix.pair_index[..., 1]), mix.alpha,
+                                  positions(mix.query_pair_index), mix.beta)
     package = moco_info_nce(q, k, queue, 0.2, extra_negatives=mix.negatives)
-    assert torch.allclose(F.cross_entropy(logits, torch.zeros(5, dtype=torch.long)), package, atol=1e-6)
+    assert torch.allclose(F.cross_entropy(logits, torch.zeros(5, dtype=torch.long)), package,
+                          atol=1e-6)
 
 
 # ---------------------------------------------------------------- one MoCo step
@@ -304,10 +324,12 @@ def make_moco_step(mistake=None):
         q = F.normalize(moco.projector(moco.backbone(query_views)), dim=1)
         if mistake == "detach_q":
             q = q.detach()
-        key_encoder = (moco.backbone, moco.projector) if mistake == "query_encoder" else (moco.key_backbone,
-                                                                                           moco.key_projector)
-        with torch.no_grad() if mistake not in ("query_encoder", "keys_with_gradient_flag") else torch.enable_grad():
-            shuffle = torch.arange(len(key_views)) if mistake == "no_shuffle" else torch.randperm(len(key_views))
+        key_encoder = ((moco.backbone, moco.projector) if mistake == "query_encoder"
+                       else (moco.key_backbone, moco.key_projector))
+        with (torch.no_grad() if mistake not in ("query_encoder", "keys_with_gradient_flag")
+              else torch.enable_grad()):
+            shuffle = (torch.arange(len(key_views)) if mistake == "no_shuffle"
+                       else torch.randperm(len(key_views)))
             k = key_encoder[1](key_encoder[0](key_views[shuffle]))
             k = k if mistake == "no_normalise_k" else F.normalize(k, dim=1)
             if mistake != "no_unshuffle":
@@ -324,12 +346,16 @@ def make_moco_step(mistake=None):
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
         own_image = index[:, None] == moco.queue_index[None, :]
         if mistake == "shifted_mask":
-            logits = logits.masked_fill(torch.cat([own_image, torch.zeros(len(q), 1, dtype=torch.bool)], 1), float("-inf"))
+            logits = logits.masked_fill(torch.cat([own_image,
+                                                   torch.zeros(len(q), 1, dtype=torch.bool)], 1),
+                                        float("-inf"))
         elif mistake == "zero_mask":
             logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, 0.0)], 1)
         elif mistake != "no_mask":
-            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))], 1)
-        targets = torch.arange(len(q)) if mistake == "arange_targets" else torch.zeros(len(q), dtype=torch.long)
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(own_image, float("-inf"))],
+                               1)
+        targets = torch.arange(len(q)) if mistake == \
+            "arange_targets" else torch.zeros(len(q), dtype=torch.long)
         loss = F.cross_entropy(logits, targets)
         if mistake == "two_values":
             return loss, k
@@ -345,8 +371,10 @@ def test_moco_step_reference_is_the_package_step():
     for ours, theirs in zip(reference, package):
         assert torch.allclose(ours, theirs, atol=1e-6)
     # the planted mistakes really change the result on the checker's inputs
-    for wrong in (dict(shuffle=False), dict(unshuffle=False), dict(mask="none"), dict(mask="shifted")):
-        assert not torch.allclose(_moco_step_variant(method, query_views, key_views, index, 5, **wrong)[0],
+    for wrong in (dict(shuffle=False), dict(unshuffle=False), dict(mask="none"),
+                  dict(mask="shifted")):
+        assert not torch.allclose(_moco_step_variant(method, query_views, key_views, index, 5,
+                                                     **wrong)[0],
                                   reference[0], atol=1e-4), wrong
 
 
@@ -373,6 +401,6 @@ def test_moco_step_mistakes_are_named(mistake, hint):
 def test_unimplemented_exercises_say_so():
     def todo(*args):
         raise NotImplementedError
-    for check in (check_enqueue, check_momentum_update, check_moco_logits, check_moco_step, check_dcl, check_hcl,
-                  check_mochi_logits):
+    for check in (check_enqueue, check_momentum_update, check_moco_logits, check_moco_step,
+                  check_dcl, check_hcl, check_mochi_logits):
         fails_with(check, todo, "not implemented yet")

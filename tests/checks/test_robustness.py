@@ -1,16 +1,22 @@
-"""Notebook 08's checkers accept correct solutions, name each usual mistake, and report a bare stub as
-unfinished."""
+"""Notebook 08's checkers accept correct solutions, name each usual mistake, and
+report a bare stub as unfinished."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_pgd_step, check_supcon, check_threat_model_1_objective
+from clcourse.checks import (
+    ExerciseError,
+    check_pgd_step,
+    check_supcon,
+    check_threat_model_1_objective,
+)
 from clcourse.losses import info_nce
 
 
 def pgd_step(x_adv, x, gradient, epsilon, step_size, *, sign=1.0, signed=True, ball=True, clip=True,
              returns="images", size=None):
-    moved = x_adv + sign * (step_size if size is None else epsilon) * (gradient.sign() if signed else gradient)
+    moved = x_adv + sign * (step_size if size is None else epsilon) * (gradient.sign() if signed
+                                                                       else gradient)
     if ball:
         moved = x + (moved - x).clamp(-epsilon, epsilon)
     if clip:
@@ -43,7 +49,8 @@ def test_pgd_step_mistakes_are_named(mistake, message):
 
 
 def supcon(z1, z2, labels, temperature, *, form="out", mask_self=True, self_positive=False,
-           positives_in_denominator=True, normalise=True, divide=True, average=True, anchors="both", by="label"):
+           positives_in_denominator=True, normalise=True, divide=True, average=True, anchors="both",
+           by="label"):
     z = torch.cat([z1, z2])
     u = F.normalize(z, dim=1) if normalise else z
     y = torch.cat([labels, labels]) if by == "label" else torch.cat([torch.arange(len(z1))] * 2)
@@ -55,7 +62,8 @@ def supcon(z1, z2, labels, temperature, *, form="out", mask_self=True, self_posi
         excluded = excluded | positives
     log_normaliser = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), 1, keepdim=True)
     if form == "in":
-        per_anchor = -torch.log((torch.exp(logits) * positives).sum(1) / positives.sum(1)) + log_normaliser[:, 0]
+        per_anchor = (-torch.log((torch.exp(logits) * positives).sum(1) / positives.sum(1))
+                      + log_normaliser[:, 0])
     else:
         per_anchor = -((logits - log_normaliser) * positives).sum(1)
         if average:
@@ -97,7 +105,8 @@ def test_supcon_mistakes_are_named(mistake, message):
         check_supcon(lambda *args: supcon(*args, **mistake))
 
 
-def objective(encode, x, temperature, *, sign=1.0, anchors_from="x", temperature_used=None, moves=True):
+def objective(encode, x, temperature, *, sign=1.0, anchors_from="x", temperature_used=None,
+              moves=True):
     with torch.no_grad():
         anchors = encode(x)
     t = temperature if temperature_used is None else temperature_used

@@ -1,14 +1,13 @@
-"""The checkers of notebook 07 (SCE) accept correct solutions, report a bare stub as unfinished, and name each
-known mistake, written here as a student would write it."""
+"""The checkers of notebook 07 (SCE) accept correct solutions, report a bare stub as unfinished, and
+name each known mistake, written here as a student would write it."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fails_with
 
 from clcourse.checks import check_sce_loss, check_soft_target
 from clcourse.checks.sce import soft_target_variant
 from clcourse.losses import sce_target
-from helpers import fails_with
-
 
 # ---------------------------------------------------------------- the soft target
 
@@ -63,7 +62,8 @@ def test_soft_target_mistakes_are_named(mistake, hint):
 
 def test_the_variant_with_no_switch_is_the_package_target():
     generator = torch.Generator().manual_seed(0)
-    k, queue = (F.normalize(torch.randn(n, 6, generator=generator, dtype=torch.float64), dim=1) for n in (3, 9))
+    k, queue = (F.normalize(torch.randn(n, 6, generator=generator, dtype=torch.float64), dim=1)
+                for n in (3, 9))
     mask = torch.rand(3, 9, generator=generator) < 0.3
     for lam in (0.0, 0.4, 1.0):
         assert torch.allclose(soft_target_variant(k, queue, 0.1, lam, mask),
@@ -74,15 +74,16 @@ def test_the_variant_with_no_switch_is_the_package_target():
 
 def make_sce_loss(mistake=None):
     def sce_loss(q, k, queue, temperature, temperature_momentum, lam, queue_mask=None):
-        tau, tau_m = (temperature_momentum, temperature) if mistake == "swap_temperatures" else (temperature,
-                                                                                                   temperature_momentum)
+        tau, tau_m = ((temperature_momentum, temperature) if mistake == "swap_temperatures"
+                      else (temperature, temperature_momentum))
         if mistake == "no_temperature":
             tau = 1.0
         keys = k if mistake == "gradient_into_k" else k.detach()
         logits = torch.cat([(q * keys).sum(1, keepdim=True), q @ queue.detach().T], dim=1) / tau
         mask = None if mistake == "ignore_mask" else queue_mask
         if mask is not None and mistake != "mask_target_only":
-            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(mask, float("-inf"))], dim=1)
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(mask, float("-inf"))],
+                               dim=1)
         if mistake == "one_hot":
             return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
         target = make_soft_target()(q if mistake == "target_from_q" else k, queue, tau_m, lam, mask)

@@ -3,7 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clcourse.checks import ExerciseError, check_alignment, check_info_nce, check_positive_mask, check_uniformity
+from clcourse.checks import (
+    ExerciseError,
+    check_alignment,
+    check_info_nce,
+    check_positive_mask,
+    check_uniformity,
+)
 
 
 def positive_mask(batch_size):
@@ -11,8 +17,8 @@ def positive_mask(batch_size):
     return (index[:, None] - index[None, :]).abs() == batch_size
 
 
-def make_info_nce(normalise=True, mask_self=True, temperature_power=1, multiply=False, detach_z2=False,
-                  reduce="mean", drop_positive=False, one_direction=False):
+def make_info_nce(normalise=True, mask_self=True, temperature_power=1, multiply=False,
+                  detach_z2=False, reduce="mean", drop_positive=False, one_direction=False):
     def info_nce(z1, z2, temperature):
         if detach_z2:
             z2 = z2.detach()
@@ -77,9 +83,11 @@ def test_correct_solutions_pass(capsys):
     check_positive_mask(positive_mask)
     check_info_nce(make_info_nce())
     check_alignment(make_alignment())
-    check_alignment(lambda z1, z2: (2 - 2 * (F.normalize(z1, dim=1) * F.normalize(z2, dim=1)).sum(1)).mean())
+    check_alignment(
+        lambda z1, z2: (2 - 2 * (F.normalize(z1, dim=1) * F.normalize(z2, dim=1)).sum(1)).mean())
     check_uniformity(make_uniformity())
-    check_uniformity(lambda z, t: torch.pdist(F.normalize(z, dim=1)).pow(2).mul(-t).exp().mean().log())
+    check_uniformity(
+        lambda z, t: torch.pdist(F.normalize(z, dim=1)).pow(2).mul(-t).exp().mean().log())
     assert capsys.readouterr().out.count("✓") == 6
 
 
@@ -146,7 +154,8 @@ def make_alignment(mistake=None):
 def loop_uniformity(z, t):
     """Obviously correct: every ordered pair i != j, one at a time."""
     u = F.normalize(z, dim=1)
-    kernel = [torch.exp(-t * (u[i] - u[j]).pow(2).sum()) for i in range(len(u)) for j in range(len(u)) if i != j]
+    kernel = [torch.exp(-t * (u[i] - u[j]).pow(2).sum()) for i in range(len(u))
+              for j in range(len(u)) if i != j]
     return torch.log(torch.stack(kernel).mean())
 
 
@@ -157,7 +166,8 @@ def make_uniformity(mistake=None):
         distance = torch.cdist(u, u)
         squared = distance if mistake == "not_squared" else distance.pow(2)
         n = len(u)
-        pairs = squared.flatten() if mistake == "with_self" else squared[~torch.eye(n, dtype=torch.bool)]
+        pairs = squared.flatten() if mistake == \
+            "with_self" else squared[~torch.eye(n, dtype=torch.bool)]
         if mistake == "mean_of_log":
             return (-t * pairs).mean()
         kernel = torch.exp(-t * pairs)
@@ -167,9 +177,11 @@ def make_uniformity(mistake=None):
 
 def test_checker_references_match_loops():
     generator = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(6, 4, generator=generator, dtype=torch.float64), torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    z1, z2 = (torch.randn(6, 4, generator=generator, dtype=torch.float64),
+              torch.randn(6, 4, generator=generator, dtype=torch.float64))
     for t in (2.0, 0.5):
-        assert make_uniformity()(z1, t).item() == pytest.approx(loop_uniformity(z1, t).item(), abs=1e-10)
+        assert make_uniformity()(z1, t).item() == pytest.approx(loop_uniformity(z1, t).item(),
+                                                                abs=1e-10)
     u1, u2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     expected = sum((u1[i] - u2[i]).pow(2).sum() for i in range(6)) / 6
     assert make_alignment()(z1, z2).item() == pytest.approx(expected.item(), abs=1e-10)

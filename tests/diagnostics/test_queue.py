@@ -4,21 +4,26 @@ the real ones, each against a brute-force loop."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit
 
-from clcourse.diagnostics import (keys, queries, queue_false_negative_rate,
-                                  queue_false_negative_rate_over_training, queue_hardest_negatives,
-                                  synthetic_negative_similarities)
+from clcourse.diagnostics import (
+    keys,
+    queries,
+    queue_false_negative_rate,
+    queue_false_negative_rate_over_training,
+    queue_hardest_negatives,
+    synthetic_negative_similarities,
+)
 from clcourse.methods import build_method
 from clcourse.models import Backbone, SmallCNN
-from helpers import fit
 
 DIM = 8
 
 
 def make(name="moco", **options):
     torch.manual_seed(0)
-    options = {"projector_hidden": 16, "projector_out": DIM, "augment": lambda x, g=None: x.float() / 255,
-               "queue_size": 12, "bn_splits": 2, **options}
+    options = {"projector_hidden": 16, "projector_out": DIM, "augment":
+        lambda x, g=None: x.float() / 255, "queue_size": 12, "bn_splits": 2, **options}
     if name == "mochi":
         options = {"n_hardest": 3, "n_mix_negatives": 4, "n_mix_query": 2, **options}
     return build_method(name, Backbone(SmallCNN(width=4)), **options)
@@ -26,11 +31,13 @@ def make(name="moco", **options):
 
 @pytest.fixture(scope="module")
 def twenty_images():
-    return torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
 
 
 def fill(method, entries=10):
-    """Keys of images 0..entries-1 (two slots keep their initial random vectors when entries < 12)."""
+    """Keys of images 0..entries-1 (two slots keep their initial random
+    vectors when entries < 12)."""
     keys = F.normalize(torch.randn(entries, DIM, generator=torch.Generator().manual_seed(1)), dim=1)
     method.enqueue(keys, torch.arange(entries))
     return keys
@@ -52,7 +59,8 @@ def test_hardest_queue_negatives_against_a_loop(twenty_images):
     similarities, key_index = queue_hardest_negatives(method, twenty_images[:4], k=3, index=index)
     q = queries(method, twenty_images[:4])
     for a in range(4):
-        candidates = [(float(q[a] @ keys[j]), j) for j in range(10) if j != index[a]]  # no random slots, no own image
+        # no random slots, no own image
+        candidates = [(float(q[a] @ keys[j]), j) for j in range(10) if j != index[a]]
         expected = sorted(candidates, reverse=True)[:3]
         assert key_index[a].tolist() == [j for _, j in expected]
         assert torch.allclose(similarities[a], torch.tensor([s for s, _ in expected]), atol=1e-5)
@@ -67,7 +75,8 @@ def test_false_negative_rate_counts_same_class_keys(twenty_images):
     _, key_index = queue_hardest_negatives(method, twenty_images[:4], k=5)
     same_class = (train_labels[key_index] == labels[:, None]).float()
     assert torch.allclose(rates, torch.stack([same_class[:, :1].mean(), same_class.mean()]))
-    # Every key of a class-2 query's negatives is of another class (class 2 never entered the queue).
+    # Every key of a class-2 query's negatives is of another class
+    # (class 2 never entered the queue).
     assert queue_false_negative_rate(method, twenty_images[2:3], labels[2:3], train_labels,
                                      ks=5).item() == 0.0
 
@@ -95,15 +104,17 @@ def test_synthetic_negative_similarities(twenty_images):
                                              generator=torch.Generator().manual_seed(0))
     assert result["queue"].numel() == 5 * 11          # each query's own key is left out
     assert result["hardest"].numel() == 5 * 3
-    assert result["mixed negatives"].numel() == 5 * 4 and result["mixed with query"].numel() == 5 * 2
-    # Mixes of hard negatives are harder than the average queue entry; mixing in the query itself makes a
-    # negative harder than the hard negatives it was mixed into.
+    assert result["mixed negatives"].numel() == 5 * 4 and result["mixed with query"].numel() == \
+        5 * 2
+    # Mixes of hard negatives are harder than the average queue entry; mixing in the query itself
+    # makes a negative harder than the hard negatives it was mixed into.
     assert result["mixed negatives"].mean() > result["queue"].mean()
     assert result["mixed with query"].mean() > result["hardest"].mean()
 
 
 def test_bad_input(twenty_images):
-    simclr = build_method("simclr", Backbone(SmallCNN(width=4)), projector_hidden=16, projector_out=DIM)
+    simclr = build_method("simclr", Backbone(SmallCNN(width=4)), projector_hidden=16,
+                          projector_out=DIM)
     with pytest.raises(ValueError, match="method"):
         queue_hardest_negatives(simclr, twenty_images, k=1)
     with pytest.raises(ValueError, match="method must be a MoCHi"):

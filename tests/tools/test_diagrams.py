@@ -8,7 +8,6 @@ import re
 import matplotlib
 import matplotlib.style
 import pytest
-
 from repository import REPO, load_script
 
 tool = load_script(REPO / "tools" / "diagrams.py")

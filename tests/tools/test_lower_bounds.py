@@ -47,11 +47,12 @@ def test_every_lower_bound_is_pinned_and_an_unbounded_requirement_named(tmp_path
     assert printed.out.split() == ["torch==2.3", "numpy==1.23", "pytest==7.4"]
     assert "'tqdm' has no lower bound" in printed.err
     assert bounds.main(["--pyproject", str(pyproject), "--extra", "dev"]) == 0
-    assert capsys.readouterr().out.split() == ["torch==2.3", "numpy==1.23", "pytest==7.4", "nbval==0.11",
-                                               "jupytext==1.16"]
+    assert capsys.readouterr().out.split() == ["torch==2.3", "numpy==1.23", "pytest==7.4",
+                                               "nbval==0.11", "jupytext==1.16"]
 
 
 def test_the_courses_own_lower_bounds_are_read(capsys):
     assert bounds.main([]) == 0
     pins = dict(line.split("==") for line in capsys.readouterr().out.split())
-    assert pins["umap-learn"] == "0.5.8" and pins["matplotlib"] == "3.8.4" and pins["torch"] == "2.4"
+    assert pins["umap-learn"] == "0.5.8" and pins["matplotlib"] == "3.8.4" and pins["torch"] == \
+        "2.4"

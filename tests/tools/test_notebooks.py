@@ -1,8 +1,9 @@
-"""Notebook hygiene: the committed notebooks are stripped the way nbval needs (tools/notebooks.py), open in
-Colab from a badge, install the course there, and mark their exercises' solutions in pairs.
+"""Notebook hygiene: the committed notebooks are stripped the way nbval needs (tools/notebooks.py),
+open in Colab from a badge, install the course there, and mark their exercises' solutions in pairs.
 
-The first half tests tools/notebooks.py itself on small notebooks built here, including a real nbval run
-showing that the cells it keeps are still compared; the second half checks every notebooks/*.ipynb."""
+The first half tests tools/notebooks.py itself on small notebooks built here, including a real nbval
+run showing that the cells it keeps are still compared; the second half
+checks every notebooks/*.ipynb."""
 import copy
 import re
 import subprocess
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from helpers import notebook_with
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
@@ -27,19 +28,24 @@ def executed_notebook():
     nb = new_notebook()
     nb.cells = [
         new_markdown_cell("# Title"),
-        new_code_cell("x = 6 * 7\nprint('working...')", execution_count=1, outputs=[stream("working...\n")]),
-        new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x)", execution_count=2, outputs=[stream("42\n")]),
+        new_code_cell("x = 6 * 7\nprint('working...')", execution_count=1,
+                      outputs=[stream("working...\n")]),
+        new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x)", execution_count=2,
+                      outputs=[stream("42\n")]),
         new_code_cell("print(x + 1)", execution_count=3, outputs=[stream("43\n")],
-                      metadata={"tags": ["nbval-check-output"], "execution": {"iopub.status.idle": "2025"}}),
+                      metadata={"tags": ["nbval-check-output"],
+                                "execution": {"iopub.status.idle": "2025"}}),
     ]
-    nb.metadata["kernelspec"] = {"name": "conda-env-ssl-py", "display_name": "ssl", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "conda-env-ssl-py", "display_name": "ssl",
+                                 "language": "python"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
-    nb.metadata["clcourse"] = {"outputs_recorded_with_threads": 2}   # as `tools/notebooks.py execute` records
+    # as `tools/notebooks.py execute` records
+    nb.metadata["clcourse"] = {"outputs_recorded_with_threads": 2}
     return nb
 
 
-# ---- tools/notebooks.py -------------------------------------------------------------------------------
+# ---- tools/notebooks.py --------------------------------------------------------------------------
 
 def test_strip_keeps_outputs_and_counts_of_checked_cells_only():
     stripped = tool.strip_notebook(executed_notebook())
@@ -63,7 +69,8 @@ def test_strip_removes_widget_views_from_checked_outputs_but_keeps_their_text():
     widget = new_output("display_data", data={"text/plain": "IntSlider(value=3)",
                                               tool.WIDGET_VIEW_MIME: {"model_id": "abc"}})
     only_widget = new_output("display_data", data={tool.WIDGET_VIEW_MIME: {"model_id": "def"}})
-    nb.cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nslider", execution_count=1, outputs=[widget, only_widget])]
+    nb.cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nslider", execution_count=1,
+                              outputs=[widget, only_widget])]
     (output,) = tool.strip_notebook(nb).cells[0].outputs
     assert output["data"] == {"text/plain": "IntSlider(value=3)"}
 
@@ -118,7 +125,8 @@ def _problems_after(change):
     (lambda nb: nb.metadata.update(widgets={}), "widget state"),
     (lambda nb: nb.metadata["language_info"].update(version="3.12"), "not stripped"),
     (lambda nb: nb.metadata.pop("clcourse"), "checked outputs were not recorded .* with 2 threads"),
-    (lambda nb: nb.metadata.update(clcourse={"outputs_recorded_with_threads": 1}), "recorded_with_threads is 1"),
+    (lambda nb: nb.metadata.update(clcourse={"outputs_recorded_with_threads": 1}),
+     "recorded_with_threads is 1"),
 ])
 def test_check_reports_each_kind_of_problem(change, expected):
     assert re.search(expected, _problems_after(change))
@@ -142,7 +150,8 @@ def test_execute_records_checked_outputs_with_two_threads(tmp_path, monkeypatch)
         monkeypatch.setenv(variable, "")
     nb = new_notebook()
     nb.cells = [new_code_cell("# NBVAL_CHECK_OUTPUT\nimport os, torch\n"
-                              "print(os.environ['CLCOURSE_PRESET'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")]
+                              "print(os.environ['CLCOURSE_PRESET'], os.environ['OMP_NUM_THREADS'], "
+                              "torch.get_num_threads())")]
     path = tmp_path / "threads.ipynb"
     nbformat.write(nb, path)
     assert tool.main(["execute", str(path)]) == 0
@@ -153,7 +162,8 @@ def test_execute_records_checked_outputs_with_two_threads(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_execute_reports_a_failing_cell_in_one_line_and_leaves_the_notebook_alone(tmp_path, monkeypatch, capsys):
+def test_execute_reports_a_failing_cell_in_one_line_and_leaves_the_notebook_alone(
+        tmp_path, monkeypatch, capsys):
     for variable in ("CLCOURSE_PRESET", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         monkeypatch.setenv(variable, "")
     nb = new_notebook()
@@ -164,22 +174,23 @@ def test_execute_reports_a_failing_cell_in_one_line_and_leaves_the_notebook_alon
     before = path.read_text()
     assert tool.main(["execute", str(path), str(fine)]) == 1
     printed = capsys.readouterr().out
-    assert (f"{path}: cell 1 (ratio = x / 0) failed: ZeroDivisionError: division by zero; the notebook is left as "
-            "it was") in printed
+    assert (f"{path}: cell 1 (ratio = x / 0) failed: ZeroDivisionError: division by zero; the "
+            "notebook is left as it was") in printed
     assert "Traceback" not in printed and "nbclient" not in printed and path.read_text() == before
     assert f"saved {fine}" in printed   # the other notebooks still run
 
 
 def _nbval(notebook: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-lax",
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "--nbval-lax",
                            "--nbval-current-env", notebook.name], cwd=notebook.parent,
                           capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_nbval_still_compares_checked_cells_after_strip(tmp_path):
-    """nbval skips the comparison for cells with no execution count; the stripped checked cell keeps its
-    count, so a wrong stored value must fail the run and the right one pass."""
+    """nbval skips the comparison for cells with no execution count; the stripped checked cell keeps
+    its count, so a wrong stored value must fail the run and the right one pass."""
     notebook = tmp_path / "tiny.ipynb"
     stripped = tool.strip_notebook(executed_notebook())
     nbformat.write(stripped, notebook)
@@ -193,8 +204,10 @@ def test_nbval_still_compares_checked_cells_after_strip(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["student", "check", "strip"])
-def test_unreadable_notebooks_are_one_line_each_and_the_rest_is_processed(tmp_path, capsys, command):
-    missing, empty, not_json = tmp_path / "missing.ipynb", tmp_path / "empty.ipynb", tmp_path / "not_json.ipynb"
+def test_unreadable_notebooks_are_one_line_each_and_the_rest_is_processed(
+        tmp_path, capsys, command):
+    missing, empty, not_json = (tmp_path / "missing.ipynb", tmp_path / "empty.ipynb",
+                                tmp_path / "not_json.ipynb")
     empty.write_text("")
     not_json.write_text("{ not json")
     good = tmp_path / "good.ipynb"
@@ -210,26 +223,29 @@ def test_unreadable_notebooks_are_one_line_each_and_the_rest_is_processed(tmp_pa
     assert not any(line.startswith(str(good)) for line in printed)   # read, clean, processed
 
 
-# ---- the course notebooks ------------------------------------------------------------------------------
+# ---- the course notebooks ------------------------------------------------------------------------
 
 course_notebooks = pytest.mark.parametrize(
-    "path", NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))],
+    "path", NOTEBOOKS or [pytest.param(None,
+                               marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))],
     ids=lambda path: path.name if path else "none")
 
 COLAB_GUARD = re.compile(r"""["']google\.colab["']\s+in\s+sys\.modules""")
-COLAB_IMPORT = re.compile(r"^(\s+)(import google\.colab\b|from google\.colab import|from google import colab\b)",
-                          re.MULTILINE)
+COLAB_IMPORT = re.compile(r"^(\s+)(import google\.colab\b|from google\.colab import|from google "
+                          r"import colab\b)", re.MULTILINE)
 PIP_INSTALL = re.compile(r"\bpip\b.*\binstall\b")
 IMPORTS_COURSE = re.compile(r"^\s*(import|from)\s+clcourse\b", re.MULTILINE)
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
 def guarded_by_colab_check(source: str) -> bool:
-    """`"google.colab" in sys.modules`, or `import google.colab` indented under an earlier `try:`."""
+    """`"google.colab" in sys.modules`, or `import google.colab`
+    indented under an earlier `try:`."""
     if COLAB_GUARD.search(source):
         return True
     colab_import = COLAB_IMPORT.search(source)
-    return bool(colab_import) and re.search(r"^\s*try\s*:", source[:colab_import.start()], re.MULTILINE) is not None
+    return bool(colab_import) and re.search(r"^\s*try\s*:", source[:colab_import.start()],
+                                            re.MULTILINE) is not None
 
 
 def solution_marker_errors(source: str) -> list[str]:
@@ -245,7 +261,8 @@ def solution_marker_errors(source: str) -> list[str]:
                 errors.append(f"line {number}: {END} without {BEGIN}")
             open_line = None
         elif "BEGIN SOLUTION" in marker or "END SOLUTION" in marker:
-            errors.append(f"line {number}: malformed marker {marker!r}, write {BEGIN!r} or {END!r} alone")
+            errors.append(f"line {number}: malformed marker {marker!r}, write {BEGIN!r} or {END!r} "
+                          "alone")
     if open_line is not None:
         errors.append(f"line {open_line}: {BEGIN} never closed in this cell")
     return errors
@@ -253,7 +270,8 @@ def solution_marker_errors(source: str) -> list[str]:
 
 @pytest.mark.parametrize("source, ok", [
     ("import sys\nif 'google.colab' in sys.modules:\n    %pip install -q clcourse", True),
-    ("try:\n    import google.colab\n    IN_COLAB = True\nexcept ImportError:\n    IN_COLAB = False", True),
+    ("try:\n    import google.colab\n    IN_COLAB = True\n"
+     "except ImportError:\n    IN_COLAB = False", True),
     ("import google.colab\n%pip install clcourse", False),
     ("%pip install clcourse", False),
 ])
@@ -275,7 +293,8 @@ def test_solution_marker_detection(source, errors):
 @course_notebooks
 def test_notebook_is_stripped_for_nbval(path):
     problems = tool.notebook_problems(tool.read(path))
-    assert not problems, "\n".join(problems) + "\nFix with: python tools/notebooks.py strip (or execute)"
+    assert not problems, \
+        "\n".join(problems) + "\nFix with: python tools/notebooks.py strip (or execute)"
 
 
 @course_notebooks
@@ -283,10 +302,12 @@ def test_first_markdown_cell_has_colab_badge_for_this_notebook(path):
     nb = tool.read(path)
     first = next((cell for cell in nb.cells if cell.cell_type == "markdown"), None)
     assert first is not None, "no markdown cell"
-    assert "colab.research.google.com/assets/colab-badge.svg" in first.source, "no Colab badge image"
-    link = re.search(r"https://colab\.research\.google\.com/github/\S+?/notebooks/" + re.escape(path.name),
-                     first.source)
-    assert link, f"the badge must link to colab.research.google.com/github/.../notebooks/{path.name}"
+    assert "colab.research.google.com/assets/colab-badge.svg" in first.source, \
+        "no Colab badge image"
+    link = re.search(r"https://colab\.research\.google\.com/github/\S+?/notebooks/"
+                     + re.escape(path.name), first.source)
+    assert link, \
+        f"the badge must link to colab.research.google.com/github/.../notebooks/{path.name}"
 
 
 @course_notebooks
@@ -295,7 +316,8 @@ def test_install_cell_runs_only_on_colab_and_before_the_course_is_imported(path)
     install = next((i for i, source in enumerate(code)
                     if PIP_INSTALL.search(source) and guarded_by_colab_check(source)), None)
     assert install is not None, "no `pip install` cell guarded by a Colab check"
-    first_import = next((i for i, source in enumerate(code) if IMPORTS_COURSE.search(source)), len(code))
+    first_import = next((i for i, source in enumerate(code) if IMPORTS_COURSE.search(source)),
+                        len(code))
     assert install <= first_import, "the Colab install cell must come before `import clcourse`"
 
 
@@ -306,62 +328,72 @@ def test_solution_markers_come_in_pairs(path):
     assert not errors, "\n".join(errors)
 
 
-# ---- the teaching pattern every notebook follows ------------------------------------------------------------
+# ---- the teaching pattern every notebook follows -------------------------------------------------
 
 TRAINING_CALL = re.compile(r"\btrain\([^)]*\brun=", re.DOTALL)
 
 
 @course_notebooks
 def test_a_time_note_for_smoke_and_colab_precedes_every_training_cell(path):
-    """A cell that trains a named run is preceded by a markdown cell with a **Time:** note for both presets."""
+    """A cell that trains a named run is preceded by a markdown cell with a
+    **Time:** note for both presets."""
     cells = tool.read(path).cells
     for number, cell in enumerate(cells):
         if cell.cell_type != "code" or not TRAINING_CALL.search(cell.source):
             continue
         note = next(c.source for c in reversed(cells[:number]) if c.cell_type == "markdown")
         assert "**Time:**" in note and "smoke" in note and "colab" in note, \
-            f"cell {number} trains, but the markdown cell before it has no **Time:** note for smoke and colab"
+            f"cell {number} trains, but the markdown cell before it has no **Time:** note for " \
+            "smoke and colab"
 
 
 @course_notebooks
 def test_check_your_understanding_questions_with_hidden_answers(path):
     cells = tool.read(path).cells
-    questions = [c.source for c in cells if c.cell_type == "markdown" and "## Check your understanding" in c.source]
+    questions = [c.source for c in cells if c.cell_type == "markdown"
+                 and "## Check your understanding" in c.source]
     assert len(questions) == 1, "one markdown cell headed '## Check your understanding'"
     before, _, after = questions[0].partition(tool.SOLUTION_BEGIN)
-    assert tool.SOLUTION_END in after, "the answers sit between solution markers, hidden in the student copy"
-    assert 2 <= len(re.findall(r"^\d\. ", before, re.MULTILINE)) <= 3, "two or three numbered questions"
+    assert tool.SOLUTION_END in after, \
+        "the answers sit between solution markers, hidden in the student copy"
+    assert 2 <= len(re.findall(r"^\d\. ", before, re.MULTILINE)) <= 3, \
+        "two or three numbered questions"
 
 
 @course_notebooks
 def test_notebook_ends_with_a_summary_and_its_papers(path):
     last = tool.read(path).cells[-1]
-    assert last.cell_type == "markdown" and "## Summary" in last.source, "the last cell is a '## Summary'"
-    assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), "the summary links its papers on arXiv"
+    assert last.cell_type == "markdown" and "## Summary" in last.source, \
+        "the last cell is a '## Summary'"
+    assert re.search(r"\(https://arxiv\.org/abs/\d{4}\.\d{4,5}\)", last.source), \
+        "the summary links its papers on arXiv"
 
 
 def prose_words(markdown: str) -> int:
-    """The words a reader reads in a markdown cell: maths, link targets, HTML tags and comments, and table
-    rows left out."""
+    """The words a reader reads in a markdown cell: maths, link targets, HTML tags and comments, and
+    table rows left out."""
     text = re.sub(r"\$\$.*?\$\$", " x ", markdown, flags=re.S)
     text = re.sub(r"\$[^$\n]*\$", " x ", text)
     text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
     text = re.sub(r"\]\([^)]*\)", "]", text)
     text = re.sub(r"<[^>]+>", " ", text)
-    return len(" ".join(line for line in text.splitlines() if not line.lstrip().startswith("|")).split())
+    return len(" ".join(line for line in text.splitlines()
+                        if not line.lstrip().startswith("|")).split())
 
 
 def test_prose_words_count_what_a_reader_reads():
-    assert prose_words("One [link](https://example.org/a b) and $x^2 + y^2$ <!-- timings:cell -->here") == 5
+    assert prose_words("One [link](https://example.org/a b) and $x^2 + y^2$ <!-- timings:cell "
+                       "-->here") == 5
     assert prose_words("| a | b |\n|---|---|\n| c | d |\nSix words after the table here.") == 6
 
 
 @course_notebooks
 def test_narrative_markdown_cells_stay_under_250_words(path):
-    """A reader takes a notebook in short steps: each markdown cell of narrative holds at most 250 words (the
-    model answers, hidden in the student copy, and the closing summary may be longer)."""
+    """A reader takes a notebook in short steps: each markdown cell of narrative holds at most 250
+    words (the model answers, hidden in the student copy, and the closing summary may be longer)."""
     cells = tool.read(path).cells
     long = [(number, prose_words(cell.source)) for number, cell in enumerate(cells[:-1])
             if cell.cell_type == "markdown" and tool.SOLUTION_BEGIN not in cell.source
             and prose_words(cell.source) > 250]
-    assert not long, f"markdown cells over 250 words (cell, words): {long}; split them at a paragraph"
+    assert not long, \
+        f"markdown cells over 250 words (cell, words): {long}; split them at a paragraph"

@@ -1,13 +1,13 @@
-"""The repository is written in one place, pyproject.toml's [tool.clcourse]: every link to it (Colab badges, the
-Colab install cell, the student copies' badges, the README's clone line, CI badge and Colab cell, CITATION.cff) is
-generated from it by `tools/notebooks.py links`, which also moves them all to a fork (--repo, --branch)."""
+"""The repository is written in one place, pyproject.toml's [tool.clcourse]: every link to it (Colab
+badges, the Colab install cell, the student copies' badges, the README's clone line, CI badge and
+Colab cell, CITATION.cff) is generated from it by `tools/notebooks.py links`, which also moves them
+all to a fork (--repo, --branch)."""
 import re
 import shutil
 import subprocess
 
 import nbformat
 import pytest
-
 from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
@@ -17,35 +17,42 @@ FORK = tool.Repository("someone/clcourse-fork", "spring-2027")
 
 
 def links_to(repository, text: str) -> list[str]:
-    """The links in `text` to `repository` (GitHub pages, raw files, Pages, Colab), each to the end of its URL."""
+    """The links in `text` to `repository` (GitHub pages, raw files, Pages, Colab),
+    each to the end of its URL."""
     owner, name = repository.slug.split("/")
     slug = re.escape(repository.slug)
-    pattern = (rf"(?:github\.com/|githubusercontent\.com/|colab\.research\.google\.com/github/){slug}(?![\w-])"
-               rf"(?!\.(?!git\b)\w)[^\s)\"'>\]]*|{re.escape(owner)}\.github\.io/{re.escape(name)}\b[^\s)\"'>\]]*")
+    pattern = (r"(?:github\.com/|githubusercontent\.com/|colab\.research\.google\.com/github/)"
+               rf"{slug}(?![\w-])(?!\.(?!git\b)\w)[^\s)\"'>\]]*"
+               rf"|{re.escape(owner)}\.github\.io/{re.escape(name)}\b[^\s)\"'>\]]*")
     return re.findall(pattern, text)
 
 
 def tracked_files() -> list[str]:
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("needs a git checkout to list the tracked files")
-    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout
     return [path for path in listed.splitlines() if (REPO / path).is_file()]
 
 
 def generated(path: str) -> bool:
-    """Whether `links` writes the links of this file (the repository's own definition is pyproject.toml)."""
+    """Whether `links` writes the links of this file (the repository's own
+    definition is pyproject.toml)."""
     return (path.startswith(("notebooks/", "student/")) and path.endswith(".ipynb")) or any(
-        re.fullmatch(pattern.replace(".", r"\.").replace("*", r"[^/]*"), path) for pattern in tool.LINKED_TEXT_FILES)
+        re.fullmatch(pattern.replace(".", r"\.").replace("*", r"[^/]*"), path)
+        for pattern in tool.LINKED_TEXT_FILES)
 
 
-# ---- the definition and what is made of it -------------------------------------------------------------------
+# ---- the definition and what is made of it -------------------------------------------------------
 
 def test_the_definition_is_read_from_pyproject():
     text = (REPO / "pyproject.toml").read_text()
     assert f'repository = "{REPOSITORY.slug}"' in text and f'branch = "{REPOSITORY.branch}"' in text
-    assert REPOSITORY.requirement == f"clcourse @ git+https://github.com/{REPOSITORY.slug}@{REPOSITORY.branch}"
-    assert REPOSITORY.colab("student/a.ipynb") == (f"https://colab.research.google.com/github/{REPOSITORY.slug}/blob/"
-                                                   f"{REPOSITORY.branch}/student/a.ipynb")
+    assert REPOSITORY.requirement == \
+        f"clcourse @ git+https://github.com/{REPOSITORY.slug}@{REPOSITORY.branch}"
+    assert REPOSITORY.colab("student/a.ipynb") == \
+        (f"https://colab.research.google.com/github/{REPOSITORY.slug}/blob/"
+         f"{REPOSITORY.branch}/student/a.ipynb")
 
 
 @pytest.mark.parametrize("slug, branch, problem", [
@@ -57,7 +64,9 @@ def test_the_definition_is_read_from_pyproject():
     ("a/b", "x/../y", "branch must be a git branch name"),
 ])
 def test_a_bad_repository_or_branch_is_refused_naming_it(slug, branch, problem):
-    with pytest.raises(ValueError, match=problem + ".*" + re.escape(repr(slug if "repository" in problem else branch))):
+    with pytest.raises(ValueError,
+                       match=problem + ".*" + re.escape(repr(slug if "repository" in problem
+                                                             else branch))):
         tool.Repository(slug, branch)
 
 
@@ -76,7 +85,8 @@ def test_retarget_moves_every_kind_of_link_and_leaves_other_repositories_alone()
             "https://colab.research.google.com/github/{slug}/blob/main/student/00_setup_and_tour.ipynb\n"
             "[the solutions](https://github.com/{slug}/tree/main/notebooks). "
             "Issues: https://github.com/{slug}/issues.\n"
-            "Also https://github.com/{slug}-data and https://github.com/facebookresearch/moco/blob/main/x")
+            "Also https://github.com/{slug}-data and "
+            "https://github.com/facebookresearch/moco/blob/main/x")
     text = text.format(slug=OLD.slug)
     moved = tool.retarget(text, OLD, FORK)
     assert moved == text.replace("clcourse/clcourse.git", "someone/clcourse-fork.git") \
@@ -95,10 +105,11 @@ def test_retarget_moves_every_kind_of_link_and_leaves_other_repositories_alone()
 def test_each_notebooks_badge_note_and_install_cell_are_generated(path):
     nb = tool.read(path)
     assert tool.with_links(nb, path.name, "solutions", REPOSITORY) == nb, \
-        "the badge, its note or the Colab install cell is not what `python tools/notebooks.py links` writes"
+        "the badge, its note or the Colab install cell is not what " \
+        "`python tools/notebooks.py links` writes"
 
 
-# ---- no copy anywhere else ---------------------------------------------------------------------------------
+# ---- no copy anywhere else -----------------------------------------------------------------------
 
 def test_no_file_links_to_the_repository_but_those_generated_from_its_definition():
     copies = {}
@@ -111,8 +122,9 @@ def test_no_file_links_to_the_repository_but_those_generated_from_its_definition
             continue
         if links_to(REPOSITORY, text) or links_to(OLD, text):
             copies[path] = links_to(REPOSITORY, text) + links_to(OLD, text)
-    assert not copies, (f"links to the repository written out by hand (generate them from pyproject.toml's "
-                        f"[tool.clcourse] with tools/notebooks.py, or add the file to LINKED_TEXT_FILES): {copies}")
+    assert not copies, ("links to the repository written out by hand (generate them from "
+                        "pyproject.toml's [tool.clcourse] with tools/notebooks.py, or add the "
+                        f"file to LINKED_TEXT_FILES): {copies}")
 
 
 def test_every_generated_link_names_the_defined_branch_and_links_check_passes(capsys):
@@ -120,25 +132,31 @@ def test_every_generated_link_names_the_defined_branch_and_links_check_passes(ca
         if not generated(path):
             continue
         for link in links_to(REPOSITORY, (REPO / path).read_text()):
-            named = re.search(r"/(?:blob|tree)/([^/]+)/|@([\w./-]+?)(?:\"|$)|\?branch=([\w./-]+)", link)
+            named = re.search(r"/(?:blob|tree)/([^/]+)/|@([\w./-]+?)(?:\"|$)|\?branch=([\w./-]+)",
+                              link)
             if named:
-                assert REPOSITORY.branch in named.groups(), f"{path}: {link} does not name {REPOSITORY.branch}"
+                assert REPOSITORY.branch in named.groups(), \
+                    f"{path}: {link} does not name {REPOSITORY.branch}"
     assert tool.main(["links", "--check"]) == 0, capsys.readouterr().out
 
 
-# ---- a fork -------------------------------------------------------------------------------------------------
+# ---- a fork --------------------------------------------------------------------------------------
 
 def fake_checkout(root):
-    """The files `links` reads and writes, in a folder of their own: pyproject.toml, two notebooks, linked text."""
+    """The files `links` reads and writes, in a folder of their own: pyproject.toml,
+    two notebooks, linked text."""
     (root / "notebooks").mkdir(parents=True)
     for path in NOTEBOOKS[:2]:
         shutil.copy(path, root / "notebooks" / path.name)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     (root / "docs").mkdir()
-    readme = (f"git clone {REPOSITORY.github()}.git\n[open]({REPOSITORY.colab('student/' + NOTEBOOKS[0].name)})\n"
-              f'!pip install -q "{REPOSITORY.requirement}"\nhttps://github.com/facebookresearch/moco\n')
+    readme = (f"git clone {REPOSITORY.github()}.git\n"
+              f"[open]({REPOSITORY.colab('student/' + NOTEBOOKS[0].name)})\n"
+              '!pip install -q '
+              f'"{REPOSITORY.requirement}"\nhttps://github.com/facebookresearch/moco\n')
     (root / "README.md").write_text(readme)
-    (root / "docs" / "teaching.md").write_text(f"[source]({REPOSITORY.github('tools/notebooks.py')})\n")
+    (root / "docs" / "teaching.md").write_text(
+        f"[source]({REPOSITORY.github('tools/notebooks.py')})\n")
     (root / "CITATION.cff").write_text(f'repository-code: "{REPOSITORY.github()}"\n')
     return readme
 
@@ -156,11 +174,13 @@ def test_a_fork_moves_every_link_with_one_command(tmp_path):
         student = tool.read(tmp_path / "student" / path.name)
         assert FORK.colab(f"notebooks/{path.name}") in solutions.cells[0].source
         assert FORK.colab(f"student/{path.name}") in student.cells[0].source
-        install = [cell.source for cell in student.cells + solutions.cells if FORK.requirement in cell.source]
+        install = [cell.source for cell in student.cells + solutions.cells
+                   if FORK.requirement in cell.source]
         assert len(install) == 2
         original = tool.read(path)   # nothing but the links changed
         assert [cell.source for cell in solutions.cells[1:]] == [
-            cell.source for cell in tool.with_links(original, path.name, "solutions", FORK).cells[1:]]
+            cell.source for cell in tool.with_links(original, path.name, "solutions",
+                                                    FORK).cells[1:]]
     assert tool.links(tmp_path, check=True) == 0
     assert tool.links(tmp_path, OLD.slug, OLD.branch) == 0   # and back
     assert (tmp_path / "README.md").read_text() == readme

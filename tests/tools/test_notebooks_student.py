@@ -1,8 +1,10 @@
-"""Student versions of the notebooks (`tools/notebooks.py student`): solutions replaced by nbgrader's stubs.
+"""Student versions of the notebooks (`tools/notebooks.py student`): solutions replaced by
+nbgrader's stubs.
 
-The first half tests the tool on a small notebook built here; the second half writes the student version
-of every notebooks/*.ipynb in memory and checks that no solution is left, that the code still compiles,
-and that each exercise's checker, run on the bare stub, says the exercise is not implemented yet."""
+The first half tests the tool on a small notebook built here; the second half writes the student
+version of every notebooks/*.ipynb in memory and checks that no solution is left, that the code
+still compiles, and that each exercise's checker, run on the bare stub, says the
+exercise is not implemented yet."""
 import ast
 import hashlib
 import json
@@ -12,11 +14,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import notebook_with
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from repository import NOTEBOOKS, REPO, load_script
 
 from clcourse.checks import ExerciseError
-from helpers import notebook_with
-from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 BEGIN, END = tool.SOLUTION_BEGIN, tool.SOLUTION_END
@@ -47,13 +49,17 @@ print(softplus(torch.zeros(1)))'''
 
 
 def tiny_notebook():
-    """Badge, a code exercise inside a function, a top-level one, a written answer, and a checked cell."""
+    """Badge, a code exercise inside a function, a top-level one, a written
+    answer, and a checked cell."""
     nb = new_notebook()
     nb.cells = [
-        new_markdown_cell(tool.colab_badge(tool.read_repository(), "notebooks/tiny.ipynb") + "\n\n# Tiny"),
-        new_code_cell(EXERCISE, execution_count=1, outputs=[new_output("stream", name="stdout", text="0.69\n")]),
+        new_markdown_cell(tool.colab_badge(tool.read_repository(),
+                                           "notebooks/tiny.ipynb") + "\n\n# Tiny"),
+        new_code_cell(EXERCISE, execution_count=1,
+                      outputs=[new_output("stream", name="stdout", text="0.69\n")]),
         new_code_cell(f"{BEGIN}\nhidden_answer = 42\n{END}\nprint('done')"),
-        new_markdown_cell(f"Why does it saturate?\n\n{BEGIN}\nBecause of the secret reason.\n{END}\n\nNext."),
+        new_markdown_cell(f"Why does it saturate?\n\n{BEGIN}\nBecause of the secret "
+                          f"reason.\n{END}\n\nNext."),
         new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)", execution_count=3,
                       outputs=[new_output("stream", name="stdout", text="42\n")]),
     ]
@@ -65,13 +71,14 @@ def student_tiny():
     return student, regions
 
 
-# ---- the tool, on a notebook built here -----------------------------------------------------------------
+# ---- the tool, on a notebook built here ----------------------------------------------------------
 
 def test_solution_text_is_gone_from_the_whole_notebook():
     student, regions = student_tiny()
     text = nbformat.writes(student)
     assert regions == 3
-    for solution in ("secret_sauce", "torch.logaddexp", "hidden_answer", "secret reason", "SOLUTION"):
+    for solution in ("secret_sauce", "torch.logaddexp", "hidden_answer", "secret reason",
+                     "SOLUTION"):
         assert solution not in text
 
 
@@ -85,9 +92,11 @@ def test_code_stub_is_indented_like_the_begin_marker_and_the_rest_is_untouched()
 def test_a_checked_cell_keeps_its_stored_output_as_comment_lines_under_its_code():
     nb = tiny_notebook()
     nb.cells[4].outputs = [new_output("stream", name="stdout", text="42\n  indented\n"),
-                           new_output("execute_result", data={"text/plain": "'last'"}, execution_count=3)]
+                           new_output("execute_result", data={"text/plain": "'last'"},
+                                      execution_count=3)]
     student, _ = tool.student_notebook(nb, "tiny.ipynb")
-    assert student.cells[4].source == ("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)\n\n" + tool.EXPECTED_OUTPUT
+    assert student.cells[4].source == ("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)\n\n"
+                                       + tool.EXPECTED_OUTPUT
                                        + "\n# 42\n#   indented\n# 'last'")
     assert student.cells[1].source == EXERCISE_STUDENT   # an unchecked cell's output is not kept
 
@@ -127,7 +136,8 @@ def test_colab_badge_points_at_the_student_copy_and_says_what_the_copy_is():
     repository = tool.read_repository()
     badge, note, rest = student.cells[0].source.split("\n", 2)
     assert badge == tool.colab_badge(repository, "student/tiny.ipynb")
-    assert note.startswith("**Student copy** of [notebooks/tiny.ipynb](" + repository.github("notebooks/tiny.ipynb"))
+    assert note.startswith("**Student copy** of [notebooks/tiny.ipynb]("
+                           + repository.github("notebooks/tiny.ipynb"))
     assert rest == "\n# Tiny"
 
 
@@ -200,7 +210,8 @@ def test_a_copy_changed_since_it_was_written_stops_the_run_until_forced(tmp_path
         nbformat.write(tiny_notebook(), path)
     out = tmp_path / "student"
     assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 0
-    assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 0   # unchanged: rewritten freely
+    # unchanged: rewritten freely
+    assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 0
     edited = (out / "second.ipynb").read_text().replace("Why does it saturate?", "My own notes")
     (out / "second.ipynb").write_text(edited)
     nb = tiny_notebook()
@@ -209,9 +220,11 @@ def test_a_copy_changed_since_it_was_written_stops_the_run_until_forced(tmp_path
     capsys.readouterr()
     assert tool.main(["student", str(first), str(second), "--out", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert f"{out / 'second.ipynb'}: changed since `tools/notebooks.py student` last wrote it" in printed
+    assert f"{out / 'second.ipynb'}: changed since `tools/notebooks.py student` last wrote it" \
+        in printed
     assert "--force" in printed
-    assert "A changed question" not in (out / "first.ipynb").read_text()   # nothing written, not even the others
+    # nothing written, not even the others
+    assert "A changed question" not in (out / "first.ipynb").read_text()
     assert (out / "second.ipynb").read_text() == edited
     assert tool.main(["student", str(first), str(second), "--out", str(out), "--force"]) == 0
     assert "A changed question" in (out / "first.ipynb").read_text()
@@ -236,10 +249,13 @@ def test_student_command_refuses_to_overwrite_the_solutions(tmp_path, capsys):
     assert "secret_sauce" in notebook.read_text()
 
 
-@pytest.mark.parametrize("marker", ["### begin solution", "### Begin Solution", "### BEGIN  SOLUTION",
-                                    "## BEGIN SOLUTION", "#### BEGIN SOLUTION", "#BEGIN SOLUTION",
-                                    "BEGIN SOLUTION", "### BEGIN_SOLUTION", "### BEGINSOLUTION", "### end solution"])
-def test_near_miss_solution_markers_are_errors_naming_notebook_cell_and_line(tmp_path, capsys, marker):
+@pytest.mark.parametrize("marker",
+                         ["### begin solution", "### Begin Solution", "### BEGIN  SOLUTION",
+                          "## BEGIN SOLUTION", "#### BEGIN SOLUTION", "#BEGIN SOLUTION",
+                          "BEGIN SOLUTION", "### BEGIN_SOLUTION", "### BEGINSOLUTION",
+                          "### end solution"])
+def test_near_miss_solution_markers_are_errors_naming_notebook_cell_and_line(
+        tmp_path, capsys, marker):
     bad, good = tmp_path / "bad.ipynb", tmp_path / "good.ipynb"
     nbformat.write(notebook_with(f"y = 0\n{marker}\nsecret = 42\n### END SOLUTION"), bad)
     nbformat.write(notebook_with(f"{tool.SOLUTION_BEGIN}\nsecret = 42\n{tool.SOLUTION_END}"), good)
@@ -248,19 +264,22 @@ def test_near_miss_solution_markers_are_errors_naming_notebook_cell_and_line(tmp
     printed = capsys.readouterr().out
     assert f"{bad}: cell 2 (y = 0), line 2: malformed marker {marker!r}" in printed
     assert not (out / "bad.ipynb").exists()
-    assert "secret" not in (out / "good.ipynb").read_text()        # the rest of the batch is still written
+    # the rest of the batch is still written
+    assert "secret" not in (out / "good.ipynb").read_text()
 
 
-# ---- the course notebooks ------------------------------------------------------------------------------
+# ---- the course notebooks ------------------------------------------------------------------------
 
 course_notebooks = pytest.mark.parametrize(
-    "path", NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))],
+    "path", NOTEBOOKS or [pytest.param(None,
+                               marks=pytest.mark.skip(reason="no notebooks in notebooks/ yet"))],
     ids=lambda path: path.name if path else "none")
 
 STUB = tool.CODE_STUB[-1]  # raise NotImplementedError()
 CHECKER_CALL = re.compile(r"^check_\w+\(", re.MULTILINE)
 IPYTHON_LINE = re.compile(r"^(\s*)[!%].*$", re.MULTILINE)
-# What every exercise may use without running the notebook; the notebook's checker imports are added.
+# What every exercise may use without running the notebook; the
+# notebook's checker imports are added.
 PREAMBLE = "import math\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
 
 
@@ -276,7 +295,8 @@ def solution_lines(source: str) -> set[str]:
 
 
 def as_python(source: str) -> str:
-    """Cell source with IPython's `!shell` and `%magic` lines turned into `pass`, keeping the indentation."""
+    """Cell source with IPython's `!shell` and `%magic` lines turned into
+    `pass`, keeping the indentation."""
     return IPYTHON_LINE.sub(r"\1pass", source)
 
 
@@ -327,22 +347,27 @@ def test_student_notebook_badge_points_at_its_student_copy(path):
 
 
 def test_the_committed_student_copies_are_current():
-    """student/ is what `make student` writes from notebooks/ now (regenerated in memory), and its record of what
-    was written matches the files, so that the next `make student` overwrites them without complaint."""
+    """student/ is what `make student` writes from notebooks/ now (regenerated in memory), and its
+    record of what was written matches the files, so that the next `make student`
+    overwrites them without complaint."""
     folder = REPO / "student"
     expected, status = tool.student_files(NOTEBOOKS, folder)
     assert status == 0
-    stale = [path.name for path, text in expected.items() if not path.is_file() or path.read_text() != text]
-    assert not stale, f"student/ is out of date with notebooks/ for {stale}: run make student and commit student/"
-    extra = {path.name for path in folder.iterdir()} - {path.name for path in expected} - {tool.WRITTEN_RECORD}
+    stale = [path.name for path, text in expected.items() if not path.is_file()
+             or path.read_text() != text]
+    assert not stale, \
+        f"student/ is out of date with notebooks/ for {stale}: run make student and commit student/"
+    extra = {path.name for path in folder.iterdir()} - {path.name for path in expected} \
+        - {tool.WRITTEN_RECORD}
     assert not extra, f"student/ holds files that no notebook makes: {sorted(extra)}"
     record = json.loads((folder / tool.WRITTEN_RECORD).read_text())
-    assert record == {path.name: hashlib.sha256(text.encode()).hexdigest() for path, text in expected.items()}
+    assert record == {path.name: hashlib.sha256(text.encode()).hexdigest()
+                      for path, text in expected.items()}
 
 
 def exercises_with_checkers(cells) -> list[tuple[int, list[str]]]:
-    """(cell number, sources to run) for each stubbed code cell whose checker is called in that cell or in
-    the next code cell."""
+    """(cell number, sources to run) for each stubbed code cell whose checker is called in that cell
+    or in the next code cell."""
     code = [(number, cell.source) for number, cell in enumerate(cells) if cell.cell_type == "code"]
     exercises = []
     for position, (number, source) in enumerate(code):
@@ -356,10 +381,10 @@ def exercises_with_checkers(cells) -> list[tuple[int, list[str]]]:
 
 
 def run_unsolved_exercises(name: str, cells) -> tuple[list[int], list[str]]:
-    """Run each unsolved exercise with its checker, in one namespace holding PREAMBLE and the notebook's
-    checker imports, as a student would before writing anything. Returns the cell numbers whose checker
-    said "not implemented" and, for the cells that need variables from earlier cells (NameError), why
-    they were skipped. Fails when a checker says anything else or passes."""
+    """Run each unsolved exercise with its checker, in one namespace holding PREAMBLE and the
+    notebook's checker imports, as a student would before writing anything. Returns the cell numbers
+    whose checker said "not implemented" and, for the cells that need variables from earlier cells
+    (NameError), why they were skipped. Fails when a checker says anything else or passes."""
     namespace = {}
     exec(PREAMBLE + checker_imports(cells), namespace)
     verified, skipped = [], []
@@ -386,7 +411,8 @@ def test_unsolved_exercises_are_found_with_their_checker_in_the_same_or_the_next
         new_code_cell(exercise),
         new_markdown_cell("Now check it."),
         new_code_cell("check_info_nce(info_nce_loss)"),
-        new_code_cell(f"scale = preset.temperature\n{BEGIN}\nloss = 1\n{END}\ncheck_info_nce(lambda *a: loss)"),
+        new_code_cell(f"scale = preset.temperature\n{BEGIN}\nloss = "
+                      f"1\n{END}\ncheck_info_nce(lambda *a: loss)"),
         new_code_cell(exercise),  # no checker after it: not an exercise this test can run
     ]
     student, _ = tool.student_notebook(nb, "tiny.ipynb")
@@ -398,8 +424,9 @@ def test_unsolved_exercises_are_found_with_their_checker_in_the_same_or_the_next
 
 @course_notebooks
 def test_each_unsolved_exercise_fails_its_checker_as_not_implemented(path):
-    """The checker of every exercise, run on the bare stub, says "not implemented" rather than crashing.
-    Exercises that need earlier cells are skipped with a warning; at least one per notebook must run."""
+    """The checker of every exercise, run on the bare stub, says "not implemented" rather than
+    crashing. Exercises that need earlier cells are skipped with a warning; at
+    least one per notebook must run."""
     _, student = student_version(path)
     if not any(cell.cell_type == "code" and STUB in cell.source for cell in student.cells):
         pytest.skip("no exercises in this notebook")
@@ -407,5 +434,6 @@ def test_each_unsolved_exercise_fails_its_checker_as_not_implemented(path):
         "exercise cells, but no checker call in them or in the code cell after them"
     verified, skipped = run_unsolved_exercises(path.name, student.cells)
     for reason in skipped:
-        warnings.warn(f"{path.name}: exercise not verified, it needs earlier cells: {reason}")
+        warnings.warn(f"{path.name}: exercise not verified, it needs earlier cells: {reason}",
+                      stacklevel=1)
     assert verified, f"no exercise could be verified on its own: {skipped}"

@@ -1,13 +1,14 @@
-"""The run times the README and notebook 00 state come from one source, notebooks/timings.json, written into them by
-`tools/notebooks.py timings` (which takes new smoke times from CI's JUnit reports with --junit)."""
+"""The run times the README and notebook 00 state come from one source, notebooks/timings.json,
+written into them by `tools/notebooks.py timings` (which takes new smoke times from CI's JUnit
+reports with --junit)."""
 import json
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from repository import NOTEBOOKS, REPO, load_script
 
 from clcourse.presets import PRESETS
-from repository import NOTEBOOKS, REPO, load_script
 
 tool = load_script(REPO / "tools" / "notebooks.py")
 TIMINGS = json.loads((REPO / "notebooks" / "timings.json").read_text())
@@ -17,14 +18,17 @@ def tiny_timings():
     return {
         "smoke": {"machine": "a 2-core CPU", "date": "2026-11-30", "how": "CI",
                   "seconds": {"00_tour": 11, "01_simclr": 175}},
-        "colab": {"measured": False, "how": "an estimate", "minutes": {"00_tour": 1, "01_simclr": 13},
+        "colab": {"measured": False, "how": "an estimate",
+                  "minutes": {"00_tour": 1, "01_simclr": 13},
                   "alone_minutes": {"01_simclr": 15}, "train_images": {"01_simclr": 10000}},
-        "cpu_views_per_second": {"low": 200, "high": 400, "machine": "a 2-core CPU", "date": "2026-12-06", "how": "x"},
+        "cpu_views_per_second": {"low": 200, "high": 400, "machine": "a 2-core CPU",
+                                 "date": "2026-12-06", "how": "x"},
     }
 
 
-@pytest.mark.parametrize("seconds, text", [(11, "11 s"), (59.6, "1 min"), (60, "1 min"), (175, "2 min 55 s"),
-                                           (3600, "60 min")])
+@pytest.mark.parametrize("seconds, text",
+                         [(11, "11 s"), (59.6, "1 min"), (60, "1 min"), (175, "2 min 55 s"),
+                          (3600, "60 min")])
 def test_durations_read_as_minutes_and_seconds(seconds, text):
     assert tool.duration(seconds) == text
 
@@ -44,10 +48,11 @@ def test_each_figure_is_written_from_the_timings():
 
 def test_spans_are_rewritten_and_an_unknown_one_is_named():
     texts = {"smoke-range": "1 to 2 min"}
-    text = "takes <!-- timings:smoke-range -->old<!-- /timings --> here, <!-- timings:smoke-range --><!-- /timings -->"
-    assert tool.with_timings(text, texts, "README.md") == ("takes <!-- timings:smoke-range -->1 to 2 min"
-                                                           "<!-- /timings --> here, <!-- timings:smoke-range -->"
-                                                           "1 to 2 min<!-- /timings -->")
+    text = ("takes <!-- timings:smoke-range -->old<!-- /timings --> here, "
+            "<!-- timings:smoke-range --><!-- /timings -->")
+    assert tool.with_timings(text, texts, "README.md") == (
+        "takes <!-- timings:smoke-range -->1 to 2 min<!-- /timings --> here, "
+        "<!-- timings:smoke-range -->1 to 2 min<!-- /timings -->")
     with pytest.raises(ValueError, match="README.md: unknown timing figure 'smoke-rnage'"):
         tool.with_timings("<!-- timings:smoke-rnage -->x<!-- /timings -->", texts, "README.md")
 
@@ -68,7 +73,8 @@ def test_junit_reports_give_each_notebooks_time(tmp_path):
 def tiny_checkout(root):
     (root / "notebooks").mkdir(parents=True)
     (root / "notebooks" / "timings.json").write_text(json.dumps(tiny_timings()))
-    (root / "README.md").write_text("| 01 | <!-- timings:notebook:01_simclr -->?<!-- /timings --> |\n")
+    (root / "README.md").write_text("| 01 | <!-- timings:notebook:01_simclr -->?<!-- /timings --> "
+                                    "|\n")
     nb = new_notebook()
     nb.cells = [new_markdown_cell("Speed: <!-- timings:cpu-views --><!-- /timings -->.")]
     nbformat.write(nb, root / "notebooks" / "00_setup_and_tour.ipynb")
@@ -83,15 +89,17 @@ def test_the_command_takes_ci_times_and_writes_every_figure(tmp_path, capsys):
     assert tool.update_timings(tmp_path, junit=tmp_path / "junit", how="CI's JUnit reports") == 0
     timings = json.loads((tmp_path / "notebooks" / "timings.json").read_text())
     assert timings["smoke"]["seconds"] == {"00_tour": 10, "01_simclr": 190}
-    assert timings["smoke"]["how"] == "CI's JUnit reports" and timings["smoke"]["machine"].endswith(("CPU", ")"))
+    assert timings["smoke"]["how"] == "CI's JUnit reports" and \
+        timings["smoke"]["machine"].endswith(("CPU", ")"))
     assert "3 min 10 s / ≈ 13 min (15 min alone)" in (tmp_path / "README.md").read_text()
-    assert "about 200–400 views/s" in (tmp_path / "notebooks" / "00_setup_and_tour.ipynb").read_text()
+    assert "about 200–400 views/s" \
+        in (tmp_path / "notebooks" / "00_setup_and_tour.ipynb").read_text()
     assert tool.update_timings(tmp_path, check=True) == 0
     (tmp_path / "empty").mkdir()
     assert tool.update_timings(tmp_path, junit=tmp_path / "empty") == 1
 
 
-# ---- the course ----------------------------------------------------------------------------------------------
+# ---- the course ----------------------------------------------------------------------------------
 
 def test_the_readme_and_notebook_00_state_what_timings_json_holds(capsys):
     assert tool.update_timings(REPO, check=True) == 0, capsys.readouterr().out
@@ -102,15 +110,16 @@ def test_every_notebook_has_its_times_and_its_row_in_the_readme():
     assert set(TIMINGS["smoke"]["seconds"]) == names == set(TIMINGS["colab"]["minutes"])
     readme = (REPO / "README.md").read_text()
     for name in names:
-        assert f"<!-- timings:notebook:{name} -->" in readme, f"README's table has no run time of {name}"
+        assert f"<!-- timings:notebook:{name} -->" in readme, \
+            f"README's table has no run time of {name}"
     notebook_00 = (REPO / "notebooks" / "00_setup_and_tour.ipynb").read_text()
     for key in ("smoke-range", "colab-range", "colab-data", "cpu-views"):
         assert f"<!-- timings:{key} -->" in notebook_00
 
 
 def test_the_colab_training_sizes_are_the_notebooks_budgets():
-    """timings.json's colab training images are what the notebooks train on: the colab preset's budgets of
-    notebooks 05 and 08, all of CIFAR-10 (the preset) for the others."""
+    """timings.json's colab training images are what the notebooks train on: the colab preset's
+    budgets of notebooks 05 and 08, all of CIFAR-10 (the preset) for the others."""
     sizes = TIMINGS["colab"]["train_images"]
     colab = PRESETS["colab"]
     assert sizes["08_robustness_cl_supcon_supervised"] == colab.robustness.train_subset
@@ -118,18 +127,21 @@ def test_the_colab_training_sizes_are_the_notebooks_budgets():
     assert colab.train_subset in (None, 50_000)
 
 
-# ---- time notes: each written from its cells' measured time, and none more than 2x off it ---------------------
+# ---- time notes: each written from its cells' measured time, and none more than
+# 2x off it ---------------------
 
 def noted_notebook(note="about 40 s"):
     nb = new_notebook()
-    nb.cells = [new_markdown_cell(f"**Time:** smoke <!-- timings:cell -->{note}<!-- /timings --> on 2 cores."),
+    nb.cells = [new_markdown_cell(f"**Time:** smoke <!-- timings:cell -->{note}<!-- /timings --> "
+                                  "on 2 cores."),
                 new_code_cell("train()"), new_code_cell("evaluate()"), new_markdown_cell("next"),
                 new_code_cell("plot()")]
     return nb
 
 
-@pytest.mark.parametrize("seconds, text", [(3, "about 5 s"), (37, "about 35 s"), (58, "about 1 min"),
-                                           (100, "about 1 min 30 s"), (140, "about 2 min 30 s")])
+@pytest.mark.parametrize("seconds, text",
+                         [(3, "about 5 s"), (37, "about 35 s"), (58, "about 1 min"),
+                          (100, "about 1 min 30 s"), (140, "about 2 min 30 s")])
 def test_a_note_rounds_what_was_measured_and_reads_back(seconds, text):
     assert tool.about(seconds) == text
     assert abs(tool.stated_seconds(text) - seconds) <= 15
@@ -172,7 +184,8 @@ def test_a_short_cell_is_noted_about_5_s_and_that_note_passes_the_check(seconds)
         longer.cells[1].id: seconds / 2, longer.cells[2].id: seconds / 2})[0]
 
 
-JUNIT_CELLS = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
+JUNIT_CELLS = """\
+<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
 <testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 0" time="30.0" />
 <testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 1" time="12.0" />
 <testcase classname="notebooks.00_setup_and_tour.ipynb" name="Cell 2" time="2.0" />
@@ -190,12 +203,15 @@ def test_the_command_takes_each_cells_time_and_writes_the_notes(tmp_path, capsys
     nbformat.write(nb, tmp_path / "notebooks" / "00_setup_and_tour.ipynb")
     (tmp_path / "junit").mkdir()
     (tmp_path / "junit" / "notebooks.xml").write_text(JUNIT_CELLS)
-    assert tool.junit_cell_seconds(tmp_path / "junit") == {"00_setup_and_tour": {0: 30.0, 1: 12.0, 2: 2.0}}
-    assert tool.update_timings(tmp_path, check=True) == 1       # no measurement of the note's cells yet
+    assert tool.junit_cell_seconds(tmp_path / "junit") == \
+        {"00_setup_and_tour": {0: 30.0, 1: 12.0, 2: 2.0}}
+    # no measurement of the note's cells yet
+    assert tool.update_timings(tmp_path, check=True) == 1
     assert "no measured time" in capsys.readouterr().out
     assert tool.update_timings(tmp_path, junit=tmp_path / "junit") == 0
     cells = json.loads((tmp_path / "notebooks" / "timings.json").read_text())["smoke"]["cells"]
-    assert cells == {"00_setup_and_tour": {nb.cells[1].id: 30.0, nb.cells[2].id: 12.0, nb.cells[4].id: 2.0}}
+    assert cells == {"00_setup_and_tour": {nb.cells[1].id: 30.0, nb.cells[2].id: 12.0,
+                                           nb.cells[4].id: 2.0}}
     assert "<!-- timings:cell -->about 40 s<!-- /timings -->" in tool.read(
         tmp_path / "notebooks" / "00_setup_and_tour.ipynb").cells[0].source
     assert tool.update_timings(tmp_path, check=True) == 0
@@ -203,5 +219,6 @@ def test_the_command_takes_each_cells_time_and_writes_the_notes(tmp_path, capsys
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_every_time_note_is_within_twice_its_last_measurement(path):
-    problems = tool.cell_note_problems(tool.read(path), path.stem, TIMINGS["smoke"].get("cells", {}).get(path.stem, {}))
+    problems = tool.cell_note_problems(tool.read(path), path.stem,
+                                       TIMINGS["smoke"].get("cells", {}).get(path.stem, {}))
     assert not problems, "\n".join(problems)

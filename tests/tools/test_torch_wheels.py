@@ -2,7 +2,6 @@
 stood in for), and the Makefile's use of it; `make lab` opens the student copies. (The lower bounds:
 tests/tools/test_lower_bounds.py.)"""
 import pytest
-
 from repository import REPO, load_script, make_dry_run
 
 wheels = load_script(REPO / "tools" / "torch_wheels.py")
@@ -11,7 +10,8 @@ CPU = ["--index-url", wheels.CPU_INDEX]
 
 @pytest.fixture
 def machine(monkeypatch):
-    """A machine whose GPU and whose reach of the CPU index the test decides; records which index was asked."""
+    """A machine whose GPU and whose reach of the CPU index the test decides;
+    records which index was asked."""
     state = {"gpu": False, "answers": True, "asked": []}
     monkeypatch.setattr(wheels, "has_nvidia_gpu", lambda: state["gpu"])
 
@@ -53,7 +53,8 @@ def test_other_systems_keep_pips_index(machine, system):
     ({"TORCH_WHEELS": "cpu"}, CPU, "TORCH_WHEELS=cpu"),
     ({"TORCH_WHEELS": "default"}, [], "TORCH_WHEELS=default"),
     ({"TORCH_INDEX_URL": "https://mirror.example/whl/cu121", "TORCH_WHEELS": "cpu"},
-     ["--index-url", "https://mirror.example/whl/cu121"], "TORCH_INDEX_URL=https://mirror.example/whl/cu121"),
+     ["--index-url", "https://mirror.example/whl/cu121"],
+     "TORCH_INDEX_URL=https://mirror.example/whl/cu121"),
 ])
 def test_the_environment_decides_without_a_probe(machine, environ, expected, in_reason):
     machine["answers"] = False
@@ -66,11 +67,13 @@ def test_empty_settings_as_make_passes_them_leave_the_choice_to_the_machine(mach
 
 
 def test_a_wrong_choice_is_refused_naming_it(machine):
-    with pytest.raises(ValueError, match="TORCH_WHEELS must be one of auto, cpu, default, got 'gpu'"):
+    with pytest.raises(ValueError,
+                       match="TORCH_WHEELS must be one of auto, cpu, default, got 'gpu'"):
         wheels.choose({"TORCH_WHEELS": "gpu"}, "Linux")
 
 
-def test_the_script_prints_the_arguments_and_says_the_reason_on_stderr(machine, monkeypatch, capsys):
+def test_the_script_prints_the_arguments_and_says_the_reason_on_stderr(
+        machine, monkeypatch, capsys):
     monkeypatch.setattr(wheels.platform, "system", lambda: "Linux")
     monkeypatch.delenv("TORCH_INDEX_URL", raising=False)
     monkeypatch.delenv("TORCH_WHEELS", raising=False)
@@ -89,10 +92,13 @@ def test_an_index_that_cannot_be_reached_does_not_answer():
 
 def test_make_venv_installs_the_wheels_the_script_chose_or_the_given_line(tmp_path):
     venv = tmp_path / "venv"
-    lines = make_dry_run("venv", f"VENV={venv}", "TORCH_WHEELS=cpu", "TORCH_INDEX_URL=https://x.example/i")
-    assert (f'TORCH_WHEELS="cpu" TORCH_INDEX_URL="https://x.example/i" python3 tools/torch_wheels.py > '
+    lines = make_dry_run("venv", f"VENV={venv}", "TORCH_WHEELS=cpu",
+                         "TORCH_INDEX_URL=https://x.example/i")
+    assert ('TORCH_WHEELS="cpu" TORCH_INDEX_URL="https://x.example/i" python3 '
+            'tools/torch_wheels.py > '
             f"{venv}/.torch-index") in lines
-    assert f"{venv}/bin/python -m pip install  torch torchvision $(cat {venv}/.torch-index)" in lines
+    assert f"{venv}/bin/python -m pip install  torch torchvision $(cat {venv}/.torch-index)" \
+        in lines
     lines = make_dry_run("venv", f"VENV={venv}", "PIP_TORCH_ARGS=torch==2.5.1 torchvision==0.20.1")
     assert "torch_wheels.py" not in lines
     assert f"{venv}/bin/python -m pip install  torch==2.5.1 torchvision==0.20.1" in lines
@@ -101,5 +107,5 @@ def test_make_venv_installs_the_wheels_the_script_chose_or_the_given_line(tmp_pa
 def test_make_lab_opens_the_student_copies_at_the_repositorys_root(tmp_path):
     lines = make_dry_run("lab", f"VENV={tmp_path / 'venv'}")
     assert f'--ServerApp.root_dir="{REPO}" --LabApp.default_url=/lab/tree/student' in lines
-    assert "--LabApp.default_url=/lab/tree/notebooks" in make_dry_run("lab", f"VENV={tmp_path / 'v'}",
-                                                                       "LAB_FOLDER=notebooks")
+    assert "--LabApp.default_url=/lab/tree/notebooks" \
+        in make_dry_run("lab", f"VENV={tmp_path / 'v'}", "LAB_FOLDER=notebooks")

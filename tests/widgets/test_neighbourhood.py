@@ -11,8 +11,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from clcourse.negatives import MapCache
-from clcourse.widgets import (NeighbourhoodState, NeighbourhoodView, neighbourhood_explorer,
-                              neighbourhood_figure, static_neighbourhood_explorer)
+from clcourse.widgets import (
+    NeighbourhoodState,
+    NeighbourhoodView,
+    neighbourhood_explorer,
+    neighbourhood_figure,
+    static_neighbourhood_explorer,
+)
 
 CLASSES = ("plane", "car", "bird")
 N = 24

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import fit
 
 from clcourse.augment import simclr_cifar, weak
 from clcourse.diagnostics import soft_targets, target_spread
 from clcourse.methods import SCE
 from clcourse.models import Backbone, SmallCNN
-from helpers import fit
 from clcourse.widgets import SoftTargetState, soft_target_explorer, soft_target_figure
 
 
