@@ -61,7 +61,7 @@ junit = $(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/$(1).xml)
 help:
 	@echo "make lab              set up .venv if needed, open JupyterLab on student/ (LAB_FOLDER=notebooks: solutions)"
 	@echo "make test             set up .venv if needed, run lint, unit tests and notebooks (CLCOURSE_PRESET=smoke)"
-	@echo "make lint             only ruff check (clcourse, tools, bench; rules in pyproject.toml)"
+	@echo "make lint             only ruff check (the whole repository; rules in pyproject.toml)"
 	@echo "make test-unit        only pytest tests/ (heavy checks: one representative case each)"
 	@echo "make test-heavy       the full set of each heavy check (e.g. bench/accuracy.py for every method)"
 	@echo "make test-notebooks   only the notebooks, under nbval"
@@ -108,7 +108,7 @@ test: $(STAMP)
 
 # The code's style: pyproject.toml's [tool.ruff] (lines of at most 100 characters, import order, likely bugs).
 lint: $(STAMP)
-	$(BIN)/ruff check clcourse tools bench
+	$(BIN)/ruff check .
 
 # Heavy checks run one representative case here (CI's budget); their full set is `make test-heavy`.
 test-unit: $(STAMP)

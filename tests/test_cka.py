@@ -1,8 +1,6 @@
 """Linear CKA against its closed form, the unbiased HSIC against the U-statistic it is, minibatch
 CKA, layer outputs through forward hooks, layer-wise CKA and probes of small networks, and bad
 input."""
-# k and l are the Gram matrices K and L of HSIC and CKA, as in the papers and in clcourse.cka.
-# ruff: noqa: E741
 import itertools
 
 import pytest

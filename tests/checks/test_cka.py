@@ -1,7 +1,5 @@
 """Notebook 09's checkers accept correct solutions (also unusual but equivalent ones), name each
 usual mistake, and report a bare stub as unfinished."""
-# K and L are the two Gram matrices of HSIC and CKA, as in the papers; `l` is L's kernel.
-# ruff: noqa: E741
 import pytest
 import torch
 
