@@ -9,6 +9,8 @@
     python bench/ledger.py --check clcourse/ledger/cpu.json
     # README.md's Results section from the ledgers
     python bench/ledger.py --report
+    # one committed run trained again here: exit 1 if its kNN is more than 2 points off
+    python bench/ledger.py --scale cpu --reproduce simclr:0
     # exit 1 if that section is out of date
     python bench/ledger.py --report --check
 
@@ -85,6 +87,9 @@ NOT_MEASURED = "not measured"
 # What of a scale's Preset decides its runs (a run's configuration holds these).
 BUDGET_FIELDS = ("name", "backbone", "batch_size", "epochs", "warmup_epochs")
 POLL_SECONDS = 2.0          # how often the running workers are looked at
+# A committed run trained again on another CPU (other floating-point kernels) must land this close,
+# in kNN top-1 points: the figures differ in their last digits, not in what they show.
+REPRODUCE_POINTS = 2.0
 
 
 @dataclass(frozen=True)
@@ -592,6 +597,44 @@ def _exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
+# ---------------------------------------------------------------- a committed run, again
+
+def _committed_run(ledger: dict, method_name: str, seed: int, path: Path) -> dict:
+    runs = [run for run in ledger["methods"].get(method_name, {}).get("runs", [])
+            if run["seed"] == seed]
+    if not runs:
+        raise SystemExit(f"--reproduce: {path} holds no run of {method_name} seed {seed} to "
+                         "compare with")
+    return runs[0]
+
+
+def reproduce(scale: Scale, method_name: str, seed: int, runs: Path) -> int:
+    """Train the committed run (method_name, seed) of `scale` again in `runs` (a ledger of its own
+    there: runs/ledger.json) and compare its kNN top-1 with the committed one; 1 when they differ
+    by more than REPRODUCE_POINTS."""
+    committed_path = results.ledger_path(scale.name)
+    if not committed_path.is_file():
+        raise SystemExit(f"--reproduce: there is no committed {scale.name!r} ledger "
+                         f"({committed_path}) to compare with")
+    committed = _committed_run(read_ledger(committed_path, scale), method_name, seed,
+                               committed_path)
+    output = runs / "ledger.json"
+    status = Ledger(scale, runs, output, runs / "encoders", jobs=1,
+                    budget_minutes=None).run([method_name], [seed])
+    if status:
+        return status
+    again = _committed_run(json.loads(output.read_text()), method_name, seed, output)
+    points = 100 * (again["measures"]["knn"] - committed["measures"]["knn"])
+    within = abs(points) <= REPRODUCE_POINTS
+    for where, run in (("here", again), (str(committed_path), committed)):
+        print(f"{method_name} seed {seed}, {where}: kNN {100 * run['measures']['knn']:.1f}%, "
+              f"linear {100 * run['measures']['linear']:.1f}% ({run['machine']['cpu']}, "
+              f"torch {run['machine']['torch']}, commit {run['commit']}, {run['date']})")
+    print(f"kNN differs by {points:+.1f} points: "
+          + (f"within {REPRODUCE_POINTS:g}" if within else f"more than {REPRODUCE_POINTS:g}"))
+    return 0 if within else 1
+
+
 # ---------------------------------------------------------------- the README's Results section
 
 def _provenance(ledger: dict) -> dict:
@@ -694,6 +737,14 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _run(text: str) -> tuple[str, int]:
+    method_name, _, seed = text.partition(":")
+    if method_name not in METHODS or not seed.isdigit():
+        raise SystemExit(f"--reproduce must be METHOD:SEED, METHOD one of {', '.join(METHODS)} "
+                         f"and SEED an integer >= 0; got {text!r}")
+    return method_name, int(seed)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", help=f"one of {', '.join(SCALES)}")
@@ -713,6 +764,9 @@ def main(argv=None) -> int:
                              "README.md's Results section")
     parser.add_argument("--report", action="store_true",
                         help="write README.md's Results section from the ledgers")
+    parser.add_argument("--reproduce", metavar="METHOD:SEED",
+                        help="train one committed run of --scale again (in --runs, default "
+                             "runs/ledger/<scale>-reproduce) and compare its kNN with the ledger's")
     parser.add_argument("--readme", type=Path, default=README, help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)      # METHOD:SEED, started by the
                                                                  # ledger itself
@@ -735,6 +789,10 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     scale = SCALES[args.scale]
+    if args.reproduce:
+        method_name, seed = _run(args.reproduce)
+        runs = args.runs or REPO / "runs" / "ledger" / f"{scale.name}-reproduce"
+        return reproduce(scale, method_name, seed, runs.resolve())
     methods = _names(args.methods, list(METHODS), "methods") if args.methods else list(METHODS)
     runs = args.runs or REPO / "runs" / "ledger" / scale.name
     output = args.output or results.ledger_path(scale.name)

@@ -281,6 +281,45 @@ def test_a_budget_too_small_starts_nothing(toy, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["scale.json"]
 
 
+def _reproduce(tmp_path: Path, run: str) -> int:
+    return bench.main(["--scale", "toy", "--reproduce", run, "--runs", str(tmp_path / "again")])
+
+
+def test_a_committed_run_trained_again_is_compared_with_the_ledger(toy, tmp_path, monkeypatch,
+                                                                   capsys):
+    tmp, _ = toy
+    assert _reproduce(tmp_path, "dcl:1") == 0
+    committed, = [run for run in _ledger(tmp)["methods"]["dcl"]["runs"] if run["seed"] == 1]
+    again = json.loads((tmp_path / "again" / "ledger.json").read_text())
+    rerun, = again["methods"]["dcl"]["runs"]
+    # same machine, same numbers (but the time)
+    assert {**rerun["measures"], "seconds_per_epoch": None} == \
+        {**committed["measures"], "seconds_per_epoch": None}
+    knn = f"kNN {100 * committed['measures']['knn']:.1f}%"
+    out = capsys.readouterr().out
+    assert f"dcl seed 1, here: {knn}" in out and f"dcl seed 1, {tmp / 'toy.json'}: {knn}" in out
+    assert out.rstrip().endswith("kNN differs by +0.0 points: within 2")
+    # A committed figure 3 points above the rerun's fails it; the finished rerun is measured again,
+    # not trained.
+    edited = copy.deepcopy(_ledger(tmp))
+    edited["methods"]["dcl"]["runs"][1]["measures"]["knn"] += 0.03
+    (tmp_path / "toy.json").write_text(json.dumps(edited))
+    monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
+    assert _reproduce(tmp_path, "dcl:1") == 1
+    assert capsys.readouterr().out.rstrip().endswith("kNN differs by -3.0 points: more than 2")
+
+
+@pytest.mark.parametrize(("run", "message"), [
+    ("dcl", "--reproduce must be METHOD:SEED"), ("nope:0", "METHOD one of simclr"),
+    ("dcl:-1", "SEED an integer >= 0; got 'dcl:-1'"),
+    ("hcl:0", "holds no run of hcl seed 0 to compare with"),
+])
+def test_reproduce_refuses_what_it_cannot_compare(toy, tmp_path, run, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _reproduce(tmp_path, run)
+    assert not (tmp_path / "again").exists()          # refused before anything was trained
+
+
 def test_seconds_needed_for_the_next_piece_of_work():
     assert bench.seconds_needed(3, 30, epoch_seconds=20, evaluation_seconds=50) == 20
     # the last epoch, measured
