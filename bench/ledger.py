@@ -630,7 +630,7 @@ def reproduce(scale: Scale, method_name: str, seed: int, runs: Path) -> int:
         print(f"{method_name} seed {seed}, {where}: kNN {100 * run['measures']['knn']:.1f}%, "
               f"linear {100 * run['measures']['linear']:.1f}% ({run['machine']['cpu']}, "
               f"torch {run['machine']['torch']}, commit {run['commit']}, {run['date']})")
-    print(f"kNN differs by {points:+.1f} points: "
+    print(f"kNN differs by {points:+.2f} points: "
           + (f"within {REPRODUCE_POINTS:g}" if within else f"more than {REPRODUCE_POINTS:g}"))
     return 0 if within else 1
 

@@ -298,7 +298,7 @@ def test_a_committed_run_trained_again_is_compared_with_the_ledger(toy, tmp_path
     knn = f"kNN {100 * committed['measures']['knn']:.1f}%"
     out = capsys.readouterr().out
     assert f"dcl seed 1, here: {knn}" in out and f"dcl seed 1, {tmp / 'toy.json'}: {knn}" in out
-    assert out.rstrip().endswith("kNN differs by +0.0 points: within 2")
+    assert out.rstrip().endswith("kNN differs by +0.00 points: within 2")
     # A committed figure 3 points above the rerun's fails it; the finished rerun is measured again,
     # not trained.
     edited = copy.deepcopy(_ledger(tmp))
@@ -306,7 +306,7 @@ def test_a_committed_run_trained_again_is_compared_with_the_ledger(toy, tmp_path
     (tmp_path / "toy.json").write_text(json.dumps(edited))
     monkeypatch.setattr(results, "LEDGER_DIR", tmp_path)
     assert _reproduce(tmp_path, "dcl:1") == 1
-    assert capsys.readouterr().out.rstrip().endswith("kNN differs by -3.0 points: more than 2")
+    assert capsys.readouterr().out.rstrip().endswith("kNN differs by -3.00 points: more than 2")
 
 
 @pytest.mark.parametrize(("run", "message"), [
