@@ -34,8 +34,8 @@ self-supervised training set is the first 1,000 training images of each of the 5
 order of the data files (5,000 images); the labelled pool for kNN and the linear probes is all
 25,000 training images of those classes, the test set their 5,000 test images. Small CNN, batch 256,
 30 epochs (warm-up 1), each method's own learning rate, SGD with momentum 0.9 and weight decay 5e-4,
-seeds 0, 1, 2: about 8 hours on one core, each run 3-30 minutes. A first measurement at 20 epochs on
-this data found a seed-to-seed spread of about 1.5 kNN points; 30 epochs, three seeds and paired
+seeds 0, 1, 2: about 9.5 hours on one core, each run 8-30 minutes. A first measurement at 20 epochs
+on this data found a seed-to-seed spread of about 1.5 kNN points; 30 epochs, three seeds and paired
 differences (same seed, same initial backbone, same image order) narrow what can be told apart, and
 the push on same-class negatives measures the mechanism itself, beside accuracy.
 
