@@ -9,10 +9,10 @@
     python bench/ledger.py --check clcourse/ledger/cpu.json
     # README.md's Results section from the ledgers
     python bench/ledger.py --report
-    # one committed run trained again here: exit 1 if its kNN is more than 2 points off
-    python bench/ledger.py --scale cpu --reproduce simclr:0
     # exit 1 if that section is out of date
     python bench/ledger.py --report --check
+    # one committed run trained again here: exit 1 if its kNN is more than 2 points off
+    python bench/ledger.py --scale cpu --reproduce simclr:0
 
 Each (method, seed) is a resumable run in runs/ledger/<scale>/<method>_s<seed>/ (`--runs`):
 rerunning the command continues where it stopped, and a run whose checkpoint is finished is measured
@@ -87,8 +87,8 @@ NOT_MEASURED = "not measured"
 # What of a scale's Preset decides its runs (a run's configuration holds these).
 BUDGET_FIELDS = ("name", "backbone", "batch_size", "epochs", "warmup_epochs")
 POLL_SECONDS = 2.0          # how often the running workers are looked at
-# A committed run trained again on another CPU (other floating-point kernels) must land this close,
-# in kNN top-1 points: the figures differ in their last digits, not in what they show.
+# A committed run trained again on another CPU (other floating-point kernels: a slightly different
+# path through training) must land this close, in kNN top-1 points.
 REPRODUCE_POINTS = 2.0
 
 
@@ -319,11 +319,11 @@ def _require_same_run(config: dict, method, scale: Scale, seed: int, folder: Pat
 
 def worker_main(spec: str, runs: Path, encoders: Path) -> int:
     torch.set_num_threads(1)
-    method_name, seed = spec.rsplit(":", 1)
+    method_name, seed = _method_and_seed(spec, "--worker")
     scale = Scale.from_dict(json.loads((runs / "scale.json").read_text()))
-    folder = run_folder(runs, method_name, int(seed))
+    folder = run_folder(runs, method_name, seed)
     try:
-        run_one(scale, method_name, int(seed), runs, encoders)
+        run_one(scale, method_name, seed, runs, encoders)
     except Exception as error:
         traceback.print_exc()
         folder.mkdir(parents=True, exist_ok=True)
@@ -737,10 +737,11 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _run(text: str) -> tuple[str, int]:
+def _method_and_seed(text: str, option: str) -> tuple[str, int]:
+    """A run named as METHOD:SEED (`--reproduce`, and the ledger's `--worker`)."""
     method_name, _, seed = text.partition(":")
     if method_name not in METHODS or not seed.isdigit():
-        raise SystemExit(f"--reproduce must be METHOD:SEED, METHOD one of {', '.join(METHODS)} "
+        raise SystemExit(f"{option} must be METHOD:SEED, METHOD one of {', '.join(METHODS)} "
                          f"and SEED an integer >= 0; got {text!r}")
     return method_name, int(seed)
 
@@ -790,7 +791,7 @@ def main(argv=None) -> int:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     scale = SCALES[args.scale]
     if args.reproduce:
-        method_name, seed = _run(args.reproduce)
+        method_name, seed = _method_and_seed(args.reproduce, "--reproduce")
         runs = args.runs or REPO / "runs" / "ledger" / f"{scale.name}-reproduce"
         return reproduce(scale, method_name, seed, runs.resolve())
     methods = _names(args.methods, list(METHODS), "methods") if args.methods else list(METHODS)
